@@ -1,0 +1,5 @@
+"""``python -m rgrid`` → the CLI."""
+
+from rgrid.cli import main
+
+main()

@@ -1,0 +1,102 @@
+"""The FastAPI application factory: ``uvicorn --factory rgrid.api.app:create_app``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from rgrid import __version__, sandbox, storage, store
+from rgrid.api import errors as api_errors
+from rgrid.api.routes import accounts, blobs, executions, health
+from rgrid.executor.local import LocalExecutor
+from rgrid.runner import RunnerConfig
+from rgrid.services import Grid
+from rgrid.services.accounts import bootstrap_admin
+from rgrid.services.dispatcher import Dispatcher
+from rgrid.services.events import Notifier
+from rgrid.services.secrets import SecretBox
+from rgrid.settings import ServerSettings
+
+logger = logging.getLogger(__name__)
+
+ADMIN_KEY_FILE = "admin.key"
+
+
+def _operation_id(route: APIRoute) -> str:
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+def read_or_create_admin_key(home: Path) -> str:
+    """The bootstrap admin key kept in ``home`` with mode 0600 (created on first start)."""
+    path = home / ADMIN_KEY_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("rg_" + secrets.token_urlsafe(30) + "\n")
+    return path.read_text().strip()
+
+
+def _runner_config(settings: ServerSettings) -> RunnerConfig:
+    return RunnerConfig(
+        work_root=settings.work_root,
+        envs_root=settings.envs_root,
+        worker=settings.worker_name,
+        max_output_bytes=settings.max_output_bytes,
+        max_output_files=settings.max_output_files,
+        max_log_bytes=settings.max_log_bytes,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: ServerSettings = app.state.settings
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(settings.home, 0o700)
+    engine = store.make_engine(settings.resolved_database_url)
+    await store.upgrade(engine)
+    blob_storage = storage.from_url(settings.resolved_storage_url)
+    await blob_storage.health()
+    grid = Grid(
+        settings=settings,
+        sessions=store.session_factory(engine),
+        storage=blob_storage,
+        notifier=Notifier(),
+        secrets=SecretBox.from_file(settings.home / "secret.key"),
+    )
+    await bootstrap_admin(grid, settings.admin_key or read_or_create_admin_key(settings.home))
+    box = sandbox.detect()
+    if box.name != "bwrap":
+        logger.warning("sandbox is weaker: %s", box.strength, extra={"action": "weak_sandbox"})
+    dispatcher = Dispatcher(
+        grid, LocalExecutor(slots=settings.slots, config=_runner_config(settings))
+    )
+    dispatcher.start()
+    app.state.grid = grid
+    app.state.dispatcher = dispatcher
+    try:
+        yield
+    finally:
+        await dispatcher.close()
+        await engine.dispose()
+
+
+def create_app(settings: ServerSettings | None = None) -> FastAPI:
+    """Build the API; the grid's parts are created in the lifespan, never at import."""
+    app = FastAPI(
+        title="rgrid",
+        version=__version__,
+        lifespan=_lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.settings = settings or ServerSettings()
+    api_errors.install(app)
+    for router in (health.router, accounts.router, blobs.router, executions.router):
+        app.include_router(router)
+    return app

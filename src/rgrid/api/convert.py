@@ -1,0 +1,64 @@
+"""Domain objects → wire models."""
+
+from __future__ import annotations
+
+from rgrid import domain, schemas
+
+
+def execution(e: domain.Execution) -> schemas.ExecutionPublic:
+    return schemas.ExecutionPublic(
+        id=e.id,
+        state=e.state,
+        script=e.script,
+        args=list(e.args),
+        env_names=list(e.env_names),
+        metadata=e.metadata,
+        timeout_s=e.timeout_s,
+        memory_bytes=e.memory_bytes,
+        network=e.network,
+        exit_code=e.exit_code,
+        failure_class=e.failure_class,
+        cause=e.cause,
+        hint=e.hint,
+        attempt=e.attempt,
+        worker=e.worker,
+        created_at=e.created_at,
+        queued_at=e.queued_at,
+        started_at=e.started_at,
+        finished_at=e.finished_at,
+        duration_s=e.duration_s,
+        last_seq=e.last_seq,
+    )
+
+
+def log_line(line: domain.LogLine) -> schemas.LogLinePublic:
+    return schemas.LogLinePublic(
+        seq=line.seq, attempt=line.attempt, stream=line.stream, ts=line.ts, text=line.text
+    )
+
+
+def artifact(a: domain.Artifact) -> schemas.ArtifactPublic:
+    return schemas.ArtifactPublic(
+        path=a.path,
+        kind=a.kind,
+        sha256=a.sha256,
+        size=a.size,
+        created_at=a.created_at,
+        expires_at=a.expires_at,
+    )
+
+
+def account(a: domain.Account) -> schemas.AccountPublic:
+    return schemas.AccountPublic(id=a.id, name=a.name, is_admin=a.is_admin, created_at=a.created_at)
+
+
+def key(k: domain.ApiKey) -> schemas.KeyPublic:
+    return schemas.KeyPublic(
+        id=k.id,
+        account_id=k.account_id,
+        name=k.name,
+        prefix=k.prefix,
+        created_at=k.created_at,
+        last_used_at=k.last_used_at,
+        revoked_at=k.revoked_at,
+    )

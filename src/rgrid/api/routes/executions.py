@@ -1,0 +1,131 @@
+"""/api/v1/executions: submit, list, inspect, cancel, logs, outputs."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from rgrid import domain, errors, schemas
+from rgrid.api import convert
+from rgrid.api.deps import CurrentPrincipal, GridDep
+from rgrid.domain import ArtifactKind, ExecutionState
+from rgrid.services import executions as service
+
+router = APIRouter(prefix="/api/v1/executions", tags=["executions"])
+
+MAX_PAGE = 1000
+
+
+def _encode_cursor(item: domain.Execution) -> str:
+    raw = json.dumps([item.created_at.isoformat(), item.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    if not cursor:
+        return None
+    try:
+        created, last_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(created), str(last_id)
+    except (ValueError, TypeError) as exc:
+        raise errors.InvalidRequest("invalid cursor") from exc
+
+
+def _metadata_filters(pairs: list[str]) -> dict[str, str]:
+    parsed = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+    if len(parsed) != len(pairs):
+        raise errors.InvalidRequest("metadata filters must look like KEY=VALUE")
+    return parsed
+
+
+@router.post("", status_code=201)
+async def submit(
+    body: schemas.ExecutionCreate, grid: GridDep, principal: CurrentPrincipal
+) -> schemas.ExecutionPublic:
+    return convert.execution(await service.submit(grid, principal, body))
+
+
+@router.get("")
+async def list_executions(
+    grid: GridDep,
+    principal: CurrentPrincipal,
+    status: Annotated[list[ExecutionState] | None, Query()] = None,
+    metadata: Annotated[list[str] | None, Query()] = None,
+    since: datetime | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+) -> schemas.ExecutionsPublic:
+    items = await service.list_executions(
+        grid,
+        principal,
+        states=status or [],
+        metadata=_metadata_filters(metadata or []),
+        since=since,
+        cursor=_decode_cursor(cursor),
+        limit=limit,
+    )
+    next_cursor = _encode_cursor(items[-1]) if len(items) == limit else None
+    data = [convert.execution(e) for e in items]
+    return schemas.ExecutionsPublic(data=data, count=len(data), next_cursor=next_cursor)
+
+
+@router.get("/{execution_id}")
+async def get_execution(
+    execution_id: str, grid: GridDep, principal: CurrentPrincipal
+) -> schemas.ExecutionPublic:
+    return convert.execution(await service.get(grid, principal, execution_id))
+
+
+@router.post("/{execution_id}/cancel")
+async def cancel_execution(
+    execution_id: str, grid: GridDep, principal: CurrentPrincipal
+) -> schemas.ExecutionPublic:
+    return convert.execution(await service.cancel(grid, principal, execution_id))
+
+
+@router.get("/{execution_id}/logs")
+async def read_logs(
+    execution_id: str,
+    grid: GridDep,
+    principal: CurrentPrincipal,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=service.MAX_LOG_PAGE)] = 1000,
+    wait: Annotated[float, Query(ge=0, le=service.MAX_WAIT_S)] = 0.0,
+) -> schemas.LogsPublic:
+    execution, lines = await service.read_logs(
+        grid, principal, execution_id, after=after, limit=limit, wait_s=wait
+    )
+    last = lines[-1].seq if lines else after
+    return schemas.LogsPublic(
+        data=[convert.log_line(line) for line in lines],
+        last_seq=last,
+        state=execution.state,
+        exit_code=execution.exit_code,
+        done=execution.state.terminal and last >= execution.last_seq,
+    )
+
+
+@router.get("/{execution_id}/artifacts")
+async def list_artifacts(
+    execution_id: str,
+    grid: GridDep,
+    principal: CurrentPrincipal,
+    kind: ArtifactKind | None = None,
+) -> schemas.ArtifactsPublic:
+    _, items = await service.list_artifacts(grid, principal, execution_id, kind)
+    data = [convert.artifact(a) for a in items]
+    return schemas.ArtifactsPublic(data=data, count=len(data))
+
+
+@router.get("/{execution_id}/outputs/{path:path}")
+async def download_output(
+    execution_id: str, path: str, grid: GridDep, principal: CurrentPrincipal
+) -> StreamingResponse:
+    artifact, stream = await service.open_output(grid, principal, execution_id, path)
+    headers = {"content-length": str(artifact.size), "x-rgrid-sha256": artifact.sha256}
+    return StreamingResponse(stream, media_type="application/octet-stream", headers=headers)

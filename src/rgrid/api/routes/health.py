@@ -1,0 +1,50 @@
+"""/health (no auth) and /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from sqlalchemy import func, select
+
+from rgrid import __version__, errors, schemas, store
+from rgrid.api.deps import GridDep
+from rgrid.sandbox import detect
+from rgrid.store.models import ExecutionRow
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health(grid: GridDep, response: Response) -> schemas.Health:
+    store_status = storage_status = "ok"
+    try:
+        async with store.transaction(grid.sessions) as session:
+            await session.execute(select(1))
+    except errors.RgridError as exc:
+        store_status = f"error: {exc.message}"
+    try:
+        await grid.storage.health()
+    except errors.RgridError as exc:
+        storage_status = f"error: {exc.message}"
+    healthy = store_status == storage_status == "ok"
+    response.status_code = 200 if healthy else 503
+    return schemas.Health(
+        status="ok" if healthy else "degraded",
+        store=store_status,
+        storage=storage_status,
+        sandbox=detect().strength,
+        version=__version__,
+    )
+
+
+@router.get("/metrics")
+async def metrics(grid: GridDep) -> Response:
+    registry = CollectorRegistry()
+    gauge = Gauge("rgrid_executions", "Executions by state", ["state"], registry=registry)
+    async with store.transaction(grid.sessions) as session:
+        rows = await session.execute(
+            select(ExecutionRow.state, func.count()).group_by(ExecutionRow.state)
+        )
+        for state, count in rows:
+            gauge.labels(state=state).set(count)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

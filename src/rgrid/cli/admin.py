@@ -1,0 +1,139 @@
+"""``rgrid init``, ``rgrid doctor``, ``rgrid accounts``, ``rgrid keys``."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+import click
+
+from rgrid.cli import render
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+@click.command()
+@click.option("--api-url", envvar="RGRID_API_URL", help="The grid's URL [RGRID_API_URL].")
+@click.option("--profile", default="default", show_default=True, envvar="RGRID_PROFILE")
+def init(api_url: str | None, profile: str) -> None:
+    """Ask for an API key, check it against the grid, save it to ~/.rgrid/credentials (0600)."""
+    from rgrid.client import Client
+    from rgrid.client.config import write_profile
+
+    url = api_url or click.prompt("grid URL", default="http://127.0.0.1:8765", err=True)
+    key = click.prompt("API key", hide_input=True, err=True).strip()
+    me = Client(url, key).me()
+    path = write_profile(profile, url, key)
+    render.info(f"key for account {me.account.name} ({me.account.id}) saved to {path} [{profile}]")
+
+
+def _check(label: str, ok: bool | None, detail: str) -> None:
+    mark = {True: "ok  ", False: "FAIL", None: "warn"}[ok]
+    click.echo(f"[{mark}] {label:<10} {detail}")
+
+
+@click.command()
+def doctor() -> None:
+    """What this machine offers: sandbox, Python, uv, the grid and its storage."""
+    from rgrid.client import Client, config, daemon
+    from rgrid.envs.base import python_version, real_interpreter
+
+    try:
+        from rgrid import sandbox
+
+        box = sandbox.detect()
+        _check("sandbox", box.name == "bwrap" or None, box.strength)
+    except Exception as exc:  # doctor reports, never crashes
+        _check("sandbox", False, str(exc))
+    _check("python", True, f"{python_version()} at {real_interpreter()}")
+    uv = shutil.which("uv")
+    _check("uv", True if uv else None, uv or "not on PATH (needed by the dependencies feature)")
+    target = config.resolve_target()
+    if target.api_url is None:
+        info = daemon.status(config.local_home())
+        if info is None:
+            _check("grid", None, f"{target.source}: not running (starts on first `rgrid run`)")
+            return
+        client = Client(info.url, info.admin_key)
+    else:
+        client = Client(target.api_url, target.api_key)
+    try:
+        health = client.health()
+        me = client.me()
+    except Exception as exc:
+        _check("grid", False, f"{target.source}: {exc}")
+        sys.exit(1)
+    _check("grid", True, f"{client.base_url} ({target.source}), account {me.account.name}")
+    _check("storage", health.storage == "ok", health.storage)
+    _check("store", health.store == "ok", health.store)
+    _check("worker", True, f"sandbox on the grid: {health.sandbox}")
+
+
+@click.group()
+def accounts() -> None:
+    """Accounts (admin key only)."""
+
+
+@accounts.command(name="create")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="Give the account admin rights.")
+@json_option
+def create_account(name: str, admin: bool, as_json: bool) -> None:
+    """Create an account and print its first API key (shown once)."""
+    from rgrid.cli.context import connect
+
+    created = connect().create_account(name, admin)
+    if as_json:
+        render.emit_json(created)
+        return
+    render.info(f"account {created.account.id} ({name}) created; its API key (shown once):")
+    click.echo(created.key)
+
+
+@click.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command(name="create")
+@click.option("--name", default="", help="A label for the key.")
+@click.option("--account", "account_id", help="Another account (admin only).")
+@json_option
+def create_key(name: str, account_id: str | None, as_json: bool) -> None:
+    """Create an API key (printed once)."""
+    from rgrid.cli.context import connect
+
+    created = connect().create_key(name, account_id)
+    if as_json:
+        render.emit_json(created)
+        return
+    render.info(f"key {created.info.id} created (shown once):")
+    click.echo(created.key)
+
+
+@keys.command(name="list")
+@json_option
+def list_keys(as_json: bool) -> None:
+    """Your keys (admins: every key)."""
+    from rgrid.cli.context import connect
+
+    items = connect().list_keys()
+    if as_json:
+        render.emit_json(items)
+        return
+    for k in items:
+        state = "revoked" if k.revoked_at else "active"
+        click.echo(f"{k.id:<22} {k.account_id:<22} {k.prefix}…  {state:<8} {k.name}")
+
+
+@keys.command(name="revoke")
+@click.argument("key_id")
+def revoke_key(key_id: str) -> None:
+    """Revoke a key: it stops working at once."""
+    from rgrid.cli.context import connect
+
+    revoked = connect().revoke_key(key_id)
+    render.info(f"revoked {revoked.id}")
+
+
+COMMANDS = [init, doctor, accounts, keys]

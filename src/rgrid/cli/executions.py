@@ -1,0 +1,155 @@
+"""``rgrid status|logs|outputs|download|list|wait|cancel``: look at and steer executions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from rgrid.cli import render
+from rgrid.cli.options import key_values
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+STATES = ["queued", "running", "retrying", "succeeded", "failed", "cancelled"]
+
+
+@click.command()
+@click.argument("execution_id")
+@json_option
+def status(execution_id: str, as_json: bool) -> None:
+    """State, times, worker, exit code and failure of an execution."""
+    from rgrid.cli.context import connect
+
+    execution = connect().get(execution_id)
+    render.emit_json(execution) if as_json else render.execution(execution)
+
+
+@click.command()
+@click.argument("execution_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep streaming until the execution ends.")
+@click.option("--tail", type=click.IntRange(min=1), help="Only the last N lines.")
+@click.option("--stdout-only", is_flag=True, help="Only the script's stdout.")
+@click.option("--stderr-only", is_flag=True, help="Only the script's stderr.")
+@click.option("--timestamps", is_flag=True, help="Prefix each line with its time.")
+@click.option("--raw", is_flag=True, help="No out|/err| marks: stdout to stdout, stderr to stderr.")
+@json_option
+def logs(
+    execution_id: str,
+    follow: bool,
+    tail: int | None,
+    stdout_only: bool,
+    stderr_only: bool,
+    timestamps: bool,
+    raw: bool,
+    as_json: bool,
+) -> None:
+    """The execution's output lines in order (out| stdout, err| stderr, rgrid| rgrid's own)."""
+    from rgrid.cli.context import connect
+    from rgrid.client.runs import history
+
+    if stdout_only and stderr_only:
+        raise click.UsageError("--stdout-only and --stderr-only exclude each other")
+    client = connect()
+    wanted = {"stdout"} if stdout_only else {"stderr"} if stderr_only else None
+    lines, last_seq, done = history(client, execution_id, tail=tail, streams=wanted)
+    if as_json:
+        render.emit_json(lines)
+        return
+    show = lambda line: render.log_line(line, marked=not raw, timestamps=timestamps)  # noqa: E731
+    for line in lines:
+        show(line)
+    if follow and not done:
+        from rgrid.client.runs import follow as follow_logs
+
+        follow_logs(
+            client,
+            execution_id,
+            lambda line: show(line) if wanted is None or line.stream.value in wanted else None,
+            after=last_seq,
+        )
+
+
+@click.command()
+@click.argument("execution_id")
+@json_option
+def outputs(execution_id: str, as_json: bool) -> None:
+    """The output files of an execution."""
+    from rgrid.cli.context import connect
+
+    items = connect().artifacts(execution_id, kind="output").data
+    render.emit_json(items) if as_json else render.artifact_table(items)
+
+
+@click.command()
+@click.argument("execution_id")
+@click.option(
+    "--output-dir", type=click.Path(path_type=Path, file_okay=False), help="Default: here."
+)
+@click.option(
+    "--file", "files", multiple=True, metavar="NAME", help="Only this output (repeatable)."
+)
+def download(execution_id: str, output_dir: Path | None, files: tuple[str, ...]) -> None:
+    """Download an execution's outputs, keeping their relative paths."""
+    from rgrid.cli.context import connect
+    from rgrid.client.runs import download_outputs
+
+    fetched = download_outputs(
+        connect(), execution_id, output_dir or Path.cwd(), list(files) or None
+    )
+    for artifact, path in fetched:
+        render.info(f"{path} ({render.size(artifact.size)})")
+    render.info(f"{len(fetched)} file(s) downloaded")
+
+
+@click.command(name="list")
+@click.option(
+    "--status", "states", multiple=True, type=click.Choice(STATES), help="Only these states."
+)
+@click.option("--metadata", multiple=True, metavar="K=V", help="Only executions with this label.")
+@click.option("--since", metavar="ISO-TIME", help="Only executions created after this time.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@json_option
+def list_(
+    states: tuple[str, ...], metadata: tuple[str, ...], since: str | None, limit: int, as_json: bool
+) -> None:
+    """Your executions, newest first."""
+    from rgrid.cli.context import connect
+
+    page = connect().list(
+        states=list(states), metadata=key_values(metadata, "--metadata"), since=since, limit=limit
+    )
+    render.emit_json(page) if as_json else render.execution_table(page.data)
+
+
+@click.command()
+@click.argument("execution_id")
+@click.option(
+    "--output-dir", type=click.Path(path_type=Path, file_okay=False), help="Default: here."
+)
+@click.option("--remote-only", is_flag=True, help="Download nothing.")
+def wait(execution_id: str, output_dir: Path | None, remote_only: bool) -> None:
+    """Stream an execution's output until it ends, download its outputs, exit with its code."""
+    from rgrid.cli.context import connect
+    from rgrid.cli.run import attach
+
+    client = connect()
+    execution = client.get(execution_id)
+    sys.exit(attach(client, execution.id, output_dir=output_dir, remote_only=remote_only))
+
+
+@click.command()
+@click.argument("execution_id")
+@json_option
+def cancel(execution_id: str, as_json: bool) -> None:
+    """Cancel a queued or running execution (its whole process group is killed)."""
+    from rgrid.cli.context import connect
+
+    execution = connect().cancel(execution_id)
+    if as_json:
+        render.emit_json(execution)
+    else:
+        render.info(f"{execution.id}: cancel requested ({execution.state.value})")
+
+
+COMMANDS = [status, logs, outputs, download, list_, wait, cancel]

@@ -1,0 +1,126 @@
+"""Everything the CLI shows a person (and the ``--json`` form): the only place that formats."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from rgrid import schemas
+
+
+def size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def when(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def emit_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        data: Any = value
+    elif isinstance(value, Sequence):
+        data = [item.model_dump(mode="json") for item in value]
+    else:
+        data = value.model_dump(mode="json")
+    click.echo(json.dumps(data, indent=2))
+
+
+def info(message: str) -> None:
+    """One rgrid line on stderr (never mixed into the script's stdout)."""
+    click.echo(f"rgrid: {message}", err=True)
+
+
+def state_label(e: schemas.ExecutionPublic) -> str:
+    if e.failure_class:
+        return f"{e.state.value} ({e.failure_class.value})"
+    return e.state.value
+
+
+def execution(e: schemas.ExecutionPublic) -> None:
+    rows = [
+        ("id", e.id),
+        ("state", state_label(e)),
+        ("script", " ".join([e.script, *e.args])),
+        ("exit code", "-" if e.exit_code is None else str(e.exit_code)),
+        ("cause", e.cause or "-"),
+        ("hint", e.hint or "-"),
+        ("created", when(e.created_at)),
+        ("started", when(e.started_at)),
+        ("finished", when(e.finished_at)),
+        ("duration", duration(e.duration_s)),
+        ("worker", e.worker or "-"),
+        ("attempt", str(e.attempt)),
+        (
+            "limits",
+            f"timeout {duration(e.timeout_s)}, memory {size(e.memory_bytes)}, "
+            f"network {'on' if e.network else 'off'}",
+        ),
+        ("env", ", ".join(e.env_names) or "-"),
+        ("metadata", ", ".join(f"{k}={v}" for k, v in sorted(e.metadata.items())) or "-"),
+    ]
+    for label, value in rows:
+        if value != "-" or label in ("id", "state", "exit code"):
+            click.echo(f"{label:<10} {value}")
+
+
+def execution_table(items: Sequence[schemas.ExecutionPublic]) -> None:
+    if not items:
+        click.echo("no executions", err=True)
+        return
+    click.echo(f"{'ID':<22} {'STATE':<26} {'EXIT':>4} {'DURATION':>9}  {'CREATED':<19}  SCRIPT")
+    for e in items:
+        code = "-" if e.exit_code is None else str(e.exit_code)
+        click.echo(
+            f"{e.id:<22} {state_label(e):<26} {code:>4} {duration(e.duration_s):>9}  "
+            f"{when(e.created_at):<19}  {' '.join([e.script, *e.args])[:60]}"
+        )
+
+
+def log_line(line: schemas.LogLinePublic, *, marked: bool, timestamps: bool) -> None:
+    """A script line: raw to its own stream in live mode; marked (``out|``/``err|``) for history."""
+    prefix = ""
+    if timestamps:
+        prefix += line.ts.astimezone().strftime("%H:%M:%S.%f")[:-3] + " "
+    if marked:
+        prefix += {"stdout": "out| ", "stderr": "err| ", "system": "rgrid| "}[line.stream.value]
+    text = line.text
+    if marked and not text.endswith("\n"):
+        text += "\n"
+    stream = sys.stdout if line.stream.value == "stdout" else sys.stderr
+    stream.write(prefix + text)
+    stream.flush()
+
+
+def artifact_table(items: Sequence[schemas.ArtifactPublic]) -> None:
+    if not items:
+        click.echo("no outputs", err=True)
+        return
+    click.echo(f"{'SIZE':>10}  {'SHA256':<12}  PATH")
+    for a in items:
+        click.echo(f"{size(a.size):>10}  {a.sha256[:12]}  {a.path}")

@@ -1,0 +1,178 @@
+"""``rgrid run SCRIPT [ARGS]...``: run once on the grid, as if with python here."""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from rgrid.cli import render
+
+if TYPE_CHECKING:
+    from rgrid import schemas
+    from rgrid.client import Client
+from rgrid.cli.options import Duration, Size, key_values
+
+MANIFEST_NOTICE_FILES = 50
+MANIFEST_NOTICE_BYTES = 20 * 1000**2
+MAX_UPLOAD_BYTES = 2 * 1024**3  # above this, --yes is required
+SECOND_INTERRUPT_S = 2.0
+
+
+@click.command(
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": True},
+    epilog="Options rgrid does not know are passed to the script; put the script's own options "
+    "after `--` when they clash with rgrid's (rgrid run s.py -- --timeout 5).",
+)
+@click.argument("script", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option(
+    "--env",
+    "env",
+    multiple=True,
+    metavar="K=V",
+    help="Environment variable (K alone: this shell's value).",
+)
+@click.option("--metadata", multiple=True, metavar="K=V", help="Label for `rgrid list --metadata`.")
+@click.option(
+    "--timeout",
+    type=Duration(),
+    default="1h",
+    show_default=True,
+    envvar="RGRID_TIMEOUT",
+    help="Wall-clock limit [RGRID_TIMEOUT].",
+)
+@click.option(
+    "--memory",
+    type=Size(),
+    default="2GiB",
+    show_default=True,
+    envvar="RGRID_MEMORY",
+    help="Memory limit [RGRID_MEMORY].",
+)
+@click.option("--network/--no-network", default=True, show_default=True, help="Network access.")
+@click.option(
+    "--include",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Extra file or directory to send.",
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where outputs go (default: here).",
+)
+@click.option("--remote-only", is_flag=True, help="Keep outputs on the grid; download nothing.")
+@click.option("--detach", is_flag=True, help="Submit, print the id, return.")
+@click.option("--yes", is_flag=True, help="Skip confirmations (large uploads).")
+def run(
+    script: Path,
+    args: tuple[str, ...],
+    env: tuple[str, ...],
+    metadata: tuple[str, ...],
+    timeout: float,
+    memory: int,
+    network: bool,
+    include: tuple[Path, ...],
+    output_dir: Path | None,
+    remote_only: bool,
+    detach: bool,
+    yes: bool,
+) -> None:
+    """Run SCRIPT with ARGS on the grid: live output, outputs downloaded, the script's exit code."""
+    from rgrid import schemas
+    from rgrid.cli.context import connect
+    from rgrid.client.bundle import build_bundle
+    from rgrid.client.runs import upload_bundle
+
+    env_values = key_values(env, "--env", local_fallback=True)
+    labels = key_values(metadata, "--metadata")
+    bundle = build_bundle(script, args, include)
+    _confirm_size(len(bundle.files), bundle.total_bytes, yes)
+    client = connect()
+    report = upload_bundle(client, bundle)
+    if report.uploaded_files:
+        render.info(
+            f"uploaded {report.uploaded_files} file(s) ({render.size(report.uploaded_bytes)}), "
+            f"{report.already_there} already on the grid"
+        )
+    spec = schemas.ExecutionCreate(
+        script=bundle.script,
+        args=bundle.args,
+        files=[schemas.FileIn(path=f.rel, sha256=f.sha256, size=f.size) for f in bundle.files],
+        env=env_values,
+        metadata=labels,
+        timeout_s=timeout,
+        memory_bytes=memory,
+        network=network,
+        idempotency_key=str(uuid.uuid4()),
+    )
+    execution = client.submit(spec)
+    if detach:
+        click.echo(execution.id)
+        render.info(f"follow it with `rgrid logs {execution.id} --follow`")
+        return
+    sys.exit(attach(client, execution.id, output_dir=output_dir, remote_only=remote_only))
+
+
+def _confirm_size(files: int, total: int, yes: bool) -> None:
+    if files >= MANIFEST_NOTICE_FILES or total >= MANIFEST_NOTICE_BYTES:
+        render.info(f"sending {files} files ({render.size(total)})")
+    if total > MAX_UPLOAD_BYTES and not yes:
+        raise click.UsageError(
+            f"the upload is {render.size(total)}, over {render.size(MAX_UPLOAD_BYTES)}; "
+            "pass --yes to send it anyway"
+        )
+
+
+def attach(client: Client, execution_id: str, *, output_dir: Path | None, remote_only: bool) -> int:
+    """Stream logs until the end, download outputs, print the summary; returns the exit code."""
+    from rgrid.client.runs import download_outputs, exit_code_for, follow
+
+    try:
+        follow(
+            client, execution_id, lambda line: render.log_line(line, marked=False, timestamps=False)
+        )
+    except KeyboardInterrupt:
+        return _detach_or_cancel(client, execution_id)
+    final = client.get(execution_id)
+    fetched = []
+    if not remote_only:
+        fetched = download_outputs(client, execution_id, output_dir or Path.cwd())
+    _summary(final, fetched)
+    return exit_code_for(final)
+
+
+def _summary(
+    final: schemas.ExecutionPublic, fetched: list[tuple[schemas.ArtifactPublic, Path]]
+) -> None:
+    sizes = sum(a.size for a, _ in fetched)
+    files = f", {len(fetched)} output(s) downloaded ({render.size(sizes)})" if fetched else ""
+    render.info(
+        f"{final.id} {render.state_label(final)} in {render.duration(final.duration_s)}{files}"
+    )
+    if final.cause and final.state.value != "succeeded":
+        render.info(f"cause: {final.cause}")
+    if final.hint:
+        render.info(f"hint: {final.hint}")
+
+
+def _detach_or_cancel(client: Client, execution_id: str) -> int:
+    render.info(
+        f"detached; {execution_id} keeps running. Re-attach: `rgrid wait {execution_id}`; "
+        "press Ctrl-C again within 2 s to cancel it"
+    )
+    try:
+        time.sleep(SECOND_INTERRUPT_S)
+    except KeyboardInterrupt:
+        if click.confirm(f"cancel {execution_id}?", default=False, err=True):
+            client.cancel(execution_id)
+            render.info(f"cancelled {execution_id}")
+    return 130
+
+
+COMMANDS = [run]

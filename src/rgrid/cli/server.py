@@ -1,0 +1,85 @@
+"""``rgrid server run|start|stop|status``: the grid server, in the foreground or as the local daemon."""
+
+from __future__ import annotations
+
+import click
+
+from rgrid.cli import render
+
+
+@click.group()
+def server() -> None:
+    """The grid server (the local daemon starts by itself on first use)."""
+
+
+@server.command(name="run")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, envvar="RGRID_HOST", help="[RGRID_HOST]"
+)
+@click.option(
+    "--port", type=int, default=8765, show_default=True, envvar="RGRID_PORT", help="[RGRID_PORT]"
+)
+@click.option("--log-level", default="warning", show_default=True)
+def run_server(host: str, port: int, log_level: str) -> None:
+    """Run the server in the foreground (configuration from RGRID_* variables)."""
+    import logging
+
+    try:
+        import uvicorn
+    except ImportError as exc:
+        from rgrid import errors
+
+        raise errors.MissingExtra("the grid server needs: pip install 'rgrid[server]'") from exc
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        "rgrid.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level=log_level,
+        ws="none",
+        lifespan="on",
+    )
+
+
+@server.command()
+@click.option("--port", type=int, help="Port on 127.0.0.1 (default: a free one).")
+def start(port: int | None) -> None:
+    """Start the local grid daemon (RGRID_HOME) if it is not running."""
+    from rgrid.client import config, daemon
+
+    info, started = daemon.start(config.local_home(), port)
+    render.info(
+        f"local grid {'started' if started else 'already running'} at {info.url} (pid {info.pid})"
+    )
+
+
+@server.command()
+def stop() -> None:
+    """Stop the local grid daemon; history is kept in RGRID_HOME."""
+    from rgrid.client import config, daemon
+
+    info = daemon.stop(config.local_home())
+    render.info(
+        f"stopped the local grid (pid {info.pid})" if info else "the local grid is not running"
+    )
+
+
+@server.command(name="status")
+def server_status() -> None:
+    """Whether the local grid daemon runs, and where."""
+    import sys
+
+    from rgrid.client import config, daemon
+
+    home = config.local_home()
+    info = daemon.status(home)
+    if info is None:
+        click.echo(f"not running (home {home})")
+        sys.exit(3)
+    click.echo(f"running at {info.url} (pid {info.pid}, home {home})")
+
+
+COMMANDS = [server]

@@ -1,0 +1,80 @@
+"""Which grid the CLI talks to, and with which key.
+
+Order: ``RGRID_API_URL``/``RGRID_API_KEY``; else the profile (``RGRID_PROFILE``, default
+``default``) in ``~/.rgrid/credentials``; else the local grid under ``RGRID_HOME``, started on demand.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+from pathlib import Path
+
+from rgrid import errors
+
+DEFAULT_PROFILE = "default"
+
+
+def rgrid_dir() -> Path:
+    return Path.home() / ".rgrid"
+
+
+def credentials_path() -> Path:
+    return rgrid_dir() / "credentials"
+
+
+def local_home() -> Path:
+    value = os.environ.get("RGRID_HOME")
+    return Path(value).expanduser() if value else rgrid_dir() / "local"
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    api_url: str | None  # None: the local grid (started on demand)
+    api_key: str | None
+    source: str  # where the values came from, for `rgrid doctor` and messages
+
+
+def _profile(name: str) -> dict[str, str]:
+    path = credentials_path()
+    if not path.exists():
+        return {}
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(path)
+    except configparser.Error as exc:
+        raise errors.UsageError(f"{path} is not a valid credentials file: {exc}") from exc
+    return dict(parser[name]) if parser.has_section(name) else {}
+
+
+def resolve_target() -> Target:
+    profile_name = os.environ.get("RGRID_PROFILE") or DEFAULT_PROFILE
+    profile = _profile(profile_name)
+    env_url, env_key = os.environ.get("RGRID_API_URL"), os.environ.get("RGRID_API_KEY")
+    if env_url:
+        return Target(env_url, env_key or profile.get("api_key"), "RGRID_API_URL")
+    if profile.get("api_url"):
+        source = f"profile [{profile_name}] in {credentials_path()}"
+        return Target(profile["api_url"], env_key or profile.get("api_key"), source)
+    if os.environ.get("RGRID_PROFILE"):
+        raise errors.UsageError(
+            f"no profile [{profile_name}] in {credentials_path()}",
+            hint="run `rgrid init` to create it",
+        )
+    return Target(None, env_key, f"local grid in {local_home()}")
+
+
+def write_profile(name: str, api_url: str, api_key: str) -> Path:
+    """Save a profile to ``~/.rgrid/credentials`` (mode 0600, other profiles kept)."""
+    path = credentials_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    parser = configparser.ConfigParser()
+    if path.exists():
+        parser.read(path)
+    parser[name] = {"api_url": api_url, "api_key": api_key}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        parser.write(handle)
+    os.chmod(path, 0o600)
+    return path

@@ -1,0 +1,139 @@
+"""The local grid daemon: started on demand in the background on 127.0.0.1, reused afterwards.
+
+State lives in ``RGRID_HOME``: ``server.json`` (pid, url), ``server.log``, ``admin.key``
+(written by the server on first start, mode 0600), ``daemon.lock`` (one starter at a time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from rgrid import errors
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+
+
+@dataclasses.dataclass(frozen=True)
+class DaemonInfo:
+    url: str
+    pid: int
+    home: Path
+
+    @property
+    def admin_key(self) -> str:
+        return (self.home / "admin.key").read_text().strip()
+
+
+def _state_path(home: Path) -> Path:
+    return home / "server.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def status(home: Path) -> DaemonInfo | None:
+    """The running daemon of ``home``, or None."""
+    try:
+        state = json.loads(_state_path(home).read_text())
+        info = DaemonInfo(url=str(state["url"]), pid=int(state["pid"]), home=home)
+    except (OSError, ValueError, KeyError):
+        return None
+    return info if _alive(info.pid) and _healthy(info.url) else None
+
+
+@contextlib.contextmanager
+def _lock(home: Path) -> Iterator[None]:
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with (home / "daemon.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(home: Path, port: int | None = None) -> tuple[DaemonInfo, bool]:
+    """Start the daemon unless it runs; returns (info, started_now)."""
+    with _lock(home):
+        running = status(home)
+        if running is not None:
+            return running, False
+        port = port or _free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "RGRID_HOME": str(home)}
+        with (home / "server.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "rgrid", "server", "run", "--port", str(port)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # survives the terminal that started it
+            )
+        _state_path(home).write_text(json.dumps({"pid": process.pid, "url": url}))
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise errors.ConnectionFailed(
+                    f"the local grid exited at start (code {process.returncode})",
+                    hint=f"see {home / 'server.log'}",
+                )
+            if _healthy(url) and (home / "admin.key").exists():
+                return DaemonInfo(url=url, pid=process.pid, home=home), True
+            time.sleep(0.05)
+        process.kill()
+        raise errors.ConnectionFailed(
+            "the local grid did not become ready in time", hint=f"see {home / 'server.log'}"
+        )
+
+
+def stop(home: Path) -> DaemonInfo | None:
+    """Stop the daemon (SIGTERM, then SIGKILL after a grace period); None if none ran."""
+    info = status(home)
+    if info is None:
+        return None
+    os.kill(info.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while _alive(info.pid) and time.monotonic() < deadline:
+        _reap(info.pid)
+        time.sleep(0.05)
+    if _alive(info.pid):
+        os.kill(info.pid, signal.SIGKILL)
+    _state_path(home).unlink(missing_ok=True)
+    return info
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)

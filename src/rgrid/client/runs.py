@@ -1,0 +1,113 @@
+"""The client side of running a script: upload what is missing, follow logs, fetch outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from rgrid import errors, schemas
+from rgrid.client import Client
+from rgrid.client.bundle import Bundle
+from rgrid.domain import EXIT_RGRID_FAILURE, ExecutionState, FailureClass
+
+FOLLOW_WAIT_S = 20.0
+EXIT_CANCELLED = 130
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadReport:
+    uploaded_files: int
+    uploaded_bytes: int
+    already_there: int
+
+
+def upload_bundle(client: Client, bundle: Bundle) -> UploadReport:
+    """Send only the blobs the grid lacks, each once."""
+    by_hash = {f.sha256: f for f in bundle.files}
+    missing = client.missing_blobs(list(by_hash))
+    for sha in missing:
+        entry = by_hash[sha]
+        client.upload_blob(sha, entry.source, entry.size)
+    sent = sum(by_hash[sha].size for sha in missing)
+    return UploadReport(len(missing), sent, len(by_hash) - len(missing))
+
+
+def follow(
+    client: Client,
+    execution_id: str,
+    on_line: Callable[[schemas.LogLinePublic], None],
+    *,
+    after: int = 0,
+) -> schemas.LogsPublic:
+    """Print every log line after ``after`` exactly once, until the execution ends."""
+    while True:
+        page = client.logs(execution_id, after=after, wait=FOLLOW_WAIT_S, limit=5000)
+        for line in page.data:
+            on_line(line)
+        after = page.last_seq
+        if page.done:
+            return page
+
+
+def download_outputs(
+    client: Client,
+    execution_id: str,
+    dest: Path,
+    only: list[str] | None = None,
+) -> list[tuple[schemas.ArtifactPublic, Path]]:
+    """Fetch outputs into ``dest`` preserving their relative paths (all of them, or ``only``).
+
+    Unsafe names are refused (``errors.UnsafePath``) before anything is written.
+    """
+    artifacts = client.artifacts(execution_id, kind="output").data
+    if only:
+        unknown = sorted(set(only) - {a.path for a in artifacts})
+        if unknown:
+            raise errors.NotFound(
+                f"no output named {', '.join(unknown)}", hint=f"`rgrid outputs {execution_id}`"
+            )
+        artifacts = [a for a in artifacts if a.path in only]
+    from rgrid.paths import safe_relpath
+
+    for artifact in artifacts:  # check every name first: refuse the whole set, write nothing
+        safe_relpath(artifact.path)
+    return [(a, client.download(execution_id, a, dest)) for a in artifacts]
+
+
+def exit_code_for(execution: schemas.ExecutionPublic) -> int:
+    """The exit code ``rgrid run``/``wait`` ends with (SPEC §4.8)."""
+    if execution.state is ExecutionState.SUCCEEDED:
+        return 0
+    if execution.state is ExecutionState.CANCELLED:
+        return EXIT_CANCELLED
+    if (
+        execution.failure_class
+        in (FailureClass.SCRIPT_ERROR, FailureClass.TIMEOUT, FailureClass.OUT_OF_MEMORY)
+        and execution.exit_code
+    ):
+        return execution.exit_code
+    return EXIT_RGRID_FAILURE
+
+
+def history(
+    client: Client,
+    execution_id: str,
+    *,
+    tail: int | None = None,
+    streams: set[str] | None = None,
+) -> tuple[list[schemas.LogLinePublic], int, bool]:
+    """All stored lines (optionally only some streams, only the last ``tail``).
+
+    Returns (lines, last sequence number read, whether the execution has ended).
+    """
+    lines: list[schemas.LogLinePublic] = []
+    after = 0
+    while True:
+        page = client.logs(execution_id, after=after, limit=10_000)
+        lines.extend(line for line in page.data if streams is None or line.stream.value in streams)
+        if tail is not None:
+            del lines[:-tail]
+        if not page.data:
+            return lines, after, page.done
+        after = page.last_seq

@@ -1,0 +1,223 @@
+"""The domain: execution states, failure classes and the frozen records that flow between layers.
+
+No I/O here. Allowed state transitions live in one table (``TRANSITIONS``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import string
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+ID_ALPHABET = string.digits + string.ascii_lowercase
+ID_RANDOM_CHARS = 16  # 16 base36 chars ≈ 82 bits: collisions are not a concern
+
+
+def new_id(prefix: str) -> str:
+    """A prefixed, random, url-safe id such as ``exec_4k2j9…`` (SPEC §1)."""
+    return f"{prefix}_" + "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_RANDOM_CHARS))
+
+
+class ExecutionState(StrEnum):
+    #: waiting for a free slot
+    QUEUED = "queued"
+    #: claimed by a worker, the script is running
+    RUNNING = "running"
+    #: a transient failure happened; it will be queued again
+    RETRYING = "retrying"
+    #: the script exited 0
+    SUCCEEDED = "succeeded"
+    #: the script or the grid failed; see the failure class
+    FAILED = "failed"
+    #: cancelled by the user
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {ExecutionState.SUCCEEDED, ExecutionState.FAILED, ExecutionState.CANCELLED}
+)
+
+TRANSITIONS: dict[ExecutionState, frozenset[ExecutionState]] = {
+    ExecutionState.QUEUED: frozenset(
+        {ExecutionState.RUNNING, ExecutionState.CANCELLED, ExecutionState.SUCCEEDED}
+    ),
+    ExecutionState.RUNNING: frozenset(
+        {
+            ExecutionState.SUCCEEDED,
+            ExecutionState.FAILED,
+            ExecutionState.CANCELLED,
+            ExecutionState.RETRYING,
+        }
+    ),
+    ExecutionState.RETRYING: frozenset({ExecutionState.QUEUED, ExecutionState.CANCELLED}),
+    ExecutionState.SUCCEEDED: frozenset(),
+    ExecutionState.FAILED: frozenset(),
+    ExecutionState.CANCELLED: frozenset(),
+}
+
+
+def can_transition(old: ExecutionState, new: ExecutionState) -> bool:
+    return new in TRANSITIONS[old]
+
+
+class FailureClass(StrEnum):
+    #: the script exited non-zero
+    SCRIPT_ERROR = "script_error"
+    #: the script ran longer than --timeout
+    TIMEOUT = "timeout"
+    #: the script ran out of its --memory limit
+    OUT_OF_MEMORY = "out_of_memory"
+    #: its dependencies could not be installed
+    DEPENDENCY_ERROR = "dependency_error"
+    #: an input could not be materialised
+    INPUT_ERROR = "input_error"
+    #: the outputs exceeded the configured size or count
+    OUTPUT_LIMIT = "output_limit"
+    #: the worker running it disappeared (transient)
+    WORKER_LOST = "worker_lost"
+    #: the grid itself failed (transient)
+    INFRASTRUCTURE = "infrastructure"
+
+
+TRANSIENT_FAILURES = frozenset({FailureClass.WORKER_LOST, FailureClass.INFRASTRUCTURE})
+
+EXIT_TIMEOUT = 124
+EXIT_RGRID_FAILURE = 1
+
+
+class Stream(StrEnum):
+    STDOUT = "stdout"
+    STDERR = "stderr"
+    #: rgrid's own lines about the execution (setup, retries); shown on stderr
+    SYSTEM = "system"
+
+
+class ArtifactKind(StrEnum):
+    INPUT = "input"
+    OUTPUT = "output"
+
+
+@dataclasses.dataclass(frozen=True)
+class FileRef:
+    """A file of an execution's work directory: relative path + content hash."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutionSpec:
+    """Everything a worker needs to run one execution."""
+
+    execution_id: str
+    account_id: str
+    script: str
+    args: tuple[str, ...]
+    env: dict[str, str]
+    inputs: tuple[FileRef, ...]
+    timeout_s: float
+    memory_bytes: int
+    network: bool
+    attempt: int
+    #: the sequence number of the last log line already stored (earlier attempts)
+    log_seq_start: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What a runner reports when an execution ends."""
+
+    state: ExecutionState
+    exit_code: int | None
+    failure_class: FailureClass | None = None
+    cause: str | None = None
+    hint: str | None = None
+    outputs: tuple[FileRef, ...] = ()
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogLine:
+    seq: int
+    attempt: int
+    stream: Stream
+    ts: datetime
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Account:
+    id: str
+    name: str
+    is_admin: bool
+    created_at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiKey:
+    id: str
+    account_id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    """Who is calling: the account and the key it used."""
+
+    account: Account
+    key_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    id: str
+    account_id: str
+    state: ExecutionState
+    script: str
+    args: tuple[str, ...]
+    env_names: tuple[str, ...]
+    metadata: dict[str, str]
+    timeout_s: float
+    memory_bytes: int
+    network: bool
+    exit_code: int | None
+    failure_class: FailureClass | None
+    cause: str | None
+    hint: str | None
+    attempt: int
+    worker: str | None
+    created_at: datetime
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    last_seq: int
+    cancel_requested: bool
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclasses.dataclass(frozen=True)
+class Artifact:
+    execution_id: str
+    kind: ArtifactKind
+    path: str
+    sha256: str
+    size: int
+    created_at: datetime
+    expires_at: datetime | None

@@ -1,0 +1,75 @@
+"""LocalExecutor: a bounded number of slots on this host, each running the runner pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from rgrid import domain
+from rgrid.domain import ExecutionState, FailureClass
+from rgrid.executor import DoneCallback
+from rgrid.runner import ControlPlane, RunnerConfig
+from rgrid.runner.pipeline import run_execution
+
+logger = logging.getLogger(__name__)
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, *, slots: int, config: RunnerConfig) -> None:
+        self.slots = slots
+        self._config = config
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._cancels: dict[str, asyncio.Event] = {}
+
+    def free_slots(self) -> int:
+        return self.slots - len(self._tasks)
+
+    def running(self) -> list[str]:
+        return list(self._tasks)
+
+    def start(self, spec: domain.ExecutionSpec, plane: ControlPlane, on_done: DoneCallback) -> None:
+        cancel = asyncio.Event()
+        self._cancels[spec.execution_id] = cancel
+        self._tasks[spec.execution_id] = asyncio.create_task(
+            self._run(spec, plane, on_done, cancel), name=f"run-{spec.execution_id}"
+        )
+
+    async def _run(
+        self,
+        spec: domain.ExecutionSpec,
+        plane: ControlPlane,
+        on_done: DoneCallback,
+        cancel: asyncio.Event,
+    ) -> None:
+        try:
+            outcome = await run_execution(spec, plane, self._config, cancel)
+        except Exception as exc:  # the runner's own failure: report it, never lose the execution
+            logger.exception(
+                "runner failed",
+                extra={"action": "runner_failed", "execution_id": spec.execution_id},
+            )
+            outcome = domain.Outcome(
+                ExecutionState.FAILED,
+                domain.EXIT_RGRID_FAILURE,
+                FailureClass.INFRASTRUCTURE,
+                cause=f"the worker failed: {type(exc).__name__}: {exc}",
+            )
+        finally:
+            self._tasks.pop(spec.execution_id, None)
+            self._cancels.pop(spec.execution_id, None)
+        await on_done(spec, outcome)
+
+    def cancel(self, execution_id: str) -> bool:
+        event = self._cancels.get(execution_id)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    async def close(self) -> None:
+        for event in self._cancels.values():
+            event.set()
+        if self._tasks:
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)

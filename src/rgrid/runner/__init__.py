@@ -1,0 +1,37 @@
+"""The pipeline one execution goes through on a worker, wherever it runs.
+
+work directory → environment → sandbox → log lines shipped as produced → outputs collected →
+outcome reported. The runner talks to the grid only through ``ControlPlane``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Protocol
+
+from rgrid import domain
+
+
+class ControlPlane(Protocol):
+    """What a runner needs from the grid for one execution."""
+
+    async def fetch_input(self, ref: domain.FileRef, dest: Path) -> None:
+        """Write the input's bytes to ``dest`` (its parent exists). Raises RgridError."""
+
+    async def store_output(self, path: Path, rel: str) -> domain.FileRef:
+        """Store the file at ``path`` as output ``rel``; returns its reference."""
+
+    async def append_logs(self, lines: list[domain.LogLine]) -> None:
+        """Persist log lines (consecutive sequence numbers) before returning."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerConfig:
+    work_root: Path
+    envs_root: Path
+    worker: str
+    max_output_bytes: int
+    max_output_files: int
+    max_log_bytes: int
+    keep_workdirs: bool = False

@@ -1,0 +1,142 @@
+"""Run one execution: materialise, run in the sandbox, ship logs, collect outputs, report."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from pathlib import Path
+
+from rgrid import domain, errors, sandbox
+from rgrid.domain import ExecutionState, FailureClass
+from rgrid.envs.base import PythonEnv, ensure_base_env
+from rgrid.runner import ControlPlane, RunnerConfig
+from rgrid.runner.classify import classify
+from rgrid.runner.logship import LogShipper
+from rgrid.runner.workdir import find_outputs, input_path
+
+logger = logging.getLogger(__name__)
+
+#: where the environment appears inside the bubblewrap sandbox
+SANDBOX_ENV_PATH = Path("/opt/rgrid/env")
+SANDBOX_HOME = "/tmp"
+
+
+def _sandbox_env(user_env: dict[str, str], python_bin: Path) -> dict[str, str]:
+    """A scrubbed environment: nothing of the grid's own, the user's ``--env`` on top."""
+    env = {
+        "PATH": f"{python_bin}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": SANDBOX_HOME,
+        "TMPDIR": "/tmp",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        # Output must reach the user line by line, as it would on a terminal.
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONIOENCODING": "utf-8",
+    }
+    env.update(user_env)
+    return env
+
+
+def _sandbox_spec(
+    spec: domain.ExecutionSpec, env: PythonEnv, workdir: Path, box: sandbox.Sandbox
+) -> sandbox.SandboxSpec:
+    inside_bwrap = box.name == "bwrap"
+    env_root = SANDBOX_ENV_PATH if inside_bwrap else env.root
+    python = env_root / "bin" / "python"
+    return sandbox.SandboxSpec(
+        argv=[str(python), spec.script, *spec.args],
+        workdir=workdir,
+        env=_sandbox_env(spec.env, python.parent),
+        ro_binds=((env.base_prefix, env.base_prefix), (env.root, SANDBOX_ENV_PATH)),
+        timeout_s=spec.timeout_s,
+        memory_bytes=spec.memory_bytes,
+        network=spec.network,
+    )
+
+
+async def _materialise(spec: domain.ExecutionSpec, plane: ControlPlane, workdir: Path) -> None:
+    for ref in spec.inputs:
+        dest = input_path(workdir, ref)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        await plane.fetch_input(ref, dest)
+
+
+async def _collect(
+    spec: domain.ExecutionSpec,
+    plane: ControlPlane,
+    workdir: Path,
+    config: RunnerConfig,
+    outcome: domain.Outcome,
+) -> domain.Outcome:
+    scan = await asyncio.to_thread(
+        find_outputs,
+        workdir,
+        {ref.path: ref for ref in spec.inputs},
+        max_bytes=config.max_output_bytes,
+        max_files=config.max_output_files,
+    )
+    outputs = tuple([await plane.store_output(full, rel) for rel, full in scan.files])
+    if scan.over_limit and outcome.state is ExecutionState.SUCCEEDED:
+        return domain.Outcome(
+            ExecutionState.FAILED,
+            outcome.exit_code,
+            FailureClass.OUTPUT_LIMIT,
+            cause=f"outputs over the limit: {scan.dropped} files not kept",
+            hint="write fewer or smaller files, or raise the grid's output limits",
+            outputs=outputs,
+        )
+    return domain.Outcome(
+        outcome.state,
+        outcome.exit_code,
+        outcome.failure_class,
+        outcome.cause,
+        outcome.hint,
+        outputs=outputs,
+    )
+
+
+async def run_execution(
+    spec: domain.ExecutionSpec,
+    plane: ControlPlane,
+    config: RunnerConfig,
+    cancel: asyncio.Event,
+) -> domain.Outcome:
+    """The whole pipeline; never raises for the script's own failures, only reports them."""
+    workdir = config.work_root / spec.execution_id
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    try:
+        try:
+            await _materialise(spec, plane, workdir)
+        except errors.RgridError as exc:
+            return domain.Outcome(
+                ExecutionState.FAILED,
+                domain.EXIT_RGRID_FAILURE,
+                FailureClass.INPUT_ERROR,
+                cause=f"an input could not be prepared: {exc.message}",
+            )
+        box = sandbox.detect()
+        env = await asyncio.to_thread(ensure_base_env, config.envs_root)
+        shipper = LogShipper(
+            plane,
+            attempt=spec.attempt,
+            start_seq=spec.log_seq_start,
+            max_bytes=config.max_log_bytes,
+        )
+        async with shipper:
+            result = await box.run(
+                _sandbox_spec(spec, env, workdir, box), shipper.on_output, cancel
+            )
+            outcome = classify(
+                result,
+                list(shipper.stderr_tail),
+                timeout_s=spec.timeout_s,
+                memory_bytes=spec.memory_bytes,
+            )
+        if outcome.state is ExecutionState.CANCELLED:
+            return outcome
+        return await _collect(spec, plane, workdir, config, outcome)
+    finally:
+        if not config.keep_workdirs:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)

@@ -1,0 +1,33 @@
+"""Use cases of the grid. Route handlers call one function here; these call store/storage/executor.
+
+``Grid`` bundles what every service needs and is built once in the API's lifespan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from rgrid.services.events import Notifier
+from rgrid.services.secrets import SecretBox
+from rgrid.settings import ServerSettings
+from rgrid.storage import ObjectStorage
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclasses.dataclass
+class Grid:
+    settings: ServerSettings
+    sessions: async_sessionmaker[AsyncSession]
+    storage: ObjectStorage
+    notifier: Notifier
+    secrets: SecretBox
+    #: set by the dispatcher: wake it after a submit, and stop a locally running execution
+    wake_dispatcher: Callable[[], None] = lambda: None
+    cancel_local: Callable[[str], bool] = lambda _execution_id: False

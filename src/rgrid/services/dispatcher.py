@@ -1,0 +1,203 @@
+"""The dispatcher: claims queued executions for the executor, keeps their leases, records outcomes.
+
+Three loops run in the server: claim (woken on submit, else every ``POLL_S``), lease renewal
+(every third of the lease; also notices cancel requests made through another server), and
+recovery (running executions whose lease expired become ``worker_lost``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+from rgrid import domain, store
+from rgrid.domain import ArtifactKind, ExecutionState, FailureClass
+from rgrid.executor import Executor
+from rgrid.services import Grid, utcnow
+from rgrid.storage import blob_key
+from rgrid.store import blobs as blob_repo
+from rgrid.store import executions as repo
+from rgrid.store import logs as log_repo
+from rgrid.store.models import ExecutionRow
+
+logger = logging.getLogger(__name__)
+
+POLL_S = 1.0
+RECOVERY_EVERY_S = 2.0
+
+
+class GridControlPlane:
+    """The runner's view of the grid when it runs in the server's own process."""
+
+    def __init__(self, grid: Grid, spec: domain.ExecutionSpec) -> None:
+        self._grid = grid
+        self._spec = spec
+
+    async def fetch_input(self, ref: domain.FileRef, dest: Path) -> None:
+        await self._grid.storage.copy_to_file(blob_key(self._spec.account_id, ref.sha256), dest)
+
+    async def store_output(self, path: Path, rel: str) -> domain.FileRef:
+        from rgrid.runner.workdir import sha256_file
+
+        sha = await asyncio.to_thread(sha256_file, path)
+        key = blob_key(self._spec.account_id, sha)
+        info = await self._grid.storage.put_file(key, path, sha256=sha)
+        async with store.transaction(self._grid.sessions) as session:
+            await blob_repo.record_blob(session, self._spec.account_id, sha, info.size, utcnow())
+        return domain.FileRef(rel, sha, info.size)
+
+    async def append_logs(self, lines: list[domain.LogLine]) -> None:
+        async with store.transaction(self._grid.sessions) as session:
+            await log_repo.append(session, self._spec.execution_id, lines)
+            await repo.set_last_seq(session, self._spec.execution_id, lines[-1].seq)
+        self._grid.notifier.notify(self._spec.execution_id)
+
+
+class Dispatcher:
+    def __init__(self, grid: Grid, executor: Executor) -> None:
+        self._grid = grid
+        self._executor = executor
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._worker = grid.settings.worker_name
+        self._lease = timedelta(seconds=grid.settings.lease_s)
+        grid.wake_dispatcher = self._wake.set
+        grid.cancel_local = executor.cancel
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="dispatcher-claim"),
+            asyncio.create_task(self._lease_loop(), name="dispatcher-lease"),
+            asyncio.create_task(self._recovery_loop(), name="dispatcher-recovery"),
+        ]
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._executor.close()
+
+    async def _claim_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                while self._executor.free_slots() > 0 and await self._claim_one():
+                    pass
+            except Exception:
+                logger.exception("claim failed", extra={"action": "claim_failed"})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_S)
+
+    async def _claim_one(self) -> bool:
+        async with store.transaction(self._grid.sessions) as session:
+            row = await repo.claim_next(
+                session, worker=self._worker, now=utcnow(), lease_s=self._lease.total_seconds()
+            )
+            if row is None:
+                return False
+            inputs = await blob_repo.list_artifacts(session, row.id, ArtifactKind.INPUT)
+        spec = domain.ExecutionSpec(
+            execution_id=row.id,
+            account_id=row.account_id,
+            script=row.script,
+            args=tuple(row.args),
+            env=self._grid.secrets.open(row.env_ciphertext),
+            inputs=tuple(domain.FileRef(a.path, a.sha256, a.size) for a in inputs),
+            timeout_s=row.timeout_s,
+            memory_bytes=row.memory_bytes,
+            network=row.network,
+            attempt=row.attempt,
+            log_seq_start=row.last_seq,
+        )
+        logger.info("claimed", extra={"action": "execution_claimed", "execution_id": row.id})
+        self._grid.notifier.notify(row.id)
+        self._executor.start(spec, GridControlPlane(self._grid, spec), self._finish)
+        return True
+
+    async def _finish(self, spec: domain.ExecutionSpec, outcome: domain.Outcome) -> None:
+        """Record the outcome (only if this worker still holds the execution)."""
+        async with store.transaction(self._grid.sessions) as session:
+            row = await repo.get_row(session, spec.execution_id)
+            if (
+                row is None
+                or row.state != ExecutionState.RUNNING.value
+                or row.worker != self._worker
+            ):
+                return  # the lease was lost meanwhile; recovery owns it now
+            if outcome.state is ExecutionState.CANCELLED and not row.cancel_requested:
+                outcome = _worker_lost("the grid was stopped while the script ran")
+            _apply(row, outcome)
+            await blob_repo.add_artifacts(
+                session, row.id, ArtifactKind.OUTPUT, outcome.outputs, utcnow()
+            )
+        logger.info(
+            "finished",
+            extra={
+                "action": "execution_finished",
+                "execution_id": spec.execution_id,
+                "state": outcome.state.value,
+            },
+        )
+        self._grid.notifier.notify(spec.execution_id)
+        self._wake.set()
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease.total_seconds() / 3)
+            for execution_id in self._executor.running():
+                try:
+                    async with store.transaction(self._grid.sessions) as session:
+                        cancel = await repo.renew_lease(
+                            session, execution_id, self._worker, utcnow() + self._lease
+                        )
+                except Exception:
+                    logger.exception("lease renewal failed", extra={"action": "lease_failed"})
+                    continue
+                if cancel is None or cancel:
+                    self._executor.cancel(execution_id)
+
+    async def _recovery_loop(self) -> None:
+        while True:
+            try:
+                await self.recover_expired()
+            except Exception:
+                logger.exception("recovery failed", extra={"action": "recovery_failed"})
+            await asyncio.sleep(RECOVERY_EVERY_S)
+
+    async def recover_expired(self) -> int:
+        """Fail running executions whose lease expired (their worker is gone)."""
+        async with store.transaction(self._grid.sessions) as session:
+            rows = await repo.expired_leases(session, utcnow())
+            for row in rows:
+                _apply(row, _worker_lost("the worker running it stopped renewing its lease"))
+        for row in rows:
+            logger.warning("lease expired", extra={"action": "worker_lost", "execution_id": row.id})
+            self._grid.notifier.notify(row.id)
+        return len(rows)
+
+
+def _worker_lost(cause: str) -> domain.Outcome:
+    return domain.Outcome(
+        ExecutionState.FAILED,
+        domain.EXIT_RGRID_FAILURE,
+        FailureClass.WORKER_LOST,
+        cause=cause,
+        hint="run it again; the failure was not caused by the script",
+    )
+
+
+def _apply(row: ExecutionRow, outcome: domain.Outcome) -> None:
+    row.state = outcome.state.value
+    row.exit_code = outcome.exit_code
+    row.failure_class = outcome.failure_class.value if outcome.failure_class else None
+    row.cause = outcome.cause
+    row.hint = outcome.hint
+    row.finished_at = utcnow()
+    row.lease_expires_at = None

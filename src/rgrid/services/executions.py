@@ -1,0 +1,177 @@
+"""Submit, inspect, list and cancel executions; read their logs and outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+from rgrid import domain, errors, schemas, store
+from rgrid.domain import ArtifactKind, ExecutionState
+from rgrid.paths import safe_relpath
+from rgrid.services import Grid, utcnow
+from rgrid.storage import blob_key
+from rgrid.store import blobs as blob_repo
+from rgrid.store import executions as repo
+from rgrid.store import logs as log_repo
+from rgrid.store.models import ExecutionRow
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_LOG_PAGE = 10_000
+MAX_WAIT_S = 30.0
+
+
+def _validate(spec: schemas.ExecutionCreate) -> None:
+    paths = [str(safe_relpath(f.path)) for f in spec.files]
+    if len(set(paths)) != len(paths):
+        raise errors.InvalidRequest("the same path is given twice in files")
+    if str(safe_relpath(spec.script)) not in paths:
+        raise errors.InvalidRequest("the script must be one of the uploaded files")
+    bad = [name for name in spec.env if not ENV_NAME.match(name)]
+    if bad:
+        raise errors.InvalidRequest(f"invalid environment variable name(s): {', '.join(bad)}")
+    if any("\x00" in a for a in spec.args):
+        raise errors.InvalidRequest("arguments cannot contain NUL bytes")
+
+
+async def submit(
+    grid: Grid, principal: domain.Principal, spec: schemas.ExecutionCreate
+) -> domain.Execution:
+    """Queue an execution of already-uploaded files. Idempotent per ``idempotency_key``.
+
+    Raises ``InvalidRequest`` for unsafe paths, bad env names, or files whose blobs are missing.
+    """
+    _validate(spec)
+    account_id = principal.account.id
+    async with store.transaction(grid.sessions) as session:
+        if spec.idempotency_key:
+            earlier = await repo.by_idempotency_key(session, account_id, spec.idempotency_key)
+            if earlier is not None:
+                return earlier
+        present = await blob_repo.present_blobs(session, account_id, [f.sha256 for f in spec.files])
+        absent = sorted({f.path for f in spec.files if f.sha256 not in present})
+        if absent:
+            raise errors.InvalidRequest(
+                f"file contents not uploaded: {', '.join(absent[:5])}",
+                hint="upload the blobs with PUT /api/v1/blobs/{sha256} first",
+            )
+        now = utcnow()
+        row = ExecutionRow(
+            id=domain.new_id("exec"),
+            account_id=account_id,
+            state=ExecutionState.QUEUED.value,
+            script=str(safe_relpath(spec.script)),
+            args=list(spec.args),
+            env_ciphertext=grid.secrets.seal(spec.env),
+            env_names=sorted(spec.env),
+            timeout_s=spec.timeout_s,
+            memory_bytes=spec.memory_bytes,
+            network=spec.network,
+            attempt=0,
+            idempotency_key=spec.idempotency_key,
+            created_at=now,
+            queued_at=now,
+            last_seq=0,
+            cancel_requested=False,
+        )
+        execution = await repo.insert(session, row, spec.metadata)
+        files = [domain.FileRef(str(safe_relpath(f.path)), f.sha256, f.size) for f in spec.files]
+        await blob_repo.add_artifacts(session, row.id, ArtifactKind.INPUT, files, now)
+    grid.wake_dispatcher()
+    return execution
+
+
+async def get(grid: Grid, principal: domain.Principal, id_or_prefix: str) -> domain.Execution:
+    async with store.transaction(grid.sessions) as session:
+        return await repo.resolve(session, principal.account.id, id_or_prefix)
+
+
+async def list_executions(
+    grid: Grid,
+    principal: domain.Principal,
+    *,
+    states: list[ExecutionState],
+    metadata: dict[str, str],
+    since: datetime | None,
+    cursor: tuple[datetime, str] | None,
+    limit: int,
+) -> list[domain.Execution]:
+    async with store.transaction(grid.sessions) as session:
+        return await repo.list_page(
+            session,
+            principal.account.id,
+            states=states,
+            metadata=metadata,
+            since=since,
+            cursor=cursor,
+            limit=limit,
+        )
+
+
+async def cancel(grid: Grid, principal: domain.Principal, id_or_prefix: str) -> domain.Execution:
+    """Cancel a queued execution at once, or ask a running one to stop (its group is killed).
+
+    Raises ``Conflict`` for an execution that already ended.
+    """
+    async with store.transaction(grid.sessions) as session:
+        execution = await repo.resolve(session, principal.account.id, id_or_prefix)
+        row = await repo.get_row(session, execution.id)
+        assert row is not None
+        if ExecutionState(row.state).terminal:
+            raise errors.Conflict(f"{row.id} already {row.state}", details={"state": row.state})
+        if row.state == ExecutionState.RUNNING.value:
+            row.cancel_requested = True
+        else:
+            row.state = ExecutionState.CANCELLED.value
+            row.finished_at = utcnow()
+            row.cause = "cancelled"
+        await session.flush()
+        execution = repo.to_domain(row, execution.metadata)
+    grid.cancel_local(execution.id)
+    grid.notifier.notify(execution.id)
+    return execution
+
+
+async def read_logs(
+    grid: Grid,
+    principal: domain.Principal,
+    id_or_prefix: str,
+    *,
+    after: int,
+    limit: int,
+    wait_s: float,
+) -> tuple[domain.Execution, list[domain.LogLine]]:
+    """Lines after ``after``; with ``wait_s`` > 0 waits for new lines or the end (long poll)."""
+    limit = max(1, min(limit, MAX_LOG_PAGE))
+    deadline = asyncio.get_running_loop().time() + min(max(wait_s, 0.0), MAX_WAIT_S)
+    execution = await get(grid, principal, id_or_prefix)
+    while True:
+        async with store.transaction(grid.sessions) as session:
+            lines = await log_repo.read(session, execution.id, after=after, limit=limit)
+            current = await repo.get(session, execution.id)
+        assert current is not None
+        remaining = deadline - asyncio.get_running_loop().time()
+        if lines or current.state.terminal or remaining <= 0:
+            return current, lines
+        await grid.notifier.wait(execution.id, remaining)
+
+
+async def list_artifacts(
+    grid: Grid, principal: domain.Principal, id_or_prefix: str, kind: ArtifactKind | None
+) -> tuple[domain.Execution, list[domain.Artifact]]:
+    async with store.transaction(grid.sessions) as session:
+        execution = await repo.resolve(session, principal.account.id, id_or_prefix)
+        return execution, await blob_repo.list_artifacts(session, execution.id, kind)
+
+
+async def open_output(
+    grid: Grid, principal: domain.Principal, id_or_prefix: str, path: str
+) -> tuple[domain.Artifact, AsyncIterator[bytes]]:
+    """The stored bytes of one output file."""
+    _, artifacts = await list_artifacts(grid, principal, id_or_prefix, ArtifactKind.OUTPUT)
+    artifact = next((a for a in artifacts if a.path == path), None)
+    if artifact is None:
+        raise errors.NotFound(f"no output {path!r}", hint="`rgrid outputs ID` lists them")
+    stream = grid.storage.open(blob_key(principal.account.id, artifact.sha256))
+    return artifact, stream

@@ -1,0 +1,56 @@
+"""Settings for each side, read once at the entrypoint from ``RGRID_*`` variables and passed down."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LEASE_S = 30.0  # a running execution's lease; renewed every third of it
+DEFAULT_TIMEOUT_S = 3600.0
+DEFAULT_MEMORY_BYTES = 2 * 1024**3
+MAX_OUTPUT_BYTES = 10 * 1024**3
+MAX_OUTPUT_FILES = 10_000
+MAX_LOG_BYTES = 64 * 1024**2
+
+
+def default_home() -> Path:
+    """``~/.rgrid/local``: where the local grid keeps its database, blobs and keys."""
+    return Path.home() / ".rgrid" / "local"
+
+
+class ServerSettings(BaseSettings):
+    """The grid's configuration (``RGRID_`` + the upper-case field name)."""
+
+    model_config = SettingsConfigDict(env_prefix="RGRID_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home)
+    database_url: str | None = None
+    storage_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8765
+    slots: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    worker_name: str = Field(default_factory=lambda: os.uname().nodename)
+    lease_s: float = Field(default=LEASE_S, gt=0)
+    max_output_bytes: int = MAX_OUTPUT_BYTES
+    max_output_files: int = MAX_OUTPUT_FILES
+    max_log_bytes: int = MAX_LOG_BYTES
+    admin_key: str | None = None  # bootstrap key for a fresh grid; the local daemon generates one
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.home / 'rgrid.db'}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or (self.home / "blobs").resolve().as_uri()
+
+    @property
+    def work_root(self) -> Path:
+        return self.home / "work"
+
+    @property
+    def envs_root(self) -> Path:
+        return self.home / "envs"

@@ -1,0 +1,185 @@
+"""Blob storage: the ``ObjectStorage`` protocol, the rules for keys, and ``from_url``.
+
+Backends live one per module (``local.py``, ``memory.py``); the server only ever sees the protocol.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlsplit
+
+from rgrid import errors
+
+CHUNK_SIZE = 1024 * 1024  # bytes: open() yields at most this much at a time
+MAX_KEY_LENGTH = 1024  # characters
+MAX_SEGMENT_LENGTH = 200  # characters: leaves room for backend suffixes under NAME_MAX (255)
+
+_SEGMENT_RE = re.compile(r"[A-Za-z0-9._-]+")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_SCHEMES = "file:///absolute/path, memory://"
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """One stored blob: its key, its size in bytes and its sha256 as lowercase hex."""
+
+    key: str
+    size: int
+    sha256: str
+
+
+class ObjectStorage(Protocol):
+    """Content storage addressed by key.
+
+    Keys are relative, ``/``-separated paths of ``[A-Za-z0-9._-]`` segments (see ``validate_key``);
+    every method raises ``errors.UnsafePath`` for any other key. Backend failures surface as
+    ``errors.StorageError``; no third-party or ``OSError`` exception escapes a backend.
+    """
+
+    async def put(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        sha256: str | None = None,
+        size: int | None = None,
+    ) -> BlobInfo:
+        """Stream ``chunks`` into the blob at ``key`` and return what was stored.
+
+        When ``sha256`` (64 lowercase hex) and/or ``size`` (bytes) are given, the received bytes
+        must match them, else ``errors.IntegrityError``; a malformed ``sha256`` is
+        ``errors.InvalidRequest``. The blob becomes visible atomically, only once complete and
+        verified: a mismatch, an exception from ``chunks`` or a cancellation leaves nothing behind.
+        Putting identical content again is harmless, also concurrently. ``chunks`` is closed (if it
+        can be) when put() returns or raises.
+        """
+        ...
+
+    def open(self, key: str, *, offset: int = 0) -> AsyncIterator[bytes]:
+        """Yield the blob's bytes from ``offset`` on, in chunks of at most ``CHUNK_SIZE``.
+
+        An async generator: ``errors.NotFound`` (missing key) is raised on the first iteration.
+        An offset at or past the end yields nothing; a negative one is ``errors.InvalidRequest``.
+        """
+        ...
+
+    async def stat(self, key: str) -> BlobInfo | None:
+        """Size and sha256 of the blob at ``key``, or None when there is none."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove the blob at ``key``; deleting a missing key is not an error."""
+        ...
+
+    async def copy_to_file(self, key: str, dest: Path) -> None:
+        """Write the blob to the local file ``dest`` (its parent must exist), atomically.
+
+        The file is an independent copy, never a link: changing it never changes the blob.
+        ``errors.NotFound`` when the key is missing.
+        """
+        ...
+
+    async def put_file(self, key: str, src: Path, *, sha256: str | None = None) -> BlobInfo:
+        """Stream the local file ``src`` into the blob at ``key``, with put()'s verification.
+
+        ``errors.NotFound`` when ``src`` does not exist.
+        """
+        ...
+
+    async def health(self) -> None:
+        """Return when the storage can be read and written, else raise ``errors.StorageError``."""
+        ...
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` unchanged if it is a safe storage key, else raise ``errors.UnsafePath``.
+
+    Safe: 1..MAX_KEY_LENGTH characters, relative, ``/``-separated segments of ``[A-Za-z0-9._-]``
+    (at most MAX_SEGMENT_LENGTH each), no empty, ``.`` or ``..`` segment, and a first segment that
+    does not start with ``.`` (reserved for backend bookkeeping such as ``.tmp``).
+    """
+    problem = _key_problem(key)
+    if problem:
+        raise errors.UnsafePath(f"unsafe storage key {key!r}: {problem}", details={"key": key})
+    return key
+
+
+def _key_problem(key: str) -> str | None:
+    if not key:
+        return "it is empty"
+    if len(key) > MAX_KEY_LENGTH:
+        return f"it is longer than {MAX_KEY_LENGTH} characters"
+    if key.startswith("."):
+        return "a leading '.' is reserved for the storage backend"
+    for segment in key.split("/"):
+        if not segment:
+            return "absolute paths and empty segments are not allowed"
+        if segment in (".", ".."):
+            return "'.' and '..' segments are not allowed"
+        if len(segment) > MAX_SEGMENT_LENGTH:
+            return f"a segment is longer than {MAX_SEGMENT_LENGTH} characters"
+        if not _SEGMENT_RE.fullmatch(segment):
+            return "segments may only contain A-Z a-z 0-9 . _ -"
+    return None
+
+
+def validate_sha256(sha256: str) -> str:
+    """Return ``sha256`` if it is 64 lowercase hex digits, else raise ``errors.InvalidRequest``."""
+    if not _SHA256_RE.fullmatch(sha256):
+        raise errors.InvalidRequest(
+            f"not a sha256 (64 lowercase hex digits): {sha256!r}", details={"sha256": sha256}
+        )
+    return sha256
+
+
+def blob_key(account_id: str, sha256: str) -> str:
+    """The content-addressed key of an account's blob: ``blobs/<account>/<sha[:2]>/<sha>``.
+
+    ``errors.InvalidRequest`` for a malformed sha256, ``errors.UnsafePath`` for an account id that
+    is not a single safe key segment (or starts with ``.``).
+    """
+    validate_sha256(sha256)
+    if "/" in account_id or account_id.startswith("."):
+        raise errors.UnsafePath(
+            f"unsafe account id {account_id!r} in a blob key", details={"account_id": account_id}
+        )
+    return validate_key(f"blobs/{account_id}/{sha256[:2]}/{sha256}")
+
+
+def from_url(url: str) -> ObjectStorage:
+    """Build the storage backend a URL names.
+
+    ``file:///abs/path`` → ``LocalStorage`` rooted there; ``memory://`` → a new, empty
+    ``InMemoryStorage`` (each call returns a separate one). ``s3://`` is not available yet, and any
+    other URL is ``errors.InvalidRequest`` naming the accepted schemes.
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return _local_from_url(url, parts.netloc, parts.path, parts.query, parts.fragment)
+    if parts.scheme == "memory":
+        from rgrid.storage.memory import InMemoryStorage
+
+        return InMemoryStorage()
+    if parts.scheme == "s3":
+        raise errors.InvalidRequest(
+            "S3 storage arrives with the big-files issue", hint=f"use one of: {_SCHEMES}"
+        )
+    raise errors.InvalidRequest(
+        f"unsupported storage URL {url!r}; accepted schemes: {_SCHEMES}", details={"url": url}
+    )
+
+
+def _local_from_url(url: str, netloc: str, path: str, query: str, fragment: str) -> ObjectStorage:
+    from rgrid.storage.local import LocalStorage
+
+    raw = unquote(path)
+    bad = netloc not in ("", "localhost") or query or fragment or "\x00" in raw
+    if bad or not Path(raw).is_absolute():
+        raise errors.InvalidRequest(
+            f"a file storage URL must be file:///absolute/path, got {url!r}", details={"url": url}
+        )
+    return LocalStorage(Path(raw))

@@ -1,0 +1,146 @@
+"""Pieces shared by the storage backends: stream verification, re-chunking, local-file streaming,
+atomic file replacement, and the one place that turns ``OSError`` into ``errors.StorageError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import os
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+from rgrid import errors
+from rgrid.storage import CHUNK_SIZE, BlobInfo, validate_sha256
+
+
+@contextlib.contextmanager
+def wrap_os_errors(action: str) -> Iterator[None]:
+    """Re-raise ``OSError`` as ``errors.StorageError`` (``from exc``); rgrid errors pass through.
+
+    ``action`` completes "storage could not …", e.g. ``"write blob 'a/b'"``; it must not hold
+    server paths beyond a file name, since the message may reach a client.
+    """
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise errors.StorageError(f"storage could not {action}: {reason}") from exc
+
+
+class Verifier:
+    """Hashes and counts a byte stream, and checks it against the sha256 and size promised."""
+
+    def __init__(self, key: str, *, sha256: str | None, size: int | None) -> None:
+        if size is not None and size < 0:
+            raise errors.InvalidRequest(f"size must be >= 0, got {size}")
+        self.key = key
+        self.expected_sha256 = None if sha256 is None else validate_sha256(sha256)
+        self.expected_size = size
+        self.size = 0
+        self._hash = hashlib.sha256()
+
+    def update(self, data: bytes) -> None:
+        """Account for ``data``; ``errors.IntegrityError`` once the promised size is exceeded."""
+        self.size += len(data)
+        if self.expected_size is not None and self.size > self.expected_size:
+            raise self._mismatch("size", self.expected_size, f"more than {self.expected_size}")
+        self._hash.update(data)
+
+    def finish(self) -> BlobInfo:
+        """The verified blob's info; ``errors.IntegrityError`` if the size or sha256 differ."""
+        if self.expected_size is not None and self.size != self.expected_size:
+            raise self._mismatch("size", self.expected_size, self.size)
+        digest = self._hash.hexdigest()
+        if self.expected_sha256 is not None and digest != self.expected_sha256:
+            raise self._mismatch("sha256", self.expected_sha256, digest)
+        return BlobInfo(key=self.key, size=self.size, sha256=digest)
+
+    def _mismatch(self, what: str, expected: object, actual: object) -> errors.IntegrityError:
+        return errors.IntegrityError(
+            f"blob {self.key!r}: expected {what} {expected}, received {actual}",
+            details={"key": self.key, "field": what, "expected": expected, "actual": actual},
+        )
+
+
+@contextlib.asynccontextmanager
+async def closing(chunks: AsyncIterator[bytes]) -> AsyncGenerator[None, None]:
+    """On exit, close ``chunks`` if it can be closed (an async generator, an upload body)."""
+    try:
+        yield
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def rechunk(
+    chunks: AsyncIterator[bytes], size: int = CHUNK_SIZE
+) -> AsyncGenerator[bytes, None]:
+    """Regroup ``chunks`` into pieces of at least ``size`` bytes (the last may be shorter).
+
+    Holds at most about two pieces in memory, so tiny chunks cost few thread hops downstream.
+    """
+    buffer = bytearray()
+    async for chunk in chunks:
+        buffer += chunk
+        if len(buffer) >= size:
+            data, buffer = bytes(buffer), bytearray()
+            yield data
+    if buffer:
+        yield bytes(buffer)
+
+
+async def iter_file(
+    path: Path, *, label: str, offset: int = 0, chunk_size: int = CHUNK_SIZE
+) -> AsyncGenerator[bytes, None]:
+    """Yield a local file's bytes from ``offset`` on, reading in a worker thread.
+
+    ``errors.NotFound`` ("<label> not found") when there is no regular file at ``path``;
+    other ``OSError`` becomes ``errors.StorageError``.
+    """
+    if offset < 0:
+        raise errors.InvalidRequest(f"offset must be >= 0, got {offset}")
+    with wrap_os_errors(f"read {label}"):
+        fh = await asyncio.to_thread(_open_for_reading, path, offset, label)
+        try:
+            while chunk := await asyncio.to_thread(fh.read, chunk_size):
+                yield chunk
+        finally:
+            fh.close()
+
+
+def _open_for_reading(path: Path, offset: int, label: str) -> io.BufferedReader:
+    try:
+        fh = path.open("rb")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        raise errors.NotFound(f"{label} not found") from exc
+    try:
+        fh.seek(offset)
+    except BaseException:
+        fh.close()
+        raise
+    return fh
+
+
+def temp_sibling(dest: Path) -> Path:
+    """A fresh hidden name next to ``dest``, on the same filesystem so that a rename is atomic."""
+    return dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
+
+
+def replace_atomically(dest: Path, write: Callable[[Path], object]) -> None:
+    """Have ``write`` fill a temp file beside ``dest``, then rename it onto ``dest``.
+
+    Blocking; on failure the temp file is removed and ``dest`` is untouched. Raises ``OSError``.
+    """
+    tmp = temp_sibling(dest)
+    try:
+        write(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise

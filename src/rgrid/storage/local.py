@@ -1,0 +1,241 @@
+"""LocalStorage: blobs as files in a directory tree on the server's own disk."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import stat as stat_mode
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from rgrid import errors
+from rgrid.storage import BlobInfo, _stream, validate_key
+from rgrid.storage._stream import wrap_os_errors as _wrap_errors
+
+logger = logging.getLogger(__name__)
+
+TMP_DIR = ".tmp"  # in-flight writes; inside root so that the final rename is atomic
+META_DIR = ".meta"  # sidecars: .meta/<key>.json holds the sha256 verified when the blob was written
+_META_SUFFIX = ".json"
+
+
+class LocalStorage:
+    """``ObjectStorage`` on a local filesystem under ``root`` (created on first use).
+
+    ``root/<key>`` holds a blob's bytes. It appears only by an atomic rename from ``root/.tmp`` once
+    the data is complete, verified and fsynced. Its sha256 is kept in ``root/.meta/<key>.json``
+    together with the size, inode and mtime it describes: a sidecar that no longer matches the file
+    (a crash, a racing overwrite) is ignored and the sha256 recomputed. Blocking I/O runs in worker
+    threads; no blob is ever held whole in memory.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._tmp = self.root / TMP_DIR
+        self._meta = self.root / META_DIR
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({str(self.root)!r})"
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def _meta_path(self, key: str) -> Path:
+        return self._meta / (key + _META_SUFFIX)
+
+    async def put(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        sha256: str | None = None,
+        size: int | None = None,
+    ) -> BlobInfo:
+        """See ``ObjectStorage.put``; data is written to ``.tmp`` and renamed into place."""
+        async with _stream.closing(chunks):
+            path = self._path(key)
+            verifier = _stream.Verifier(key, sha256=sha256, size=size)
+            info = await self._receive(path, verifier, chunks)
+        logger.debug("blob stored", extra={"action": "blob_stored", "key": key, "size": info.size})
+        return info
+
+    async def _receive(
+        self, path: Path, verifier: _stream.Verifier, chunks: AsyncIterator[bytes]
+    ) -> BlobInfo:
+        action = f"write blob {verifier.key!r}"
+        with _wrap_errors(action):
+            tmp, fh = await asyncio.to_thread(self._open_temp)
+        try:
+            async with contextlib.aclosing(_stream.rechunk(chunks)) as pieces:
+                async for data in pieces:
+                    with _wrap_errors(action):
+                        await asyncio.to_thread(_write, fh, verifier, data)
+            info = verifier.finish()
+            with _wrap_errors(action):
+                await asyncio.to_thread(self._commit, info, fh, tmp, path)
+        except BaseException:
+            # Synchronous on purpose: it must also run when the task is being cancelled.
+            _discard(fh, tmp)
+            raise
+        return info
+
+    def _open_temp(self) -> tuple[Path, io.BufferedWriter]:
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        tmp = self._tmp / f"{uuid.uuid4().hex}.part"
+        return tmp, tmp.open("xb")
+
+    def _commit(self, info: BlobInfo, fh: io.BufferedWriter, tmp: Path, path: Path) -> None:
+        fh.flush()
+        os.fsync(fh.fileno())
+        st = os.fstat(fh.fileno())
+        fh.close()
+        path.parent.mkdir(parents=True, exist_ok=True)  # first: a key clash must leave no sidecar
+        # The sidecar goes before the rename, so a stat() right after put() finds it matching;
+        # the inode and mtime it records survive the rename.
+        self._write_meta(info, st)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+
+    def _write_meta(self, info: BlobInfo, st: os.stat_result) -> None:
+        # Not fsynced: a lost or torn sidecar only costs a re-hash in stat().
+        record = {
+            "sha256": info.sha256,
+            "size": st.st_size,
+            "ino": st.st_ino,
+            "mtime_ns": st.st_mtime_ns,
+        }
+        meta = self._meta_path(info.key)
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        _stream.replace_atomically(meta, lambda tmp: tmp.write_text(json.dumps(record)))
+
+    async def open(self, key: str, *, offset: int = 0) -> AsyncIterator[bytes]:
+        """See ``ObjectStorage.open``."""
+        path = self._path(key)
+        async with contextlib.aclosing(
+            _stream.iter_file(path, label=f"blob {key!r}", offset=offset)
+        ) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    async def stat(self, key: str) -> BlobInfo | None:
+        """See ``ObjectStorage.stat``; re-hashes (and rewrites the sidecar) if that is stale."""
+        path = self._path(key)
+        with _wrap_errors(f"stat blob {key!r}"):
+            return await asyncio.to_thread(self._stat, key, path)
+
+    def _stat(self, key: str, path: Path) -> BlobInfo | None:
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat_mode.S_ISREG(st.st_mode):
+            return None
+        sha256 = self._read_meta(key, st)
+        if sha256 is not None:
+            return BlobInfo(key=key, size=st.st_size, sha256=sha256)
+        return self._rehash(key, path)
+
+    def _read_meta(self, key: str, st: os.stat_result) -> str | None:
+        try:
+            record = json.loads(self._meta_path(key).read_text())
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return None
+        current = {"size": st.st_size, "ino": st.st_ino, "mtime_ns": st.st_mtime_ns}
+        if not isinstance(record, dict) or any(record.get(k) != v for k, v in current.items()):
+            return None
+        sha256 = record.get("sha256")
+        return sha256 if isinstance(sha256, str) else None
+
+    def _rehash(self, key: str, path: Path) -> BlobInfo | None:
+        try:
+            fh = path.open("rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        with fh:
+            st = os.fstat(fh.fileno())
+            digest = hashlib.file_digest(fh, "sha256")
+        info = BlobInfo(key=key, size=st.st_size, sha256=digest.hexdigest())
+        self._write_meta(info, st)
+        logger.info("blob re-hashed", extra={"action": "blob_rehashed", "key": key})
+        return info
+
+    async def delete(self, key: str) -> None:
+        """See ``ObjectStorage.delete``. Empty parent directories are left in place."""
+        path = self._path(key)
+        with _wrap_errors(f"delete blob {key!r}"):
+            await asyncio.to_thread(self._delete, path, self._meta_path(key))
+
+    @staticmethod
+    def _delete(path: Path, meta: Path) -> None:
+        for victim in (path, meta):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                victim.unlink()
+
+    async def copy_to_file(self, key: str, dest: Path) -> None:
+        """See ``ObjectStorage.copy_to_file``; a kernel-side ``shutil.copyfile``, never a link."""
+        path = self._path(key)
+        with _wrap_errors(f"copy blob {key!r} to {dest.name!r}"):
+            await asyncio.to_thread(
+                _stream.replace_atomically, dest, lambda tmp: _copy(key, path, tmp)
+            )
+
+    async def put_file(self, key: str, src: Path, *, sha256: str | None = None) -> BlobInfo:
+        """See ``ObjectStorage.put_file``."""
+        chunks = _stream.iter_file(src, label=f"local file {src.name!r}")
+        return await self.put(key, chunks, sha256=sha256)
+
+    async def health(self) -> None:
+        """See ``ObjectStorage.health``: creates ``root`` if needed and writes a probe file."""
+        with _wrap_errors(f"use the directory {self.root.name!r}"):
+            await asyncio.to_thread(self._probe)
+
+    def _probe(self) -> None:
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        probe = self._tmp / f"health-{uuid.uuid4().hex}"
+        try:
+            probe.write_bytes(b"ok")
+            if probe.read_bytes() != b"ok":
+                raise errors.StorageError("storage health probe read back different bytes")
+        finally:
+            probe.unlink(missing_ok=True)
+
+
+def _write(fh: io.BufferedWriter, verifier: _stream.Verifier, data: bytes) -> None:
+    verifier.update(data)  # first, so an oversize stream fails before its excess is written
+    fh.write(data)
+
+
+def _copy(key: str, src: Path, dest: Path) -> None:
+    try:
+        shutil.copyfile(src, dest)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        if not src.is_file():
+            raise errors.NotFound(f"blob {key!r} not found") from exc
+        raise
+
+
+def _discard(fh: io.BufferedWriter, tmp: Path) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        fh.close()
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist a rename by fsyncing the directory holding the new entry (skipped if unsupported)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,105 @@
+"""The database: engine and sessions for SQLite (WAL) and PostgreSQL, migrations, error wrapping.
+
+Repository modules (``accounts``, ``executions``, ``logs``, …) take an ``AsyncSession`` and return
+frozen domain objects; ORM rows never leave this package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from rgrid import errors
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def make_engine(url: str) -> AsyncEngine:
+    """An async engine for ``sqlite+aiosqlite:///…`` or ``postgresql+asyncpg://…`` URLs."""
+    url = _async_url(url)
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    if url.startswith("postgresql"):
+        return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    raise errors.InvalidRequest(
+        f"unsupported database URL {url.split(':', 1)[0]!r}",
+        hint="use sqlite:///PATH or postgresql://USER@HOST/DB",
+    )
+
+
+def _async_url(url: str) -> str:
+    """Accept the plain forms users write and pick the async driver."""
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+asyncpg://" + url.removeprefix(plain)
+    return url
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers (log followers) proceed while a runner writes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@contextlib.contextmanager
+def wrap_errors() -> Iterator[None]:
+    """Translate SQLAlchemy failures into ``errors.StoreError`` once, at the adapter edge."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        # The full statement goes to the server log only; callers get the kind of failure.
+        logger.error("database error: %s", exc, extra={"action": "store_error"})
+        raise errors.StoreError(f"database error ({type(exc).__name__})") from exc
+
+
+@contextlib.asynccontextmanager
+async def transaction(
+    factory: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """One session, committed on success, rolled back on error; store errors wrapped."""
+    with wrap_errors():
+        async with factory() as session, session.begin():
+            yield session
+
+
+async def upgrade(engine: AsyncEngine) -> None:
+    """Bring the schema to the newest Alembic revision (run at server start)."""
+    from alembic import command
+    from alembic.config import Config
+
+    def run(connection: Any) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+    with wrap_errors():
+        async with engine.begin() as connection:
+            await connection.run_sync(run)

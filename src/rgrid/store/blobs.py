@@ -1,0 +1,77 @@
+"""Which blobs an account has, and the artifacts (inputs and outputs) of executions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rgrid import domain
+from rgrid.store.models import ArtifactRow, BlobRow
+
+
+async def present_blobs(session: AsyncSession, account_id: str, hashes: Sequence[str]) -> set[str]:
+    """The subset of ``hashes`` this account already stored."""
+    found: set[str] = set()
+    unique = sorted(set(hashes))
+    for start in range(0, len(unique), 500):  # stay under bind-parameter limits
+        chunk = unique[start : start + 500]
+        rows = await session.scalars(
+            select(BlobRow.sha256).where(
+                BlobRow.account_id == account_id, BlobRow.sha256.in_(chunk)
+            )
+        )
+        found.update(rows)
+    return found
+
+
+async def record_blob(
+    session: AsyncSession, account_id: str, sha256: str, size: int, now: datetime
+) -> None:
+    if await session.get(BlobRow, (account_id, sha256)) is None:
+        session.add(BlobRow(account_id=account_id, sha256=sha256, size=size, created_at=now))
+        await session.flush()
+
+
+def _artifact(row: ArtifactRow) -> domain.Artifact:
+    return domain.Artifact(
+        execution_id=row.execution_id,
+        kind=domain.ArtifactKind(row.kind),
+        path=row.path,
+        sha256=row.sha256,
+        size=row.size,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+    )
+
+
+async def add_artifacts(
+    session: AsyncSession,
+    execution_id: str,
+    kind: domain.ArtifactKind,
+    files: Iterable[domain.FileRef],
+    now: datetime,
+) -> None:
+    session.add_all(
+        ArtifactRow(
+            execution_id=execution_id,
+            kind=kind.value,
+            path=ref.path,
+            sha256=ref.sha256,
+            size=ref.size,
+            created_at=now,
+        )
+        for ref in files
+    )
+    await session.flush()
+
+
+async def list_artifacts(
+    session: AsyncSession, execution_id: str, kind: domain.ArtifactKind | None = None
+) -> list[domain.Artifact]:
+    query = select(ArtifactRow).where(ArtifactRow.execution_id == execution_id)
+    if kind is not None:
+        query = query.where(ArtifactRow.kind == kind.value)
+    return [_artifact(row) for row in await session.scalars(query.order_by(ArtifactRow.path))]

@@ -1,0 +1,235 @@
+"""Execution rows: insert, look up (by id or unique prefix), list, claim, lease, finish."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import Select, and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rgrid import domain, errors
+from rgrid.domain import ExecutionState
+from rgrid.store.models import ExecutionMetadataRow, ExecutionRow
+
+PREFIX_MATCH_LIMIT = 2  # enough to tell "unique" from "ambiguous"
+
+
+def to_domain(row: ExecutionRow, metadata: Mapping[str, str]) -> domain.Execution:
+    return domain.Execution(
+        id=row.id,
+        account_id=row.account_id,
+        state=ExecutionState(row.state),
+        script=row.script,
+        args=tuple(row.args),
+        env_names=tuple(row.env_names),
+        metadata=dict(metadata),
+        timeout_s=row.timeout_s,
+        memory_bytes=row.memory_bytes,
+        network=row.network,
+        exit_code=row.exit_code,
+        failure_class=domain.FailureClass(row.failure_class) if row.failure_class else None,
+        cause=row.cause,
+        hint=row.hint,
+        attempt=row.attempt,
+        worker=row.worker,
+        created_at=row.created_at,
+        queued_at=row.queued_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        last_seq=row.last_seq,
+        cancel_requested=row.cancel_requested,
+    )
+
+
+async def _metadata(session: AsyncSession, ids: Sequence[str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {i: {} for i in ids}
+    if ids:
+        rows = await session.scalars(
+            select(ExecutionMetadataRow).where(ExecutionMetadataRow.execution_id.in_(ids))
+        )
+        for row in rows:
+            out[row.execution_id][row.key] = row.value
+    return out
+
+
+async def _hydrate(session: AsyncSession, rows: Sequence[ExecutionRow]) -> list[domain.Execution]:
+    meta = await _metadata(session, [row.id for row in rows])
+    return [to_domain(row, meta[row.id]) for row in rows]
+
+
+async def insert(
+    session: AsyncSession, row: ExecutionRow, metadata: Mapping[str, str]
+) -> domain.Execution:
+    session.add(row)
+    await session.flush()  # no ORM relationship: the row must exist before its metadata
+    session.add_all(
+        ExecutionMetadataRow(execution_id=row.id, key=k, value=v) for k, v in metadata.items()
+    )
+    await session.flush()
+    return to_domain(row, metadata)
+
+
+async def by_idempotency_key(
+    session: AsyncSession, account_id: str, key: str
+) -> domain.Execution | None:
+    row = await session.scalar(
+        select(ExecutionRow).where(
+            ExecutionRow.account_id == account_id, ExecutionRow.idempotency_key == key
+        )
+    )
+    return (await _hydrate(session, [row]))[0] if row else None
+
+
+async def resolve(session: AsyncSession, account_id: str, id_or_prefix: str) -> domain.Execution:
+    """The execution with this id or unique id prefix, in this account.
+
+    Raises ``NotFound`` (also for other accounts' ids) or ``AmbiguousId``.
+    """
+    scoped = select(ExecutionRow).where(ExecutionRow.account_id == account_id)
+    row = await session.scalar(scoped.where(ExecutionRow.id == id_or_prefix))
+    if row is None and id_or_prefix:
+        escaped = id_or_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = (
+            await session.scalars(
+                scoped.where(ExecutionRow.id.like(escaped + "%", escape="\\"))
+                .order_by(ExecutionRow.id)
+                .limit(PREFIX_MATCH_LIMIT)
+            )
+        ).all()
+        if len(rows) > 1:
+            raise errors.AmbiguousId(
+                f"{id_or_prefix!r} matches several executions",
+                hint="type more characters of the id",
+                details={"matches": [r.id for r in rows]},
+            )
+        row = rows[0] if rows else None
+    if row is None:
+        raise errors.NotFound(
+            f"no execution {id_or_prefix!r}", hint="`rgrid list` shows your executions"
+        )
+    return (await _hydrate(session, [row]))[0]
+
+
+async def get_row(session: AsyncSession, execution_id: str) -> ExecutionRow | None:
+    return await session.get(ExecutionRow, execution_id)
+
+
+async def get(session: AsyncSession, execution_id: str) -> domain.Execution | None:
+    row = await session.get(ExecutionRow, execution_id)
+    return (await _hydrate(session, [row]))[0] if row else None
+
+
+def _list_query(
+    account_id: str,
+    states: Sequence[ExecutionState],
+    metadata: Mapping[str, str],
+    since: datetime | None,
+    cursor: tuple[datetime, str] | None,
+) -> Select[tuple[ExecutionRow]]:
+    query = select(ExecutionRow).where(ExecutionRow.account_id == account_id)
+    if states:
+        query = query.where(ExecutionRow.state.in_([s.value for s in states]))
+    if since is not None:
+        query = query.where(ExecutionRow.created_at >= since)
+    for key, value in metadata.items():
+        query = query.where(
+            select(ExecutionMetadataRow.execution_id)
+            .where(
+                ExecutionMetadataRow.execution_id == ExecutionRow.id,
+                ExecutionMetadataRow.key == key,
+                ExecutionMetadataRow.value == value,
+            )
+            .exists()
+        )
+    if cursor is not None:
+        created, last_id = cursor
+        query = query.where(
+            or_(
+                ExecutionRow.created_at < created,
+                and_(ExecutionRow.created_at == created, ExecutionRow.id < last_id),
+            )
+        )
+    return query.order_by(ExecutionRow.created_at.desc(), ExecutionRow.id.desc())
+
+
+async def list_page(
+    session: AsyncSession,
+    account_id: str,
+    *,
+    states: Sequence[ExecutionState] = (),
+    metadata: Mapping[str, str] | None = None,
+    since: datetime | None = None,
+    cursor: tuple[datetime, str] | None = None,
+    limit: int = 50,
+) -> list[domain.Execution]:
+    """Newest first; pass the last item's (created_at, id) as ``cursor`` for the next page."""
+    query = _list_query(account_id, states, metadata or {}, since, cursor).limit(limit)
+    return await _hydrate(session, (await session.scalars(query)).all())
+
+
+async def claim_next(
+    session: AsyncSession, *, worker: str, now: datetime, lease_s: float
+) -> ExecutionRow | None:
+    """Atomically move the oldest queued execution to running for ``worker``.
+
+    One ``UPDATE … WHERE id = (SELECT … [FOR UPDATE SKIP LOCKED]) RETURNING`` statement, so two
+    claimers can never get the same row (SQLite serialises writers; PostgreSQL skips locked rows).
+    """
+    pick = (
+        select(ExecutionRow.id)
+        .where(ExecutionRow.state == ExecutionState.QUEUED.value)
+        .order_by(ExecutionRow.queued_at, ExecutionRow.id)
+        .limit(1)
+    )
+    if session.bind.dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    statement = (
+        update(ExecutionRow)
+        .where(ExecutionRow.id == pick.scalar_subquery())
+        .where(ExecutionRow.state == ExecutionState.QUEUED.value)
+        .values(
+            state=ExecutionState.RUNNING.value,
+            worker=worker,
+            started_at=now,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            attempt=ExecutionRow.attempt + 1,
+        )
+        .returning(ExecutionRow)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(statement)).scalars().first()
+
+
+async def renew_lease(
+    session: AsyncSession, execution_id: str, worker: str, until: datetime
+) -> bool | None:
+    """Extend the lease; returns whether cancel was requested, or None if the lease is lost."""
+    result = await session.execute(
+        update(ExecutionRow)
+        .where(
+            ExecutionRow.id == execution_id,
+            ExecutionRow.worker == worker,
+            ExecutionRow.state == ExecutionState.RUNNING.value,
+        )
+        .values(lease_expires_at=until)
+        .returning(ExecutionRow.cancel_requested)
+    )
+    value = result.scalar_one_or_none()
+    return None if value is None else bool(value)
+
+
+async def expired_leases(session: AsyncSession, now: datetime) -> list[ExecutionRow]:
+    rows = await session.scalars(
+        select(ExecutionRow).where(
+            ExecutionRow.state == ExecutionState.RUNNING.value,
+            ExecutionRow.lease_expires_at < now,
+        )
+    )
+    return list(rows)
+
+
+async def set_last_seq(session: AsyncSession, execution_id: str, seq: int) -> None:
+    await session.execute(
+        update(ExecutionRow).where(ExecutionRow.id == execution_id).values(last_seq=seq)
+    )

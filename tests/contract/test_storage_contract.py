@@ -1,0 +1,283 @@
+"""The ObjectStorage contract, run against every implementation (STYLE C19)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from pathlib import Path
+
+import pytest
+
+from rgrid import errors
+from rgrid.storage import CHUNK_SIZE, BlobInfo, ObjectStorage
+from rgrid.storage.local import LocalStorage
+from rgrid.storage.memory import InMemoryStorage
+
+BIG = random.Random(1234).randbytes(3 * CHUNK_SIZE + CHUNK_SIZE // 2)  # 3.5 MiB
+KEY = "blobs/acct/ab/some-blob"
+UNSAFE_KEYS = ["../x", "/abs", "a//b", "a/../b", "a\x00b", "", "a/", "./a", ".tmp/x", "a b", "é"]
+
+
+@pytest.fixture(params=["local", "memory"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStorage:
+    if request.param == "local":
+        return LocalStorage(tmp_path / "root")
+    return InMemoryStorage()
+
+
+async def chunked(data: bytes, size: int = 300_001) -> AsyncIterator[bytes]:
+    """Yield ``data`` in odd-sized pieces, letting other tasks run in between."""
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+        await asyncio.sleep(0)
+
+
+async def read_all(storage: ObjectStorage, key: str, offset: int = 0) -> bytes:
+    chunks = [chunk async for chunk in storage.open(key, offset=offset)]
+    assert all(0 < len(chunk) <= CHUNK_SIZE for chunk in chunks)
+    return b"".join(chunks)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def visible_files(storage: ObjectStorage) -> list[str]:
+    """Every file a local backend left on disk; .tmp must be empty too. [] for other backends."""
+    if not isinstance(storage, LocalStorage) or not storage.root.exists():
+        return []
+    return sorted(str(p.relative_to(storage.root)) for p in storage.root.rglob("*") if p.is_file())
+
+
+async def assert_nothing_stored(storage: ObjectStorage, key: str) -> None:
+    assert await storage.stat(key) is None
+    assert visible_files(storage) == []
+    with pytest.raises(errors.NotFound):
+        await read_all(storage, key)
+
+
+async def test_round_trip_multi_chunk_blob(storage: ObjectStorage) -> None:
+    info = await storage.put(KEY, chunked(BIG))
+    assert info == BlobInfo(key=KEY, size=len(BIG), sha256=sha(BIG))
+    assert await read_all(storage, KEY) == BIG
+    assert await storage.stat(KEY) == info
+
+
+async def test_empty_blob(storage: ObjectStorage) -> None:
+    info = await storage.put("empty", chunked(b""), sha256=sha(b""), size=0)
+    assert info == BlobInfo(key="empty", size=0, sha256=sha(b""))
+    assert await read_all(storage, "empty") == b""
+
+
+async def test_put_with_correct_sha256_and_size(storage: ObjectStorage) -> None:
+    info = await storage.put(KEY, chunked(BIG), sha256=sha(BIG), size=len(BIG))
+    assert info.sha256 == sha(BIG)
+    assert info.size == len(BIG)
+
+
+async def test_put_with_wrong_sha256_stores_nothing(storage: ObjectStorage) -> None:
+    with pytest.raises(errors.IntegrityError):
+        await storage.put(KEY, chunked(BIG), sha256=sha(b"something else"))
+    await assert_nothing_stored(storage, KEY)
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+async def test_put_with_wrong_size_stores_nothing(storage: ObjectStorage, delta: int) -> None:
+    with pytest.raises(errors.IntegrityError):
+        await storage.put(KEY, chunked(BIG), size=len(BIG) + delta)
+    await assert_nothing_stored(storage, KEY)
+
+
+@pytest.mark.parametrize("bad", ["ABC", "A" * 64, "g" * 64, "a" * 63])
+async def test_malformed_sha256_is_invalid_request(storage: ObjectStorage, bad: str) -> None:
+    with pytest.raises(errors.InvalidRequest) as info:
+        await storage.put(KEY, chunked(b"x"), sha256=bad)
+    assert info.value.code == "VALIDATION_ERROR"
+    await assert_nothing_stored(storage, KEY)
+
+
+async def test_failing_stream_stores_nothing_and_is_closed(storage: ObjectStorage) -> None:
+    closed = []
+
+    async def failing() -> AsyncIterator[bytes]:
+        try:
+            yield BIG[: 2 * CHUNK_SIZE]
+            raise ConnectionResetError("client went away")
+        finally:
+            closed.append(True)
+
+    with pytest.raises(ConnectionResetError):
+        await storage.put(KEY, failing())
+    assert closed == [True]
+    await assert_nothing_stored(storage, KEY)
+
+
+async def test_rejected_stream_is_closed_early(storage: ObjectStorage) -> None:
+    sent = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            sent.append(CHUNK_SIZE)
+            yield bytes(CHUNK_SIZE)
+
+    with pytest.raises(errors.IntegrityError):
+        await storage.put(KEY, endless(), size=10)
+    assert len(sent) <= 2
+    await assert_nothing_stored(storage, KEY)
+
+
+async def test_cancelled_put_stores_nothing(storage: ObjectStorage) -> None:
+    started = asyncio.Event()
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield BIG[:CHUNK_SIZE]
+        yield BIG[CHUNK_SIZE : 2 * CHUNK_SIZE]
+        started.set()
+        await asyncio.Event().wait()
+        yield b"never"
+
+    task = asyncio.create_task(storage.put(KEY, stalled()))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await assert_nothing_stored(storage, KEY)
+
+
+async def test_failed_overwrite_keeps_the_old_blob(storage: ObjectStorage) -> None:
+    old = await storage.put(KEY, chunked(b"old content"))
+    with pytest.raises(errors.IntegrityError):
+        await storage.put(KEY, chunked(BIG), sha256=sha(b"nope"))
+    assert await storage.stat(KEY) == old
+    assert await read_all(storage, KEY) == b"old content"
+
+
+async def test_overwrite_replaces_content(storage: ObjectStorage) -> None:
+    await storage.put(KEY, chunked(b"first"))
+    info = await storage.put(KEY, chunked(b"second!"))
+    assert await storage.stat(KEY) == info == BlobInfo(KEY, 7, sha(b"second!"))
+    assert await read_all(storage, KEY) == b"second!"
+
+
+@pytest.mark.parametrize("offset", [0, 1, CHUNK_SIZE, len(BIG) - 1, len(BIG), len(BIG) + 5])
+async def test_open_with_offset(storage: ObjectStorage, offset: int) -> None:
+    await storage.put(KEY, chunked(BIG))
+    assert await read_all(storage, KEY, offset=offset) == BIG[offset:]
+
+
+async def test_open_with_negative_offset_is_invalid(storage: ObjectStorage) -> None:
+    await storage.put(KEY, chunked(b"data"))
+    with pytest.raises(errors.InvalidRequest):
+        await read_all(storage, KEY, offset=-1)
+
+
+async def test_open_missing_is_not_found(storage: ObjectStorage) -> None:
+    with pytest.raises(errors.NotFound):
+        await read_all(storage, "no/such/blob")
+
+
+async def test_stat_missing_is_none(storage: ObjectStorage) -> None:
+    assert await storage.stat("no/such/blob") is None
+
+
+async def test_delete_is_idempotent(storage: ObjectStorage) -> None:
+    await storage.put(KEY, chunked(b"data"))
+    await storage.delete(KEY)
+    await storage.delete(KEY)
+    await storage.delete("never/existed")
+    await assert_nothing_stored(storage, KEY)
+
+
+async def test_content_addressed_key(storage: ObjectStorage) -> None:
+    digest = sha(BIG)
+    key = f"blobs/acct/{digest[:2]}/{digest}"
+    assert await storage.put(key, chunked(BIG), sha256=digest) == BlobInfo(key, len(BIG), digest)
+    assert await storage.stat(key) == BlobInfo(key, len(BIG), digest)
+
+
+def unsafe_calls(storage: ObjectStorage, key: str, tmp_path: Path) -> Iterable[Awaitable[object]]:
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"x")
+    yield storage.put(key, chunked(b"x"))
+    yield read_all(storage, key)
+    yield storage.stat(key)
+    yield storage.delete(key)
+    yield storage.copy_to_file(key, tmp_path / "dest.bin")
+    yield storage.put_file(key, src)
+
+
+@pytest.mark.parametrize("key", UNSAFE_KEYS)
+async def test_unsafe_keys_are_refused(storage: ObjectStorage, key: str, tmp_path: Path) -> None:
+    for call in unsafe_calls(storage, key, tmp_path):
+        with pytest.raises(errors.UnsafePath):
+            await call
+    assert visible_files(storage) == []
+    assert not (tmp_path / "dest.bin").exists()
+
+
+async def test_copy_to_file_is_an_independent_copy(storage: ObjectStorage, tmp_path: Path) -> None:
+    await storage.put(KEY, chunked(BIG))
+    dest = tmp_path / "work" / "input.bin"
+    dest.parent.mkdir()
+    dest.write_bytes(b"stale")
+    await storage.copy_to_file(KEY, dest)
+    assert dest.read_bytes() == BIG
+    with dest.open("r+b") as fh:  # the user script edits its input in place
+        fh.write(b"CHANGED")
+    assert await read_all(storage, KEY) == BIG
+    assert await storage.stat(KEY) == BlobInfo(KEY, len(BIG), sha(BIG))
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["input.bin"]
+
+
+async def test_copy_to_file_missing_is_not_found(storage: ObjectStorage, tmp_path: Path) -> None:
+    dest = tmp_path / "out.bin"
+    with pytest.raises(errors.NotFound):
+        await storage.copy_to_file("no/such/blob", dest)
+    assert list(tmp_path.glob("*out.bin*")) == []
+
+
+async def test_put_file(storage: ObjectStorage, tmp_path: Path) -> None:
+    src = tmp_path / "upload.bin"
+    src.write_bytes(BIG)
+    info = await storage.put_file(KEY, src, sha256=sha(BIG))
+    assert info == BlobInfo(KEY, len(BIG), sha(BIG))
+    assert await read_all(storage, KEY) == BIG
+
+
+async def test_put_file_verifies(storage: ObjectStorage, tmp_path: Path) -> None:
+    src = tmp_path / "upload.bin"
+    src.write_bytes(BIG)
+    with pytest.raises(errors.IntegrityError):
+        await storage.put_file(KEY, src, sha256=sha(b"other"))
+    await assert_nothing_stored(storage, KEY)
+
+
+async def test_put_file_missing_source_is_not_found(storage: ObjectStorage, tmp_path: Path) -> None:
+    with pytest.raises(errors.NotFound):
+        await storage.put_file(KEY, tmp_path / "missing.bin")
+    await assert_nothing_stored(storage, KEY)
+
+
+async def test_concurrent_puts_of_same_content(storage: ObjectStorage) -> None:
+    digest = sha(BIG)
+    results = await asyncio.gather(
+        *(storage.put(KEY, chunked(BIG), sha256=digest, size=len(BIG)) for _ in range(3))
+    )
+    assert results == [BlobInfo(KEY, len(BIG), digest)] * 3
+    assert await storage.stat(KEY) == BlobInfo(KEY, len(BIG), digest)
+    assert await read_all(storage, KEY) == BIG
+
+
+async def test_keys_are_independent(storage: ObjectStorage) -> None:
+    await storage.put("a/one", chunked(b"1"))
+    await storage.put("a/two", chunked(b"22"))
+    await storage.delete("a/one")
+    assert await storage.stat("a/one") is None
+    assert await read_all(storage, "a/two") == b"22"
+
+
+async def test_health_ok(storage: ObjectStorage) -> None:
+    await storage.health()
+    assert visible_files(storage) == []

@@ -1,0 +1,96 @@
+"""storage.from_url scheme dispatch, and the key helpers in storage/__init__.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rgrid import errors
+from rgrid.storage import blob_key, from_url, validate_key, validate_sha256
+from rgrid.storage.local import LocalStorage
+from rgrid.storage.memory import InMemoryStorage
+
+SHA = "ab" + "0" * 62
+
+
+def test_file_url_gives_local_storage(tmp_path: Path) -> None:
+    storage = from_url(f"file://{tmp_path}/blobs")
+    assert isinstance(storage, LocalStorage)
+    assert storage.root == tmp_path / "blobs"
+
+
+def test_file_url_with_localhost_and_percent_escapes() -> None:
+    storage = from_url("file://localhost/var/lib/rgrid%20data")
+    assert isinstance(storage, LocalStorage)
+    assert storage.root == Path("/var/lib/rgrid data")
+
+
+def test_memory_url_gives_a_fresh_in_memory_storage() -> None:
+    first, second = from_url("memory://"), from_url("memory://")
+    assert isinstance(first, InMemoryStorage)
+    assert first is not second
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["file://relative/path", "file:relative", "file:///a?x=1", "file:///a#frag", "file:///a%00b"],
+)
+def test_bad_file_urls(url: str) -> None:
+    with pytest.raises(errors.InvalidRequest, match="file:///absolute/path"):
+        from_url(url)
+
+
+def test_s3_is_not_available_yet() -> None:
+    with pytest.raises(errors.InvalidRequest, match="big-files"):
+        from_url("s3://bucket/prefix")
+
+
+@pytest.mark.parametrize("url", ["http://example.com/x", "/var/lib/rgrid", "", "gs://bucket"])
+def test_unknown_schemes_name_the_accepted_ones(url: str) -> None:
+    with pytest.raises(errors.InvalidRequest) as info:
+        from_url(url)
+    assert "file:///" in info.value.message
+    assert "memory://" in info.value.message
+
+
+def test_blob_key_layout() -> None:
+    assert blob_key("acct_1", SHA) == f"blobs/acct_1/ab/{SHA}"
+
+
+@pytest.mark.parametrize("bad", ["", "ab", SHA.upper(), SHA + "0", SHA[:-1] + "g", f" {SHA[1:]}"])
+def test_blob_key_refuses_malformed_sha256(bad: str) -> None:
+    with pytest.raises(errors.InvalidRequest) as info:
+        blob_key("acct", bad)
+    assert info.value.code == "VALIDATION_ERROR"
+
+
+@pytest.mark.parametrize("account", ["", "..", "a/b", "a b", ".hidden"])
+def test_blob_key_refuses_unsafe_account_ids(account: str) -> None:
+    with pytest.raises(errors.UnsafePath):
+        blob_key(account, SHA)
+
+
+@pytest.mark.parametrize("key", ["a", "a/b/c", "x.tar.gz", "a-b_c.d/e", "a/.b", "a/b..c", SHA])
+def test_safe_keys(key: str) -> None:
+    assert validate_key(key) == key
+
+
+@pytest.mark.parametrize(
+    "key", ["", "/a", "a/", "a//b", "..", "a/..", "a/./b", ".tmp/x", "a\\b", "a\x00b", "x" * 201]
+)
+def test_unsafe_keys(key: str) -> None:
+    with pytest.raises(errors.UnsafePath) as info:
+        validate_key(key)
+    assert info.value.details == {"key": key}
+
+
+def test_overlong_key() -> None:
+    with pytest.raises(errors.UnsafePath, match="longer"):
+        validate_key("/".join(["abcdefghi"] * 103))
+
+
+def test_validate_sha256() -> None:
+    assert validate_sha256(SHA) == SHA
+    with pytest.raises(errors.InvalidRequest):
+        validate_sha256("xyz")
