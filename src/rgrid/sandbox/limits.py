@@ -1,0 +1,156 @@
+"""Limits enforced on a sandboxed process: rlimits set in the child, the wall clock and the
+process-group kill enforced from outside (rq's death penalty and ``kill_horse``, made async)."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import functools
+import logging
+import os
+import resource
+import signal
+from collections.abc import Callable
+from types import TracebackType
+
+logger = logging.getLogger(__name__)
+
+KILL_GRACE_S = 1.0  # between SIGTERM and SIGKILL
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+PARENT_GONE_EXIT = 125
+
+#: (resource, soft=hard limit) pairs, applied in the child before exec
+Rlimits = list[tuple[int, int]]
+
+
+def rlimits(
+    memory_bytes: int, max_processes: int, max_file_bytes: int, max_open_files: int
+) -> Rlimits:
+    """The limits to set, each capped at this process's hard limit (raising it needs privilege).
+
+    RLIMIT_NPROC counts every process of the real user, not only the sandbox's; root ignores it.
+    Core dumps are off so a crashing script does not fill its work directory.
+    """
+    wanted = [
+        (resource.RLIMIT_AS, memory_bytes),
+        (resource.RLIMIT_NPROC, max_processes),
+        (resource.RLIMIT_FSIZE, max_file_bytes),
+        (resource.RLIMIT_NOFILE, max_open_files),
+        (resource.RLIMIT_CORE, 0),
+    ]
+    capped = []
+    for which, value in wanted:
+        _, hard = resource.getrlimit(which)
+        capped.append((which, value if hard == resource.RLIM_INFINITY else min(value, hard)))
+    return capped
+
+
+def preexec(limits: Rlimits) -> Callable[[], None]:
+    """A ``preexec_fn`` that applies ``limits`` and makes the kernel SIGKILL the child if we die.
+
+    The death signal fires when the *thread* that forked exits, so spawn from a thread that
+    outlives the child (the event loop's).
+    """
+    prctl = _prctl()  # resolved here, before fork, so the child only calls it
+    parent = os.getpid()
+
+    def apply() -> None:
+        for which, value in limits:
+            resource.setrlimit(which, (value, value))
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # we died between fork and prctl: nobody will reap or kill us
+            os._exit(PARENT_GONE_EXIT)
+
+    return apply
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function: Callable[..., int] = libc.prctl
+    except (OSError, AttributeError):  # not Linux: children may outlive a crashed grid
+        return None
+    return function
+
+
+def kill_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to process group ``pgid``; False if nobody was left to receive it."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:  # ESRCH: the group has already gone, which is what we wanted
+        return False
+    except PermissionError:  # a member changed user (setuid); we cannot do better
+        logger.warning(
+            "cannot signal process group %d", pgid, extra={"action": "sandbox_kill_denied"}
+        )
+        return False
+    return True
+
+
+class Watchdog:
+    """Async context manager that kills process group ``pgid`` on timeout or when ``cancel`` is set.
+
+    Unlike rq's death penalty it raises nothing into the body: it sends SIGTERM, waits
+    ``grace_s``, sends SIGKILL, and records why in ``timed_out`` / ``cancelled``; the body keeps
+    waiting for the process to exit. Leaving the context stops the watchdog.
+    """
+
+    def __init__(
+        self,
+        pgid: int,
+        timeout_s: float,
+        cancel: asyncio.Event | None = None,
+        grace_s: float = KILL_GRACE_S,
+    ) -> None:
+        self.timed_out = False
+        self.cancelled = False
+        self._pgid = pgid
+        self._timeout_s = timeout_s
+        self._cancel = cancel
+        self._grace_s = grace_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Watchdog:
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        # asyncio.wait neither raises the task's CancelledError nor swallows our own
+        await asyncio.wait({self._task})
+        if not self._task.cancelled():
+            self._task.result()
+
+    async def _watch(self) -> None:
+        if await self._cancel_requested():
+            self.cancelled = True
+        else:
+            self.timed_out = True
+        logger.info(
+            "killing process group %d",
+            self._pgid,
+            extra={"action": "sandbox_kill", "reason": "cancel" if self.cancelled else "timeout"},
+        )
+        kill_group(self._pgid, signal.SIGTERM)
+        await asyncio.sleep(self._grace_s)
+        kill_group(self._pgid, signal.SIGKILL)
+
+    async def _cancel_requested(self) -> bool:
+        """Wait for the cancel event or the deadline, whichever comes first."""
+        if self._cancel is None:
+            await asyncio.sleep(self._timeout_s)
+            return False
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._cancel.wait()
+        except TimeoutError:
+            return False
+        return True

@@ -1,0 +1,170 @@
+"""ProcessSandbox, and the subprocess machinery every sandbox shares: start in a new session under
+rlimits, stream the output, enforce the wall clock, kill the group and reap with rusage."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import resource
+import signal
+import subprocess
+import threading
+import time
+
+from rgrid import errors
+from rgrid.sandbox import OutputCallback, SandboxResult, SandboxSpec, limits, lines
+
+logger = logging.getLogger(__name__)
+
+STRENGTH = "weaker: rlimits and process group only, no filesystem isolation"
+
+
+class ProcessSandbox:
+    """A plain child process in its own session, under rlimits; it dies with the grid.
+
+    It sees the host filesystem and network as the grid's user does (``spec.ro_binds`` and
+    ``spec.network`` are not enforced). A grandchild that calls setsid() escapes the group
+    kill, and if the grid itself dies only the direct child is killed. Use it only where
+    bubblewrap cannot run.
+    """
+
+    name = "process"
+    strength = STRENGTH
+
+    async def run(
+        self,
+        spec: SandboxSpec,
+        on_output: OutputCallback,
+        cancel: asyncio.Event | None = None,
+    ) -> SandboxResult:
+        """See ``rgrid.sandbox.Sandbox.run``."""
+        if not spec.network:
+            logger.warning(
+                "the process sandbox cannot take the network away",
+                extra={"action": "sandbox_network_kept"},
+            )
+        return await run_command(spec.argv, spec, on_output, cancel)
+
+
+async def run_command(
+    argv: list[str],
+    spec: SandboxSpec,
+    on_output: OutputCallback,
+    cancel: asyncio.Event | None = None,
+    pass_fds: tuple[int, ...] = (),
+) -> SandboxResult:
+    """Run ``argv`` (the script, or a wrapper such as bwrap around it) with ``spec``'s working
+    directory, environment and limits; the contract of ``Sandbox.run`` otherwise."""
+    child = _Child(_spawn(argv, spec, pass_fds))
+    started = time.monotonic()
+    pumps = lines.OutputPumps(on_output, child.kill)
+    try:
+        await pumps.start("stdout", child.stdout)
+        await pumps.start("stderr", child.stderr)
+        async with limits.Watchdog(child.pid, spec.timeout_s, cancel) as watchdog:
+            await child.exited()
+        status, rusage = child.reap()
+        duration_s = time.monotonic() - started
+        await pumps.drain()
+    finally:
+        if not child.reaped:  # we were cancelled or broke: leave nothing running
+            child.abandon()
+        pumps.abort()  # a no-op once drained; else stop calling on_output for a cancelled run
+    code = os.waitstatus_to_exitcode(status)
+    logger.debug("process %d ended with %d", child.pid, code, extra={"action": "sandbox_finished"})
+    return SandboxResult(
+        returncode=code if code >= 0 else None,
+        signal=-code if code < 0 else None,
+        timed_out=watchdog.timed_out,
+        cancelled=watchdog.cancelled,
+        duration_s=duration_s,
+        # Linux reports KiB
+        max_rss_bytes=rusage.ru_maxrss * 1024 if rusage.ru_maxrss > 0 else None,
+    )
+
+
+def _spawn(
+    argv: list[str], spec: SandboxSpec, pass_fds: tuple[int, ...]
+) -> subprocess.Popen[bytes]:
+    if not argv:
+        raise errors.SandboxError("nothing to run: argv is empty")
+    values = limits.rlimits(
+        spec.memory_bytes, spec.max_processes, spec.max_file_bytes, spec.max_open_files
+    )
+    try:
+        # Popen rather than asyncio.create_subprocess_exec (which wraps the same Popen call):
+        # asyncio's child watcher would reap the child itself and lose its rusage.
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=spec.workdir,
+            env=spec.env,
+            start_new_session=True,
+            preexec_fn=limits.preexec(values),
+            pass_fds=pass_fds,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise errors.SandboxError(f"could not start {argv[0]}: {exc}") from exc
+    logger.debug("started process %d", process.pid, extra={"action": "sandbox_started"})
+    return process
+
+
+class _Child:
+    """The started process, which we reap ourselves with wait4 to get its rusage.
+
+    Its pid is also its process group id; while it is unreaped (even as a zombie) the kernel
+    cannot reuse that id, so killing the group is only done before reaping.
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None and process.stderr is not None
+        self.pid = process.pid
+        self.stdout = process.stdout
+        self.stderr = process.stderr
+        self.reaped = False
+        self._process = process
+
+    def kill(self) -> None:
+        """SIGKILL the whole group, if its id is still ours."""
+        if not self.reaped:
+            limits.kill_group(self.pid, signal.SIGKILL)
+
+    async def exited(self) -> None:
+        """Wait until the process has exited, leaving it unreaped."""
+        loop = asyncio.get_running_loop()
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # no pidfd (old kernel): block a thread instead
+            wait = functools.partial(os.waitid, os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+            await loop.run_in_executor(None, wait)
+            return
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def on_readable() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        try:
+            loop.add_reader(pidfd, on_readable)
+            await readable
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+
+    def reap(self) -> tuple[int, resource.struct_rusage]:
+        """Kill what is left of the group, then reap the exited process."""
+        self.kill()
+        _, status, rusage = os.wait4(self.pid, 0)
+        self.reaped = True
+        # tell Popen, or its __del__ would keep polling a pid that is no longer ours
+        self._process.returncode = os.waitstatus_to_exitcode(status)
+        return status, rusage
+
+    def abandon(self) -> None:
+        """Kill the group and reap it in the background, without waiting."""
+        self.kill()
+        threading.Thread(target=self.reap, name=f"reap-{self.pid}", daemon=True).start()

@@ -1,0 +1,411 @@
+"""Both sandboxes running the real base interpreter: output, exit status, limits and isolation.
+
+bwrap must be installed here: its cases fail (not skip) without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from rgrid import errors
+from rgrid.sandbox import Sandbox, SandboxResult, SandboxSpec, detect
+from rgrid.sandbox.bwrap import BwrapSandbox
+from rgrid.sandbox.process import ProcessSandbox
+
+PYTHON = sys._base_executable  # type: ignore[attr-defined]
+PREFIX = Path(sys.base_prefix)
+SANDBOXES = [pytest.param(BwrapSandbox(), id="bwrap"), pytest.param(ProcessSandbox(), id="process")]
+SCRIPT_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "RGRID_VISIBLE": "yes"}
+
+
+@dataclass
+class Run:
+    result: SandboxResult
+    output: list[tuple[str, bytes]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def stream(self, name: str) -> list[bytes]:
+        return [data for stream, data in self.output if stream == name]
+
+    def text(self, name: str) -> str:
+        return b"".join(self.stream(name)).decode(errors="replace")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
+
+
+async def run(
+    sandbox: Sandbox,
+    workdir: Path,
+    code: str,
+    cancel: asyncio.Event | None = None,
+    cancel_on: bytes | None = None,
+    **limits: object,
+) -> Run:
+    """Run ``code`` as process.py in ``workdir``; set ``cancel`` once ``cancel_on`` is printed."""
+    (workdir / "process.py").write_text(textwrap.dedent(code))
+    spec = SandboxSpec(
+        argv=[PYTHON, "process.py"],
+        workdir=workdir,
+        env=dict(SCRIPT_ENV),
+        ro_binds=((PREFIX, PREFIX),),
+        **limits,  # type: ignore[arg-type]
+    )
+    output: list[tuple[str, bytes]] = []
+
+    async def on_output(stream: str, data: bytes) -> None:
+        output.append((stream, data))
+        if cancel is not None and cancel_on is not None and cancel_on in data:
+            cancel.set()
+
+    started = time.monotonic()
+    result = await sandbox.run(spec, on_output, cancel)
+    return Run(result, output, time.monotonic() - started)
+
+
+def processes_with(marker: str) -> list[int]:
+    """Live processes whose command line contains ``marker`` (zombies have none)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:  # it ended while we looked
+            continue
+    return pids
+
+
+def wait_until_gone(marker: str, within_s: float = 2.0) -> list[int]:
+    deadline = time.monotonic() + within_s
+    while (pids := processes_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return pids
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    """A unique string for a spawned process's command line; anything left is killed after."""
+    value = f"rgrid-test-{uuid.uuid4().hex}"
+    yield value
+    for pid in processes_with(value):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+async def test_output_lines_arrive_in_order(sandbox: Sandbox, workdir: Path) -> None:
+    done = await run(
+        sandbox,
+        workdir,
+        """
+        import sys
+        print("hello")
+        print("oops", file=sys.stderr)
+        print("world")
+        sys.stdout.write("no newline")
+        """,
+    )
+    assert done.stream("stdout") == [b"hello\n", b"world\n", b"no newline"]
+    assert done.stream("stderr") == [b"oops\n"]
+    assert (done.result.returncode, done.result.signal, done.result.exit_code) == (0, None, 0)
+    assert not done.result.timed_out and not done.result.cancelled
+    assert done.result.duration_s > 0
+    assert done.result.max_rss_bytes is not None and done.result.max_rss_bytes > 1024**2
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+async def test_exit_status(sandbox: Sandbox, workdir: Path) -> None:
+    done = await run(sandbox, workdir, "raise SystemExit(3)")
+    assert (done.result.returncode, done.result.signal, done.result.exit_code) == (3, None, 3)
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+async def test_killed_by_signal(sandbox: Sandbox, workdir: Path) -> None:
+    done = await run(sandbox, workdir, "import os; os.kill(os.getpid(), 9)")
+    assert (done.result.returncode, done.result.signal, done.result.exit_code) == (None, 9, 137)
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+async def test_timeout_kills_the_whole_group(sandbox: Sandbox, workdir: Path, marker: str) -> None:
+    # both ignore SIGTERM: only the SIGKILL after the grace period (or of the group) stops them
+    done = await run(
+        sandbox,
+        workdir,
+        f"""
+        import signal, subprocess, sys, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # inherited by the grandchild
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "{marker}"])
+        time.sleep(0.2)
+        print("started")
+        time.sleep(60)
+        """,
+        timeout_s=1.0,
+    )
+    assert done.stream("stdout") == [b"started\n"]
+    assert done.result.timed_out and not done.result.cancelled
+    assert done.result.exit_code == 124
+    assert done.elapsed_s < 3.5
+    assert wait_until_gone(marker) == []
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+async def test_cancel_kills_the_process(sandbox: Sandbox, workdir: Path) -> None:
+    done = await run(
+        sandbox,
+        workdir,
+        "import time; print('ready'); time.sleep(60)",
+        cancel=asyncio.Event(),
+        cancel_on=b"ready",
+    )
+    assert done.result.cancelled and not done.result.timed_out
+    assert done.result.exit_code != 0
+    assert done.elapsed_s < 3
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+async def test_memory_limit_gives_memory_error(sandbox: Sandbox, workdir: Path) -> None:
+    done = await run(sandbox, workdir, "x = bytearray(3 * 1024**3)", memory_bytes=512 * 1024**2)
+    assert done.result.exit_code != 0
+    assert "MemoryError" in done.text("stderr")
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+async def test_long_line_arrives_in_64_kib_pieces(sandbox: Sandbox, workdir: Path) -> None:
+    done = await run(sandbox, workdir, "import sys; sys.stdout.write('x' * 200 * 1024 + '\\n')")
+    pieces = done.stream("stdout")
+    assert [len(piece) for piece in pieces] == [65536, 65536, 65536, 8193]
+    assert b"".join(pieces) == b"x" * 200 * 1024 + b"\n"
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+async def test_files_written_in_workdir_stay_on_host(sandbox: Sandbox, workdir: Path) -> None:
+    code = "import os; os.makedirs('out'); open('out/r.txt', 'w').write('42'); print(os.getcwd())"
+    done = await run(sandbox, workdir, code)
+    assert done.result.exit_code == 0, done.text("stderr")
+    assert (workdir / "out" / "r.txt").read_text() == "42"
+    assert done.stream("stdout") == [f"{workdir}\n".encode()]
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+async def test_only_spec_env_is_visible(
+    sandbox: Sandbox, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RGRID_TEST_GRID_SECRET", "leaked")
+    done = await run(sandbox, workdir, "import json, os; print(json.dumps(dict(os.environ)))")
+    environ = json.loads(done.text("stdout"))
+    assert environ["RGRID_VISIBLE"] == "yes"
+    assert "RGRID_TEST_GRID_SECRET" not in environ
+    assert set(environ) - set(SCRIPT_ENV) <= {"PWD", "LC_CTYPE"}  # set by bwrap / Python
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+async def test_callback_error_kills_the_script(sandbox: Sandbox, workdir: Path) -> None:
+    async def on_output(stream: str, data: bytes) -> None:
+        raise RuntimeError("callback broke")
+
+    (workdir / "process.py").write_text("import time; print('x'); time.sleep(60)")
+    spec = SandboxSpec([PYTHON, "process.py"], workdir, dict(SCRIPT_ENV), ((PREFIX, PREFIX),))
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="callback broke"):
+        await sandbox.run(spec, on_output)
+    assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+async def test_script_dies_with_the_grid(sandbox: Sandbox, workdir: Path, marker: str) -> None:
+    (workdir / "process.py").write_text(f"import time; print('{marker}'); time.sleep(300)")
+    module, name = type(sandbox).__module__, type(sandbox).__name__
+    grid = f"""
+import asyncio, sys
+from pathlib import Path
+from rgrid.sandbox import SandboxSpec
+from {module} import {name}
+prefix = Path(sys.argv[2])
+argv = [sys.argv[1], "process.py", sys.argv[3]]
+spec = SandboxSpec(argv, Path.cwd(), {SCRIPT_ENV!r}, ((prefix, prefix),))
+async def on_output(stream, data):
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+asyncio.run({name}().run(spec, on_output))
+"""
+    process = subprocess.Popen(
+        [sys.executable, "-c", grid, PYTHON, str(PREFIX), marker],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == marker.encode()
+    assert len(processes_with(marker)) >= 2  # the grid and the script
+    process.kill()  # SIGKILL: no cleanup code runs in the grid
+    process.wait()
+    process.stdout.close()
+    assert wait_until_gone(marker) == []
+
+
+async def test_bwrap_hides_the_host(workdir: Path, tmp_path: Path) -> None:
+    sibling = tmp_path / "other"
+    sibling.mkdir()
+    (sibling / "secret.txt").write_text("secret")
+    with tempfile.NamedTemporaryFile(dir="/tmp", prefix="rgrid-host-") as host_tmp:
+        done = await run(
+            BwrapSandbox(),
+            workdir,
+            f"""
+            import json, os
+            def listing(path):
+                return sorted(os.listdir(path)) if os.path.isdir(path) else None
+            print(json.dumps({{
+                "sibling": os.path.exists({str(sibling / "secret.txt")!r}),
+                "host_tmp": os.path.exists({host_tmp.name!r}),
+                "tmp": listing("/tmp"),
+                "dirs": {{d: listing(d) for d in
+                         ["/root", "/home", "/var", "/srv", "/work", "/run", "/opt", "/mnt"]}},
+            }}))
+            """,
+        )
+    seen = json.loads(done.text("stdout"))
+    assert seen["sibling"] is False and seen["host_tmp"] is False
+    bound = [PREFIX, workdir, Path(os.path.realpath("/etc/resolv.conf"))]
+    for directory, names in seen["dirs"].items():
+        # only the directories leading to a mount (the interpreter, the workdir) exist
+        allowed = {p.relative_to(directory).parts[0] for p in bound if p.is_relative_to(directory)}
+        assert set(names or []) <= allowed, directory
+    assert set(seen["tmp"]) <= {workdir.relative_to("/tmp").parts[0]}
+
+
+async def test_bwrap_system_is_read_only_and_tmp_private(workdir: Path) -> None:
+    done = await run(
+        BwrapSandbox(),
+        workdir,
+        f"""
+        import os
+        targets = ["/usr/rgrid-test", "/etc/rgrid-test", "/rgrid-test", {str(PREFIX / "x")!r}]
+        for path in targets:
+            try:
+                open(path, "w").close()
+                print("wrote", path)
+            except OSError as exc:
+                print("denied", exc.errno)
+        open("/tmp/rgrid-inside", "w").write("private")
+        print(open("/tmp/rgrid-inside").read())
+        try:
+            print("read", len(open("/etc/shadow").read()))
+        except OSError as exc:
+            print("denied", exc.errno)
+        """,
+    )
+    stdout = done.stream("stdout")
+    assert stdout[:4] == [b"denied 30\n"] * 4, done.text("stderr")  # EROFS
+    assert stdout[4] == b"private\n"
+    assert not Path("/tmp/rgrid-inside").exists()
+    if Path("/etc/shadow").exists():
+        assert stdout[5].startswith(b"denied"), stdout[5]  # the grid's password hashes
+
+
+@pytest.mark.parametrize("network", [True, False])
+async def test_bwrap_network_switch(workdir: Path, network: bool) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        code = f"""
+        import socket
+        try:
+            socket.create_connection(("127.0.0.1", {port}), timeout=2).close()
+            print("connected")
+        except OSError as exc:
+            print("failed", type(exc).__name__)
+        """
+        done = await run(BwrapSandbox(), workdir, code, network=network)
+    assert done.text("stdout").startswith("connected" if network else "failed"), done.output
+
+
+async def test_bwrap_setup_failure_is_a_sandbox_error(workdir: Path) -> None:
+    missing = workdir / "does-not-exist"
+    spec = SandboxSpec([PYTHON, "-c", "pass"], workdir, {}, ((missing, Path("/opt/x")),))
+
+    async def on_output(stream: str, data: bytes) -> None:
+        pass
+
+    with pytest.raises(errors.SandboxError):
+        await BwrapSandbox().run(spec, on_output)
+
+
+async def test_missing_program_is_a_sandbox_error(workdir: Path) -> None:
+    async def on_output(stream: str, data: bytes) -> None:
+        pass
+
+    spec = SandboxSpec([str(workdir / "no-python")], workdir, {})
+    with pytest.raises(errors.SandboxError):
+        await ProcessSandbox().run(spec, on_output)
+    with pytest.raises(errors.SandboxError):
+        await BwrapSandbox().run(spec, on_output)
+
+
+def test_detect_prefers_bwrap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RGRID_SANDBOX", raising=False)
+    assert isinstance(detect(), BwrapSandbox)
+    monkeypatch.setenv("RGRID_SANDBOX", "bwrap")
+    assert detect().name == "bwrap"
+    monkeypatch.setenv("RGRID_SANDBOX", "process")
+    assert isinstance(detect(), ProcessSandbox)
+    assert "weaker" in detect().strength
+    monkeypatch.setenv("RGRID_SANDBOX", "docker")
+    with pytest.raises(errors.SandboxError):
+        detect()
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+async def test_cancelled_run_task_leaves_nothing_running(
+    sandbox: Sandbox, workdir: Path, marker: str
+) -> None:
+    (workdir / "process.py").write_text("import time; print('ready'); time.sleep(300)")
+    spec = SandboxSpec(
+        [PYTHON, "process.py", marker], workdir, dict(SCRIPT_ENV), ((PREFIX, PREFIX),)
+    )
+    ready = asyncio.Event()
+
+    async def on_output(stream: str, data: bytes) -> None:
+        ready.set()
+
+    task = asyncio.create_task(sandbox.run(spec, on_output))
+    await asyncio.wait_for(ready.wait(), timeout=5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert wait_until_gone(marker) == []
+
+
+async def test_process_sandbox_stops_reading_a_pipe_held_by_an_escaped_grandchild(
+    workdir: Path, marker: str
+) -> None:
+    # setsid() takes the grandchild out of the group; only the drain grace period ends the run
+    done = await run(
+        ProcessSandbox(),
+        workdir,
+        f"""
+        import os, subprocess, sys
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "{marker}"],
+                         start_new_session=True)
+        print("bye")
+        """,
+    )
+    assert done.stream("stdout") == [b"bye\n"]
+    assert done.result.exit_code == 0
+    assert done.elapsed_s < 3

@@ -1,0 +1,129 @@
+"""The line splitter and the output pumps (over real OS pipes, no child process)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from rgrid.sandbox import lines
+from rgrid.sandbox.lines import MAX_LINE_BYTES, LineSplitter, OutputPumps
+
+
+def split(*chunks: bytes, max_bytes: int = MAX_LINE_BYTES) -> list[bytes]:
+    splitter = LineSplitter(max_bytes)
+    pieces = [piece for chunk in chunks for piece in splitter.feed(chunk)]
+    return pieces + splitter.flush()
+
+
+def test_lines_keep_their_newline() -> None:
+    assert split(b"a\nbb\n\nccc\n") == [b"a\n", b"bb\n", b"\n", b"ccc\n"]
+
+
+def test_lines_are_joined_across_chunks() -> None:
+    assert split(b"he", b"llo\nwo", b"rld\n") == [b"hello\n", b"world\n"]
+
+
+def test_partial_last_line_is_delivered_at_eof() -> None:
+    assert split(b"one\ntwo") == [b"one\n", b"two"]
+    assert split(b"") == []
+
+
+def test_feed_keeps_partial_line_until_more_arrives() -> None:
+    splitter = LineSplitter()
+    assert splitter.feed(b"abc") == []
+    assert splitter.feed(b"\nd") == [b"abc\n"]
+    assert splitter.flush() == [b"d"]
+    assert splitter.flush() == []
+
+
+def test_crlf_is_kept_as_is() -> None:
+    assert split(b"a\r\nb\r\n", b"c\r") == [b"a\r\n", b"b\r\n", b"c\r"]
+
+
+def test_invalid_utf8_passes_through() -> None:
+    data = b"\xff\xfe caf\xc3\n\x80\x00\n"
+    assert split(data) == [b"\xff\xfe caf\xc3\n", b"\x80\x00\n"]
+
+
+def test_long_line_is_cut_into_64_kib_pieces() -> None:
+    line = bytes(range(256)).replace(b"\n", b"-") * 800 + b"\n"  # 200 KiB and a newline
+    pieces = split(line)
+    assert [len(piece) for piece in pieces] == [65536, 65536, 65536, 8193]
+    assert b"".join(pieces) == line
+
+
+def test_long_line_fed_in_small_chunks_is_cut_the_same() -> None:
+    line = b"x" * (3 * MAX_LINE_BYTES + 10)
+    chunks = [line[i : i + 1000] for i in range(0, len(line), 1000)]
+    pieces = split(*chunks, b"\nnext\n")
+    assert [len(piece) for piece in pieces] == [MAX_LINE_BYTES] * 3 + [11, 5]
+    assert b"".join(pieces) == line + b"\nnext\n"
+
+
+def test_line_of_exactly_the_limit_then_newline() -> None:
+    assert split(b"abcd\n", max_bytes=4) == [b"abcd", b"\n"]
+    assert split(b"abc\n", max_bytes=4) == [b"abc\n"]
+
+
+def test_no_piece_is_longer_than_the_limit() -> None:
+    data = b"12345678901\n123\n1234567\n"
+    pieces = split(data, max_bytes=4)
+    assert all(len(piece) <= 4 for piece in pieces)
+    assert b"".join(pieces) == data
+
+
+async def test_pumps_deliver_each_stream_in_order() -> None:
+    received: list[tuple[str, bytes]] = []
+
+    async def on_output(stream: str, data: bytes) -> None:
+        received.append((stream, data))
+
+    pumps = OutputPumps(on_output, on_error=lambda: None)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    await pumps.start("stdout", os.fdopen(out_r, "rb"))
+    await pumps.start("stderr", os.fdopen(err_r, "rb"))
+    os.write(out_w, b"1\n2\n3")
+    os.write(err_w, b"e\n")
+    os.close(out_w)
+    os.close(err_w)
+    await pumps.drain()
+    assert [d for s, d in received if s == "stdout"] == [b"1\n", b"2\n", b"3"]
+    assert [d for s, d in received if s == "stderr"] == [b"e\n"]
+
+
+async def test_drain_stops_waiting_for_a_pipe_held_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lines, "DRAIN_GRACE_S", 0.2)
+    received: list[bytes] = []
+
+    async def on_output(stream: str, data: bytes) -> None:
+        received.append(data)
+
+    pumps = OutputPumps(on_output, on_error=lambda: None)
+    read_fd, write_fd = os.pipe()  # like a grandchild that escaped the kill and keeps stdout
+    await pumps.start("stdout", os.fdopen(read_fd, "rb"))
+    os.write(write_fd, b"kept\npartial")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await pumps.drain()
+    os.close(write_fd)
+    assert loop.time() - started < 2
+    assert received == [b"kept\n", b"partial"]
+
+
+async def test_callback_error_calls_on_error_and_is_raised() -> None:
+    errors: list[str] = []
+
+    async def on_output(stream: str, data: bytes) -> None:
+        raise RuntimeError("callback broke")
+
+    pumps = OutputPumps(on_output, on_error=lambda: errors.append("killed"))
+    read_fd, write_fd = os.pipe()
+    await pumps.start("stdout", os.fdopen(read_fd, "rb"))
+    os.write(write_fd, b"line\n")
+    os.close(write_fd)
+    with pytest.raises(RuntimeError, match="callback broke"):
+        await pumps.drain()
+    assert errors == ["killed"]
