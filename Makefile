@@ -1,0 +1,54 @@
+# One command per task, the same locally and in CI (.ci/run calls `make test`).
+SHELL := /bin/bash
+# Resolve the real interpreter once (python3 may be a slow shim); never download one.
+PYTHON ?= $(shell python3 -c 'import sys; print(sys.executable)')
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+export UV_PYTHON_DOWNLOADS := never
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_DIR := examples/hello
+
+.PHONY: install demo test lint typecheck fmt pytest check bench clean
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install -q uv
+
+$(BIN)/rgrid: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --all-extras --frozen --python $(PYTHON)
+	@touch $@
+
+install: $(BIN)/rgrid
+
+demo: install
+	@scripts/ensure-services
+	@echo "== rgrid run process.py data/input.csv  (in $(DEMO_DIR))"
+	cd $(DEMO_DIR) && ../../$(BIN)/rgrid run process.py data/input.csv
+	@echo "== the output file came back:"
+	cat $(DEMO_DIR)/out/report.json
+	@echo "== try: $(BIN)/rgrid list ; $(BIN)/rgrid doctor ; $(BIN)/rgrid server stop"
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	@scripts/ensure-services --with-postgres
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+fmt: install
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+check: test
+
+bench: install
+	$(BIN)/python bench/single_run.py
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

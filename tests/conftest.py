@@ -1,0 +1,157 @@
+"""Fixtures shared by every tier: a clean environment, a live grid server, the real CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+RGRID_BIN = Path(sys.executable).parent / "rgrid"
+SERVER_START_TIMEOUT_S = 60.0
+
+
+@pytest.fixture(autouse=True)
+def _clean_rgrid_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No RGRID_* variable of the developer's shell leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("RGRID_"):
+            monkeypatch.delenv(name)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclasses.dataclass
+class LiveServer:
+    """A real ``rgrid server run`` process on a loopback port, with its own RGRID_HOME."""
+
+    home: Path
+    port: int
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_key(self) -> str:
+        return (self.home / "admin.key").read_text().strip()
+
+    def start(self) -> None:
+        log = (self.home / "server.log").open("ab")
+        self.process = subprocess.Popen(
+            [str(RGRID_BIN), "server", "run", "--port", str(self.port), "--log-level", "info"],
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {(self.home / 'server.log').read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(30)
+        self.process = None
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+    def cli_env(self, key: str | None = None, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+        env.update(
+            RGRID_API_URL=self.url,
+            RGRID_API_KEY=key if key is not None else self.admin_key,
+            HOME=str(self.home.parent / "user-home"),
+        )
+        env.update(extra)
+        return env
+
+
+def make_server(tmp: Path, **settings: str) -> LiveServer:
+    home = tmp / "grid-home"
+    home.mkdir(parents=True, exist_ok=True)
+    (tmp / "user-home").mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+    env.update(RGRID_HOME=str(home), RGRID_SLOTS="4", RGRID_LEASE_S="6", **settings)
+    return LiveServer(home=home, port=free_port(), env=env)
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One grid shared by the acceptance tests of a session (tests must not depend on its history)."""
+    server = make_server(tmp_path_factory.mktemp("grid"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclasses.dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclasses.dataclass
+class Cli:
+    """Runs the installed ``rgrid`` binary as a user types it, in ``cwd``."""
+
+    cwd: Path
+    env: dict[str, str]
+
+    def __call__(self, *args: str, timeout: float = 120, input: str | None = None) -> CliResult:
+        done = subprocess.run(
+            [str(RGRID_BIN), *args],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+        )
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    path = tmp_path / "project"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def cli(live_server: LiveServer, workdir: Path) -> Cli:
+    return Cli(cwd=workdir, env=live_server.cli_env())
+
+
+def require_tool(name: str) -> str:
+    """A tool the tests need: fail loudly (never skip) when it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed; `.ci/run` and `make test` install it")
+    return path

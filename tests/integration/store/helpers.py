@@ -1,0 +1,51 @@
+"""Helpers for service tests: upload files and submit them like the CLI does."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+
+from rgrid import domain, schemas
+from rgrid.services import Grid
+from rgrid.services import blobs as blob_service
+from rgrid.services import executions as service
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def upload(grid: Grid, principal: domain.Principal, data: bytes) -> str:
+    sha = hashlib.sha256(data).hexdigest()
+    await blob_service.upload_blob(grid, principal, sha, _chunks(data), len(data))
+    return sha
+
+
+async def submit_script(
+    grid: Grid,
+    principal: domain.Principal,
+    source: str,
+    *,
+    files: dict[str, bytes] | None = None,
+    **options: object,
+) -> domain.Execution:
+    entries = {"main.py": source.encode(), **(files or {})}
+    refs = [
+        schemas.FileIn(path=path, sha256=await upload(grid, principal, data), size=len(data))
+        for path, data in entries.items()
+    ]
+    spec = schemas.ExecutionCreate(script="main.py", files=refs, **options)  # type: ignore[arg-type]
+    return await service.submit(grid, principal, spec)
+
+
+async def wait_terminal(
+    grid: Grid, principal: domain.Principal, execution_id: str, timeout: float = 30.0
+) -> domain.Execution:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        execution = await service.get(grid, principal, execution_id)
+        if execution.state.terminal:
+            return execution
+        assert asyncio.get_running_loop().time() < deadline, f"still {execution.state}"
+        await grid.notifier.wait(execution_id, 0.2)

@@ -1,0 +1,92 @@
+"""The dispatcher with the real local executor and sandbox, on both databases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from rgrid import store
+from rgrid.api.app import _runner_config
+from rgrid.domain import ArtifactKind, ExecutionState, FailureClass
+from rgrid.executor.local import LocalExecutor
+from rgrid.services import Grid
+from rgrid.services import accounts as account_service
+from rgrid.services import executions as service
+from rgrid.services.dispatcher import Dispatcher
+from rgrid.store import executions as repo
+from tests.integration.store.conftest import ADMIN_KEY
+from tests.integration.store.helpers import submit_script, wait_terminal
+
+
+@pytest.fixture
+async def dispatcher(grid: Grid) -> AsyncIterator[Dispatcher]:
+    running = Dispatcher(grid, LocalExecutor(slots=2, config=_runner_config(grid.settings)))
+    running.start()
+    yield running
+    await running.close()
+
+
+SCRIPT = """\
+import os, sys
+print("one")
+print("two", file=sys.stderr)
+os.makedirs("out", exist_ok=True)
+open("out/r.txt", "w").write(open("data/in.txt").read().upper())
+sys.exit(int(os.environ.get("CODE", "0")))
+"""
+
+
+async def test_runs_to_success_with_logs_and_outputs(grid: Grid, dispatcher: Dispatcher) -> None:
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    made = await submit_script(grid, admin, SCRIPT, files={"data/in.txt": b"abc"})
+    done = await wait_terminal(grid, admin, made.id)
+    assert done.state is ExecutionState.SUCCEEDED and done.exit_code == 0
+    assert done.attempt == 1 and done.worker == grid.settings.worker_name
+    assert done.started_at is not None and done.finished_at is not None
+    _, lines = await service.read_logs(grid, admin, made.id, after=0, limit=100, wait_s=0)
+    assert [(line.seq, line.stream.value, line.text) for line in lines] == [
+        (1, "stdout", "one\n"),
+        (2, "stderr", "two\n"),
+    ]
+    _, outputs = await service.list_artifacts(grid, admin, made.id, ArtifactKind.OUTPUT)
+    assert [a.path for a in outputs] == ["out/r.txt"]  # the unchanged input is not an output
+    _, stream = await service.open_output(grid, admin, made.id, "out/r.txt")
+    assert b"".join([chunk async for chunk in stream]) == b"ABC"
+
+
+async def test_script_error_has_class_cause_and_exit_code(grid: Grid, dispatcher: Dispatcher) -> None:
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    made = await submit_script(
+        grid, admin, SCRIPT, files={"data/in.txt": b"x"}, env={"CODE": "3"}
+    )
+    done = await wait_terminal(grid, admin, made.id)
+    assert done.state is ExecutionState.FAILED
+    assert done.failure_class is FailureClass.SCRIPT_ERROR and done.exit_code == 3
+
+
+async def test_cancel_running_kills_it(grid: Grid, dispatcher: Dispatcher) -> None:
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    made = await submit_script(grid, admin, "import time\nprint('go')\ntime.sleep(60)\n")
+    _, lines = await service.read_logs(grid, admin, made.id, after=0, limit=10, wait_s=20)
+    assert lines and lines[0].text == "go\n"
+    await service.cancel(grid, admin, made.id)
+    done = await wait_terminal(grid, admin, made.id, timeout=10)
+    assert done.state is ExecutionState.CANCELLED
+
+
+async def test_expired_lease_becomes_worker_lost(grid: Grid, dispatcher: Dispatcher) -> None:
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    made = await submit_script(grid, admin, "print(1)")
+    await wait_terminal(grid, admin, made.id)
+    # Simulate a worker that died mid-run: running, lease in the past, owned by nobody alive.
+    async with store.transaction(grid.sessions) as session:
+        row = await repo.get_row(session, made.id)
+        assert row is not None
+        row.state = ExecutionState.RUNNING.value
+        row.worker = "gone"
+        row.lease_expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    assert await dispatcher.recover_expired() == 1
+    lost = await service.get(grid, admin, made.id)
+    assert lost.state is ExecutionState.FAILED and lost.failure_class is FailureClass.WORKER_LOST

@@ -1,0 +1,134 @@
+"""Submitting, finding, listing, claiming and cancelling executions, on both databases."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from rgrid import errors, schemas, store
+from rgrid.domain import ExecutionState
+from rgrid.services import Grid
+from rgrid.services import accounts as account_service
+from rgrid.services import executions as service
+from rgrid.store import executions as repo
+from tests.integration.store.conftest import ADMIN_KEY
+from tests.integration.store.helpers import submit_script, upload
+
+
+async def test_submit_needs_uploaded_blobs_and_safe_paths(grid: Grid) -> None:
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    missing = schemas.ExecutionCreate(
+        script="main.py", files=[schemas.FileIn(path="main.py", sha256="0" * 64, size=1)]
+    )
+    with pytest.raises(errors.InvalidRequest, match="not uploaded"):
+        await service.submit(grid, admin, missing)
+    sha = await upload(grid, admin, b"print(1)\n")
+    for bad in ("../main.py", "/main.py", "a/../../main.py"):
+        spec = schemas.ExecutionCreate(
+            script=bad, files=[schemas.FileIn(path=bad, sha256=sha, size=9)]
+        )
+        with pytest.raises(errors.UnsafePath):
+            await service.submit(grid, admin, spec)
+    bad_env = schemas.ExecutionCreate(
+        script="main.py", files=[schemas.FileIn(path="main.py", sha256=sha, size=9)], env={"A-B": "x"}
+    )
+    with pytest.raises(errors.InvalidRequest, match="environment variable"):
+        await service.submit(grid, admin, bad_env)
+
+
+async def test_idempotency_key_returns_the_first_submission(grid: Grid) -> None:
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    first = await submit_script(grid, admin, "print(1)", idempotency_key="k1")
+    again = await submit_script(grid, admin, "print(1)", idempotency_key="k1")
+    assert again.id == first.id
+    page = await service.list_executions(
+        grid, admin, states=[], metadata={}, since=None, cursor=None, limit=10
+    )
+    assert [e.id for e in page] == [first.id]
+
+
+async def test_env_values_are_encrypted_at_rest(grid: Grid) -> None:
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    execution = await submit_script(grid, admin, "print(1)", env={"TOKEN": "s3cr3t-value"})
+    assert execution.env_names == ("TOKEN",)
+    async with store.transaction(grid.sessions) as session:
+        row = await repo.get_row(session, execution.id)
+    assert row is not None and "s3cr3t-value" not in row.env_ciphertext
+    assert grid.secrets.open(row.env_ciphertext) == {"TOKEN": "s3cr3t-value"}
+
+
+async def test_prefixes_scoping_and_ambiguity(grid: Grid) -> None:
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    _, bob_key = await account_service.create_account(grid, admin, "bob", is_admin=False)
+    bob = await account_service.authenticate(grid, bob_key)
+    one = await submit_script(grid, admin, "print(1)")
+    await submit_script(grid, admin, "print(2)")
+    assert (await service.get(grid, admin, one.id[:12])).id == one.id
+    with pytest.raises(errors.AmbiguousId):
+        await service.get(grid, admin, "exec_")
+    with pytest.raises(errors.NotFound):
+        await service.get(grid, bob, one.id)  # another account's id looks like a missing one
+    with pytest.raises(errors.NotFound):
+        await service.get(grid, admin, "exec_zzzzzzzzzzzzzzzzz")
+    with pytest.raises(errors.NotFound):
+        await service.get(grid, admin, "exec%")  # LIKE wildcards are literal
+
+
+async def test_list_filters_and_cursor_pages(grid: Grid) -> None:
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    made = [
+        await submit_script(grid, admin, f"print({i})", metadata={"project": "x" if i % 2 else "y"})
+        for i in range(5)
+    ]
+    everything = await service.list_executions(
+        grid, admin, states=[], metadata={}, since=None, cursor=None, limit=100
+    )
+    assert [e.id for e in everything] == [e.id for e in reversed(made)]
+    xs = await service.list_executions(
+        grid, admin, states=[ExecutionState.QUEUED], metadata={"project": "x"}, since=None,
+        cursor=None, limit=100,
+    )
+    assert {e.id for e in xs} == {made[1].id, made[3].id}
+    first = await service.list_executions(
+        grid, admin, states=[], metadata={}, since=None, cursor=None, limit=2
+    )
+    rest = await service.list_executions(
+        grid, admin, states=[], metadata={}, since=None,
+        cursor=(first[-1].created_at, first[-1].id), limit=100,
+    )
+    assert [e.id for e in first + rest] == [e.id for e in everything]
+    future = datetime.now(UTC) + timedelta(hours=1)
+    assert not await service.list_executions(
+        grid, admin, states=[], metadata={}, since=future, cursor=None, limit=100
+    )
+
+
+async def test_claiming_is_atomic_under_concurrency(grid: Grid) -> None:
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    made = {(await submit_script(grid, admin, f"print({i})")).id for i in range(20)}
+
+    async def claimer(name: str) -> list[str]:
+        won: list[str] = []
+        while True:
+            async with store.transaction(grid.sessions) as session:
+                row = await repo.claim_next(
+                    session, worker=name, now=datetime.now(UTC), lease_s=30
+                )
+            if row is None:
+                return won
+            won.append(row.id)
+
+    results = await asyncio.gather(*(claimer(f"w{i}") for i in range(4)))
+    claimed = [i for ids in results for i in ids]
+    assert sorted(claimed) == sorted(made)  # every one claimed, none twice
+
+
+async def test_cancel_queued_and_refuse_finished(grid: Grid) -> None:
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    execution = await submit_script(grid, admin, "print(1)")
+    cancelled = await service.cancel(grid, admin, execution.id)
+    assert cancelled.state is ExecutionState.CANCELLED and cancelled.finished_at is not None
+    with pytest.raises(errors.Conflict):
+        await service.cancel(grid, admin, execution.id)
