@@ -63,7 +63,9 @@ class LiveServer:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {(self.home / 'server.log').read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"server exited: {(self.home / 'server.log').read_text()[-3000:]}"
+                )
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return

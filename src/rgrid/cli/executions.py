@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from rgrid.cli import render
+
+if TYPE_CHECKING:
+    from rgrid import schemas
 from rgrid.cli.options import key_values
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -56,7 +60,10 @@ def logs(
     if as_json:
         render.emit_json(lines)
         return
-    show = lambda line: render.log_line(line, marked=not raw, timestamps=timestamps)  # noqa: E731
+
+    def show(line: schemas.LogLinePublic) -> None:
+        render.log_line(line, marked=not raw, timestamps=timestamps)
+
     for line in lines:
         show(line)
     if follow and not done:

@@ -24,7 +24,7 @@ _SIZE_UNITS = {
 }
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType[float, object]):
     """``90``, ``90s``, ``5m``, ``2h``, ``1d`` → seconds."""
 
     name = "duration"
@@ -40,7 +40,7 @@ class Duration(click.ParamType):
         return float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
 
 
-class Size(click.ParamType):
+class Size(click.ParamType[int, object]):
     """``512MiB``, ``2GiB``, ``1.5G``, ``1000000`` → bytes."""
 
     name = "size"

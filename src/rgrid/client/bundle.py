@@ -101,7 +101,7 @@ def local_modules(script: Path) -> list[Path]:
             if module.is_file():
                 targets = [module]
             elif package.is_dir() and any(package.glob("*.py")):
-                targets = [p for p in _tree_files(package)]
+                targets = list(_tree_files(package))
             else:
                 continue
             for target in targets:

@@ -126,7 +126,7 @@ def _list_query(
     metadata: Mapping[str, str],
     since: datetime | None,
     cursor: tuple[datetime, str] | None,
-) -> Select[tuple[ExecutionRow]]:
+) -> Select[ExecutionRow]:
     query = select(ExecutionRow).where(ExecutionRow.account_id == account_id)
     if states:
         query = query.where(ExecutionRow.state.in_([s.value for s in states]))
@@ -165,7 +165,7 @@ async def list_page(
 ) -> list[domain.Execution]:
     """Newest first; pass the last item's (created_at, id) as ``cursor`` for the next page."""
     query = _list_query(account_id, states, metadata or {}, since, cursor).limit(limit)
-    return await _hydrate(session, (await session.scalars(query)).all())
+    return await _hydrate(session, list((await session.scalars(query)).all()))
 
 
 async def claim_next(
@@ -182,7 +182,7 @@ async def claim_next(
         .order_by(ExecutionRow.queued_at, ExecutionRow.id)
         .limit(1)
     )
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
     statement = (
         update(ExecutionRow)

@@ -36,7 +36,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             return value.astimezone(UTC).replace(tzinfo=None)
         return value
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:  # noqa: ARG002
         if value is None:
             return None
         assert isinstance(value, datetime)

@@ -6,8 +6,8 @@ import asyncio
 import concurrent.futures
 import secrets
 from collections.abc import AsyncIterator, Coroutine, Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -22,6 +22,7 @@ from rgrid.services.secrets import SecretBox
 from rgrid.settings import ServerSettings
 from rgrid.storage.local import LocalStorage
 
+
 def _run_sync(coro: Coroutine[Any, Any, None]) -> None:
     """Run a coroutine to completion in its own thread and loop (fixtures may run inside a loop)."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -29,7 +30,15 @@ def _run_sync(coro: Coroutine[Any, Any, None]) -> None:
 
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-TABLES = ["log_lines", "artifacts", "execution_metadata", "executions", "blobs", "api_keys", "accounts"]
+TABLES = [
+    "log_lines",
+    "artifacts",
+    "execution_metadata",
+    "executions",
+    "blobs",
+    "api_keys",
+    "accounts",
+]
 
 
 @pytest.fixture(scope="session")
@@ -63,9 +72,7 @@ def postgres_database() -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def engine(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[AsyncEngine]:
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     if request.param == "sqlite":
         eng = store.make_engine(f"sqlite:///{tmp_path / 'rgrid.db'}")
         await store.upgrade(eng)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from tests.integration.store.conftest import ADMIN_KEY
 
 from rgrid import errors, store
 from rgrid.services import Grid
 from rgrid.services import accounts as service
 from rgrid.store.models import ApiKeyRow
-from tests.integration.store.conftest import ADMIN_KEY
 
 
 async def test_bootstrap_key_authenticates_as_admin(grid: Grid) -> None:

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from tests.integration.store.conftest import ADMIN_KEY
+from tests.integration.store.helpers import submit_script, wait_terminal
 
 from rgrid import store
 from rgrid.api.app import _runner_config
@@ -16,8 +18,6 @@ from rgrid.services import accounts as account_service
 from rgrid.services import executions as service
 from rgrid.services.dispatcher import Dispatcher
 from rgrid.store import executions as repo
-from tests.integration.store.conftest import ADMIN_KEY
-from tests.integration.store.helpers import submit_script, wait_terminal
 
 
 @pytest.fixture
@@ -56,11 +56,11 @@ async def test_runs_to_success_with_logs_and_outputs(grid: Grid, dispatcher: Dis
     assert b"".join([chunk async for chunk in stream]) == b"ABC"
 
 
-async def test_script_error_has_class_cause_and_exit_code(grid: Grid, dispatcher: Dispatcher) -> None:
+async def test_script_error_has_class_cause_and_exit_code(
+    grid: Grid, dispatcher: Dispatcher
+) -> None:
     admin = await account_service.authenticate(grid, ADMIN_KEY)
-    made = await submit_script(
-        grid, admin, SCRIPT, files={"data/in.txt": b"x"}, env={"CODE": "3"}
-    )
+    made = await submit_script(grid, admin, SCRIPT, files={"data/in.txt": b"x"}, env={"CODE": "3"})
     done = await wait_terminal(grid, admin, made.id)
     assert done.state is ExecutionState.FAILED
     assert done.failure_class is FailureClass.SCRIPT_ERROR and done.exit_code == 3

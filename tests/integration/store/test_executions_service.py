@@ -6,6 +6,8 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from tests.integration.store.conftest import ADMIN_KEY
+from tests.integration.store.helpers import submit_script, upload
 
 from rgrid import errors, schemas, store
 from rgrid.domain import ExecutionState
@@ -13,8 +15,6 @@ from rgrid.services import Grid
 from rgrid.services import accounts as account_service
 from rgrid.services import executions as service
 from rgrid.store import executions as repo
-from tests.integration.store.conftest import ADMIN_KEY
-from tests.integration.store.helpers import submit_script, upload
 
 
 async def test_submit_needs_uploaded_blobs_and_safe_paths(grid: Grid) -> None:
@@ -32,7 +32,9 @@ async def test_submit_needs_uploaded_blobs_and_safe_paths(grid: Grid) -> None:
         with pytest.raises(errors.UnsafePath):
             await service.submit(grid, admin, spec)
     bad_env = schemas.ExecutionCreate(
-        script="main.py", files=[schemas.FileIn(path="main.py", sha256=sha, size=9)], env={"A-B": "x"}
+        script="main.py",
+        files=[schemas.FileIn(path="main.py", sha256=sha, size=9)],
+        env={"A-B": "x"},
     )
     with pytest.raises(errors.InvalidRequest, match="environment variable"):
         await service.submit(grid, admin, bad_env)
@@ -87,16 +89,26 @@ async def test_list_filters_and_cursor_pages(grid: Grid) -> None:
     )
     assert [e.id for e in everything] == [e.id for e in reversed(made)]
     xs = await service.list_executions(
-        grid, admin, states=[ExecutionState.QUEUED], metadata={"project": "x"}, since=None,
-        cursor=None, limit=100,
+        grid,
+        admin,
+        states=[ExecutionState.QUEUED],
+        metadata={"project": "x"},
+        since=None,
+        cursor=None,
+        limit=100,
     )
     assert {e.id for e in xs} == {made[1].id, made[3].id}
     first = await service.list_executions(
         grid, admin, states=[], metadata={}, since=None, cursor=None, limit=2
     )
     rest = await service.list_executions(
-        grid, admin, states=[], metadata={}, since=None,
-        cursor=(first[-1].created_at, first[-1].id), limit=100,
+        grid,
+        admin,
+        states=[],
+        metadata={},
+        since=None,
+        cursor=(first[-1].created_at, first[-1].id),
+        limit=100,
     )
     assert [e.id for e in first + rest] == [e.id for e in everything]
     future = datetime.now(UTC) + timedelta(hours=1)
@@ -113,9 +125,7 @@ async def test_claiming_is_atomic_under_concurrency(grid: Grid) -> None:
         won: list[str] = []
         while True:
             async with store.transaction(grid.sessions) as session:
-                row = await repo.claim_next(
-                    session, worker=name, now=datetime.now(UTC), lease_s=30
-                )
+                row = await repo.claim_next(session, worker=name, now=datetime.now(UTC), lease_s=30)
             if row is None:
                 return won
             won.append(row.id)
