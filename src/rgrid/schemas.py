@@ -1,49 +1,69 @@
-"""Wire models shared by the client and the API (never ORM rows)."""
+"""Wire models shared by the client and the API: plain frozen dataclasses (never ORM rows).
+
+Plain dataclasses keep the CLI fast (no pydantic at its start); FastAPI validates them on the
+server side. Types are checked by FastAPI; ranges and formats by the services. ``load`` and
+``dump`` convert to and from JSON-ready values on the client side.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import functools
+import types
+import typing
 from datetime import datetime
-from typing import Annotated
-
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from typing import Any, TypeVar
 
 from rgrid.domain import ArtifactKind, ExecutionState, FailureClass, Stream
 
-Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-RelPath = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+T = TypeVar("T")
+
+#: request bodies refuse unknown fields (read by FastAPI's pydantic; a plain dict here)
+FORBID_EXTRA = {"extra": "forbid"}
 
 
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FileIn:
+    __pydantic_config__ = FORBID_EXTRA
+    path: str
+    sha256: str
+    size: int
 
 
-class FileIn(Model):
-    path: RelPath
-    sha256: Sha256
-    size: int = Field(ge=0)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BlobsQuery:
+    __pydantic_config__ = FORBID_EXTRA
+    sha256: list[str]
 
 
-class BlobsQuery(Model):
-    sha256: list[Sha256] = Field(max_length=100_000)
-
-
-class BlobsMissing(Model):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BlobsMissing:
     missing: list[str]
 
 
-class ExecutionCreate(Model):
-    script: RelPath
-    args: list[str] = Field(default_factory=list, max_length=10_000)
-    files: list[FileIn] = Field(default_factory=list, max_length=100_000)
-    env: dict[str, str] = Field(default_factory=dict)
-    metadata: dict[str, str] = Field(default_factory=dict)
-    timeout_s: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
-    memory_bytes: int = Field(default=2 * 1024**3, ge=16 * 1024**2, le=1024**4)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BlobStored:
+    sha256: str
+    size: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExecutionCreate:
+    __pydantic_config__ = FORBID_EXTRA
+    script: str
+    args: list[str] = dataclasses.field(default_factory=list)
+    files: list[FileIn] = dataclasses.field(default_factory=list)
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+    timeout_s: float = 3600.0
+    memory_bytes: int = 2 * 1024**3
     network: bool = True
-    idempotency_key: str | None = Field(default=None, max_length=200)
+    idempotency_key: str | None = None
 
 
-class ExecutionPublic(Model):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExecutionPublic:
     id: str
     state: ExecutionState
     script: str
@@ -67,13 +87,15 @@ class ExecutionPublic(Model):
     last_seq: int
 
 
-class ExecutionsPublic(Model):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExecutionsPublic:
     data: list[ExecutionPublic]
     count: int
     next_cursor: str | None = None
 
 
-class LogLinePublic(Model):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LogLinePublic:
     seq: int
     attempt: int
     stream: Stream
@@ -81,7 +103,8 @@ class LogLinePublic(Model):
     text: str
 
 
-class LogsPublic(Model):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LogsPublic:
     data: list[LogLinePublic]
     last_seq: int
     state: ExecutionState
@@ -89,7 +112,8 @@ class LogsPublic(Model):
     done: bool
 
 
-class ArtifactPublic(Model):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ArtifactPublic:
     path: str
     kind: ArtifactKind
     sha256: str
@@ -98,29 +122,36 @@ class ArtifactPublic(Model):
     expires_at: datetime | None
 
 
-class ArtifactsPublic(Model):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ArtifactsPublic:
     data: list[ArtifactPublic]
     count: int
 
 
-class AccountCreate(Model):
-    name: str = Field(min_length=1, max_length=200)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AccountCreate:
+    __pydantic_config__ = FORBID_EXTRA
+    name: str
     is_admin: bool = False
 
 
-class AccountPublic(Model):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AccountPublic:
     id: str
     name: str
     is_admin: bool
     created_at: datetime
 
 
-class KeyCreate(Model):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class KeyCreate:
+    __pydantic_config__ = FORBID_EXTRA
     account_id: str | None = None
-    name: str = Field(default="", max_length=200)
+    name: str = ""
 
 
-class KeyPublic(Model):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class KeyPublic:
     id: str
     account_id: str
     name: str
@@ -130,24 +161,84 @@ class KeyPublic(Model):
     revoked_at: datetime | None
 
 
-class KeyCreated(Model):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class KeyCreated:
     key: str
     info: KeyPublic
 
 
-class AccountCreated(Model):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AccountCreated:
     account: AccountPublic
     key: str
 
 
-class Me(Model):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Me:
     account: AccountPublic
     key_id: str
 
 
-class Health(Model):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Health:
     status: str
     store: str
     storage: str
     sandbox: str
     version: str
+
+
+# -- JSON conversion for the client ---------------------------------------------------------
+
+
+def dump(value: Any) -> Any:
+    """A dataclass (or list of them) as JSON-ready values: enums by value, datetimes ISO 8601."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: dump(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [dump(item) for item in value]
+    if isinstance(value, dict):
+        return {str(k): dump(v) for k, v in value.items()}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+@functools.cache
+def _hints(cls: type[Any]) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _convert(kind: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        inner = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+        return _convert(inner[0], value)
+    if origin is list:
+        (item,) = typing.get_args(kind)
+        return [_convert(item, v) for v in value]
+    if origin is dict:
+        return dict(value)
+    if isinstance(kind, type):
+        if dataclasses.is_dataclass(kind):
+            return load(kind, value)
+        if issubclass(kind, enum.Enum):
+            return kind(value)
+        if kind is datetime:
+            return datetime.fromisoformat(value)
+        if kind is float:
+            return float(value)
+    return value
+
+
+def load(cls: type[T], data: Any) -> T:
+    """Build ``cls`` from decoded JSON (unknown fields are ignored: newer servers may add some)."""
+    if not isinstance(data, dict):
+        raise TypeError(f"expected an object for {cls.__name__}, got {type(data).__name__}")
+    hints = _hints(cls)  # type: ignore[arg-type]  # classes are hashable
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: _convert(hints[k], v) for k, v in data.items() if k in names})

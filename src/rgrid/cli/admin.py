@@ -21,7 +21,10 @@ def init(api_url: str | None, profile: str) -> None:
     from rgrid.client.config import write_profile
 
     url = api_url or click.prompt("grid URL", default="http://127.0.0.1:8765", err=True)
-    key = click.prompt("API key", hide_input=True, err=True).strip()
+    if sys.stdin.isatty():
+        key = click.prompt("API key", hide_input=True, err=True).strip()
+    else:  # piped (`echo "$KEY" | rgrid init`): getpass would read the terminal instead
+        key = sys.stdin.readline().strip()
     me = Client(url, key).me()
     path = write_profile(profile, url, key)
     render.info(f"key for account {me.account.name} ({me.account.id}) saved to {path} [{profile}]")

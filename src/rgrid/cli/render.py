@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
     from rgrid import schemas
 
 
@@ -41,14 +39,11 @@ def when(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
-def emit_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
-    if isinstance(value, dict):
-        data: Any = value
-    elif isinstance(value, Sequence):
-        data = [item.model_dump(mode="json") for item in value]
-    else:
-        data = value.model_dump(mode="json")
-    click.echo(json.dumps(data, indent=2))
+def emit_json(value: Any) -> None:
+    """A wire model (or a list of them) as indented JSON on stdout."""
+    from rgrid.schemas import dump
+
+    click.echo(json.dumps(dump(value), indent=2))
 
 
 def info(message: str) -> None:
@@ -103,7 +98,10 @@ def execution_table(items: Sequence[schemas.ExecutionPublic]) -> None:
 
 
 def log_line(line: schemas.LogLinePublic, *, marked: bool, timestamps: bool) -> None:
-    """A script line: raw to its own stream in live mode; marked (``out|``/``err|``) for history."""
+    """A script line: raw to its own stream in live mode; marked (``out|``/``err|``) for history.
+
+    Marked lines all go to stdout, in order, so ``rgrid logs ID > log.txt`` keeps the whole log.
+    """
     prefix = ""
     if timestamps:
         prefix += line.ts.astimezone().strftime("%H:%M:%S.%f")[:-3] + " "
@@ -112,7 +110,7 @@ def log_line(line: schemas.LogLinePublic, *, marked: bool, timestamps: bool) -> 
     text = line.text
     if marked and not text.endswith("\n"):
         text += "\n"
-    stream = sys.stdout if line.stream.value == "stdout" else sys.stderr
+    stream = sys.stdout if marked or line.stream.value == "stdout" else sys.stderr
     stream.write(prefix + text)
     stream.flush()
 

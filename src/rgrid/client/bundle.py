@@ -54,7 +54,10 @@ def sha256_file(path: Path) -> str:
 def _check_regular(path: Path) -> None:
     info = path.stat()
     if not stat.S_ISREG(info.st_mode):
-        raise errors.UsageError(f"{path} is not a regular file (a pipe, socket or device)")
+        raise errors.UsageError(
+            f"{path} is not a regular file (a pipe, socket or device)",
+            hint="rgrid uploads file arguments: save the data to a regular file and pass that",
+        )
     if not os.access(path, os.R_OK):
         raise errors.UsageError(f"cannot read {path}: permission denied")
 
@@ -186,7 +189,10 @@ def build_bundle(
     """Collect and hash everything a run needs. Raises ``UsageError`` for unusable paths."""
     cwd = cwd or Path.cwd()
     if not script.exists():
-        raise errors.UsageError(f"script not found: {script}")
+        raise errors.UsageError(
+            f"script not found: {script}",
+            hint=f"check the path; it is relative to the current directory ({cwd})",
+        )
     placer = _Placer(cwd)
     files: dict[str, LocalFile] = {}
     script_entry = _file_entry(placer, script)

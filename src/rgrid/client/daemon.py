@@ -19,8 +19,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-
 from rgrid import errors
 
 START_TIMEOUT_S = 30.0
@@ -53,10 +51,15 @@ def _alive(pid: int) -> bool:
 
 
 def _healthy(url: str) -> bool:
+    from rgrid.client.http import Transport, TransportError
+
+    transport = Transport(url)
     try:
-        return httpx.get(f"{url}/health", timeout=2.0).status_code == 200
-    except httpx.HTTPError:
+        return transport.request("GET", "/health", timeout=2.0).status == 200
+    except TransportError:
         return False
+    finally:
+        transport.close()
 
 
 def status(home: Path) -> DaemonInfo | None:

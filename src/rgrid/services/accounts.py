@@ -9,6 +9,7 @@ from rgrid.services import Grid, utcnow
 from rgrid.store import accounts as repo
 
 KEY_RANDOM_BYTES = 30  # 40 url-safe characters after "rg_"
+MAX_NAME_CHARS = 200
 
 
 def new_key() -> str:
@@ -65,6 +66,8 @@ async def create_account(
     grid: Grid, principal: domain.Principal, name: str, is_admin: bool
 ) -> tuple[domain.Account, str]:
     require_admin(principal)
+    if not 0 < len(name.strip()) <= MAX_NAME_CHARS:
+        raise errors.InvalidRequest(f"account names are 1-{MAX_NAME_CHARS} characters")
     key = new_key()
     async with store.transaction(grid.sessions) as session:
         now = utcnow()
@@ -86,6 +89,8 @@ async def create_key(
     grid: Grid, principal: domain.Principal, account_id: str | None, name: str
 ) -> tuple[domain.ApiKey, str]:
     """A new key for the caller's account, or (admins) for ``account_id``."""
+    if len(name) > MAX_NAME_CHARS:
+        raise errors.InvalidRequest(f"key names are at most {MAX_NAME_CHARS} characters")
     target = account_id or principal.account.id
     if target != principal.account.id:
         require_admin(principal)

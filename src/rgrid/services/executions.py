@@ -18,11 +18,43 @@ from rgrid.store import logs as log_repo
 from rgrid.store.models import ExecutionRow
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_LOG_PAGE = 10_000
 MAX_WAIT_S = 30.0
+MAX_ARGS = 10_000
+MAX_FILES = 100_000
+MAX_TIMEOUT_S = 7 * 24 * 3600
+MIN_MEMORY_BYTES = 16 * 1024**2
+MAX_MEMORY_BYTES = 1024**4
+MAX_LABEL_CHARS = 1000
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise errors.InvalidRequest(message)
+
+
+def _validate_limits(spec: schemas.ExecutionCreate) -> None:
+    _check(len(spec.args) <= MAX_ARGS, f"at most {MAX_ARGS} arguments")
+    _check(len(spec.files) <= MAX_FILES, f"at most {MAX_FILES} files")
+    _check(0 < spec.timeout_s <= MAX_TIMEOUT_S, f"timeout must be in (0, {MAX_TIMEOUT_S}] seconds")
+    _check(
+        MIN_MEMORY_BYTES <= spec.memory_bytes <= MAX_MEMORY_BYTES,
+        "memory must be between 16 MiB and 1 TiB",
+    )
+    _check(
+        all(SHA256.match(f.sha256) and f.size >= 0 for f in spec.files), "invalid file hash or size"
+    )
+    labels = [*spec.metadata.items()]
+    _check(
+        all(0 < len(k) <= 200 and len(v) <= MAX_LABEL_CHARS for k, v in labels),
+        "metadata keys must be 1-200 characters, values at most 1000",
+    )
+    _check(len(spec.idempotency_key or "") <= 200, "idempotency key too long")
 
 
 def _validate(spec: schemas.ExecutionCreate) -> None:
+    _validate_limits(spec)
     paths = [str(safe_relpath(f.path)) for f in spec.files]
     if len(set(paths)) != len(paths):
         raise errors.InvalidRequest("the same path is given twice in files")

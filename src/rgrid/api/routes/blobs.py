@@ -25,11 +25,11 @@ async def missing(
 @router.put("/{sha256}", status_code=201)
 async def upload(
     sha256: Sha256Path, request: Request, grid: GridDep, principal: CurrentPrincipal
-) -> dict[str, int | str]:
+) -> schemas.BlobStored:
     length = request.headers.get("content-length")
     try:
         size = int(length) if length is not None else None
     except ValueError as exc:
         raise errors.InvalidRequest("invalid Content-Length") from exc
     stored = await service.upload_blob(grid, principal, sha256, request.stream(), size)
-    return {"sha256": sha256, "size": stored}
+    return schemas.BlobStored(sha256=sha256, size=stored)

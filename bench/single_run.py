@@ -1,0 +1,136 @@
+"""bench/single_run: the overhead of `rgrid run hello.py` over bare python, in one run.
+
+Measures (median and p90 over N runs, warm grid): the real interpreter running hello.py, the same
+under bubblewrap, `rgrid run hello.py` against a local grid daemon; plus `rgrid --help` and the
+grid's idle RSS. Usage: .venv/bin/python bench/single_run.py [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+RGRID = BIN / "rgrid"
+
+
+def real_python() -> str:
+    """The interpreter behind `python3` on PATH, resolved once (not the shim)."""
+    out = subprocess.run(
+        ["python3", "-c", "import sys; print(sys.executable)"], capture_output=True, text=True
+    )
+    return out.stdout.strip() or sys.executable
+
+
+def timed(argv: Sequence[str], runs: int, cwd: Path, env: dict[str, str]) -> list[float]:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True)
+        samples.append(time.perf_counter() - start)
+        if done.returncode != 0:
+            raise SystemExit(f"{argv} failed: {done.stderr.decode()[-500:]}")
+    return samples
+
+
+def bwrap_argv(python: str, script: str, workdir: Path) -> list[str]:
+    prefix = os.path.dirname(os.path.dirname(os.path.realpath(python)))
+    argv = [
+        "bwrap",
+        "--die-with-parent",
+        "--unshare-pid",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+    ]
+    for path in ("/usr", "/bin", "/lib", "/lib64", "/etc"):
+        if os.path.exists(path):
+            argv += ["--ro-bind", path, path]
+    argv += [
+        "--ro-bind",
+        prefix,
+        prefix,
+        "--bind",
+        str(workdir),
+        str(workdir),
+        "--chdir",
+        str(workdir),
+        python,
+        "-I",
+        script,
+    ]
+    return argv
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def row(name: str, samples: list[float], base: float | None) -> str:
+    med = statistics.median(samples) * 1000
+    p90 = sorted(samples)[int(len(samples) * 0.9) - 1] * 1000
+    extra = f"{med - base:+8.1f}" if base is not None else f"{'':>8}"
+    return f"{name:<34} {med:9.1f} {p90:9.1f} {extra}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=20)
+    runs = parser.parse_args().runs
+    tmp = Path(tempfile.mkdtemp(prefix="rgrid-bench-"))
+    project = tmp / "project"
+    project.mkdir()
+    (project / "hello.py").write_text('print("hello from", __name__)\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+    env.update(RGRID_HOME=str(tmp / "home"), HOME=str(tmp / "user"))
+    python = real_python()
+    try:
+        subprocess.run([str(RGRID), "server", "start"], env=env, check=True, capture_output=True)
+        timed([str(RGRID), "run", "hello.py"], 3, project, env)  # warm: base env built, caches hot
+        bare = timed([python, "hello.py"], runs, project, env)
+        boxed = (
+            timed(bwrap_argv(python, "hello.py", project), runs, project, env)
+            if shutil.which("bwrap")
+            else []
+        )
+        rgrid = timed([str(RGRID), "run", "hello.py"], runs, project, env)
+        helps = timed([str(RGRID), "--help"], runs, project, env)
+        pid = int(__import__("json").loads((tmp / "home" / "server.json").read_text())["pid"])
+        time.sleep(2)
+        idle = rss_mib(pid)
+    finally:
+        subprocess.run([str(RGRID), "server", "stop"], env=env, capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    base = statistics.median(bare) * 1000
+    print(f"single_run: {runs} runs each, warm local grid, {os.cpu_count()} cores")
+    print(f"{'command':<34} {'median ms':>9} {'p90 ms':>9} {'vs bare':>8}")
+    print(row(f"python3 hello.py ({Path(python).name})", bare, None))
+    if boxed:
+        print(row("bwrap … python hello.py", boxed, base))
+    print(row("rgrid run hello.py", rgrid, base))
+    print(row("rgrid --help", helps, None))
+    overhead = statistics.median(rgrid) * 1000 - base
+    print(
+        f"\nrgrid overhead over bare python: {overhead:.0f} ms (goal <= 300 ms); "
+        f"ratio {statistics.median(rgrid) * 1000 / base:.1f}x"
+    )
+    print(f"rgrid --help: {statistics.median(helps) * 1000:.0f} ms (goal <= 200 ms)")
+    print(f"grid idle RSS: {idle:.0f} MiB (goal <= 150 MiB)")
+
+
+if __name__ == "__main__":
+    main()
