@@ -25,7 +25,7 @@ demo: install
 	@echo "== rgrid run process.py data/input.csv  (in $(DEMO_DIR))"
 	cd $(DEMO_DIR) && ../../$(BIN)/rgrid run process.py data/input.csv
 	@echo "== the output file came back:"
-	cat $(DEMO_DIR)/out/report.json
+	@cat $(DEMO_DIR)/out/report.json; echo
 	@echo "== try: $(BIN)/rgrid list ; $(BIN)/rgrid doctor ; $(BIN)/rgrid server stop"
 
 lint: install
