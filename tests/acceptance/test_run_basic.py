@@ -33,7 +33,9 @@ def _project(root: Path) -> None:
 
 def test_hello_world_with_input_in_subfolder(cli: Cli, workdir: Path) -> None:
     _project(workdir)
-    result = cli("run", "process.py", "data/input.csv", "--env", "MODE=fast", "--metadata", "project=x")
+    result = cli(
+        "run", "process.py", "data/input.csv", "--env", "MODE=fast", "--metadata", "project=x"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "hello A,B 4 fast\n"
     assert "to stderr\n" in result.stderr

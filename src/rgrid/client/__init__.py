@@ -168,6 +168,7 @@ class Client:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
         try:
+            os.fchmod(fd, _new_file_mode())  # mkstemp's 0600, as a file the script wrote here
             with os.fdopen(fd, "wb") as handle:
                 digest = self._stream_into(path, handle)
             if digest != artifact.sha256:
@@ -201,3 +202,10 @@ def _checked(response: Response) -> Response:
     except ValueError:
         decoded = None
     raise errors.from_body(response.status, decoded)
+
+
+def _new_file_mode() -> int:
+    """The mode a new file gets here (0666 less the umask), as with a plain ``open(..., "w")``."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask

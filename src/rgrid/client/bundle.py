@@ -19,6 +19,7 @@ from rgrid import errors
 OUTSIDE_DIR = "_inputs"
 SKIP_DIRS = frozenset({"__pycache__", ".git", ".venv", "venv", ".mypy_cache", ".pytest_cache"})
 HASH_CHUNK = 1024 * 1024
+UNREADABLE_HINT = "rgrid uploads file arguments: make the file readable, or pass another one"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +48,9 @@ def sha256_file(path: Path) -> str:
             while chunk := handle.read(HASH_CHUNK):
                 digest.update(chunk)
     except OSError as exc:
-        raise errors.UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise errors.UsageError(
+            f"cannot read {path}: {exc.strerror or exc}", hint=UNREADABLE_HINT
+        ) from exc
     return digest.hexdigest()
 
 
@@ -59,7 +62,7 @@ def _check_regular(path: Path) -> None:
             hint="rgrid uploads file arguments: save the data to a regular file and pass that",
         )
     if not os.access(path, os.R_OK):
-        raise errors.UsageError(f"cannot read {path}: permission denied")
+        raise errors.UsageError(f"cannot read {path}: permission denied", hint=UNREADABLE_HINT)
 
 
 def _imported_names(source: Path) -> set[str]:

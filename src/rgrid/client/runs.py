@@ -71,7 +71,13 @@ def download_outputs(
     from rgrid.paths import safe_relpath
 
     for artifact in artifacts:  # check every name first: refuse the whole set, write nothing
-        safe_relpath(artifact.path)
+        try:
+            safe_relpath(artifact.path)
+        except errors.UnsafePath as exc:
+            raise errors.UnsafePath(
+                f"unsafe path {artifact.path!r}: refusing to download it outside {dest}",
+                hint="nothing was written; report this output name to the grid's operator",
+            ) from exc
     return [(a, client.download(execution_id, a, dest)) for a in artifacts]
 
 

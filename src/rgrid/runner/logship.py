@@ -39,6 +39,7 @@ class LogShipper:
         self._lock = asyncio.Lock()
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     @property
     def last_seq(self) -> int:
@@ -50,9 +51,11 @@ class LogShipper:
 
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Stop the flusher between batches: cancelling it inside ``append_logs`` would lose
+            # the batch it had already taken out of the buffer (the script's last lines).
+            self._closing = True
+            self._wake.set()
+            await self._task
         if self._dropped_lines:
             self._add(
                 domain.Stream.SYSTEM,
@@ -100,7 +103,7 @@ class LogShipper:
                 await self._plane.append_logs(batch)
 
     async def _flush_periodically(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_S)
             self._wake.clear()
