@@ -6,7 +6,6 @@ No I/O here. Allowed state transitions live in one table (``TRANSITIONS``).
 from __future__ import annotations
 
 import dataclasses
-import secrets
 import string
 from datetime import datetime
 from enum import StrEnum
@@ -18,6 +17,8 @@ ID_RANDOM_CHARS = 16  # 16 base36 chars ≈ 82 bits: collisions are not a concer
 
 def new_id(prefix: str) -> str:
     """A prefixed, random, url-safe id such as ``exec_4k2j9…`` (SPEC §1)."""
+    import secrets  # only the server makes ids; keep it out of the CLI's start-up
+
     return f"{prefix}_" + "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_RANDOM_CHARS))
 
 

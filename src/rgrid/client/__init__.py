@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -165,6 +164,8 @@ class Client:
         """
         dest = join_under(dest_root, artifact.path)
         path = f"/api/v1/executions/{quote(execution_id)}/outputs/{quote(artifact.path)}"
+        import tempfile
+
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
         try:

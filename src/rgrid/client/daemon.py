@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from rgrid import errors
 
@@ -51,6 +52,7 @@ def _alive(pid: int) -> bool:
 
 
 def _healthy(url: str) -> bool:
+    """The server answers /health (used while starting it)."""
     from rgrid.client.http import Transport, TransportError
 
     transport = Transport(url)
@@ -62,6 +64,20 @@ def _healthy(url: str) -> bool:
         transport.close()
 
 
+def _listening(url: str) -> bool:
+    """Something accepts connections on the daemon's port: enough for a recorded, live pid.
+
+    A full /health request would cost a round trip on every command; the first real request
+    reports any deeper problem anyway.
+    """
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), 1.0):
+            return True
+    except OSError:
+        return False
+
+
 def status(home: Path) -> DaemonInfo | None:
     """The running daemon of ``home``, or None."""
     try:
@@ -69,7 +85,7 @@ def status(home: Path) -> DaemonInfo | None:
         info = DaemonInfo(url=str(state["url"]), pid=int(state["pid"]), home=home)
     except (OSError, ValueError, KeyError):
         return None
-    return info if _alive(info.pid) and _healthy(info.url) else None
+    return info if _alive(info.pid) and _listening(info.url) else None
 
 
 @contextlib.contextmanager
