@@ -96,8 +96,10 @@ EXIT_RGRID_FAILURE = 1
 class Stream(StrEnum):
     STDOUT = "stdout"
     STDERR = "stderr"
-    #: rgrid's own lines about the execution (setup, retries); shown on stderr
+    #: rgrid's own lines about the execution (limits, retries); shown on stderr
     SYSTEM = "system"
+    #: the environment being built (uv's output); shown on stderr
+    SETUP = "setup"
 
 
 class ArtifactKind(StrEnum):
@@ -130,6 +132,10 @@ class ExecutionSpec:
     attempt: int
     #: the sequence number of the last log line already stored (earlier attempts)
     log_seq_start: int = 0
+    #: requirement lines (presets merged in); empty: the standard library only
+    requirements: tuple[str, ...] = ()
+    #: the runtime's Python minor version ("3.11"); None: the worker's default
+    python: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +148,10 @@ class Outcome:
     cause: str | None = None
     hint: str | None = None
     outputs: tuple[FileRef, ...] = ()
+    #: the exact packages of the environment it ran in (name==version)
+    packages: tuple[str, ...] = ()
+    #: the interpreter version it ran with ("3.11.7")
+    python_version: str | None = None
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -205,6 +215,11 @@ class Execution:
     finished_at: datetime | None
     last_seq: int
     cancel_requested: bool
+    requirements: tuple[str, ...] = ()
+    dependency_source: str = "none"
+    runtime: str | None = None
+    python_version: str | None = None
+    packages: tuple[str, ...] = ()
 
     @property
     def duration_s(self) -> float | None:

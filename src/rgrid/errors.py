@@ -16,6 +16,7 @@
     ├── StoreError                  STORE_ERROR          500  (database adapter failures)
     ├── StorageError                STORAGE_ERROR        500  (blob storage adapter failures)
     ├── SandboxError                SANDBOX_ERROR        500  (could not start the sandbox)
+    ├── DependencyError             DEPENDENCY_ERROR     422  (an environment could not be built)
     ├── MissingExtra                MISSING_EXTRA        500  (an optional dependency is not installed)
     ├── ConnectionFailed            CONNECTION_FAILED    (client side: the grid cannot be reached)
     └── UsageError                  USAGE_ERROR          (client side: bad local input)
@@ -155,6 +156,13 @@ class SandboxError(RgridError):
     """The sandbox could not start the script."""
 
     code = "SANDBOX_ERROR"
+
+
+class DependencyError(RgridError):
+    """The script's dependencies could not be installed."""
+
+    code = "DEPENDENCY_ERROR"
+    status = 422
 
 
 class MissingExtra(RgridError):

@@ -60,6 +60,11 @@ class ExecutionCreate:
     memory_bytes: int = 2 * 1024**3
     network: bool = True
     idempotency_key: str | None = None
+    #: requirement lines, and where the CLI found them (SPEC §7)
+    requirements: list[str] = dataclasses.field(default_factory=list)
+    dependency_source: str = "none"
+    #: "python3.11", "python3.11:datascience", "datascience"; None: the default Python
+    runtime: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -85,6 +90,11 @@ class ExecutionPublic:
     finished_at: datetime | None
     duration_s: float | None
     last_seq: int
+    requirements: list[str] = dataclasses.field(default_factory=list)
+    dependency_source: str = "none"
+    runtime: str | None = None
+    python_version: str | None = None
+    packages: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -177,6 +187,23 @@ class AccountCreated:
 class Me:
     account: AccountPublic
     key_id: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RuntimesPublic:
+    pythons: list[str]
+    default: str
+    presets: dict[str, list[str]]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WorkerPublic:
+    name: str
+    state: str
+    slots: int
+    busy: int
+    sandbox: str
+    pythons: list[str]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

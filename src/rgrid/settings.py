@@ -37,7 +37,15 @@ class ServerSettings(BaseSettings):
     max_output_bytes: int = MAX_OUTPUT_BYTES
     max_output_files: int = MAX_OUTPUT_FILES
     max_log_bytes: int = MAX_LOG_BYTES
-    admin_key: str | None = None  # bootstrap key for a fresh grid; the local daemon generates one
+    admin_key: str | None = None
+    #: extra interpreters for runtimes (comma-separated paths), besides the ones found
+    pythons: str = ""
+    #: environment cache budget; least recently used environments beyond it are removed
+    env_cache_bytes: int = 20 * 1024**3
+    #: hosts that requirement files may name in --index-url / --extra-index-url
+    allowed_index_hosts: list[str] = Field(
+        default_factory=list
+    )  # bootstrap key for a fresh grid; the local daemon generates one
 
     @property
     def resolved_database_url(self) -> str:

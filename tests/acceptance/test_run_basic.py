@@ -53,7 +53,10 @@ def test_stdout_redirect_holds_only_the_scripts_stdout(cli: Cli, workdir: Path) 
 
 
 def test_script_cannot_import_rgrids_own_packages(cli: Cli, workdir: Path) -> None:
+    # A PEP 723 header declaring no dependencies: nothing is inferred or installed, so only
+    # rgrid's own environment could provide these modules.
     (workdir / "probe.py").write_text(
+        "# /// script\n# dependencies = []\n# ///\n"
         "import importlib.util as u\n"
         "print([m for m in ('fastapi', 'sqlalchemy', 'rgrid', 'httpx', 'pydantic') if u.find_spec(m)])\n"
         "import fastapi\n"

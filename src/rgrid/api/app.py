@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -14,7 +15,9 @@ from fastapi.routing import APIRoute
 
 from rgrid import __version__, sandbox, storage, store
 from rgrid.api import errors as api_errors
-from rgrid.api.routes import accounts, blobs, executions, health
+from rgrid.api.routes import accounts, blobs, executions, health, workers
+from rgrid.envs import pythons
+from rgrid.envs.cache import EnvCache
 from rgrid.executor.local import LocalExecutor
 from rgrid.runner import RunnerConfig
 from rgrid.services import Grid
@@ -43,10 +46,15 @@ def read_or_create_admin_key(home: Path) -> str:
     return path.read_text().strip()
 
 
-def _runner_config(settings: ServerSettings) -> RunnerConfig:
+def runner_config(settings: ServerSettings) -> RunnerConfig:
+    """The worker side of this server: its interpreters, environment cache and limits."""
+    found = pythons.discover(p.strip() for p in settings.pythons.split(",") if p.strip())
+    interpreters = {interpreter.minor: interpreter for interpreter in found}
     return RunnerConfig(
         work_root=settings.work_root,
-        envs_root=settings.envs_root,
+        env_cache=EnvCache(settings.envs_root, budget_bytes=settings.env_cache_bytes),
+        interpreters=interpreters,
+        default_python=pythons.python_version(),
         worker=settings.worker_name,
         max_output_bytes=settings.max_output_bytes,
         max_output_files=settings.max_output_files,
@@ -71,12 +79,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         secrets=SecretBox.from_file(settings.home / "secret.key"),
     )
     await bootstrap_admin(grid, settings.admin_key or read_or_create_admin_key(settings.home))
+    config = await asyncio.to_thread(runner_config, settings)
+    grid.pythons = tuple(config.interpreters)
+    grid.default_python = config.default_python
     box = sandbox.detect()
     if box.name != "bwrap":
         logger.warning("sandbox is weaker: %s", box.strength, extra={"action": "weak_sandbox"})
-    dispatcher = Dispatcher(
-        grid, LocalExecutor(slots=settings.slots, config=_runner_config(settings))
-    )
+    dispatcher = Dispatcher(grid, LocalExecutor(slots=settings.slots, config=config))
     dispatcher.start()
     app.state.grid = grid
     app.state.dispatcher = dispatcher
@@ -97,6 +106,6 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings or ServerSettings()
     api_errors.install(app)
-    for router in (health.router, accounts.router, blobs.router, executions.router):
+    for router in (health.router, accounts.router, blobs.router, executions.router, workers.router):
         app.include_router(router)
     return app

@@ -28,6 +28,11 @@ def execution(e: domain.Execution) -> schemas.ExecutionPublic:
         finished_at=e.finished_at,
         duration_s=e.duration_s,
         last_seq=e.last_seq,
+        requirements=list(e.requirements),
+        dependency_source=e.dependency_source,
+        runtime=e.runtime,
+        python_version=e.python_version,
+        packages=list(e.packages),
     )
 
 

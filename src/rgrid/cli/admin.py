@@ -39,7 +39,7 @@ def _check(label: str, ok: bool | None, detail: str) -> None:
 def doctor() -> None:
     """What this machine offers: sandbox, Python, uv, the grid and its storage."""
     from rgrid.client import Client, config, daemon
-    from rgrid.envs.base import python_version, real_interpreter
+    from rgrid.envs.pythons import python_version, real_interpreter
 
     try:
         from rgrid import sandbox

@@ -23,6 +23,14 @@ def size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def binary_size(n: int) -> str:
+    """Sizes people set in binary units (``--memory 512MiB``)."""
+    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= factor:
+            return f"{n / factor:g} {unit}"
+    return f"{n} B"
+
+
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -73,10 +81,23 @@ def execution(e: schemas.ExecutionPublic) -> None:
         ("attempt", str(e.attempt)),
         (
             "limits",
-            f"timeout {duration(e.timeout_s)}, memory {size(e.memory_bytes)}, "
+            f"timeout {duration(e.timeout_s)}, memory {binary_size(e.memory_bytes)}, "
             f"network {'on' if e.network else 'off'}",
         ),
         ("env", ", ".join(e.env_names) or "-"),
+        (
+            "runtime",
+            f"python {e.python_version}" + (f" ({e.runtime})" if e.runtime else "")
+            if e.python_version
+            else "-",
+        ),
+        (
+            "deps",
+            f"{e.dependency_source}: {', '.join(e.requirements)}"
+            if e.requirements
+            else "none (standard library only)",
+        ),
+        ("packages", ", ".join(e.packages) or "-"),
         ("metadata", ", ".join(f"{k}={v}" for k, v in sorted(e.metadata.items())) or "-"),
     ]
     for label, value in rows:
@@ -97,20 +118,24 @@ def execution_table(items: Sequence[schemas.ExecutionPublic]) -> None:
         )
 
 
-def log_line(line: schemas.LogLinePublic, *, marked: bool, timestamps: bool) -> None:
-    """A script line: raw to its own stream in live mode; marked (``out|``/``err|``) for history.
+MARKS = {"stdout": "out| ", "stderr": "err| ", "system": "rgrid| ", "setup": "setup| "}
 
-    Marked lines all go to stdout, in order, so ``rgrid logs ID > log.txt`` keeps the whole log.
-    """
+
+def log_line(line: schemas.LogLinePublic, *, marked: bool, timestamps: bool) -> None:
+    """A log line. Live (unmarked): stdout lines to stdout, everything else to stderr, rgrid's
+    own lines prefixed. History (marked): every line to stdout with its stream mark, in order."""
     prefix = ""
     if timestamps:
         prefix += line.ts.astimezone().strftime("%H:%M:%S.%f")[:-3] + " "
+    stream_name = line.stream.value
     if marked:
-        prefix += {"stdout": "out| ", "stderr": "err| ", "system": "rgrid| "}[line.stream.value]
+        prefix += MARKS[stream_name]
+    elif stream_name in ("system", "setup"):
+        prefix += "rgrid: " if stream_name == "system" else "rgrid setup: "
     text = line.text
-    if marked and not text.endswith("\n"):
+    if (marked or stream_name in ("system", "setup")) and not text.endswith("\n"):
         text += "\n"
-    stream = sys.stdout if marked or line.stream.value == "stdout" else sys.stderr
+    stream = sys.stdout if marked or stream_name == "stdout" else sys.stderr
     stream.write(prefix + text)
     stream.flush()
 

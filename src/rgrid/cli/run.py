@@ -54,6 +54,18 @@ SECOND_INTERRUPT_S = 2.0
     envvar="RGRID_MEMORY",
     help="Memory limit [RGRID_MEMORY].",
 )
+@click.option(
+    "--requirements",
+    "requirements_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Requirements file (default: PEP 723 header, requirements.txt beside the script, else inferred from imports).",
+)
+@click.option(
+    "--runtime",
+    envvar="RGRID_RUNTIME",
+    metavar="NAME",
+    help="Python and preset, e.g. python3.12 or python3.11:datascience [RGRID_RUNTIME].",
+)
 @click.option("--network/--no-network", default=True, show_default=True, help="Network access.")
 @click.option(
     "--include",
@@ -76,6 +88,8 @@ def run(
     metadata: tuple[str, ...],
     timeout: float,
     memory: int,
+    requirements_file: Path | None,
+    runtime: str | None,
     network: bool,
     include: tuple[Path, ...],
     output_dir: Path | None,
@@ -87,11 +101,13 @@ def run(
     from rgrid import schemas
     from rgrid.cli.context import connect
     from rgrid.client.bundle import build_bundle
+    from rgrid.client.requirements import plan
     from rgrid.client.runs import upload_bundle
 
     env_values = key_values(env, "--env", local_fallback=True)
     labels = key_values(metadata, "--metadata")
     bundle = build_bundle(script, args, include)
+    deps = plan(script, requirements_file, bundle.modules)
     _confirm_size(len(bundle.files), bundle.total_bytes, yes)
     client = connect()
     report = upload_bundle(client, bundle)
@@ -110,7 +126,12 @@ def run(
         memory_bytes=memory,
         network=network,
         idempotency_key=str(uuid.uuid4()),
+        requirements=deps.requirements,
+        dependency_source=deps.source,
+        runtime=runtime,
     )
+    if deps.requirements:
+        render.info(f"dependencies ({deps.source}): {', '.join(deps.requirements)}")
     execution = client.submit(spec)
     if detach:
         click.echo(execution.id)

@@ -35,6 +35,8 @@ class Bundle:
     script: str
     args: list[str]
     files: list[LocalFile]
+    #: the local modules found beside the script (their paths on this machine)
+    modules: list[Path] = dataclasses.field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:
@@ -201,7 +203,8 @@ def build_bundle(
     script_entry = _file_entry(placer, script)
     files[script_entry.rel] = script_entry
     script_base = Path(os.path.abspath(script)).parent
-    for module in local_modules(script):
+    modules = local_modules(script)
+    for module in modules:
         entry = _file_entry(placer, module, outside_base=script_base)
         files.setdefault(entry.rel, entry)
     new_args: list[str] = []
@@ -216,4 +219,6 @@ def build_bundle(
         if not include.exists():
             raise errors.UsageError(f"--include path not found: {include}")
         _add_path(placer, files, include)
-    return Bundle(script=script_entry.rel, args=new_args, files=list(files.values()))
+    return Bundle(
+        script=script_entry.rel, args=new_args, files=list(files.values()), modules=modules
+    )

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Protocol
 
 from rgrid import domain
+from rgrid.envs.cache import EnvCache
+from rgrid.envs.pythons import Interpreter
 
 
 class ControlPlane(Protocol):
@@ -29,7 +31,10 @@ class ControlPlane(Protocol):
 @dataclasses.dataclass(frozen=True)
 class RunnerConfig:
     work_root: Path
-    envs_root: Path
+    env_cache: EnvCache
+    #: the interpreters of this worker by minor version ("3.11"), and the default one
+    interpreters: dict[str, Interpreter]
+    default_python: str
     worker: str
     max_output_bytes: int
     max_output_files: int

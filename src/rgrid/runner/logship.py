@@ -80,6 +80,12 @@ class LogShipper:
         if len(self._buffer) >= MAX_BUFFERED_LINES:
             await self.flush()
 
+    async def setup(self, text: str) -> None:
+        """A line of the environment build (uv's output), marked as setup."""
+        self._add(domain.Stream.SETUP, text if text.endswith("\n") else text + "\n")
+        if len(self._buffer) >= FLUSH_LINES:
+            self._wake.set()
+
     def system(self, text: str) -> None:
         """An rgrid line about the execution (shown on stderr, marked as rgrid's)."""
         self._add(domain.Stream.SYSTEM, text if text.endswith("\n") else text + "\n")

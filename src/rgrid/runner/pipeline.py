@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
 
 from rgrid import domain, errors, sandbox
 from rgrid.domain import ExecutionState, FailureClass
-from rgrid.envs.base import PythonEnv, ensure_base_env
+from rgrid.envs.cache import PythonEnv
 from rgrid.runner import ControlPlane, RunnerConfig
 from rgrid.runner.classify import classify
 from rgrid.runner.logship import LogShipper
@@ -48,7 +49,10 @@ def _sandbox_spec(
         argv=[str(python), spec.script, *spec.args],
         workdir=workdir,
         env=_sandbox_env(spec.env, python.parent),
-        ro_binds=((env.base_prefix, env.base_prefix), (env.root, SANDBOX_ENV_PATH)),
+        ro_binds=(
+            (env.interpreter.prefix, env.interpreter.prefix),
+            (env.root, SANDBOX_ENV_PATH),
+        ),
         timeout_s=spec.timeout_s,
         memory_bytes=spec.memory_bytes,
         network=spec.network,
@@ -78,22 +82,15 @@ async def _collect(
     )
     outputs = tuple([await plane.store_output(full, rel) for rel, full in scan.files])
     if scan.over_limit and outcome.state is ExecutionState.SUCCEEDED:
-        return domain.Outcome(
-            ExecutionState.FAILED,
-            outcome.exit_code,
-            FailureClass.OUTPUT_LIMIT,
+        return dataclasses.replace(
+            outcome,
+            state=ExecutionState.FAILED,
+            failure_class=FailureClass.OUTPUT_LIMIT,
             cause=f"outputs over the limit: {scan.dropped} files not kept",
             hint="write fewer or smaller files, or raise the grid's output limits",
             outputs=outputs,
         )
-    return domain.Outcome(
-        outcome.state,
-        outcome.exit_code,
-        outcome.failure_class,
-        outcome.cause,
-        outcome.hint,
-        outputs=outputs,
-    )
+    return dataclasses.replace(outcome, outputs=outputs)
 
 
 async def run_execution(
@@ -117,7 +114,7 @@ async def run_execution(
                 cause=f"an input could not be prepared: {exc.message}",
             )
         box = sandbox.detect()
-        env = await asyncio.to_thread(ensure_base_env, config.envs_root)
+        interpreter = config.interpreters[spec.python or config.default_python]
         shipper = LogShipper(
             plane,
             attempt=spec.attempt,
@@ -125,14 +122,30 @@ async def run_execution(
             max_bytes=config.max_log_bytes,
         )
         async with shipper:
-            result = await box.run(
-                _sandbox_spec(spec, env, workdir, box), shipper.on_output, cancel
-            )
-            outcome = classify(
-                result,
-                list(shipper.stderr_tail),
-                timeout_s=spec.timeout_s,
-                memory_bytes=spec.memory_bytes,
+            try:
+                async with config.env_cache.environment(
+                    spec.requirements, interpreter, shipper.setup
+                ) as env:
+                    result = await box.run(
+                        _sandbox_spec(spec, env, workdir, box), shipper.on_output, cancel
+                    )
+            except errors.DependencyError as exc:
+                return domain.Outcome(
+                    ExecutionState.FAILED,
+                    domain.EXIT_RGRID_FAILURE,
+                    FailureClass.DEPENDENCY_ERROR,
+                    cause=exc.message,
+                    hint=exc.hint,
+                )
+            outcome = dataclasses.replace(
+                classify(
+                    result,
+                    list(shipper.stderr_tail),
+                    timeout_s=spec.timeout_s,
+                    memory_bytes=spec.memory_bytes,
+                ),
+                packages=env.packages,
+                python_version=interpreter.full_version,
             )
         if outcome.state is ExecutionState.CANCELLED:
             return outcome

@@ -28,6 +28,9 @@ class Grid:
     storage: ObjectStorage
     notifier: Notifier
     secrets: SecretBox
+    #: Python minor versions the workers offer ("3.11"), and the default one
+    pythons: tuple[str, ...] = ()
+    default_python: str = ""
     #: set by the dispatcher: wake it after a submit, and stop a locally running execution
     wake_dispatcher: Callable[[], None] = lambda: None
     cancel_local: Callable[[str], bool] = lambda _execution_id: False

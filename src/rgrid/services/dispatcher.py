@@ -59,7 +59,7 @@ class GridControlPlane:
 class Dispatcher:
     def __init__(self, grid: Grid, executor: Executor) -> None:
         self._grid = grid
-        self._executor = executor
+        self.executor = executor
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -82,13 +82,13 @@ class Dispatcher:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._executor.close()
+        await self.executor.close()
 
     async def _claim_loop(self) -> None:
         while True:
             self._wake.clear()
             try:
-                while self._executor.free_slots() > 0 and await self._claim_one():
+                while self.executor.free_slots() > 0 and await self._claim_one():
                     pass
             except Exception:
                 logger.exception("claim failed", extra={"action": "claim_failed"})
@@ -115,10 +115,12 @@ class Dispatcher:
             network=row.network,
             attempt=row.attempt,
             log_seq_start=row.last_seq,
+            requirements=tuple(row.requirements or ()),
+            python=row.python_version,
         )
         logger.info("claimed", extra={"action": "execution_claimed", "execution_id": row.id})
         self._grid.notifier.notify(row.id)
-        self._executor.start(spec, GridControlPlane(self._grid, spec), self._finish)
+        self.executor.start(spec, GridControlPlane(self._grid, spec), self._finish)
         return True
 
     async def _finish(self, spec: domain.ExecutionSpec, outcome: domain.Outcome) -> None:
@@ -151,7 +153,7 @@ class Dispatcher:
     async def _lease_loop(self) -> None:
         while True:
             await asyncio.sleep(self._lease.total_seconds() / 3)
-            for execution_id in self._executor.running():
+            for execution_id in self.executor.running():
                 try:
                     async with store.transaction(self._grid.sessions) as session:
                         cancel = await repo.renew_lease(
@@ -161,7 +163,7 @@ class Dispatcher:
                     logger.exception("lease renewal failed", extra={"action": "lease_failed"})
                     continue
                 if cancel is None or cancel:
-                    self._executor.cancel(execution_id)
+                    self.executor.cancel(execution_id)
 
     async def _recovery_loop(self) -> None:
         while True:
@@ -201,3 +203,7 @@ def _apply(row: ExecutionRow, outcome: domain.Outcome) -> None:
     row.hint = outcome.hint
     row.finished_at = utcnow()
     row.lease_expires_at = None
+    if outcome.packages:
+        row.packages = list(outcome.packages)
+    if outcome.python_version:
+        row.python_version = outcome.python_version

@@ -10,7 +10,7 @@ from datetime import datetime
 from rgrid import domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
 from rgrid.paths import safe_relpath
-from rgrid.services import Grid, utcnow
+from rgrid.services import Grid, runtimes, utcnow
 from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
@@ -75,6 +75,10 @@ async def submit(
     Raises ``InvalidRequest`` for unsafe paths, bad env names, or files whose blobs are missing.
     """
     _validate(spec)
+    runtime = runtimes.parse_runtime(spec.runtime, grid.pythons, grid.default_python)
+    requirements = runtimes.merged_requirements(
+        runtimes.check_requirements(spec.requirements, grid.settings.allowed_index_hosts), runtime
+    )
     account_id = principal.account.id
     async with store.transaction(grid.sessions) as session:
         if spec.idempotency_key:
@@ -106,6 +110,11 @@ async def submit(
             queued_at=now,
             last_seq=0,
             cancel_requested=False,
+            requirements=requirements,
+            dependency_source=spec.dependency_source[:64] if requirements else "none",
+            runtime=spec.runtime,
+            python_version=runtime.python,
+            packages=[],
         )
         execution = await repo.insert(session, row, spec.metadata)
         files = [domain.FileRef(str(safe_relpath(f.path)), f.sha256, f.size) for f in spec.files]

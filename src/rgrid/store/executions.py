@@ -39,6 +39,11 @@ def to_domain(row: ExecutionRow, metadata: Mapping[str, str]) -> domain.Executio
         finished_at=row.finished_at,
         last_seq=row.last_seq,
         cancel_requested=row.cancel_requested,
+        requirements=tuple(row.requirements or ()),
+        dependency_source=row.dependency_source,
+        runtime=row.runtime,
+        python_version=row.python_version,
+        packages=tuple(row.packages or ()),
     )
 
 

@@ -110,6 +110,11 @@ class ExecutionRow(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    requirements: Mapped[list[str]] = mapped_column(JSON, default=list)
+    dependency_source: Mapped[str] = mapped_column(String(64), default="none")
+    runtime: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    python_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    packages: Mapped[list[str]] = mapped_column(JSON, default=list)
 
 
 class ExecutionMetadataRow(Base):

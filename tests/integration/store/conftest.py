@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rgrid import store
+from rgrid.envs.pythons import python_version
 from rgrid.services import Grid
 from rgrid.services.accounts import bootstrap_admin
 from rgrid.services.events import Notifier
@@ -97,6 +98,8 @@ async def grid(engine: AsyncEngine, tmp_path: Path) -> Grid:
         storage=LocalStorage(tmp_path / "blobs"),
         notifier=Notifier(),
         secrets=SecretBox.from_file(settings.home / "secret.key"),
+        pythons=(python_version(),),
+        default_python=python_version(),
     )
     await bootstrap_admin(g, ADMIN_KEY)
     return g

@@ -10,7 +10,7 @@ from tests.integration.store.conftest import ADMIN_KEY
 from tests.integration.store.helpers import submit_script, wait_terminal
 
 from rgrid import store
-from rgrid.api.app import _runner_config
+from rgrid.api.app import runner_config
 from rgrid.domain import ArtifactKind, ExecutionState, FailureClass
 from rgrid.executor.local import LocalExecutor
 from rgrid.services import Grid
@@ -22,7 +22,7 @@ from rgrid.store import executions as repo
 
 @pytest.fixture
 async def dispatcher(grid: Grid) -> AsyncIterator[Dispatcher]:
-    running = Dispatcher(grid, LocalExecutor(slots=2, config=_runner_config(grid.settings)))
+    running = Dispatcher(grid, LocalExecutor(slots=2, config=runner_config(grid.settings)))
     running.start()
     yield running
     await running.close()

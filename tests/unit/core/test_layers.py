@@ -13,7 +13,7 @@ FOUNDATION = {"errors", "domain", "schemas", "paths", "settings", "__init__", "_
 #: what each layer may import from rgrid, besides the foundation and itself
 ALLOWED: dict[str, set[str]] = {
     "cli": {"client", "envs", "sandbox"},
-    "client": set(),
+    "client": {"envs"},  # the import → distribution table, to infer requirements
     "api": {"services", "store", "storage", "executor", "runner", "sandbox", "envs"},
     "services": {"store", "storage", "executor", "runner", "sandbox"},
     "store": set(),
