@@ -89,6 +89,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     dispatcher.start()
     app.state.grid = grid
     app.state.dispatcher = dispatcher
+    app.state.env_cache = config.env_cache
     try:
         yield
     finally:

@@ -70,6 +70,10 @@ def doctor() -> None:
     _check("storage", health.storage == "ok", health.storage)
     _check("store", health.store == "ok", health.store)
     _check("worker", True, f"sandbox on the grid: {health.sandbox}")
+    runtimes = client.runtimes()
+    presets = ", ".join(f"{name} ({' '.join(pkgs)})" for name, pkgs in runtimes.presets.items())
+    _check("runtimes", True, f"{', '.join(runtimes.pythons)} (default {runtimes.default})")
+    _check("presets", True, presets or "none")
 
 
 @click.group()
@@ -139,4 +143,19 @@ def revoke_key(key_id: str) -> None:
     render.info(f"revoked {revoked.id}")
 
 
-COMMANDS = [init, doctor, accounts, keys]
+@click.command()
+@json_option
+def workers(as_json: bool) -> None:
+    """The worker pool: node, state, slots busy/total, sandbox, Python runtimes."""
+    from rgrid.cli.context import connect
+
+    items = connect().workers()
+    if as_json:
+        render.emit_json(items)
+        return
+    click.echo(f"{'WORKER':<20} {'STATE':<10} {'SLOTS':>7}  RUNTIMES")
+    for w in items:
+        click.echo(f"{w.name:<20} {w.state:<10} {w.busy:>3}/{w.slots:<3}  {', '.join(w.pythons)}")
+
+
+COMMANDS = [init, doctor, workers, accounts, keys]

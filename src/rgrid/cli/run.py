@@ -111,11 +111,6 @@ def run(
     _confirm_size(len(bundle.files), bundle.total_bytes, yes)
     client = connect()
     report = upload_bundle(client, bundle)
-    if report.uploaded_files:
-        render.info(
-            f"uploaded {report.uploaded_files} file(s) ({render.size(report.uploaded_bytes)}), "
-            f"{report.already_there} already on the grid"
-        )
     spec = schemas.ExecutionCreate(
         script=bundle.script,
         args=bundle.args,
@@ -130,9 +125,14 @@ def run(
         dependency_source=deps.source,
         runtime=runtime,
     )
+    execution = client.submit(spec)
+    if report.uploaded_files:
+        render.info(
+            f"uploaded {report.uploaded_files} file(s) ({render.size(report.uploaded_bytes)}), "
+            f"{report.already_there} already on the grid"
+        )
     if deps.requirements:
         render.info(f"dependencies ({deps.source}): {', '.join(deps.requirements)}")
-    execution = client.submit(spec)
     if detach:
         click.echo(execution.id)
         render.info(f"follow it with `rgrid logs {execution.id} --follow`")

@@ -96,6 +96,13 @@ class Client:
     def revoke_key(self, key_id: str) -> schemas.KeyPublic:
         return self._post(f"/api/v1/keys/{quote(key_id)}/revoke", schemas.KeyPublic)
 
+    def runtimes(self) -> schemas.RuntimesPublic:
+        return self._get("/api/v1/runtimes", schemas.RuntimesPublic)
+
+    def workers(self) -> list[schemas.WorkerPublic]:
+        data = self._request("GET", "/api/v1/workers").json()
+        return [schemas.load(schemas.WorkerPublic, w) for w in data]
+
     # -- blobs ----------------------------------------------------------------------------
     def missing_blobs(self, hashes: list[str]) -> list[str]:
         body = schemas.BlobsQuery(sha256=hashes)

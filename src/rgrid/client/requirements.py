@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rgrid import errors
 from rgrid.envs.distributions import infer_requirements
+from rgrid.envs.requirements import check_requirements
 
 MAX_REQUIREMENTS_BYTES = 1024**2
 # PEP 723's reference regular expression
@@ -104,7 +105,17 @@ def inferred(sources: Iterable[Path], local_names: set[str]) -> list[str]:
 
 
 def plan(script: Path, requirements_file: Path | None, modules: list[Path]) -> DependencyPlan:
-    """Decide the requirements of ``script`` (its bundled local ``modules`` given)."""
+    """Decide the requirements of ``script`` (its bundled local ``modules`` given).
+
+    Lines the worker could never install (local paths, editable installs) are refused here,
+    before anything is uploaded; the grid checks index hosts.
+    """
+    decided = _decide(script, requirements_file, modules)
+    check_requirements(decided.requirements, None)
+    return decided
+
+
+def _decide(script: Path, requirements_file: Path | None, modules: list[Path]) -> DependencyPlan:
     if requirements_file is not None:
         return DependencyPlan(
             f"--requirements {requirements_file}", _read_requirements(requirements_file)

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from rgrid import domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
+from rgrid.envs.requirements import check_requirements
 from rgrid.paths import safe_relpath
 from rgrid.services import Grid, runtimes, utcnow
 from rgrid.storage import blob_key
@@ -77,7 +78,7 @@ async def submit(
     _validate(spec)
     runtime = runtimes.parse_runtime(spec.runtime, grid.pythons, grid.default_python)
     requirements = runtimes.merged_requirements(
-        runtimes.check_requirements(spec.requirements, grid.settings.allowed_index_hosts), runtime
+        check_requirements(spec.requirements, grid.settings.allowed_index_hosts), runtime
     )
     account_id = principal.account.id
     async with store.transaction(grid.sessions) as session:

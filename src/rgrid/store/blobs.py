@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain
@@ -30,9 +31,14 @@ async def present_blobs(session: AsyncSession, account_id: str, hashes: Sequence
 async def record_blob(
     session: AsyncSession, account_id: str, sha256: str, size: int, now: datetime
 ) -> None:
-    if await session.get(BlobRow, (account_id, sha256)) is None:
-        session.add(BlobRow(account_id=account_id, sha256=sha256, size=size, created_at=now))
-        await session.flush()
+    """Idempotent, also when several uploads of the same content race."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    await session.execute(
+        insert(BlobRow)
+        .values(account_id=account_id, sha256=sha256, size=size, created_at=now)
+        .on_conflict_do_nothing()
+    )
 
 
 def _artifact(row: ArtifactRow) -> domain.Artifact:

@@ -142,3 +142,9 @@ async def test_cancel_queued_and_refuse_finished(grid: Grid) -> None:
     assert cancelled.state is ExecutionState.CANCELLED and cancelled.finished_at is not None
     with pytest.raises(errors.Conflict):
         await service.cancel(grid, admin, execution.id)
+
+
+async def test_concurrent_uploads_of_the_same_content_all_succeed(grid: Grid) -> None:
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    shas = await asyncio.gather(*(upload(grid, admin, b"same bytes") for _ in range(8)))
+    assert len(set(shas)) == 1

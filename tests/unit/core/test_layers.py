@@ -15,7 +15,7 @@ ALLOWED: dict[str, set[str]] = {
     "cli": {"client", "envs", "sandbox"},
     "client": {"envs"},  # the import → distribution table, to infer requirements
     "api": {"services", "store", "storage", "executor", "runner", "sandbox", "envs"},
-    "services": {"store", "storage", "executor", "runner", "sandbox"},
+    "services": {"store", "storage", "executor", "runner", "sandbox", "envs"},
     "store": set(),
     "storage": set(),
     "executor": {"runner"},

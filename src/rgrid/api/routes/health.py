@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from fastapi import APIRouter, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 from sqlalchemy import func, select
 
 from rgrid import __version__, errors, schemas, store
@@ -38,9 +44,11 @@ async def health(grid: GridDep, response: Response) -> schemas.Health:
 
 
 @router.get("/metrics")
-async def metrics(grid: GridDep) -> Response:
+async def metrics(grid: GridDep, request: Request) -> Response:
     registry = CollectorRegistry()
     gauge = Gauge("rgrid_executions", "Executions by state", ["state"], registry=registry)
+    builds = Counter("rgrid_env_builds", "Environments built by this server", registry=registry)
+    builds.inc(request.app.state.env_cache.builds)
     async with store.transaction(grid.sessions) as session:
         rows = await session.execute(
             select(ExecutionRow.state, func.count()).group_by(ExecutionRow.state)

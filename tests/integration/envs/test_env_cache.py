@@ -1,0 +1,88 @@
+"""The environment cache with real uv: build once, reuse without uv, LRU eviction of unused envs."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from rgrid import errors
+from rgrid.envs import pythons
+from rgrid.envs.cache import EnvCache, env_key
+
+
+@pytest.fixture(scope="module")
+def interpreter() -> pythons.Interpreter:
+    own = pythons.python_version()
+    return next(i for i in pythons.discover() if i.minor == own)
+
+
+async def collect(lines: list[str], line: str) -> None:
+    lines.append(line)
+
+
+async def test_built_once_then_reused_without_uv(
+    tmp_path: Path, interpreter: pythons.Interpreter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = EnvCache(tmp_path)
+    lines: list[str] = []
+    async with cache.environment(
+        ["six==1.16.0"], interpreter, lambda line: collect(lines, line)
+    ) as env:
+        assert env.built_now and "six==1.16.0" in env.packages
+        assert (env.root / "bin" / "python").exists()
+    assert any("six==1.16.0" in line for line in lines)
+    # A second use must not run uv at all: make uv unfindable and reuse.
+    monkeypatch.setattr("rgrid.envs.cache.find_uv", lambda: "/nonexistent/uv")
+    again: list[str] = []
+    async with cache.environment(
+        ["six==1.16.0"], interpreter, lambda line: collect(again, line)
+    ) as env:
+        assert not env.built_now and again == []
+    assert cache.builds == 1
+
+
+async def test_concurrent_requests_for_a_new_spec_build_once(
+    tmp_path: Path, interpreter: pythons.Interpreter
+) -> None:
+    cache = EnvCache(tmp_path)
+
+    async def use() -> tuple[str, ...]:
+        async with cache.environment(["six"], interpreter, lambda _l: asyncio.sleep(0)) as env:
+            return env.packages
+
+    results = await asyncio.gather(*(use() for _ in range(10)))
+    assert cache.builds == 1 and len(set(results)) == 1
+
+
+async def test_a_changed_line_is_a_new_env_and_eviction_spares_envs_in_use(
+    tmp_path: Path, interpreter: pythons.Interpreter
+) -> None:
+    cache = EnvCache(tmp_path)
+    quiet = lambda _line: asyncio.sleep(0)  # noqa: E731
+    async with cache.environment(["six==1.16.0"], interpreter, quiet):
+        pass
+    old = tmp_path / env_key(["six==1.16.0"], interpreter)
+    cache.budget_bytes = 1  # everything is over budget from now on
+    async with cache.environment(["six==1.17.0"], interpreter, quiet) as new:
+        assert new.built_now and new.root != old
+        # while "new" is held, only the unused "old" can go
+        assert cache.evict() == [old.name] and not old.exists()
+        assert new.root.exists()
+    # released after a build: the cache evicts what is over budget, now "new" too
+    assert not new.root.exists()
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(("locks", "."))] == []
+
+
+async def test_failing_install_leaves_nothing(
+    tmp_path: Path, interpreter: pythons.Interpreter
+) -> None:
+    cache = EnvCache(tmp_path)
+    with pytest.raises(errors.DependencyError) as caught:
+        async with cache.environment(
+            ["nonexistent-package-xyz-123"], interpreter, lambda _l: asyncio.sleep(0)
+        ):
+            pass
+    assert "nonexistent-package-xyz-123" in caught.value.message
+    assert [p.name for p in tmp_path.iterdir()] == ["locks"]
