@@ -9,7 +9,7 @@ import dataclasses
 import string
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 ID_ALPHABET = string.digits + string.ascii_lowercase
 ID_RANDOM_CHARS = 16  # 16 base36 chars ≈ 82 bits: collisions are not a concern
@@ -155,8 +155,35 @@ class Outcome:
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-@dataclasses.dataclass(frozen=True)
-class LogLine:
+class LogSegment(NamedTuple):
+    """Consecutive lines of one stream that were read together; ``text`` holds ``line_count`` lines
+    numbered from ``first_seq``. How logs travel and are stored: a chatty script's 200,000
+    lines cost a few hundred segments, not 200,000 objects."""
+
+    first_seq: int
+    attempt: int
+    stream: Stream
+    ts: datetime
+    text: str
+    line_count: int
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + self.line_count - 1
+
+
+def segment_lines(text: str) -> list[str]:
+    """The lines of a segment's text: each keeps its newline; a text without a final newline
+    is a single line (a piece of a long line, or a last line without newline)."""
+    if not text.endswith("\n"):
+        return [text]
+    return [line + "\n" for line in text[:-1].split("\n")]
+
+
+class LogLine(NamedTuple):
+    """One stored line. A NamedTuple, not a dataclass: a chatty script makes hundreds of
+    thousands of them, and a tuple is several times cheaper to create."""
+
     seq: int
     attempt: int
     stream: Stream

@@ -12,6 +12,7 @@ import enum
 import functools
 import types
 import typing
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -233,39 +234,46 @@ def dump(value: Any) -> Any:
     return value
 
 
-@functools.cache
-def _hints(cls: type[Any]) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+Converter = Callable[[Any], Any]
 
 
-def _convert(kind: Any, value: Any) -> Any:
-    if value is None:
-        return None
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _converter(kind: Any) -> Converter:
+    """A function turning decoded JSON into ``kind``, built once per annotation."""
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
-        inner = [arg for arg in typing.get_args(kind) if arg is not type(None)]
-        return _convert(inner[0], value)
+        inner = _converter(next(a for a in typing.get_args(kind) if a is not type(None)))
+        return lambda value: None if value is None else inner(value)
     if origin is list:
-        (item,) = typing.get_args(kind)
-        return [_convert(item, v) for v in value]
+        item = _converter(typing.get_args(kind)[0])
+        if item is _identity:
+            return list
+        return lambda value: [item(v) for v in value]
     if origin is dict:
-        return dict(value)
-    if isinstance(kind, type):
-        if dataclasses.is_dataclass(kind):
-            return load(kind, value)
-        if issubclass(kind, enum.Enum):
-            return kind(value)
-        if kind is datetime:
-            return datetime.fromisoformat(value)
-        if kind is float:
-            return float(value)
-    return value
+        return dict
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        return lambda value: load(kind, value)
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return kind
+    if kind is datetime:
+        return datetime.fromisoformat
+    if kind is float:
+        return float
+    return _identity
+
+
+@functools.cache
+def _fields(cls: type[Any]) -> dict[str, Converter]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: _converter(hints[f.name]) for f in dataclasses.fields(cls)}
 
 
 def load(cls: type[T], data: Any) -> T:
     """Build ``cls`` from decoded JSON (unknown fields are ignored: newer servers may add some)."""
     if not isinstance(data, dict):
         raise TypeError(f"expected an object for {cls.__name__}, got {type(data).__name__}")
-    hints = _hints(cls)  # type: ignore[arg-type]  # classes are hashable
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    return cls(**{k: _convert(hints[k], v) for k, v in data.items() if k in names})
+    fields = _fields(cls)  # type: ignore[arg-type]  # classes are hashable
+    return cls(**{k: fields[k](v) for k, v in data.items() if k in fields})

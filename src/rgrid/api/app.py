@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 
 from rgrid import __version__, sandbox, storage, store
 from rgrid.api import errors as api_errors
-from rgrid.api.routes import accounts, blobs, executions, health, workers
+from rgrid.api.routes import accounts, blobs, executions, health, logs, workers
 from rgrid.envs import pythons
 from rgrid.envs.cache import EnvCache
 from rgrid.executor.local import LocalExecutor
@@ -107,6 +107,13 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings or ServerSettings()
     api_errors.install(app)
-    for router in (health.router, accounts.router, blobs.router, executions.router, workers.router):
+    for router in (
+        health.router,
+        accounts.router,
+        blobs.router,
+        executions.router,
+        logs.router,
+        workers.router,
+    ):
         app.include_router(router)
     return app

@@ -11,7 +11,7 @@ import click
 from rgrid.cli import render
 
 if TYPE_CHECKING:
-    from rgrid import schemas
+    pass
 from rgrid.cli.options import key_values
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -36,6 +36,7 @@ def status(execution_id: str, as_json: bool) -> None:
 @click.option("--stdout-only", is_flag=True, help="Only the script's stdout.")
 @click.option("--stderr-only", is_flag=True, help="Only the script's stderr.")
 @click.option("--timestamps", is_flag=True, help="Prefix each line with its time.")
+@click.option("--attempt", type=click.IntRange(min=1), help="Only the lines of attempt K.")
 @click.option("--raw", is_flag=True, help="No out|/err| marks: stdout to stdout, stderr to stderr.")
 @json_option
 def logs(
@@ -45,36 +46,40 @@ def logs(
     stdout_only: bool,
     stderr_only: bool,
     timestamps: bool,
+    attempt: int | None,
     raw: bool,
     as_json: bool,
 ) -> None:
-    """The execution's output lines in order (out| stdout, err| stderr, rgrid| rgrid's own)."""
+    """The execution's output lines in order (out| stdout, err| stderr, rgrid| and setup| rgrid's
+    own); with --follow, then live until it ends."""
     from rgrid.cli.context import connect
+    from rgrid.client.runs import follow as follow_logs
     from rgrid.client.runs import history
 
     if stdout_only and stderr_only:
         raise click.UsageError("--stdout-only and --stderr-only exclude each other")
     client = connect()
     wanted = {"stdout"} if stdout_only else {"stderr"} if stderr_only else None
-    lines, last_seq, done = history(client, execution_id, tail=tail, streams=wanted)
+    lines, last_seq, done = history(
+        client, execution_id, tail=tail, streams=wanted, attempt=attempt
+    )
     if as_json:
         render.emit_json(lines)
         return
-
-    def show(line: schemas.LogLinePublic) -> None:
-        render.log_line(line, marked=not raw, timestamps=timestamps)
-
-    for line in lines:
-        show(line)
+    render.log_lines(lines, marked=not raw, timestamps=timestamps)
     if follow and not done:
-        from rgrid.client.runs import follow as follow_logs
-
-        follow_logs(
+        final = follow_logs(
             client,
             execution_id,
-            lambda line: show(line) if wanted is None or line.stream.value in wanted else None,
+            lambda batch: render.log_lines(
+                [line for line in batch if wanted is None or line.stream.value in wanted],
+                marked=not raw,
+                timestamps=timestamps,
+            ),
             after=last_seq,
+            on_notice=render.info,
         )
+        render.info(f"{execution_id}: {final.state.value}, exit code {final.exit_code}")
 
 
 @click.command()

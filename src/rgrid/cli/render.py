@@ -121,23 +121,29 @@ def execution_table(items: Sequence[schemas.ExecutionPublic]) -> None:
 MARKS = {"stdout": "out| ", "stderr": "err| ", "system": "rgrid| ", "setup": "setup| "}
 
 
-def log_line(line: schemas.LogLinePublic, *, marked: bool, timestamps: bool) -> None:
-    """A log line. Live (unmarked): stdout lines to stdout, everything else to stderr, rgrid's
-    own lines prefixed. History (marked): every line to stdout with its stream mark, in order."""
-    prefix = ""
-    if timestamps:
-        prefix += line.ts.astimezone().strftime("%H:%M:%S.%f")[:-3] + " "
-    stream_name = line.stream.value
-    if marked:
-        prefix += MARKS[stream_name]
-    elif stream_name in ("system", "setup"):
-        prefix += "rgrid: " if stream_name == "system" else "rgrid setup: "
-    text = line.text
-    if (marked or stream_name in ("system", "setup")) and not text.endswith("\n"):
-        text += "\n"
-    stream = sys.stdout if marked or stream_name == "stdout" else sys.stderr
-    stream.write(prefix + text)
-    stream.flush()
+def log_lines(
+    lines: Sequence[schemas.LogLinePublic], *, marked: bool, timestamps: bool = False
+) -> None:
+    """Log lines. Live (unmarked): stdout lines to stdout, everything else to stderr, rgrid's
+    own lines prefixed. History (marked): every line to stdout with its stream mark, in order.
+    Written as a batch and flushed once: a chatty script's 200,000 lines must not cost as many
+    flushes."""
+    touched = set()
+    for line in lines:
+        name = line.stream.value
+        prefix = line.ts.astimezone().strftime("%H:%M:%S.%f")[:-3] + " " if timestamps else ""
+        if marked:
+            prefix += MARKS[name]
+        elif name in ("system", "setup"):
+            prefix += "rgrid: " if name == "system" else "rgrid setup: "
+        text = line.text
+        if (marked or name in ("system", "setup")) and not text.endswith("\n"):
+            text += "\n"
+        stream = sys.stdout if marked or name == "stdout" else sys.stderr
+        stream.write(prefix + text)
+        touched.add(stream)
+    for stream in touched:
+        stream.flush()
 
 
 def artifact_table(items: Sequence[schemas.ArtifactPublic]) -> None:

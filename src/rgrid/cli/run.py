@@ -156,7 +156,10 @@ def attach(client: Client, execution_id: str, *, output_dir: Path | None, remote
 
     try:
         follow(
-            client, execution_id, lambda line: render.log_line(line, marked=False, timestamps=False)
+            client,
+            execution_id,
+            lambda lines: render.log_lines(lines, marked=False),
+            on_notice=render.info,
         )
     except KeyboardInterrupt:
         return _detach_or_cancel(client, execution_id)

@@ -39,7 +39,7 @@ def run_server(host: str, port: int, log_level: str) -> None:
         host=host,
         port=port,
         log_level=log_level,
-        ws="none",
+        ws="websockets",
         lifespan="on",
     )
 

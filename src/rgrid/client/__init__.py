@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import quote
@@ -146,9 +146,17 @@ class Client:
         )
 
     def logs(
-        self, execution_id: str, *, after: int = 0, limit: int = 1000, wait: float = 0.0
+        self,
+        execution_id: str,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        wait: float = 0.0,
+        attempt: int | None = None,
     ) -> schemas.LogsPublic:
-        params = {"after": after, "limit": limit, "wait": wait}
+        params: dict[str, Any] = {"after": after, "limit": limit, "wait": wait}
+        if attempt is not None:
+            params["attempt"] = attempt
         response = self._request(
             "GET",
             f"/api/v1/executions/{quote(execution_id)}/logs",
@@ -156,6 +164,24 @@ class Client:
             timeout=wait + 30.0,
         )
         return schemas.load(schemas.LogsPublic, response.json())
+
+    def stream_logs(self, execution_id: str, *, after: int = 0) -> Iterator[schemas.LogsPublic]:
+        """Pages of lines after ``after`` as they are produced, over a WebSocket; the last page
+        has ``done`` set. Raises ``websocket.StreamClosed`` when the connection drops."""
+        from rgrid.client import websocket
+
+        socket = websocket.connect(
+            self.base_url,
+            f"/api/v1/executions/{quote(execution_id)}/logs/stream",
+            params={"after": after},
+            headers={k: v for k, v in self._http.headers.items() if k == "authorization"},
+            timeout=10.0,
+        )
+        try:
+            for message in socket.messages():
+                yield schemas.load(schemas.LogsPublic, message)
+        finally:
+            socket.close()
 
     def artifacts(self, execution_id: str, kind: str | None = None) -> schemas.ArtifactsPublic:
         params = {"kind": kind} if kind else {}

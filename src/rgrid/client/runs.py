@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,8 +12,10 @@ from rgrid.client import Client
 from rgrid.client.bundle import Bundle
 from rgrid.domain import EXIT_RGRID_FAILURE, ExecutionState, FailureClass
 
-FOLLOW_WAIT_S = 20.0
 EXIT_CANCELLED = 130
+RECONNECT_ATTEMPTS = 10
+RECONNECT_BASE_S = 0.2
+RECONNECT_MAX_S = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,18 +39,44 @@ def upload_bundle(client: Client, bundle: Bundle) -> UploadReport:
 def follow(
     client: Client,
     execution_id: str,
-    on_line: Callable[[schemas.LogLinePublic], None],
+    on_lines: Callable[[list[schemas.LogLinePublic]], None],
     *,
     after: int = 0,
+    on_notice: Callable[[str], None] = lambda _message: None,
 ) -> schemas.LogsPublic:
-    """Print every log line after ``after`` exactly once, until the execution ends."""
+    """Hand every log line after ``after`` to ``on_lines`` exactly once, live, until the end.
+
+    A dropped stream is resumed after the last line handed over, with exponential backoff;
+    after ``RECONNECT_ATTEMPTS`` failures in a row it gives up with ``ConnectionFailed``.
+    """
+    from rgrid.client.websocket import StreamClosed
+
+    failures = 0
     while True:
-        page = client.logs(execution_id, after=after, wait=FOLLOW_WAIT_S, limit=5000)
-        for line in page.data:
-            on_line(line)
-        after = page.last_seq
-        if page.done:
-            return page
+        try:
+            for page in client.stream_logs(execution_id, after=after):
+                if failures:
+                    on_notice(f"log stream back, resuming after line {after}")
+                    failures = 0
+                if page.data:
+                    on_lines(page.data)
+                after = page.last_seq
+                if page.done:
+                    return page
+            raise StreamClosed("the grid closed the stream before the execution ended")
+        except StreamClosed as exc:
+            failures += 1
+            if failures > RECONNECT_ATTEMPTS:
+                raise errors.ConnectionFailed(
+                    f"lost the log stream of {execution_id} ({exc})",
+                    hint=f"`rgrid logs {execution_id} --follow` resumes after line {after}",
+                ) from exc
+            delay = min(RECONNECT_BASE_S * 2 ** (failures - 1), RECONNECT_MAX_S)
+            on_notice(
+                f"log stream lost ({exc}); reconnecting in {delay:.1f}s "
+                f"({failures}/{RECONNECT_ATTEMPTS})"
+            )
+            time.sleep(delay)
 
 
 def download_outputs(
@@ -102,6 +131,7 @@ def history(
     *,
     tail: int | None = None,
     streams: set[str] | None = None,
+    attempt: int | None = None,
 ) -> tuple[list[schemas.LogLinePublic], int, bool]:
     """All stored lines (optionally only some streams, only the last ``tail``).
 
@@ -110,7 +140,7 @@ def history(
     lines: list[schemas.LogLinePublic] = []
     after = 0
     while True:
-        page = client.logs(execution_id, after=after, limit=10_000)
+        page = client.logs(execution_id, after=after, limit=10_000, attempt=attempt)
         lines.extend(line for line in page.data if streams is None or line.stream.value in streams)
         if tail is not None:
             del lines[:-tail]

@@ -24,8 +24,8 @@ class ControlPlane(Protocol):
     async def store_output(self, path: Path, rel: str) -> domain.FileRef:
         """Store the file at ``path`` as output ``rel``; returns its reference."""
 
-    async def append_logs(self, lines: list[domain.LogLine]) -> None:
-        """Persist log lines (consecutive sequence numbers) before returning."""
+    async def append_logs(self, segments: list[domain.LogSegment]) -> None:
+        """Persist log segments (consecutive sequence numbers) before returning."""
 
 
 @dataclasses.dataclass(frozen=True)

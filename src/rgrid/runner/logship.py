@@ -1,8 +1,9 @@
-"""Ship a script's output lines to the grid in batches, numbered, bounded, and capped.
+"""Ship a script's output to the grid in batches, numbered, bounded, and capped.
 
-The sandbox hands over lines as they are read; they are buffered and flushed every
-``FLUSH_INTERVAL_S`` or when ``FLUSH_LINES`` are waiting, so a chatty script costs one write per
-batch rather than one per line. A full buffer makes the reader wait (back-pressure).
+The sandbox hands over blocks of lines as they are read; each block becomes one segment
+(numbered lines sharing a stream and a time) in a buffer flushed every ``FLUSH_INTERVAL_S`` or
+when ``FLUSH_LINES`` lines wait, so a chatty script costs one write per batch rather than one
+per line. A full buffer makes the reader wait (back-pressure).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from datetime import UTC, datetime
 from rgrid import domain
 from rgrid.runner import ControlPlane
 
+_STREAMS = {stream.value: stream for stream in domain.Stream}
 FLUSH_INTERVAL_S = 0.05
-FLUSH_LINES = 2000
-MAX_BUFFERED_LINES = 20_000
+FLUSH_LINES = 5_000
+MAX_BUFFERED_LINES = 200_000
 STDERR_TAIL_LINES = 50
 
 
@@ -34,7 +36,8 @@ class LogShipper:
         self._bytes = 0
         self._dropped_lines = 0
         self._dropped_bytes = 0
-        self._buffer: list[domain.LogLine] = []
+        self._buffer: list[domain.LogSegment] = []
+        self._buffered_lines = 0
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
@@ -59,52 +62,54 @@ class LogShipper:
         if self._dropped_lines:
             self._add(
                 domain.Stream.SYSTEM,
+                datetime.now(UTC),
                 f"[rgrid] log limit of {self._max_bytes} bytes reached: {self._dropped_lines} "
                 f"lines ({self._dropped_bytes} bytes) were not stored\n",
+                1,
             )
         await self.flush()
 
-    async def on_output(self, stream: str, chunk: bytes) -> None:
-        """The sandbox's output callback."""
-        text = chunk.decode("utf-8", errors="replace")
-        if stream == domain.Stream.STDERR:
-            self.stderr_tail.append(text)
-        if self._bytes + len(chunk) > self._max_bytes:
-            self._dropped_lines += 1
-            self._dropped_bytes += len(chunk)
-            return
-        self._bytes += len(chunk)
-        self._add(domain.Stream(stream), text)
-        if len(self._buffer) >= FLUSH_LINES:
+    async def on_output(self, stream: str, blocks: list[bytes]) -> None:
+        """The sandbox's output callback: the blocks of one read, stamped with its time."""
+        kind = _STREAMS[stream]
+        now = datetime.now(UTC)
+        for block in blocks:
+            text = block.decode("utf-8", errors="replace")
+            count = text.count("\n") if text.endswith("\n") else 1
+            if kind is domain.Stream.STDERR:
+                self.stderr_tail.extend(domain.segment_lines(text)[-STDERR_TAIL_LINES:])
+            # Once the cap is hit everything after is dropped: the log keeps no gaps.
+            if self._dropped_lines or self._bytes + len(block) > self._max_bytes:
+                self._dropped_lines += count
+                self._dropped_bytes += len(block)
+                continue
+            self._bytes += len(block)
+            self._add(kind, now, text, count)
+        if self._buffered_lines >= FLUSH_LINES:
             self._wake.set()
-        if len(self._buffer) >= MAX_BUFFERED_LINES:
+        if self._buffered_lines >= MAX_BUFFERED_LINES:
             await self.flush()
 
     async def setup(self, text: str) -> None:
         """A line of the environment build (uv's output), marked as setup."""
-        self._add(domain.Stream.SETUP, text if text.endswith("\n") else text + "\n")
-        if len(self._buffer) >= FLUSH_LINES:
-            self._wake.set()
+        line = text if text.endswith("\n") else text + "\n"
+        self._add(domain.Stream.SETUP, datetime.now(UTC), line, 1)
 
     def system(self, text: str) -> None:
         """An rgrid line about the execution (shown on stderr, marked as rgrid's)."""
-        self._add(domain.Stream.SYSTEM, text if text.endswith("\n") else text + "\n")
+        line = text if text.endswith("\n") else text + "\n"
+        self._add(domain.Stream.SYSTEM, datetime.now(UTC), line, 1)
 
-    def _add(self, stream: domain.Stream, text: str) -> None:
-        self._seq += 1
+    def _add(self, stream: domain.Stream, ts: datetime, text: str, count: int) -> None:
         self._buffer.append(
-            domain.LogLine(
-                seq=self._seq,
-                attempt=self._attempt,
-                stream=stream,
-                ts=datetime.now(UTC),
-                text=text,
-            )
+            domain.LogSegment(self._seq + 1, self._attempt, stream, ts, text, count)
         )
+        self._seq += count
+        self._buffered_lines += count
 
     async def flush(self) -> None:
         async with self._lock:
-            batch, self._buffer = self._buffer, []
+            batch, self._buffer, self._buffered_lines = self._buffer, [], 0
             if batch:
                 await self._plane.append_logs(batch)
 

@@ -34,7 +34,10 @@ SANDBOX_ENV = "RGRID_SANDBOX"
 
 #: (stream, data): stream is "stdout" or "stderr"; data is one line including its b"\n", the final
 #: partial line, or a piece of at most 64 KiB of a longer line.
-OutputCallback = Callable[[str, bytes], Awaitable[None]]
+#: (stream, blocks read together): a block ending in b"\n" holds complete lines, one without
+#: it is a single line (a 64 KiB piece of a longer line, or the partial last line at EOF);
+#: ``lines.block_lines`` splits a block
+OutputCallback = Callable[[str, list[bytes]], Awaitable[None]]
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ rlimits, stream the output, enforce the wall clock, kill the group and reap with
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import functools
 import logging
 import os
@@ -12,6 +14,7 @@ import signal
 import subprocess
 import threading
 import time
+from typing import IO
 
 from rgrid import errors
 from rgrid.sandbox import OutputCallback, SandboxResult, SandboxSpec, limits, lines
@@ -110,7 +113,19 @@ def _spawn(
     except (OSError, subprocess.SubprocessError) as exc:
         raise errors.SandboxError(f"could not start {argv[0]}: {exc}") from exc
     logger.debug("started process %d", process.pid, extra={"action": "sandbox_started"})
+    for pipe in (process.stdout, process.stderr):
+        _widen(pipe)
     return process
+
+
+PIPE_BYTES = 1024 * 1024
+
+
+def _widen(pipe: IO[bytes] | None) -> None:
+    """A 1 MiB pipe instead of 64 KiB: a chatty script keeps writing while we catch up."""
+    if pipe is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 class _Child:

@@ -49,10 +49,10 @@ class GridControlPlane:
             await blob_repo.record_blob(session, self._spec.account_id, sha, info.size, utcnow())
         return domain.FileRef(rel, sha, info.size)
 
-    async def append_logs(self, lines: list[domain.LogLine]) -> None:
+    async def append_logs(self, segments: list[domain.LogSegment]) -> None:
         async with store.transaction(self._grid.sessions) as session:
-            await log_repo.append(session, self._spec.execution_id, lines)
-            await repo.set_last_seq(session, self._spec.execution_id, lines[-1].seq)
+            await log_repo.append(session, self._spec.execution_id, segments)
+            await repo.set_last_seq(session, self._spec.execution_id, segments[-1].last_seq)
         self._grid.notifier.notify(self._spec.execution_id)
 
 

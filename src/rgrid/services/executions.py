@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -15,13 +14,10 @@ from rgrid.services import Grid, runtimes, utcnow
 from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
-from rgrid.store import logs as log_repo
 from rgrid.store.models import ExecutionRow
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-MAX_LOG_PAGE = 10_000
-MAX_WAIT_S = 30.0
 MAX_ARGS = 10_000
 MAX_FILES = 100_000
 MAX_TIMEOUT_S = 7 * 24 * 3600
@@ -173,30 +169,6 @@ async def cancel(grid: Grid, principal: domain.Principal, id_or_prefix: str) -> 
     grid.cancel_local(execution.id)
     grid.notifier.notify(execution.id)
     return execution
-
-
-async def read_logs(
-    grid: Grid,
-    principal: domain.Principal,
-    id_or_prefix: str,
-    *,
-    after: int,
-    limit: int,
-    wait_s: float,
-) -> tuple[domain.Execution, list[domain.LogLine]]:
-    """Lines after ``after``; with ``wait_s`` > 0 waits for new lines or the end (long poll)."""
-    limit = max(1, min(limit, MAX_LOG_PAGE))
-    deadline = asyncio.get_running_loop().time() + min(max(wait_s, 0.0), MAX_WAIT_S)
-    execution = await get(grid, principal, id_or_prefix)
-    while True:
-        async with store.transaction(grid.sessions) as session:
-            lines = await log_repo.read(session, execution.id, after=after, limit=limit)
-            current = await repo.get(session, execution.id)
-        assert current is not None
-        remaining = deadline - asyncio.get_running_loop().time()
-        if lines or current.state.terminal or remaining <= 0:
-            return current, lines
-        await grid.notifier.wait(execution.id, remaining)
 
 
 async def list_artifacts(

@@ -142,14 +142,21 @@ class ArtifactRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
-class LogLineRow(Base):
-    __tablename__ = "log_lines"
+class LogChunkRow(Base):
+    """A batch of consecutive log lines of one attempt, as the runner shipped it.
+
+    One row per batch (not per line) keeps a chatty script's logging to one insert per flush.
+    ``lines`` holds segments ``[stream, unix time, text]``, where ``text`` holds one or more
+    lines (``domain.segment_lines``); lines are numbered consecutively from ``first_seq``.
+    """
+
+    __tablename__ = "log_chunks"
+    __table_args__ = (Index("ix_log_chunks_last_seq", "execution_id", "last_seq"),)
 
     execution_id: Mapped[str] = mapped_column(
         ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
     )
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    first_seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_seq: Mapped[int] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer)
-    stream: Mapped[str] = mapped_column(String(8))
-    ts: Mapped[datetime] = mapped_column(UTCDateTime)
-    text: Mapped[str] = mapped_column(Text)
+    lines: Mapped[list[list[Any]]] = mapped_column(JSON)

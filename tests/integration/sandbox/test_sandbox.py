@@ -25,6 +25,7 @@ import pytest
 from rgrid import errors
 from rgrid.sandbox import Sandbox, SandboxResult, SandboxSpec, detect
 from rgrid.sandbox.bwrap import BwrapSandbox
+from rgrid.sandbox.lines import block_lines
 from rgrid.sandbox.process import ProcessSandbox
 
 PYTHON = sys._base_executable  # type: ignore[attr-defined]
@@ -72,10 +73,11 @@ async def run(
     )
     output: list[tuple[str, bytes]] = []
 
-    async def on_output(stream: str, data: bytes) -> None:
-        output.append((stream, data))
-        if cancel is not None and cancel_on is not None and cancel_on in data:
-            cancel.set()
+    async def on_output(stream: str, blocks: list[bytes]) -> None:
+        for data in (line for block in blocks for line in block_lines(block)):
+            output.append((stream, data))
+            if cancel is not None and cancel_on is not None and cancel_on in data:
+                cancel.set()
 
     started = time.monotonic()
     result = await sandbox.run(spec, on_output, cancel)
@@ -218,7 +220,7 @@ async def test_only_spec_env_is_visible(
 
 @pytest.mark.parametrize("sandbox", SANDBOXES)
 async def test_callback_error_kills_the_script(sandbox: Sandbox, workdir: Path) -> None:
-    async def on_output(stream: str, data: bytes) -> None:
+    async def on_output(stream: str, lines: list[bytes]) -> None:
         raise RuntimeError("callback broke")
 
     (workdir / "process.py").write_text("import time; print('x'); time.sleep(60)")
@@ -241,8 +243,8 @@ from {module} import {name}
 prefix = Path(sys.argv[2])
 argv = [sys.argv[1], "process.py", sys.argv[3]]
 spec = SandboxSpec(argv, Path.cwd(), {SCRIPT_ENV!r}, ((prefix, prefix),))
-async def on_output(stream, data):
-    sys.stdout.buffer.write(data)
+async def on_output(stream, lines):
+    sys.stdout.buffer.write(b"".join(lines))
     sys.stdout.flush()
 asyncio.run({name}().run(spec, on_output))
 """
@@ -340,7 +342,7 @@ async def test_bwrap_setup_failure_is_a_sandbox_error(workdir: Path) -> None:
     missing = workdir / "does-not-exist"
     spec = SandboxSpec([PYTHON, "-c", "pass"], workdir, {}, ((missing, Path("/opt/x")),))
 
-    async def on_output(stream: str, data: bytes) -> None:
+    async def on_output(stream: str, lines: list[bytes]) -> None:
         pass
 
     with pytest.raises(errors.SandboxError):
@@ -348,7 +350,7 @@ async def test_bwrap_setup_failure_is_a_sandbox_error(workdir: Path) -> None:
 
 
 async def test_missing_program_is_a_sandbox_error(workdir: Path) -> None:
-    async def on_output(stream: str, data: bytes) -> None:
+    async def on_output(stream: str, lines: list[bytes]) -> None:
         pass
 
     spec = SandboxSpec([str(workdir / "no-python")], workdir, {})

@@ -16,6 +16,7 @@ from rgrid.executor.local import LocalExecutor
 from rgrid.services import Grid
 from rgrid.services import accounts as account_service
 from rgrid.services import executions as service
+from rgrid.services import logs as log_service
 from rgrid.services.dispatcher import Dispatcher
 from rgrid.store import executions as repo
 
@@ -45,7 +46,7 @@ async def test_runs_to_success_with_logs_and_outputs(grid: Grid, dispatcher: Dis
     assert done.state is ExecutionState.SUCCEEDED and done.exit_code == 0
     assert done.attempt == 1 and done.worker == grid.settings.worker_name
     assert done.started_at is not None and done.finished_at is not None
-    _, lines = await service.read_logs(grid, admin, made.id, after=0, limit=100, wait_s=0)
+    lines = (await log_service.read_logs(grid, admin, made.id, after=0, limit=100)).lines
     assert [(line.seq, line.stream.value, line.text) for line in lines] == [
         (1, "stdout", "one\n"),
         (2, "stderr", "two\n"),
@@ -69,7 +70,7 @@ async def test_script_error_has_class_cause_and_exit_code(
 async def test_cancel_running_kills_it(grid: Grid, dispatcher: Dispatcher) -> None:
     admin = await account_service.authenticate(grid, ADMIN_KEY)
     made = await submit_script(grid, admin, "import time\nprint('go')\ntime.sleep(60)\n")
-    _, lines = await service.read_logs(grid, admin, made.id, after=0, limit=10, wait_s=20)
+    lines = (await log_service.read_logs(grid, admin, made.id, after=0, limit=10, wait_s=20)).lines
     assert lines and lines[0].text == "go\n"
     await service.cancel(grid, admin, made.id)
     done = await wait_terminal(grid, admin, made.id, timeout=10)

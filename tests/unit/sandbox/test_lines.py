@@ -8,13 +8,14 @@ import os
 import pytest
 
 from rgrid.sandbox import lines
-from rgrid.sandbox.lines import MAX_LINE_BYTES, LineSplitter, OutputPumps
+from rgrid.sandbox.lines import MAX_LINE_BYTES, LineSplitter, OutputPumps, block_lines
 
 
 def split(*chunks: bytes, max_bytes: int = MAX_LINE_BYTES) -> list[bytes]:
+    """The lines (and pieces) the splitter's blocks hold, in order."""
     splitter = LineSplitter(max_bytes)
-    pieces = [piece for chunk in chunks for piece in splitter.feed(chunk)]
-    return pieces + splitter.flush()
+    blocks = [block for chunk in chunks for block in splitter.feed(chunk)] + splitter.flush()
+    return [line for block in blocks for line in block_lines(block)]
 
 
 def test_lines_keep_their_newline() -> None:
@@ -36,6 +37,12 @@ def test_feed_keeps_partial_line_until_more_arrives() -> None:
     assert splitter.feed(b"\nd") == [b"abc\n"]
     assert splitter.flush() == [b"d"]
     assert splitter.flush() == []
+
+
+def test_common_lines_come_as_one_block_per_read() -> None:
+    splitter = LineSplitter()
+    assert splitter.feed(b"1\n2\n3\n4") == [b"1\n2\n3\n"]
+    assert splitter.feed(b"\n") == [b"4\n"]
 
 
 def test_crlf_is_kept_as_is() -> None:
@@ -77,8 +84,8 @@ def test_no_piece_is_longer_than_the_limit() -> None:
 async def test_pumps_deliver_each_stream_in_order() -> None:
     received: list[tuple[str, bytes]] = []
 
-    async def on_output(stream: str, data: bytes) -> None:
-        received.append((stream, data))
+    async def on_output(stream: str, batch: list[bytes]) -> None:
+        received.extend((stream, line) for block in batch for line in block_lines(block))
 
     pumps = OutputPumps(on_output, on_error=lambda: None)
     out_r, out_w = os.pipe()
@@ -98,8 +105,8 @@ async def test_drain_stops_waiting_for_a_pipe_held_open(monkeypatch: pytest.Monk
     monkeypatch.setattr(lines, "DRAIN_GRACE_S", 0.2)
     received: list[bytes] = []
 
-    async def on_output(stream: str, data: bytes) -> None:
-        received.append(data)
+    async def on_output(stream: str, batch: list[bytes]) -> None:
+        received.extend(line for block in batch for line in block_lines(block))
 
     pumps = OutputPumps(on_output, on_error=lambda: None)
     read_fd, write_fd = os.pipe()  # like a grandchild that escaped the kill and keeps stdout
@@ -116,7 +123,7 @@ async def test_drain_stops_waiting_for_a_pipe_held_open(monkeypatch: pytest.Monk
 async def test_callback_error_calls_on_error_and_is_raised() -> None:
     errors: list[str] = []
 
-    async def on_output(stream: str, data: bytes) -> None:
+    async def on_output(stream: str, batch: list[bytes]) -> None:
         raise RuntimeError("callback broke")
 
     pumps = OutputPumps(on_output, on_error=lambda: errors.append("killed"))

@@ -88,28 +88,6 @@ async def cancel_execution(
     return convert.execution(await service.cancel(grid, principal, execution_id))
 
 
-@router.get("/{execution_id}/logs")
-async def read_logs(
-    execution_id: str,
-    grid: GridDep,
-    principal: CurrentPrincipal,
-    after: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=service.MAX_LOG_PAGE)] = 1000,
-    wait: Annotated[float, Query(ge=0, le=service.MAX_WAIT_S)] = 0.0,
-) -> schemas.LogsPublic:
-    execution, lines = await service.read_logs(
-        grid, principal, execution_id, after=after, limit=limit, wait_s=wait
-    )
-    last = lines[-1].seq if lines else after
-    return schemas.LogsPublic(
-        data=[convert.log_line(line) for line in lines],
-        last_seq=last,
-        state=execution.state,
-        exit_code=execution.exit_code,
-        done=execution.state.terminal and last >= execution.last_seq,
-    )
-
-
 @router.get("/{execution_id}/artifacts")
 async def list_artifacts(
     execution_id: str,

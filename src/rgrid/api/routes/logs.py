@@ -1,0 +1,81 @@
+"""/api/v1/executions/{id}/logs: pages for polling clients, a WebSocket stream for live ones."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse, Response
+
+from rgrid import errors, schemas
+from rgrid.api.deps import CurrentPrincipal, GridDep, get_grid, get_principal
+from rgrid.services import logs as service
+from rgrid.services.logs import LogPage
+
+router = APIRouter(prefix="/api/v1/executions", tags=["logs"])
+
+
+@router.get("/{execution_id}/logs", response_model=schemas.LogsPublic)
+async def read_logs(
+    execution_id: str,
+    grid: GridDep,
+    principal: CurrentPrincipal,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=service.MAX_LOG_PAGE)] = 1000,
+    wait: Annotated[float, Query(ge=0, le=service.MAX_WAIT_S)] = 0.0,
+    attempt: Annotated[int | None, Query(ge=1)] = None,
+) -> Response:
+    page = await service.read_logs(
+        grid, principal, execution_id, after=after, limit=limit, wait_s=wait, attempt=attempt
+    )
+    return Response(_page_json(page), media_type="application/json")
+
+
+@router.websocket("/{execution_id}/logs/stream")
+async def stream_logs(websocket: WebSocket, execution_id: str) -> None:
+    """Relay ``services.logs.open_stream`` as JSON messages: pages of lines, the last with
+    ``done``. Errors before the stream starts are answered as HTTP errors (SPEC §13 body)."""
+    grid = get_grid(websocket)
+    try:
+        after = _after(websocket.query_params.get("after", "0"))
+        principal = await get_principal(websocket, grid)
+        pages = await service.open_stream(grid, principal, execution_id, after=after)
+    except errors.RgridError as exc:
+        await websocket.send_denial_response(JSONResponse(exc.to_body(), exc.status))
+        return
+    await websocket.accept()
+    try:
+        async for page in pages:
+            await websocket.send_text(_page_json(page))
+        await websocket.close()
+    except WebSocketDisconnect:
+        return
+
+
+def _page_json(page: LogPage) -> str:
+    """``LogsPublic`` as JSON, built directly: pages carry thousands of lines (the lines of a
+    segment share one timestamp object, formatted once)."""
+    data = []
+    last_ts: datetime | None = None
+    stamp = ""
+    for seq, attempt, stream, ts, text in page.lines:
+        if ts is not last_ts:
+            last_ts, stamp = ts, ts.isoformat()
+        data.append({"seq": seq, "attempt": attempt, "stream": stream, "ts": stamp, "text": text})
+    return json.dumps(
+        {
+            "data": data,
+            "last_seq": page.last_seq,
+            "state": page.execution.state.value,
+            "exit_code": page.execution.exit_code,
+            "done": page.done,
+        }
+    )
+
+
+def _after(raw: str) -> int:
+    if not raw.isdigit():
+        raise errors.InvalidRequest("after must be a non-negative integer", details={"after": raw})
+    return int(raw)

@@ -1,0 +1,91 @@
+"""Reading an execution's log: pages (with an optional long-poll wait) and a live stream."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+
+from rgrid import domain, store
+from rgrid.services import Grid
+from rgrid.services.executions import get
+from rgrid.store import executions as repo
+from rgrid.store import logs as log_repo
+
+MAX_LOG_PAGE = 10_000
+MAX_WAIT_S = 30.0
+STREAM_BATCH = 5_000
+
+
+@dataclasses.dataclass(frozen=True)
+class LogPage:
+    execution: domain.Execution
+    lines: list[domain.LogLine]
+    #: the sequence number a client should resume after
+    last_seq: int
+
+    @property
+    def done(self) -> bool:
+        """The execution ended and every line it produced has been read."""
+        return self.execution.state.terminal and self.last_seq >= self.execution.last_seq
+
+
+async def _page(
+    grid: Grid, execution_id: str, after: int, limit: int, attempt: int | None
+) -> LogPage:
+    async with store.transaction(grid.sessions) as session:
+        lines = await log_repo.read(
+            session, execution_id, after=after, limit=limit, attempt=attempt
+        )
+        current = await repo.get(session, execution_id)
+    assert current is not None
+    if attempt is not None and not lines:
+        after = max(after, current.last_seq)  # no more lines of that attempt: nothing to wait for
+    return LogPage(current, lines, lines[-1].seq if lines else after)
+
+
+async def read_logs(
+    grid: Grid,
+    principal: domain.Principal,
+    id_or_prefix: str,
+    *,
+    after: int,
+    limit: int,
+    wait_s: float = 0.0,
+    attempt: int | None = None,
+) -> LogPage:
+    """Lines after ``after``; with ``wait_s`` > 0 waits for new lines or the end (long poll)."""
+    limit = max(1, min(limit, MAX_LOG_PAGE))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(max(wait_s, 0.0), MAX_WAIT_S)
+    execution = await get(grid, principal, id_or_prefix)
+    while True:
+        page = await _page(grid, execution.id, after, limit, attempt)
+        remaining = deadline - loop.time()
+        if page.lines or page.done or remaining <= 0:
+            return page
+        await grid.notifier.wait(execution.id, remaining)
+
+
+async def open_stream(
+    grid: Grid, principal: domain.Principal, id_or_prefix: str, *, after: int
+) -> AsyncIterator[LogPage]:
+    """Every line after ``after`` as it is stored, in batches; the last page has ``done`` set.
+
+    Resolves the execution first, so ``NotFound``/``AmbiguousId`` are raised here, before
+    anything is streamed.
+    """
+    execution = await get(grid, principal, id_or_prefix)
+    return _pages(grid, execution.id, after)
+
+
+async def _pages(grid: Grid, execution_id: str, after: int) -> AsyncIterator[LogPage]:
+    while True:
+        page = await _page(grid, execution_id, after, STREAM_BATCH, None)
+        if page.lines or page.done:
+            yield page
+        if page.done:
+            return
+        after = page.last_seq
+        if not page.lines:
+            await grid.notifier.wait(execution_id, MAX_WAIT_S)
