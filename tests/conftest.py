@@ -99,7 +99,7 @@ def make_server(tmp: Path, **settings: str) -> LiveServer:
     home.mkdir(parents=True, exist_ok=True)
     (tmp / "user-home").mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
-    env.update(RGRID_HOME=str(home), RGRID_SLOTS="4", RGRID_LEASE_S="6", **settings)
+    env.update({"RGRID_HOME": str(home), "RGRID_SLOTS": "4", "RGRID_LEASE_S": "6", **settings})
     return LiveServer(home=home, port=free_port(), env=env)
 
 
@@ -149,6 +149,38 @@ def workdir(tmp_path: Path) -> Path:
 @pytest.fixture
 def cli(live_server: LiveServer, workdir: Path) -> Cli:
     return Cli(cwd=workdir, env=live_server.cli_env())
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database (127.0.0.1:5432) for this test run; fails if it is down."""
+    import asyncio
+    import concurrent.futures
+    import secrets
+
+    import asyncpg
+
+    name = f"rgrid_acc_{secrets.token_hex(4)}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    def run(sql: str) -> None:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, admin(sql)).result()
+
+    try:
+        run(f'CREATE DATABASE "{name}"')
+    except OSError as exc:
+        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is not reachable ({exc}); `make test` starts it")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def require_tool(name: str) -> str:

@@ -247,6 +247,9 @@ class Execution:
     runtime: str | None = None
     python_version: str | None = None
     packages: tuple[str, ...] = ()
+    max_retries: int = 2
+    retry_of: str | None = None
+    retry_reason: str | None = None
 
     @property
     def duration_s(self) -> float | None:

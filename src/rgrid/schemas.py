@@ -66,6 +66,8 @@ class ExecutionCreate:
     dependency_source: str = "none"
     #: "python3.11", "python3.11:datascience", "datascience"; None: the default Python
     runtime: str | None = None
+    #: automatic retries after transient failures (worker_lost, infrastructure)
+    max_retries: int = 2
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -96,6 +98,9 @@ class ExecutionPublic:
     runtime: str | None = None
     python_version: str | None = None
     packages: list[str] = dataclasses.field(default_factory=list)
+    max_retries: int = 2
+    retry_of: str | None = None
+    retry_reason: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -37,7 +37,10 @@ class ServerSettings(BaseSettings):
     max_output_bytes: int = MAX_OUTPUT_BYTES
     max_output_files: int = MAX_OUTPUT_FILES
     max_log_bytes: int = MAX_LOG_BYTES
-    admin_key: str | None = None
+    admin_key: str | None = None  # bootstrap key for a fresh grid; the local daemon generates one
+    #: Fernet key encrypting --env values; servers sharing one database must share it
+    #: (default: generated into RGRID_HOME/secret.key)
+    secret_key: str | None = None
     #: extra interpreters for runtimes (comma-separated paths), besides the ones found
     pythons: str = ""
     #: environment cache budget; least recently used environments beyond it are removed

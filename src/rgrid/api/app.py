@@ -76,7 +76,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         sessions=store.session_factory(engine),
         storage=blob_storage,
         notifier=Notifier(),
-        secrets=SecretBox.from_file(settings.home / "secret.key"),
+        secrets=(
+            SecretBox(settings.secret_key.encode())
+            if settings.secret_key
+            else SecretBox.from_file(settings.home / "secret.key")
+        ),
     )
     await bootstrap_admin(grid, settings.admin_key or read_or_create_admin_key(settings.home))
     config = await asyncio.to_thread(runner_config, settings)

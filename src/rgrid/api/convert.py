@@ -33,6 +33,9 @@ def execution(e: domain.Execution) -> schemas.ExecutionPublic:
         runtime=e.runtime,
         python_version=e.python_version,
         packages=list(e.packages),
+        max_retries=e.max_retries,
+        retry_of=e.retry_of,
+        retry_reason=e.retry_reason,
     )
 
 

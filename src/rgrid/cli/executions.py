@@ -164,4 +164,28 @@ def cancel(execution_id: str, as_json: bool) -> None:
         render.info(f"{execution.id}: cancel requested ({execution.state.value})")
 
 
-COMMANDS = [status, logs, outputs, download, list_, wait, cancel]
+@click.command()
+@click.argument("execution_id")
+@click.option("--force", is_flag=True, help="Also re-run one that succeeded or is still running.")
+@click.option("--detach", is_flag=True, help="Print the new id and return.")
+@click.option(
+    "--output-dir", type=click.Path(path_type=Path, file_okay=False), help="Default: here."
+)
+@click.option("--remote-only", is_flag=True, help="Download nothing.")
+def retry(
+    execution_id: str, force: bool, detach: bool, output_dir: Path | None, remote_only: bool
+) -> None:
+    """Run an execution again (same script, inputs and settings) under a new id."""
+    from rgrid.cli.context import connect
+    from rgrid.cli.run import attach
+
+    client = connect()
+    execution = client.retry(execution_id, force=force)
+    render.info(f"{execution.id} retries {execution.retry_of}")
+    if detach:
+        click.echo(execution.id)
+        return
+    sys.exit(attach(client, execution.id, output_dir=output_dir, remote_only=remote_only))
+
+
+COMMANDS = [status, logs, outputs, download, list_, wait, cancel, retry]

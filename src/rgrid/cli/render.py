@@ -78,7 +78,12 @@ def execution(e: schemas.ExecutionPublic) -> None:
         ("finished", when(e.finished_at)),
         ("duration", duration(e.duration_s)),
         ("worker", e.worker or "-"),
-        ("attempt", str(e.attempt)),
+        (
+            "attempt",
+            f"{e.attempt}/{e.max_retries + 1}"
+            + (f" after {e.retry_reason}" if e.retry_reason else ""),
+        ),
+        ("retry of", e.retry_of or "-"),
         (
             "limits",
             f"timeout {duration(e.timeout_s)}, memory {binary_size(e.memory_bytes)}, "

@@ -66,6 +66,14 @@ SECOND_INTERRUPT_S = 2.0
     metavar="NAME",
     help="Python and preset, e.g. python3.12 or python3.11:datascience [RGRID_RUNTIME].",
 )
+@click.option(
+    "--max-retries",
+    type=click.IntRange(0, 10),
+    default=2,
+    show_default=True,
+    envvar="RGRID_MAX_RETRIES",
+    help="Automatic retries after the grid (not the script) failed [RGRID_MAX_RETRIES].",
+)
 @click.option("--network/--no-network", default=True, show_default=True, help="Network access.")
 @click.option(
     "--include",
@@ -90,6 +98,7 @@ def run(
     memory: int,
     requirements_file: Path | None,
     runtime: str | None,
+    max_retries: int,
     network: bool,
     include: tuple[Path, ...],
     output_dir: Path | None,
@@ -124,6 +133,7 @@ def run(
         requirements=deps.requirements,
         dependency_source=deps.source,
         runtime=runtime,
+        max_retries=max_retries,
     )
     execution = client.submit(spec)
     if report.uploaded_files:

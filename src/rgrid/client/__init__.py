@@ -17,6 +17,8 @@ from rgrid.paths import join_under
 T = TypeVar("T")
 
 RETRIES = 5
+RETRY_BASE_S = 0.5  # 0.5 + 1 + 2 + 4 s: a grid restarting within ~7 s loses no command
+RETRY_MAX_S = 4.0
 RETRY_STATUSES = frozenset({502, 503, 504})
 
 
@@ -63,7 +65,7 @@ class Client:
                     stream.close()
             if self.on_retry is not None:
                 self.on_retry(attempt, RETRIES)
-            time.sleep(min(0.25 * 2 ** (attempt - 1), 4.0))
+            time.sleep(min(RETRY_BASE_S * 2 ** (attempt - 1), RETRY_MAX_S))
         raise AssertionError("unreachable")
 
     def _get(self, path: str, model: type[T], **params: Any) -> T:
@@ -139,6 +141,10 @@ class Client:
         if since:
             params["since"] = since
         return self._get("/api/v1/executions", schemas.ExecutionsPublic, **params)
+
+    def retry(self, execution_id: str, *, force: bool = False) -> schemas.ExecutionPublic:
+        path = f"/api/v1/executions/{quote(execution_id)}/retry?force={str(force).lower()}"
+        return self._post(path, schemas.ExecutionPublic, idempotent=False)
 
     def cancel(self, execution_id: str) -> schemas.ExecutionPublic:
         return self._post(

@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from datetime import timedelta
 from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain, store
 from rgrid.domain import ArtifactKind, ExecutionState, FailureClass
@@ -63,7 +66,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
-        self._worker = grid.settings.worker_name
+        # unique per server process: two servers on one host must not renew each other's leases
+        self._worker = f"{grid.settings.worker_name}:{os.getpid()}"
         self._lease = timedelta(seconds=grid.settings.lease_s)
         grid.wake_dispatcher = self._wake.set
         grid.cancel_local = executor.cancel
@@ -116,7 +120,8 @@ class Dispatcher:
             attempt=row.attempt,
             log_seq_start=row.last_seq,
             requirements=tuple(row.requirements or ()),
-            python=row.python_version,
+            # the minor version picks the interpreter; a finished attempt recorded the full one
+            python=".".join((row.python_version or "").split(".")[:2]) or None,
         )
         logger.info("claimed", extra={"action": "execution_claimed", "execution_id": row.id})
         self._grid.notifier.notify(row.id)
@@ -135,10 +140,11 @@ class Dispatcher:
                 return  # the lease was lost meanwhile; recovery owns it now
             if outcome.state is ExecutionState.CANCELLED and not row.cancel_requested:
                 outcome = _worker_lost("the grid was stopped while the script ran")
-            _apply(row, outcome)
-            await blob_repo.add_artifacts(
-                session, row.id, ArtifactKind.OUTPUT, outcome.outputs, utcnow()
-            )
+            retried = await _settle(session, row, outcome)
+            if not retried:
+                await blob_repo.add_artifacts(
+                    session, row.id, ArtifactKind.OUTPUT, outcome.outputs, utcnow()
+                )
         logger.info(
             "finished",
             extra={
@@ -178,7 +184,8 @@ class Dispatcher:
         async with store.transaction(self._grid.sessions) as session:
             rows = await repo.expired_leases(session, utcnow())
             for row in rows:
-                _apply(row, _worker_lost("the worker running it stopped renewing its lease"))
+                lost = _worker_lost("the worker running it stopped renewing its lease")
+                await _settle(session, row, lost)
         for row in rows:
             logger.warning("lease expired", extra={"action": "worker_lost", "execution_id": row.id})
             self._grid.notifier.notify(row.id)
@@ -191,8 +198,44 @@ def _worker_lost(cause: str) -> domain.Outcome:
         domain.EXIT_RGRID_FAILURE,
         FailureClass.WORKER_LOST,
         cause=cause,
-        hint="run it again; the failure was not caused by the script",
+        hint="not caused by the script; `rgrid retry ID` runs it again",
     )
+
+
+RETRY_BACKOFF_S = 1.0
+RETRY_BACKOFF_MAX_S = 30.0
+
+
+async def _settle(session: AsyncSession, row: ExecutionRow, outcome: domain.Outcome) -> bool:
+    """Record an attempt's outcome: a transient failure with retries left is queued again
+    (state ``retrying``, after a backoff) with a log line saying so; anything else is final.
+    Returns whether it will be retried."""
+    transient = outcome.failure_class in domain.TRANSIENT_FAILURES
+    if not transient or row.attempt > row.max_retries:
+        _apply(row, outcome)
+        return False
+    assert outcome.failure_class is not None
+    delay = min(RETRY_BACKOFF_S * 2 ** (row.attempt - 1), RETRY_BACKOFF_MAX_S)
+    reason = f"{outcome.failure_class.value}: {outcome.cause}"
+    row.state = ExecutionState.RETRYING.value
+    row.retry_reason = reason
+    row.queued_at = utcnow() + timedelta(seconds=delay)
+    row.worker = None
+    row.lease_expires_at = None
+    notice = domain.LogSegment(
+        row.last_seq + 1,
+        row.attempt + 1,
+        domain.Stream.SYSTEM,
+        utcnow(),
+        f"attempt {row.attempt + 1}/{row.max_retries + 1} after {reason} (in {delay:g}s)\n",
+        1,
+    )
+    await log_repo.append(session, row.id, [notice])
+    row.last_seq = notice.last_seq
+    logger.warning(
+        "retrying", extra={"action": "execution_retrying", "execution_id": row.id, "reason": reason}
+    )
+    return True
 
 
 def _apply(row: ExecutionRow, outcome: domain.Outcome) -> None:

@@ -24,6 +24,7 @@ MAX_TIMEOUT_S = 7 * 24 * 3600
 MIN_MEMORY_BYTES = 16 * 1024**2
 MAX_MEMORY_BYTES = 1024**4
 MAX_LABEL_CHARS = 1000
+MAX_RETRIES = 10
 
 
 def _check(ok: bool, message: str) -> None:
@@ -48,6 +49,7 @@ def _validate_limits(spec: schemas.ExecutionCreate) -> None:
         "metadata keys must be 1-200 characters, values at most 1000",
     )
     _check(len(spec.idempotency_key or "") <= 200, "idempotency key too long")
+    _check(0 <= spec.max_retries <= MAX_RETRIES, f"max retries must be 0-{MAX_RETRIES}")
 
 
 def _validate(spec: schemas.ExecutionCreate) -> None:
@@ -112,12 +114,72 @@ async def submit(
             runtime=spec.runtime,
             python_version=runtime.python,
             packages=[],
+            max_retries=spec.max_retries,
         )
         execution = await repo.insert(session, row, spec.metadata)
         files = [domain.FileRef(str(safe_relpath(f.path)), f.sha256, f.size) for f in spec.files]
         await blob_repo.add_artifacts(session, row.id, ArtifactKind.INPUT, files, now)
     grid.wake_dispatcher()
     return execution
+
+
+async def retry(
+    grid: Grid, principal: domain.Principal, id_or_prefix: str, *, force: bool
+) -> domain.Execution:
+    """A new execution with the same script, inputs and settings, ``retry_of`` the original.
+
+    Raises ``Conflict`` for one still queued or running, or one that succeeded, unless ``force``.
+    """
+    async with store.transaction(grid.sessions) as session:
+        original = await repo.resolve(session, principal.account.id, id_or_prefix)
+        if not force and original.state is ExecutionState.SUCCEEDED:
+            raise errors.Conflict(
+                f"{original.id} succeeded", hint="pass --force to run it again anyway"
+            )
+        if not force and not original.state.terminal:
+            raise errors.Conflict(
+                f"{original.id} is still {original.state.value}",
+                hint=f"wait for it, `rgrid cancel {original.id}`, or pass --force",
+            )
+        source = await repo.get_row(session, original.id)
+        assert source is not None
+        now = utcnow()
+        row = ExecutionRow(
+            **{column: getattr(source, column) for column in RETRY_COPIED},
+            id=domain.new_id("exec"),
+            state=ExecutionState.QUEUED.value,
+            attempt=0,
+            created_at=now,
+            queued_at=now,
+            last_seq=0,
+            cancel_requested=False,
+            packages=[],
+            retry_of=original.id,
+        )
+        execution = await repo.insert(session, row, original.metadata)
+        inputs = await blob_repo.list_artifacts(session, original.id, ArtifactKind.INPUT)
+        files = [domain.FileRef(a.path, a.sha256, a.size) for a in inputs]
+        await blob_repo.add_artifacts(session, row.id, ArtifactKind.INPUT, files, now)
+    grid.wake_dispatcher()
+    return execution
+
+
+#: what a retry keeps of the original execution
+RETRY_COPIED = (
+    "account_id",
+    "script",
+    "args",
+    "env_ciphertext",
+    "env_names",
+    "timeout_s",
+    "memory_bytes",
+    "network",
+    "requirements",
+    "dependency_source",
+    "runtime",
+    "python_version",
+    "max_retries",
+)
 
 
 async def get(grid: Grid, principal: domain.Principal, id_or_prefix: str) -> domain.Execution:

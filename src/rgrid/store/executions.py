@@ -44,6 +44,9 @@ def to_domain(row: ExecutionRow, metadata: Mapping[str, str]) -> domain.Executio
         runtime=row.runtime,
         python_version=row.python_version,
         packages=tuple(row.packages or ()),
+        max_retries=row.max_retries,
+        retry_of=row.retry_of,
+        retry_reason=row.retry_reason,
     )
 
 
@@ -181,9 +184,10 @@ async def claim_next(
     One ``UPDATE … WHERE id = (SELECT … [FOR UPDATE SKIP LOCKED]) RETURNING`` statement, so two
     claimers can never get the same row (SQLite serialises writers; PostgreSQL skips locked rows).
     """
+    waiting = (ExecutionState.QUEUED.value, ExecutionState.RETRYING.value)
     pick = (
         select(ExecutionRow.id)
-        .where(ExecutionRow.state == ExecutionState.QUEUED.value)
+        .where(ExecutionRow.state.in_(waiting), ExecutionRow.queued_at <= now)
         .order_by(ExecutionRow.queued_at, ExecutionRow.id)
         .limit(1)
     )
@@ -192,7 +196,7 @@ async def claim_next(
     statement = (
         update(ExecutionRow)
         .where(ExecutionRow.id == pick.scalar_subquery())
-        .where(ExecutionRow.state == ExecutionState.QUEUED.value)
+        .where(ExecutionRow.state.in_(waiting))
         .values(
             state=ExecutionState.RUNNING.value,
             worker=worker,

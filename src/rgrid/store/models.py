@@ -115,6 +115,10 @@ class ExecutionRow(Base):
     runtime: Mapped[str | None] = mapped_column(String(64), nullable=True)
     python_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
     packages: Mapped[list[str]] = mapped_column(JSON, default=list)
+    max_retries: Mapped[int] = mapped_column(Integer, default=2)
+    retry_of: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    #: why the current attempt is a retry ("worker_lost: …"); None on a first attempt
+    retry_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ExecutionMetadataRow(Base):

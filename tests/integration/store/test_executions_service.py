@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tests.integration.store.conftest import ADMIN_KEY
 from tests.integration.store.helpers import submit_script, upload
 
@@ -15,6 +16,7 @@ from rgrid.services import Grid
 from rgrid.services import accounts as account_service
 from rgrid.services import executions as service
 from rgrid.store import executions as repo
+from rgrid.store.models import ExecutionRow
 
 
 async def test_submit_needs_uploaded_blobs_and_safe_paths(grid: Grid) -> None:
@@ -148,3 +150,60 @@ async def test_concurrent_uploads_of_the_same_content_all_succeed(grid: Grid) ->
     admin = await account_service.authenticate(grid, ADMIN_KEY)
     shas = await asyncio.gather(*(upload(grid, admin, b"same bytes") for _ in range(8)))
     assert len(set(shas)) == 1
+
+
+async def test_a_thousand_items_two_engines_each_claimed_once(
+    grid: Grid, engine: AsyncEngine
+) -> None:
+    """Two independent connection pools (as two server processes have) drain 1,000 queued
+    executions: every one is claimed exactly once (FOR UPDATE SKIP LOCKED on PostgreSQL)."""
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    template = await submit_script(grid, admin, "print(1)")
+    now = datetime.now(UTC)
+    async with store.transaction(grid.sessions) as session:
+        source = await repo.get_row(session, template.id)
+        assert source is not None
+        source.state = ExecutionState.SUCCEEDED.value
+        session.add_all(
+            ExecutionRow(
+                id=f"exec_bulk{i:05d}",
+                account_id=source.account_id,
+                state="queued",
+                script="main.py",
+                args=[],
+                env_ciphertext="",
+                env_names=[],
+                timeout_s=60,
+                memory_bytes=2**30,
+                network=True,
+                attempt=0,
+                created_at=now,
+                queued_at=now,
+                last_seq=0,
+                cancel_requested=False,
+                requirements=[],
+                dependency_source="none",
+                packages=[],
+                max_retries=2,
+            )
+            for i in range(1000)
+        )
+    second = store.make_engine(engine.url.render_as_string(hide_password=False))
+    factories = [grid.sessions, store.session_factory(second)]
+
+    async def claimer(name: str, factory: async_sessionmaker[AsyncSession]) -> list[str]:
+        won: list[str] = []
+        while True:
+            async with store.transaction(factory) as session:
+                row = await repo.claim_next(session, worker=name, now=datetime.now(UTC), lease_s=30)
+            if row is None:
+                return won
+            won.append(row.id)
+
+    try:
+        results = await asyncio.gather(*(claimer(f"w{i}", factories[i % 2]) for i in range(4)))
+    finally:
+        await second.dispose()
+    claimed = [i for ids in results for i in ids]
+    assert len(claimed) == 1000 and len(set(claimed)) == 1000
+    assert all(results)  # every claimer got work: they really competed

@@ -81,6 +81,13 @@ async def get_execution(
     return convert.execution(await service.get(grid, principal, execution_id))
 
 
+@router.post("/{execution_id}/retry", status_code=201)
+async def retry_execution(
+    execution_id: str, grid: GridDep, principal: CurrentPrincipal, force: bool = False
+) -> schemas.ExecutionPublic:
+    return convert.execution(await service.retry(grid, principal, execution_id, force=force))
+
+
 @router.post("/{execution_id}/cancel")
 async def cancel_execution(
     execution_id: str, grid: GridDep, principal: CurrentPrincipal

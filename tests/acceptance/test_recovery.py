@@ -1,0 +1,206 @@
+"""Acceptance: failures explained, transient ones retried, nothing lost when the grid dies
+(issue 5). Each test that kills a server uses its own."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.acceptance.conftest import json_of, run_id, status_of, wait_for
+from tests.conftest import RGRID_BIN, Cli, LiveServer, make_server
+
+SLOW = """\
+import sys, time
+print("start", sys.argv[1], flush=True)
+time.sleep(float(sys.argv[2]))
+import os
+os.makedirs("out", exist_ok=True)
+open(f"out/{sys.argv[1]}.txt", "w").write(f"done {sys.argv[1]}\\n")
+print("end", sys.argv[1], flush=True)
+"""
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> LiveServer:
+    server = make_server(tmp_path, RGRID_LEASE_S="2", RGRID_SLOTS="2")
+    server.start()
+    yield server
+    server.stop()
+
+
+def cli_for(server: LiveServer, cwd: Path) -> Cli:
+    return Cli(cwd=cwd, env=server.cli_env())
+
+
+def test_killed_supervisor_is_retried_and_both_attempts_logs_stay(
+    own_server: LiveServer, workdir: Path
+) -> None:
+    cli = cli_for(own_server, workdir)
+    (workdir / "slow.py").write_text(SLOW)
+    execution_id = cli("run", "slow.py", "one", "3", "--detach").stdout.strip()
+    wait_for(lambda: status_of(cli, execution_id)["state"] == "running", timeout=20)
+    wait_for(lambda: "start one" in cli("logs", execution_id, "--raw").stdout, timeout=20)
+    own_server.kill()  # the process supervising the script (and the script with it) dies
+    own_server.start()
+    final = wait_for(
+        lambda: (s := status_of(cli, execution_id))["state"] in ("succeeded", "failed") and s,
+        timeout=60,
+    )
+    assert final["state"] == "succeeded", final
+    assert final["attempt"] == 2 and final["retry_reason"].startswith("worker_lost")
+    first = cli("logs", execution_id, "--attempt", "1", "--raw").stdout
+    second = cli("logs", execution_id, "--attempt", "2", "--raw").stdout
+    assert first == "start one\n"
+    assert second == "start one\nend one\n"
+    history = cli("logs", execution_id).stdout
+    assert "rgrid| attempt 2/3 after worker_lost" in history
+    human = cli("status", execution_id).stdout
+    assert "2/3 after worker_lost" in human
+    downloaded = cli("download", execution_id, "--output-dir", "got")
+    assert downloaded.returncode == 0
+    assert (workdir / "got" / "out" / "one.txt").read_text() == "done one\n"
+
+
+def test_server_killed_with_30_executions_in_flight_loses_none(
+    own_server: LiveServer, workdir: Path
+) -> None:
+    cli = cli_for(own_server, workdir)
+    (workdir / "slow.py").write_text(SLOW)
+    ids = [cli("run", "slow.py", str(i), "0.3", "--detach").stdout.strip() for i in range(30)]
+    assert all(i.startswith("exec_") for i in ids)
+    wait_for(lambda: any(status_of(cli, i)["state"] == "succeeded" for i in ids), timeout=30)
+    own_server.kill()
+    own_server.start()
+
+    def all_done() -> list[dict[str, object]] | None:
+        states = [status_of(cli, i) for i in ids]
+        return states if all(s["state"] in ("succeeded", "failed") for s in states) else None
+
+    states = wait_for(all_done, timeout=120, interval=1.0)
+    assert [s["state"] for s in states] == ["succeeded"] * 30
+    for n, execution_id in enumerate(ids):
+        lines = json_of(cli("logs", execution_id, "--json"))
+        succeeded_attempt = states[n]["attempt"]
+        ends = [line for line in lines if line["text"] == f"end {n}\n"]
+        assert len(ends) == 1 and ends[0]["attempt"] == succeeded_attempt  # ran to the end once
+        got = workdir / "got" / str(n)
+        assert cli("download", execution_id, "--output-dir", str(got)).returncode == 0
+        assert (got / "out" / f"{n}.txt").read_text() == f"done {n}\n"
+
+
+def test_submit_while_the_server_is_down_creates_exactly_one(tmp_path: Path, workdir: Path) -> None:
+    server = make_server(tmp_path)
+    server.start()
+    cli = cli_for(server, workdir)
+    (workdir / "hi.py").write_text("print('hi')\n")
+    assert cli("run", "hi.py").returncode == 0  # warm: the environment exists
+    server.stop()
+    try:
+        running = subprocess.Popen(
+            [str(RGRID_BIN), "run", "hi.py"],
+            cwd=workdir,
+            env=cli.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.5)
+        server.start()
+        out, err = running.communicate(timeout=60)
+        assert running.returncode == 0, err
+        assert out == "hi\n"
+        assert "connection lost, retrying (1/5)" in err
+        listed = json_of(cli("list", "--json"))["data"]
+        assert len(listed) == 2  # the warm-up run and exactly one more
+    finally:
+        server.stop()
+
+
+def test_script_failures_are_explained_and_not_retried(cli: Cli, workdir: Path) -> None:
+    (workdir / "oom.py").write_text("x = bytearray(3 * 1024**3)\n")
+    oom = cli("run", "oom.py", "--memory", "512MiB")
+    status = status_of(cli, run_id(oom))
+    assert (status["failure_class"], status["attempt"]) == ("out_of_memory", 1)
+    assert "--memory" in oom.stderr
+    (workdir / "sleepy.py").write_text("import time\ntime.sleep(30)\n")
+    slow = cli("run", "sleepy.py", "--timeout", "1s")
+    assert slow.returncode == 124
+    status = status_of(cli, run_id(slow))
+    assert (status["failure_class"], status["attempt"]) == ("timeout", 1)
+    assert "--timeout" in slow.stderr
+    (workdir / "pd.py").write_text("# /// script\n# dependencies = []\n# ///\nimport pandas\n")
+    missing = cli("run", "pd.py")
+    assert missing.returncode == 1
+    status = status_of(cli, run_id(missing))
+    assert status["failure_class"] == "script_error" and status["attempt"] == 1
+    assert status["cause"] == "ModuleNotFoundError: No module named 'pandas'"
+    assert "add pandas to requirements.txt" in missing.stderr
+    (workdir / "syntax.py").write_text("def broken(:\n    pass\n")
+    bad = cli("run", "syntax.py")
+    status = status_of(cli, run_id(bad))
+    assert status["cause"].startswith("SyntaxError") and "syntax.py:1" in (status["hint"] or "")
+
+
+def test_retry_refuses_success_without_force(cli: Cli, workdir: Path) -> None:
+    (workdir / "ok.py").write_text("import sys\nprint('ok', sys.argv[1])\n")
+    first = cli("run", "ok.py", "x")
+    original = run_id(first)
+    refused = cli("retry", original)
+    assert refused.returncode == 1
+    assert "succeeded" in refused.stderr and "--force" in refused.stderr
+    forced = cli("retry", original, "--force")
+    assert forced.returncode == 0 and forced.stdout == "ok x\n"
+    new_id = run_id(forced)
+    assert new_id != original
+    again = status_of(cli, new_id)
+    assert again["retry_of"] == original and again["args"] == ["x"]
+    (workdir / "fail.py").write_text("raise SystemExit(4)\n")
+    failed = run_id(cli("run", "fail.py"))
+    rerun = cli("retry", failed)
+    assert rerun.returncode == 4 and status_of(cli, run_id(rerun))["retry_of"] == failed
+
+
+def test_two_servers_on_one_postgres_database_never_claim_twice(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    shared = {
+        "RGRID_DATABASE_URL": postgres_url,
+        "RGRID_STORAGE_URL": (tmp_path / "blobs").as_uri(),
+        "RGRID_SECRET_KEY": "x" * 43 + "=",
+    }
+    servers = [make_server(tmp_path / name, RGRID_SLOTS="2", **shared) for name in ("a", "b")]
+    servers[0].start()
+    key = servers[0].admin_key
+    servers[1].env["RGRID_ADMIN_KEY"] = key  # the second server joins the first one's grid
+    servers[1].start()
+    try:
+        headers = {"authorization": f"Bearer {key}"}
+        script = b"print('x')\n"
+        sha = hashlib.sha256(script).hexdigest()
+        with httpx.Client(base_url=servers[0].url, headers=headers, timeout=30) as api:
+            assert api.put(f"/api/v1/blobs/{sha}", content=script).status_code == 201
+            body = {
+                "script": "s.py",
+                "files": [{"path": "s.py", "sha256": sha, "size": len(script)}],
+                "requirements": [],
+                "dependency_source": "none",
+            }
+            ids = [api.post("/api/v1/executions", json=body).json()["id"] for _ in range(60)]
+
+            def finished() -> list[dict[str, object]] | None:
+                page = api.get("/api/v1/executions", params={"limit": 100}).json()["data"]
+                done = [e for e in page if e["state"] in ("succeeded", "failed")]
+                return page if len(done) == len(ids) else None
+
+            page = wait_for(finished, timeout=180, interval=1.0)
+        assert {e["id"] for e in page} == set(ids)
+        assert all(e["state"] == "succeeded" and e["attempt"] == 1 for e in page)
+        workers = {str(e["worker"]) for e in page}
+        assert len(workers) == 2  # both servers took work
+    finally:
+        for server in servers:
+            server.stop()
