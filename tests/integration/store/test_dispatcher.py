@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -44,7 +45,7 @@ async def test_runs_to_success_with_logs_and_outputs(grid: Grid, dispatcher: Dis
     made = await submit_script(grid, admin, SCRIPT, files={"data/in.txt": b"abc"})
     done = await wait_terminal(grid, admin, made.id)
     assert done.state is ExecutionState.SUCCEEDED and done.exit_code == 0
-    assert done.attempt == 1 and done.worker == grid.settings.worker_name
+    assert done.attempt == 1 and done.worker == f"{grid.settings.worker_name}:{os.getpid()}"
     assert done.started_at is not None and done.finished_at is not None
     lines = (await log_service.read_logs(grid, admin, made.id, after=0, limit=100)).lines
     assert [(line.seq, line.stream.value, line.text) for line in lines] == [
@@ -77,17 +78,28 @@ async def test_cancel_running_kills_it(grid: Grid, dispatcher: Dispatcher) -> No
     assert done.state is ExecutionState.CANCELLED
 
 
-async def test_expired_lease_becomes_worker_lost(grid: Grid, dispatcher: Dispatcher) -> None:
+async def test_expired_lease_is_retried_then_final(grid: Grid, dispatcher: Dispatcher) -> None:
     admin = await account_service.authenticate(grid, ADMIN_KEY)
-    made = await submit_script(grid, admin, "print(1)")
+    made = await submit_script(grid, admin, "print(1)", max_retries=1)
     await wait_terminal(grid, admin, made.id)
-    # Simulate a worker that died mid-run: running, lease in the past, owned by nobody alive.
-    async with store.transaction(grid.sessions) as session:
-        row = await repo.get_row(session, made.id)
-        assert row is not None
-        row.state = ExecutionState.RUNNING.value
-        row.worker = "gone"
-        row.lease_expires_at = datetime.now(UTC) - timedelta(seconds=1)
-    assert await dispatcher.recover_expired() == 1
+
+    async def lose_it() -> None:
+        """Make it look as if a worker died mid-run: running, lease in the past."""
+        async with store.transaction(grid.sessions) as session:
+            row = await repo.get_row(session, made.id)
+            assert row is not None
+            row.state = ExecutionState.RUNNING.value
+            row.worker = "gone"
+            row.lease_expires_at = datetime.now(UTC) - timedelta(seconds=1)
+
+    await lose_it()
+    await dispatcher.recover_expired()
+    retrying = await service.get(grid, admin, made.id)
+    assert retrying.state is ExecutionState.RETRYING  # attempt 1 of 1+1 was lost
+    assert retrying.retry_reason is not None and retrying.retry_reason.startswith("worker_lost")
+    again = await wait_terminal(grid, admin, made.id)
+    assert again.state is ExecutionState.SUCCEEDED and again.attempt == 2
+    await lose_it()  # now out of retries: final
+    await dispatcher.recover_expired()
     lost = await service.get(grid, admin, made.id)
     assert lost.state is ExecutionState.FAILED and lost.failure_class is FailureClass.WORKER_LOST
