@@ -180,9 +180,17 @@ class Dispatcher:
             await asyncio.sleep(RECOVERY_EVERY_S)
 
     async def recover_expired(self) -> int:
-        """Fail running executions whose lease expired (their worker is gone)."""
+        """Settle running executions whose worker is gone: their lease expired, or their worker
+        was a process on this host that no longer exists (no need to wait for the lease)."""
         async with store.transaction(self._grid.sessions) as session:
             rows = await repo.expired_leases(session, utcnow())
+            host = self._grid.settings.worker_name + ":"
+            seen = {row.id for row in rows}
+            rows += [
+                row
+                for row in await repo.running_on(session, host)
+                if row.id not in seen and row.worker != self._worker and not _alive(row.worker)
+            ]
             for row in rows:
                 lost = _worker_lost("the worker running it stopped renewing its lease")
                 await _settle(session, row, lost)
@@ -190,6 +198,20 @@ class Dispatcher:
             logger.warning("lease expired", extra={"action": "worker_lost", "execution_id": row.id})
             self._grid.notifier.notify(row.id)
         return len(rows)
+
+
+def _alive(worker: str | None) -> bool:
+    """Whether the server process named in a worker id ``host:pid`` still exists here."""
+    pid = (worker or "").rpartition(":")[2]
+    if not pid.isdigit():
+        return True  # not one of ours: only its lease can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _worker_lost(cause: str) -> domain.Outcome:

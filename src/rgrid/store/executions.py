@@ -238,6 +238,18 @@ async def expired_leases(session: AsyncSession, now: datetime) -> list[Execution
     return list(rows)
 
 
+async def running_on(session: AsyncSession, worker_prefix: str) -> list[ExecutionRow]:
+    """Running executions whose worker id starts with ``worker_prefix``."""
+    escaped = worker_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    rows = await session.scalars(
+        select(ExecutionRow).where(
+            ExecutionRow.state == ExecutionState.RUNNING.value,
+            ExecutionRow.worker.like(escaped + "%", escape="\\"),
+        )
+    )
+    return list(rows)
+
+
 async def set_last_seq(session: AsyncSession, execution_id: str, seq: int) -> None:
     await session.execute(
         update(ExecutionRow).where(ExecutionRow.id == execution_id).values(last_seq=seq)
