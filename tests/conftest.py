@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -151,16 +152,16 @@ def cli(live_server: LiveServer, workdir: Path) -> Cli:
     return Cli(cwd=workdir, env=live_server.cli_env())
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database (127.0.0.1:5432) for this test run; fails if it is down."""
+@contextlib.contextmanager
+def fresh_postgres_database(prefix: str) -> Iterator[str]:
+    """A new PostgreSQL database on 127.0.0.1:5432, dropped afterwards; fails if it is down."""
     import asyncio
     import concurrent.futures
     import secrets
 
     import asyncpg
 
-    name = f"rgrid_acc_{secrets.token_hex(4)}"
+    name = f"{prefix}_{secrets.token_hex(4)}"
 
     async def admin(sql: str) -> None:
         conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
@@ -181,6 +182,13 @@ def postgres_url() -> Iterator[str]:
         yield f"postgresql://postgres@127.0.0.1:5432/{name}"
     finally:
         run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A database of its own for one test."""
+    with fresh_postgres_database("rgrid_acc") as url:
+        yield url
 
 
 def require_tool(name: str) -> str:

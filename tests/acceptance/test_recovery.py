@@ -6,11 +6,19 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.acceptance.conftest import json_of, run_id, status_of, wait_for
+from tests.acceptance.conftest import (
+    json_of,
+    processes_with,
+    run_id,
+    status_of,
+    unique_marker,
+    wait_for,
+)
 from tests.conftest import RGRID_BIN, Cli, LiveServer, make_server
 
 SLOW = """\
@@ -24,9 +32,13 @@ print("end", sys.argv[1], flush=True)
 """
 
 
-@pytest.fixture
-def own_server(tmp_path: Path) -> LiveServer:
-    server = make_server(tmp_path, RGRID_LEASE_S="2", RGRID_SLOTS="2")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def own_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
+    """A grid of the test's own (it gets killed), on SQLite and on PostgreSQL."""
+    database = {}
+    if request.param == "postgres":
+        database["RGRID_DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    server = make_server(tmp_path, RGRID_LEASE_S="2", RGRID_SLOTS="2", **database)
     server.start()
     yield server
     server.stop()
@@ -204,3 +216,35 @@ def test_two_servers_on_one_postgres_database_never_claim_twice(
     finally:
         for server in servers:
             server.stop()
+
+
+SPAWNER = """\
+import os, subprocess, sys, time
+marker = sys.argv[1]
+nap = [sys.executable, "-c", "import time; time.sleep(300)", marker]
+subprocess.Popen(nap)
+subprocess.Popen(["sh", "-c", f"sleep 301; : {marker}"])
+subprocess.Popen(nap, start_new_session=True)  # escaped the group: the PID namespace still ends it
+print("spawned", flush=True)
+time.sleep(300)
+"""
+
+
+def test_cancel_kills_the_whole_group_within_two_seconds(cli: Cli, workdir: Path) -> None:
+    marker = unique_marker("group")
+    (workdir / "spawner.py").write_text(SPAWNER)
+    execution_id = cli("run", "spawner.py", marker, "--detach").stdout.strip()
+    try:
+        wait_for(lambda: "spawned" in cli("logs", execution_id, "--raw").stdout, timeout=30)
+        assert len(processes_with(marker)) >= 4  # the script and its children
+        requested = time.monotonic()
+        assert cli("cancel", execution_id).returncode == 0
+        wait_for(lambda: not processes_with(marker), timeout=2.0, interval=0.05)
+        gone_after = time.monotonic() - requested
+        assert gone_after <= 2.0
+        final = wait_for(
+            lambda: (s := status_of(cli, execution_id))["state"] == "cancelled" and s, timeout=5
+        )
+        assert final["attempt"] == 1  # cancelled, never retried
+    finally:
+        cli("cancel", execution_id)
