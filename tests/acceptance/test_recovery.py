@@ -176,6 +176,9 @@ def test_retry_refuses_success_without_force(cli: Cli, workdir: Path) -> None:
     assert rerun.returncode == 4 and status_of(cli, run_id(rerun))["retry_of"] == failed
 
 
+ITEMS = 1000
+
+
 def test_two_servers_on_one_postgres_database_never_claim_twice(
     tmp_path: Path, postgres_url: str
 ) -> None:
@@ -184,7 +187,7 @@ def test_two_servers_on_one_postgres_database_never_claim_twice(
         "RGRID_STORAGE_URL": (tmp_path / "blobs").as_uri(),
         "RGRID_SECRET_KEY": "x" * 43 + "=",
     }
-    servers = [make_server(tmp_path / name, RGRID_SLOTS="2", **shared) for name in ("a", "b")]
+    servers = [make_server(tmp_path / name, RGRID_SLOTS="3", **shared) for name in ("a", "b")]
     servers[0].start()
     key = servers[0].admin_key
     servers[1].env["RGRID_ADMIN_KEY"] = key  # the second server joins the first one's grid
@@ -201,16 +204,25 @@ def test_two_servers_on_one_postgres_database_never_claim_twice(
                 "requirements": [],
                 "dependency_source": "none",
             }
-            ids = [api.post("/api/v1/executions", json=body).json()["id"] for _ in range(60)]
+            ids = [api.post("/api/v1/executions", json=body).json()["id"] for _ in range(ITEMS)]
 
             def finished() -> list[dict[str, object]] | None:
-                page = api.get("/api/v1/executions", params={"limit": 100}).json()["data"]
-                done = [e for e in page if e["state"] in ("succeeded", "failed")]
-                return page if len(done) == len(ids) else None
+                items: list[dict[str, object]] = []
+                cursor = None
+                while True:
+                    params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+                    listed = api.get("/api/v1/executions", params=params).json()
+                    items += listed["data"]
+                    cursor = listed["next_cursor"]
+                    if not cursor:
+                        break
+                done = [e for e in items if e["state"] in ("succeeded", "failed")]
+                return items if len(done) == len(ids) else None
 
-            page = wait_for(finished, timeout=180, interval=1.0)
+            page = wait_for(finished, timeout=300, interval=2.0)
         assert {e["id"] for e in page} == set(ids)
         assert all(e["state"] == "succeeded" and e["attempt"] == 1 for e in page)
+        assert all(e["last_seq"] == 1 for e in page)  # its one line was printed once: ran once
         workers = {str(e["worker"]) for e in page}
         assert len(workers) == 2  # both servers took work
     finally:
