@@ -250,6 +250,10 @@ class Execution:
     max_retries: int = 2
     retry_of: str | None = None
     retry_reason: str | None = None
+    batch_id: str | None = None
+    batch_index: int | None = None
+    batch_input: str | None = None
+    superseded: bool = False
 
     @property
     def duration_s(self) -> float | None:
@@ -267,3 +271,20 @@ class Artifact:
     size: int
     created_at: datetime
     expires_at: datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    id: str
+    account_id: str
+    script: str
+    parallel: int
+    total: int
+    created_at: datetime
+    #: executions of its current items by state
+    counts: dict[str, int]
+
+    @property
+    def done(self) -> bool:
+        finished = sum(self.counts.get(s.value, 0) for s in TERMINAL_STATES)
+        return finished >= self.total

@@ -101,6 +101,70 @@ class ExecutionPublic:
     max_retries: int = 2
     retry_of: str | None = None
     retry_reason: str | None = None
+    batch_id: str | None = None
+    batch_index: int | None = None
+    batch_input: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BatchItemIn:
+    __pydantic_config__ = FORBID_EXTRA
+    #: the matched input file as the user's glob found it ("data/a/x.csv")
+    input: str
+    args: list[str]
+    #: the item's own files (its input); the batch's shared files are added to every item
+    files: list[FileIn]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BatchCreate:
+    __pydantic_config__ = FORBID_EXTRA
+    script: str
+    files: list[FileIn]
+    items: list[BatchItemIn]
+    parallel: int = 10
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+    timeout_s: float = 3600.0
+    memory_bytes: int = 2 * 1024**3
+    network: bool = True
+    idempotency_key: str | None = None
+    requirements: list[str] = dataclasses.field(default_factory=list)
+    dependency_source: str = "none"
+    runtime: str | None = None
+    max_retries: int = 2
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BatchPublic:
+    id: str
+    script: str
+    parallel: int
+    total: int
+    created_at: datetime
+    #: its current items by state
+    counts: dict[str, int]
+    done: bool
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BatchItemPublic:
+    id: str
+    index: int
+    input: str
+    state: ExecutionState
+    exit_code: int | None
+    failure_class: FailureClass | None
+    cause: str | None
+    attempt: int
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BatchItemsPublic:
+    batch: BatchPublic
+    data: list[BatchItemPublic]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

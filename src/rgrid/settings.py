@@ -45,6 +45,7 @@ class ServerSettings(BaseSettings):
     pythons: str = ""
     #: environment cache budget; least recently used environments beyond it are removed
     env_cache_bytes: int = 20 * 1024**3
+    max_batch_items: int = 10_000
     #: hosts that requirement files may name in --index-url / --extra-index-url
     allowed_index_hosts: list[str] = Field(
         default_factory=list

@@ -36,6 +36,36 @@ def execution(e: domain.Execution) -> schemas.ExecutionPublic:
         max_retries=e.max_retries,
         retry_of=e.retry_of,
         retry_reason=e.retry_reason,
+        batch_id=e.batch_id,
+        batch_index=e.batch_index,
+        batch_input=e.batch_input,
+    )
+
+
+def batch(b: domain.Batch) -> schemas.BatchPublic:
+    return schemas.BatchPublic(
+        id=b.id,
+        script=b.script,
+        parallel=b.parallel,
+        total=b.total,
+        created_at=b.created_at,
+        counts=b.counts,
+        done=b.done,
+    )
+
+
+def batch_item(e: domain.Execution) -> schemas.BatchItemPublic:
+    return schemas.BatchItemPublic(
+        id=e.id,
+        index=e.batch_index or 0,
+        input=e.batch_input or "",
+        state=e.state,
+        exit_code=e.exit_code,
+        failure_class=e.failure_class,
+        cause=e.cause,
+        attempt=e.attempt,
+        started_at=e.started_at,
+        finished_at=e.finished_at,
     )
 
 

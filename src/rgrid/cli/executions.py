@@ -18,14 +18,40 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 STATES = ["queued", "running", "retrying", "succeeded", "failed", "cancelled"]
 
 
+def _is_batch(identifier: str) -> bool:
+    return identifier.startswith("batch_")
+
+
 @click.command()
-@click.argument("execution_id")
+@click.argument("execution_id", metavar="ID")
+@click.option("--watch", is_flag=True, help="A batch: follow it to the end, downloading outputs.")
+@click.option(
+    "--output-dir", type=click.Path(path_type=Path, file_okay=False), help="With --watch."
+)
 @json_option
-def status(execution_id: str, as_json: bool) -> None:
-    """State, times, worker, exit code and failure of an execution."""
+def status(execution_id: str, watch: bool, output_dir: Path | None, as_json: bool) -> None:
+    """State, times, worker, exit code and failure of an execution, or the progress of a batch."""
     from rgrid.cli.context import connect
 
-    execution = connect().get(execution_id)
+    client = connect()
+    if _is_batch(execution_id):
+        from rgrid.cli import batch
+
+        if watch:
+            sys.exit(
+                batch.attach(
+                    client,
+                    execution_id,
+                    output_dir=output_dir,
+                    flat=False,
+                    remote_only=False,
+                    as_json=as_json,
+                )
+            )
+        page = client.batch_items(execution_id)
+        render.emit_json(page) if as_json else render.batch(page)
+        return
+    execution = client.get(execution_id)
     render.emit_json(execution) if as_json else render.execution(execution)
 
 
@@ -120,16 +146,26 @@ def download(execution_id: str, output_dir: Path | None, files: tuple[str, ...])
 )
 @click.option("--metadata", multiple=True, metavar="K=V", help="Only executions with this label.")
 @click.option("--since", metavar="ISO-TIME", help="Only executions created after this time.")
+@click.option("--batch", "batch_id", metavar="ID", help="Only the items of this batch.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @json_option
 def list_(
-    states: tuple[str, ...], metadata: tuple[str, ...], since: str | None, limit: int, as_json: bool
+    states: tuple[str, ...],
+    metadata: tuple[str, ...],
+    since: str | None,
+    batch_id: str | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """Your executions, newest first."""
     from rgrid.cli.context import connect
 
     page = connect().list(
-        states=list(states), metadata=key_values(metadata, "--metadata"), since=since, limit=limit
+        states=list(states),
+        metadata=key_values(metadata, "--metadata"),
+        since=since,
+        limit=limit,
+        batch=batch_id,
     )
     render.emit_json(page) if as_json else render.execution_table(page.data)
 
@@ -140,12 +176,27 @@ def list_(
     "--output-dir", type=click.Path(path_type=Path, file_okay=False), help="Default: here."
 )
 @click.option("--remote-only", is_flag=True, help="Download nothing.")
-def wait(execution_id: str, output_dir: Path | None, remote_only: bool) -> None:
-    """Stream an execution's output until it ends, download its outputs, exit with its code."""
+@click.option("--flat", is_flag=True, help="A batch: all outputs in one folder.")
+def wait(execution_id: str, output_dir: Path | None, remote_only: bool, flat: bool) -> None:
+    """Stream an execution's output until it ends, download its outputs, exit with its code;
+    for a batch: follow it, download what is missing, exit 0 / 1 all failed / 3 some failed."""
     from rgrid.cli.context import connect
     from rgrid.cli.run import attach
 
     client = connect()
+    if _is_batch(execution_id):
+        from rgrid.cli import batch
+
+        sys.exit(
+            batch.attach(
+                client,
+                execution_id,
+                output_dir=output_dir,
+                flat=flat,
+                remote_only=remote_only,
+                as_json=False,
+            )
+        )
     execution = client.get(execution_id)
     sys.exit(attach(client, execution.id, output_dir=output_dir, remote_only=remote_only))
 
@@ -154,9 +205,16 @@ def wait(execution_id: str, output_dir: Path | None, remote_only: bool) -> None:
 @click.argument("execution_id")
 @json_option
 def cancel(execution_id: str, as_json: bool) -> None:
-    """Cancel a queued or running execution (its whole process group is killed)."""
+    """Cancel a queued or running execution (its whole process group is killed), or every
+    unfinished item of a batch."""
     from rgrid.cli.context import connect
 
+    if _is_batch(execution_id):
+        batch = connect().cancel_batch(execution_id)
+        render.emit_json(batch) if as_json else render.info(
+            f"{batch.id}: cancel requested for its unfinished items"
+        )
+        return
     execution = connect().cancel(execution_id)
     if as_json:
         render.emit_json(execution)
@@ -165,7 +223,11 @@ def cancel(execution_id: str, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("execution_id")
+@click.argument("execution_id", required=False)
+@click.option("--batch", "batch_id", metavar="ID", help="Retry items of this batch.")
+@click.option(
+    "--failed-only", is_flag=True, help="With --batch: only failed items (not cancelled)."
+)
 @click.option("--force", is_flag=True, help="Also re-run one that succeeded or is still running.")
 @click.option("--detach", is_flag=True, help="Print the new id and return.")
 @click.option(
@@ -173,13 +235,40 @@ def cancel(execution_id: str, as_json: bool) -> None:
 )
 @click.option("--remote-only", is_flag=True, help="Download nothing.")
 def retry(
-    execution_id: str, force: bool, detach: bool, output_dir: Path | None, remote_only: bool
+    execution_id: str | None,
+    batch_id: str | None,
+    failed_only: bool,
+    force: bool,
+    detach: bool,
+    output_dir: Path | None,
+    remote_only: bool,
 ) -> None:
-    """Run an execution again (same script, inputs and settings) under a new id."""
+    """Run an execution again (same script, inputs and settings) under a new id; or the failed
+    items of a batch, inside the batch (outputs land where the originals' would have)."""
     from rgrid.cli.context import connect
     from rgrid.cli.run import attach
 
     client = connect()
+    if batch_id is not None or (execution_id and _is_batch(execution_id)):
+        from rgrid.cli import batch
+
+        target = batch_id or str(execution_id)
+        made = client.retry_batch(target, failed_only=failed_only)
+        render.info(f"{target}: {len(made)} item(s) queued again")
+        if detach:
+            return
+        sys.exit(
+            batch.attach(
+                client,
+                target,
+                output_dir=output_dir,
+                flat=False,
+                remote_only=remote_only,
+                as_json=False,
+            )
+        )
+    if execution_id is None:
+        raise click.UsageError("give an execution ID, or --batch ID")
     execution = client.retry(execution_id, force=force)
     render.info(f"{execution.id} retries {execution.retry_of}")
     if detach:

@@ -151,6 +151,18 @@ def log_lines(
         stream.flush()
 
 
+def batch(page: schemas.BatchItemsPublic) -> None:
+    b = page.batch
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(b.counts.items()))
+    click.echo(f"{'id':<10} {b.id}")
+    click.echo(f"{'script':<10} {b.script}")
+    click.echo(f"{'items':<10} {b.total} ({counts}){' - done' if b.done else ''}")
+    click.echo(f"{'parallel':<10} {b.parallel}")
+    for item in page.data:
+        kind = f" ({item.failure_class.value})" if item.failure_class else ""
+        click.echo(f"  {item.state.value + kind:<28} {item.input}  {item.id}")
+
+
 def artifact_table(items: Sequence[schemas.ArtifactPublic]) -> None:
     if not items:
         click.echo("no outputs", err=True)

@@ -88,6 +88,31 @@ SECOND_INTERRUPT_S = 2.0
 )
 @click.option("--remote-only", is_flag=True, help="Keep outputs on the grid; download nothing.")
 @click.option("--detach", is_flag=True, help="Submit, print the id, return.")
+@click.option(
+    "--batch",
+    "patterns",
+    multiple=True,
+    metavar="GLOB",
+    help="One execution per matching file (repeatable; ** recurses); the file is appended to ARGS or replaces {}.",
+)
+@click.option(
+    "--parallel",
+    type=click.IntRange(min=1, max=1000),
+    default=10,
+    show_default=True,
+    help="With --batch: at most N at once (enforced by the grid).",
+)
+@click.option(
+    "--flat",
+    is_flag=True,
+    help="With --batch: all outputs in one folder (<stem>__<name> when names collide).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="With --batch: one JSON object per state change, and a summary.",
+)
 @click.option("--yes", is_flag=True, help="Skip confirmations (large uploads).")
 def run(
     script: Path,
@@ -104,6 +129,10 @@ def run(
     output_dir: Path | None,
     remote_only: bool,
     detach: bool,
+    patterns: tuple[str, ...],
+    parallel: int,
+    flat: bool,
+    as_json: bool,
     yes: bool,
 ) -> None:
     """Run SCRIPT with ARGS on the grid: live output, outputs downloaded, the script's exit code."""
@@ -115,6 +144,37 @@ def run(
 
     env_values = key_values(env, "--env", local_fallback=True)
     labels = key_values(metadata, "--metadata")
+    if patterns:
+        from rgrid.cli import batch
+
+        deps = plan(script, requirements_file, build_bundle(script, [], []).modules)
+        options = {
+            "parallel": parallel,
+            "env": env_values,
+            "metadata": labels,
+            "timeout_s": timeout,
+            "memory_bytes": memory,
+            "network": network,
+            "requirements": deps.requirements,
+            "dependency_source": deps.source,
+            "runtime": runtime,
+            "max_retries": max_retries,
+        }
+        client = connect()
+        batch_id = batch.submit(client, script, list(args), list(patterns), list(include), options)
+        if detach:
+            click.echo(batch_id)
+            return
+        sys.exit(
+            batch.attach(
+                client,
+                batch_id,
+                output_dir=output_dir,
+                flat=flat,
+                remote_only=remote_only,
+                as_json=as_json,
+            )
+        )
     bundle = build_bundle(script, args, include)
     deps = plan(script, requirements_file, bundle.modules)
     _confirm_size(len(bundle.files), bundle.total_bytes, yes)

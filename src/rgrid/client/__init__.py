@@ -122,6 +122,24 @@ class Client:
         # Safe to retry: the idempotency key makes a repeated submit return the first one.
         return self._post("/api/v1/executions", schemas.ExecutionPublic, spec)
 
+    def submit_batch(self, spec: schemas.BatchCreate) -> schemas.BatchPublic:
+        # Safe to retry: the idempotency key makes a repeated submit return the first one.
+        return self._post("/api/v1/batches", schemas.BatchPublic, spec)
+
+    def batch(self, batch_id: str) -> schemas.BatchPublic:
+        return self._get(f"/api/v1/batches/{quote(batch_id)}", schemas.BatchPublic)
+
+    def batch_items(self, batch_id: str) -> schemas.BatchItemsPublic:
+        return self._get(f"/api/v1/batches/{quote(batch_id)}/items", schemas.BatchItemsPublic)
+
+    def cancel_batch(self, batch_id: str) -> schemas.BatchPublic:
+        return self._post(f"/api/v1/batches/{quote(batch_id)}/cancel", schemas.BatchPublic)
+
+    def retry_batch(self, batch_id: str, *, failed_only: bool) -> list[schemas.ExecutionPublic]:
+        path = f"/api/v1/batches/{quote(batch_id)}/retry?failed_only={str(failed_only).lower()}"
+        data = self._request("POST", path, idempotent=False).json()
+        return [schemas.load(schemas.ExecutionPublic, e) for e in data]
+
     def get(self, execution_id: str) -> schemas.ExecutionPublic:
         return self._get(f"/api/v1/executions/{quote(execution_id)}", schemas.ExecutionPublic)
 
@@ -132,8 +150,11 @@ class Client:
         metadata: dict[str, str] | None = None,
         since: str | None = None,
         limit: int = 50,
+        batch: str | None = None,
     ) -> schemas.ExecutionsPublic:
         params: dict[str, Any] = {"limit": limit}
+        if batch:
+            params["batch"] = batch
         if states:
             params["status"] = states
         if metadata:

@@ -37,6 +37,8 @@ class Bundle:
     files: list[LocalFile]
     #: the local modules found beside the script (their paths on this machine)
     modules: list[Path] = dataclasses.field(default_factory=list)
+    #: the batch inputs given to ``build_bundle``, placed like file arguments (same order)
+    batch_files: list[LocalFile] = dataclasses.field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:
@@ -189,7 +191,11 @@ def _add_path(placer: _Placer, files: dict[str, LocalFile], path: Path) -> str:
 
 
 def build_bundle(
-    script: Path, args: Iterable[str], includes: Iterable[Path], cwd: Path | None = None
+    script: Path,
+    args: Iterable[str],
+    includes: Iterable[Path],
+    cwd: Path | None = None,
+    batch_inputs: Iterable[Path] = (),
 ) -> Bundle:
     """Collect and hash everything a run needs. Raises ``UsageError`` for unusable paths."""
     cwd = cwd or Path.cwd()
@@ -219,6 +225,11 @@ def build_bundle(
         if not include.exists():
             raise errors.UsageError(f"--include path not found: {include}")
         _add_path(placer, files, include)
+    placed = [_file_entry(placer, path) for path in batch_inputs]
     return Bundle(
-        script=script_entry.rel, args=new_args, files=list(files.values()), modules=modules
+        script=script_entry.rel,
+        args=new_args,
+        files=list(files.values()),
+        modules=modules,
+        batch_files=placed,
     )

@@ -124,9 +124,15 @@ async def submit(
 
 
 async def retry(
-    grid: Grid, principal: domain.Principal, id_or_prefix: str, *, force: bool
+    grid: Grid,
+    principal: domain.Principal,
+    id_or_prefix: str,
+    *,
+    force: bool,
+    in_batch: bool = False,
 ) -> domain.Execution:
     """A new execution with the same script, inputs and settings, ``retry_of`` the original.
+    With ``in_batch`` it takes the original's place in its batch (the original is superseded).
 
     Raises ``Conflict`` for one still queued or running, or one that succeeded, unless ``force``.
     """
@@ -155,7 +161,12 @@ async def retry(
             cancel_requested=False,
             packages=[],
             retry_of=original.id,
+            superseded=False,
         )
+        if in_batch:
+            row.batch_id, row.batch_index = source.batch_id, source.batch_index
+            row.batch_input = source.batch_input
+            source.superseded = True
         execution = await repo.insert(session, row, original.metadata)
         inputs = await blob_repo.list_artifacts(session, original.id, ArtifactKind.INPUT)
         files = [domain.FileRef(a.path, a.sha256, a.size) for a in inputs]
@@ -196,8 +207,14 @@ async def list_executions(
     since: datetime | None,
     cursor: tuple[datetime, str] | None,
     limit: int,
+    batch: str | None = None,
 ) -> list[domain.Execution]:
     async with store.transaction(grid.sessions) as session:
+        batch_id = None
+        if batch is not None:
+            from rgrid.store import batches as batch_repo
+
+            batch_id = (await batch_repo.resolve(session, principal.account.id, batch)).id
         return await repo.list_page(
             session,
             principal.account.id,
@@ -206,6 +223,7 @@ async def list_executions(
             since=since,
             cursor=cursor,
             limit=limit,
+            batch_id=batch_id,
         )
 
 

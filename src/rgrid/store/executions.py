@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, and_, or_, select, update
+from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from rgrid import domain, errors
 from rgrid.domain import ExecutionState
-from rgrid.store.models import ExecutionMetadataRow, ExecutionRow
+from rgrid.store.models import BatchRow, ExecutionMetadataRow, ExecutionRow
 
 PREFIX_MATCH_LIMIT = 2  # enough to tell "unique" from "ambiguous"
 
@@ -47,6 +48,10 @@ def to_domain(row: ExecutionRow, metadata: Mapping[str, str]) -> domain.Executio
         max_retries=row.max_retries,
         retry_of=row.retry_of,
         retry_reason=row.retry_reason,
+        batch_id=row.batch_id,
+        batch_index=row.batch_index,
+        batch_input=row.batch_input,
+        superseded=row.superseded,
     )
 
 
@@ -134,8 +139,11 @@ def _list_query(
     metadata: Mapping[str, str],
     since: datetime | None,
     cursor: tuple[datetime, str] | None,
+    batch_id: str | None = None,
 ) -> Select[ExecutionRow]:
     query = select(ExecutionRow).where(ExecutionRow.account_id == account_id)
+    if batch_id is not None:
+        query = query.where(ExecutionRow.batch_id == batch_id)
     if states:
         query = query.where(ExecutionRow.state.in_([s.value for s in states]))
     if since is not None:
@@ -170,29 +178,49 @@ async def list_page(
     since: datetime | None = None,
     cursor: tuple[datetime, str] | None = None,
     limit: int = 50,
+    batch_id: str | None = None,
 ) -> list[domain.Execution]:
     """Newest first; pass the last item's (created_at, id) as ``cursor`` for the next page."""
-    query = _list_query(account_id, states, metadata or {}, since, cursor).limit(limit)
+    query = _list_query(account_id, states, metadata or {}, since, cursor, batch_id).limit(limit)
     return await _hydrate(session, list((await session.scalars(query)).all()))
 
 
 async def claim_next(
     session: AsyncSession, *, worker: str, now: datetime, lease_s: float
 ) -> ExecutionRow | None:
-    """Atomically move the oldest queued execution to running for ``worker``.
+    """Atomically move the oldest waiting execution to running for ``worker``.
 
     One ``UPDATE … WHERE id = (SELECT … [FOR UPDATE SKIP LOCKED]) RETURNING`` statement, so two
     claimers can never get the same row (SQLite serialises writers; PostgreSQL skips locked rows).
+    A batch item is only picked while fewer than the batch's ``parallel`` items run; on
+    PostgreSQL that count is re-checked under a lock of the batch row, so concurrent claimers
+    cannot overbook it.
     """
     waiting = (ExecutionState.QUEUED.value, ExecutionState.RETRYING.value)
+    running = aliased(ExecutionRow)
+    running_in_batch = (
+        select(func.count())
+        .select_from(running)
+        .where(
+            running.batch_id == ExecutionRow.batch_id,
+            running.state == ExecutionState.RUNNING.value,
+        )
+        .scalar_subquery()
+    )
+    parallel = select(BatchRow.parallel).where(BatchRow.id == ExecutionRow.batch_id)
     pick = (
         select(ExecutionRow.id)
-        .where(ExecutionRow.state.in_(waiting), ExecutionRow.queued_at <= now)
-        .order_by(ExecutionRow.queued_at, ExecutionRow.id)
+        .where(
+            ExecutionRow.state.in_(waiting),
+            ExecutionRow.queued_at <= now,
+            or_(ExecutionRow.batch_id.is_(None), running_in_batch < parallel.scalar_subquery()),
+        )
+        .order_by(ExecutionRow.queued_at, ExecutionRow.batch_index, ExecutionRow.id)
         .limit(1)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        pick = pick.with_for_update(skip_locked=True, of=ExecutionRow)
     statement = (
         update(ExecutionRow)
         .where(ExecutionRow.id == pick.scalar_subquery())
@@ -207,7 +235,24 @@ async def claim_next(
         .returning(ExecutionRow)
         .execution_options(synchronize_session=False)
     )
-    return (await session.execute(statement)).scalars().first()
+    savepoint = await session.begin_nested()
+    row = (await session.execute(statement)).scalars().first()
+    if row is not None and row.batch_id is not None and postgres:
+        await session.execute(
+            select(BatchRow.id).where(BatchRow.id == row.batch_id).with_for_update()
+        )
+        count = await session.scalar(
+            select(func.count()).where(
+                ExecutionRow.batch_id == row.batch_id,
+                ExecutionRow.state == ExecutionState.RUNNING.value,
+            )
+        )
+        limit = await session.scalar(select(BatchRow.parallel).where(BatchRow.id == row.batch_id))
+        if (count or 0) > (limit or 0):
+            await savepoint.rollback()  # another claimer took the batch's last slot first
+            return None
+    await savepoint.commit()
+    return row
 
 
 async def renew_lease(

@@ -84,6 +84,7 @@ class ExecutionRow(Base):
         UniqueConstraint("account_id", "idempotency_key", name="uq_executions_idempotency"),
         Index("ix_executions_claim", "state", "queued_at"),
         Index("ix_executions_account_created", "account_id", "created_at"),
+        Index("ix_executions_batch", "batch_id", "state"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -119,6 +120,28 @@ class ExecutionRow(Base):
     retry_of: Mapped[str | None] = mapped_column(String(40), nullable=True)
     #: why the current attempt is a retry ("worker_lost: …"); None on a first attempt
     retry_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    batch_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    #: the item's place in its batch; a retried item keeps it (the old execution is superseded)
+    batch_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: the matched input file, as the user's glob found it ("data/a/x.csv")
+    batch_input: Mapped[str | None] = mapped_column(Text, nullable=True)
+    superseded: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class BatchRow(Base):
+    __tablename__ = "batches"
+    __table_args__ = (
+        UniqueConstraint("account_id", "idempotency_key", name="uq_batches_idempotency"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    script: Mapped[str] = mapped_column(Text)
+    #: at most this many of its executions run at once (enforced when claiming)
+    parallel: Mapped[int] = mapped_column(Integer)
+    total: Mapped[int] = mapped_column(Integer)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class ExecutionMetadataRow(Base):

@@ -57,6 +57,7 @@ async def list_executions(
     status: Annotated[list[ExecutionState] | None, Query()] = None,
     metadata: Annotated[list[str] | None, Query()] = None,
     since: datetime | None = None,
+    batch: str | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
 ) -> schemas.ExecutionsPublic:
@@ -66,6 +67,7 @@ async def list_executions(
         states=status or [],
         metadata=_metadata_filters(metadata or []),
         since=since,
+        batch=batch,
         cursor=_decode_cursor(cursor),
         limit=limit,
     )

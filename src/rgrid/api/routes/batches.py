@@ -1,0 +1,49 @@
+"""/api/v1/batches: submit a whole batch, follow its items, cancel or retry them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from rgrid import schemas
+from rgrid.api import convert
+from rgrid.api.deps import CurrentPrincipal, GridDep
+from rgrid.services import batches as service
+
+router = APIRouter(prefix="/api/v1/batches", tags=["batches"])
+
+
+@router.post("", status_code=201)
+async def submit(
+    body: schemas.BatchCreate, grid: GridDep, principal: CurrentPrincipal
+) -> schemas.BatchPublic:
+    return convert.batch(await service.submit_batch(grid, principal, body))
+
+
+@router.get("/{batch_id}")
+async def get_batch(
+    batch_id: str, grid: GridDep, principal: CurrentPrincipal
+) -> schemas.BatchPublic:
+    batch, _ = await service.get_batch(grid, principal, batch_id)
+    return convert.batch(batch)
+
+
+@router.get("/{batch_id}/items")
+async def items(
+    batch_id: str, grid: GridDep, principal: CurrentPrincipal
+) -> schemas.BatchItemsPublic:
+    batch, executions = await service.get_batch(grid, principal, batch_id)
+    data = [convert.batch_item(e) for e in executions]
+    return schemas.BatchItemsPublic(batch=convert.batch(batch), data=data)
+
+
+@router.post("/{batch_id}/cancel")
+async def cancel(batch_id: str, grid: GridDep, principal: CurrentPrincipal) -> schemas.BatchPublic:
+    return convert.batch(await service.cancel_batch(grid, principal, batch_id))
+
+
+@router.post("/{batch_id}/retry")
+async def retry(
+    batch_id: str, grid: GridDep, principal: CurrentPrincipal, failed_only: bool = True
+) -> list[schemas.ExecutionPublic]:
+    made = await service.retry_batch(grid, principal, batch_id, failed_only=failed_only)
+    return [convert.execution(e) for e in made]

@@ -1,0 +1,181 @@
+"""Running and watching batches from the command line (``rgrid run … --batch GLOB``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from rgrid.cli import render
+
+if TYPE_CHECKING:
+    from rgrid import schemas
+    from rgrid.client import Client
+    from rgrid.client.batch import Progress
+
+EXIT_ALL_FAILED = 1
+EXIT_SOME_FAILED = 3
+MAX_BATCH_ITEMS = 10_000
+
+
+def submit(
+    client: Client,
+    script: Path,
+    args: list[str],
+    patterns: list[str],
+    includes: list[Path],
+    options: dict[str, object],
+) -> str:
+    """Expand, upload what the grid lacks, submit the whole batch in one request."""
+    from rgrid import schemas
+    from rgrid.client.batch import expand, plan
+    from rgrid.client.runs import upload_bundle
+
+    inputs = expand(patterns, MAX_BATCH_ITEMS)
+    batch = plan(script, args, inputs, includes)
+    bundle = batch.bundle
+    uploaded = upload_bundle(
+        client, type(bundle)(bundle.script, bundle.args, [*bundle.files, *batch.inputs])
+    )
+    spec = schemas.BatchCreate(
+        script=bundle.script,
+        files=[schemas.FileIn(path=f.rel, sha256=f.sha256, size=f.size) for f in bundle.files],
+        items=batch.items,
+        idempotency_key=str(uuid.uuid4()),
+        **options,  # type: ignore[arg-type]
+    )
+    created = client.submit_batch(spec)
+    render.info(
+        f"{created.id}: {created.total} items, at most {created.parallel} at once "
+        f"(uploaded {uploaded.uploaded_files} file(s), {uploaded.already_there} already there)"
+    )
+    return created.id
+
+
+def attach(
+    client: Client,
+    batch_id: str,
+    *,
+    output_dir: Path | None,
+    flat: bool,
+    remote_only: bool,
+    as_json: bool,
+) -> int:
+    """Follow until every item ended, downloading outputs as items finish; the exit code."""
+    from rgrid.client.batch import fetch_outputs, flatten, folders, follow, staging_folder
+
+    root = output_dir or (Path.cwd() if flat else Path.cwd() / "outputs")
+    batch = client.batch(batch_id)
+    places = folders([i.input for i in client.batch_items(batch.id).data])
+    show = _renderer(batch, as_json)
+
+    def finished(item: schemas.BatchItemPublic) -> None:
+        if remote_only or item.state.value != "succeeded":
+            return
+        folder = places.get(item.input) or folders([item.input])[item.input]
+        fetch_outputs(client, item, root, staging_folder(folder) if flat else folder)
+
+    try:
+        final, items = follow(client, batch.id, show, finished)
+    except KeyboardInterrupt:
+        render.info(f"detached; {batch.id} keeps running. Re-attach: `rgrid wait {batch.id}`")
+        return 130
+    if flat:
+        list(flatten(root))
+    return _summary(final, items, as_json)
+
+
+def _renderer(
+    batch: schemas.BatchPublic, as_json: bool
+) -> Callable[[schemas.BatchItemPublic, Progress], None]:
+    tty = sys.stderr.isatty() and not as_json
+
+    def show(item: schemas.BatchItemPublic, progress: Progress) -> None:
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "event": "item",
+                        "batch": batch.id,
+                        "id": item.id,
+                        "input": item.input,
+                        "state": item.state.value,
+                        "exit_code": item.exit_code,
+                        "failure_class": item.failure_class.value if item.failure_class else None,
+                    }
+                )
+            )
+        elif tty:
+            sys.stderr.write("\r" + _bar(progress, batch.parallel) + "\033[K")
+            sys.stderr.flush()
+        else:
+            click.echo(
+                f"{item.state.value:<10} {item.input}  {item.id}"
+                + (f"  ({item.failure_class.value})" if item.failure_class else "")
+            )
+
+    return show
+
+
+def _bar(progress: Progress, parallel: int) -> str:
+    counts = progress.counts
+    done, total = progress.done, max(progress.total, 1)
+    width = 24
+    filled = int(width * done / total)
+    eta = progress.eta_s(parallel)
+    elapsed = time.monotonic() - progress.started
+    return (
+        f"[{'#' * filled}{'.' * (width - filled)}] {done}/{progress.total} done, "
+        f"{counts.get('failed', 0)} failed, {counts.get('running', 0)} running, "
+        f"{counts.get('queued', 0) + counts.get('retrying', 0)} queued, "
+        f"{render.duration(elapsed)} elapsed"
+        + (f", ETA {render.duration(eta)}" if eta is not None else "")
+    )
+
+
+def _summary(
+    batch: schemas.BatchPublic, items: list[schemas.BatchItemPublic], as_json: bool
+) -> int:
+    succeeded = [i for i in items if i.state.value == "succeeded"]
+    failed = [i for i in items if i.state.value != "succeeded"]
+    code = 0 if not failed else EXIT_ALL_FAILED if not succeeded else EXIT_SOME_FAILED
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "event": "summary",
+                    "batch": batch.id,
+                    "total": batch.total,
+                    "succeeded": len(succeeded),
+                    "failed": len(failed),
+                    "cached": 0,
+                    "failures": [
+                        {
+                            "input": i.input,
+                            "id": i.id,
+                            "state": i.state.value,
+                            "failure_class": i.failure_class.value if i.failure_class else None,
+                            "cause": i.cause,
+                        }
+                        for i in failed
+                    ],
+                    "exit_code": code,
+                }
+            )
+        )
+        return code
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    render.info(
+        f"{batch.id}: {len(succeeded)} succeeded, {len(failed)} failed, 0 cached (of {batch.total})"
+    )
+    for item in failed:
+        kind = item.failure_class.value if item.failure_class else item.state.value
+        render.info(f"  failed {item.input}: {kind}: {item.cause or '-'}  ({item.id})")
+    return code

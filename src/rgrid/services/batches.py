@@ -1,0 +1,180 @@
+"""Batches: one script over many inputs, submitted in one request, parallelism enforced here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rgrid import domain, errors, schemas, store
+from rgrid.domain import ArtifactKind, ExecutionState
+from rgrid.envs.requirements import check_requirements
+from rgrid.paths import safe_relpath
+from rgrid.services import Grid, runtimes, utcnow
+from rgrid.services.executions import _validate, cancel, retry
+from rgrid.store import batches as repo
+from rgrid.store import blobs as blob_repo
+
+MAX_BATCH_ITEMS = 10_000
+MAX_PARALLEL = 1_000
+
+
+def _validate_batch(spec: schemas.BatchCreate, max_items: int) -> None:
+    if not spec.items:
+        raise errors.InvalidRequest("a batch needs at least one item")
+    if len(spec.items) > max_items:
+        raise errors.InvalidRequest(
+            f"{len(spec.items)} items is over this grid's maximum of {max_items} per batch",
+            hint="split the inputs into several batches (RGRID_MAX_BATCH_ITEMS on the grid)",
+        )
+    if not 1 <= spec.parallel <= MAX_PARALLEL:
+        raise errors.InvalidRequest(f"parallel must be between 1 and {MAX_PARALLEL}")
+    first = spec.items[0]
+    _validate(
+        schemas.ExecutionCreate(
+            script=spec.script,
+            args=first.args,
+            files=[*spec.files, *first.files],
+            env=spec.env,
+            metadata=spec.metadata,
+            timeout_s=spec.timeout_s,
+            memory_bytes=spec.memory_bytes,
+            max_retries=spec.max_retries,
+        )
+    )
+    for item in spec.items:
+        for ref in item.files:
+            safe_relpath(ref.path)
+        if any("\x00" in a for a in item.args) or len(item.args) > 10_000:
+            raise errors.InvalidRequest(f"invalid arguments for item {item.input!r}")
+
+
+async def submit_batch(
+    grid: Grid, principal: domain.Principal, spec: schemas.BatchCreate
+) -> domain.Batch:
+    """Queue every item at once (idempotent per ``idempotency_key``); nothing runs if invalid."""
+    _validate_batch(spec, grid.settings.max_batch_items)
+    runtime = runtimes.parse_runtime(spec.runtime, grid.pythons, grid.default_python)
+    requirements = runtimes.merged_requirements(
+        check_requirements(spec.requirements, grid.settings.allowed_index_hosts), runtime
+    )
+    account_id = principal.account.id
+    async with store.transaction(grid.sessions) as session:
+        if spec.idempotency_key:
+            earlier = await repo.by_idempotency_key(session, account_id, spec.idempotency_key)
+            if earlier is not None:
+                return await repo.to_batch(session, earlier)
+        hashes = {f.sha256 for f in spec.files} | {f.sha256 for i in spec.items for f in i.files}
+        present = await blob_repo.present_blobs(session, account_id, sorted(hashes))
+        if missing := hashes - present:
+            raise errors.InvalidRequest(
+                f"{len(missing)} file contents not uploaded",
+                hint="upload the blobs with PUT /api/v1/blobs/{sha256} first",
+            )
+        now = utcnow()
+        batch = repo.BatchRow(
+            id=domain.new_id("batch"),
+            account_id=account_id,
+            script=spec.script,
+            parallel=spec.parallel,
+            total=len(spec.items),
+            idempotency_key=spec.idempotency_key,
+            created_at=now,
+        )
+        session.add(batch)
+        await session.flush()
+        common = {
+            "account_id": account_id,
+            "state": ExecutionState.QUEUED.value,
+            "script": str(safe_relpath(spec.script)),
+            "env_ciphertext": grid.secrets.seal(spec.env),
+            "env_names": sorted(spec.env),
+            "timeout_s": spec.timeout_s,
+            "memory_bytes": spec.memory_bytes,
+            "network": spec.network,
+            "attempt": 0,
+            "created_at": now,
+            "queued_at": now,
+            "last_seq": 0,
+            "cancel_requested": False,
+            "requirements": requirements,
+            "dependency_source": spec.dependency_source[:64] if requirements else "none",
+            "runtime": spec.runtime,
+            "python_version": runtime.python,
+            "packages": [],
+            "max_retries": spec.max_retries,
+            "batch_id": batch.id,
+            "superseded": False,
+        }
+        executions, artifacts, metadata = _rows(spec, common, now)
+        await repo.insert_items(session, executions, artifacts, metadata)
+        result = await repo.to_batch(session, batch)
+    grid.wake_dispatcher()
+    return result
+
+
+def _rows(
+    spec: schemas.BatchCreate, common: dict[str, Any], now: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    shared = [(str(safe_relpath(f.path)), f.sha256, f.size) for f in spec.files]
+    executions, artifacts, metadata = [], [], []
+    for index, item in enumerate(spec.items):
+        execution_id = domain.new_id("exec")
+        executions.append(
+            {
+                **common,
+                "id": execution_id,
+                "args": list(item.args),
+                "batch_index": index,
+                "batch_input": item.input,
+            }
+        )
+        own = [(str(safe_relpath(f.path)), f.sha256, f.size) for f in item.files]
+        paths = {p for p, _, _ in own}
+        for path, sha, size in [*own, *(s for s in shared if s[0] not in paths)]:
+            artifacts.append(
+                {
+                    "execution_id": execution_id,
+                    "kind": ArtifactKind.INPUT.value,
+                    "path": path,
+                    "sha256": sha,
+                    "size": size,
+                    "created_at": now,
+                }
+            )
+        metadata += [
+            {"execution_id": execution_id, "key": k, "value": v} for k, v in spec.metadata.items()
+        ]
+    return executions, artifacts, metadata
+
+
+async def get_batch(
+    grid: Grid, principal: domain.Principal, id_or_prefix: str
+) -> tuple[domain.Batch, list[domain.Execution]]:
+    async with store.transaction(grid.sessions) as session:
+        row = await repo.resolve(session, principal.account.id, id_or_prefix)
+        return await repo.to_batch(session, row), await repo.current_items(session, row.id)
+
+
+async def cancel_batch(grid: Grid, principal: domain.Principal, id_or_prefix: str) -> domain.Batch:
+    """Cancel every queued or running item (finished ones are left as they are)."""
+    batch, items = await get_batch(grid, principal, id_or_prefix)
+    for item in items:
+        if not item.state.terminal:
+            try:
+                await cancel(grid, principal, item.id)
+            except errors.Conflict:
+                pass  # it finished meanwhile
+    return (await get_batch(grid, principal, batch.id))[0]
+
+
+async def retry_batch(
+    grid: Grid, principal: domain.Principal, id_or_prefix: str, *, failed_only: bool
+) -> list[domain.Execution]:
+    """Run the failed (and, without ``failed_only``, cancelled) items again inside the batch:
+    each new execution takes the old one's place (``retry_of``; the old one is superseded)."""
+    _, items = await get_batch(grid, principal, id_or_prefix)
+    wanted = {ExecutionState.FAILED} | (set() if failed_only else {ExecutionState.CANCELLED})
+    return [
+        await retry(grid, principal, item.id, force=False, in_batch=True)
+        for item in items
+        if item.state in wanted
+    ]
