@@ -1,0 +1,157 @@
+"""bench/batch: 200 trivial jobs through rgrid at --parallel 2, against the sandboxed physical
+limit (xargs -P2 running bwrap + python per input in its own directory); the time to submit a
+10,000-item batch and the server's peak RSS while it runs.
+
+Ray Jobs (the closest peer) is not installed by the project; its figures measured on this
+machine before the project existed are quoted for scale. Usage: .venv/bin/python bench/batch.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+RGRID = Path(sys.executable).parent / "rgrid"
+JOBS = 200
+BIG_BATCH = 10_000
+JOB = """\
+import csv, json, os, sys
+rows = list(csv.reader(open(sys.argv[1])))
+os.makedirs("out", exist_ok=True)
+json.dump({"rows": len(rows)}, open("out/summary.json", "w"))
+"""
+RAY_JOBS_S_PER_JOB = 0.9  # measured here before the project (JobSubmissionClient, local Ray)
+
+
+def real_python() -> str:
+    out = subprocess.run(
+        ["python3", "-c", "import sys; print(sys.executable)"], capture_output=True, text=True
+    )
+    return out.stdout.strip() or sys.executable
+
+
+def make_inputs(root: Path, count: int, size: int = 1024) -> None:
+    root.mkdir(parents=True)
+    line = "a,b,c,d\n"
+    body = line * (size // len(line))
+    for i in range(count):
+        (root / f"in{i:05d}.csv").write_text(body)
+
+
+def xargs_bwrap(tmp: Path, inputs: Path, python: str) -> float:
+    prefix = os.path.dirname(os.path.dirname(os.path.realpath(python)))
+    (tmp / "job.py").write_text(JOB)
+    runner = tmp / "one.sh"
+    runner.write_text(
+        '#!/bin/sh\nd=$(mktemp -d)\ncp "$1" "$d/in.csv"\ncp ' + str(tmp / "job.py") + ' "$d/"\n'
+        f"exec bwrap --die-with-parent --unshare-pid --proc /proc --dev /dev --tmpfs /tmp "
+        f"--ro-bind /usr /usr --ro-bind-try /bin /bin --ro-bind-try /lib /lib "
+        f"--ro-bind-try /lib64 /lib64 --ro-bind /etc /etc --ro-bind {prefix} {prefix} "
+        f'--bind "$d" "$d" --chdir "$d" {python} -I job.py in.csv\n'
+    )
+    runner.chmod(0o755)
+    files = "\n".join(str(p) for p in sorted(inputs.iterdir()))
+    start = time.perf_counter()
+    subprocess.run(["xargs", "-P2", "-n1", str(runner)], input=files, text=True, check=True)
+    return time.perf_counter() - start
+
+
+def peak_rss_mib(pid: int, stop: threading.Event, peak: list[float]) -> None:
+    while not stop.is_set():
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    peak[0] = max(peak[0], int(line.split()[1]) / 1024)
+        except OSError:
+            return
+        time.sleep(0.05)
+
+
+def main() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="rgrid-bench-batch-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+    env.update(RGRID_HOME=str(tmp / "home"), HOME=str(tmp / "user"), RGRID_SLOTS="2")
+    project = tmp / "project"
+    project.mkdir()
+    (project / "job.py").write_text(JOB)
+    make_inputs(project / "data", JOBS)
+    make_inputs(project / "big", BIG_BATCH, size=16)
+    python = real_python()
+    try:
+        subprocess.run([str(RGRID), "server", "start"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [str(RGRID), "run", "job.py", "data/in00000.csv"],
+            cwd=project,
+            env=env,
+            check=True,
+            capture_output=True,
+        )  # warm: the environment exists
+        start = time.perf_counter()
+        subprocess.run(
+            [str(RGRID), "run", "job.py", "--batch", "data/*.csv", "--parallel", "2"],
+            cwd=project,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        rgrid_s = time.perf_counter() - start
+        assert len(list((project / "outputs").glob("*/out/summary.json"))) == JOBS
+        bare_s = xargs_bwrap(tmp, project / "data", python)
+        pid = int(__import__("json").loads((tmp / "home" / "server.json").read_text())["pid"])
+        stop, peak = threading.Event(), [0.0]
+        watcher = threading.Thread(target=peak_rss_mib, args=(pid, stop, peak))
+        watcher.start()
+        start = time.perf_counter()
+        submitted = subprocess.run(
+            [str(RGRID), "run", "job.py", "--batch", "big/*.csv", "--parallel", "2", "--detach"],
+            cwd=project,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        submit_s = time.perf_counter() - start
+        time.sleep(5)  # and while it runs
+        stop.set()
+        watcher.join()
+        subprocess.run(
+            [str(RGRID), "cancel", submitted.stdout.strip()],
+            cwd=project,
+            env=env,
+            capture_output=True,
+        )
+    finally:
+        subprocess.run([str(RGRID), "server", "stop"], env=env, capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        f"batch: {JOBS} trivial jobs (1 KB CSV in, small JSON out), --parallel 2, {os.cpu_count()} cores"
+    )
+    print(f"{'runner':<46} {'seconds':>8} {'jobs/s':>8}")
+    print(
+        f"{'xargs -P2 + bwrap + python (physical limit)':<46} {bare_s:>8.2f} {JOBS / bare_s:>8.1f}"
+    )
+    print(
+        f"{'rgrid run --batch (uploads, outputs back)':<46} {rgrid_s:>8.2f} {JOBS / rgrid_s:>8.1f}"
+    )
+    print(
+        f"{'Ray Jobs, one submit_job per input (quoted)':<46} {JOBS * RAY_JOBS_S_PER_JOB:>8.2f} "
+        f"{1 / RAY_JOBS_S_PER_JOB:>8.1f}"
+    )
+    print(
+        f"\nrgrid throughput: {bare_s / rgrid_s:.0%} of xargs+bwrap (goal >= 50%), "
+        f"{JOBS * RAY_JOBS_S_PER_JOB / rgrid_s:.0f}x Ray Jobs (goal >= 10x)"
+    )
+    print(
+        f"submitting a {BIG_BATCH}-item batch: {submit_s:.2f} s end to end (goal <= 10 s); "
+        f"server peak RSS {peak[0]:.0f} MiB (goal <= 400 MiB)"
+    )
+
+
+if __name__ == "__main__":
+    main()
