@@ -159,6 +159,8 @@ class BatchItemPublic:
     attempt: int
     started_at: datetime | None
     finished_at: datetime | None
+    #: its output files, once it ended (saves a request per item when downloading)
+    outputs: list[ArtifactPublic] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

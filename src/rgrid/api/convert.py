@@ -54,7 +54,9 @@ def batch(b: domain.Batch) -> schemas.BatchPublic:
     )
 
 
-def batch_item(e: domain.Execution) -> schemas.BatchItemPublic:
+def batch_item(
+    e: domain.Execution, outputs: list[domain.Artifact] | None = None
+) -> schemas.BatchItemPublic:
     return schemas.BatchItemPublic(
         id=e.id,
         index=e.batch_index or 0,
@@ -66,6 +68,7 @@ def batch_item(e: domain.Execution) -> schemas.BatchItemPublic:
         attempt=e.attempt,
         started_at=e.started_at,
         finished_at=e.finished_at,
+        outputs=[artifact(a) for a in outputs or []],
     )
 
 

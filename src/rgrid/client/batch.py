@@ -140,7 +140,7 @@ def fetch_outputs(
     same content (a re-attached follow downloads exactly what is missing)."""
     dest = root / folder
     fetched = []
-    for artifact in client.artifacts(item.id, kind="output").data:
+    for artifact in item.outputs:
         target = dest / artifact.path
         if (
             target.is_file()

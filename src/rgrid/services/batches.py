@@ -154,6 +154,15 @@ async def get_batch(
         return await repo.to_batch(session, row), await repo.current_items(session, row.id)
 
 
+async def finished_outputs(
+    grid: Grid, items: list[domain.Execution]
+) -> dict[str, list[domain.Artifact]]:
+    """The output artifacts of the items that ended, in one query."""
+    ended = [item.id for item in items if item.state.terminal]
+    async with store.transaction(grid.sessions) as session:
+        return await blob_repo.outputs_of(session, ended)
+
+
 async def cancel_batch(grid: Grid, principal: domain.Principal, id_or_prefix: str) -> domain.Batch:
     """Cancel every queued or running item (finished ones are left as they are)."""
     batch, items = await get_batch(grid, principal, id_or_prefix)

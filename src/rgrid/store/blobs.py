@@ -81,3 +81,21 @@ async def list_artifacts(
     if kind is not None:
         query = query.where(ArtifactRow.kind == kind.value)
     return [_artifact(row) for row in await session.scalars(query.order_by(ArtifactRow.path))]
+
+
+async def outputs_of(
+    session: AsyncSession, execution_ids: Sequence[str]
+) -> dict[str, list[domain.Artifact]]:
+    found: dict[str, list[domain.Artifact]] = {}
+    for start in range(0, len(execution_ids), 500):
+        rows = await session.scalars(
+            select(ArtifactRow)
+            .where(
+                ArtifactRow.execution_id.in_(execution_ids[start : start + 500]),
+                ArtifactRow.kind == domain.ArtifactKind.OUTPUT.value,
+            )
+            .order_by(ArtifactRow.execution_id, ArtifactRow.path)
+        )
+        for row in rows:
+            found.setdefault(row.execution_id, []).append(_artifact(row))
+    return found

@@ -32,7 +32,8 @@ async def items(
     batch_id: str, grid: GridDep, principal: CurrentPrincipal
 ) -> schemas.BatchItemsPublic:
     batch, executions = await service.get_batch(grid, principal, batch_id)
-    data = [convert.batch_item(e) for e in executions]
+    outputs = await service.finished_outputs(grid, executions)
+    data = [convert.batch_item(e, outputs.get(e.id)) for e in executions]
     return schemas.BatchItemsPublic(batch=convert.batch(batch), data=data)
 
 
