@@ -136,6 +136,14 @@ class BatchCreate:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class BatchRetry:
+    __pydantic_config__ = FORBID_EXTRA
+    failed_only: bool = True
+    #: the current content of items' input files, by the input as the user named it
+    inputs: dict[str, FileIn] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class BatchPublic:
     id: str
     script: str

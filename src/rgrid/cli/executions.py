@@ -251,9 +251,12 @@ def retry(
     client = connect()
     if batch_id is not None or (execution_id and _is_batch(execution_id)):
         from rgrid.cli import batch
+        from rgrid.client.batch import current_inputs
 
         target = batch_id or str(execution_id)
-        made = client.retry_batch(target, failed_only=failed_only)
+        states = {"failed"} if failed_only else {"failed", "cancelled"}
+        inputs = current_inputs(client, client.batch_items(target).data, states)
+        made = client.retry_batch(target, failed_only=failed_only, inputs=inputs)
         render.info(f"{target}: {len(made)} item(s) queued again")
         if detach:
             return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import hashlib
 import os
 import time
@@ -135,9 +137,16 @@ class Client:
     def cancel_batch(self, batch_id: str) -> schemas.BatchPublic:
         return self._post(f"/api/v1/batches/{quote(batch_id)}/cancel", schemas.BatchPublic)
 
-    def retry_batch(self, batch_id: str, *, failed_only: bool) -> list[schemas.ExecutionPublic]:
-        path = f"/api/v1/batches/{quote(batch_id)}/retry?failed_only={str(failed_only).lower()}"
-        data = self._request("POST", path, idempotent=False).json()
+    def retry_batch(
+        self,
+        batch_id: str,
+        *,
+        failed_only: bool,
+        inputs: dict[str, schemas.FileIn] | None = None,
+    ) -> list[schemas.ExecutionPublic]:
+        body = schemas.dump(schemas.BatchRetry(failed_only=failed_only, inputs=inputs or {}))
+        path = f"/api/v1/batches/{quote(batch_id)}/retry"
+        data = self._request("POST", path, json_body=body, idempotent=False).json()
         return [schemas.load(schemas.ExecutionPublic, e) for e in data]
 
     def get(self, execution_id: str) -> schemas.ExecutionPublic:
@@ -227,14 +236,17 @@ class Client:
         import tempfile
 
         dest.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_parts(dest)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
         try:
+            # locked until renamed: a later download removes it only if this process died
+            fcntl.flock(fd, fcntl.LOCK_EX)
             os.fchmod(fd, _new_file_mode())  # mkstemp's 0600, as a file the script wrote here
             with os.fdopen(fd, "wb") as handle:
                 digest = self._stream_into(path, handle)
-            if digest != artifact.sha256:
-                raise errors.IntegrityError(f"{artifact.path} arrived corrupted; try again")
-            os.replace(tmp_name, dest)
+                if digest != artifact.sha256:
+                    raise errors.IntegrityError(f"{artifact.path} arrived corrupted; try again")
+                os.replace(tmp_name, dest)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
@@ -263,6 +275,24 @@ def _checked(response: Response) -> Response:
     except ValueError:
         decoded = None
     raise errors.from_body(response.status, decoded)
+
+
+def _remove_abandoned_parts(dest: Path) -> None:
+    """Delete the temp files an earlier download of ``dest`` left when its process died
+    (SIGKILL, power loss). A live download holds a lock on its temp file; a dead one's is gone."""
+    for part in dest.parent.glob(f".{glob.escape(dest.name)}.*.part"):
+        try:
+            fd = os.open(part, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # another download is writing it
+        else:
+            part.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 def _new_file_mode() -> int:

@@ -187,3 +187,22 @@ def flatten(root: Path) -> Iterator[Path]:
         if leftover.is_dir():
             leftover.rmdir()
     staging.rmdir()
+
+
+def current_inputs(
+    client: Client, items: list[schemas.BatchItemPublic], states: set[str]
+) -> dict[str, schemas.FileIn]:
+    """The local files of the items about to be retried, uploaded if they changed (the user
+    may have fixed them): keyed by the input as named at submission."""
+    from rgrid.client.bundle import place_files
+    from rgrid.client.runs import upload_bundle
+
+    chosen = [Path(i.input) for i in items if i.state.value in states and Path(i.input).is_file()]
+    if not chosen:
+        return {}
+    placed = place_files(chosen)
+    upload_bundle(client, Bundle(script="", args=[], files=placed))
+    return {
+        str(path): schemas.FileIn(path=entry.rel, sha256=entry.sha256, size=entry.size)
+        for path, entry in zip(chosen, placed, strict=True)
+    }

@@ -233,3 +233,9 @@ def build_bundle(
         modules=modules,
         batch_files=placed,
     )
+
+
+def place_files(paths: Iterable[Path], cwd: Path | None = None) -> list[LocalFile]:
+    """Hash files and give each its place in a work directory, as ``build_bundle`` would."""
+    placer = _Placer(cwd or Path.cwd())
+    return [_file_entry(placer, path) for path in paths]

@@ -176,14 +176,25 @@ async def cancel_batch(grid: Grid, principal: domain.Principal, id_or_prefix: st
 
 
 async def retry_batch(
-    grid: Grid, principal: domain.Principal, id_or_prefix: str, *, failed_only: bool
+    grid: Grid,
+    principal: domain.Principal,
+    id_or_prefix: str,
+    *,
+    failed_only: bool,
+    inputs: dict[str, schemas.FileIn] | None = None,
 ) -> list[domain.Execution]:
     """Run the failed (and, without ``failed_only``, cancelled) items again inside the batch:
-    each new execution takes the old one's place (``retry_of``; the old one is superseded)."""
+    each new execution takes the old one's place (``retry_of``; the old one is superseded).
+    ``inputs`` (by the item's input as the user named it) carries fixed input files."""
     _, items = await get_batch(grid, principal, id_or_prefix)
     wanted = {ExecutionState.FAILED} | (set() if failed_only else {ExecutionState.CANCELLED})
-    return [
-        await retry(grid, principal, item.id, force=False, in_batch=True)
-        for item in items
-        if item.state in wanted
-    ]
+    made = []
+    for item in items:
+        if item.state not in wanted:
+            continue
+        fixed = (inputs or {}).get(item.batch_input or "")
+        swap = {fixed.path: domain.FileRef(fixed.path, fixed.sha256, fixed.size)} if fixed else None
+        made.append(
+            await retry(grid, principal, item.id, force=False, in_batch=True, replacements=swap)
+        )
+    return made

@@ -106,6 +106,11 @@ class Dispatcher:
             )
             if row is None:
                 return False
+            # The claim took effect when its UPDATE got the write lock, possibly after waiting
+            # for the commit that freed the slot: stamp the start from then, so a batch item's
+            # started_at is never before the finished_at of the item whose slot it took.
+            row.started_at = utcnow()
+            row.lease_expires_at = row.started_at + self._lease
             inputs = await blob_repo.list_artifacts(session, row.id, ArtifactKind.INPUT)
         spec = domain.ExecutionSpec(
             execution_id=row.id,

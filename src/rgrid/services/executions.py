@@ -130,9 +130,11 @@ async def retry(
     *,
     force: bool,
     in_batch: bool = False,
+    replacements: dict[str, domain.FileRef] | None = None,
 ) -> domain.Execution:
     """A new execution with the same script, inputs and settings, ``retry_of`` the original.
     With ``in_batch`` it takes the original's place in its batch (the original is superseded).
+    ``replacements`` gives new contents for some of its input files (by path; already uploaded).
 
     Raises ``Conflict`` for one still queued or running, or one that succeeded, unless ``force``.
     """
@@ -169,7 +171,14 @@ async def retry(
             source.superseded = True
         execution = await repo.insert(session, row, original.metadata)
         inputs = await blob_repo.list_artifacts(session, original.id, ArtifactKind.INPUT)
-        files = [domain.FileRef(a.path, a.sha256, a.size) for a in inputs]
+        new = replacements or {}
+        files = [new.get(a.path) or domain.FileRef(a.path, a.sha256, a.size) for a in inputs]
+        if new:
+            present = await blob_repo.present_blobs(
+                session, principal.account.id, [f.sha256 for f in new.values()]
+            )
+            if missing := {f.sha256 for f in new.values()} - present:
+                raise errors.InvalidRequest(f"{len(missing)} file contents not uploaded")
         await blob_repo.add_artifacts(session, row.id, ArtifactKind.INPUT, files, now)
     grid.wake_dispatcher()
     return execution

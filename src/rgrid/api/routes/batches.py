@@ -44,7 +44,9 @@ async def cancel(batch_id: str, grid: GridDep, principal: CurrentPrincipal) -> s
 
 @router.post("/{batch_id}/retry")
 async def retry(
-    batch_id: str, grid: GridDep, principal: CurrentPrincipal, failed_only: bool = True
+    batch_id: str, body: schemas.BatchRetry, grid: GridDep, principal: CurrentPrincipal
 ) -> list[schemas.ExecutionPublic]:
-    made = await service.retry_batch(grid, principal, batch_id, failed_only=failed_only)
+    made = await service.retry_batch(
+        grid, principal, batch_id, failed_only=body.failed_only, inputs=body.inputs
+    )
     return [convert.execution(e) for e in made]
