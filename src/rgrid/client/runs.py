@@ -10,7 +10,7 @@ from pathlib import Path
 from rgrid import errors, schemas
 from rgrid.client import Client
 from rgrid.client.bundle import Bundle
-from rgrid.domain import EXIT_RGRID_FAILURE, ExecutionState, FailureClass
+from rgrid.enums import EXIT_RGRID_FAILURE, ExecutionState, FailureClass
 
 EXIT_CANCELLED = 130
 RECONNECT_ATTEMPTS = 10

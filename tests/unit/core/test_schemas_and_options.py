@@ -30,7 +30,7 @@ def test_load_dump_round_trip_ignores_unknown_fields() -> None:
     )
     wire = schemas.dump(page)
     assert wire["data"][0]["stream"] == "stderr" and wire["state"] == "running"
-    assert schemas.load(schemas.LogsPublic, {**wire, "added_later": 1}) == page
+    assert schemas.dump(schemas.load(schemas.LogsPublic, {**wire, "added_later": 1})) == wire
 
 
 @pytest.mark.parametrize(

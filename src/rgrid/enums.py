@@ -1,0 +1,93 @@
+"""The vocabulary shared by every layer: execution states, failure classes, log streams.
+
+Kept apart from ``domain`` so the CLI can name states without building the domain's classes.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ExecutionState(StrEnum):
+    #: waiting for a free slot
+    QUEUED = "queued"
+    #: claimed by a worker, the script is running
+    RUNNING = "running"
+    #: a transient failure happened; it will be queued again
+    RETRYING = "retrying"
+    #: the script exited 0
+    SUCCEEDED = "succeeded"
+    #: the script or the grid failed; see the failure class
+    FAILED = "failed"
+    #: cancelled by the user
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {ExecutionState.SUCCEEDED, ExecutionState.FAILED, ExecutionState.CANCELLED}
+)
+
+TRANSITIONS: dict[ExecutionState, frozenset[ExecutionState]] = {
+    ExecutionState.QUEUED: frozenset(
+        {ExecutionState.RUNNING, ExecutionState.CANCELLED, ExecutionState.SUCCEEDED}
+    ),
+    ExecutionState.RUNNING: frozenset(
+        {
+            ExecutionState.SUCCEEDED,
+            ExecutionState.FAILED,
+            ExecutionState.CANCELLED,
+            ExecutionState.RETRYING,
+        }
+    ),
+    ExecutionState.RETRYING: frozenset({ExecutionState.QUEUED, ExecutionState.CANCELLED}),
+    ExecutionState.SUCCEEDED: frozenset(),
+    ExecutionState.FAILED: frozenset(),
+    ExecutionState.CANCELLED: frozenset(),
+}
+
+
+def can_transition(old: ExecutionState, new: ExecutionState) -> bool:
+    return new in TRANSITIONS[old]
+
+
+class FailureClass(StrEnum):
+    #: the script exited non-zero
+    SCRIPT_ERROR = "script_error"
+    #: the script ran longer than --timeout
+    TIMEOUT = "timeout"
+    #: the script ran out of its --memory limit
+    OUT_OF_MEMORY = "out_of_memory"
+    #: its dependencies could not be installed
+    DEPENDENCY_ERROR = "dependency_error"
+    #: an input could not be materialised
+    INPUT_ERROR = "input_error"
+    #: the outputs exceeded the configured size or count
+    OUTPUT_LIMIT = "output_limit"
+    #: the worker running it disappeared (transient)
+    WORKER_LOST = "worker_lost"
+    #: the grid itself failed (transient)
+    INFRASTRUCTURE = "infrastructure"
+
+
+TRANSIENT_FAILURES = frozenset({FailureClass.WORKER_LOST, FailureClass.INFRASTRUCTURE})
+
+EXIT_TIMEOUT = 124
+EXIT_RGRID_FAILURE = 1
+
+
+class Stream(StrEnum):
+    STDOUT = "stdout"
+    STDERR = "stderr"
+    #: rgrid's own lines about the execution (limits, retries); shown on stderr
+    SYSTEM = "system"
+    #: the environment being built (uv's output); shown on stderr
+    SETUP = "setup"
+
+
+class ArtifactKind(StrEnum):
+    INPUT = "input"
+    OUTPUT = "output"
