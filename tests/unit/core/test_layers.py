@@ -8,7 +8,16 @@ from pathlib import Path
 import rgrid
 
 SRC = Path(rgrid.__file__).parent
-FOUNDATION = {"errors", "enums", "domain", "schemas", "paths", "settings", "__init__", "__version__"}
+FOUNDATION = {
+    "errors",
+    "enums",
+    "domain",
+    "schemas",
+    "paths",
+    "settings",
+    "__init__",
+    "__version__",
+}
 
 #: what each layer may import from rgrid, besides the foundation and itself
 ALLOWED: dict[str, set[str]] = {
