@@ -6,7 +6,6 @@ from typing import Any
 
 from rgrid import domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
-from rgrid.envs.requirements import check_requirements
 from rgrid.paths import safe_relpath
 from rgrid.services import Grid, runtimes, utcnow
 from rgrid.services.executions import _validate, cancel, retry
@@ -52,9 +51,12 @@ async def submit_batch(
 ) -> domain.Batch:
     """Queue every item at once (idempotent per ``idempotency_key``); nothing runs if invalid."""
     _validate_batch(spec, grid.settings.max_batch_items)
-    runtime = runtimes.parse_runtime(spec.runtime, grid.pythons, grid.default_python)
-    requirements = runtimes.merged_requirements(
-        check_requirements(spec.requirements, grid.settings.allowed_index_hosts), runtime
+    runtime, requirements = runtimes.resolve_requirements(
+        spec.requirements,
+        spec.runtime,
+        grid.pythons,
+        grid.default_python,
+        grid.settings.allowed_index_hosts,
     )
     account_id = principal.account.id
     async with store.transaction(grid.sessions) as session:

@@ -8,7 +8,6 @@ from datetime import datetime
 
 from rgrid import domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
-from rgrid.envs.requirements import check_requirements
 from rgrid.paths import safe_relpath
 from rgrid.services import Grid, runtimes, utcnow
 from rgrid.storage import blob_key
@@ -74,9 +73,12 @@ async def submit(
     Raises ``InvalidRequest`` for unsafe paths, bad env names, or files whose blobs are missing.
     """
     _validate(spec)
-    runtime = runtimes.parse_runtime(spec.runtime, grid.pythons, grid.default_python)
-    requirements = runtimes.merged_requirements(
-        check_requirements(spec.requirements, grid.settings.allowed_index_hosts), runtime
+    runtime, requirements = runtimes.resolve_requirements(
+        spec.requirements,
+        spec.runtime,
+        grid.pythons,
+        grid.default_python,
+        grid.settings.allowed_index_hosts,
     )
     account_id = principal.account.id
     async with store.transaction(grid.sessions) as session:

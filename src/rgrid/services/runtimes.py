@@ -56,3 +56,17 @@ def merged_requirements(lines: Sequence[str], runtime: Runtime) -> list[str]:
 
 def _name(line: str) -> str:
     return re.split(r"[<>=!~;\[ @]", line, maxsplit=1)[0].strip().lower().replace("_", "-")
+
+
+def resolve_requirements(
+    lines: Sequence[str],
+    runtime_name: str | None,
+    grid_pythons: Sequence[str],
+    default: str,
+    allowed_index_hosts: Sequence[str],
+) -> tuple[Runtime, list[str]]:
+    """The runtime a submission asks for and its checked requirement lines, preset merged in."""
+    from rgrid.envs.requirements import check_requirements
+
+    runtime = parse_runtime(runtime_name, grid_pythons, default)
+    return runtime, merged_requirements(check_requirements(lines, allowed_index_hosts), runtime)
