@@ -103,9 +103,6 @@ class Progress:
         return mean * (self.total - self.done) / max(1, parallel)
 
 
-Event = tuple[schemas.BatchItemPublic, schemas.BatchItemPublic | None]
-
-
 def follow(
     client: Client,
     batch_id: str,

@@ -9,6 +9,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain, errors
+from rgrid.store import starts_with
 from rgrid.store.executions import to_domain
 from rgrid.store.models import ArtifactRow, BatchRow, ExecutionMetadataRow, ExecutionRow
 
@@ -41,11 +42,8 @@ async def resolve(session: AsyncSession, account_id: str, id_or_prefix: str) -> 
     scoped = select(BatchRow).where(BatchRow.account_id == account_id)
     row = await session.scalar(scoped.where(BatchRow.id == id_or_prefix))
     if row is None:
-        escaped = id_or_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         rows = (
-            await session.scalars(
-                scoped.where(BatchRow.id.like(escaped + "%", escape="\\")).limit(2)
-            )
+            await session.scalars(scoped.where(starts_with(BatchRow.id, id_or_prefix)).limit(2))
         ).all()
         if len(rows) > 1:
             raise errors.AmbiguousId(f"{id_or_prefix!r} matches several batches")

@@ -11,6 +11,7 @@ from sqlalchemy.orm import aliased
 
 from rgrid import domain, errors
 from rgrid.domain import ExecutionState
+from rgrid.store import starts_with
 from rgrid.store.models import BatchRow, ExecutionMetadataRow, ExecutionRow
 
 PREFIX_MATCH_LIMIT = 2  # enough to tell "unique" from "ambiguous"
@@ -102,10 +103,9 @@ async def resolve(session: AsyncSession, account_id: str, id_or_prefix: str) -> 
     scoped = select(ExecutionRow).where(ExecutionRow.account_id == account_id)
     row = await session.scalar(scoped.where(ExecutionRow.id == id_or_prefix))
     if row is None and id_or_prefix:
-        escaped = id_or_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         rows = (
             await session.scalars(
-                scoped.where(ExecutionRow.id.like(escaped + "%", escape="\\"))
+                scoped.where(starts_with(ExecutionRow.id, id_or_prefix))
                 .order_by(ExecutionRow.id)
                 .limit(PREFIX_MATCH_LIMIT)
             )
@@ -285,11 +285,10 @@ async def expired_leases(session: AsyncSession, now: datetime) -> list[Execution
 
 async def running_on(session: AsyncSession, worker_prefix: str) -> list[ExecutionRow]:
     """Running executions whose worker id starts with ``worker_prefix``."""
-    escaped = worker_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     rows = await session.scalars(
         select(ExecutionRow).where(
             ExecutionRow.state == ExecutionState.RUNNING.value,
-            ExecutionRow.worker.like(escaped + "%", escape="\\"),
+            starts_with(ExecutionRow.worker, worker_prefix),
         )
     )
     return list(rows)
