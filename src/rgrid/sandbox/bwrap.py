@@ -63,7 +63,7 @@ class BwrapSandbox:
         try:
             argv = [executable, *command_args(spec, status_fd=status_write)]
             result = await process.run_command(
-                argv, spec, on_output, cancel, pass_fds=(status_write,)
+                argv, spec, on_output, cancel, pass_fds=(status_write,), dies_with_parent=True
             )
         finally:
             os.close(status_write)

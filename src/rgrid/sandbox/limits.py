@@ -9,6 +9,7 @@ import functools
 import logging
 import os
 import resource
+import shutil
 import signal
 from collections.abc import Callable
 from types import TracebackType
@@ -43,6 +44,37 @@ def rlimits(
         _, hard = resource.getrlimit(which)
         capped.append((which, value if hard == resource.RLIM_INFINITY else min(value, hard)))
     return capped
+
+
+#: prlimit(1) option names for the resources ``rlimits`` sets
+_PRLIMIT_OPTIONS = {
+    resource.RLIMIT_AS: "--as",
+    resource.RLIMIT_NPROC: "--nproc",
+    resource.RLIMIT_FSIZE: "--fsize",
+    resource.RLIMIT_NOFILE: "--nofile",
+    resource.RLIMIT_CORE: "--core",
+}
+
+
+@functools.cache
+def prlimit_program() -> str | None:
+    """util-linux's prlimit(1), if installed."""
+    return shutil.which("prlimit")
+
+
+def prlimit_argv(limits: Rlimits, argv: list[str]) -> list[str] | None:
+    """``argv`` run under ``limits`` by prlimit(1), which sets them on itself and then execs
+    ``argv``; None if prlimit is not installed.
+
+    This lets the grid start the child without a ``preexec_fn``: Python can then use vfork
+    instead of fork, which for a grid of ~100 MiB is ~0.3 ms instead of ~6 ms of the event
+    loop's time per execution (copying the page tables).
+    """
+    program = prlimit_program()
+    if program is None:
+        return None
+    options = [f"{_PRLIMIT_OPTIONS[which]}={value}" for which, value in limits]
+    return [program, *options, "--", *argv]
 
 
 def preexec(limits: Rlimits) -> Callable[[], None]:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from typing import IO
 
 from rgrid import errors
@@ -57,10 +58,15 @@ async def run_command(
     on_output: OutputCallback,
     cancel: asyncio.Event | None = None,
     pass_fds: tuple[int, ...] = (),
+    dies_with_parent: bool = False,
 ) -> SandboxResult:
     """Run ``argv`` (the script, or a wrapper such as bwrap around it) with ``spec``'s working
-    directory, environment and limits; the contract of ``Sandbox.run`` otherwise."""
-    child = _Child(_spawn(argv, spec, pass_fds))
+    directory, environment and limits; the contract of ``Sandbox.run`` otherwise.
+
+    ``dies_with_parent``: ``argv`` itself makes sure it dies with the grid (bwrap's
+    ``--die-with-parent``), so the child needs no death signal set before exec.
+    """
+    child = _Child(_spawn(argv, spec, pass_fds, dies_with_parent))
     started = time.monotonic()
     pumps = lines.OutputPumps(on_output, child.kill)
     try:
@@ -89,13 +95,16 @@ async def run_command(
 
 
 def _spawn(
-    argv: list[str], spec: SandboxSpec, pass_fds: tuple[int, ...]
+    argv: list[str], spec: SandboxSpec, pass_fds: tuple[int, ...], dies_with_parent: bool
 ) -> subprocess.Popen[bytes]:
     if not argv:
         raise errors.SandboxError("nothing to run: argv is empty")
     values = limits.rlimits(
         spec.memory_bytes, spec.max_processes, spec.max_file_bytes, spec.max_open_files
     )
+    preexec_fn: Callable[[], None] | None = limits.preexec(values)
+    if dies_with_parent and (wrapped := limits.prlimit_argv(values, argv)) is not None:
+        argv, preexec_fn = wrapped, None  # no preexec_fn: a vfork, not a fork of the grid
     try:
         # Popen rather than asyncio.create_subprocess_exec (which wraps the same Popen call):
         # asyncio's child watcher would reap the child itself and lose its rusage.
@@ -107,7 +116,7 @@ def _spawn(
             cwd=spec.workdir,
             env=spec.env,
             start_new_session=True,
-            preexec_fn=limits.preexec(values),
+            preexec_fn=preexec_fn,
             pass_fds=pass_fds,
         )
     except (OSError, subprocess.SubprocessError) as exc:
