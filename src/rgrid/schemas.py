@@ -182,6 +182,7 @@ class BatchItemPublic:
 class BatchItemsPublic:
     batch: BatchPublic
     data: list[BatchItemPublic]
+    next_changed_after: datetime | None = None  # for the next ``?changed_after=``
 
 
 @_wire

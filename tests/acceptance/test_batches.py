@@ -13,7 +13,7 @@ import re
 import signal
 import subprocess
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -470,6 +470,78 @@ def test_json_progress_lines_are_valid_json_with_a_right_summary(
     (failure,) = summary["failures"]
     assert failure["input"] == "j2.csv" and failure["failure_class"] == "script_error"
     assert "ValueError: malformed row in j2.csv" in failure["cause"]
+
+
+def test_tty_progress_is_a_live_bar_with_failures_above_it(account_cli: Cli, workdir: Path) -> None:
+    """stderr on a terminal (a pty): a bar redrawn in place with done / failed / running /
+    queued of N, elapsed and an ETA; a failed item is printed above it as it happens."""
+    import pty
+
+    (workdir / "process.py").write_text(PROCESS)
+    for i in range(6):
+        (workdir / f"t{i}.csv").write_text("BAD\n" if i == 1 else csv_text(i))
+    leader, follower = pty.openpty()
+    command = ["run", "process.py", "--threshold", "0.5", "--sleep", "0.3", "--batch", "t*.csv"]
+    process = subprocess.Popen(
+        [str(RGRID_BIN), *command, "--parallel", "2"],
+        cwd=workdir,
+        env=account_cli.env,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+    )
+    os.close(follower)
+    screen = b""
+    try:
+        while True:  # read as it comes: a full pty would block the CLI
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the CLI ended and everything it wrote was read
+                break
+            if not chunk:
+                break
+            screen += chunk
+        stdout, _ = process.communicate(timeout=120)
+    finally:
+        os.close(leader)
+        process.kill()
+    text = screen.decode()
+    assert process.returncode == 3, text
+    assert stdout == b""  # the bar is on stderr; stdout stays the script's
+    bars = [part for part in re.split(r"[\r\n]", text) if "done," in part]
+    assert len(bars) >= 3, text  # redrawn as it goes
+    final = re.compile(
+        r"\[#{24}\] 6/6 done, 1 failed, 0 running, 0 queued, \S+ elapsed(, ETA \S+)?\x1b\[K$"
+    )
+    assert final.search(bars[-1]), bars[-1]
+    assert any(re.search(r"\d/6 done, \d failed, \d running, \d queued", b) for b in bars[:-1])
+    assert any("ETA" in b for b in bars), text
+    assert re.search(r"\r\x1b\[Kfailed t1.csv: script_error  \(exec_\w+\)\r?\n", text), text
+    assert "5 succeeded, 1 failed, 0 cached (of 6)" in text
+    assert all((workdir / "outputs" / f"t{i}" / "result.txt").is_file() for i in (0, 2, 3, 4, 5))
+
+
+def test_items_changed_after_gives_only_what_changed(
+    account_cli: Cli, workdir: Path, live_server: LiveServer
+) -> None:
+    """The API a follower polls: all items first, then only the changed ones; a time without
+    a timezone or not a time is a clear 422."""
+    (workdir / "process.py").write_text(PROCESS)
+    for i in range(3):
+        (workdir / f"c{i}.csv").write_text(csv_text(i))
+    result = account_cli("run", "process.py", "--threshold", "0.5", "--batch", "c*.csv")
+    assert result.returncode == 0, result.stderr
+    url = f"{live_server.url}/api/v1/batches/{batch_id_of(result.stderr)}/items"
+    headers = {"Authorization": f"Bearer {account_cli.env['RGRID_API_KEY']}"}
+
+    everything = httpx.get(url, headers=headers).json()
+    assert [i["input"] for i in everything["data"]] == ["c0.csv", "c1.csv", "c2.csv"]
+    later = datetime.fromisoformat(everything["next_changed_after"]) + timedelta(seconds=10)
+    nothing = httpx.get(url, params={"changed_after": later.isoformat()}, headers=headers)
+    assert nothing.status_code == 200 and nothing.json()["data"] == []
+    assert nothing.json()["batch"]["counts"] == {"succeeded": 3}
+    for bad in ("2026-01-01T00:00:00", "yesterday"):
+        response = httpx.get(url, params={"changed_after": bad}, headers=headers)
+        assert response.status_code == 422, response.text
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,9 +71,11 @@ def attach(
     from rgrid.client.batch import fetch_outputs, flatten, folders, follow, staging_folder
 
     root = output_dir or (Path.cwd() if flat else Path.cwd() / "outputs")
-    batch = client.batch(batch_id)
-    places = folders([i.input for i in client.batch_items(batch.id).data])
+    first = client.batch_items(batch_id)
+    batch = first.batch
+    places = folders([i.input for i in first.data])
     show = _renderer(batch, as_json)
+    tty = sys.stderr.isatty() and not as_json
 
     def finished(item: schemas.BatchItemPublic) -> None:
         if remote_only or item.state.value != "succeeded":
@@ -82,7 +84,9 @@ def attach(
         fetch_outputs(client, item, root, staging_folder(folder) if flat else folder)
 
     try:
-        final, items = follow(client, batch.id, show, finished)
+        final, items = follow(
+            client, batch.id, show, finished, on_poll=_redraw(batch) if tty else None, first=first
+        )
     except KeyboardInterrupt:
         render.info(f"detached; {batch.id} keeps running. Re-attach: `rgrid wait {batch.id}`")
         return 130
@@ -96,7 +100,7 @@ def _renderer(
 ) -> Callable[[schemas.BatchItemPublic, Progress], None]:
     tty = sys.stderr.isatty() and not as_json
 
-    def show(item: schemas.BatchItemPublic, progress: Progress) -> None:
+    def show(item: schemas.BatchItemPublic, _progress: Progress) -> None:
         if as_json:
             click.echo(
                 json.dumps(
@@ -111,16 +115,27 @@ def _renderer(
                     }
                 )
             )
-        elif tty:
-            sys.stderr.write("\r" + _bar(progress, batch.parallel) + "\033[K")
-            sys.stderr.flush()
-        else:
+        elif not tty:
             click.echo(
                 f"{item.state.value:<10} {item.input}  {item.id}"
                 + (f"  ({item.failure_class.value})" if item.failure_class else "")
             )
+        elif item.state.terminal and item.state.value != "succeeded":
+            # above the bar, as it happens: the bar is redrawn below it after the poll
+            kind = item.failure_class.value if item.failure_class else item.state.value
+            sys.stderr.write(f"\r\033[K{item.state.value} {item.input}: {kind}  ({item.id})\n")
 
     return show
+
+
+def _redraw(batch: schemas.BatchPublic) -> Callable[[Progress], None]:
+    """The live bar on a terminal, redrawn after every poll so elapsed and ETA move."""
+
+    def redraw(progress: Progress) -> None:
+        sys.stderr.write("\r" + _bar(progress, batch.parallel) + "\033[K")
+        sys.stderr.flush()
+
+    return redraw
 
 
 def _bar(progress: Progress, parallel: int) -> str:

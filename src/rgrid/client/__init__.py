@@ -8,9 +8,10 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from rgrid import errors, schemas
 from rgrid.client.http import CHUNK, Response, Transport, TransportError
@@ -131,8 +132,15 @@ class Client:
     def batch(self, batch_id: str) -> schemas.BatchPublic:
         return self._get(f"/api/v1/batches/{quote(batch_id)}", schemas.BatchPublic)
 
-    def batch_items(self, batch_id: str) -> schemas.BatchItemsPublic:
-        return self._get(f"/api/v1/batches/{quote(batch_id)}/items", schemas.BatchItemsPublic)
+    def batch_items(
+        self, batch_id: str, changed_after: datetime | None = None
+    ) -> schemas.BatchItemsPublic:
+        """All the batch's items, or those changed after ``changed_after`` (a previous
+        answer's ``next_changed_after``)."""
+        path = f"/api/v1/batches/{quote(batch_id)}/items"
+        if changed_after is not None:
+            path += "?" + urlencode({"changed_after": changed_after.isoformat()})
+        return self._get(path, schemas.BatchItemsPublic)
 
     def cancel_batch(self, batch_id: str) -> schemas.BatchPublic:
         return self._post(f"/api/v1/batches/{quote(batch_id)}/cancel", schemas.BatchPublic)

@@ -108,15 +108,24 @@ def follow(
     batch_id: str,
     on_change: Callable[[schemas.BatchItemPublic, Progress], None],
     on_finished: Callable[[schemas.BatchItemPublic], None],
+    on_poll: Callable[[Progress], None] | None = None,
+    first: schemas.BatchItemsPublic | None = None,
 ) -> tuple[schemas.BatchPublic, list[schemas.BatchItemPublic]]:
     """Poll the batch until every item ended; ``on_change`` for each state change,
-    ``on_finished`` once for each item that ended (to download its outputs)."""
+    ``on_finished`` once for each item that ended (to download its outputs), ``on_poll``
+    after each poll. The first poll fetches every item (or is ``first``, already fetched),
+    later ones only what changed."""
     seen: dict[str, str] = {}
+    items: dict[int, schemas.BatchItemPublic] = {}
     progress = Progress(total=0, counts={}, started=time.monotonic(), durations=[])
+    changed_after = None
     while True:
-        page = client.batch_items(batch_id)
+        page = first or client.batch_items(batch_id, changed_after)
+        first = None
+        changed_after = page.next_changed_after
         progress.total, progress.counts = page.batch.total, page.batch.counts
         for item in page.data:
+            items[item.index] = item  # a retried item's new execution replaces the old one
             if seen.get(item.id) == item.state.value:
                 continue
             seen[item.id] = item.state.value
@@ -125,8 +134,10 @@ def follow(
             on_change(item, progress)
             if item.state.terminal:
                 on_finished(item)
+        if on_poll is not None:
+            on_poll(progress)
         if page.batch.done:
-            return page.batch, page.data
+            return page.batch, sorted(items.values(), key=lambda i: i.index)
         time.sleep(POLL_S)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from rgrid import domain, errors, schemas, store
@@ -154,6 +155,25 @@ async def get_batch(
     async with store.transaction(grid.sessions) as session:
         row = await repo.resolve(session, principal.account.id, id_or_prefix)
         return await repo.to_batch(session, row), await repo.current_items(session, row.id)
+
+
+#: how far back a follower's next ``changed_after`` reaches behind the moment it asked: a row is
+#: stamped before its transaction commits, so a change stamped just before a read may only
+#: become visible after it (and servers' clocks may differ a little)
+CHANGES_LAG = timedelta(seconds=5)
+
+
+async def batch_changes(
+    grid: Grid, principal: domain.Principal, id_or_prefix: str, changed_after: datetime | None
+) -> tuple[domain.Batch, list[domain.Execution], datetime]:
+    """The batch, its items that changed after ``changed_after`` (all without it), and the
+    ``changed_after`` to ask with next time. An item may come back more than once."""
+    asked_at = utcnow()
+    async with store.transaction(grid.sessions) as session:
+        row = await repo.resolve(session, principal.account.id, id_or_prefix)
+        batch = await repo.to_batch(session, row)
+        items = await repo.current_items(session, row.id, changed_after)
+    return batch, items, asked_at - CHANGES_LAG
 
 
 async def finished_outputs(

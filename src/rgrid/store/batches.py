@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -77,13 +78,17 @@ async def insert_items(
                 await session.execute(insert(table), part)
 
 
-async def current_items(session: AsyncSession, batch_id: str) -> list[domain.Execution]:
-    """Its items' current executions (a retried item's newest), in item order."""
-    rows = await session.scalars(
-        select(ExecutionRow)
-        .where(ExecutionRow.batch_id == batch_id, ExecutionRow.superseded.is_(False))
-        .order_by(ExecutionRow.batch_index)
+async def current_items(
+    session: AsyncSession, batch_id: str, changed_after: datetime | None = None
+) -> list[domain.Execution]:
+    """Its items' current executions (a retried item's newest), in item order; with
+    ``changed_after``, only those whose row changed after then."""
+    query = select(ExecutionRow).where(
+        ExecutionRow.batch_id == batch_id, ExecutionRow.superseded.is_(False)
     )
+    if changed_after is not None:
+        query = query.where(ExecutionRow.updated_at > changed_after)
+    rows = await session.scalars(query.order_by(ExecutionRow.batch_index))
     return [to_domain(row, {}) for row in rows]
 
 

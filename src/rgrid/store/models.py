@@ -43,6 +43,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -85,6 +89,7 @@ class ExecutionRow(Base):
         Index("ix_executions_claim", "state", "queued_at"),
         Index("ix_executions_account_created", "account_id", "created_at"),
         Index("ix_executions_batch", "batch_id", "state"),
+        Index("ix_executions_batch_updated", "batch_id", "updated_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -126,6 +131,10 @@ class ExecutionRow(Base):
     #: the matched input file, as the user's glob found it ("data/a/x.csv")
     batch_input: Mapped[str | None] = mapped_column(Text, nullable=True)
     superseded: Mapped[bool] = mapped_column(Boolean, default=False)
+    # stamped on every insert and update: a batch's followers ask only for what changed
+    updated_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, nullable=True, default=_now, onupdate=_now
+    )
 
 
 class BatchRow(Base):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from fastapi import APIRouter
 
-from rgrid import schemas
+from rgrid import errors, schemas
 from rgrid.api import convert
 from rgrid.api.deps import CurrentPrincipal, GridDep
 from rgrid.services import batches as service
@@ -29,12 +31,23 @@ async def get_batch(
 
 @router.get("/{batch_id}/items")
 async def items(
-    batch_id: str, grid: GridDep, principal: CurrentPrincipal
+    batch_id: str,
+    grid: GridDep,
+    principal: CurrentPrincipal,
+    changed_after: datetime | None = None,
 ) -> schemas.BatchItemsPublic:
-    batch, executions = await service.get_batch(grid, principal, batch_id)
+    """The items (all, or only those changed after ``changed_after``: pass the previous
+    answer's ``next_changed_after`` to follow a batch of 10,000 items cheaply)."""
+    if changed_after is not None and changed_after.tzinfo is None:
+        raise errors.InvalidRequest("changed_after needs a timezone (use the one given back)")
+    batch, executions, following = await service.batch_changes(
+        grid, principal, batch_id, changed_after
+    )
     outputs = await service.finished_outputs(grid, executions)
     data = [convert.batch_item(e, outputs.get(e.id)) for e in executions]
-    return schemas.BatchItemsPublic(batch=convert.batch(batch), data=data)
+    return schemas.BatchItemsPublic(
+        batch=convert.batch(batch), data=data, next_changed_after=following
+    )
 
 
 @router.post("/{batch_id}/cancel")

@@ -1,0 +1,57 @@
+"""Following a batch by its changes: every insert and update stamps the row, and a follower that
+passes ``changed_after`` gets only the items changed since (both databases)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from tests.integration.store.conftest import ADMIN_KEY
+from tests.integration.store.helpers import upload
+
+from rgrid import schemas, store
+from rgrid.domain import ExecutionState
+from rgrid.services import Grid
+from rgrid.services import accounts as account_service
+from rgrid.services import batches as service
+from rgrid.services import executions as execution_service
+from rgrid.store import batches as batch_repo
+from rgrid.store import executions as repo
+
+
+async def test_a_follower_gets_only_the_items_that_changed(grid: Grid) -> None:
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    script = await upload(grid, admin, b"import sys; print(sys.argv[1])\n")
+    items = []
+    for name in ("a.csv", "b.csv", "c.csv"):
+        sha = await upload(grid, admin, name.encode())
+        file = schemas.FileIn(path=f"_inputs/{name}", sha256=sha, size=len(name))
+        items.append(schemas.BatchItemIn(input=name, args=[file.path], files=[file]))
+    spec = schemas.BatchCreate(
+        script="main.py",
+        files=[schemas.FileIn(path="main.py", sha256=script, size=31)],
+        items=items,
+        parallel=2,
+    )
+    batch = await service.submit_batch(grid, admin, spec)
+
+    _, everything, following = await service.batch_changes(grid, admin, batch.id, None)
+    assert [e.batch_input for e in everything] == ["a.csv", "b.csv", "c.csv"]
+    assert following < datetime.now(UTC) - service.CHANGES_LAG + timedelta(seconds=1)
+
+    submitted = datetime.now(UTC)
+    await asyncio.sleep(0.01)
+    async with store.transaction(grid.sessions) as session:  # a claim is one UPDATE statement
+        claimed = await repo.claim_next(session, worker="w:1", now=submitted, lease_s=30)
+    assert claimed is not None and claimed.batch_input == "a.csv"
+    async with store.transaction(grid.sessions) as session:
+        changed = await batch_repo.current_items(session, batch.id, changed_after=submitted)
+    assert [(e.batch_input, e.state) for e in changed] == [("a.csv", ExecutionState.RUNNING)]
+
+    claimed_at = datetime.now(UTC)
+    await asyncio.sleep(0.01)
+    third = next(e for e in everything if e.batch_input == "c.csv")
+    await execution_service.cancel(grid, admin, third.id)  # an ORM update
+    async with store.transaction(grid.sessions) as session:
+        changed = await batch_repo.current_items(session, batch.id, changed_after=claimed_at)
+    assert [(e.batch_input, e.state) for e in changed] == [("c.csv", ExecutionState.CANCELLED)]
