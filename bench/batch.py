@@ -180,7 +180,7 @@ def main() -> None:
         )  # warm: the environment exists
         start = time.perf_counter()
         subprocess.run(
-            [str(RGRID), "run", "job.py", "--batch", "data/*.csv", "--parallel", "2"],
+            [str(RGRID), "run", "job.py", "--batch", "data/*.csv", "--parallel", "2", "--no-cache"],
             cwd=project,
             env=env,
             check=True,

@@ -54,7 +54,11 @@ def run_median(project: Path, script: str, env: dict[str, str], runs: int) -> fl
     for _ in range(runs):
         start = time.perf_counter()
         subprocess.run(
-            [str(RGRID), "run", script], cwd=project, env=env, check=True, capture_output=True
+            [str(RGRID), "run", script, "--no-cache"],
+            cwd=project,
+            env=env,
+            check=True,
+            capture_output=True,
         )
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
@@ -73,7 +77,11 @@ def run_overhead(tmp: Path, runs: int = 15) -> tuple[float, float]:
     try:
         for script in ("plain.py", "withenv.py"):  # warm: environments exist
             subprocess.run(
-                [str(RGRID), "run", script], cwd=project, env=env, check=True, capture_output=True
+                [str(RGRID), "run", script, "--no-cache"],
+                cwd=project,
+                env=env,
+                check=True,
+                capture_output=True,
             )
         return run_median(project, "plain.py", env, runs), run_median(
             project, "withenv.py", env, runs

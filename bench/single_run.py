@@ -100,14 +100,16 @@ def main() -> None:
     python = real_python()
     try:
         subprocess.run([str(RGRID), "server", "start"], env=env, check=True, capture_output=True)
-        timed([str(RGRID), "run", "hello.py"], 3, project, env)  # warm: base env built, caches hot
+        timed(
+            [str(RGRID), "run", "hello.py", "--no-cache"], 3, project, env
+        )  # warm: base env built, caches hot
         bare = timed([python, "hello.py"], runs, project, env)
         boxed = (
             timed(bwrap_argv(python, "hello.py", project), runs, project, env)
             if shutil.which("bwrap")
             else []
         )
-        rgrid = timed([str(RGRID), "run", "hello.py"], runs, project, env)
+        rgrid = timed([str(RGRID), "run", "hello.py", "--no-cache"], runs, project, env)
         helps = timed([str(RGRID), "--help"], runs, project, env)
         pid = int(__import__("json").loads((tmp / "home" / "server.json").read_text())["pid"])
         time.sleep(2)

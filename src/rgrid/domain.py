@@ -195,6 +195,13 @@ class Execution:
     batch_index: int | None = None
     batch_input: str | None = None
     superseded: bool = False
+    cached_from: str | None = None  # a cache hit: the execution whose result this is
+    cache_note: str | None = None  # what the cache said: "hit", or why it missed
+
+    @property
+    def log_source(self) -> str:
+        """The execution whose log this one shows (a cache hit replays its original's)."""
+        return self.cached_from or self.id
 
     @property
     def duration_s(self) -> float | None:

@@ -75,6 +75,8 @@ class ExecutionCreate:
     runtime: str | None = None
     #: automatic retries after transient failures (worker_lost, infrastructure)
     max_retries: int = 2
+    #: reuse an identical earlier succeeded run's result (SPEC §12); False: ``--no-cache``
+    cache: bool = True
 
 
 @_wire
@@ -111,6 +113,9 @@ class ExecutionPublic:
     batch_id: str | None = None
     batch_index: int | None = None
     batch_input: str | None = None
+    cached_from: str | None = None
+    #: what the result cache said: "hit", or why it missed
+    cache: str | None = None
 
 
 @_wire
@@ -140,6 +145,7 @@ class BatchCreate:
     dependency_source: str = "none"
     runtime: str | None = None
     max_retries: int = 2
+    cache: bool = True
 
 
 @_wire
@@ -176,6 +182,7 @@ class BatchItemPublic:
     finished_at: datetime | None
     #: its output files, once it ended (saves a request per item when downloading)
     outputs: list[ArtifactPublic] = dataclasses.field(default_factory=list)
+    cached_from: str | None = None
 
 
 @_wire

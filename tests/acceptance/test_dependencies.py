@@ -33,7 +33,7 @@ def test_requirements_txt_is_installed_once_and_reused(account_cli: Cli, workdir
     assert "dependencies (requirements.txt): requests" in first.stderr
     first_id = run_id(first)
     assert any("requests==" in line for line in setup_lines(account_cli, first_id))
-    second = account_cli("run", "get.py")
+    second = account_cli("run", "get.py", "--no-cache")  # run it again, not its cached result
     assert second.returncode == 0 and second.stdout == first.stdout
     second_id = run_id(second)
     assert setup_lines(account_cli, second_id) == []  # no build: the environment is reused

@@ -203,6 +203,7 @@ def test_two_servers_on_one_postgres_database_never_claim_twice(
                 "files": [{"path": "s.py", "sha256": sha, "size": len(script)}],
                 "requirements": [],
                 "dependency_source": "none",
+                "cache": False,  # every one must run, not reuse an earlier one's result
             }
             ids = [api.post("/api/v1/executions", json=body).json()["id"] for _ in range(ITEMS)]
 

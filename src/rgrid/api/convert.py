@@ -39,6 +39,8 @@ def execution(e: domain.Execution) -> schemas.ExecutionPublic:
         batch_id=e.batch_id,
         batch_index=e.batch_index,
         batch_input=e.batch_input,
+        cached_from=e.cached_from,
+        cache=e.cache_note,
     )
 
 
@@ -69,6 +71,7 @@ def batch_item(
         started_at=e.started_at,
         finished_at=e.finished_at,
         outputs=[artifact(a) for a in outputs or []],
+        cached_from=e.cached_from,
     )
 
 

@@ -51,9 +51,11 @@ def submit(
         **options,  # type: ignore[arg-type]
     )
     created = client.submit_batch(spec)
+    report = render.upload_report(
+        uploaded.uploaded_files, uploaded.uploaded_bytes, uploaded.already_there
+    )
     render.info(
-        f"{created.id}: {created.total} items, at most {created.parallel} at once "
-        f"(uploaded {uploaded.uploaded_files} file(s), {uploaded.already_there} already there)"
+        f"{created.id}: {created.total} items, at most {created.parallel} at once ({report})"
     )
     return created.id
 
@@ -159,6 +161,7 @@ def _summary(
 ) -> int:
     succeeded = [i for i in items if i.state.value == "succeeded"]
     failed = [i for i in items if i.state.value != "succeeded"]
+    cached = sum(1 for i in succeeded if i.cached_from)
     code = 0 if not failed else EXIT_ALL_FAILED if not succeeded else EXIT_SOME_FAILED
     if as_json:
         click.echo(
@@ -169,7 +172,7 @@ def _summary(
                     "total": batch.total,
                     "succeeded": len(succeeded),
                     "failed": len(failed),
-                    "cached": 0,
+                    "cached": cached,
                     "failures": [
                         {
                             "input": i.input,
@@ -188,7 +191,8 @@ def _summary(
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     render.info(
-        f"{batch.id}: {len(succeeded)} succeeded, {len(failed)} failed, 0 cached (of {batch.total})"
+        f"{batch.id}: {len(succeeded)} succeeded, {len(failed)} failed, {cached} cached "
+        f"(of {batch.total})"
     )
     for item in failed:
         kind = item.failure_class.value if item.failure_class else item.state.value

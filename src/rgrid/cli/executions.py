@@ -132,12 +132,14 @@ def download(execution_id: str, output_dir: Path | None, files: tuple[str, ...])
     from rgrid.cli.context import connect
     from rgrid.client.runs import download_outputs
 
-    fetched = download_outputs(
+    downloads = download_outputs(
         connect(), execution_id, output_dir or Path.cwd(), list(files) or None
     )
-    for artifact, path in fetched:
+    for artifact, path in downloads.fetched:
         render.info(f"{path} ({render.size(artifact.size)})")
-    render.info(f"{len(fetched)} file(s) downloaded")
+    for _, path in downloads.unchanged:
+        render.info(f"{path} (already there, unchanged)")
+    render.info(f"{len(downloads.fetched)} file(s) downloaded")
 
 
 @click.command(name="list")

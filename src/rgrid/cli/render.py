@@ -54,6 +54,13 @@ def emit_json(value: Any) -> None:
     click.echo(json.dumps(dump(value), indent=2))
 
 
+def upload_report(uploaded: int, uploaded_bytes: int, already: int) -> str:
+    """ "uploaded 1 file (2.1 MB), 3 already on the grid"."""
+    files = f"{uploaded} file{'' if uploaded == 1 else 's'}"
+    sent = f"uploaded {files} ({size(uploaded_bytes)})" if uploaded else "uploaded nothing"
+    return f"{sent}, {already} already on the grid"
+
+
 def info(message: str) -> None:
     """One rgrid line on stderr (never mixed into the script's stdout)."""
     click.echo(f"rgrid: {message}", err=True)
@@ -62,6 +69,8 @@ def info(message: str) -> None:
 def state_label(e: schemas.ExecutionPublic) -> str:
     if e.failure_class:
         return f"{e.state.value} ({e.failure_class.value})"
+    if e.cached_from:
+        return f"{e.state.value} (cached)"
     return e.state.value
 
 
@@ -84,6 +93,7 @@ def execution(e: schemas.ExecutionPublic) -> None:
             + (f" after {e.retry_reason}" if e.retry_reason else ""),
         ),
         ("retry of", e.retry_of or "-"),
+        ("cache", cache_label(e)),
         (
             "limits",
             f"timeout {duration(e.timeout_s)}, memory {binary_size(e.memory_bytes)}, "
@@ -108,6 +118,13 @@ def execution(e: schemas.ExecutionPublic) -> None:
     for label, value in rows:
         if value != "-" or label in ("id", "state", "exit code"):
             click.echo(f"{label:<10} {value}")
+
+
+def cache_label(e: schemas.ExecutionPublic) -> str:
+    """``hit from exec_…``, or the grid's note on why it missed."""
+    if e.cached_from:
+        return f"hit from {e.cached_from}"
+    return e.cache or "-"
 
 
 def execution_table(items: Sequence[schemas.ExecutionPublic]) -> None:

@@ -15,6 +15,7 @@ from rgrid.cli import render
 if TYPE_CHECKING:
     from rgrid import schemas
     from rgrid.client import Client
+    from rgrid.client.runs import Downloads
 from rgrid.cli.options import Duration, Size, key_values
 
 MANIFEST_NOTICE_FILES = 50
@@ -113,6 +114,12 @@ SECOND_INTERRUPT_S = 2.0
     is_flag=True,
     help="With --batch: one JSON object per state change, and a summary.",
 )
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Run even if an identical earlier run succeeded (its result is reused otherwise; "
+    "`cache = false` in .rgrid/config.toml turns that off for a project).",
+)
 @click.option("--yes", is_flag=True, help="Skip confirmations (large uploads).")
 def run(
     script: Path,
@@ -133,15 +140,18 @@ def run(
     parallel: int,
     flat: bool,
     as_json: bool,
+    no_cache: bool,
     yes: bool,
 ) -> None:
     """Run SCRIPT with ARGS on the grid: live output, outputs downloaded, the script's exit code."""
     from rgrid import schemas
     from rgrid.cli.context import connect
     from rgrid.client.bundle import build_bundle
+    from rgrid.client.config import project_settings
     from rgrid.client.requirements import plan
     from rgrid.client.runs import upload_bundle
 
+    use_cache = not no_cache and project_settings().get("cache", True) is True
     env_values = key_values(env, "--env", local_fallback=True)
     labels = key_values(metadata, "--metadata")
     if patterns:
@@ -159,6 +169,7 @@ def run(
             "dependency_source": deps.source,
             "runtime": runtime,
             "max_retries": max_retries,
+            "cache": use_cache,
         }
         client = connect()
         batch_id = batch.submit(client, script, list(args), list(patterns), list(include), options)
@@ -194,20 +205,32 @@ def run(
         dependency_source=deps.source,
         runtime=runtime,
         max_retries=max_retries,
+        cache=use_cache,
     )
     execution = client.submit(spec)
-    if report.uploaded_files:
-        render.info(
-            f"uploaded {report.uploaded_files} file(s) ({render.size(report.uploaded_bytes)}), "
-            f"{report.already_there} already on the grid"
-        )
+    render.info(
+        render.upload_report(report.uploaded_files, report.uploaded_bytes, report.already_there)
+    )
     if deps.requirements:
         render.info(f"dependencies ({deps.source}): {', '.join(deps.requirements)}")
+    if execution.cached_from:
+        render.info(
+            f"cached: the same script, inputs, arguments, environment and dependencies "
+            f"succeeded as {execution.cached_from}; its result is reused (--no-cache runs it again)"
+        )
     if detach:
         click.echo(execution.id)
         render.info(f"follow it with `rgrid logs {execution.id} --follow`")
         return
-    sys.exit(attach(client, execution.id, output_dir=output_dir, remote_only=remote_only))
+    sys.exit(
+        attach(
+            client,
+            execution.id,
+            output_dir=output_dir,
+            remote_only=remote_only,
+            finished=execution if execution.state.terminal else None,
+        )
+    )
 
 
 def _confirm_size(files: int, total: int, yes: bool) -> None:
@@ -220,32 +243,48 @@ def _confirm_size(files: int, total: int, yes: bool) -> None:
         )
 
 
-def attach(client: Client, execution_id: str, *, output_dir: Path | None, remote_only: bool) -> int:
-    """Stream logs until the end, download outputs, print the summary; returns the exit code."""
-    from rgrid.client.runs import download_outputs, exit_code_for, follow
+def attach(
+    client: Client,
+    execution_id: str,
+    *,
+    output_dir: Path | None,
+    remote_only: bool,
+    finished: schemas.ExecutionPublic | None = None,
+) -> int:
+    """Stream logs until the end, download outputs, print the summary; returns the exit code.
+    ``finished``: the execution, already ended when submitted (a cache hit): its log is read
+    in one request instead of streamed."""
+    from rgrid.client.runs import download_outputs, exit_code_for, follow, history
 
-    try:
-        follow(
-            client,
-            execution_id,
-            lambda lines: render.log_lines(lines, marked=False),
-            on_notice=render.info,
-        )
-    except KeyboardInterrupt:
-        return _detach_or_cancel(client, execution_id)
-    final = client.get(execution_id)
-    fetched = []
+    if finished is not None:
+        lines, _, _ = history(client, execution_id)
+        render.log_lines(lines, marked=False)
+        final = finished
+    else:
+        try:
+            follow(
+                client,
+                execution_id,
+                lambda lines: render.log_lines(lines, marked=False),
+                on_notice=render.info,
+            )
+        except KeyboardInterrupt:
+            return _detach_or_cancel(client, execution_id)
+        final = client.get(execution_id)
+    downloads = None
     if not remote_only:
-        fetched = download_outputs(client, execution_id, output_dir or Path.cwd())
-    _summary(final, fetched)
+        downloads = download_outputs(client, execution_id, output_dir or Path.cwd())
+    _summary(final, downloads)
     return exit_code_for(final)
 
 
-def _summary(
-    final: schemas.ExecutionPublic, fetched: list[tuple[schemas.ArtifactPublic, Path]]
-) -> None:
-    sizes = sum(a.size for a, _ in fetched)
-    files = f", {len(fetched)} output(s) downloaded ({render.size(sizes)})" if fetched else ""
+def _summary(final: schemas.ExecutionPublic, downloads: Downloads | None) -> None:
+    files = ""
+    if downloads and downloads.fetched:
+        sizes = sum(a.size for a, _ in downloads.fetched)
+        files = f", {len(downloads.fetched)} output(s) downloaded ({render.size(sizes)})"
+    if downloads and downloads.unchanged:
+        files += f", {len(downloads.unchanged)} already in place"
     render.info(
         f"{final.id} {render.state_label(final)} in {render.duration(final.duration_s)}{files}"
     )

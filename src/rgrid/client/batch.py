@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -146,26 +145,14 @@ def fetch_outputs(
 ) -> list[Path]:
     """Download an item's outputs into ``root/folder``, skipping files already there with the
     same content (a re-attached follow downloads exactly what is missing)."""
+    from rgrid.client.runs import same_content
+
     dest = root / folder
-    fetched = []
-    for artifact in item.outputs:
-        target = dest / artifact.path
-        if (
-            target.is_file()
-            and target.stat().st_size == artifact.size
-            and _sha(target) == artifact.sha256
-        ):
-            continue
-        fetched.append(client.download(item.id, artifact, dest))
-    return fetched
-
-
-def _sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return [
+        client.download(item.id, artifact, dest)
+        for artifact in item.outputs
+        if not same_content(dest / artifact.path, artifact)
+    ]
 
 
 def staging_folder(folder: PurePosixPath) -> PurePosixPath:

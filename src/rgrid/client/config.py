@@ -78,3 +78,35 @@ def write_profile(name: str, api_url: str, api_key: str) -> Path:
         parser.write(handle)
     os.chmod(path, 0o600)
     return path
+
+
+PROJECT_CONFIG = Path(".rgrid") / "config.toml"
+#: the project settings ``.rgrid/config.toml`` may hold, and their types
+PROJECT_KEYS: dict[str, type] = {"cache": bool}
+
+
+def project_settings(start: Path | None = None) -> dict[str, object]:
+    """The nearest ``.rgrid/config.toml`` from ``start`` (the current directory) upwards, e.g.
+    ``cache = false``; empty if there is none. Unknown keys or wrong types are a UsageError."""
+    here = (start or Path.cwd()).absolute()
+    for folder in (here, *here.parents):
+        path = folder / PROJECT_CONFIG
+        if path.is_file():
+            break
+    else:
+        return {}
+    import tomllib  # only when a project has a config: the CLI starts faster without it
+
+    try:
+        values = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise errors.UsageError(f"{path} is not valid TOML: {exc}") from exc
+    for key, value in values.items():
+        wanted = PROJECT_KEYS.get(key)
+        if wanted is None:
+            raise errors.UsageError(
+                f"{path}: unknown setting {key!r}", hint=f"known: {', '.join(PROJECT_KEYS)}"
+            )
+        if not isinstance(value, wanted):
+            raise errors.UsageError(f"{path}: {key} must be a {wanted.__name__}, not {value!r}")
+    return values

@@ -79,13 +79,21 @@ def follow(
             time.sleep(delay)
 
 
+@dataclasses.dataclass(frozen=True)
+class Downloads:
+    fetched: list[tuple[schemas.ArtifactPublic, Path]]
+    #: already in place with the same content (e.g. a cache hit's outputs): not fetched again
+    unchanged: list[tuple[schemas.ArtifactPublic, Path]]
+
+
 def download_outputs(
     client: Client,
     execution_id: str,
     dest: Path,
     only: list[str] | None = None,
-) -> list[tuple[schemas.ArtifactPublic, Path]]:
-    """Fetch outputs into ``dest`` preserving their relative paths (all of them, or ``only``).
+) -> Downloads:
+    """Fetch outputs into ``dest`` preserving their relative paths (all of them, or ``only``),
+    except those already there with the same content.
 
     Unsafe names are refused (``errors.UnsafePath``) before anything is written.
     """
@@ -107,7 +115,29 @@ def download_outputs(
                 f"unsafe path {artifact.path!r}: refusing to download it outside {dest}",
                 hint="nothing was written; report this output name to the grid's operator",
             ) from exc
-    return [(a, client.download(execution_id, a, dest)) for a in artifacts]
+    from rgrid.paths import join_under
+
+    fetched, unchanged = [], []
+    for artifact in artifacts:
+        target = join_under(dest, artifact.path)
+        if same_content(target, artifact):
+            unchanged.append((artifact, target))
+        else:
+            fetched.append((artifact, client.download(execution_id, artifact, dest)))
+    return Downloads(fetched, unchanged)
+
+
+def same_content(path: Path, artifact: schemas.ArtifactPublic) -> bool:
+    """Whether ``path`` is a regular file holding exactly the artifact's bytes."""
+    import hashlib
+
+    if path.is_symlink() or not path.is_file() or path.stat().st_size != artifact.size:
+        return False
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest() == artifact.sha256
 
 
 def exit_code_for(execution: schemas.ExecutionPublic) -> int:

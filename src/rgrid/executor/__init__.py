@@ -19,6 +19,8 @@ DoneCallback = Callable[[domain.ExecutionSpec, domain.Outcome], Awaitable[None]]
 class Executor(Protocol):
     name: str
     slots: int
+    #: executions started so far (for /metrics)
+    started: int
 
     def free_slots(self) -> int:
         """How many more executions ``start`` accepts right now."""

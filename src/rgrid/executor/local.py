@@ -22,6 +22,7 @@ class LocalExecutor:
         self._config = config
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancels: dict[str, asyncio.Event] = {}
+        self.started = 0  # executions this executor has started (cache hits never reach it)
 
     def free_slots(self) -> int:
         return self.slots - len(self._tasks)
@@ -31,6 +32,7 @@ class LocalExecutor:
 
     def start(self, spec: domain.ExecutionSpec, plane: ControlPlane, on_done: DoneCallback) -> None:
         cancel = asyncio.Event()
+        self.started += 1
         self._cancels[spec.execution_id] = cancel
         self._tasks[spec.execution_id] = asyncio.create_task(
             self._run(spec, plane, on_done, cancel), name=f"run-{spec.execution_id}"

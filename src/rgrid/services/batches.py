@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
 from rgrid.paths import safe_relpath
-from rgrid.services import Grid, runtimes, utcnow
+from rgrid.services import Grid, cache, runtimes, utcnow
 from rgrid.services.executions import _validate, cancel, retry
 from rgrid.store import batches as repo
 from rgrid.store import blobs as blob_repo
@@ -106,21 +110,86 @@ async def submit_batch(
             "max_retries": spec.max_retries,
             "batch_id": batch.id,
             "superseded": False,
+            # every row has every key (one bulk INSERT); a cache hit fills these in
+            "exit_code": None,
+            "started_at": None,
+            "finished_at": None,
+            "cached_from": None,
+            "cache_note": None,
         }
-        executions, artifacts, metadata = _rows(spec, common, now)
+        keyer = functools.partial(
+            cache.cache_key,
+            grid.secrets.derive(cache.KEY_PURPOSE),
+            script=str(common["script"]),
+            env=spec.env,
+            requirements=requirements,
+            runtime=f"{spec.runtime or ''}/{runtime.python or grid.default_python}",
+            network=spec.network,
+        )
+        executions, artifacts, metadata = _rows(spec, common, now, keyer)
+        queued = await _reuse_results(grid, session, spec.cache, executions, artifacts, now)
         await repo.insert_items(session, executions, artifacts, metadata)
         result = await repo.to_batch(session, batch)
-    grid.wake_dispatcher()
+    if queued:
+        grid.wake_dispatcher()
     return result
 
 
+async def _reuse_results(
+    grid: Grid,
+    session: AsyncSession,
+    use_cache: bool,
+    executions: list[dict[str, Any]],
+    artifacts: list[dict[str, Any]],
+    now: datetime,
+) -> int:
+    """Make the items an identical earlier succeeded run already answered finished results of
+    it (in place, outputs added to ``artifacts``); returns how many items remain to run."""
+    if not use_cache:
+        for execution in executions:
+            execution["cache_note"] = "bypassed (--no-cache)"
+        return len(executions)
+    account_id = executions[0]["account_id"]
+    hits = await cache.usable_results(
+        grid, session, account_id, sorted({e["cache_key"] for e in executions})
+    )
+    queued = 0
+    for execution in executions:
+        hit = hits.get(execution["cache_key"])
+        if hit is None:
+            execution["cache_note"] = "miss"
+            queued += 1
+            continue
+        source, outputs = hit
+        execution.update(cache.hit_fields(source, now))
+        artifacts += [
+            {
+                "execution_id": execution["id"],
+                "kind": ArtifactKind.OUTPUT.value,
+                "path": a.path,
+                "sha256": a.sha256,
+                "size": a.size,
+                "created_at": now,
+            }
+            for a in outputs
+        ]
+    return queued
+
+
 def _rows(
-    spec: schemas.BatchCreate, common: dict[str, Any], now: Any
+    spec: schemas.BatchCreate,
+    common: dict[str, Any],
+    now: datetime,
+    keyer: Callable[..., cache.CacheKey],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     shared = [(str(safe_relpath(f.path)), f.sha256, f.size) for f in spec.files]
     executions, artifacts, metadata = [], [], []
     for index, item in enumerate(spec.items):
         execution_id = domain.new_id("exec")
+        own = [(str(safe_relpath(f.path)), f.sha256, f.size) for f in item.files]
+        paths = {p for p, _, _ in own}
+        files = [*own, *(s for s in shared if s[0] not in paths)]
+        key = keyer(args=item.args, files=[domain.FileRef(*f) for f in files])
         executions.append(
             {
                 **common,
@@ -128,11 +197,11 @@ def _rows(
                 "args": list(item.args),
                 "batch_index": index,
                 "batch_input": item.input,
+                "cache_key": key.digest,
+                "cache_parts": key.parts,
             }
         )
-        own = [(str(safe_relpath(f.path)), f.sha256, f.size) for f in item.files]
-        paths = {p for p, _, _ in own}
-        for path, sha, size in [*own, *(s for s in shared if s[0] not in paths)]:
+        for path, sha, size in files:
             artifacts.append(
                 {
                     "execution_id": execution_id,

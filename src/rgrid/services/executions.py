@@ -9,7 +9,7 @@ from datetime import datetime
 from rgrid import domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
 from rgrid.paths import safe_relpath
-from rgrid.services import Grid, runtimes, utcnow
+from rgrid.services import Grid, cache, runtimes, utcnow
 from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
@@ -94,11 +94,23 @@ async def submit(
                 hint="upload the blobs with PUT /api/v1/blobs/{sha256} first",
             )
         now = utcnow()
+        files = [domain.FileRef(str(safe_relpath(f.path)), f.sha256, f.size) for f in spec.files]
+        script = str(safe_relpath(spec.script))
+        key = cache.cache_key(
+            grid.secrets.derive(cache.KEY_PURPOSE),
+            script=script,
+            args=spec.args,
+            files=files,
+            env=spec.env,
+            requirements=requirements,
+            runtime=f"{spec.runtime or ''}/{runtime.python or grid.default_python}",
+            network=spec.network,
+        )
         row = ExecutionRow(
             id=domain.new_id("exec"),
             account_id=account_id,
             state=ExecutionState.QUEUED.value,
-            script=str(safe_relpath(spec.script)),
+            script=script,
             args=list(spec.args),
             env_ciphertext=grid.secrets.seal(spec.env),
             env_names=sorted(spec.env),
@@ -117,10 +129,27 @@ async def submit(
             python_version=runtime.python,
             packages=[],
             max_retries=spec.max_retries,
+            cache_key=key.digest,
+            cache_parts=key.parts,
         )
+        hit = None
+        if spec.cache:
+            hit = (await cache.usable_results(grid, session, account_id, [key.digest])).get(
+                key.digest
+            )
+        if hit is not None:
+            for column, value in cache.hit_fields(hit[0], now).items():
+                setattr(row, column, value)
+        elif spec.cache:
+            row.cache_note = await cache.miss_note(grid, session, account_id, script, key)
+        else:
+            row.cache_note = "bypassed (--no-cache)"
         execution = await repo.insert(session, row, spec.metadata)
-        files = [domain.FileRef(str(safe_relpath(f.path)), f.sha256, f.size) for f in spec.files]
         await blob_repo.add_artifacts(session, row.id, ArtifactKind.INPUT, files, now)
+        if hit is not None:
+            outputs = [domain.FileRef(a.path, a.sha256, a.size) for a in hit[1]]
+            await blob_repo.add_artifacts(session, row.id, ArtifactKind.OUTPUT, outputs, now)
+            return execution
     grid.wake_dispatcher()
     return execution
 
@@ -167,13 +196,19 @@ async def retry(
             retry_of=original.id,
             superseded=False,
         )
+        new = replacements or {}
+        if source.cache_key is not None and source.cache_parts is not None:
+            # a retry always runs, but its result may serve later identical runs
+            secret = grid.secrets.derive(cache.KEY_PURPOSE)
+            key = cache.rekeyed(secret, source.cache_parts, {p: f.sha256 for p, f in new.items()})
+            row.cache_key, row.cache_parts = key.digest, key.parts
+            row.cache_note = "bypassed (a retry always runs)"
         if in_batch:
             row.batch_id, row.batch_index = source.batch_id, source.batch_index
             row.batch_input = source.batch_input
             source.superseded = True
         execution = await repo.insert(session, row, original.metadata)
         inputs = await blob_repo.list_artifacts(session, original.id, ArtifactKind.INPUT)
-        new = replacements or {}
         files = [new.get(a.path) or domain.FileRef(a.path, a.sha256, a.size) for a in inputs]
         if new:
             present = await blob_repo.present_blobs(

@@ -34,11 +34,11 @@ async def _page(
     grid: Grid, execution_id: str, after: int, limit: int, attempt: int | None
 ) -> LogPage:
     async with store.transaction(grid.sessions) as session:
-        lines = await log_repo.read(
-            session, execution_id, after=after, limit=limit, attempt=attempt
-        )
         current = await repo.get(session, execution_id)
-    assert current is not None
+        assert current is not None
+        lines = await log_repo.read(
+            session, current.log_source, after=after, limit=limit, attempt=attempt
+        )
     if attempt is not None and not lines:
         after = max(after, current.last_seq)  # no more lines of that attempt: nothing to wait for
     return LogPage(current, lines, lines[-1].seq if lines else after)

@@ -53,6 +53,8 @@ def to_domain(row: ExecutionRow, metadata: Mapping[str, str]) -> domain.Executio
         batch_index=row.batch_index,
         batch_input=row.batch_input,
         superseded=row.superseded,
+        cached_from=row.cached_from,
+        cache_note=row.cache_note,
     )
 
 
@@ -297,4 +299,41 @@ async def running_on(session: AsyncSession, worker_prefix: str) -> list[Executio
 async def set_last_seq(session: AsyncSession, execution_id: str, seq: int) -> None:
     await session.execute(
         update(ExecutionRow).where(ExecutionRow.id == execution_id).values(last_seq=seq)
+    )
+
+
+async def cached_results(
+    session: AsyncSession, account_id: str, keys: Sequence[str]
+) -> dict[str, ExecutionRow]:
+    """The newest succeeded execution of this account for each cache key that has one."""
+    found: dict[str, ExecutionRow] = {}
+    for start in range(0, len(keys), 500):
+        rows = await session.scalars(
+            select(ExecutionRow)
+            .where(
+                ExecutionRow.account_id == account_id,
+                ExecutionRow.cache_key.in_(keys[start : start + 500]),
+                ExecutionRow.state == ExecutionState.SUCCEEDED.value,
+            )
+            .order_by(ExecutionRow.created_at.desc())
+        )
+        for row in rows:
+            assert row.cache_key is not None
+            found.setdefault(row.cache_key, row)
+    return found
+
+
+async def latest_of_script(
+    session: AsyncSession, account_id: str, script: str
+) -> ExecutionRow | None:
+    """This account's most recent execution of a script of this name that has a cache key."""
+    return await session.scalar(
+        select(ExecutionRow)
+        .where(
+            ExecutionRow.account_id == account_id,
+            ExecutionRow.script == script,
+            ExecutionRow.cache_parts.is_not(None),
+        )
+        .order_by(ExecutionRow.created_at.desc())
+        .limit(1)
     )

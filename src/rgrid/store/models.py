@@ -90,6 +90,8 @@ class ExecutionRow(Base):
         Index("ix_executions_account_created", "account_id", "created_at"),
         Index("ix_executions_batch", "batch_id", "state"),
         Index("ix_executions_batch_updated", "batch_id", "updated_at"),
+        Index("ix_executions_cache", "account_id", "cache_key"),
+        Index("ix_executions_account_script", "account_id", "script", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -131,6 +133,12 @@ class ExecutionRow(Base):
     #: the matched input file, as the user's glob found it ("data/a/x.csv")
     batch_input: Mapped[str | None] = mapped_column(Text, nullable=True)
     superseded: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the result cache (SPEC §12): this run's key and its parts, the run it reused, and what
+    # `rgrid status` says about the cache ("hit", or why it missed)
+    cache_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cache_parts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    cached_from: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    cache_note: Mapped[str | None] = mapped_column(Text, nullable=True)
     # stamped on every insert and update: a batch's followers ask only for what changed
     updated_at: Mapped[datetime | None] = mapped_column(
         UTCDateTime, nullable=True, default=_now, onupdate=_now

@@ -49,6 +49,12 @@ async def metrics(grid: GridDep, request: Request) -> Response:
     gauge = Gauge("rgrid_executions", "Executions by state", ["state"], registry=registry)
     builds = Counter("rgrid_env_builds", "Environments built by this server", registry=registry)
     builds.inc(request.app.state.env_cache.builds)
+    started = Counter(
+        "rgrid_executions_started",
+        "Executions this server's executor started (a cache hit starts none)",
+        registry=registry,
+    )
+    started.inc(request.app.state.dispatcher.executor.started)
     async with store.transaction(grid.sessions) as session:
         rows = await session.execute(
             select(ExecutionRow.state, func.count()).group_by(ExecutionRow.state)

@@ -1,0 +1,101 @@
+"""bench/cache: end-to-end wall time of a result-cache hit, against the original run of the same
+2-second script and against bare python running it, in one run.
+
+A hit is `rgrid run slow.py data.csv` typed again unchanged: the CLI hashes the files, finds them
+all on the grid, submits, gets back a finished execution (its original's result), replays its
+log and finds its output file already in place. Usage: .venv/bin/python bench/cache.py [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+RGRID = BIN / "rgrid"
+SCRIPT = """\
+import json, os, sys, time
+time.sleep(2)
+rows = open(sys.argv[1]).read().splitlines()
+os.makedirs("out", exist_ok=True)
+json.dump({"rows": len(rows)}, open("out/result.json", "w"))
+print("processed", len(rows), "rows")
+"""
+
+
+def real_python() -> str:
+    """The interpreter behind `python3` on PATH, resolved once (not the shim)."""
+    out = subprocess.run(
+        ["python3", "-c", "import sys; print(sys.executable)"], capture_output=True, text=True
+    )
+    return out.stdout.strip() or sys.executable
+
+
+def timed(argv: list[str], runs: int, cwd: Path, env: dict[str, str]) -> list[float]:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+        samples.append(time.perf_counter() - start)
+        if done.returncode != 0:
+            raise SystemExit(f"{argv} failed: {done.stderr[-500:]}")
+    return samples
+
+
+def row(name: str, samples: list[float]) -> str:
+    ordered = sorted(samples)
+    p90 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
+    return f"{name:<44} {statistics.median(samples) * 1000:>9.1f} {p90 * 1000:>9.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20)
+    options = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="rgrid-bench-cache-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+    env.update(RGRID_HOME=str(tmp / "home"), HOME=str(tmp / "user"))
+    project = tmp / "project"
+    project.mkdir()
+    (project / "slow.py").write_text(SCRIPT)
+    (project / "data.csv").write_text("a,b\n" * 1000)
+    try:
+        subprocess.run([str(RGRID), "server", "start"], env=env, check=True, capture_output=True)
+        # the original: a miss that runs the script (environment already warm after the first)
+        timed([str(RGRID), "run", "slow.py", "data.csv", "--no-cache"], 1, project, env)
+        original = timed([str(RGRID), "run", "slow.py", "data.csv", "--no-cache"], 3, project, env)
+        hits = timed([str(RGRID), "run", "slow.py", "data.csv"], options.runs, project, env)
+        check = subprocess.run(
+            [str(RGRID), "run", "slow.py", "data.csv"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert "rgrid: cached" in check.stderr, check.stderr  # they were hits
+        bare = timed([real_python(), "slow.py", "data.csv"], 3, project, env)
+    finally:
+        subprocess.run([str(RGRID), "server", "stop"], env=env, capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"cache: a 2-second script, {options.runs} hits, {os.cpu_count()} cores")
+    print(f"{'command':<44} {'median ms':>9} {'p90 ms':>9}")
+    print(row("python3 slow.py data.csv (bare)", bare))
+    print(row("rgrid run slow.py data.csv (runs it)", original))
+    print(row("rgrid run slow.py data.csv (cache hit)", hits))
+    hit = statistics.median(hits)
+    print(
+        f"\ncache hit: {hit * 1000:.0f} ms end to end (goal <= 150 ms), "
+        f"{statistics.median(original) / hit:.0f}x faster than running it, "
+        f"{statistics.median(bare) / hit:.0f}x faster than bare python"
+    )
+
+
+if __name__ == "__main__":
+    main()

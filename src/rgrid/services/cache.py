@@ -1,0 +1,165 @@
+"""The result cache's key (SPEC §12): what makes two runs the same, and what differs when not.
+
+The key covers the script's bytes, the local modules and inputs (path and content hash), the
+arguments, the environment variables (names and values), the normalised dependency list, the
+runtime and whether the script has network access (a run that succeeded online says nothing
+of one without network). The timeout and memory limit are not in it: they bound a run, and a
+run that succeeded within its limits has the same result. It is an HMAC under a key derived from the grid's secret, so neither the key nor
+the stored parts let anyone guess an ``--env`` value offline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rgrid import domain
+from rgrid.domain import ExecutionState
+from rgrid.services import Grid
+from rgrid.storage import blob_key
+from rgrid.store import blobs as blob_repo
+from rgrid.store import executions as repo
+from rgrid.store.models import ExecutionRow
+
+#: the purpose the cache's HMAC key is derived for, from the grid's secret
+KEY_PURPOSE = "rgrid result cache v1"
+
+#: how a part of the key is named when a miss is explained, in the order they are checked
+PART_NAMES = {
+    "script": "the script",
+    "modules": "a local module",
+    "dependencies": "the dependencies",
+    "runtime": "the runtime",
+    "network": "the network setting",
+    "inputs": "an input",
+    "args": "the arguments",
+    "env": "an environment variable",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheKey:
+    digest: str
+    #: per part: hashes (never plain values of the environment), to explain a miss
+    parts: dict[str, Any]
+
+
+def cache_key(
+    secret: bytes,
+    *,
+    script: str,
+    args: Sequence[str],
+    files: Sequence[domain.FileRef],
+    env: Mapping[str, str],
+    requirements: Sequence[str],
+    runtime: str,
+    network: bool,
+) -> CacheKey:
+    """The key of a run. Files are the script, the modules beside it and the inputs; a ``.py``
+    file that no argument names counts as a module, anything else as an input."""
+    named = set(args)
+    by_path = {f.path: f.sha256 for f in files}
+    parts: dict[str, Any] = {
+        "script": by_path.get(script, ""),
+        "modules": {
+            p: h for p, h in by_path.items() if p != script and p.endswith(".py") and p not in named
+        },
+        "dependencies": sorted(requirements),
+        "runtime": runtime,
+        "network": network,
+        "inputs": {
+            p: h
+            for p, h in by_path.items()
+            if p != script and not (p.endswith(".py") and p not in named)
+        },
+        "args": [script, *args],
+        "env": {name: _mac(secret, f"{name}={value}") for name, value in sorted(env.items())},
+    }
+    return CacheKey(_mac(secret, json.dumps(parts, sort_keys=True)), parts)
+
+
+def explain_miss(now: Mapping[str, Any], before: Mapping[str, Any]) -> str | None:
+    """Which part of the key differs from an earlier run's (``None``: nothing differs)."""
+    for part, label in PART_NAMES.items():
+        mine, theirs = now.get(part), before.get(part)
+        if mine == theirs:
+            continue
+        if isinstance(mine, dict) and isinstance(theirs, dict):
+            name = min(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+            if name not in theirs:
+                return f"{label} was added: {name}"
+            if name not in mine:
+                return f"{label} was removed: {name}"
+            return f"{label} changed: {name}"
+        return f"{label} changed"
+    return None
+
+
+def rekeyed(secret: bytes, parts: Mapping[str, Any], files: Mapping[str, str]) -> CacheKey:
+    """An earlier key with some files' contents replaced (``files``: path → sha256)."""
+    new = json.loads(json.dumps(parts))
+    for path, sha in files.items():
+        for part in ("modules", "inputs"):
+            if path in new.get(part, {}):
+                new[part][path] = sha
+    return CacheKey(_mac(secret, json.dumps(new, sort_keys=True)), new)
+
+
+async def usable_results(
+    grid: Grid, session: AsyncSession, account_id: str, keys: Sequence[str]
+) -> dict[str, tuple[ExecutionRow, list[domain.Artifact]]]:
+    """For each key, the newest succeeded run of this account with it whose outputs are all
+    still kept, with those outputs."""
+    found = await repo.cached_results(session, account_id, keys)
+    outputs = await blob_repo.outputs_of(session, [row.id for row in found.values()])
+    usable = {}
+    for key, row in found.items():
+        kept = outputs.get(row.id, [])
+        if all([await grid.storage.stat(blob_key(account_id, a.sha256)) for a in kept]):
+            usable[key] = (row, kept)
+    return usable
+
+
+def hit_fields(source: ExecutionRow, now: datetime) -> dict[str, Any]:
+    """The columns that make a new execution the finished result of ``source``: nothing runs."""
+    return {
+        "state": ExecutionState.SUCCEEDED.value,
+        "exit_code": 0,
+        "queued_at": now,
+        "started_at": now,
+        "finished_at": now,
+        "last_seq": source.last_seq,
+        "packages": list(source.packages or ()),
+        "python_version": source.python_version,
+        "cached_from": source.cached_from or source.id,
+        "cache_note": "hit",
+    }
+
+
+async def miss_note(
+    grid: Grid, session: AsyncSession, account_id: str, script: str, key: CacheKey
+) -> str:
+    """Why a run is not served from the cache, against this account's latest run of the same
+    script (for ``rgrid status``)."""
+    earlier = await repo.latest_of_script(session, account_id, script)
+    if earlier is None or earlier.cache_parts is None:
+        return f"miss: no earlier run of {script}"
+    reason = explain_miss(key.parts, earlier.cache_parts)
+    if reason is not None:
+        return f"miss: {reason} (since {earlier.id})"
+    if earlier.state != ExecutionState.SUCCEEDED.value:
+        return f"miss: the same run {earlier.id} {earlier.state} (only succeeded runs are reused)"
+    if not await usable_results(grid, session, account_id, [key.digest]):
+        return f"miss: the outputs of {earlier.id} are no longer kept"
+    return "miss"
+
+
+def _mac(secret: bytes, text: str) -> str:
+    return hmac.new(secret, text.encode(), hashlib.sha256).hexdigest()

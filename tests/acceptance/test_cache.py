@@ -1,0 +1,244 @@
+"""Acceptance: the result cache — an identical run comes back at once without running, a changed
+one runs and `rgrid status` names what changed; inputs are never uploaded twice (issue 7).
+
+Every test drives the installed ``rgrid`` binary against a real grid server. The script writes
+random bytes, so an output that comes back byte-identical was not produced by a second run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import httpx
+from tests.acceptance.conftest import json_of, new_account, run_id, status_of
+from tests.conftest import Cli, LiveServer
+
+#: prints its arguments and an env value, writes random bytes (so a re-run is visible)
+SCRIPT = """\
+import os, sys
+import helper
+data = open(sys.argv[1]).read()
+print("args", sys.argv[1:], "A", os.environ.get("A"), helper.NAME, data.strip())
+print("to stderr", file=sys.stderr)
+os.makedirs("out", exist_ok=True)
+open("out/random.bin", "wb").write(os.urandom(64))
+"""
+
+
+def started(server: LiveServer) -> int:
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    match = re.search(r"^rgrid_executions_started_total ([0-9.]+)$", text, re.MULTILINE)
+    assert match, text
+    return int(float(match.group(1)))
+
+
+def project(workdir: Path) -> None:
+    (workdir / "main.py").write_text(SCRIPT)
+    (workdir / "helper.py").write_text("NAME = 'helper-1'\n")
+    (workdir / "data.csv").write_text("1,2,3\n")
+
+
+def cache_line(cli: Cli, execution_id: str) -> str:
+    lines = cli("status", execution_id).stdout.splitlines()
+    found = [line.split(None, 1)[1] for line in lines if line.startswith("cache ")]
+    assert found, lines
+    return found[0]
+
+
+def test_an_identical_run_is_served_without_running_anything(
+    account_cli: Cli, workdir: Path, live_server: LiveServer
+) -> None:
+    project(workdir)
+    first = account_cli("run", "main.py", "data.csv", "--env", "A=1")
+    assert first.returncode == 0, first.stderr
+    first_id = run_id(first)
+    original = (workdir / "out" / "random.bin").read_bytes()
+    assert cache_line(account_cli, first_id) == "miss: no earlier run of main.py"
+    (workdir / "out" / "random.bin").unlink()
+    before = started(live_server)
+
+    again = account_cli("run", "main.py", "data.csv", "--env", "A=1")
+
+    assert again.returncode == 0, again.stderr
+    assert started(live_server) == before  # no process was started for it
+    again_id = run_id(again)
+    assert again_id != first_id
+    assert (workdir / "out" / "random.bin").read_bytes() == original  # the original's bytes
+    assert again.stdout == first.stdout  # its log replayed
+    assert "to stderr" in again.stderr
+    notice = [line for line in again.stderr.splitlines() if line.startswith("rgrid: cached")]
+    assert len(notice) == 1 and first_id in notice[0] and "--no-cache" in notice[0]
+    assert "uploaded nothing, 3 already on the grid" in again.stderr
+    status = status_of(account_cli, again_id)
+    assert status["state"] == "succeeded" and status["exit_code"] == 0
+    assert status["cached_from"] == first_id and status["attempt"] == 0
+    assert status["worker"] is None
+    assert cache_line(account_cli, again_id) == f"hit from {first_id}"
+    outputs = json_of(account_cli("outputs", again_id, "--json"))
+    assert [(o["path"], o["sha256"]) for o in outputs] == [
+        ("out/random.bin", hashlib.sha256(original).hexdigest())
+    ]
+    listed = account_cli("list").stdout
+    assert re.search(rf"{again_id} +succeeded \(cached\)", listed), listed
+
+    third = account_cli("run", "main.py", "data.csv", "--env", "A=1")  # a hit of a hit
+    assert status_of(account_cli, run_id(third))["cached_from"] == first_id
+    assert "1 already in place" in third.stderr  # the same bytes are not fetched again
+    assert (workdir / "out" / "random.bin").read_bytes() == original
+
+
+def test_each_changed_part_is_a_miss_and_status_names_it(
+    account_cli: Cli, workdir: Path, live_server: LiveServer
+) -> None:
+    project(workdir)
+    base = ["main.py", "data.csv", "--env", "A=1"]
+    previous = run_id(account_cli("run", *base))
+    changes = [
+        (lambda: (workdir / "main.py").write_text(SCRIPT + "# v2\n"), base, "the script changed"),
+        (
+            lambda: (workdir / "helper.py").write_text("NAME = 'helper-2'\n"),
+            base,
+            "a local module changed: helper.py",
+        ),
+        (
+            lambda: (workdir / "requirements.txt").write_text("pyyaml\n"),
+            base,
+            "the dependencies changed",
+        ),
+        (
+            lambda: (workdir / "data.csv").write_text("4,5,6\n"),
+            base,
+            "an input changed: data.csv",
+        ),
+        (lambda: None, [*base, "--verbose"], "the arguments changed"),
+        (lambda: None, ["main.py", "data.csv", "--verbose", "--env", "A=2"], None),
+    ]
+    for change, args, expected in changes:
+        change()
+        before = started(live_server)
+        result = account_cli("run", *args, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert started(live_server) == before + 1, args  # it ran
+        assert "rgrid: cached" not in result.stderr
+        current = run_id(result)
+        wanted = expected or "an environment variable changed: A"
+        assert cache_line(account_cli, current) == f"miss: {wanted} (since {previous})"
+        previous = current
+
+
+def test_failed_runs_are_never_reused(account_cli: Cli, workdir: Path) -> None:
+    (workdir / "fail.py").write_text("import sys; print('trying'); sys.exit(4)\n")
+    first = account_cli("run", "fail.py")
+    assert first.returncode == 4
+    second = account_cli("run", "fail.py")
+    assert second.returncode == 4 and "rgrid: cached" not in second.stderr
+    status = status_of(account_cli, run_id(second))
+    assert status["cached_from"] is None and status["attempt"] == 1
+    assert cache_line(account_cli, run_id(second)) == (
+        f"miss: the same run {run_id(first)} failed (only succeeded runs are reused)"
+    )
+
+
+def test_no_cache_flag_and_project_config_run_it_again(
+    account_cli: Cli, workdir: Path, live_server: LiveServer
+) -> None:
+    project(workdir)
+    assert account_cli("run", "main.py", "data.csv").returncode == 0
+    original = (workdir / "out" / "random.bin").read_bytes()
+
+    bypassed = account_cli("run", "main.py", "data.csv", "--no-cache")
+    assert bypassed.returncode == 0 and "rgrid: cached" not in bypassed.stderr
+    assert (workdir / "out" / "random.bin").read_bytes() != original
+    assert cache_line(account_cli, run_id(bypassed)) == "bypassed (--no-cache)"
+
+    (workdir / ".rgrid").mkdir()
+    (workdir / ".rgrid" / "config.toml").write_text("# this project\ncache = false\n")
+    before = started(live_server)
+    configured = account_cli("run", "main.py", "data.csv")
+    assert configured.returncode == 0 and started(live_server) == before + 1
+    assert cache_line(account_cli, run_id(configured)) == "bypassed (--no-cache)"
+    (workdir / "sub").mkdir()  # the nearest config upwards applies
+    nested = Cli(cwd=workdir / "sub", env=account_cli.env)
+    assert nested("run", "../main.py", "../data.csv").returncode == 0
+    assert started(live_server) == before + 2
+
+    (workdir / ".rgrid" / "config.toml").write_text('cache = "no"\n')
+    listed = len(json_of(account_cli("list", "--json"))["data"])
+    bad = account_cli("run", "main.py", "data.csv")
+    assert bad.returncode == 1 and "cache must be a bool" in bad.stderr
+    (workdir / ".rgrid" / "config.toml").write_text("cahce = false\n")
+    typo = account_cli("run", "main.py", "data.csv")
+    assert typo.returncode == 1 and "unknown setting 'cahce'" in typo.stderr
+    (workdir / ".rgrid" / "config.toml").write_text("cache = \n")
+    broken = account_cli("run", "main.py", "data.csv")
+    assert broken.returncode == 1 and "not valid TOML" in broken.stderr
+    assert len(json_of(account_cli("list", "--json"))["data"]) == listed  # nothing submitted
+
+
+def test_accounts_share_no_cache_entries_and_no_blobs(
+    cli: Cli, workdir: Path, live_server: LiveServer
+) -> None:
+    project(workdir)
+    _, key_a = new_account(cli)
+    _, key_b = new_account(cli)
+    alice = Cli(cwd=workdir, env=live_server.cli_env(key_a))
+    bob = Cli(cwd=workdir, env=live_server.cli_env(key_b))
+    assert alice("run", "main.py", "data.csv").returncode == 0
+    alices = (workdir / "out" / "random.bin").read_bytes()
+
+    before = started(live_server)
+    result = bob("run", "main.py", "data.csv")
+    assert result.returncode == 0 and "rgrid: cached" not in result.stderr
+    assert started(live_server) == before + 1
+    assert (workdir / "out" / "random.bin").read_bytes() != alices
+    assert "uploaded 3 files" in result.stderr  # Alice's copies are not Bob's
+    assert cache_line(bob, run_id(result)) == "miss: no earlier run of main.py"
+
+    # A blob only Alice has and one nobody has look the same to Bob.
+    alice_only, nobody = b"alice's secret bytes\n", b"nobody has these bytes\n"
+    (workdir / "secret.txt").write_bytes(alice_only)
+    assert alice("run", "main.py", "secret.txt").returncode == 0
+    hashes = [hashlib.sha256(d).hexdigest() for d in (alice_only, nobody)]
+    headers = {"Authorization": f"Bearer {key_b}"}
+    asked = httpx.post(
+        f"{live_server.url}/api/v1/blobs/missing", json={"sha256": hashes}, headers=headers
+    )
+    assert asked.status_code == 200 and asked.json()["missing"] == hashes
+    puts = [
+        httpx.put(f"{live_server.url}/api/v1/blobs/{sha}", content=data, headers=headers)
+        for sha, data in zip(hashes, (alice_only, nobody), strict=True)
+    ]
+    assert [p.status_code for p in puts] == [puts[1].status_code] * 2
+    assert [sorted(p.json()) for p in puts] == [sorted(puts[1].json())] * 2
+
+
+def test_rerunning_a_100_item_batch_uploads_nothing_and_reuses_every_result(
+    account_cli: Cli, workdir: Path, live_server: LiveServer
+) -> None:
+    (workdir / "item.py").write_text(
+        "import os, sys\nos.makedirs('out', exist_ok=True)\n"
+        "open('out/r.bin', 'wb').write(os.urandom(16) + open(sys.argv[1], 'rb').read())\n"
+    )
+    shared = workdir / "shared.txt"
+    shared.write_text("used by every item\n")
+    (workdir / "in").mkdir()
+    for i in range(100):
+        (workdir / "in" / f"i{i:03d}.txt").write_text(f"{i}\n")
+    first = account_cli("run", "item.py", "--batch", "in/*.txt", "--include", "shared.txt")
+    assert first.returncode == 0, first.stderr
+    assert "uploaded 102 files" in first.stderr  # the script, the shared file once, 100 inputs
+    produced = {p: p.read_bytes() for p in (workdir / "outputs").rglob("r.bin")}
+    assert len(produced) == 100
+    for path in produced:
+        path.unlink()
+    before = started(live_server)
+
+    again = account_cli("run", "item.py", "--batch", "in/*.txt", "--include", "shared.txt")
+
+    assert again.returncode == 0, again.stderr
+    assert "(uploaded nothing, 102 already on the grid)" in again.stderr
+    assert "100 succeeded, 0 failed, 100 cached (of 100)" in again.stderr
+    assert started(live_server) == before
+    assert {p: p.read_bytes() for p in (workdir / "outputs").rglob("r.bin")} == produced
