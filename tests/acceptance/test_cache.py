@@ -141,6 +141,25 @@ def test_failed_runs_are_never_reused(account_cli: Cli, workdir: Path) -> None:
     )
 
 
+def test_a_run_whose_outputs_are_gone_is_not_reused(
+    account_cli: Cli, workdir: Path, live_server: LiveServer
+) -> None:
+    project(workdir)
+    first = account_cli("run", "main.py", "data.csv")
+    assert first.returncode == 0, first.stderr
+    sha = hashlib.sha256((workdir / "out" / "random.bin").read_bytes()).hexdigest()
+    (blob,) = [p for p in live_server.home.rglob(sha) if p.is_file()]
+    blob.unlink()  # as retention does when the outputs expire
+
+    before = started(live_server)
+    again = account_cli("run", "main.py", "data.csv")
+    assert again.returncode == 0 and "rgrid: cached" not in again.stderr
+    assert started(live_server) == before + 1
+    assert cache_line(account_cli, run_id(again)) == (
+        f"miss: the outputs of {run_id(first)} are no longer kept"
+    )
+
+
 def test_no_cache_flag_and_project_config_run_it_again(
     account_cli: Cli, workdir: Path, live_server: LiveServer
 ) -> None:

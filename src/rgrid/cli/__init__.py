@@ -7,16 +7,44 @@ Every rgrid error ends as one ``error: …`` line (plus a hint) on stderr and ex
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
 import click
 
 from rgrid import __version__, errors
-from rgrid.cli import admin, executions, run, server
+
+#: each command and the module defining it, imported only when that command runs (or for help)
+COMMAND_MODULES = {
+    "run": "rgrid.cli.run",
+    **dict.fromkeys(
+        ("status", "logs", "outputs", "download", "list", "wait", "cancel", "retry"),
+        "rgrid.cli.executions",
+    ),
+    "server": "rgrid.cli.server",
+    **dict.fromkeys(("init", "doctor", "workers", "accounts", "keys"), "rgrid.cli.admin"),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """Commands load their module on first use: `rgrid run` does not import the admin code."""
+
+    def list_commands(self, _ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, _ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(cmd_name)
+        if module is None:
+            return None
+        commands: list[click.Command] = importlib.import_module(module).COMMANDS
+        return next(c for c in commands if c.name == cmd_name)
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="rgrid")
 def cli() -> None:
     """Run an unmodified Python script on the grid, exactly as if it ran here.
@@ -29,11 +57,6 @@ def cli() -> None:
     (RGRID_PROFILE, see `rgrid init`), else the local grid under RGRID_HOME (default
     ~/.rgrid/local), started on first use.
     """
-
-
-for module in (run, executions, server, admin):
-    for command in module.COMMANDS:
-        cli.add_command(command)
 
 
 def main() -> None:
