@@ -5,26 +5,42 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import AsyncIterator, Awaitable, Iterable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.s3server import MIN_PART_BYTES, S3Server, start_s3_server
 
 from rgrid import errors
 from rgrid.storage import CHUNK_SIZE, BlobInfo, ObjectStorage
 from rgrid.storage.local import LocalStorage
 from rgrid.storage.memory import InMemoryStorage
+from rgrid.storage.s3 import PART_SIZE, S3Storage
 
 BIG = random.Random(1234).randbytes(3 * CHUNK_SIZE + CHUNK_SIZE // 2)  # 3.5 MiB
 KEY = "blobs/acct/ab/some-blob"
 UNSAFE_KEYS = ["../x", "/abs", "a//b", "a/../b", "a\x00b", "", "a/", "./a", ".tmp/x", "a b", "é"]
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[S3Server]:
+    yield from start_s3_server()
+
+
+@pytest.fixture(params=["local", "memory", "s3", "s3-multipart"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStorage:
     if request.param == "local":
         return LocalStorage(tmp_path / "root")
-    return InMemoryStorage()
+    if request.param == "memory":
+        return InMemoryStorage()
+    server: S3Server = request.getfixturevalue("s3_server")
+    client = server.client()
+    bucket = f"contract-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    # "s3-multipart": parts of 1 MiB, so the 3.5 MiB blobs go up in several parts
+    part_size = MIN_PART_BYTES if request.param == "s3-multipart" else PART_SIZE
+    return S3Storage(bucket, "some/prefix", client=client, part_size=part_size)
 
 
 async def chunked(data: bytes, size: int = 300_001) -> AsyncIterator[bytes]:
@@ -45,7 +61,12 @@ def sha(data: bytes) -> str:
 
 
 def visible_files(storage: ObjectStorage) -> list[str]:
-    """Every file a local backend left on disk; .tmp must be empty too. [] for other backends."""
+    """Every file a local backend left on disk (.tmp must be empty too); every object and
+    unfinished multipart upload an S3 backend left in its bucket. [] for other backends."""
+    if isinstance(storage, S3Storage):
+        listed = storage.client.list_objects_v2(Bucket=storage.bucket).get("Contents", [])
+        uploads = storage.client.list_multipart_uploads(Bucket=storage.bucket).get("Uploads", [])
+        return sorted(o["Key"] for o in listed) + [f"upload:{u['Key']}" for u in uploads]
     if not isinstance(storage, LocalStorage) or not storage.root.exists():
         return []
     return sorted(str(p.relative_to(storage.root)) for p in storage.root.rglob("*") if p.is_file())

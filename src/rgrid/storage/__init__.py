@@ -1,6 +1,7 @@
 """Blob storage: the ``ObjectStorage`` protocol, the rules for keys, and ``from_url``.
 
-Backends live one per module (``local.py``, ``memory.py``); the server only ever sees the protocol.
+Backends live one per module (``local.py``, ``memory.py``, ``s3.py``); the server only ever sees
+the protocol.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ MAX_SEGMENT_LENGTH = 200  # characters: leaves room for backend suffixes under N
 
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9._-]+")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
-_SCHEMES = "file:///absolute/path, memory://"
+_SCHEMES = "file:///absolute/path, memory://, s3://bucket/prefix"
 
 
 @dataclass(frozen=True)
@@ -154,8 +155,9 @@ def from_url(url: str) -> ObjectStorage:
     """Build the storage backend a URL names.
 
     ``file:///abs/path`` → ``LocalStorage`` rooted there; ``memory://`` → a new, empty
-    ``InMemoryStorage`` (each call returns a separate one). ``s3://`` is not available yet, and any
-    other URL is ``errors.InvalidRequest`` naming the accepted schemes.
+    ``InMemoryStorage`` (each call returns a separate one); ``s3://bucket/prefix`` → ``S3Storage``
+    (endpoint and credentials from the environment). Any other URL is ``errors.InvalidRequest``
+    naming the accepted schemes.
     """
     parts = urlsplit(url)
     if parts.scheme == "file":
@@ -165,9 +167,15 @@ def from_url(url: str) -> ObjectStorage:
 
         return InMemoryStorage()
     if parts.scheme == "s3":
-        raise errors.InvalidRequest(
-            "S3 storage arrives with the big-files issue", hint=f"use one of: {_SCHEMES}"
-        )
+        from rgrid.storage.s3 import S3Storage
+
+        prefix = parts.path.strip("/")
+        if not parts.netloc or parts.query or parts.fragment or (prefix and _key_problem(prefix)):
+            raise errors.InvalidRequest(
+                f"an S3 storage URL must be s3://bucket[/prefix], got {url!r}",
+                details={"url": url},
+            )
+        return S3Storage(parts.netloc, prefix)
     raise errors.InvalidRequest(
         f"unsupported storage URL {url!r}; accepted schemes: {_SCHEMES}", details={"url": url}
     )

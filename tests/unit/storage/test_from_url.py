@@ -41,9 +41,20 @@ def test_bad_file_urls(url: str) -> None:
         from_url(url)
 
 
-def test_s3_is_not_available_yet() -> None:
-    with pytest.raises(errors.InvalidRequest, match="big-files"):
-        from_url("s3://bucket/prefix")
+def test_s3_url_names_bucket_and_prefix() -> None:
+    from rgrid.storage.s3 import S3Storage
+
+    storage = from_url("s3://my-bucket/grid/blobs/")
+    assert isinstance(storage, S3Storage)
+    assert (storage.bucket, storage.prefix) == ("my-bucket", "grid/blobs")
+    bare = from_url("s3://my-bucket")
+    assert isinstance(bare, S3Storage) and bare.prefix == ""
+
+
+@pytest.mark.parametrize("url", ["s3://", "s3:///prefix", "s3://b/p?x=1", "s3://b/../etc"])
+def test_bad_s3_urls(url: str) -> None:
+    with pytest.raises(errors.InvalidRequest, match="s3://bucket"):
+        from_url(url)
 
 
 @pytest.mark.parametrize("url", ["http://example.com/x", "/var/lib/rgrid", "", "gs://bucket"])

@@ -1,0 +1,301 @@
+"""S3Storage: blobs in an S3-compatible bucket under a prefix (the cluster profile's storage).
+
+``s3://bucket/prefix``; the endpoint and credentials come from the environment as for any AWS
+client (``AWS_ENDPOINT_URL``/``RGRID_S3_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, …). boto3's
+client is blocking, so every call runs in a worker thread.
+
+A put is verified before it becomes visible: small blobs are buffered (at most one part) and
+sent with one ``PutObject`` once their sha256 and size check out; larger ones go up as a
+multipart upload whose parts are sent as they arrive, and the upload is completed — the moment
+the object appears — only after the whole stream was verified, else aborted. The sha256 is kept
+in the object's metadata, so ``stat`` needs no read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rgrid import errors
+from rgrid.storage import CHUNK_SIZE, BlobInfo, validate_key
+from rgrid.storage._stream import (
+    Verifier,
+    closing,
+    iter_file,
+    temp_sibling,
+    wrap_os_errors,
+)
+
+#: multipart part size (S3's minimum is 5 MiB, except for the last part)
+PART_SIZE = 8 * 1024 * 1024
+SHA256_META = "sha256"
+#: where the sha256 of a blob uploaded in parts is kept (keys starting with "." are ours)
+META_PREFIX = ".sha256/"
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def _wrap_client_errors(action: str) -> Iterator[None]:
+    """boto errors become ``errors.StorageError`` (messages without endpoint details)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise errors.StorageError(f"storage could not {action}: {code}") from exc
+    except BotoCoreError as exc:
+        raise errors.StorageError(f"storage could not {action}: {type(exc).__name__}") from exc
+
+
+def _missing(exc: Exception) -> bool:
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return False
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code in ("404", "NoSuchKey", "NotFound")
+
+
+class S3Storage:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        client: Any | None = None,
+        part_size: int = PART_SIZE,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.part_size = part_size
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+
+            endpoint = os.environ.get("RGRID_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
+            self._client = boto3.client("s3", endpoint_url=endpoint or None)
+        return self._client
+
+    def _name(self, key: str) -> str:
+        if not key.startswith(META_PREFIX):
+            validate_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    async def _call(self, action: str, function: Callable[..., T], /, **kwargs: Any) -> T:
+        def run() -> T:
+            with _wrap_client_errors(action):
+                return function(**kwargs)
+
+        return await asyncio.to_thread(run)
+
+    async def put(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        sha256: str | None = None,
+        size: int | None = None,
+    ) -> BlobInfo:
+        """See ``ObjectStorage.put``."""
+        name = self._name(key)
+        async with closing(chunks):
+            verifier = Verifier(key, sha256=sha256, size=size)
+            buffer = bytearray()
+            upload: _Multipart | None = None
+            try:
+                async for chunk in chunks:
+                    verifier.update(chunk)
+                    buffer += chunk
+                    if len(buffer) >= self.part_size:
+                        if upload is None:
+                            upload = await _Multipart.start(self, name, key)
+                        await upload.send(bytes(buffer[: self.part_size]))
+                        del buffer[: self.part_size]
+                info = verifier.finish()
+                if upload is None:
+                    await self._call(
+                        f"write blob {key!r}",
+                        self.client.put_object,
+                        Bucket=self.bucket,
+                        Key=name,
+                        Body=bytes(buffer),
+                        Metadata={SHA256_META: info.sha256},
+                    )
+                else:
+                    if buffer:
+                        await upload.send(bytes(buffer))
+                    await upload.complete(info.sha256)
+                    upload = None
+                return info
+            finally:
+                if upload is not None:  # failed, rejected or cancelled: nothing appears
+                    await asyncio.shield(upload.abort())
+
+    async def open(self, key: str, *, offset: int = 0) -> AsyncIterator[bytes]:
+        """See ``ObjectStorage.open``."""
+        name = self._name(key)
+        if offset < 0:
+            raise errors.InvalidRequest(f"offset must be >= 0, got {offset}")
+        info = await self.stat(key)
+        if info is None:
+            raise errors.NotFound(f"blob {key!r} not found")
+        if offset >= info.size:
+            return
+        body = await self._call(
+            f"read blob {key!r}",
+            self.client.get_object,
+            Bucket=self.bucket,
+            Key=name,
+            Range=f"bytes={offset}-",
+        )
+        stream = body["Body"]
+        try:
+            while True:
+                chunk = await asyncio.to_thread(stream.read, CHUNK_SIZE)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            stream.close()
+
+    async def stat(self, key: str) -> BlobInfo | None:
+        """See ``ObjectStorage.stat``."""
+        name = self._name(key)
+
+        def head() -> dict[str, Any] | None:
+            try:
+                with _wrap_client_errors(f"read blob {key!r}"):
+                    result: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=name)
+                    return result
+            except errors.StorageError as exc:
+                if exc.__cause__ is not None and _missing(exc.__cause__):  # type: ignore[arg-type]
+                    return None
+                raise
+
+        found = await asyncio.to_thread(head)
+        if found is None:
+            return None
+        sha256 = found["Metadata"].get(SHA256_META)
+        if sha256 is None:  # uploaded in parts: its hash is in the sidecar
+            sidecar = await self._call(
+                f"read blob {key!r}",
+                self.client.get_object,
+                Bucket=self.bucket,
+                Key=self._name(META_PREFIX + key),
+            )
+            sha256 = (await asyncio.to_thread(sidecar["Body"].read)).decode()
+        return BlobInfo(key, int(found["ContentLength"]), sha256)
+
+    async def delete(self, key: str) -> None:
+        """See ``ObjectStorage.delete``."""
+        name = self._name(key)
+        await self._call(
+            f"delete blob {key!r}", self.client.delete_object, Bucket=self.bucket, Key=name
+        )
+        await self._call(
+            f"delete blob {key!r}",
+            self.client.delete_object,
+            Bucket=self.bucket,
+            Key=self._name(META_PREFIX + key),
+        )
+
+    async def copy_to_file(self, key: str, dest: Path) -> None:
+        """See ``ObjectStorage.copy_to_file``."""
+        chunks = self.open(key)
+        first = await anext(chunks, None)  # NotFound here, before any file exists
+        tmp = temp_sibling(dest)
+        with wrap_os_errors(f"write {dest.name}"):
+            try:
+                handle = await asyncio.to_thread(tmp.open, "wb")
+                try:
+                    if first:
+                        await asyncio.to_thread(handle.write, first)
+                    async for chunk in chunks:
+                        await asyncio.to_thread(handle.write, chunk)
+                finally:
+                    handle.close()
+                os.replace(tmp, dest)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+
+    async def put_file(self, key: str, src: Path, *, sha256: str | None = None) -> BlobInfo:
+        """See ``ObjectStorage.put_file``."""
+        return await self.put(key, iter_file(src, label=src.name), sha256=sha256)
+
+    async def health(self) -> None:
+        """See ``ObjectStorage.health``: the bucket answers a read."""
+        await self._call(
+            "reach the bucket",
+            self.client.list_objects_v2,
+            Bucket=self.bucket,
+            Prefix=self.prefix,
+            MaxKeys=1,
+        )
+
+
+class _Multipart:
+    """One multipart upload in progress."""
+
+    def __init__(self, storage: S3Storage, name: str, key: str, upload_id: str) -> None:
+        self._storage, self._name, self._key, self._id = storage, name, key, upload_id
+        self._parts: list[dict[str, Any]] = []
+
+    @classmethod
+    async def start(cls, storage: S3Storage, name: str, key: str) -> _Multipart:
+        created = await storage._call(
+            f"write blob {key!r}",
+            storage.client.create_multipart_upload,
+            Bucket=storage.bucket,
+            Key=name,
+        )
+        return cls(storage, name, key, created["UploadId"])
+
+    async def send(self, data: bytes) -> None:
+        number = len(self._parts) + 1
+        sent = await self._storage._call(
+            f"write blob {self._key!r}",
+            self._storage.client.upload_part,
+            Bucket=self._storage.bucket,
+            Key=self._name,
+            UploadId=self._id,
+            PartNumber=number,
+            Body=data,
+        )
+        self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+
+    async def complete(self, sha256: str) -> None:
+        # A multipart object takes its metadata when the upload starts, before the hash is
+        # known: the verified hash goes into a small sidecar object first, then the blob appears.
+        await self._storage._call(
+            f"write blob {self._key!r}",
+            self._storage.client.put_object,
+            Bucket=self._storage.bucket,
+            Key=self._storage._name(META_PREFIX + self._key),
+            Body=sha256.encode(),
+        )
+        await self._storage._call(
+            f"write blob {self._key!r}",
+            self._storage.client.complete_multipart_upload,
+            Bucket=self._storage.bucket,
+            Key=self._name,
+            UploadId=self._id,
+            MultipartUpload={"Parts": self._parts},
+        )
+
+    async def abort(self) -> None:
+        with contextlib.suppress(errors.StorageError):
+            await self._storage._call(
+                f"abandon blob {self._key!r}",
+                self._storage.client.abort_multipart_upload,
+                Bucket=self._storage.bucket,
+                Key=self._name,
+                UploadId=self._id,
+            )

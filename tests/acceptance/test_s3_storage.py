@@ -1,0 +1,67 @@
+"""Acceptance: a grid whose blobs live in an S3-compatible bucket (the cluster profile's storage),
+against a real S3 server (moto's server mode) on loopback (issue 8)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.acceptance.conftest import run_id
+from tests.conftest import Cli, make_server
+from tests.s3server import S3Server, start_s3_server
+
+SCRIPT = """\
+import os, sys
+data = open(sys.argv[1], "rb").read()
+os.makedirs("out", exist_ok=True)
+open("out/reversed.bin", "wb").write(data[::-1])
+print("read", len(data), "bytes")
+"""
+
+
+@pytest.fixture
+def s3_server() -> Iterator[S3Server]:
+    yield from start_s3_server()
+
+
+def test_an_execution_runs_end_to_end_with_its_blobs_in_s3(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    client = s3_server.client()
+    client.create_bucket(Bucket="grid")
+    server = make_server(tmp_path, RGRID_STORAGE_URL="s3://grid/team-a/blobs", **s3_server.env())
+    server.start()
+    try:
+        workdir = tmp_path / "project"
+        workdir.mkdir()
+        (workdir / "job.py").write_text(SCRIPT)
+        data = bytes(range(256)) * 40_000  # ≈ 10 MiB: stored in several parts
+        (workdir / "input.bin").write_bytes(data)
+        cli = Cli(cwd=workdir, env=server.cli_env())
+
+        result = cli("run", "job.py", "input.bin")
+
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"read {len(data)} bytes\n"
+        assert (workdir / "out" / "reversed.bin").read_bytes() == data[::-1]
+        listed = client.list_objects_v2(Bucket="grid", Prefix="team-a/blobs/")["Contents"]
+        names = {o["Key"].rsplit("/", 1)[-1] for o in listed}
+        for content in (data, data[::-1], SCRIPT.encode()):
+            assert hashlib.sha256(content).hexdigest() in names  # inputs and outputs in S3
+        assert not (server.home / "blobs").exists()  # nothing kept on the grid's disk
+        status = cli("status", run_id(result))
+        assert "succeeded" in status.stdout
+    finally:
+        server.stop()
+
+
+def test_a_missing_bucket_stops_the_grid_at_start_with_a_clear_message(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    server = make_server(tmp_path, RGRID_STORAGE_URL="s3://no-such-bucket", **s3_server.env())
+    with pytest.raises(RuntimeError, match="server exited"):
+        server.start()
+    log = (server.home / "server.log").read_text()
+    assert "storage could not reach the bucket: NoSuchBucket" in log
