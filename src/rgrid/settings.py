@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field
@@ -47,9 +48,14 @@ class ServerSettings(BaseSettings):
     env_cache_bytes: int = 20 * 1024**3
     max_batch_items: int = 10_000
     #: hosts that requirement files may name in --index-url / --extra-index-url
-    allowed_index_hosts: list[str] = Field(
-        default_factory=list
-    )  # bootstrap key for a fresh grid; the local daemon generates one
+    allowed_index_hosts: list[str] = Field(default_factory=list)
+    #: inputs and outputs expire this long after they were recorded (fractions allowed); the
+    #: janitor then deletes blobs nothing live references. Logs and executions are kept.
+    retention_days: float = Field(default=30.0, gt=0)
+
+    @property
+    def retention(self) -> timedelta:
+        return timedelta(days=self.retention_days)
 
     @property
     def resolved_database_url(self) -> str:

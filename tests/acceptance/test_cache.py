@@ -156,7 +156,7 @@ def test_a_run_whose_outputs_are_gone_is_not_reused(
     assert again.returncode == 0 and "rgrid: cached" not in again.stderr
     assert started(live_server) == before + 1
     assert cache_line(account_cli, run_id(again)) == (
-        f"miss: the outputs of {run_id(first)} are no longer kept"
+        f"miss: the outputs of {run_id(first)} are no longer kept (expired or deleted)"
     )
 
 

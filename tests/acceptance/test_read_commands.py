@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from tests.acceptance.conftest import (
@@ -181,8 +181,14 @@ def test_outputs_human_and_json(account_cli: Cli, workdir: Path) -> None:
     human = account_cli("outputs", execution_id[:10])
     assert human.returncode == 0, human.stderr
     rows = human.stdout.splitlines()
-    assert rows[0].split() == ["SIZE", "SHA256", "PATH"]
-    assert re.fullmatch(r"\s*7 B\s+" + listed[0]["sha256"][:12] + r"\s+result\.txt", rows[1])
+    assert rows[0].split() == ["SIZE", "SHA256", "EXPIRES", "PATH"]
+    expires = datetime.fromisoformat(listed[0]["expires_at"])
+    created = datetime.fromisoformat(listed[0]["created_at"])
+    assert expires - created == timedelta(days=30)  # the default retention
+    shown = expires.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    assert re.fullmatch(
+        r"\s*7 B\s+" + listed[0]["sha256"][:12] + rf"\s+{shown}\s+result\.txt", rows[1]
+    )
 
     (workdir / "nothing.py").write_text("print('no files')\n")
     empty_id = run_id(account_cli("run", "nothing.py"))

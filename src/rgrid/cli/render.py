@@ -184,6 +184,6 @@ def artifact_table(items: Sequence[schemas.ArtifactPublic]) -> None:
     if not items:
         click.echo("no outputs", err=True)
         return
-    click.echo(f"{'SIZE':>10}  {'SHA256':<12}  PATH")
+    click.echo(f"{'SIZE':>10}  {'SHA256':<12}  {'EXPIRES':<19}  PATH")
     for a in items:
-        click.echo(f"{size(a.size):>10}  {a.sha256[:12]}  {a.path}")
+        click.echo(f"{size(a.size):>10}  {a.sha256[:12]}  {when(a.expires_at):<19}  {a.path}")

@@ -243,35 +243,35 @@ class Client:
         path = f"/api/v1/executions/{quote(execution_id)}/outputs/{quote(artifact.path)}"
         import tempfile
 
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        _remove_abandoned_parts(dest)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        try:
-            # locked until renamed: a later download removes it only if this process died
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            os.fchmod(fd, _new_file_mode())  # mkstemp's 0600, as a file the script wrote here
-            with os.fdopen(fd, "wb") as handle:
-                digest = self._stream_into(path, handle)
-                if digest != artifact.sha256:
-                    raise errors.IntegrityError(f"{artifact.path} arrived corrupted; try again")
-                os.replace(tmp_name, dest)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        return dest
-
-    def _stream_into(self, path: str, handle: IO[bytes]) -> str:
-        digest = hashlib.sha256()
         try:
             with self._http.open("GET", path) as response:
-                if response.status >= 400:
+                if response.status >= 400:  # before anything is created locally
                     _checked(Response(response.status, response.read()))
-                while chunk := response.read(CHUNK):
-                    digest.update(chunk)
-                    handle.write(chunk)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                _remove_abandoned_parts(dest)
+                fd, tmp_name = tempfile.mkstemp(
+                    prefix=f".{dest.name}.", suffix=".part", dir=dest.parent
+                )
+                try:
+                    # locked until renamed: a later download removes it only if this process died
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    os.fchmod(fd, _new_file_mode())  # mkstemp's 0600, as a file the script wrote
+                    with os.fdopen(fd, "wb") as handle:
+                        digest = hashlib.sha256()
+                        while chunk := response.read(CHUNK):
+                            digest.update(chunk)
+                            handle.write(chunk)
+                        if digest.hexdigest() != artifact.sha256:
+                            raise errors.IntegrityError(
+                                f"{artifact.path} arrived corrupted; try again"
+                            )
+                        os.replace(tmp_name, dest)
+                except BaseException:
+                    Path(tmp_name).unlink(missing_ok=True)
+                    raise
         except TransportError as exc:
             raise errors.ConnectionFailed(f"download interrupted: {exc}") from exc
-        return digest.hexdigest()
+        return dest
 
 
 def _checked(response: Response) -> Response:

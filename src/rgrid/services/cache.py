@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain
 from rgrid.domain import ExecutionState
-from rgrid.services import Grid
+from rgrid.services import Grid, retention
 from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
@@ -122,6 +122,8 @@ async def usable_results(
     usable = {}
     for key, row in found.items():
         kept = outputs.get(row.id, [])
+        if any(retention.expired(grid, a) for a in kept):
+            continue
         if all([await grid.storage.stat(blob_key(account_id, a.sha256)) for a in kept]):
             usable[key] = (row, kept)
     return usable
@@ -157,7 +159,7 @@ async def miss_note(
     if earlier.state != ExecutionState.SUCCEEDED.value:
         return f"miss: the same run {earlier.id} {earlier.state} (only succeeded runs are reused)"
     if not await usable_results(grid, session, account_id, [key.digest]):
-        return f"miss: the outputs of {earlier.id} are no longer kept"
+        return f"miss: the outputs of {earlier.id} are no longer kept (expired or deleted)"
     return "miss"
 
 

@@ -1,8 +1,9 @@
 """The dispatcher: claims queued executions for the executor, keeps their leases, records outcomes.
 
-Three loops run in the server: claim (woken on submit, else every ``POLL_S``), lease renewal
-(every third of the lease; also notices cancel requests made through another server), and
-recovery (running executions whose lease expired become ``worker_lost``).
+Four loops run in the server: claim (woken on submit, else every ``POLL_S``), lease renewal
+(every third of the lease; also notices cancel requests made through another server),
+recovery (running executions whose lease expired become ``worker_lost``), and the retention
+janitor (deletes blobs past the retention period that nothing live references).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from rgrid import domain, store
 from rgrid.domain import ArtifactKind, ExecutionState, FailureClass
 from rgrid.executor import Executor
-from rgrid.services import Grid, utcnow
+from rgrid.services import Grid, retention, utcnow
 from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
@@ -77,6 +78,7 @@ class Dispatcher:
             asyncio.create_task(self._claim_loop(), name="dispatcher-claim"),
             asyncio.create_task(self._lease_loop(), name="dispatcher-lease"),
             asyncio.create_task(self._recovery_loop(), name="dispatcher-recovery"),
+            asyncio.create_task(self._janitor_loop(), name="retention-janitor"),
         ]
 
     async def close(self) -> None:
@@ -183,6 +185,14 @@ class Dispatcher:
             except Exception:
                 logger.exception("recovery failed", extra={"action": "recovery_failed"})
             await asyncio.sleep(RECOVERY_EVERY_S)
+
+    async def _janitor_loop(self) -> None:
+        while True:
+            await asyncio.sleep(retention.sweep_every_s(self._grid))
+            try:
+                await retention.sweep(self._grid)
+            except Exception:
+                logger.exception("retention sweep failed", extra={"action": "sweep_failed"})
 
     async def recover_expired(self) -> int:
         """Settle running executions whose worker is gone: their lease expired, or their worker

@@ -9,7 +9,7 @@ from datetime import datetime
 from rgrid import domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
 from rgrid.paths import safe_relpath
-from rgrid.services import Grid, cache, runtimes, utcnow
+from rgrid.services import Grid, cache, retention, runtimes, utcnow
 from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
@@ -302,7 +302,8 @@ async def list_artifacts(
 ) -> tuple[domain.Execution, list[domain.Artifact]]:
     async with store.transaction(grid.sessions) as session:
         execution = await repo.resolve(session, principal.account.id, id_or_prefix)
-        return execution, await blob_repo.list_artifacts(session, execution.id, kind)
+        artifacts = await blob_repo.list_artifacts(session, execution.id, kind)
+    return execution, retention.with_expiry(grid, artifacts)
 
 
 async def open_output(
@@ -313,5 +314,6 @@ async def open_output(
     artifact = next((a for a in artifacts if a.path == path), None)
     if artifact is None:
         raise errors.NotFound(f"no output {path!r}", hint="`rgrid outputs ID` lists them")
+    retention.ensure_kept(grid, artifact)
     stream = grid.storage.open(blob_key(principal.account.id, artifact.sha256))
     return artifact, stream

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain
-from rgrid.store.models import ArtifactRow, BlobRow
+from rgrid.store.models import ArtifactRow, BlobRow, ExecutionRow
 
 
 async def present_blobs(session: AsyncSession, account_id: str, hashes: Sequence[str]) -> set[str]:
@@ -99,3 +99,43 @@ async def outputs_of(
         for row in rows:
             found.setdefault(row.execution_id, []).append(_artifact(row))
     return found
+
+
+async def unreferenced_blobs(
+    session: AsyncSession, cutoff: datetime, limit: int
+) -> list[tuple[str, str]]:
+    """(account, sha256) of blobs recorded before ``cutoff`` that no artifact references which
+    was recorded after it or belongs to an execution not yet ended."""
+    live = (
+        select(ArtifactRow.sha256)
+        .join(ExecutionRow, ExecutionRow.id == ArtifactRow.execution_id)
+        .where(
+            ExecutionRow.account_id == BlobRow.account_id,
+            ArtifactRow.sha256 == BlobRow.sha256,
+            or_(
+                ArtifactRow.created_at > cutoff,
+                ExecutionRow.state.in_([s.value for s in domain.ExecutionState if not s.terminal]),
+            ),
+        )
+        .exists()
+    )
+    rows = await session.execute(
+        select(BlobRow.account_id, BlobRow.sha256)
+        .where(BlobRow.created_at <= cutoff, ~live)
+        .order_by(BlobRow.created_at)
+        .limit(limit)
+    )
+    return [(str(account), str(sha)) for account, sha in rows]
+
+
+async def forget_blobs(
+    session: AsyncSession,
+    blobs: Sequence[tuple[str, str]],
+    created_after: datetime | None = None,
+) -> None:
+    """Delete these blob rows (only those recorded after ``created_after``, if given)."""
+    for account_id, sha256 in blobs:
+        query = delete(BlobRow).where(BlobRow.account_id == account_id, BlobRow.sha256 == sha256)
+        if created_after is not None:
+            query = query.where(BlobRow.created_at > created_after)
+        await session.execute(query)

@@ -174,6 +174,7 @@ class ExecutionMetadataRow(Base):
 
 class ArtifactRow(Base):
     __tablename__ = "artifacts"
+    __table_args__ = (Index("ix_artifacts_sha256", "sha256"),)  # retention: who still uses a blob
 
     execution_id: Mapped[str] = mapped_column(
         ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True

@@ -1,0 +1,77 @@
+"""Retention (SPEC §5): inputs and outputs expire ``RGRID_RETENTION_DAYS`` after they were
+recorded; the janitor deletes the blobs that nothing live references any more.
+
+An artifact's expiry is computed, ``created_at + retention``, so the setting applies to what is
+already stored. A blob is deleted once it is older than the retention period and no artifact
+references it that has not expired or belongs to an execution still queued or running — so a
+blob a newer execution (or a cache hit) uses again is kept. Logs and execution records stay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from rgrid import domain, errors, store
+from rgrid.services import Grid, utcnow
+from rgrid.storage import blob_key
+from rgrid.store import blobs as blob_repo
+
+logger = logging.getLogger(__name__)
+
+MIN_SWEEP_EVERY_S = 1.0
+MAX_SWEEP_EVERY_S = 3600.0
+SWEEP_BATCH = 1000
+
+
+def with_expiry(grid: Grid, artifacts: Sequence[domain.Artifact]) -> list[domain.Artifact]:
+    """The artifacts with their expiry filled in."""
+    retention = grid.settings.retention
+    return [dataclasses.replace(a, expires_at=a.created_at + retention) for a in artifacts]
+
+
+def expired(grid: Grid, artifact: domain.Artifact, now: datetime | None = None) -> bool:
+    return artifact.created_at + grid.settings.retention <= (now or utcnow())
+
+
+def ensure_kept(grid: Grid, artifact: domain.Artifact) -> None:
+    """``errors.ArtifactExpired`` (410) naming the date, for an artifact past its retention."""
+    if expired(grid, artifact):
+        when = artifact.created_at + grid.settings.retention
+        raise errors.ArtifactExpired(
+            f"{artifact.path} expired on {when:%Y-%m-%d %H:%M:%S} UTC "
+            f"(the grid keeps files for {grid.settings.retention_days:g} days)",
+            hint="run the script again to produce it anew",
+            details={"expired_at": when.isoformat()},
+        )
+
+
+def sweep_every_s(grid: Grid) -> float:
+    """How often the janitor runs: a quarter of the retention period, within 1 s .. 1 h."""
+    quarter = grid.settings.retention.total_seconds() / 4
+    return min(MAX_SWEEP_EVERY_S, max(MIN_SWEEP_EVERY_S, quarter))
+
+
+async def sweep(grid: Grid, now: datetime | None = None) -> int:
+    """Delete the blobs retention no longer keeps; returns how many were deleted."""
+    cutoff = (now or utcnow()) - grid.settings.retention
+    deleted = 0
+    while True:
+        async with store.transaction(grid.sessions) as session:
+            doomed = await blob_repo.unreferenced_blobs(session, cutoff, SWEEP_BATCH)
+            # the rows go first: from then on the grid asks for the content to be uploaded again
+            await blob_repo.forget_blobs(session, doomed)
+        for account_id, sha256 in doomed:
+            await grid.storage.delete(blob_key(account_id, sha256))
+        if doomed:
+            async with store.transaction(grid.sessions) as session:
+                # an upload of the same content that raced the deletion lost its object
+                await blob_repo.forget_blobs(session, doomed, created_after=cutoff)
+        deleted += len(doomed)
+        if len(doomed) < SWEEP_BATCH:
+            break
+    if deleted:
+        logger.info("retention removed %d blob(s)", deleted, extra={"action": "blobs_expired"})
+    return deleted
