@@ -22,6 +22,16 @@ def utcnow() -> datetime:
 
 
 @dataclasses.dataclass
+class Transfers:
+    """Bytes of blob bodies this server received and sent: on the wire, and decoded."""
+
+    received_wire: int = 0
+    received: int = 0
+    sent_wire: int = 0
+    sent: int = 0
+
+
+@dataclasses.dataclass
 class Grid:
     settings: ServerSettings
     sessions: async_sessionmaker[AsyncSession]
@@ -34,3 +44,4 @@ class Grid:
     #: set by the dispatcher: wake it after a submit, and stop a locally running execution
     wake_dispatcher: Callable[[], None] = lambda: None
     cancel_local: Callable[[str], bool] = lambda _execution_id: False
+    transfers: Transfers = dataclasses.field(default_factory=Transfers)

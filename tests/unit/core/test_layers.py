@@ -14,6 +14,7 @@ FOUNDATION = {
     "domain",
     "schemas",
     "paths",
+    "compression",
     "settings",
     "__init__",
     "__version__",

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 
-from rgrid import errors, schemas
+from rgrid import compression, errors, schemas
 from rgrid.api.deps import CurrentPrincipal, GridDep
 from rgrid.services import blobs as service
 
@@ -26,10 +26,16 @@ async def missing(
 async def upload(
     sha256: Sha256Path, request: Request, grid: GridDep, principal: CurrentPrincipal
 ) -> schemas.BlobStored:
-    length = request.headers.get("content-length")
+    encoding = request.headers.get("content-encoding")
+    # compressed, Content-Length is the wire size; the stored size travels in its own header
+    length = request.headers.get(
+        compression.SIZE_HEADER if encoding == compression.ENCODING else "content-length"
+    )
     try:
         size = int(length) if length is not None else None
     except ValueError as exc:
-        raise errors.InvalidRequest("invalid Content-Length") from exc
-    stored = await service.upload_blob(grid, principal, sha256, request.stream(), size)
+        raise errors.InvalidRequest("invalid Content-Length or size header") from exc
+    stored = await service.upload_blob(
+        grid, principal, sha256, request.stream(), size, encoding=encoding
+    )
     return schemas.BlobStored(sha256=sha256, size=stored)

@@ -7,13 +7,14 @@ import json
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from rgrid import domain, errors, schemas
+from rgrid import compression, domain, errors, schemas
 from rgrid.api import convert
 from rgrid.api.deps import CurrentPrincipal, GridDep
 from rgrid.domain import ArtifactKind, ExecutionState
+from rgrid.services import blobs as blob_service
 from rgrid.services import executions as service
 
 router = APIRouter(prefix="/api/v1/executions", tags=["executions"])
@@ -111,8 +112,18 @@ async def list_artifacts(
 
 @router.get("/{execution_id}/outputs/{path:path}")
 async def download_output(
-    execution_id: str, path: str, grid: GridDep, principal: CurrentPrincipal
+    execution_id: str, path: str, request: Request, grid: GridDep, principal: CurrentPrincipal
 ) -> StreamingResponse:
+    """The file's bytes; zstd-compressed when the client accepts it and it pays (SPEC §5)."""
     artifact, stream = await service.open_output(grid, principal, execution_id, path)
-    headers = {"content-length": str(artifact.size), "x-rgrid-sha256": artifact.sha256}
-    return StreamingResponse(stream, media_type="application/octet-stream", headers=headers)
+    accepted = request.headers.get("accept-encoding", "")
+    compress = compression.ENCODING in accepted and compression.worth_compressing(
+        artifact.path, artifact.size
+    )
+    headers = {"x-rgrid-sha256": artifact.sha256, compression.SIZE_HEADER: str(artifact.size)}
+    if compress:
+        headers["content-encoding"] = compression.ENCODING
+    else:
+        headers["content-length"] = str(artifact.size)
+    body = blob_service.sent(grid, stream, compress=compress)
+    return StreamingResponse(body, media_type="application/octet-stream", headers=headers)

@@ -55,6 +55,18 @@ async def metrics(grid: GridDep, request: Request) -> Response:
         registry=registry,
     )
     started.inc(request.app.state.dispatcher.executor.started)
+    transfers = grid.transfers
+    for name, value, text in (
+        (
+            "rgrid_blob_wire_bytes_received",
+            transfers.received_wire,
+            "Blob body bytes received on the wire",
+        ),
+        ("rgrid_blob_bytes_received", transfers.received, "Blob bytes received, decompressed"),
+        ("rgrid_output_wire_bytes_sent", transfers.sent_wire, "Output bytes sent on the wire"),
+        ("rgrid_output_bytes_sent", transfers.sent, "Output bytes sent, before compression"),
+    ):
+        Counter(name, text, registry=registry).inc(value)
     async with store.transaction(grid.sessions) as session:
         rows = await session.execute(
             select(ExecutionRow.state, func.count()).group_by(ExecutionRow.state)

@@ -1,0 +1,193 @@
+"""bench/transfer: moving a big file through rgrid, against `cp` and against curl PUT/GET to a
+plain static server on loopback, in one run; throughput and peak RSS.
+
+Two files of the same size: random bytes named ``.zip`` (incompressible: sent as they are) and a
+CSV (compressible: rgrid sends it zstd-compressed, curl sends it raw). rgrid's upload is the
+CLI's own code (``Client.upload_blob``: hashing done before, as the CLI does, is not timed); its
+download is ``Client.download`` of an output the grid holds. Both run in a child process whose
+peak RSS is read from /proc; the server's peak RSS is its VmHWM.
+
+Usage: .venv/bin/python bench/transfer.py [--mib 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.server
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+RGRID = Path(sys.executable).parent / "rgrid"
+CHUNK = 1024 * 1024
+
+#: run in a child: upload or download with the CLI's client, print seconds and peak RSS
+CHILD = """
+import json, os, sys, time
+from pathlib import Path
+from rgrid.cli.context import connect
+from rgrid import schemas
+client = connect()
+mode, a, b, c = sys.argv[1:5]
+start = time.perf_counter()
+if mode == "up":
+    client.upload_blob(a, Path(b), int(c))
+else:
+    artifact = next(x for x in client.artifacts(a, kind="output").data if x.path == b)
+    client.download(a, artifact, Path(c))
+seconds = time.perf_counter() - start
+peak = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(json.dumps({"seconds": seconds, "rss_mib": int(peak) / 1024}))
+"""
+
+COPY = """\
+import shutil, sys
+shutil.copyfile(sys.argv[1], "copy_" + sys.argv[1])
+"""
+
+
+class PutGetHandler(http.server.SimpleHTTPRequestHandler):
+    """A plain static server that also accepts PUT, streamed to disk."""
+
+    def do_PUT(self) -> None:
+        remaining = int(self.headers["Content-Length"])
+        with open(self.translate_path(self.path), "wb") as handle:
+            while remaining:
+                chunk = self.rfile.read(min(CHUNK, remaining))
+                if not chunk:
+                    break
+                handle.write(chunk)
+                remaining -= len(chunk)
+        self.send_response(201)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def make_files(root: Path, size: int) -> tuple[Path, Path]:
+    archive, table = root / "data.zip", root / "data.csv"
+    with archive.open("wb") as handle:
+        for _ in range(size // CHUNK):
+            handle.write(os.urandom(CHUNK))
+    rng = random.Random(3)
+    with table.open("w") as handle:
+        block = "".join(
+            f"{rng.randrange(10**6)},{rng.random():.6f},sensor-{rng.randrange(50)},ok\n"
+            for _ in range(20_000)
+        )
+        written = 0
+        while written < size:
+            handle.write(block)
+            written += len(block)
+    return archive, table
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def timed(argv: list[str], **kw: object) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, capture_output=True, **kw)  # type: ignore[call-overload]
+    return time.perf_counter() - start
+
+
+def child(env: dict[str, str], cwd: Path, *args: str) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, *args],
+        env=env,
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mib", type=int, default=1024, help="file size (default 1024 MiB)")
+    options = parser.parse_args()
+    size = options.mib * CHUNK
+    tmp = Path(tempfile.mkdtemp(prefix="rgrid-bench-transfer-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+    env.update(RGRID_HOME=str(tmp / "home"), HOME=str(tmp / "user"))
+    project, served, fetched = tmp / "project", tmp / "served", tmp / "fetched"
+    for folder in (project, served, fetched):
+        folder.mkdir()
+    (project / "copy.py").write_text(COPY)
+    files = make_files(project, size)
+    rows: list[tuple[str, str, float, float | None]] = []
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0),
+        lambda *a: PutGetHandler(*a, directory=str(served)),  # type: ignore[misc]
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        subprocess.run([str(RGRID), "server", "start"], env=env, check=True, capture_output=True)
+        pid = json.loads((tmp / "home" / "server.json").read_text())["pid"]
+        for path in files:
+            name = path.name
+            rows.append((name, "cp", timed(["cp", str(path), str(tmp / "cp.out")]), None))
+            (tmp / "cp.out").unlink()
+            put = timed(["curl", "-sf", "-T", str(path), f"{base}/{name}"])
+            get = timed(["curl", "-sf", "-o", str(tmp / "curl.out"), f"{base}/{name}"])
+            rows += [(name, "curl PUT", put, None), (name, "curl GET", get, None)]
+            (tmp / "curl.out").unlink()
+            (served / name).unlink()
+            digest = sha256(path)
+            up = child(env, project, "up", digest, str(path), str(size))
+            rows.append((name, "rgrid upload", up["seconds"], up["rss_mib"]))
+            ran = subprocess.run(
+                [str(RGRID), "run", "copy.py", name, "--remote-only", "--no-cache"],
+                cwd=project,
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            execution = ran.stderr.split("exec_", 1)[1].split()[0]
+            down = child(env, project, "down", f"exec_{execution}", f"copy_{name}", str(fetched))
+            rows.append((name, "rgrid download", down["seconds"], down["rss_mib"]))
+            assert sha256(fetched / f"copy_{name}") == digest
+            (fetched / f"copy_{name}").unlink()
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        server_peak = int(next(s for s in status if s.startswith("VmHWM")).split()[1]) / 1024
+    finally:
+        server.shutdown()
+        subprocess.run([str(RGRID), "server", "stop"], env=env, capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"transfer: {options.mib} MiB files over loopback, {os.cpu_count()} cores")
+    print(f"{'file':<10} {'how':<16} {'seconds':>8} {'MiB/s':>8} {'peak RSS MiB':>13}")
+    for name, how, seconds, rss in rows:
+        shown = f"{rss:.0f}" if rss is not None else ""
+        print(f"{name:<10} {how:<16} {seconds:>8.2f} {options.mib / seconds:>8.0f} {shown:>13}")
+    by = {(n, h): s for n, h, s, _ in rows}
+    for name in ("data.zip", "data.csv"):
+        print(
+            f"{name}: rgrid upload {by[(name, 'curl PUT')] / by[(name, 'rgrid upload')]:.0%} of "
+            f"curl PUT, download {by[(name, 'curl GET')] / by[(name, 'rgrid download')]:.0%} of "
+            "curl GET (goal >= 50%)"
+        )
+    peak_cli = max(r for _, h, _, r in rows if r is not None)
+    print(f"peak RSS: CLI {peak_cli:.0f} MiB, server {server_peak:.0f} MiB (goal <= 150 MiB each)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Acceptance: big files travel compressed when it pays, and broken bodies store nothing (issue 8).
+
+The wire sizes come from the server's own counters (/metrics), the bytes from the files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import socket
+from pathlib import Path
+
+import httpx
+import zstandard
+from tests.conftest import Cli, LiveServer
+
+MB = 1000 * 1000
+COPY = """\
+import os, shutil, sys
+os.makedirs("out", exist_ok=True)
+shutil.copyfile(sys.argv[1], os.path.join("out", "copy" + os.path.splitext(sys.argv[1])[1]))
+"""
+
+
+def counters(server: LiveServer) -> dict[str, int]:
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return {
+        name: int(float(value))
+        for name, value in re.findall(r"^(rgrid_\w+_bytes_\w+_total) ([0-9.e+]+)$", text, re.M)
+    }
+
+
+def delta(before: dict[str, int], after: dict[str, int], name: str) -> int:
+    return after[f"rgrid_{name}_total"] - before[f"rgrid_{name}_total"]
+
+
+def make_csv(path: Path, size: int) -> None:
+    rng = random.Random(7)
+    with path.open("w") as handle:
+        written = 0
+        while written < size:
+            line = f"{rng.randrange(10**6)},{rng.random():.6f},sensor-{rng.randrange(50)},ok\n"
+            handle.write(line)
+            written += len(line)
+
+
+def test_a_big_csv_travels_compressed_and_a_zip_does_not(
+    account_cli: Cli, workdir: Path, live_server: LiveServer
+) -> None:
+    (workdir / "copy.py").write_text(COPY)
+    csv, archive = workdir / "data.csv", workdir / "data.zip"
+    make_csv(csv, 200 * MB)
+    archive.write_bytes(os.urandom(200 * MB))  # random bytes: incompressible, like a real .zip
+    for source in (csv, archive):
+        size = source.stat().st_size
+        before = counters(live_server)
+        result = account_cli("run", "copy.py", source.name, timeout=300)
+        assert result.returncode == 0, result.stderr
+        after = counters(live_server)
+        copy = workdir / "out" / f"copy{source.suffix}"
+        assert hashlib.sha256(copy.read_bytes()).digest() == (
+            hashlib.sha256(source.read_bytes()).digest()
+        )
+        received, wire_in = (
+            delta(before, after, "blob_bytes_received"),
+            delta(before, after, "blob_wire_bytes_received"),
+        )
+        sent, wire_out = (
+            delta(before, after, "output_bytes_sent"),
+            delta(before, after, "output_wire_bytes_sent"),
+        )
+        assert received >= size and sent == size
+        if source is csv:
+            assert wire_in < received / 2, (wire_in, received)  # compressed on the way in
+            assert wire_out < sent / 2, (wire_out, sent)  # and on the way out
+        else:
+            assert wire_in == received and wire_out == sent  # sent as it is
+        copy.unlink()
+
+
+def _put(server: LiveServer, sha: str, body: bytes, **headers: str) -> httpx.Response:
+    return httpx.put(
+        f"{server.url}/api/v1/blobs/{sha}",
+        content=body,
+        headers={"Authorization": f"Bearer {server.admin_key}", **headers},
+        timeout=30,
+    )
+
+
+def _raw_put(server: LiveServer, sha: str, body: bytes, *, announced: int) -> bytes:
+    """PUT ``body`` with a Content-Length of ``announced``, then close our side; the
+    server's first answer (empty if it gave none)."""
+    head = (
+        f"PUT /api/v1/blobs/{sha} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {server.admin_key}\r\n"
+        f"Content-Length: {announced}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    answer = b""
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head + body)
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(10)
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def _missing(server: LiveServer, sha: str) -> bool:
+    answer = httpx.post(
+        f"{server.url}/api/v1/blobs/missing",
+        json={"sha256": [sha]},
+        headers={"Authorization": f"Bearer {server.admin_key}"},
+    )
+    return answer.json()["missing"] == [sha]
+
+
+def test_broken_bodies_are_rejected_and_store_nothing(live_server: LiveServer) -> None:
+    data = os.urandom(64 * 1024) + b"a,b,c\n" * 400_000
+    sha = hashlib.sha256(data).hexdigest()
+    packed = zstandard.ZstdCompressor().compress(data)
+    zstd = {"content-encoding": "zstd", "x-rgrid-size": str(len(data))}
+
+    truncated = _put(live_server, sha, packed[: len(packed) // 2], **zstd)
+    assert truncated.status_code == 422, truncated.text
+    assert "truncated" in truncated.json()["error"]["message"]
+    garbled = bytearray(packed)
+    garbled[len(garbled) // 2 : len(garbled) // 2 + 64] = os.urandom(64)
+    corrupt = _put(live_server, sha, bytes(garbled), **zstd)
+    assert corrupt.status_code == 422, corrupt.text
+    unknown = _put(live_server, sha, packed, **{"content-encoding": "br"})
+    assert unknown.status_code == 422 and "Content-Encoding" in unknown.text
+    wrong = _put(live_server, hashlib.sha256(b"other").hexdigest(), packed, **zstd)
+    assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "INTEGRITY_ERROR"
+    assert _missing(live_server, sha)
+
+    # Content-Length lies: fewer bytes than announced (then the connection closes) ...
+    assert _raw_put(live_server, sha, data[: len(data) // 3], announced=len(data)) == b""
+    # ... and fewer announced than sent: the body read is not the content named
+    answer = _raw_put(live_server, sha, data, announced=len(data) - 10)
+    assert answer.startswith(b"HTTP/1.1 422"), answer[:200]
+    assert _missing(live_server, sha)
+
+    stored = _put(live_server, sha, packed, **zstd)  # the right body, compressed, goes in
+    assert stored.status_code == 201 and stored.json()["size"] == len(data)
+    assert not _missing(live_server, sha)
