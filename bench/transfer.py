@@ -108,13 +108,10 @@ def timed(argv: list[str], **kw: object) -> float:
 
 def child(env: dict[str, str], cwd: Path, *args: str) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, *args],
-        env=env,
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
+        [sys.executable, "-c", CHILD, *args], env=env, cwd=cwd, capture_output=True, text=True
     )
+    if out.returncode != 0:
+        raise SystemExit(f"{args[0]} failed: {out.stderr[-2000:]}")
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -130,7 +127,7 @@ def main() -> None:
     project, served, fetched = tmp / "project", tmp / "served", tmp / "fetched"
     for folder in (project, served, fetched):
         folder.mkdir()
-    (project / "copy.py").write_text(COPY)
+    (project / "duplicate.py").write_text(COPY)
     files = make_files(project, size)
     rows: list[tuple[str, str, float, float | None]] = []
     server = http.server.ThreadingHTTPServer(
@@ -146,16 +143,16 @@ def main() -> None:
             name = path.name
             rows.append((name, "cp", timed(["cp", str(path), str(tmp / "cp.out")]), None))
             (tmp / "cp.out").unlink()
-            put = timed(["curl", "-sf", "-T", str(path), f"{base}/{name}"])
+            put = timed(["curl", "-sf", "-H", "Expect:", "-T", str(path), f"{base}/{name}"])
             get = timed(["curl", "-sf", "-o", str(tmp / "curl.out"), f"{base}/{name}"])
             rows += [(name, "curl PUT", put, None), (name, "curl GET", get, None)]
             (tmp / "curl.out").unlink()
             (served / name).unlink()
             digest = sha256(path)
-            up = child(env, project, "up", digest, str(path), str(size))
+            up = child(env, project, "up", digest, str(path), str(path.stat().st_size))
             rows.append((name, "rgrid upload", up["seconds"], up["rss_mib"]))
             ran = subprocess.run(
-                [str(RGRID), "run", "copy.py", name, "--remote-only", "--no-cache"],
+                [str(RGRID), "run", "duplicate.py", name, "--remote-only", "--no-cache"],
                 cwd=project,
                 env=env,
                 check=True,

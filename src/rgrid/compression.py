@@ -7,7 +7,8 @@ compressed or decompressed, so the CLI's start-up does not pay for it.
 
 from __future__ import annotations
 
-from typing import IO, Any
+from collections.abc import Callable
+from typing import IO, Any, cast
 
 from rgrid import errors
 
@@ -43,28 +44,54 @@ def compressing_reader(source: IO[bytes]) -> IO[bytes]:
 
 
 class Decompressor:
-    """Decompresses a zstd stream piece by piece; ``finish`` checks that it was complete."""
+    """Decompresses a zstd stream piece by piece into ``sink`` with bounded memory.
 
-    def __init__(self) -> None:
+    The output reaches ``sink`` in pieces of at most ~128 KiB as it is produced, never as one
+    buffer (a small compressed body may expand enormously); more than ``size`` bytes is an
+    ``IntegrityError`` at once, and ``finish`` raises one if fewer arrived (truncated).
+    """
+
+    def __init__(self, sink: Callable[[bytes], object], size: int) -> None:
         import zstandard
 
+        self.size = size
+        self.received = 0
+        self._sink = sink
         self._error: type[Exception] = zstandard.ZstdError
-        self._inner: Any = zstandard.ZstdDecompressor().decompressobj()
+        sink_file = cast(IO[bytes], _CountingSink(self))
+        self._writer: Any = zstandard.ZstdDecompressor().stream_writer(
+            sink_file, write_return_read=True
+        )
 
-    def feed(self, data: bytes) -> bytes:
-        if not data:
-            return b""
-        if self._inner.eof:
-            raise errors.IntegrityError("data after the end of the compressed body")
+    def feed(self, data: bytes) -> None:
         try:
-            out: bytes = self._inner.decompress(data)
+            self._writer.write(data)
         except self._error as exc:
             raise errors.IntegrityError(f"the compressed body is corrupt: {exc}") from exc
-        return out
 
     def finish(self) -> None:
-        if not self._inner.eof:
-            raise errors.IntegrityError("the compressed body ended before its end (truncated)")
+        self._writer.flush()
+        if self.received < self.size:
+            raise errors.IntegrityError(
+                f"the compressed body ended early (truncated): {self.received} of {self.size} bytes"
+            )
+
+    def _take(self, piece: bytes) -> None:
+        self.received += len(piece)
+        if self.received > self.size:
+            raise errors.IntegrityError(f"the compressed body holds more than {self.size} bytes")
+        self._sink(piece)
+
+
+class _CountingSink:
+    """The file-like object zstandard writes decompressed pieces to."""
+
+    def __init__(self, owner: Decompressor) -> None:
+        self._owner = owner
+
+    def write(self, piece: bytes) -> int:
+        self._owner._take(bytes(piece))
+        return len(piece)
 
 
 class Compressor:

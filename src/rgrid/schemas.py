@@ -56,6 +56,19 @@ class BlobStored:
     size: int
 
 
+#: headers of a resumable upload (PUT /blobs/{sha256}): marks it, and where this piece starts
+RESUMABLE_HEADER = "x-rgrid-resumable"
+OFFSET_HEADER = "x-rgrid-offset"
+
+
+@_wire
+class UploadProgress:
+    """A resumable upload: how many bytes the grid holds; send the rest from ``offset``."""
+
+    sha256: str
+    offset: int
+
+
 @_wire
 class ExecutionCreate:
     __pydantic_config__ = FORBID_EXTRA

@@ -23,6 +23,8 @@ RETRIES = 5
 RETRY_BASE_S = 0.5  # 0.5 + 1 + 2 + 4 s: a grid restarting within ~7 s loses no command
 RETRY_MAX_S = 4.0
 RETRY_STATUSES = frozenset({502, 503, 504})
+#: uploads bigger than this resume where they stopped instead of starting over
+RESUMABLE_BYTES = 8 * 1024 * 1024
 
 
 class Client:
@@ -115,16 +117,44 @@ class Client:
 
     def upload_blob(self, sha256: str, path: Path, size: int) -> None:
         """Stream a file to the grid; the grid verifies it against ``sha256``. Over 1 MiB and
-        not compressed already, it travels zstd-compressed (chunked, the size in a header)."""
-        headers = {"content-type": "application/octet-stream"}
-        opener: Callable[[], IO[bytes]] = lambda: path.open("rb")  # noqa: E731
-        if compression.worth_compressing(path.name, size):
-            headers["content-encoding"] = compression.ENCODING
-            headers[compression.SIZE_HEADER] = str(size)
-            opener = lambda: compression.compressing_reader(path.open("rb"))  # noqa: E731
-        else:
-            headers["content-length"] = str(size)
-        self._request("PUT", f"/api/v1/blobs/{sha256}", body=opener, headers=headers)
+        not compressed already, it travels zstd-compressed (chunked, the size in a header).
+        Over ``RESUMABLE_BYTES`` the upload is resumable: after a cut connection (or a killed
+        CLI) the next attempt sends only what the grid does not hold yet."""
+        url = f"/api/v1/blobs/{sha256}"
+        resumable = size > RESUMABLE_BYTES
+        for attempt in range(1, RETRIES + 1):
+            offset = 0
+            if resumable:
+                offset = self._get(f"{url}/upload", schemas.UploadProgress).offset
+            compress = compression.worth_compressing(path.name, size - offset)
+            headers = {"content-type": "application/octet-stream"}
+            if compress:  # chunked: the compressed length is not known in advance
+                headers["content-encoding"] = compression.ENCODING
+            else:
+                headers["content-length"] = str(size - offset)
+            if compress or resumable:
+                headers[compression.SIZE_HEADER] = str(size)
+            if resumable:
+                headers[schemas.RESUMABLE_HEADER] = "1"
+                headers[schemas.OFFSET_HEADER] = str(offset)
+
+            def body(offset: int = offset, compress: bool = compress) -> IO[bytes]:
+                handle = path.open("rb")
+                handle.seek(offset)
+                return compression.compressing_reader(handle) if compress else handle
+
+            try:
+                sent = self._request(
+                    "PUT", url, body=body, headers=headers, idempotent=not resumable
+                )
+                if sent.status != 202:  # 202: the grid holds part of it; send the rest
+                    return
+            except (errors.ConnectionFailed, errors.Conflict):
+                if not resumable or attempt == RETRIES:
+                    raise
+            if self.on_retry is not None:
+                self.on_retry(attempt, RETRIES)
+            time.sleep(min(RETRY_BASE_S * 2 ** (attempt - 1), RETRY_MAX_S))
 
     # -- executions -----------------------------------------------------------------------
     def submit(self, spec: schemas.ExecutionCreate) -> schemas.ExecutionPublic:
@@ -255,7 +285,6 @@ class Client:
                 if response.status >= 400:  # before anything is created locally
                     _checked(Response(response.status, response.read()))
                 compressed = response.getheader("content-encoding") == compression.ENCODING
-                decompressor = compression.Decompressor() if compressed else None
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 _remove_abandoned_parts(dest)
                 fd, tmp_name = tempfile.mkstemp(
@@ -267,13 +296,19 @@ class Client:
                     os.fchmod(fd, _new_file_mode())  # mkstemp's 0600, as a file the script wrote
                     with os.fdopen(fd, "wb") as handle:
                         digest = hashlib.sha256()
-                        while chunk := response.read(CHUNK):
-                            if decompressor is not None:
-                                chunk = decompressor.feed(chunk)
-                            digest.update(chunk)
-                            handle.write(chunk)
-                        if decompressor is not None:
+
+                        def keep(piece: bytes) -> None:
+                            digest.update(piece)
+                            handle.write(piece)
+
+                        if compressed:
+                            decompressor = compression.Decompressor(keep, artifact.size)
+                            while chunk := response.read(CHUNK):
+                                decompressor.feed(chunk)
                             decompressor.finish()
+                        else:
+                            while chunk := response.read(CHUNK):
+                                keep(chunk)
                         if digest.hexdigest() != artifact.sha256:
                             raise errors.IntegrityError(
                                 f"{artifact.path} arrived corrupted; try again"

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import IO
 
 from rgrid import compression, domain, errors, store
+from rgrid.paths import safe_relpath
 from rgrid.services import Grid, utcnow
 from rgrid.storage import blob_key, validate_sha256
 from rgrid.store import blobs as repo
 
 MAX_QUERY = 100_000
+#: where the bytes of resumable uploads wait until complete (under RGRID_HOME)
+STAGING = "uploads"
 
 
 async def missing_blobs(
@@ -32,7 +39,10 @@ async def upload_blob(
     chunks: AsyncIterator[bytes],
     size: int | None,
     encoding: str | None = None,
-) -> int:
+    *,
+    resumable: bool = False,
+    offset: int = 0,
+) -> int | None:
     """Store a streamed body under its hash; verified before it becomes visible.
 
     ``encoding`` "zstd": the body is compressed, decompressed here as it arrives (``size`` is
@@ -44,31 +54,34 @@ async def upload_blob(
             f"unsupported Content-Encoding {encoding!r}", hint="send zstd or no encoding"
         )
     key = blob_key(principal.account.id, sha256)
-    body = _received(grid, chunks, compressed=encoding == compression.ENCODING)
-    info = await grid.storage.put(key, body, sha256=sha256, size=size)
+    body = _received(grid, chunks)
+    compressed = encoding == compression.ENCODING
+    if resumable or offset or compressed:
+        # decompressed to disk as it arrives: memory stays bounded whatever the ratio
+        return await _staged_upload(grid, principal, sha256, body, size, offset, compressed)
+    info = await grid.storage.put(key, _counted(grid, body), sha256=sha256, size=size)
     async with store.transaction(grid.sessions) as session:
         await repo.record_blob(session, principal.account.id, sha256, info.size, utcnow())
     return info.size
 
 
-async def _received(
-    grid: Grid, chunks: AsyncIterator[bytes], *, compressed: bool
-) -> AsyncIterator[bytes]:
-    """The body's bytes, decompressed if they travel compressed, counted both ways."""
-    decompressor = compression.Decompressor() if compressed else None
+async def _received(grid: Grid, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The body's bytes as they travel, counted; the request stream is closed at the end."""
     try:
         async for chunk in chunks:
             grid.transfers.received_wire += len(chunk)
-            data = decompressor.feed(chunk) if decompressor is not None else chunk
-            grid.transfers.received += len(data)
-            if data:
-                yield data
-        if decompressor is not None:
-            decompressor.finish()
+            if chunk:
+                yield chunk
     finally:
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+async def _counted(grid: Grid, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        grid.transfers.received += len(chunk)
+        yield chunk
 
 
 async def sent(grid: Grid, chunks: AsyncIterator[bytes], *, compress: bool) -> AsyncIterator[bytes]:
@@ -84,3 +97,87 @@ async def sent(grid: Grid, chunks: AsyncIterator[bytes], *, compress: bool) -> A
         tail = compressor.finish()
         grid.transfers.sent_wire += len(tail)
         yield tail
+
+
+def _staging_path(grid: Grid, account_id: str, sha256: str) -> Path:
+    validate_sha256(sha256)
+    return grid.settings.home / STAGING / safe_relpath(account_id) / f"{sha256}.part"
+
+
+async def upload_offset(grid: Grid, principal: domain.Principal, sha256: str) -> int:
+    """How many bytes of a resumable upload of this content the grid holds (0: none)."""
+    path = _staging_path(grid, principal.account.id, sha256)
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+async def _staged_upload(
+    grid: Grid,
+    principal: domain.Principal,
+    sha256: str,
+    body: AsyncIterator[bytes],
+    size: int | None,
+    offset: int,
+    compressed: bool,
+) -> int | None:
+    """Append this piece, decompressed if need be, to the staged upload (kept as it arrives,
+    so a cut connection loses nothing); once all ``size`` bytes are there, verify them and
+    store the blob. Returns the stored size, or None while the upload is still incomplete."""
+    if size is None:
+        raise errors.InvalidRequest(f"this upload needs the {compression.SIZE_HEADER} header")
+    path = _staging_path(grid, principal.account.id, sha256)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise errors.Conflict("this content is being uploaded by another request") from exc
+        held = handle.tell()
+        if offset != held:
+            raise errors.Conflict(
+                f"the upload continues at byte {held}, not {offset}", details={"offset": held}
+            )
+        try:
+            await _append(grid, handle, body, size - held, compressed)
+        except errors.IntegrityError:
+            handle.truncate(0)  # these bytes are not the content announced: start over
+            raise
+        held = handle.tell()
+        if held < size:
+            return None
+        key = blob_key(principal.account.id, sha256)
+        try:
+            info = await grid.storage.put_file(key, path, sha256=sha256)
+        except errors.IntegrityError:
+            path.unlink(missing_ok=True)
+            raise
+        path.unlink(missing_ok=True)
+    async with store.transaction(grid.sessions) as session:
+        await repo.record_blob(session, principal.account.id, sha256, info.size, utcnow())
+    return info.size
+
+
+async def _append(
+    grid: Grid, handle: IO[bytes], body: AsyncIterator[bytes], room: int, compressed: bool
+) -> None:
+    """Write ``body`` (at most ``room`` bytes once decoded) to ``handle``."""
+
+    def write(piece: bytes) -> None:
+        grid.transfers.received += len(piece)
+        handle.write(piece)
+
+    if compressed:
+        decompressor = compression.Decompressor(write, room)
+        async for chunk in body:
+            await asyncio.to_thread(decompressor.feed, chunk)
+        decompressor.finish()
+    else:
+        written = 0
+        async for chunk in body:
+            written += len(chunk)
+            if written > room:
+                raise errors.IntegrityError("more bytes than the announced size")
+            await asyncio.to_thread(write, chunk)
+    await asyncio.to_thread(handle.flush)

@@ -27,22 +27,33 @@ def test_worth_compressing(name: str, size: int, expected: bool) -> None:
     assert compression.worth_compressing(name, size) is expected
 
 
-def test_round_trip_in_pieces_and_truncation_is_an_integrity_error() -> None:
-    data = b"sensor,1.25,ok\n" * 200_000
+def test_round_trip_in_pieces_with_bounded_output_and_errors() -> None:
+    data = b"sensor,1.25,ok\n" * 2_000_000  # 30 MB that compress to almost nothing
     packed = compression.compressing_reader(io.BytesIO(data)).read()
-    assert len(packed) < len(data) / 10
-    whole = compression.Decompressor()
-    out = b"".join(whole.feed(packed[i : i + 4096]) for i in range(0, len(packed), 4096))
+    assert len(packed) < len(data) / 100
+    pieces: list[bytes] = []
+    whole = compression.Decompressor(pieces.append, len(data))
+    for i in range(0, len(packed), 4096):
+        whole.feed(packed[i : i + 4096])
     whole.finish()
-    assert out == data
-    with pytest.raises(errors.IntegrityError, match="after the end"):
-        whole.feed(b"trailing")
-    cut = compression.Decompressor()
+    assert b"".join(pieces) == data
+    assert max(len(p) for p in pieces) <= 256 * 1024  # never the whole expansion at once
+
+    small = compression.Decompressor(lambda _piece: None, len(data) - 1)
+    with pytest.raises(errors.IntegrityError, match="more than"):
+        small.feed(packed)
+    cut = compression.Decompressor(lambda _piece: None, len(data))
     cut.feed(packed[: len(packed) // 2])
     with pytest.raises(errors.IntegrityError, match="truncated"):
         cut.finish()
+    garbage = compression.Decompressor(lambda _piece: None, 10)
+    with pytest.raises(errors.IntegrityError, match="corrupt"):
+        garbage.feed(b"definitely not zstd" * 10)
+
     sender = compression.Compressor()
     resent = sender.feed(data) + sender.finish()
-    back = compression.Decompressor()
-    assert back.feed(resent) == data
-    back.finish()
+    back: list[bytes] = []
+    again = compression.Decompressor(back.append, len(data))
+    again.feed(resent)
+    again.finish()
+    assert b"".join(back) == data

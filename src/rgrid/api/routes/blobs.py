@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse
 
 from rgrid import compression, errors, schemas
 from rgrid.api.deps import CurrentPrincipal, GridDep
 from rgrid.services import blobs as service
 
 router = APIRouter(prefix="/api/v1/blobs", tags=["blobs"])
+RESUMABLE_HEADER, OFFSET_HEADER = schemas.RESUMABLE_HEADER, schemas.OFFSET_HEADER
 
 Sha256Path = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
 
@@ -22,20 +24,46 @@ async def missing(
     return schemas.BlobsMissing(missing=await service.missing_blobs(grid, principal, body.sha256))
 
 
-@router.put("/{sha256}", status_code=201)
+@router.get("/{sha256}/upload")
+async def upload_progress(
+    sha256: Sha256Path, grid: GridDep, principal: CurrentPrincipal
+) -> schemas.UploadProgress:
+    """How much of a resumable upload of this content the grid already holds."""
+    offset = await service.upload_offset(grid, principal, sha256)
+    return schemas.UploadProgress(sha256=sha256, offset=offset)
+
+
+@router.put("/{sha256}", status_code=201, response_model=None)
 async def upload(
     sha256: Sha256Path, request: Request, grid: GridDep, principal: CurrentPrincipal
-) -> schemas.BlobStored:
+) -> schemas.BlobStored | JSONResponse:
+    """The content, whole; or, with ``x-rgrid-resumable: 1`` and ``x-rgrid-size``, a piece
+    starting at ``x-rgrid-offset`` (202 and the offset reached until it is complete)."""
+    resumable = request.headers.get(RESUMABLE_HEADER) == "1"
+    try:
+        offset = int(request.headers.get(OFFSET_HEADER, "0"))
+    except ValueError as exc:
+        raise errors.InvalidRequest(f"invalid {OFFSET_HEADER}") from exc
     encoding = request.headers.get("content-encoding")
-    # compressed, Content-Length is the wire size; the stored size travels in its own header
-    length = request.headers.get(
-        compression.SIZE_HEADER if encoding == compression.ENCODING else "content-length"
-    )
+    # compressed or resumed, Content-Length is the wire size; the blob's size has its header
+    sized = encoding == compression.ENCODING or resumable or offset
+    length = request.headers.get(compression.SIZE_HEADER if sized else "content-length")
     try:
         size = int(length) if length is not None else None
     except ValueError as exc:
         raise errors.InvalidRequest("invalid Content-Length or size header") from exc
     stored = await service.upload_blob(
-        grid, principal, sha256, request.stream(), size, encoding=encoding
+        grid,
+        principal,
+        sha256,
+        request.stream(),
+        size,
+        encoding=encoding,
+        resumable=resumable,
+        offset=offset,
     )
+    if stored is None:
+        held = await service.upload_offset(grid, principal, sha256)
+        progress = schemas.UploadProgress(sha256=sha256, offset=held)
+        return JSONResponse(schemas.dump(progress), status_code=202)
     return schemas.BlobStored(sha256=sha256, size=stored)
