@@ -4,9 +4,11 @@ against a real S3 server (moto's server mode) on loopback (issue 8)."""
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from tests.acceptance.conftest import run_id
 from tests.conftest import Cli, make_server
@@ -51,6 +53,15 @@ def test_an_execution_runs_end_to_end_with_its_blobs_in_s3(
         for content in (data, data[::-1], SCRIPT.encode()):
             assert hashlib.sha256(content).hexdigest() in names  # inputs and outputs in S3
         assert not (server.home / "blobs").exists()  # nothing kept on the grid's disk
+        # the 10 MiB output came straight from the bucket (a presigned URL), not via the grid
+        metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+        assert re.search(r"^rgrid_output_bytes_sent_total 0\.0$", metrics, re.M), metrics
+        redirect = httpx.get(
+            f"{server.url}/api/v1/executions/{run_id(result)}/outputs/out/reversed.bin",
+            headers={"Authorization": f"Bearer {server.admin_key}"},
+        )
+        assert redirect.status_code == 307
+        assert redirect.headers["location"].startswith(s3_server.endpoint + "/grid/team-a/")
         status = cli("status", run_id(result))
         assert "succeeded" in status.stdout
     finally:

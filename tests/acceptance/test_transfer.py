@@ -144,3 +144,50 @@ def test_broken_bodies_are_rejected_and_store_nothing(live_server: LiveServer) -
     stored = _put(live_server, sha, packed, **zstd)  # the right body, compressed, goes in
     assert stored.status_code == 201 and stored.json()["size"] == len(data)
     assert not _missing(live_server, sha)
+
+
+def test_big_transfers_show_progress_on_a_terminal_only(account_cli: Cli, workdir: Path) -> None:
+    import pty
+    import subprocess
+
+    from tests.conftest import RGRID_BIN
+
+    (workdir / "copy.py").write_text(COPY)
+    (workdir / "big.zip").write_bytes(os.urandom(40 * MB))
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [str(RGRID_BIN), "run", "copy.py", "big.zip"],
+        cwd=workdir,
+        env=account_cli.env,
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    )
+    os.close(follower)
+    screen = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the CLI ended and everything it wrote was read
+                break
+            if not chunk:
+                break
+            screen += chunk
+        process.wait(timeout=120)
+    finally:
+        os.close(leader)
+    text = screen.decode()
+    assert process.returncode == 0, text
+    line = r"{} {}  ([\d.]+ [kMG]?B) / 40\.0 MB  ([\d.]+) ([kMG]?B)/s\x1b\[K"
+    up = re.findall(line.format("uploading", r"big\.zip"), text)
+    down = re.findall(line.format("downloading", r"copy\.zip"), text)
+    assert up and up[-1][0] == "40.0 MB", text  # it ends complete ...
+    assert down and down[-1][0] == "40.0 MB", text
+    assert text.count("uploading big.zip  40.0 MB / 40.0 MB") == 1  # ... once
+    for _, rate, unit in up + down:  # plausible rates on loopback: not TB/s
+        assert unit in ("B", "kB", "MB", "GB") and float(rate) > 0, text
+
+    (workdir / "out" / "copy.zip").unlink()
+    piped = account_cli("run", "copy.py", "big.zip", "--no-cache")  # stderr is a pipe
+    assert piped.returncode == 0 and "uploading" not in piped.stderr
+    assert "downloading" not in piped.stderr

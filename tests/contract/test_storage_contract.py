@@ -302,3 +302,31 @@ async def test_keys_are_independent(storage: ObjectStorage) -> None:
 async def test_health_ok(storage: ObjectStorage) -> None:
     await storage.health()
     assert visible_files(storage) == []
+
+
+async def test_download_url_serves_the_blob_or_is_none(storage: ObjectStorage) -> None:
+    import httpx
+
+    await storage.put(KEY, chunked(BIG))
+    url = await storage.download_url(KEY, 60)
+    if not isinstance(storage, S3Storage):
+        assert url is None  # served only through the grid
+        return
+    assert url is not None
+    answer = await asyncio.to_thread(httpx.get, url)
+    assert answer.status_code == 200 and answer.content == BIG
+
+
+async def test_put_file_with_move_takes_the_file(storage: ObjectStorage, tmp_path: Path) -> None:
+    src = tmp_path / "staged.bin"
+    src.write_bytes(BIG)
+    info = await storage.put_file(KEY, src, sha256=sha(BIG), move=True)
+    assert info == BlobInfo(KEY, len(BIG), sha(BIG))
+    assert not src.exists()
+    assert await read_all(storage, KEY) == BIG
+    assert await storage.stat(KEY) == info
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"not what was announced")
+    with pytest.raises(errors.IntegrityError):
+        await storage.put_file("other/key", bad, sha256=sha(BIG), move=True)
+    assert await storage.stat("other/key") is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import click
@@ -30,4 +31,8 @@ def connect() -> Client:
     client.on_retry = lambda n, total: click.echo(
         f"rgrid: connection lost, retrying ({n}/{total})", err=True
     )
+    if sys.stderr.isatty():
+        from rgrid.cli.render import TransferBar
+
+        client.on_progress = TransferBar(sys.stderr)
     return client

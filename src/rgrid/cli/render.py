@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -54,11 +55,45 @@ def emit_json(value: Any) -> None:
     click.echo(json.dumps(dump(value), indent=2))
 
 
+#: transfers smaller than this show no progress line
+PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+
+
 def upload_report(uploaded: int, uploaded_bytes: int, already: int) -> str:
     """ "uploaded 1 file (2.1 MB), 3 already on the grid"."""
     files = f"{uploaded} file{'' if uploaded == 1 else 's'}"
     sent = f"uploaded {files} ({size(uploaded_bytes)})" if uploaded else "uploaded nothing"
     return f"{sent}, {already} already on the grid"
+
+
+class TransferBar:
+    """A one-line progress display on a terminal for big transfers: name, done/total, rate."""
+
+    def __init__(self, stream: IO[str], min_bytes: int = PROGRESS_MIN_BYTES) -> None:
+        self._stream = stream
+        self._min_bytes = min_bytes
+        self._started: dict[str, float] = {}
+        self._first = 0
+        self._shown = 0.0
+
+    def __call__(self, verb: str, name: str, done: int, total: int) -> None:
+        if total < self._min_bytes:
+            return
+        now = time.monotonic()
+        if name not in self._started:
+            self._started[name] = now
+            self._first = done  # a resumed upload starts past 0: the rate counts what moves now
+            return
+        finished = done >= total
+        if not finished and now - self._shown < 0.1:
+            return
+        self._shown = now
+        rate = (done - self._first) / max(now - self._started[name], 1e-3)
+        line = f"{verb} {name}  {size(done)} / {size(total)}  {size(int(rate))}/s"
+        self._stream.write("\r" + line + "\033[K" + ("\n" if finished else ""))
+        self._stream.flush()
+        if finished:
+            self._started.pop(name, None)
 
 
 def info(message: str) -> None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import fcntl
 import glob
 import hashlib
+import http.client
+import io
 import os
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
-from urllib.parse import quote, urlencode
+from typing import IO, Any, TypeVar, cast
+from urllib.parse import quote, urlencode, urlsplit
 
 from rgrid import compression, errors, schemas
 from rgrid.client.http import CHUNK, Response, Transport, TransportError
@@ -25,6 +27,8 @@ RETRY_MAX_S = 4.0
 RETRY_STATUSES = frozenset({502, 503, 504})
 #: uploads bigger than this resume where they stopped instead of starting over
 RESUMABLE_BYTES = 8 * 1024 * 1024
+#: answers by which the grid sends a download straight to storage
+REDIRECTS = frozenset({302, 303, 307})
 
 
 class Client:
@@ -37,6 +41,8 @@ class Client:
             self._http.headers["authorization"] = f"Bearer {api_key}"
         #: called with (attempt, total) before a retry, to tell the user
         self.on_retry: Callable[[int, int], None] | None = None
+        #: told how a transfer advances: ("uploading"|"downloading", name, bytes done, total)
+        self.on_progress: Callable[[str, str, int, int], None] | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -139,8 +145,11 @@ class Client:
                 headers[schemas.OFFSET_HEADER] = str(offset)
 
             def body(offset: int = offset, compress: bool = compress) -> IO[bytes]:
-                handle = path.open("rb")
+                handle: IO[bytes] = path.open("rb")
                 handle.seek(offset)
+                if self.on_progress is not None:
+                    metered = _Metered(handle, offset, size, path.name, self.on_progress)
+                    handle = cast(IO[bytes], metered)
                 return compression.compressing_reader(handle) if compress else handle
 
             try:
@@ -277,49 +286,142 @@ class Client:
         """
         dest = join_under(dest_root, artifact.path)
         path = f"/api/v1/executions/{quote(execution_id)}/outputs/{quote(artifact.path)}"
-        import tempfile
-
         try:
             accept = {"accept-encoding": compression.ENCODING}
             with self._http.open("GET", path, headers=accept) as response:
+                location = response.getheader("location")
+                if response.status in REDIRECTS and location:
+                    response.read()
+                    return self._download_direct(location, artifact, dest)
                 if response.status >= 400:  # before anything is created locally
                     _checked(Response(response.status, response.read()))
                 compressed = response.getheader("content-encoding") == compression.ENCODING
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                _remove_abandoned_parts(dest)
-                fd, tmp_name = tempfile.mkstemp(
-                    prefix=f".{dest.name}.", suffix=".part", dir=dest.parent
-                )
-                try:
-                    # locked until renamed: a later download removes it only if this process died
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                    os.fchmod(fd, _new_file_mode())  # mkstemp's 0600, as a file the script wrote
-                    with os.fdopen(fd, "wb") as handle:
-                        digest = hashlib.sha256()
-
-                        def keep(piece: bytes) -> None:
-                            digest.update(piece)
-                            handle.write(piece)
-
-                        if compressed:
-                            decompressor = compression.Decompressor(keep, artifact.size)
-                            while chunk := response.read(CHUNK):
-                                decompressor.feed(chunk)
-                            decompressor.finish()
-                        else:
-                            while chunk := response.read(CHUNK):
-                                keep(chunk)
-                        if digest.hexdigest() != artifact.sha256:
-                            raise errors.IntegrityError(
-                                f"{artifact.path} arrived corrupted; try again"
-                            )
-                        os.replace(tmp_name, dest)
-                except BaseException:
-                    Path(tmp_name).unlink(missing_ok=True)
-                    raise
+                self._save(response, artifact, dest, compressed)
         except TransportError as exc:
             raise errors.ConnectionFailed(f"download interrupted: {exc}") from exc
         return dest
+
+    def _download_direct(self, url: str, artifact: schemas.ArtifactPublic, dest: Path) -> Path:
+        """Fetch an output from where the grid redirected (storage's presigned URL): a
+        separate connection, without the grid's credentials."""
+        parts = urlsplit(url)
+        direct = Transport(f"{parts.scheme}://{parts.netloc}")
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        try:
+            with direct.open("GET", target) as response:
+                if response.status >= 400:
+                    raise errors.StorageError(
+                        f"the storage refused the download of {artifact.path} "
+                        f"(HTTP {response.status})",
+                        hint="try again; the link the grid gave is valid for an hour",
+                    )
+                self._save(response, artifact, dest, compressed=False)
+        finally:
+            direct.close()
+        return dest
+
+    def _save(
+        self,
+        response: http.client.HTTPResponse,
+        artifact: schemas.ArtifactPublic,
+        dest: Path,
+        compressed: bool,
+    ) -> None:
+        """Stream a response body to ``dest``: temp name, sha256 check, rename."""
+        import tempfile
+
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_parts(dest)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        try:
+            # locked until renamed: a later download removes it only if this process died
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.fchmod(fd, _new_file_mode())  # mkstemp's 0600, as a file the script wrote
+            with os.fdopen(fd, "wb") as handle:
+                digest = hashlib.sha256()
+                report = _Reporter("downloading", dest.name, artifact.size, self.on_progress)
+
+                def keep(piece: bytes) -> None:
+                    digest.update(piece)
+                    handle.write(piece)
+                    report.advance(len(piece))
+
+                if compressed:
+                    decompressor = compression.Decompressor(keep, artifact.size)
+                    while chunk := response.read(CHUNK):
+                        decompressor.feed(chunk)
+                    decompressor.finish()
+                else:
+                    while chunk := response.read(CHUNK):
+                        keep(chunk)
+                if digest.hexdigest() != artifact.sha256:
+                    raise errors.IntegrityError(f"{artifact.path} arrived corrupted; try again")
+                os.replace(tmp_name, dest)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+
+
+class _Reporter:
+    """Calls a progress callback as bytes move, at most once per ``STEP`` bytes."""
+
+    STEP = 1024 * 1024
+
+    def __init__(
+        self,
+        verb: str,
+        name: str,
+        total: int,
+        callback: Callable[[str, str, int, int], None] | None,
+        done: int = 0,
+    ) -> None:
+        self._verb, self._name, self._total, self._callback = verb, name, total, callback
+        self.done = self._reported = done
+        self._ended = False
+        if callback is not None:
+            callback(verb, name, done, total)  # the start: rates are measured from here
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        if self._callback is None or self._ended:
+            return
+        if self.done - self._reported >= self.STEP or self.done >= self._total:
+            self._reported = self.done
+            self._ended = self.done >= self._total
+            self._callback(self._verb, self._name, self.done, self._total)
+
+
+class _Metered(io.RawIOBase):
+    """A file being uploaded that reports how much of it was read."""
+
+    def __init__(
+        self,
+        inner: IO[bytes],
+        offset: int,
+        total: int,
+        name: str,
+        callback: Callable[[str, str, int, int], None],
+    ) -> None:
+        super().__init__()
+        self._inner = inner
+        self._report = _Reporter("uploading", name, total, callback, done=offset)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._inner.read(size)
+        self._report.advance(len(data))
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._inner.close()
+        super().close()
 
 
 def _checked(response: Response) -> Response:

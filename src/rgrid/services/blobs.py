@@ -17,6 +17,7 @@ from rgrid.store import blobs as repo
 MAX_QUERY = 100_000
 #: where the bytes of resumable uploads wait until complete (under RGRID_HOME)
 STAGING = "uploads"
+WRITE_BYTES = 1024 * 1024
 
 
 async def missing_blobs(
@@ -148,12 +149,11 @@ async def _staged_upload(
         if held < size:
             return None
         key = blob_key(principal.account.id, sha256)
-        try:
-            info = await grid.storage.put_file(key, path, sha256=sha256)
+        try:  # moved, not copied, where the storage is on this disk
+            info = await grid.storage.put_file(key, path, sha256=sha256, move=True)
         except errors.IntegrityError:
             path.unlink(missing_ok=True)
             raise
-        path.unlink(missing_ok=True)
     async with store.transaction(grid.sessions) as session:
         await repo.record_blob(session, principal.account.id, sha256, info.size, utcnow())
     return info.size

@@ -306,6 +306,24 @@ async def list_artifacts(
     return execution, retention.with_expiry(grid, artifacts)
 
 
+#: outputs at least this big are served straight from storage when it can (S3 presigned URLs)
+DIRECT_DOWNLOAD_BYTES = 8 * 1024 * 1024
+DIRECT_DOWNLOAD_EXPIRES_S = 3600
+
+
+async def output_url(
+    grid: Grid, principal: domain.Principal, id_or_prefix: str, path: str
+) -> str | None:
+    """A URL serving this output directly from storage (big outputs on S3), else None."""
+    _, artifacts = await list_artifacts(grid, principal, id_or_prefix, ArtifactKind.OUTPUT)
+    artifact = next((a for a in artifacts if a.path == path), None)
+    if artifact is None or artifact.size < DIRECT_DOWNLOAD_BYTES:
+        return None
+    retention.ensure_kept(grid, artifact)
+    key = blob_key(principal.account.id, artifact.sha256)
+    return await grid.storage.download_url(key, DIRECT_DOWNLOAD_EXPIRES_S)
+
+
 async def open_output(
     grid: Grid, principal: domain.Principal, id_or_prefix: str, path: str
 ) -> tuple[domain.Artifact, AsyncIterator[bytes]]:

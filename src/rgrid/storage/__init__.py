@@ -84,15 +84,24 @@ class ObjectStorage(Protocol):
         """
         ...
 
-    async def put_file(self, key: str, src: Path, *, sha256: str | None = None) -> BlobInfo:
+    async def put_file(
+        self, key: str, src: Path, *, sha256: str | None = None, move: bool = False
+    ) -> BlobInfo:
         """Stream the local file ``src`` into the blob at ``key``, with put()'s verification.
 
-        ``errors.NotFound`` when ``src`` does not exist.
+        With ``move`` the caller gives ``src`` away: a backend on the same filesystem may
+        rename it into place instead of copying it (it is gone afterwards either way, unless
+        the put fails). ``errors.NotFound`` when ``src`` does not exist.
         """
         ...
 
     async def health(self) -> None:
         """Return when the storage can be read and written, else raise ``errors.StorageError``."""
+        ...
+
+    async def download_url(self, key: str, expires_s: int) -> str | None:
+        """A URL that serves the blob directly for ``expires_s`` seconds without the grid's
+        credentials (an S3 presigned URL), or None when the backend has no such thing."""
         ...
 
 

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from rgrid import errors
-from rgrid.storage import BlobInfo, _stream, validate_key
+from rgrid.storage import CHUNK_SIZE, BlobInfo, _stream, validate_key
 from rgrid.storage._stream import wrap_os_errors as _wrap_errors
 
 logger = logging.getLogger(__name__)
@@ -186,10 +186,52 @@ class LocalStorage:
                 _stream.replace_atomically, dest, lambda tmp: _copy(key, path, tmp)
             )
 
-    async def put_file(self, key: str, src: Path, *, sha256: str | None = None) -> BlobInfo:
-        """See ``ObjectStorage.put_file``."""
+    async def put_file(
+        self, key: str, src: Path, *, sha256: str | None = None, move: bool = False
+    ) -> BlobInfo:
+        """See ``ObjectStorage.put_file``; with ``move`` on the same filesystem the file is
+        hashed, synced and renamed into place rather than copied."""
+        if move:
+            with _wrap_errors(f"write blob {key!r}"):
+                moved = await asyncio.to_thread(self._adopt, key, src, sha256)
+            if moved is not None:
+                return moved
         chunks = _stream.iter_file(src, label=f"local file {src.name!r}")
-        return await self.put(key, chunks, sha256=sha256)
+        info = await self.put(key, chunks, sha256=sha256)
+        if move:
+            src.unlink(missing_ok=True)
+        return info
+
+    def _adopt(self, key: str, src: Path, sha256: str | None) -> BlobInfo | None:
+        """Verify ``src`` and rename it to the blob; None if it lives on another filesystem."""
+        path = self._path(key)
+        try:
+            fh = src.open("rb+")
+        except FileNotFoundError as exc:
+            raise errors.NotFound(f"local file {src.name!r} not found") from exc
+        with fh:
+            st = os.fstat(fh.fileno())
+            if st.st_dev != self._device():
+                return None
+            verifier = _stream.Verifier(key, sha256=sha256, size=None)
+            while data := fh.read(CHUNK_SIZE):
+                verifier.update(data)
+            info = verifier.finish()
+            os.fsync(fh.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_meta(info, os.stat(src))
+        os.replace(src, path)
+        _fsync_dir(path.parent)
+        return info
+
+    def _device(self) -> int:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return os.stat(self.root).st_dev
+
+    async def download_url(self, key: str, expires_s: int) -> None:  # noqa: ARG002
+        """See ``ObjectStorage.download_url``: blobs here are only served through the grid."""
+        validate_key(key)
+        return None
 
     async def health(self) -> None:
         """See ``ObjectStorage.health``: creates ``root`` if needed and writes a probe file."""

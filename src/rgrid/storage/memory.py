@@ -69,10 +69,20 @@ class InMemoryStorage:
         with _stream.wrap_os_errors(f"copy blob {key!r} to {dest.name!r}"):
             await asyncio.to_thread(_stream.replace_atomically, dest, lambda t: t.write_bytes(data))
 
-    async def put_file(self, key: str, src: Path, *, sha256: str | None = None) -> BlobInfo:
-        """See ``ObjectStorage.put_file``."""
+    async def put_file(
+        self, key: str, src: Path, *, sha256: str | None = None, move: bool = False
+    ) -> BlobInfo:
+        """See ``ObjectStorage.put_file`` (``move``: ``src`` is removed once stored)."""
         chunks = _stream.iter_file(src, label=f"local file {src.name!r}")
-        return await self.put(key, chunks, sha256=sha256)
+        info = await self.put(key, chunks, sha256=sha256)
+        if move:
+            src.unlink(missing_ok=True)
+        return info
+
+    async def download_url(self, key: str, expires_s: int) -> None:  # noqa: ARG002
+        """See ``ObjectStorage.download_url``: blobs here are only served through the grid."""
+        validate_key(key)
+        return None
 
     async def health(self) -> None:
         """See ``ObjectStorage.health``; memory is always usable."""

@@ -226,9 +226,26 @@ class S3Storage:
                 tmp.unlink(missing_ok=True)
                 raise
 
-    async def put_file(self, key: str, src: Path, *, sha256: str | None = None) -> BlobInfo:
-        """See ``ObjectStorage.put_file``."""
-        return await self.put(key, iter_file(src, label=src.name), sha256=sha256)
+    async def put_file(
+        self, key: str, src: Path, *, sha256: str | None = None, move: bool = False
+    ) -> BlobInfo:
+        """See ``ObjectStorage.put_file`` (``move``: ``src`` is removed once stored)."""
+        info = await self.put(key, iter_file(src, label=src.name), sha256=sha256)
+        if move:
+            src.unlink(missing_ok=True)
+        return info
+
+    async def download_url(self, key: str, expires_s: int) -> str | None:
+        """See ``ObjectStorage.download_url``: a presigned GET."""
+        name = self._name(key)
+        url: str = await self._call(
+            f"sign a download of {key!r}",
+            self.client.generate_presigned_url,
+            ClientMethod="get_object",
+            Params={"Bucket": self.bucket, "Key": name},
+            ExpiresIn=expires_s,
+        )
+        return url
 
     async def health(self) -> None:
         """See ``ObjectStorage.health``: the bucket answers a read."""

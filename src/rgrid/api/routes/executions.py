@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 
 from rgrid import compression, domain, errors, schemas
 from rgrid.api import convert
@@ -110,11 +110,15 @@ async def list_artifacts(
     return schemas.ArtifactsPublic(data=data, count=len(data))
 
 
-@router.get("/{execution_id}/outputs/{path:path}")
+@router.get("/{execution_id}/outputs/{path:path}", response_model=None)
 async def download_output(
     execution_id: str, path: str, request: Request, grid: GridDep, principal: CurrentPrincipal
-) -> StreamingResponse:
-    """The file's bytes; zstd-compressed when the client accepts it and it pays (SPEC §5)."""
+) -> StreamingResponse | RedirectResponse:
+    """The file's bytes; zstd-compressed when the client accepts it and it pays (SPEC §5).
+    A big output on storage that can serve it directly (S3) is a 307 to a presigned URL."""
+    direct = await service.output_url(grid, principal, execution_id, path)
+    if direct is not None:
+        return RedirectResponse(direct, status_code=307)
     artifact, stream = await service.open_output(grid, principal, execution_id, path)
     accepted = request.headers.get("accept-encoding", "")
     compress = compression.ENCODING in accepted and compression.worth_compressing(
