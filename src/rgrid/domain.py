@@ -197,6 +197,8 @@ class Execution:
     superseded: bool = False
     cached_from: str | None = None  # a cache hit: the execution whose result this is
     cache_note: str | None = None  # what the cache said: "hit", or why it missed
+    cost_micros: int | None = None  # so far (provisional) or final; a running one accrues
+    cost_final: bool = False
 
     @property
     def log_source(self) -> str:
@@ -231,6 +233,8 @@ class Batch:
     created_at: datetime
     #: executions of its current items by state
     counts: dict[str, int]
+    #: what its items cost so far, in micros (settled attempts; final or provisional)
+    cost_micros: int = 0
 
     @property
     def done(self) -> bool:

@@ -129,6 +129,9 @@ class ExecutionPublic:
     cached_from: str | None = None
     #: what the result cache said: "hit", or why it missed
     cache: str | None = None
+    #: integer micros (1 EUR = 1,000,000): provisional until ``cost_final``
+    cost_micros: int | None = None
+    cost_final: bool = False
 
 
 @_wire
@@ -179,6 +182,7 @@ class BatchPublic:
     #: its current items by state
     counts: dict[str, int]
     done: bool
+    cost_micros: int = 0
 
 
 @_wire

@@ -52,6 +52,11 @@ class ServerSettings(BaseSettings):
     #: inputs and outputs expire this long after they were recorded (fractions allowed); the
     #: janitor then deletes blobs nothing live references. Logs and executions are kept.
     retention_days: float = Field(default=30.0, gt=0)
+    #: what this worker costs per hour, in micros (1 EUR = 1,000,000), shared by its slots;
+    #: the replaced product's stated price: EUR 0.008 an hour for a 2-slot node
+    hourly_price_micros: int = Field(default=8000, ge=0)
+    #: a worker's billing period (its price is split when one closes); tests use seconds
+    billing_period_s: float = Field(default=3600.0, gt=0)
 
     @property
     def retention(self) -> timedelta:

@@ -510,13 +510,14 @@ def test_tty_progress_is_a_live_bar_with_failures_above_it(account_cli: Cli, wor
     bars = [part for part in re.split(r"[\r\n]", text) if "done," in part]
     assert len(bars) >= 3, text  # redrawn as it goes
     final = re.compile(
-        r"\[#{24}\] 6/6 done, 1 failed, 0 running, 0 queued, \S+ elapsed(, ETA \S+)?\x1b\[K$"
+        r"\[#{24}\] 6/6 done, 1 failed, 0 running, 0 queued, \S+ elapsed(, ETA \S+)?, "
+        r"€0\.\d{6} so far\x1b\[K$"
     )
     assert final.search(bars[-1]), bars[-1]
     assert any(re.search(r"\d/6 done, \d failed, \d running, \d queued", b) for b in bars[:-1])
     assert any("ETA" in b for b in bars), text
     assert re.search(r"\r\x1b\[Kfailed t1.csv: script_error  \(exec_\w+\)\r?\n", text), text
-    assert "5 succeeded, 1 failed, 0 cached (of 6)" in text
+    assert re.search(r"5 succeeded, 1 failed, 0 cached \(of 6\), cost €0\.\d{6}", text)
     assert all((workdir / "outputs" / f"t{i}" / "result.txt").is_file() for i in (0, 2, 3, 4, 5))
 
 

@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 
 from rgrid import __version__, sandbox, storage, store
 from rgrid.api import errors as api_errors
-from rgrid.api.routes import accounts, batches, blobs, executions, health, logs, workers
+from rgrid.api.routes import accounts, batches, billing, blobs, executions, health, logs, workers
 from rgrid.envs import pythons
 from rgrid.envs.cache import EnvCache
 from rgrid.executor.local import LocalExecutor
@@ -119,6 +119,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         batches.router,
         logs.router,
         workers.router,
+        billing.router,
     ):
         app.include_router(router)
     return app

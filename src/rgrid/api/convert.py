@@ -41,6 +41,8 @@ def execution(e: domain.Execution) -> schemas.ExecutionPublic:
         batch_input=e.batch_input,
         cached_from=e.cached_from,
         cache=e.cache_note,
+        cost_micros=e.cost_micros,
+        cost_final=e.cost_final,
     )
 
 
@@ -53,6 +55,7 @@ def batch(b: domain.Batch) -> schemas.BatchPublic:
         created_at=b.created_at,
         counts=b.counts,
         done=b.done,
+        cost_micros=b.cost_micros,
     )
 
 

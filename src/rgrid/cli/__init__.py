@@ -23,6 +23,7 @@ COMMAND_MODULES = {
         "rgrid.cli.executions",
     ),
     "server": "rgrid.cli.server",
+    "cost": "rgrid.cli.cost",
     **dict.fromkeys(("init", "doctor", "workers", "accounts", "keys"), "rgrid.cli.admin"),
 }
 

@@ -153,6 +153,7 @@ def _bar(progress: Progress, parallel: int) -> str:
         f"{counts.get('queued', 0) + counts.get('retrying', 0)} queued, "
         f"{render.duration(elapsed)} elapsed"
         + (f", ETA {render.duration(eta)}" if eta is not None else "")
+        + f", {render.money(progress.cost_micros)} so far"
     )
 
 
@@ -173,6 +174,7 @@ def _summary(
                     "succeeded": len(succeeded),
                     "failed": len(failed),
                     "cached": cached,
+                    "cost_micros": batch.cost_micros,
                     "failures": [
                         {
                             "input": i.input,
@@ -192,7 +194,7 @@ def _summary(
         sys.stderr.write("\n")
     render.info(
         f"{batch.id}: {len(succeeded)} succeeded, {len(failed)} failed, {cached} cached "
-        f"(of {batch.total})"
+        f"(of {batch.total}), cost {render.money(batch.cost_micros)}"
     )
     for item in failed:
         kind = item.failure_class.value if item.failure_class else item.state.value

@@ -129,6 +129,7 @@ def execution(e: schemas.ExecutionPublic) -> None:
         ),
         ("retry of", e.retry_of or "-"),
         ("cache", cache_label(e)),
+        ("cost", cost_label(e)),
         (
             "limits",
             f"timeout {duration(e.timeout_s)}, memory {binary_size(e.memory_bytes)}, "
@@ -153,6 +154,19 @@ def execution(e: schemas.ExecutionPublic) -> None:
     for label, value in rows:
         if value != "-" or label in ("id", "state", "exit code"):
             click.echo(f"{label:<10} {value}")
+
+
+def money(micros: int) -> str:
+    """``€0.000123``: integer micros as euros, exactly."""
+    sign = "-" if micros < 0 else ""
+    units, fraction = divmod(abs(micros), 1_000_000)
+    return f"{sign}€{units}.{fraction:06d}"
+
+
+def cost_label(e: schemas.ExecutionPublic) -> str:
+    if e.cost_micros is None:
+        return "-"
+    return f"{money(e.cost_micros)} ({'final' if e.cost_final else 'provisional'})"
 
 
 def cache_label(e: schemas.ExecutionPublic) -> str:

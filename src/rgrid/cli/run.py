@@ -285,6 +285,8 @@ def _summary(final: schemas.ExecutionPublic, downloads: Downloads | None) -> Non
         files = f", {len(downloads.fetched)} output(s) downloaded ({render.size(sizes)})"
     if downloads and downloads.unchanged:
         files += f", {len(downloads.unchanged)} already in place"
+    if final.cost_micros is not None:
+        files += f", {render.money(final.cost_micros)}"
     render.info(
         f"{final.id} {render.state_label(final)} in {render.duration(final.duration_s)}{files}"
     )

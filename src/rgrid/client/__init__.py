@@ -205,6 +205,16 @@ class Client:
     def get(self, execution_id: str) -> schemas.ExecutionPublic:
         return self._get(f"/api/v1/executions/{quote(execution_id)}", schemas.ExecutionPublic)
 
+    def cost(self, *, since: str | None, until: str | None, by: str) -> dict[str, Any]:
+        """The account's cost report (``GET /api/v1/cost``), as the grid sends it."""
+        params = {
+            "by": by,
+            **({"since": since} if since else {}),
+            **({"until": until} if until else {}),
+        }
+        report: dict[str, Any] = self._request("GET", "/api/v1/cost", params=params).json()
+        return report
+
     def list(
         self,
         *,

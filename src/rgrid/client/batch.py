@@ -90,6 +90,7 @@ class Progress:
     counts: dict[str, int]
     started: float
     durations: list[float]
+    cost_micros: int = 0
 
     @property
     def done(self) -> int:
@@ -123,6 +124,7 @@ def follow(
         first = None
         changed_after = page.next_changed_after
         progress.total, progress.counts = page.batch.total, page.batch.counts
+        progress.cost_micros = page.batch.cost_micros
         for item in page.data:
             items[item.index] = item  # a retried item's new execution replaces the old one
             if seen.get(item.id) == item.state.value:

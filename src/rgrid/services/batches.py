@@ -116,6 +116,8 @@ async def submit_batch(
             "finished_at": None,
             "cached_from": None,
             "cache_note": None,
+            "cost_micros": None,
+            "cost_final": False,
         }
         keyer = functools.partial(
             cache.cache_key,

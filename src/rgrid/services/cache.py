@@ -142,6 +142,8 @@ def hit_fields(source: ExecutionRow, now: datetime) -> dict[str, Any]:
         "python_version": source.python_version,
         "cached_from": source.cached_from or source.id,
         "cache_note": "hit",
+        "cost_micros": 0,  # nothing ran
+        "cost_final": True,
     }
 
 

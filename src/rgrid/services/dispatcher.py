@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,8 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from rgrid import domain, store
 from rgrid.domain import ArtifactKind, ExecutionState, FailureClass
 from rgrid.executor import Executor
-from rgrid.services import Grid, retention, utcnow
+from rgrid.services import Grid, billing, retention, utcnow
+from rgrid.settings import ServerSettings
 from rgrid.storage import blob_key
+from rgrid.store import billing as billing_repo
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
 from rgrid.store import logs as log_repo
@@ -69,6 +71,7 @@ class Dispatcher:
         self._closing = False
         # unique per server process: two servers on one host must not renew each other's leases
         self._worker = f"{grid.settings.worker_name}:{os.getpid()}"
+        self._started = utcnow()  # this worker's billing periods run back to back from here
         self._lease = timedelta(seconds=grid.settings.lease_s)
         grid.wake_dispatcher = self._wake.set
         grid.cancel_local = executor.cancel
@@ -79,6 +82,7 @@ class Dispatcher:
             asyncio.create_task(self._lease_loop(), name="dispatcher-lease"),
             asyncio.create_task(self._recovery_loop(), name="dispatcher-recovery"),
             asyncio.create_task(self._janitor_loop(), name="retention-janitor"),
+            asyncio.create_task(self._billing_loop(), name="billing"),
         ]
 
     async def close(self) -> None:
@@ -147,7 +151,7 @@ class Dispatcher:
                 return  # the lease was lost meanwhile; recovery owns it now
             if outcome.state is ExecutionState.CANCELLED and not row.cancel_requested:
                 outcome = _worker_lost("the grid was stopped while the script ran")
-            retried = await _settle(session, row, outcome)
+            retried = await _settle(session, row, outcome, self._grid.settings)
             if not retried:
                 await blob_repo.add_artifacts(
                     session, row.id, ArtifactKind.OUTPUT, outcome.outputs, utcnow()
@@ -186,6 +190,15 @@ class Dispatcher:
                 logger.exception("recovery failed", extra={"action": "recovery_failed"})
             await asyncio.sleep(RECOVERY_EVERY_S)
 
+    async def _billing_loop(self) -> None:
+        every = max(0.25, min(self._grid.settings.billing_period_s / 4, 60.0))
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await billing.close_periods(self._grid, self._worker, self._started, utcnow())
+            except Exception:
+                logger.exception("billing failed", extra={"action": "billing_failed"})
+
     async def _janitor_loop(self) -> None:
         while True:
             await asyncio.sleep(retention.sweep_every_s(self._grid))
@@ -208,7 +221,7 @@ class Dispatcher:
             ]
             for row in rows:
                 lost = _worker_lost("the worker running it stopped renewing its lease")
-                await _settle(session, row, lost)
+                await _settle(session, row, lost, self._grid.settings)
         for row in rows:
             logger.warning("lease expired", extra={"action": "worker_lost", "execution_id": row.id})
             self._grid.notifier.notify(row.id)
@@ -243,13 +256,25 @@ RETRY_BACKOFF_S = 1.0
 RETRY_BACKOFF_MAX_S = 30.0
 
 
-async def _settle(session: AsyncSession, row: ExecutionRow, outcome: domain.Outcome) -> bool:
+async def _settle(
+    session: AsyncSession, row: ExecutionRow, outcome: domain.Outcome, settings: ServerSettings
+) -> bool:
     """Record an attempt's outcome: a transient failure with retries left is queued again
     (state ``retrying``, after a backoff) with a log line saying so; anything else is final.
-    Returns whether it will be retried."""
+    Every attempt's run time is charged (SPEC §11). Returns whether it will be retried."""
+    ended = utcnow()
+    if row.started_at is not None and row.worker is not None:
+        await billing_repo.record_run(
+            session, row.id, row.attempt, row.worker, row.started_at, ended
+        )
+    if row.started_at is not None:
+        run_us = max(0, (ended - row.started_at) // timedelta(microseconds=1))
+        row.cost_micros = (row.cost_micros or 0) + billing.provisional_cost(
+            run_us, settings.hourly_price_micros, settings.slots
+        )
     transient = outcome.failure_class in domain.TRANSIENT_FAILURES
     if not transient or row.attempt > row.max_retries:
-        _apply(row, outcome)
+        _apply(row, outcome, ended)
         return False
     assert outcome.failure_class is not None
     delay = min(RETRY_BACKOFF_S * 2 ** (row.attempt - 1), RETRY_BACKOFF_MAX_S)
@@ -275,13 +300,13 @@ async def _settle(session: AsyncSession, row: ExecutionRow, outcome: domain.Outc
     return True
 
 
-def _apply(row: ExecutionRow, outcome: domain.Outcome) -> None:
+def _apply(row: ExecutionRow, outcome: domain.Outcome, ended: datetime) -> None:
     row.state = outcome.state.value
     row.exit_code = outcome.exit_code
     row.failure_class = outcome.failure_class.value if outcome.failure_class else None
     row.cause = outcome.cause
     row.hint = outcome.hint
-    row.finished_at = utcnow()
+    row.finished_at = ended  # the instant the cost was computed for
     row.lease_expires_at = None
     if outcome.packages:
         row.packages = list(outcome.packages)

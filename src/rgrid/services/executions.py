@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from rgrid import domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
 from rgrid.paths import safe_relpath
-from rgrid.services import Grid, cache, retention, runtimes, utcnow
+from rgrid.services import Grid, billing, cache, retention, runtimes, utcnow
 from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
@@ -241,7 +242,20 @@ RETRY_COPIED = (
 
 async def get(grid: Grid, principal: domain.Principal, id_or_prefix: str) -> domain.Execution:
     async with store.transaction(grid.sessions) as session:
-        return await repo.resolve(session, principal.account.id, id_or_prefix)
+        execution = await repo.resolve(session, principal.account.id, id_or_prefix)
+    return with_running_cost(grid, execution)
+
+
+def with_running_cost(grid: Grid, execution: domain.Execution) -> domain.Execution:
+    """A running execution's cost so far: what earlier attempts cost plus this one's run time
+    at its worker's price (provisional, SPEC §11)."""
+    if execution.state is not ExecutionState.RUNNING or execution.started_at is None:
+        return execution
+    run_us = max(0, (utcnow() - execution.started_at) // timedelta(microseconds=1))
+    accrued = billing.provisional_cost(
+        run_us, grid.settings.hourly_price_micros, grid.settings.slots
+    )
+    return dataclasses.replace(execution, cost_micros=(execution.cost_micros or 0) + accrued)
 
 
 async def list_executions(
@@ -261,7 +275,7 @@ async def list_executions(
             from rgrid.store import batches as batch_repo
 
             batch_id = (await batch_repo.resolve(session, principal.account.id, batch)).id
-        return await repo.list_page(
+        page = await repo.list_page(
             session,
             principal.account.id,
             states=states,
@@ -271,6 +285,7 @@ async def list_executions(
             limit=limit,
             batch_id=batch_id,
         )
+    return [with_running_cost(grid, e) for e in page]
 
 
 async def cancel(grid: Grid, principal: domain.Principal, id_or_prefix: str) -> domain.Execution:

@@ -26,6 +26,15 @@ async def _counts(session: AsyncSession, batch_id: str) -> dict[str, int]:
     return {str(state): int(count) for state, count in rows}
 
 
+async def _cost(session: AsyncSession, batch_id: str) -> int:
+    total = await session.scalar(
+        select(func.coalesce(func.sum(ExecutionRow.cost_micros), 0)).where(
+            ExecutionRow.batch_id == batch_id
+        )
+    )
+    return int(total or 0)
+
+
 async def to_batch(session: AsyncSession, row: BatchRow) -> domain.Batch:
     return domain.Batch(
         id=row.id,
@@ -35,6 +44,7 @@ async def to_batch(session: AsyncSession, row: BatchRow) -> domain.Batch:
         total=row.total,
         created_at=row.created_at,
         counts=await _counts(session, row.id),
+        cost_micros=await _cost(session, row.id),
     )
 
 

@@ -55,6 +55,8 @@ def to_domain(row: ExecutionRow, metadata: Mapping[str, str]) -> domain.Executio
         superseded=row.superseded,
         cached_from=row.cached_from,
         cache_note=row.cache_note,
+        cost_micros=row.cost_micros,
+        cost_final=row.cost_final,
     )
 
 
@@ -337,3 +339,16 @@ async def latest_of_script(
         .order_by(ExecutionRow.created_at.desc())
         .limit(1)
     )
+
+
+async def for_cost(
+    session: AsyncSession, account_id: str, since: datetime | None, until: datetime | None
+) -> list[domain.Execution]:
+    """The account's executions created in [since, until), for the cost report."""
+    query = select(ExecutionRow).where(ExecutionRow.account_id == account_id)
+    if since is not None:
+        query = query.where(ExecutionRow.created_at >= since)
+    if until is not None:
+        query = query.where(ExecutionRow.created_at < until)
+    rows = (await session.scalars(query.order_by(ExecutionRow.created_at))).all()
+    return await _hydrate(session, rows)

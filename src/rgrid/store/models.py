@@ -139,6 +139,9 @@ class ExecutionRow(Base):
     cache_parts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     cached_from: Mapped[str | None] = mapped_column(String(40), nullable=True)
     cache_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # its cost in micros so far (every attempt's run time on its worker), and whether final
+    cost_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    cost_final: Mapped[bool] = mapped_column(Boolean, default=False)
     # stamped on every insert and update: a batch's followers ask only for what changed
     updated_at: Mapped[datetime | None] = mapped_column(
         UTCDateTime, nullable=True, default=_now, onupdate=_now
@@ -205,3 +208,44 @@ class LogChunkRow(Base):
     last_seq: Mapped[int] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer)
     lines: Mapped[list[list[Any]]] = mapped_column(JSON)
+
+
+class RunRow(Base):
+    """One attempt's time on a worker: what billing periods are split by."""
+
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_worker_span", "worker", "started_at", "ended_at"),)
+
+    execution_id: Mapped[str] = mapped_column(
+        ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    worker: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class BillingPeriodRow(Base):
+    """A closed billing period of a worker: its price, and the part no execution used."""
+
+    __tablename__ = "billing_periods"
+
+    worker: Mapped[str] = mapped_column(String(200), primary_key=True)
+    start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    end: Mapped[datetime] = mapped_column(UTCDateTime)
+    price_micros: Mapped[int] = mapped_column(BigInteger)
+    idle_micros: Mapped[int] = mapped_column(BigInteger)
+
+
+class CostShareRow(Base):
+    """An execution's share of one billing period."""
+
+    __tablename__ = "cost_shares"
+
+    worker: Mapped[str] = mapped_column(String(200), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    execution_id: Mapped[str] = mapped_column(
+        ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
+    )
+    run_us: Mapped[int] = mapped_column(BigInteger)
+    micros: Mapped[int] = mapped_column(BigInteger)

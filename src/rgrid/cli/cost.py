@@ -1,0 +1,56 @@
+"""`rgrid cost`: what your executions cost, grouped by day, batch or a metadata key."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+
+from rgrid.cli import render
+
+
+def _when(value: str | None, option: str) -> str | None:
+    """An ISO date or time as UTC ISO 8601 (a time without zone is local)."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{value!r} is not a date (YYYY-MM-DD[THH:MM])", param_hint=option
+        ) from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.astimezone()
+    return parsed.astimezone(UTC).isoformat()
+
+
+@click.command()
+@click.option("--since", metavar="DATE", help="Only executions created at or after DATE.")
+@click.option("--until", metavar="DATE", help="Only executions created before DATE.")
+@click.option(
+    "--by", default="day", show_default=True, metavar="day|batch|metadata:KEY", help="Grouping."
+)
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON (amounts in micros).")
+def cost(since: str | None, until: str | None, by: str, as_json: bool) -> None:
+    """What your executions cost: per group, executions, compute time and cost; a total.
+    Amounts are exact (integer micros, 1 EUR = 1,000,000); running ones count so far."""
+    from rgrid.cli.context import connect
+
+    report = connect().cost(since=_when(since, "--since"), until=_when(until, "--until"), by=by)
+    if as_json:
+        render.emit_json(report)
+        return
+    click.echo(f"{by.upper():<24} {'EXECUTIONS':>10} {'COMPUTE':>10} {'COST':>14}")
+    for group in report["groups"]:
+        click.echo(
+            f"{group['group']:<24} {group['executions']:>10} "
+            f"{render.duration(group['compute_us'] / 1e6):>10} {render.money(group['cost_micros']):>14}"
+        )
+    total = report["total"]
+    click.echo(
+        f"{'total':<24} {total['executions']:>10} "
+        f"{render.duration(total['compute_us'] / 1e6):>10} {render.money(total['cost_micros']):>14}"
+    )
+
+
+COMMANDS = [cost]

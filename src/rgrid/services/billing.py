@@ -1,0 +1,140 @@
+"""Money (SPEC §11): integer micros everywhere (1 EUR = 1,000,000 µ), never floats.
+
+Two computations, both pure:
+
+- the provisional cost of a running (or just finished) execution: its run time times the worker's
+  hourly price / the worker's slots, rounded down to the micro;
+- the final split of a closed billing period: the period's price shared by the executions that
+  ran in it, in proportion to their run time inside it, as integers that sum exactly to the
+  price (largest-remainder method; ties go to the smaller execution id, so the split is the
+  same every time it is computed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from rgrid import domain, errors, store
+from rgrid.services import Grid, accounts
+from rgrid.store import billing as repo
+from rgrid.store import executions as execution_repo
+
+MICROS_PER_UNIT = 1_000_000
+US_PER_HOUR = 3_600_000_000  # microseconds
+
+
+def provisional_cost(run_us: int, hourly_price_micros: int, slots: int) -> int:
+    """What ``run_us`` microseconds on one slot of a worker cost, rounded down."""
+    if run_us < 0 or hourly_price_micros < 0 or slots < 1:
+        raise ValueError("run time and price must be >= 0, slots >= 1")
+    return run_us * hourly_price_micros // (US_PER_HOUR * slots)
+
+
+def split_period(price_micros: int, run_us: Mapping[str, int]) -> dict[str, int]:
+    """Share ``price_micros`` over the executions in ``run_us`` (id → microseconds of run time
+    inside the period) in proportion to their run time; the shares sum exactly to the price.
+    With no run time at all the period was idle: every share is 0 (its price is idle cost)."""
+    if price_micros < 0 or any(t < 0 for t in run_us.values()):
+        raise ValueError("price and run times must be >= 0")
+    total = sum(run_us.values())
+    if total == 0:
+        return dict.fromkeys(run_us, 0)
+    shares = {key: price_micros * t // total for key, t in run_us.items()}
+    left = price_micros - sum(shares.values())
+    # the largest fractional parts get the micros left over; ties by id
+    order = sorted(run_us, key=lambda key: (-(price_micros * run_us[key] % total), key))
+    for key in order[:left]:
+        shares[key] += 1
+    return shares
+
+
+async def close_periods(grid: Grid, worker: str, worker_started: datetime, now: datetime) -> int:
+    """Close every billing period of ``worker`` that ended by ``now`` (periods run back to
+    back from ``worker_started``): split each one's price over the executions that ran in it,
+    and make final the costs of executions whose every run lies in closed periods."""
+    period = timedelta(seconds=grid.settings.billing_period_s)
+    period_us = period // timedelta(microseconds=1)
+    price = grid.settings.hourly_price_micros * period_us // US_PER_HOUR
+    closed = 0
+    async with store.transaction(grid.sessions) as session:
+        start = await repo.last_closed_end(session, worker) or worker_started
+        while start + period <= now:
+            end = start + period
+            run_us: dict[str, int] = {}
+            for execution_id, run_start, run_end in await repo.spans(session, worker, start, end):
+                inside = min(run_end or end, end) - max(run_start, start)
+                if inside > timedelta(0):
+                    run_us[execution_id] = run_us.get(execution_id, 0) + inside // timedelta(
+                        microseconds=1
+                    )
+            shares = split_period(price, run_us)
+            await repo.close_period(
+                session, worker, start, end, price, {k: (run_us[k], shares[k]) for k in run_us}
+            )
+            await repo.finalize(session, sorted(run_us), end)
+            start, closed = end, closed + 1
+    return closed
+
+
+async def periods_report(grid: Grid, principal: domain.Principal) -> list[dict[str, Any]]:
+    """Every closed billing period with its split (admin only: periods span accounts)."""
+    accounts.require_admin(principal)
+    async with store.transaction(grid.sessions) as session:
+        closed = await repo.periods(session)
+        shares = await repo.shares_of(session)
+    by_period: dict[tuple[str, datetime], list[dict[str, Any]]] = {}
+    for share in shares:
+        by_period.setdefault((share.worker, share.period_start), []).append(
+            {"execution_id": share.execution_id, "run_us": share.run_us, "micros": share.micros}
+        )
+    return [
+        {
+            "worker": p.worker,
+            "start": p.start,
+            "end": p.end,
+            "price_micros": p.price_micros,
+            "idle_micros": p.idle_micros,
+            "shares": by_period.get((p.worker, p.start), []),
+        }
+        for p in closed
+    ]
+
+
+async def cost_report(
+    grid: Grid,
+    principal: domain.Principal,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    by: str,
+) -> list[dict[str, Any]]:
+    """The account's executions created in [since, until) grouped by day, batch or a metadata
+    key: executions, compute time and cost (final or provisional) per group."""
+    if since is not None and until is not None and since >= until:
+        raise errors.InvalidRequest("--since must be before --until")
+    if by not in ("day", "batch") and not (by.startswith("metadata:") and len(by) > 9):
+        raise errors.InvalidRequest(
+            f"cannot group by {by!r}", hint="use day, batch or metadata:KEY"
+        )
+    async with store.transaction(grid.sessions) as session:
+        rows = await execution_repo.for_cost(session, principal.account.id, since, until)
+    groups: dict[str, dict[str, Any]] = {}
+    for execution in rows:
+        if by == "day":
+            key = execution.created_at.date().isoformat()
+        elif by == "batch":
+            key = execution.batch_id or "-"
+        else:
+            key = execution.metadata.get(by.split(":", 1)[1], "-")
+        group = groups.setdefault(
+            key, {"group": key, "executions": 0, "compute_us": 0, "cost_micros": 0}
+        )
+        group["executions"] += 1
+        if execution.started_at and execution.finished_at and not execution.cached_from:
+            group["compute_us"] += (execution.finished_at - execution.started_at) // timedelta(
+                microseconds=1
+            )
+        group["cost_micros"] += execution.cost_micros or 0
+    return [groups[key] for key in sorted(groups)]

@@ -1,0 +1,124 @@
+"""Runs on workers, closed billing periods, and executions' shares of them (SPEC §11)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rgrid.domain import ExecutionState
+from rgrid.store.models import BillingPeriodRow, CostShareRow, ExecutionRow, RunRow
+
+Span = tuple[str, datetime, datetime | None]  # execution, run start, run end (None: running)
+
+
+async def record_run(
+    session: AsyncSession,
+    execution_id: str,
+    attempt: int,
+    worker: str,
+    started_at: datetime,
+    ended_at: datetime,
+) -> None:
+    # merge: an attempt settled twice (recovery racing a late finish) keeps one row
+    await session.merge(
+        RunRow(
+            execution_id=execution_id,
+            attempt=attempt,
+            worker=worker,
+            started_at=started_at,
+            ended_at=ended_at,
+        )
+    )
+
+
+async def last_closed_end(session: AsyncSession, worker: str) -> datetime | None:
+    end: datetime | None = await session.scalar(
+        select(func.max(BillingPeriodRow.end)).where(BillingPeriodRow.worker == worker)
+    )
+    return end
+
+
+async def spans(session: AsyncSession, worker: str, start: datetime, end: datetime) -> list[Span]:
+    """The runs on ``worker`` that overlap [start, end), and its executions still running."""
+    ended = await session.execute(
+        select(RunRow.execution_id, RunRow.started_at, RunRow.ended_at).where(
+            RunRow.worker == worker, RunRow.started_at < end, RunRow.ended_at > start
+        )
+    )
+    running = await session.execute(
+        select(ExecutionRow.id, ExecutionRow.started_at).where(
+            ExecutionRow.worker == worker,
+            ExecutionRow.state == ExecutionState.RUNNING.value,
+            ExecutionRow.started_at < end,
+        )
+    )
+    found: list[Span] = [(str(i), s, e) for i, s, e in ended]
+    found += [(str(i), s, None) for i, s in running if s is not None]
+    return found
+
+
+async def close_period(
+    session: AsyncSession,
+    worker: str,
+    start: datetime,
+    end: datetime,
+    price_micros: int,
+    shares: Mapping[str, tuple[int, int]],
+) -> None:
+    """Record a closed period and each execution's (run µs, micros) share of it."""
+    charged = sum(micros for _, micros in shares.values())
+    session.add(
+        BillingPeriodRow(
+            worker=worker,
+            start=start,
+            end=end,
+            price_micros=price_micros,
+            idle_micros=price_micros - charged,
+        )
+    )
+    session.add_all(
+        CostShareRow(
+            worker=worker, period_start=start, execution_id=key, run_us=run_us, micros=micros
+        )
+        for key, (run_us, micros) in shares.items()
+    )
+    await session.flush()
+
+
+async def finalize(
+    session: AsyncSession, execution_ids: Sequence[str], closed_until: datetime
+) -> int:
+    """Executions that ended, with every run inside closed periods, get their final cost: the
+    sum of their shares. Returns how many became final."""
+    done = 0
+    for execution_id in execution_ids:
+        row = await session.get(ExecutionRow, execution_id)
+        if row is None or row.cost_final or not ExecutionState(row.state).terminal:
+            continue
+        last_end = await session.scalar(
+            select(func.max(RunRow.ended_at)).where(RunRow.execution_id == execution_id)
+        )
+        if last_end is None or last_end > closed_until:
+            continue
+        total = await session.scalar(
+            select(func.coalesce(func.sum(CostShareRow.micros), 0)).where(
+                CostShareRow.execution_id == execution_id
+            )
+        )
+        row.cost_micros = int(total or 0)
+        row.cost_final = True
+        done += 1
+    return done
+
+
+async def periods(session: AsyncSession) -> list[BillingPeriodRow]:
+    rows = await session.scalars(select(BillingPeriodRow).order_by(BillingPeriodRow.start))
+    return list(rows)
+
+
+async def shares_of(session: AsyncSession) -> list[CostShareRow]:
+    rows = await session.scalars(select(CostShareRow).order_by(CostShareRow.period_start))
+    return list(rows)

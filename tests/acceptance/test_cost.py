@@ -1,0 +1,163 @@
+"""Acceptance (issue 9, first part): every execution has a cost in integer micros — its run time
+at its worker's hourly price shared by the worker's slots — provisional while running, shown by
+`rgrid status` and the `rgrid run` summary; a cache hit costs nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.acceptance.conftest import run_id, status_of
+from tests.conftest import Cli, LiveServer, make_server
+
+PRICE = 3_600_000_000  # micros an hour: one micro per microsecond on a 1-slot worker
+SLOTS = 4
+
+
+@pytest.fixture
+def priced(tmp_path: Path) -> Iterator[LiveServer]:
+    server = make_server(tmp_path, RGRID_HOURLY_PRICE_MICROS=str(PRICE), RGRID_SLOTS=str(SLOTS))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def micros_between(start: str, end: str) -> int:
+    delta = datetime.fromisoformat(end) - datetime.fromisoformat(start)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def test_cost_is_run_time_times_price_over_slots_and_a_hit_is_free(
+    priced: LiveServer, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    (workdir / "nap.py").write_text("import time\ntime.sleep(1.5)\nprint('rested')\n")
+    cli = Cli(cwd=workdir, env=priced.cli_env())
+
+    started = cli("run", "nap.py", "--detach")
+    execution_id = started.stdout.strip()
+    deadline = time.monotonic() + 30
+    while (running := status_of(cli, execution_id))["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)
+    running = status_of(cli, execution_id)
+    assert running["cost_final"] is False and running["cost_micros"] > 0  # accruing
+    assert "(provisional)" in cli("status", execution_id).stdout
+
+    done = cli("wait", execution_id)
+    assert done.returncode == 0, done.stderr
+    final = status_of(cli, execution_id)
+    expected = (
+        micros_between(final["started_at"], final["finished_at"]) * PRICE // (3_600_000_000 * SLOTS)
+    )
+    assert final["cost_micros"] == expected  # exact: integers all the way
+    assert final["cost_micros"] >= running["cost_micros"]
+    shown = f"€{expected // 1_000_000}.{expected % 1_000_000:06d}"
+    assert f"cost       {shown} (provisional)" in cli("status", execution_id).stdout
+
+    ran = cli("run", "nap.py", "--no-cache")
+    assert ran.returncode == 0
+    cost = status_of(cli, run_id(ran))["cost_micros"]
+    assert f"{run_id(ran)} succeeded in" in ran.stderr and f"€0.{cost:06d}" in ran.stderr
+
+    hit = cli("run", "nap.py")
+    hit_status = status_of(cli, run_id(hit))
+    assert hit_status["cached_from"] is not None
+    assert (hit_status["cost_micros"], hit_status["cost_final"]) == (0, True)
+    assert "€0.000000" in hit.stderr
+
+
+def overlap_us(a_start: str, a_end: str, b_start: str, b_end: str) -> int:
+    start = max(datetime.fromisoformat(a_start), datetime.fromisoformat(b_start))
+    end = min(datetime.fromisoformat(a_end), datetime.fromisoformat(b_end))
+    return max(0, micros_between(start.isoformat(), end.isoformat()))
+
+
+def largest_remainder(price: int, runs: dict[str, int]) -> dict[str, int]:
+    """An independent statement of the split the SPEC asks for."""
+    from fractions import Fraction
+
+    total = sum(runs.values())
+    exact = {k: Fraction(price * v, total) for k, v in runs.items()}
+    shares = {k: int(q) for k, q in exact.items()}
+    left = price - sum(shares.values())
+    for k in sorted(runs, key=lambda k: (-(exact[k] - int(exact[k])), k))[:left]:
+        shares[k] += 1
+    return shares
+
+
+def test_billing_periods_split_exactly_and_cost_totals_match(tmp_path: Path) -> None:
+    server = make_server(
+        tmp_path,
+        RGRID_HOURLY_PRICE_MICROS=str(PRICE),
+        RGRID_SLOTS="2",
+        RGRID_BILLING_PERIOD_S="3",
+    )
+    server.start()
+    try:
+        workdir = tmp_path / "project"
+        workdir.mkdir()
+        cli = Cli(cwd=workdir, env=server.cli_env())
+        ids = []
+        for seconds in (0.4, 0.8, 1.2):  # three scripts of known durations, two slots
+            (workdir / f"s{seconds}.py").write_text(f"import time\ntime.sleep({seconds})\n")
+            ids.append(cli("run", f"s{seconds}.py", "--detach").stdout.strip())
+        deadline = time.monotonic() + 30
+        while not all(status_of(cli, i)["cost_final"] for i in ids):
+            assert time.monotonic() < deadline, [status_of(cli, i) for i in ids]
+            time.sleep(0.25)
+        executions = {i: status_of(cli, i) for i in ids}
+        periods = httpx.get(
+            f"{server.url}/api/v1/billing/periods",
+            headers={"Authorization": f"Bearer {server.admin_key}"},
+        ).json()
+        period_price = PRICE * 3 // 3600  # 3 s of the hourly price
+        charged = dict.fromkeys(ids, 0)
+        for period in periods:
+            assert period["price_micros"] == period_price
+            runs = {
+                i: overlap_us(e["started_at"], e["finished_at"], period["start"], period["end"])
+                for i, e in executions.items()
+            }
+            runs = {i: us for i, us in runs.items() if us > 0}
+            shares = {s["execution_id"]: s for s in period["shares"]}
+            assert {i: s["run_us"] for i, s in shares.items()} == runs
+            if runs:
+                expected = largest_remainder(period_price, runs)
+                assert {i: s["micros"] for i, s in shares.items()} == expected
+                assert period["idle_micros"] == 0
+            else:
+                assert period["idle_micros"] == period_price  # idle: charged to no one
+            for i, share in shares.items():
+                charged[i] += share["micros"]
+        assert {i: e["cost_micros"] for i, e in executions.items()} == charged
+
+        report = cli("cost", "--json")
+        assert report.returncode == 0, report.stderr
+        total = json.loads(report.stdout)["total"]
+        billed = sum(p["price_micros"] - p["idle_micros"] for p in periods)
+        assert total["cost_micros"] == billed == sum(charged.values())
+        assert total["executions"] == 3
+        table = cli("cost", "--by", "batch").stdout.splitlines()
+        assert table[0].split() == ["BATCH", "EXECUTIONS", "COMPUTE", "COST"]
+        assert table[-1].split()[:2] == ["total", "3"]
+    finally:
+        server.stop()
+
+
+def test_bad_cost_options_are_clear_errors(cli: Cli) -> None:
+    after = cli("cost", "--since", "2026-02-01", "--until", "2026-01-01")
+    assert after.returncode == 1 and "--since must be before --until" in after.stderr
+    unknown = cli("cost", "--by", "color")
+    assert unknown.returncode == 1 and "cannot group by 'color'" in unknown.stderr
+    garbage = cli("cost", "--since", "yesterday-ish")
+    assert garbage.returncode == 2 and "is not a date" in garbage.stderr
