@@ -62,6 +62,22 @@ OFFSET_HEADER = "x-rgrid-offset"
 
 
 @_wire
+class SpendingLimitIn:
+    __pydantic_config__ = FORBID_EXTRA
+    #: euros as a decimal string ("5.00"): parsed exactly, never as a float
+    amount: str
+    period: str = "month"
+
+
+@_wire
+class SpendingLimitPublic:
+    limit_micros: int
+    period: str
+    spent_micros: int
+    period_start: datetime
+
+
+@_wire
 class UploadProgress:
     """A resumable upload: how many bytes the grid holds; send the rest from ``offset``."""
 
@@ -132,6 +148,8 @@ class ExecutionPublic:
     #: integer micros (1 EUR = 1,000,000): provisional until ``cost_final``
     cost_micros: int | None = None
     cost_final: bool = False
+    #: set on a submit's answer when the account is near its spending limit
+    warning: str | None = None
 
 
 @_wire
@@ -183,6 +201,7 @@ class BatchPublic:
     counts: dict[str, int]
     done: bool
     cost_micros: int = 0
+    warning: str | None = None
 
 
 @_wire

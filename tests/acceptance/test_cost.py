@@ -5,6 +5,7 @@ at its worker's hourly price shared by the worker's slots — provisional while 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -161,3 +162,52 @@ def test_bad_cost_options_are_clear_errors(cli: Cli) -> None:
     assert unknown.returncode == 1 and "cannot group by 'color'" in unknown.stderr
     garbage = cli("cost", "--since", "yesterday-ish")
     assert garbage.returncode == 2 and "is not a date" in garbage.stderr
+
+
+def test_a_spending_limit_warns_then_refuses_and_removing_it_lets_runs_through(
+    priced: LiveServer, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    (workdir / "work.py").write_text("import time\ntime.sleep(0.3)\nprint('worked')\n")
+    cli = Cli(cwd=workdir, env=priced.cli_env())
+    assert cli("run", "work.py").returncode == 0
+    spent = json.loads(cli("cost", "--json").stdout)["total"]["cost_micros"]
+    assert spent > 0
+    just_above = spent + 1
+    amount = f"{just_above // 1_000_000}.{just_above % 1_000_000:06d}"
+    shown = cli("cost", "limit", "set", amount)
+    assert shown.returncode == 0, shown.stderr
+    assert f"limit €{amount} per month; spent €0.{spent:06d}" in shown.stdout
+
+    warned = cli("run", "work.py", "--no-cache")  # at >= 80 %: runs, with a warning
+    assert warned.returncode == 0, warned.stderr
+    assert re.search(r"warning: spent €0\.\d{6} of your €\S+ monthly limit \(\d+%\)", warned.stderr)
+
+    refused = cli("run", "work.py", "--no-cache")
+    assert refused.returncode == 1
+    assert "error: spending limit reached: spent €" in refused.stderr
+    answer = httpx.post(
+        f"{priced.url}/api/v1/executions",
+        json={"script": "work.py", "files": []},
+        headers={"Authorization": f"Bearer {priced.admin_key}"},
+    )
+    assert answer.status_code == 402
+    assert answer.json()["error"]["code"] == "SPENDING_LIMIT_EXCEEDED"
+
+    assert cli("cost", "limit", "remove").returncode == 0
+    assert cli("run", "work.py", "--no-cache").returncode == 0
+    assert cli("cost", "limit", "show").returncode == 1  # none set any more
+
+
+def test_bad_spending_limits_are_clear_errors(cli: Cli) -> None:
+    for amount, message in (
+        ("-3", "must be above 0"),
+        ("abc", "is not an amount"),
+        ("0", "must be above 0"),
+        ("1.0000001", "more than 6 decimals"),
+    ):
+        result = cli("cost", "limit", "set", amount)
+        assert result.returncode == 1 and message in result.stderr, (amount, result.stderr)
+    period = cli("cost", "limit", "set", "5", "--period", "year")
+    assert period.returncode == 2 and "year" in period.stderr

@@ -51,6 +51,8 @@ def submit(
         **options,  # type: ignore[arg-type]
     )
     created = client.submit_batch(spec)
+    if created.warning:
+        render.info(f"warning: {created.warning}")
     report = render.upload_report(
         uploaded.uploaded_files, uploaded.uploaded_bytes, uploaded.already_there
     )

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import click
 
+from rgrid import schemas
 from rgrid.cli import render
 
 
@@ -24,18 +25,22 @@ def _when(value: str | None, option: str) -> str | None:
     return parsed.astimezone(UTC).isoformat()
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--since", metavar="DATE", help="Only executions created at or after DATE.")
 @click.option("--until", metavar="DATE", help="Only executions created before DATE.")
 @click.option(
     "--by", default="day", show_default=True, metavar="day|batch|metadata:KEY", help="Grouping."
 )
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON (amounts in micros).")
-def cost(since: str | None, until: str | None, by: str, as_json: bool) -> None:
+@click.pass_context
+def cost(ctx: click.Context, since: str | None, until: str | None, by: str, as_json: bool) -> None:
     """What your executions cost: per group, executions, compute time and cost; a total.
-    Amounts are exact (integer micros, 1 EUR = 1,000,000); running ones count so far."""
+    Amounts are exact (integer micros, 1 EUR = 1,000,000); running ones count so far.
+    `rgrid cost limit` sets a spending limit."""
     from rgrid.cli.context import connect
 
+    if ctx.invoked_subcommand is not None:
+        return
     report = connect().cost(since=_when(since, "--since"), until=_when(until, "--until"), by=by)
     if as_json:
         render.emit_json(report)
@@ -50,6 +55,48 @@ def cost(since: str | None, until: str | None, by: str, as_json: bool) -> None:
     click.echo(
         f"{'total':<24} {total['executions']:>10} "
         f"{render.duration(total['compute_us'] / 1e6):>10} {render.money(total['cost_micros']):>14}"
+    )
+
+
+@cost.group()
+def limit() -> None:
+    """A spending limit per day, week or month: at 80 % every submit warns, at 100 % new
+    executions are refused (running ones finish)."""
+
+
+@limit.command(name="set", context_settings={"ignore_unknown_options": True})
+@click.argument("amount")
+@click.option(
+    "--period", type=click.Choice(["day", "week", "month"]), default="month", show_default=True
+)
+def set_limit(amount: str, period: str) -> None:
+    """Set the limit to AMOUNT euros (e.g. 5.00) per PERIOD."""
+    from rgrid.cli.context import connect
+
+    _show(connect().set_spending_limit(amount, period))
+
+
+@limit.command(name="show")
+def show_limit() -> None:
+    """The limit and what was spent in this period."""
+    from rgrid.cli.context import connect
+
+    _show(connect().spending_limit())
+
+
+@limit.command(name="remove")
+def remove_limit() -> None:
+    """Drop the limit."""
+    from rgrid.cli.context import connect
+
+    connect().remove_spending_limit()
+    render.info("spending limit removed")
+
+
+def _show(current: schemas.SpendingLimitPublic) -> None:
+    click.echo(
+        f"limit {render.money(current.limit_micros)} per {current.period}; spent "
+        f"{render.money(current.spent_micros)} since {render.when(current.period_start)}"
     )
 
 

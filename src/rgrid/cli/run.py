@@ -208,6 +208,8 @@ def run(
         cache=use_cache,
     )
     execution = client.submit(spec)
+    if execution.warning:
+        render.info(f"warning: {execution.warning}")
     render.info(
         render.upload_report(report.uploaded_files, report.uploaded_bytes, report.already_there)
     )

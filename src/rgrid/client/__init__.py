@@ -215,6 +215,17 @@ class Client:
         report: dict[str, Any] = self._request("GET", "/api/v1/cost", params=params).json()
         return report
 
+    def spending_limit(self) -> schemas.SpendingLimitPublic:
+        return self._get("/api/v1/cost/limit", schemas.SpendingLimitPublic)
+
+    def set_spending_limit(self, amount: str, period: str) -> schemas.SpendingLimitPublic:
+        body = {"amount": amount, "period": period}
+        answer = self._request("PUT", "/api/v1/cost/limit", json_body=body)
+        return schemas.load(schemas.SpendingLimitPublic, answer.json())
+
+    def remove_spending_limit(self) -> None:
+        self._request("DELETE", "/api/v1/cost/limit", idempotent=False)
+
     def list(
         self,
         *,

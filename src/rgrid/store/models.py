@@ -249,3 +249,14 @@ class CostShareRow(Base):
     )
     run_us: Mapped[int] = mapped_column(BigInteger)
     micros: Mapped[int] = mapped_column(BigInteger)
+
+
+class SpendingLimitRow(Base):
+    """An account's spending limit per period (day, week or month)."""
+
+    __tablename__ = "spending_limits"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    limit_micros: Mapped[int] = mapped_column(BigInteger)
+    period: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

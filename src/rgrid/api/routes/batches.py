@@ -10,6 +10,7 @@ from rgrid import errors, schemas
 from rgrid.api import convert
 from rgrid.api.deps import CurrentPrincipal, GridDep
 from rgrid.services import batches as service
+from rgrid.services import limits
 
 router = APIRouter(prefix="/api/v1/batches", tags=["batches"])
 
@@ -18,7 +19,10 @@ router = APIRouter(prefix="/api/v1/batches", tags=["batches"])
 async def submit(
     body: schemas.BatchCreate, grid: GridDep, principal: CurrentPrincipal
 ) -> schemas.BatchPublic:
-    return convert.batch(await service.submit_batch(grid, principal, body))
+    warning = await limits.before_submit(grid, principal)
+    public = convert.batch(await service.submit_batch(grid, principal, body))
+    public.warning = warning
+    return public
 
 
 @router.get("/{batch_id}")
@@ -59,6 +63,7 @@ async def cancel(batch_id: str, grid: GridDep, principal: CurrentPrincipal) -> s
 async def retry(
     batch_id: str, body: schemas.BatchRetry, grid: GridDep, principal: CurrentPrincipal
 ) -> list[schemas.ExecutionPublic]:
+    await limits.before_submit(grid, principal)
     made = await service.retry_batch(
         grid, principal, batch_id, failed_only=body.failed_only, inputs=body.inputs
     )

@@ -16,6 +16,7 @@ from rgrid.api.deps import CurrentPrincipal, GridDep
 from rgrid.domain import ArtifactKind, ExecutionState
 from rgrid.services import blobs as blob_service
 from rgrid.services import executions as service
+from rgrid.services import limits
 
 router = APIRouter(prefix="/api/v1/executions", tags=["executions"])
 
@@ -48,7 +49,10 @@ def _metadata_filters(pairs: list[str]) -> dict[str, str]:
 async def submit(
     body: schemas.ExecutionCreate, grid: GridDep, principal: CurrentPrincipal
 ) -> schemas.ExecutionPublic:
-    return convert.execution(await service.submit(grid, principal, body))
+    warning = await limits.before_submit(grid, principal)
+    public = convert.execution(await service.submit(grid, principal, body))
+    public.warning = warning
+    return public
 
 
 @router.get("")
@@ -88,7 +92,10 @@ async def get_execution(
 async def retry_execution(
     execution_id: str, grid: GridDep, principal: CurrentPrincipal, force: bool = False
 ) -> schemas.ExecutionPublic:
-    return convert.execution(await service.retry(grid, principal, execution_id, force=force))
+    warning = await limits.before_submit(grid, principal)
+    public = convert.execution(await service.retry(grid, principal, execution_id, force=force))
+    public.warning = warning
+    return public
 
 
 @router.post("/{execution_id}/cancel")
