@@ -248,6 +248,8 @@ def test_rerunning_a_100_item_batch_uploads_nothing_and_reuses_every_result(
     first = account_cli("run", "item.py", "--batch", "in/*.txt", "--include", "shared.txt")
     assert first.returncode == 0, first.stderr
     assert "uploaded 102 files" in first.stderr  # the script, the shared file once, 100 inputs
+    assert "rgrid: estimate: 100 item(s) of item.py" in first.stderr  # shown before it starts
+    assert "no earlier run of item.py: using the default of 10.0s an item" in first.stderr
     produced = {p: p.read_bytes() for p in (workdir / "outputs").rglob("r.bin")}
     assert len(produced) == 100
     for path in produced:

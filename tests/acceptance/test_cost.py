@@ -211,3 +211,56 @@ def test_bad_spending_limits_are_clear_errors(cli: Cli) -> None:
         assert result.returncode == 1 and message in result.stderr, (amount, result.stderr)
     period = cli("cost", "limit", "set", "5", "--period", "year")
     assert period.returncode == 2 and "year" in period.stderr
+
+
+def test_estimate_from_five_earlier_runs_and_the_default_without_history(
+    priced: LiveServer, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "project"
+    (workdir / "in").mkdir(parents=True)
+    (workdir / "sleeper.py").write_text("import sys, time\ntime.sleep(1)\nprint(sys.argv[1])\n")
+    for i in range(5):
+        (workdir / "in" / f"{i}.txt").write_text(str(i))
+    cli = Cli(cwd=workdir, env=priced.cli_env())
+    ran = cli("run", "sleeper.py", "--batch", "in/*.txt", "--parallel", "5", "--json")
+    assert ran.returncode == 0, ran.stderr
+    ids = [e["id"] for e in map(json.loads, ran.stdout.splitlines()) if e["event"] == "item"]
+    runs = sorted(
+        micros_between(s["started_at"], s["finished_at"])
+        for s in (status_of(cli, i) for i in dict.fromkeys(ids))
+    )
+    assert len(runs) == 5
+    median, p90 = runs[2], runs[4]  # nearest rank: ceil(0.9 * 5) = 5th
+
+    def money(micros: int) -> str:
+        return f"€{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+    def seconds(us: int) -> str:
+        return f"{us / 1e6:.1f}s"
+
+    result = cli("estimate", "sleeper.py", "--files", "100", "--parallel", "4")
+    assert result.returncode == 0, result.stderr
+    cost = lambda us: money(us * 100 * PRICE // (3_600_000_000 * SLOTS))  # noqa: E731
+    assert result.stdout.splitlines() == [
+        "estimate: 100 item(s) of sleeper.py",
+        f"  per item: median {seconds(median)}, p90 {seconds(p90)}",
+        f"  cost:     {cost(median)} (p90 {cost(p90)}) at {money(PRICE)}/h for {SLOTS} slot(s)",
+        f"  wall:     {seconds_or_minutes(25 * median)} at --parallel 4 "
+        f"(p90 {seconds_or_minutes(25 * p90)})",
+        "  from 5 earlier run(s) of this script",
+    ]
+    globbed = cli("estimate", "sleeper.py", "--batch", "in/*.txt")
+    assert "estimate: 5 item(s) of sleeper.py" in globbed.stdout
+
+    (workdir / "other.py").write_text("print('never run')\n")
+    fresh = cli("estimate", "other.py", "--files", "3")
+    assert fresh.returncode == 0
+    assert "no earlier run of other.py: using the default of 10.0s an item" in fresh.stdout
+
+
+def seconds_or_minutes(us: int) -> str:
+    seconds = us / 1e6
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s"

@@ -24,6 +24,7 @@ COMMAND_MODULES = {
     ),
     "server": "rgrid.cli.server",
     "cost": "rgrid.cli.cost",
+    "estimate": "rgrid.cli.cost",
     **dict.fromkeys(("init", "doctor", "workers", "accounts", "keys"), "rgrid.cli.admin"),
 }
 

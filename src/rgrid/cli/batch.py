@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 EXIT_ALL_FAILED = 1
 EXIT_SOME_FAILED = 3
 MAX_BATCH_ITEMS = 10_000
+#: from this many items on, the estimate is shown before the batch starts
+LARGE_BATCH = 100
 
 
 def submit(
@@ -40,6 +42,18 @@ def submit(
     inputs = expand(patterns, MAX_BATCH_ITEMS)
     batch = plan(script, args, inputs, includes)
     bundle = batch.bundle
+    if len(inputs) >= LARGE_BATCH:  # say what it will cost and take before it starts
+        from rgrid.cli.cost import estimate_lines
+
+        parallel = options.get("parallel")
+        for line in estimate_lines(
+            client,
+            bundle.script,
+            script,
+            len(inputs),
+            parallel if isinstance(parallel, int) else None,
+        ):
+            render.info(line)
     uploaded = upload_bundle(
         client, type(bundle)(bundle.script, bundle.args, [*bundle.files, *batch.inputs])
     )

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from rgrid import schemas
 from rgrid.cli import render
+
+if TYPE_CHECKING:
+    from rgrid.client import Client
 
 
 def _when(value: str | None, option: str) -> str | None:
@@ -100,4 +105,62 @@ def _show(current: schemas.SpendingLimitPublic) -> None:
     )
 
 
-COMMANDS = [cost]
+US_PER_HOUR = 3_600_000_000
+
+
+@click.command()
+@click.argument("script", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--batch", "patterns", multiple=True, metavar="GLOB", help="Items: files matched.")
+@click.option("--files", type=click.IntRange(min=1), help="Items: this many.")
+@click.option("--parallel", type=click.IntRange(min=1), help="At most N at once (default 10).")
+def estimate(
+    script: Path, patterns: tuple[str, ...], files: int | None, parallel: int | None
+) -> None:
+    """What running SCRIPT over N items would cost and take, from your earlier runs of it."""
+    from rgrid.cli.context import connect
+    from rgrid.client.batch import expand
+    from rgrid.client.bundle import build_bundle
+
+    if patterns and files:
+        raise click.UsageError("give --batch or --files, not both")
+    items = len(expand(patterns, 10**9)) if patterns else files or 1
+    lines = estimate_lines(connect(), build_bundle(script, [], []).script, script, items, parallel)
+    for line in lines:
+        click.echo(line)
+
+
+def estimate_lines(
+    client: Client, name: str, script: Path, items: int, parallel: int | None
+) -> list[str]:
+    """The estimate for ``items`` runs of ``script``, as lines to show."""
+    import hashlib
+
+    stats = client.estimate(name, hashlib.sha256(script.read_bytes()).hexdigest())
+    at = parallel or (10 if items > 1 else 1)
+    price, slots = stats["hourly_price_micros"], stats["slots"]
+    median, p90 = stats["median_us"], stats["p90_us"]
+
+    def cost(us: int) -> str:
+        return render.money(us * items * price // (US_PER_HOUR * slots))
+
+    def wall(us: int) -> str:
+        return render.duration(-(-items // at) * us / 1e6)
+
+    basis = {
+        "content": f"from {stats['runs']} earlier run(s) of this script",
+        "name": f"from {stats['runs']} earlier run(s) of a script named {name} "
+        "(its content differs)",
+        "default": f"no earlier run of {name}: using the default of "
+        f"{render.duration(median / 1e6)} an item",
+    }[stats["basis"]]
+    return [
+        f"estimate: {items} item(s) of {name}",
+        f"  per item: median {render.duration(median / 1e6)}, p90 {render.duration(p90 / 1e6)}",
+        f"  cost:     {cost(median)} (p90 {cost(p90)}) at {render.money(price)}/h for "
+        f"{slots} slot(s)",
+        f"  wall:     {wall(median)} at --parallel {at} (p90 {wall(p90)})",
+        f"  {basis}",
+    ]
+
+
+COMMANDS = [cost, estimate]

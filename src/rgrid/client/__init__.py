@@ -215,6 +215,14 @@ class Client:
         report: dict[str, Any] = self._request("GET", "/api/v1/cost", params=params).json()
         return report
 
+    def estimate(self, script: str, sha256: str) -> dict[str, Any]:
+        """Run-time statistics of the account's earlier runs of ``script``."""
+        answer = self._request(
+            "GET", "/api/v1/estimate", params={"script": script, "sha256": sha256}
+        )
+        stats: dict[str, Any] = answer.json()
+        return stats
+
     def spending_limit(self) -> schemas.SpendingLimitPublic:
         return self._get("/api/v1/cost/limit", schemas.SpendingLimitPublic)
 

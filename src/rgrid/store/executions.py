@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -352,3 +353,32 @@ async def for_cost(
         query = query.where(ExecutionRow.created_at < until)
     rows = (await session.scalars(query.order_by(ExecutionRow.created_at))).all()
     return await _hydrate(session, rows)
+
+
+class PastRun(NamedTuple):
+    script_sha256: str | None
+    run_us: int
+
+
+async def succeeded_runs_of(
+    session: AsyncSession, account_id: str, script: str, limit: int
+) -> list[PastRun]:
+    """Run times of the account's latest succeeded, really run executions of ``script``."""
+    rows = await session.execute(
+        select(ExecutionRow.cache_parts, ExecutionRow.started_at, ExecutionRow.finished_at)
+        .where(
+            ExecutionRow.account_id == account_id,
+            ExecutionRow.script == script,
+            ExecutionRow.state == ExecutionState.SUCCEEDED.value,
+            ExecutionRow.cached_from.is_(None),
+        )
+        .order_by(ExecutionRow.created_at.desc())
+        .limit(limit)
+    )
+    found = []
+    for parts, started, finished in rows:
+        if started is None or finished is None:
+            continue
+        sha = (parts or {}).get("script")
+        found.append(PastRun(sha, (finished - started) // timedelta(microseconds=1)))
+    return found

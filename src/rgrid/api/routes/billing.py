@@ -39,6 +39,14 @@ async def cost(
     }
 
 
+@router.get("/estimate")
+async def estimate(
+    script: str, grid: GridDep, principal: CurrentPrincipal, sha256: str | None = None
+) -> dict[str, Any]:
+    """Run-time statistics of your earlier runs of a script, for `rgrid estimate`."""
+    return await service.estimate(grid, principal, script, sha256)
+
+
 @router.get("/cost/limit")
 async def show_limit(grid: GridDep, principal: CurrentPrincipal) -> schemas.SpendingLimitPublic:
     current = await limits.show(grid, principal)
