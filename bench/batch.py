@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from _common import free_port, real_python
 
 RGRID = Path(sys.executable).parent / "rgrid"
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,13 +38,6 @@ os.makedirs("out", exist_ok=True)
 json.dump({"rows": len(rows)}, open("out/summary.json", "w"))
 """
 RAY_JOBS_S_PER_JOB = 0.9  # measured here before the project (JobSubmissionClient, local Ray)
-
-
-def real_python() -> str:
-    out = subprocess.run(
-        ["python3", "-c", "import sys; print(sys.executable)"], capture_output=True, text=True
-    )
-    return out.stdout.strip() or sys.executable
 
 
 def make_inputs(root: Path, count: int, size: int = 1024) -> None:
@@ -83,13 +77,6 @@ def ray_python(python: str) -> Path:
             [uv, "pip", "install", "-q", "--python", str(interpreter), "ray[default]"], check=True
         )
     return interpreter
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def ray_figures(tmp: Path, python: str, inputs: Path, jobs: int) -> dict[str, float]:

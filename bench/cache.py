@@ -15,8 +15,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _common import real_python, timed
 
 BIN = Path(sys.executable).parent
 RGRID = BIN / "rgrid"
@@ -28,25 +29,6 @@ os.makedirs("out", exist_ok=True)
 json.dump({"rows": len(rows)}, open("out/result.json", "w"))
 print("processed", len(rows), "rows")
 """
-
-
-def real_python() -> str:
-    """The interpreter behind `python3` on PATH, resolved once (not the shim)."""
-    out = subprocess.run(
-        ["python3", "-c", "import sys; print(sys.executable)"], capture_output=True, text=True
-    )
-    return out.stdout.strip() or sys.executable
-
-
-def timed(argv: list[str], runs: int, cwd: Path, env: dict[str, str]) -> list[float]:
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
-        samples.append(time.perf_counter() - start)
-        if done.returncode != 0:
-            raise SystemExit(f"{argv} failed: {done.stderr[-500:]}")
-    return samples
 
 
 def row(name: str, samples: list[float]) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,16 +18,11 @@ import time
 from pathlib import Path
 
 import httpx
+from _common import free_port
 
 RGRID = Path(sys.executable).parent / "rgrid"
 LEASE_S = 10.0
 SCRIPT = "import time\nprint('started', flush=True)\ntime.sleep(60)\n"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Grid:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from tests.conftest import Cli, CliResult, LiveServer
+from tests.conftest import RGRID_BIN, Cli, CliResult, LiveServer
 
 T = TypeVar("T")
 
@@ -93,3 +93,35 @@ def assert_no_process_with(marker: str, grace: float = 2.0) -> None:
     while (left := processes_with(marker)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert left == [], f"processes left behind: {left}"
+
+
+def run_on_a_terminal(cli: Cli, *args: str, timeout: float = 120) -> tuple[int, bytes, str]:
+    """The installed CLI with its stderr on a pty (a terminal), stdout a pipe: its exit code,
+    stdout, and everything it drew on the terminal."""
+    import pty
+    import subprocess
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [str(RGRID_BIN), *args],
+        cwd=cli.cwd,
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+    )
+    os.close(follower)
+    screen = b""
+    try:
+        while True:  # read as it comes: a full pty would block the CLI
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the CLI ended and everything it wrote was read
+                break
+            if not chunk:
+                break
+            screen += chunk
+        stdout, _ = process.communicate(timeout=timeout)
+    finally:
+        os.close(leader)
+        process.kill()
+    return process.returncode, stdout, screen.decode()

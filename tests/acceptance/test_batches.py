@@ -24,6 +24,7 @@ from tests.acceptance.conftest import (
     json_of,
     new_account,
     processes_with,
+    run_on_a_terminal,
     unique_marker,
     wait_for,
 )
@@ -475,37 +476,12 @@ def test_json_progress_lines_are_valid_json_with_a_right_summary(
 def test_tty_progress_is_a_live_bar_with_failures_above_it(account_cli: Cli, workdir: Path) -> None:
     """stderr on a terminal (a pty): a bar redrawn in place with done / failed / running /
     queued of N, elapsed and an ETA; a failed item is printed above it as it happens."""
-    import pty
-
     (workdir / "process.py").write_text(PROCESS)
     for i in range(6):
         (workdir / f"t{i}.csv").write_text("BAD\n" if i == 1 else csv_text(i))
-    leader, follower = pty.openpty()
     command = ["run", "process.py", "--threshold", "0.5", "--sleep", "0.3", "--batch", "t*.csv"]
-    process = subprocess.Popen(
-        [str(RGRID_BIN), *command, "--parallel", "2"],
-        cwd=workdir,
-        env=account_cli.env,
-        stdout=subprocess.PIPE,
-        stderr=follower,
-    )
-    os.close(follower)
-    screen = b""
-    try:
-        while True:  # read as it comes: a full pty would block the CLI
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the CLI ended and everything it wrote was read
-                break
-            if not chunk:
-                break
-            screen += chunk
-        stdout, _ = process.communicate(timeout=120)
-    finally:
-        os.close(leader)
-        process.kill()
-    text = screen.decode()
-    assert process.returncode == 3, text
+    returncode, stdout, text = run_on_a_terminal(account_cli, *command, "--parallel", "2")
+    assert returncode == 3, text
     assert stdout == b""  # the bar is on stderr; stdout stays the script's
     bars = [part for part in re.split(r"[\r\n]", text) if "done," in part]
     assert len(bars) >= 3, text  # redrawn as it goes

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import zstandard
+from tests.acceptance.conftest import run_on_a_terminal
 from tests.conftest import Cli, LiveServer
 
 MB = 1000 * 1000
@@ -147,37 +148,10 @@ def test_broken_bodies_are_rejected_and_store_nothing(live_server: LiveServer) -
 
 
 def test_big_transfers_show_progress_on_a_terminal_only(account_cli: Cli, workdir: Path) -> None:
-    import pty
-    import subprocess
-
-    from tests.conftest import RGRID_BIN
-
     (workdir / "copy.py").write_text(COPY)
     (workdir / "big.zip").write_bytes(os.urandom(40 * MB))
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(
-        [str(RGRID_BIN), "run", "copy.py", "big.zip"],
-        cwd=workdir,
-        env=account_cli.env,
-        stdout=subprocess.DEVNULL,
-        stderr=follower,
-    )
-    os.close(follower)
-    screen = b""
-    try:
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # the CLI ended and everything it wrote was read
-                break
-            if not chunk:
-                break
-            screen += chunk
-        process.wait(timeout=120)
-    finally:
-        os.close(leader)
-    text = screen.decode()
-    assert process.returncode == 0, text
+    returncode, _, text = run_on_a_terminal(account_cli, "run", "copy.py", "big.zip")
+    assert returncode == 0, text
     line = r"{} {}  ([\d.]+ [kMG]?B) / 40\.0 MB  ([\d.]+) ([kMG]?B)/s\x1b\[K"
     up = re.findall(line.format("uploading", r"big\.zip"), text)
     down = re.findall(line.format("downloading", r"copy\.zip"), text)
