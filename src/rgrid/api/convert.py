@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rgrid import domain, schemas
+from rgrid.services import limits
 
 
 def execution(e: domain.Execution) -> schemas.ExecutionPublic:
@@ -108,4 +109,13 @@ def key(k: domain.ApiKey) -> schemas.KeyPublic:
         created_at=k.created_at,
         last_used_at=k.last_used_at,
         revoked_at=k.revoked_at,
+    )
+
+
+def spending_limit(current: limits.Limit) -> schemas.SpendingLimitPublic:
+    return schemas.SpendingLimitPublic(
+        limit_micros=current.limit_micros,
+        period=current.period,
+        spent_micros=current.spent_micros,
+        period_start=current.period_start,
     )

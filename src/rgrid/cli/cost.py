@@ -10,6 +10,7 @@ import click
 
 from rgrid import schemas
 from rgrid.cli import render
+from rgrid.money import slot_cost
 
 if TYPE_CHECKING:
     from rgrid.client import Client
@@ -105,9 +106,6 @@ def _show(current: schemas.SpendingLimitPublic) -> None:
     )
 
 
-US_PER_HOUR = 3_600_000_000
-
-
 @click.command()
 @click.argument("script", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--batch", "patterns", multiple=True, metavar="GLOB", help="Items: files matched.")
@@ -141,7 +139,7 @@ def estimate_lines(
     median, p90 = stats["median_us"], stats["p90_us"]
 
     def cost(us: int) -> str:
-        return render.money(us * items * price // (US_PER_HOUR * slots))
+        return render.money(slot_cost(us * items, price, slots))
 
     def wall(us: int) -> str:
         return render.duration(-(-items // at) * us / 1e6)

@@ -11,6 +11,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
+from rgrid.money import format_micros
+
 if TYPE_CHECKING:
     from rgrid import schemas
 
@@ -156,11 +158,7 @@ def execution(e: schemas.ExecutionPublic) -> None:
             click.echo(f"{label:<10} {value}")
 
 
-def money(micros: int) -> str:
-    """``€0.000123``: integer micros as euros, exactly."""
-    sign = "-" if micros < 0 else ""
-    units, fraction = divmod(abs(micros), 1_000_000)
-    return f"{sign}€{units}.{fraction:06d}"
+money = format_micros  # ``€0.000123``: integer micros as euros, exactly
 
 
 def cost_label(e: schemas.ExecutionPublic) -> str:

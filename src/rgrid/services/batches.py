@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -119,13 +117,13 @@ async def submit_batch(
             "cost_micros": None,
             "cost_final": False,
         }
-        keyer = functools.partial(
-            cache.cache_key,
-            grid.secrets.derive(cache.KEY_PURPOSE),
+        keyer = cache.keyer_for(
+            grid,
             script=str(common["script"]),
             env=spec.env,
             requirements=requirements,
-            runtime=f"{spec.runtime or ''}/{runtime.python or grid.default_python}",
+            preset=spec.runtime,
+            python=runtime.python,
             network=spec.network,
         )
         executions, artifacts, metadata = _rows(spec, common, now, keyer)
@@ -182,7 +180,7 @@ def _rows(
     spec: schemas.BatchCreate,
     common: dict[str, Any],
     now: datetime,
-    keyer: Callable[..., cache.CacheKey],
+    keyer: cache.Keyer,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     shared = [(str(safe_relpath(f.path)), f.sha256, f.size) for f in spec.files]
     executions, artifacts, metadata = [], [], []
@@ -191,7 +189,7 @@ def _rows(
         own = [(str(safe_relpath(f.path)), f.sha256, f.size) for f in item.files]
         paths = {p for p, _, _ in own}
         files = [*own, *(s for s in shared if s[0] not in paths)]
-        key = keyer(args=item.args, files=[domain.FileRef(*f) for f in files])
+        key = keyer(item.args, [domain.FileRef(*f) for f in files])
         executions.append(
             {
                 **common,

@@ -1,13 +1,9 @@
-"""Money (SPEC §11): integer micros everywhere (1 EUR = 1,000,000 µ), never floats.
+"""Cost (SPEC §11) in integer micros, never floats (``rgrid.money`` has the provisional cost).
 
-Two computations, both pure:
-
-- the provisional cost of a running (or just finished) execution: its run time times the worker's
-  hourly price / the worker's slots, rounded down to the micro;
-- the final split of a closed billing period: the period's price shared by the executions that
-  ran in it, in proportion to their run time inside it, as integers that sum exactly to the
-  price (largest-remainder method; ties go to the smaller execution id, so the split is the
-  same every time it is computed).
+The final split of a closed billing period: the period's price shared by the executions that
+ran in it, in proportion to their run time inside it, as integers that sum exactly to the price
+(largest-remainder method; ties go to the smaller execution id, so the split is the same every
+time it is computed). Also the cost report and run-time estimates.
 """
 
 from __future__ import annotations
@@ -17,19 +13,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rgrid import domain, errors, store
+from rgrid.money import US_PER_HOUR
 from rgrid.services import Grid, accounts
 from rgrid.store import billing as repo
 from rgrid.store import executions as execution_repo
-
-MICROS_PER_UNIT = 1_000_000
-US_PER_HOUR = 3_600_000_000  # microseconds
-
-
-def provisional_cost(run_us: int, hourly_price_micros: int, slots: int) -> int:
-    """What ``run_us`` microseconds on one slot of a worker cost, rounded down."""
-    if run_us < 0 or hourly_price_micros < 0 or slots < 1:
-        raise ValueError("run time and price must be >= 0, slots >= 1")
-    return run_us * hourly_price_micros // (US_PER_HOUR * slots)
 
 
 def split_period(price_micros: int, run_us: Mapping[str, int]) -> dict[str, int]:

@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -85,6 +85,39 @@ def cache_key(
     return CacheKey(_mac(secret, json.dumps(parts, sort_keys=True)), parts)
 
 
+Keyer = Callable[[Sequence[str], Sequence[domain.FileRef]], CacheKey]
+
+
+def keyer_for(
+    grid: Grid,
+    *,
+    script: str,
+    env: Mapping[str, str],
+    requirements: Sequence[str],
+    preset: str | None,
+    python: str | None,
+    network: bool,
+) -> Keyer:
+    """The cache key of a submission's runs (one, or a batch's items), from each run's
+    arguments and files; everything else is the submission's."""
+    secret = grid.secrets.derive(KEY_PURPOSE)
+    runtime = f"{preset or ''}/{python or grid.default_python}"
+
+    def key(args: Sequence[str], files: Sequence[domain.FileRef]) -> CacheKey:
+        return cache_key(
+            secret,
+            script=script,
+            args=args,
+            files=files,
+            env=env,
+            requirements=requirements,
+            runtime=runtime,
+            network=network,
+        )
+
+    return key
+
+
 def explain_miss(now: Mapping[str, Any], before: Mapping[str, Any]) -> str | None:
     """Which part of the key differs from an earlier run's (``None``: nothing differs)."""
     for part, label in PART_NAMES.items():
@@ -147,11 +180,9 @@ def hit_fields(source: ExecutionRow, now: datetime) -> dict[str, Any]:
     }
 
 
-async def miss_note(
-    grid: Grid, session: AsyncSession, account_id: str, script: str, key: CacheKey
-) -> str:
+async def miss_note(session: AsyncSession, account_id: str, script: str, key: CacheKey) -> str:
     """Why a run is not served from the cache, against this account's latest run of the same
-    script (for ``rgrid status``)."""
+    script (for ``rgrid status``). Called once the lookup found no usable result."""
     earlier = await repo.latest_of_script(session, account_id, script)
     if earlier is None or earlier.cache_parts is None:
         return f"miss: no earlier run of {script}"
@@ -160,9 +191,8 @@ async def miss_note(
         return f"miss: {reason} (since {earlier.id})"
     if earlier.state != ExecutionState.SUCCEEDED.value:
         return f"miss: the same run {earlier.id} {earlier.state} (only succeeded runs are reused)"
-    if not await usable_results(grid, session, account_id, [key.digest]):
-        return f"miss: the outputs of {earlier.id} are no longer kept (expired or deleted)"
-    return "miss"
+    # the same key, succeeded, yet not found usable: its outputs are gone
+    return f"miss: the outputs of {earlier.id} are no longer kept (expired or deleted)"
 
 
 def _mac(secret: bytes, text: str) -> str:

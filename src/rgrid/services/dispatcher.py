@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from rgrid import domain, store
 from rgrid.domain import ArtifactKind, ExecutionState, FailureClass
 from rgrid.executor import Executor
+from rgrid.money import slot_cost
 from rgrid.services import Grid, billing, retention, utcnow
 from rgrid.settings import ServerSettings
 from rgrid.storage import blob_key
@@ -269,7 +270,7 @@ async def _settle(
         )
     if row.started_at is not None:
         run_us = max(0, (ended - row.started_at) // timedelta(microseconds=1))
-        row.cost_micros = (row.cost_micros or 0) + billing.provisional_cost(
+        row.cost_micros = (row.cost_micros or 0) + slot_cost(
             run_us, settings.hourly_price_micros, settings.slots
         )
     transient = outcome.failure_class in domain.TRANSIENT_FAILURES

@@ -9,8 +9,9 @@ from datetime import datetime, timedelta
 
 from rgrid import domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
+from rgrid.money import slot_cost
 from rgrid.paths import safe_relpath
-from rgrid.services import Grid, billing, cache, retention, runtimes, utcnow
+from rgrid.services import Grid, cache, retention, runtimes, utcnow
 from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
@@ -97,16 +98,16 @@ async def submit(
         now = utcnow()
         files = [domain.FileRef(str(safe_relpath(f.path)), f.sha256, f.size) for f in spec.files]
         script = str(safe_relpath(spec.script))
-        key = cache.cache_key(
-            grid.secrets.derive(cache.KEY_PURPOSE),
+        keyer = cache.keyer_for(
+            grid,
             script=script,
-            args=spec.args,
-            files=files,
             env=spec.env,
             requirements=requirements,
-            runtime=f"{spec.runtime or ''}/{runtime.python or grid.default_python}",
+            preset=spec.runtime,
+            python=runtime.python,
             network=spec.network,
         )
+        key = keyer(spec.args, files)
         row = ExecutionRow(
             id=domain.new_id("exec"),
             account_id=account_id,
@@ -142,7 +143,7 @@ async def submit(
             for column, value in cache.hit_fields(hit[0], now).items():
                 setattr(row, column, value)
         elif spec.cache:
-            row.cache_note = await cache.miss_note(grid, session, account_id, script, key)
+            row.cache_note = await cache.miss_note(session, account_id, script, key)
         else:
             row.cache_note = "bypassed (--no-cache)"
         execution = await repo.insert(session, row, spec.metadata)
@@ -252,9 +253,7 @@ def with_running_cost(grid: Grid, execution: domain.Execution) -> domain.Executi
     if execution.state is not ExecutionState.RUNNING or execution.started_at is None:
         return execution
     run_us = max(0, (utcnow() - execution.started_at) // timedelta(microseconds=1))
-    accrued = billing.provisional_cost(
-        run_us, grid.settings.hourly_price_micros, grid.settings.slots
-    )
+    accrued = slot_cost(run_us, grid.settings.hourly_price_micros, grid.settings.slots)
     return dataclasses.replace(execution, cost_micros=(execution.cost_micros or 0) + accrued)
 
 
@@ -326,27 +325,39 @@ DIRECT_DOWNLOAD_BYTES = 8 * 1024 * 1024
 DIRECT_DOWNLOAD_EXPIRES_S = 3600
 
 
-async def output_url(
+async def find_output(
     grid: Grid, principal: domain.Principal, id_or_prefix: str, path: str
-) -> str | None:
-    """A URL serving this output directly from storage (big outputs on S3), else None."""
+) -> domain.Artifact:
+    """One output file, still kept (``NotFound``, ``ArtifactExpired``)."""
     _, artifacts = await list_artifacts(grid, principal, id_or_prefix, ArtifactKind.OUTPUT)
     artifact = next((a for a in artifacts if a.path == path), None)
-    if artifact is None or artifact.size < DIRECT_DOWNLOAD_BYTES:
-        return None
+    if artifact is None:
+        raise errors.NotFound(f"no output {path!r}", hint="`rgrid outputs ID` lists them")
     retention.ensure_kept(grid, artifact)
+    return artifact
+
+
+async def output_source(
+    grid: Grid, principal: domain.Principal, id_or_prefix: str, path: str
+) -> tuple[domain.Artifact, str | None]:
+    """An output file, and a URL serving it directly from storage when it is big and the
+    storage can (S3 presigned URLs); None: stream it through the grid."""
+    artifact = await find_output(grid, principal, id_or_prefix, path)
+    if artifact.size < DIRECT_DOWNLOAD_BYTES:
+        return artifact, None
     key = blob_key(principal.account.id, artifact.sha256)
-    return await grid.storage.download_url(key, DIRECT_DOWNLOAD_EXPIRES_S)
+    return artifact, await grid.storage.download_url(key, DIRECT_DOWNLOAD_EXPIRES_S)
+
+
+def output_stream(
+    grid: Grid, principal: domain.Principal, artifact: domain.Artifact
+) -> AsyncIterator[bytes]:
+    return grid.storage.open(blob_key(principal.account.id, artifact.sha256))
 
 
 async def open_output(
     grid: Grid, principal: domain.Principal, id_or_prefix: str, path: str
 ) -> tuple[domain.Artifact, AsyncIterator[bytes]]:
     """The stored bytes of one output file."""
-    _, artifacts = await list_artifacts(grid, principal, id_or_prefix, ArtifactKind.OUTPUT)
-    artifact = next((a for a in artifacts if a.path == path), None)
-    if artifact is None:
-        raise errors.NotFound(f"no output {path!r}", hint="`rgrid outputs ID` lists them")
-    retention.ensure_kept(grid, artifact)
-    stream = grid.storage.open(blob_key(principal.account.id, artifact.sha256))
-    return artifact, stream
+    artifact = await find_output(grid, principal, id_or_prefix, path)
+    return artifact, output_stream(grid, principal, artifact)

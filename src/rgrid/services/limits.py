@@ -10,6 +10,7 @@ from decimal import Decimal, InvalidOperation
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain, errors, store
+from rgrid.money import format_micros
 from rgrid.services import Grid, utcnow
 from rgrid.store import limits as repo
 
@@ -91,7 +92,7 @@ async def check(session: AsyncSession, account_id: str) -> str | None:
     if current is None:
         return None
     spent, limit = current.spent_micros, current.limit_micros
-    words = f"spent {_money(spent)} of your {_money(limit)} {current.period}ly limit"
+    words = f"spent {format_micros(spent)} of your {format_micros(limit)} {current.period}ly limit"
     if spent >= limit:
         raise errors.SpendingLimitExceeded(
             f"spending limit reached: {words}",
@@ -101,8 +102,3 @@ async def check(session: AsyncSession, account_id: str) -> str | None:
     if Decimal(spent) >= WARN_AT * limit:
         return f"{words} ({spent * 100 // limit}%)"
     return None
-
-
-def _money(micros: int) -> str:
-    units, fraction = divmod(micros, 1_000_000)
-    return f"€{units}.{fraction:06d}"

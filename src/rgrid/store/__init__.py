@@ -71,6 +71,13 @@ def starts_with(column: SQLCoreOperations[Any], prefix: str) -> ColumnElement[bo
     return column.like(escaped + "%", escape="\\")
 
 
+def dialect_insert(session: AsyncSession) -> Any:
+    """The ``insert`` of the session's database, with ``on_conflict_do_…`` (PostgreSQL, SQLite)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid.domain import ExecutionState
+from rgrid.store import dialect_insert
 from rgrid.store.models import BillingPeriodRow, CostShareRow, ExecutionRow, RunRow
 
 Span = tuple[str, datetime, datetime | None]  # execution, run start, run end (None: running)
@@ -22,15 +23,12 @@ async def record_run(
     started_at: datetime,
     ended_at: datetime,
 ) -> None:
-    # merge: an attempt settled twice (recovery racing a late finish) keeps one row
-    await session.merge(
-        RunRow(
-            execution_id=execution_id,
-            attempt=attempt,
-            worker=worker,
-            started_at=started_at,
-            ended_at=ended_at,
-        )
+    # one statement; an attempt settled twice (recovery racing a late finish) keeps one row
+    span = {"worker": worker, "started_at": started_at, "ended_at": ended_at}
+    await session.execute(
+        dialect_insert(session)(RunRow)
+        .values(execution_id=execution_id, attempt=attempt, **span)
+        .on_conflict_do_update(index_elements=["execution_id", "attempt"], set_=span)
     )
 
 
@@ -94,23 +92,30 @@ async def finalize(
     """Executions that ended, with every run inside closed periods, get their final cost: the
     sum of their shares. Returns how many became final."""
     done = 0
-    for execution_id in execution_ids:
-        row = await session.get(ExecutionRow, execution_id)
-        if row is None or row.cost_final or not ExecutionState(row.state).terminal:
-            continue
-        last_end = await session.scalar(
-            select(func.max(RunRow.ended_at)).where(RunRow.execution_id == execution_id)
+    for start in range(0, len(execution_ids), 500):
+        chunk = execution_ids[start : start + 500]
+        ends = await session.execute(
+            select(RunRow.execution_id, func.max(RunRow.ended_at))
+            .where(RunRow.execution_id.in_(chunk))
+            .group_by(RunRow.execution_id)
         )
-        if last_end is None or last_end > closed_until:
-            continue
-        total = await session.scalar(
-            select(func.coalesce(func.sum(CostShareRow.micros), 0)).where(
-                CostShareRow.execution_id == execution_id
-            )
+        last_end = dict(ends.tuples().all())  # a Result has keys(): dict() needs the rows
+        sums = await session.execute(
+            select(CostShareRow.execution_id, func.sum(CostShareRow.micros))
+            .where(CostShareRow.execution_id.in_(chunk))
+            .group_by(CostShareRow.execution_id)
         )
-        row.cost_micros = int(total or 0)
-        row.cost_final = True
-        done += 1
+        shares = dict(sums.tuples().all())
+        rows = await session.scalars(select(ExecutionRow).where(ExecutionRow.id.in_(chunk)))
+        for row in rows:
+            ended = last_end.get(row.id)
+            if row.cost_final or not ExecutionState(row.state).terminal:
+                continue
+            if ended is None or ended > closed_until:
+                continue
+            row.cost_micros = int(shares.get(row.id) or 0)
+            row.cost_final = True
+            done += 1
     return done
 
 

@@ -6,10 +6,10 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain
+from rgrid.store import dialect_insert
 from rgrid.store.models import ArtifactRow, BlobRow, ExecutionRow
 
 
@@ -32,8 +32,7 @@ async def record_blob(
     session: AsyncSession, account_id: str, sha256: str, size: int, now: datetime
 ) -> None:
     """Idempotent, also when several uploads of the same content race."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(session)
     await session.execute(
         insert(BlobRow)
         .values(account_id=account_id, sha256=sha256, size=size, created_at=now)

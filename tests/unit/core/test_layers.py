@@ -15,6 +15,7 @@ FOUNDATION = {
     "schemas",
     "paths",
     "compression",
+    "money",
     "settings",
     "__init__",
     "__version__",

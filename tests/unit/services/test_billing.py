@@ -9,7 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rgrid.cli.render import money
-from rgrid.services.billing import US_PER_HOUR, provisional_cost, split_period
+from rgrid.money import US_PER_HOUR
+from rgrid.money import slot_cost as provisional_cost
+from rgrid.services.billing import split_period
 
 run_times = st.dictionaries(
     st.text(alphabet="abcdefghij0123456789_", min_size=1, max_size=12),

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from rgrid import errors, schemas
+from rgrid.api import convert
 from rgrid.api.deps import CurrentPrincipal, GridDep
 from rgrid.services import billing as service
 from rgrid.services import limits
@@ -52,29 +53,20 @@ async def show_limit(grid: GridDep, principal: CurrentPrincipal) -> schemas.Spen
     current = await limits.show(grid, principal)
     if current is None:
         raise errors.NotFound("no spending limit is set", hint="`rgrid cost limit set 5.00`")
-    return _public(current)
+    return convert.spending_limit(current)
 
 
 @router.put("/cost/limit")
 async def set_limit(
     body: schemas.SpendingLimitIn, grid: GridDep, principal: CurrentPrincipal
 ) -> schemas.SpendingLimitPublic:
-    return _public(await limits.set_limit(grid, principal, body.amount, body.period))
+    return convert.spending_limit(await limits.set_limit(grid, principal, body.amount, body.period))
 
 
 @router.delete("/cost/limit", status_code=204)
 async def remove_limit(grid: GridDep, principal: CurrentPrincipal) -> None:
     if not await limits.remove(grid, principal):
         raise errors.NotFound("no spending limit is set")
-
-
-def _public(current: limits.Limit) -> schemas.SpendingLimitPublic:
-    return schemas.SpendingLimitPublic(
-        limit_micros=current.limit_micros,
-        period=current.period,
-        spent_micros=current.spent_micros,
-        period_start=current.period_start,
-    )
 
 
 @router.get("/billing/periods")

@@ -123,10 +123,10 @@ async def download_output(
 ) -> StreamingResponse | RedirectResponse:
     """The file's bytes; zstd-compressed when the client accepts it and it pays (SPEC §5).
     A big output on storage that can serve it directly (S3) is a 307 to a presigned URL."""
-    direct = await service.output_url(grid, principal, execution_id, path)
+    artifact, direct = await service.output_source(grid, principal, execution_id, path)
     if direct is not None:
         return RedirectResponse(direct, status_code=307)
-    artifact, stream = await service.open_output(grid, principal, execution_id, path)
+    stream = service.output_stream(grid, principal, artifact)
     accepted = request.headers.get("accept-encoding", "")
     compress = compression.ENCODING in accepted and compression.worth_compressing(
         artifact.path, artifact.size
