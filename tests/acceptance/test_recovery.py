@@ -97,8 +97,13 @@ def test_server_killed_with_30_executions_in_flight_loses_none(
     for n, execution_id in enumerate(ids):
         lines = json_of(cli("logs", execution_id, "--json"))
         succeeded_attempt = states[n]["attempt"]
-        ends = [line for line in lines if line["text"] == f"end {n}\n"]
-        assert len(ends) == 1 and ends[0]["attempt"] == succeeded_attempt  # ran to the end once
+        ends = [line["attempt"] for line in lines if line["text"] == f"end {n}\n"]
+        assert ends.count(succeeded_attempt) == 1  # the attempt that counts ran to the end once
+        if len(ends) > 1:
+            # an attempt that printed its last line in the instant the server died, before its
+            # exit was recorded, is run again (at least once, never twice at once: SPEC §9)
+            assert max(ends[:-1]) < succeeded_attempt and ends[-1] == succeeded_attempt
+            assert str(states[n]["retry_reason"]).startswith("worker_lost"), states[n]
         got = workdir / "got" / str(n)
         assert cli("download", execution_id, "--output-dir", str(got)).returncode == 0
         assert (got / "out" / f"{n}.txt").read_text() == f"done {n}\n"
