@@ -64,6 +64,10 @@ def test_an_execution_runs_end_to_end_with_its_blobs_in_s3(
         assert redirect.headers["location"].startswith(s3_server.endpoint + "/grid/team-a/")
         status = cli("status", run_id(result))
         assert "succeeded" in status.stdout
+        # the bucket deletes what the janitor misses: a day past the 30-day period, this prefix
+        (rule,) = client.get_bucket_lifecycle_configuration(Bucket="grid")["Rules"]
+        assert rule["Filter"] == {"Prefix": "team-a/blobs/"} and rule["Status"] == "Enabled"
+        assert rule["Expiration"] == {"Days": 31}
     finally:
         server.stop()
 

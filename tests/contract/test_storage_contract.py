@@ -330,3 +330,67 @@ async def test_put_file_with_move_takes_the_file(storage: ObjectStorage, tmp_pat
     with pytest.raises(errors.IntegrityError):
         await storage.put_file("other/key", bad, sha256=sha(BIG), move=True)
     assert await storage.stat("other/key") is None
+
+
+async def test_put_file_verified_moves_without_rereading(
+    storage: ObjectStorage, tmp_path: Path
+) -> None:
+    src = tmp_path / "hashed.bin"
+    src.write_bytes(BIG)
+    info = await storage.put_file(KEY, src, sha256=sha(BIG), move=True, verified=True)
+    assert info == BlobInfo(KEY, len(BIG), sha(BIG))
+    assert not src.exists()
+    assert await read_all(storage, KEY) == BIG
+    assert await storage.stat(KEY) == info
+
+
+async def test_rewrite_keeps_the_blob_and_restarts_its_age(storage: ObjectStorage) -> None:
+    info = await storage.put(KEY, chunked(BIG))
+    before = None
+    if isinstance(storage, S3Storage):
+        before = storage.client.head_object(Bucket=storage.bucket, Key=storage._name(KEY))
+        await asyncio.sleep(1.1)  # S3 times have whole seconds
+    await storage.rewrite(KEY)
+    assert await storage.stat(KEY) == info
+    assert await read_all(storage, KEY) == BIG
+    await storage.rewrite("never/written")  # nothing to keep: nothing happens
+    assert await storage.stat("never/written") is None
+    if isinstance(storage, S3Storage):
+        assert before is not None
+        after = storage.client.head_object(Bucket=storage.bucket, Key=storage._name(KEY))
+        assert after["LastModified"] > before["LastModified"]
+        assert after["Metadata"] == {"sha256": info.sha256}  # the sidecar is not needed now
+        assert visible_files(storage) == [storage._name(KEY)]
+
+
+async def test_expire_unwritten_is_a_lifecycle_rule_on_s3_only(storage: ObjectStorage) -> None:
+    if not isinstance(storage, S3Storage):
+        assert await storage.expire_unwritten(31) is False
+        return
+    client = storage.client
+    theirs = {
+        "ID": "someone-else",
+        "Filter": {"Prefix": "logs/"},
+        "Status": "Enabled",
+        "Expiration": {"Days": 7},
+    }
+    client.put_bucket_lifecycle_configuration(
+        Bucket=storage.bucket, LifecycleConfiguration={"Rules": [theirs]}
+    )
+    assert await storage.expire_unwritten(31) is True
+    assert await storage.expire_unwritten(31) is True  # again (a restart): not doubled
+    assert await storage.expire_unwritten(8) is True  # a new retention period: updated
+    rules = client.get_bucket_lifecycle_configuration(Bucket=storage.bucket)["Rules"]
+    assert [r["ID"] for r in rules] == ["someone-else", "rgrid-expiry:some/prefix"]
+    ours = rules[1]
+    assert ours["Filter"] == {"Prefix": "some/prefix/"}
+    assert ours["Expiration"] == {"Days": 8}
+    assert ours["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    assert rules[0]["Expiration"] == {"Days": 7}  # theirs untouched
+
+
+async def test_a_lifecycle_rule_that_cannot_be_set_leaves_expiry_to_the_janitor(
+    s3_server: S3Server,
+) -> None:
+    missing = S3Storage(f"no-such-bucket-{uuid.uuid4().hex[:8]}", "p", client=s3_server.client())
+    assert await missing.expire_unwritten(31) is False  # logged; the grid still starts

@@ -20,7 +20,7 @@ from rgrid.envs import pythons
 from rgrid.envs.cache import EnvCache
 from rgrid.executor.local import LocalExecutor
 from rgrid.runner import RunnerConfig
-from rgrid.services import Grid
+from rgrid.services import Grid, retention
 from rgrid.services.accounts import bootstrap_admin
 from rgrid.services.dispatcher import Dispatcher
 from rgrid.services.events import Notifier
@@ -83,6 +83,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         ),
     )
     await bootstrap_admin(grid, settings.admin_key or read_or_create_admin_key(settings.home))
+    grid.blobs_age_out = await blob_storage.expire_unwritten(retention.storage_expiry_days(grid))
     config = await asyncio.to_thread(runner_config, settings)
     grid.pythons = tuple(config.interpreters)
     grid.default_python = config.default_python

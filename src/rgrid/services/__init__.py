@@ -45,3 +45,5 @@ class Grid:
     wake_dispatcher: Callable[[], None] = lambda: None
     cancel_local: Callable[[str], bool] = lambda _execution_id: False
     transfers: Transfers = dataclasses.field(default_factory=Transfers)
+    #: whether the storage deletes blobs unwritten for long by itself (an S3 lifecycle rule)
+    blobs_age_out: bool = False

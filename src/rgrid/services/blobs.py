@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import IO
 
 from rgrid import compression, domain, errors, store
 from rgrid.paths import safe_relpath
 from rgrid.services import Grid, utcnow
-from rgrid.storage import blob_key, validate_sha256
+from rgrid.storage import CHUNK_SIZE, Verifier, blob_key, validate_sha256
 from rgrid.store import blobs as repo
 
 MAX_QUERY = 100_000
 #: where the bytes of resumable uploads wait until complete (under RGRID_HOME)
 STAGING = "uploads"
-WRITE_BYTES = 1024 * 1024
+#: received bytes are written (and hashed) in pieces of about this size
+WRITE_BYTES = 4 * 1024 * 1024
 
 
 async def missing_blobs(
@@ -124,12 +125,14 @@ async def _staged_upload(
     compressed: bool,
 ) -> int | None:
     """Append this piece, decompressed if need be, to the staged upload (kept as it arrives,
-    so a cut connection loses nothing); once all ``size`` bytes are there, verify them and
-    store the blob. Returns the stored size, or None while the upload is still incomplete."""
+    so a cut connection loses nothing), hashing it on the way; once all ``size`` bytes are
+    there and match ``sha256``, store the blob. Returns the stored size, or None while the
+    upload is still incomplete."""
     if size is None:
         raise errors.InvalidRequest(f"this upload needs the {compression.SIZE_HEADER} header")
     path = _staging_path(grid, principal.account.id, sha256)
     path.parent.mkdir(parents=True, exist_ok=True)
+    key = blob_key(principal.account.id, sha256)
     with path.open("ab") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -140,44 +143,85 @@ async def _staged_upload(
             raise errors.Conflict(
                 f"the upload continues at byte {held}, not {offset}", details={"offset": held}
             )
+        verifier = Verifier(key, sha256=sha256, size=size)
         try:
-            await _append(grid, handle, body, size - held, compressed)
+            if held:  # resumed: the bytes held from before count towards the hash
+                await asyncio.to_thread(_hash_file, path, held, verifier)
+            await _append(grid, handle, body, verifier, size - held if compressed else None)
         except errors.IntegrityError:
             handle.truncate(0)  # these bytes are not the content announced: start over
             raise
-        held = handle.tell()
-        if held < size:
+        if handle.tell() < size:
             return None
-        key = blob_key(principal.account.id, sha256)
-        try:  # moved, not copied, where the storage is on this disk
-            info = await grid.storage.put_file(key, path, sha256=sha256, move=True)
+        try:
+            verifier.finish()
         except errors.IntegrityError:
             path.unlink(missing_ok=True)
             raise
+        # hashed already: moved (not copied, not re-read) where the storage is on this disk
+        info = await grid.storage.put_file(key, path, sha256=sha256, move=True, verified=True)
     async with store.transaction(grid.sessions) as session:
         await repo.record_blob(session, principal.account.id, sha256, info.size, utcnow())
     return info.size
 
 
+def _hash_file(path: Path, size: int, verifier: Verifier) -> None:
+    with path.open("rb") as handle:
+        while size > 0 and (data := handle.read(min(CHUNK_SIZE, size))):
+            verifier.update(data)
+            size -= len(data)
+
+
 async def _append(
-    grid: Grid, handle: IO[bytes], body: AsyncIterator[bytes], room: int, compressed: bool
+    grid: Grid,
+    handle: IO[bytes],
+    body: AsyncIterator[bytes],
+    verifier: Verifier,
+    decompress_room: int | None,
 ) -> None:
-    """Write ``body`` (at most ``room`` bytes once decoded) to ``handle``."""
+    """Write ``body`` to ``handle`` through ``verifier`` (decompressed first, to at most
+    ``decompress_room`` bytes, when that is given). Pieces gather to ``WRITE_BYTES`` and go to a
+    worker thread (hashing releases the GIL) while the next ones arrive."""
 
     def write(piece: bytes) -> None:
+        verifier.update(piece)  # first: bytes past the announced size are never written
         grid.transfers.received += len(piece)
         handle.write(piece)
 
-    if compressed:
-        decompressor = compression.Decompressor(write, room)
+    decompressor = None
+    if decompress_room is not None:
+        decompressor = compression.Decompressor(write, decompress_room)
+    sink = write if decompressor is None else decompressor.feed
+    gathered: list[bytes] = []
+    gathered_bytes = 0
+    pending: asyncio.Task[None] | None = None
+    try:
         async for chunk in body:
-            await asyncio.to_thread(decompressor.feed, chunk)
+            gathered.append(chunk)
+            gathered_bytes += len(chunk)
+            if gathered_bytes >= WRITE_BYTES:
+                if pending is not None:
+                    await pending
+                pending = asyncio.ensure_future(asyncio.to_thread(sink, b"".join(gathered)))
+                gathered, gathered_bytes = [], 0
+        if pending is not None:
+            await pending
+        pending = None
+        await asyncio.to_thread(_last_piece, sink, b"".join(gathered), decompressor, handle)
+    finally:
+        if pending is not None:
+            # the write in flight ends before the caller may truncate; the body's error wins
+            await asyncio.gather(pending, return_exceptions=True)
+
+
+def _last_piece(
+    sink: Callable[[bytes], None],
+    piece: bytes,
+    decompressor: compression.Decompressor | None,
+    handle: IO[bytes],
+) -> None:
+    if piece:
+        sink(piece)
+    if decompressor is not None:
         decompressor.finish()
-    else:
-        written = 0
-        async for chunk in body:
-            written += len(chunk)
-            if written > room:
-                raise errors.IntegrityError("more bytes than the announced size")
-            await asyncio.to_thread(write, chunk)
-    await asyncio.to_thread(handle.flush)
+    handle.flush()

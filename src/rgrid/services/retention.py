@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -54,9 +55,20 @@ def sweep_every_s(grid: Grid) -> float:
     return min(MAX_SWEEP_EVERY_S, max(MIN_SWEEP_EVERY_S, quarter))
 
 
+def storage_expiry_days(grid: Grid) -> int:
+    """After how many days unwritten the storage itself may delete a blob (S3 lifecycle): a
+    whole day past the period, so it never runs ahead of the janitor, only catches what the
+    janitor missed (a grid down for long, an object written but never recorded)."""
+    return math.ceil(grid.settings.retention_days) + 1
+
+
 async def sweep(grid: Grid, now: datetime | None = None) -> int:
-    """Delete the blobs retention no longer keeps; returns how many were deleted."""
-    cutoff = (now or utcnow()) - grid.settings.retention
+    """Delete the blobs retention no longer keeps; returns how many were deleted. Where the
+    storage deletes old blobs by itself, the ones still in use are rewritten first."""
+    now = now or utcnow()
+    if grid.blobs_age_out:
+        await rewrite_in_use(grid, now)
+    cutoff = now - grid.settings.retention
     deleted = 0
     while True:
         async with store.transaction(grid.sessions) as session:
@@ -75,3 +87,26 @@ async def sweep(grid: Grid, now: datetime | None = None) -> int:
     if deleted:
         logger.info("retention removed %d blob(s)", deleted, extra={"action": "blobs_expired"})
     return deleted
+
+
+async def rewrite_in_use(grid: Grid, now: datetime) -> int:
+    """Rewrite the blobs still in use that were written half a period ago or earlier, so the
+    storage's own age limit (``storage_expiry_days``) never takes one from under a newer
+    execution or a cache hit: while in use a blob is never older than half a period plus a
+    sweep interval. Returns how many were rewritten."""
+    cutoff = now - grid.settings.retention
+    written_before = now - grid.settings.retention / 2
+    rewritten = 0
+    while True:
+        async with store.transaction(grid.sessions) as session:
+            due = await blob_repo.blobs_in_use(session, cutoff, written_before, SWEEP_BATCH)
+        for account_id, sha256 in due:
+            await grid.storage.rewrite(blob_key(account_id, sha256))
+        async with store.transaction(grid.sessions) as session:
+            await blob_repo.mark_rewritten(session, due, now)  # (not later than the copy)
+        rewritten += len(due)
+        if len(due) < SWEEP_BATCH:
+            break
+    if rewritten:
+        logger.info("rewrote %d blob(s) in use", rewritten, extra={"action": "blobs_rewritten"})
+    return rewritten

@@ -6,6 +6,7 @@ the protocol.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -85,13 +86,21 @@ class ObjectStorage(Protocol):
         ...
 
     async def put_file(
-        self, key: str, src: Path, *, sha256: str | None = None, move: bool = False
+        self,
+        key: str,
+        src: Path,
+        *,
+        sha256: str | None = None,
+        move: bool = False,
+        verified: bool = False,
     ) -> BlobInfo:
         """Stream the local file ``src`` into the blob at ``key``, with put()'s verification.
 
         With ``move`` the caller gives ``src`` away: a backend on the same filesystem may
         rename it into place instead of copying it (it is gone afterwards either way, unless
-        the put fails). ``errors.NotFound`` when ``src`` does not exist.
+        the put fails). ``verified``: the caller has hashed ``src`` to ``sha256`` itself and
+        nothing else writes it, so a backend that does not read it anyway need not re-read
+        it. ``errors.NotFound`` when ``src`` does not exist.
         """
         ...
 
@@ -102,6 +111,18 @@ class ObjectStorage(Protocol):
     async def download_url(self, key: str, expires_s: int) -> str | None:
         """A URL that serves the blob directly for ``expires_s`` seconds without the grid's
         credentials (an S3 presigned URL), or None when the backend has no such thing."""
+        ...
+
+    async def expire_unwritten(self, days: int) -> bool:
+        """Have the backend itself delete blobs not written for ``days`` days: a backstop for
+        what the janitor misses (S3: a bucket lifecycle rule for the prefix, which also drops
+        multipart uploads left unfinished for a day). False where there is no such thing or it
+        could not be set: then nothing ages out behind the grid's back."""
+        ...
+
+    async def rewrite(self, key: str) -> None:
+        """Restart a blob's age for ``expire_unwritten`` (S3: copy the object onto itself); a
+        blob that does not exist is left so."""
         ...
 
 
@@ -144,6 +165,41 @@ def validate_sha256(sha256: str) -> str:
             f"not a sha256 (64 lowercase hex digits): {sha256!r}", details={"sha256": sha256}
         )
     return sha256
+
+
+class Verifier:
+    """Hashes and counts a byte stream, and checks it against the sha256 and size promised."""
+
+    def __init__(self, key: str, *, sha256: str | None, size: int | None) -> None:
+        if size is not None and size < 0:
+            raise errors.InvalidRequest(f"size must be >= 0, got {size}")
+        self.key = key
+        self.expected_sha256 = None if sha256 is None else validate_sha256(sha256)
+        self.expected_size = size
+        self.size = 0
+        self._hash = hashlib.sha256()
+
+    def update(self, data: bytes) -> None:
+        """Account for ``data``; ``errors.IntegrityError`` once the promised size is exceeded."""
+        self.size += len(data)
+        if self.expected_size is not None and self.size > self.expected_size:
+            raise self._mismatch("size", self.expected_size, f"more than {self.expected_size}")
+        self._hash.update(data)
+
+    def finish(self) -> BlobInfo:
+        """The verified blob's info; ``errors.IntegrityError`` if the size or sha256 differ."""
+        if self.expected_size is not None and self.size != self.expected_size:
+            raise self._mismatch("size", self.expected_size, self.size)
+        digest = self._hash.hexdigest()
+        if self.expected_sha256 is not None and digest != self.expected_sha256:
+            raise self._mismatch("sha256", self.expected_sha256, digest)
+        return BlobInfo(key=self.key, size=self.size, sha256=digest)
+
+    def _mismatch(self, what: str, expected: object, actual: object) -> errors.IntegrityError:
+        return errors.IntegrityError(
+            f"blob {self.key!r}: expected {what} {expected}, received {actual}",
+            details={"key": self.key, "field": what, "expected": expected, "actual": actual},
+        )
 
 
 def blob_key(account_id: str, sha256: str) -> str:

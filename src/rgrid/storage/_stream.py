@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import io
 import os
 import uuid
@@ -14,7 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 from rgrid import errors
-from rgrid.storage import CHUNK_SIZE, BlobInfo, validate_sha256
+from rgrid.storage import CHUNK_SIZE
 
 
 @contextlib.contextmanager
@@ -29,41 +28,6 @@ def wrap_os_errors(action: str) -> Iterator[None]:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise errors.StorageError(f"storage could not {action}: {reason}") from exc
-
-
-class Verifier:
-    """Hashes and counts a byte stream, and checks it against the sha256 and size promised."""
-
-    def __init__(self, key: str, *, sha256: str | None, size: int | None) -> None:
-        if size is not None and size < 0:
-            raise errors.InvalidRequest(f"size must be >= 0, got {size}")
-        self.key = key
-        self.expected_sha256 = None if sha256 is None else validate_sha256(sha256)
-        self.expected_size = size
-        self.size = 0
-        self._hash = hashlib.sha256()
-
-    def update(self, data: bytes) -> None:
-        """Account for ``data``; ``errors.IntegrityError`` once the promised size is exceeded."""
-        self.size += len(data)
-        if self.expected_size is not None and self.size > self.expected_size:
-            raise self._mismatch("size", self.expected_size, f"more than {self.expected_size}")
-        self._hash.update(data)
-
-    def finish(self) -> BlobInfo:
-        """The verified blob's info; ``errors.IntegrityError`` if the size or sha256 differ."""
-        if self.expected_size is not None and self.size != self.expected_size:
-            raise self._mismatch("size", self.expected_size, self.size)
-        digest = self._hash.hexdigest()
-        if self.expected_sha256 is not None and digest != self.expected_sha256:
-            raise self._mismatch("sha256", self.expected_sha256, digest)
-        return BlobInfo(key=self.key, size=self.size, sha256=digest)
-
-    def _mismatch(self, what: str, expected: object, actual: object) -> errors.IntegrityError:
-        return errors.IntegrityError(
-            f"blob {self.key!r}: expected {what} {expected}, received {actual}",
-            details={"key": self.key, "field": what, "expected": expected, "actual": actual},
-        )
 
 
 @contextlib.asynccontextmanager

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from rgrid import errors
-from rgrid.storage import CHUNK_SIZE, BlobInfo, _stream, validate_key
+from rgrid.storage import CHUNK_SIZE, BlobInfo, Verifier, _stream, validate_key
 from rgrid.storage._stream import wrap_os_errors as _wrap_errors
 
 logger = logging.getLogger(__name__)
@@ -61,13 +61,13 @@ class LocalStorage:
         """See ``ObjectStorage.put``; data is written to ``.tmp`` and renamed into place."""
         async with _stream.closing(chunks):
             path = self._path(key)
-            verifier = _stream.Verifier(key, sha256=sha256, size=size)
+            verifier = Verifier(key, sha256=sha256, size=size)
             info = await self._receive(path, verifier, chunks)
         logger.debug("blob stored", extra={"action": "blob_stored", "key": key, "size": info.size})
         return info
 
     async def _receive(
-        self, path: Path, verifier: _stream.Verifier, chunks: AsyncIterator[bytes]
+        self, path: Path, verifier: Verifier, chunks: AsyncIterator[bytes]
     ) -> BlobInfo:
         action = f"write blob {verifier.key!r}"
         with _wrap_errors(action):
@@ -187,13 +187,20 @@ class LocalStorage:
             )
 
     async def put_file(
-        self, key: str, src: Path, *, sha256: str | None = None, move: bool = False
+        self,
+        key: str,
+        src: Path,
+        *,
+        sha256: str | None = None,
+        move: bool = False,
+        verified: bool = False,
     ) -> BlobInfo:
         """See ``ObjectStorage.put_file``; with ``move`` on the same filesystem the file is
-        hashed, synced and renamed into place rather than copied."""
+        hashed (unless ``verified``), synced and renamed into place rather than copied."""
         if move:
+            known = sha256 if verified else None
             with _wrap_errors(f"write blob {key!r}"):
-                moved = await asyncio.to_thread(self._adopt, key, src, sha256)
+                moved = await asyncio.to_thread(self._adopt, key, src, sha256, known)
             if moved is not None:
                 return moved
         chunks = _stream.iter_file(src, label=f"local file {src.name!r}")
@@ -202,8 +209,9 @@ class LocalStorage:
             src.unlink(missing_ok=True)
         return info
 
-    def _adopt(self, key: str, src: Path, sha256: str | None) -> BlobInfo | None:
-        """Verify ``src`` and rename it to the blob; None if it lives on another filesystem."""
+    def _adopt(self, key: str, src: Path, sha256: str | None, known: str | None) -> BlobInfo | None:
+        """Verify ``src`` (unless its sha256 is ``known``) and rename it to the blob; None if
+        it lives on another filesystem."""
         path = self._path(key)
         try:
             fh = src.open("rb+")
@@ -213,10 +221,13 @@ class LocalStorage:
             st = os.fstat(fh.fileno())
             if st.st_dev != self._device():
                 return None
-            verifier = _stream.Verifier(key, sha256=sha256, size=None)
-            while data := fh.read(CHUNK_SIZE):
-                verifier.update(data)
-            info = verifier.finish()
+            if known is not None:
+                info = BlobInfo(key=key, size=st.st_size, sha256=known)
+            else:
+                verifier = Verifier(key, sha256=sha256, size=None)
+                while data := fh.read(CHUNK_SIZE):
+                    verifier.update(data)
+                info = verifier.finish()
             os.fsync(fh.fileno())
         path.parent.mkdir(parents=True, exist_ok=True)
         self._write_meta(info, os.stat(src))
@@ -232,6 +243,14 @@ class LocalStorage:
         """See ``ObjectStorage.download_url``: blobs here are only served through the grid."""
         validate_key(key)
         return None
+
+    async def expire_unwritten(self, days: int) -> bool:  # noqa: ARG002
+        """See ``ObjectStorage.expire_unwritten``: blobs here go only when the janitor says."""
+        return False
+
+    async def rewrite(self, key: str) -> None:
+        """See ``ObjectStorage.rewrite``: blobs here do not age by themselves."""
+        validate_key(key)
 
     async def health(self) -> None:
         """See ``ObjectStorage.health``: creates ``root`` if needed and writes a probe file."""
@@ -249,7 +268,7 @@ class LocalStorage:
             probe.unlink(missing_ok=True)
 
 
-def _write(fh: io.BufferedWriter, verifier: _stream.Verifier, data: bytes) -> None:
+def _write(fh: io.BufferedWriter, verifier: Verifier, data: bytes) -> None:
     verifier.update(data)  # first, so an oversize stream fails before its excess is written
     fh.write(data)
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from rgrid import errors
-from rgrid.storage import CHUNK_SIZE, BlobInfo, _stream, validate_key
+from rgrid.storage import CHUNK_SIZE, BlobInfo, Verifier, _stream, validate_key
 
 
 class InMemoryStorage:
@@ -35,7 +35,7 @@ class InMemoryStorage:
         """See ``ObjectStorage.put``; the blob is stored by one dict assignment once verified."""
         async with _stream.closing(chunks):
             validate_key(key)
-            verifier = _stream.Verifier(key, sha256=sha256, size=size)
+            verifier = Verifier(key, sha256=sha256, size=size)
             parts: list[bytes] = []
             async with contextlib.aclosing(_stream.rechunk(chunks)) as pieces:
                 async for data in pieces:
@@ -70,7 +70,13 @@ class InMemoryStorage:
             await asyncio.to_thread(_stream.replace_atomically, dest, lambda t: t.write_bytes(data))
 
     async def put_file(
-        self, key: str, src: Path, *, sha256: str | None = None, move: bool = False
+        self,
+        key: str,
+        src: Path,
+        *,
+        sha256: str | None = None,
+        move: bool = False,
+        verified: bool = False,  # noqa: ARG002 (the bytes are read to be stored anyway)
     ) -> BlobInfo:
         """See ``ObjectStorage.put_file`` (``move``: ``src`` is removed once stored)."""
         chunks = _stream.iter_file(src, label=f"local file {src.name!r}")
@@ -83,6 +89,14 @@ class InMemoryStorage:
         """See ``ObjectStorage.download_url``: blobs here are only served through the grid."""
         validate_key(key)
         return None
+
+    async def expire_unwritten(self, days: int) -> bool:  # noqa: ARG002
+        """See ``ObjectStorage.expire_unwritten``: blobs here go only when the janitor says."""
+        return False
+
+    async def rewrite(self, key: str) -> None:
+        """See ``ObjectStorage.rewrite``: blobs here do not age by themselves."""
+        validate_key(key)
 
     async def health(self) -> None:
         """See ``ObjectStorage.health``; memory is always usable."""

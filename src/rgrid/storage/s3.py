@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from rgrid import errors
-from rgrid.storage import CHUNK_SIZE, BlobInfo, validate_key
+from rgrid.storage import CHUNK_SIZE, BlobInfo, Verifier, validate_key
 from rgrid.storage._stream import (
-    Verifier,
     closing,
     iter_file,
     temp_sibling,
@@ -36,6 +36,8 @@ SHA256_META = "sha256"
 #: where the sha256 of a blob uploaded in parts is kept (keys starting with "." are ours)
 META_PREFIX = ".sha256/"
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -52,13 +54,22 @@ def _wrap_client_errors(action: str) -> Iterator[None]:
         raise errors.StorageError(f"storage could not {action}: {type(exc).__name__}") from exc
 
 
-def _missing(exc: Exception) -> bool:
+def _code(exc: BaseException) -> str:
+    """The S3 error code of a botocore ``ClientError`` ("" for anything else)."""
     from botocore.exceptions import ClientError
 
     if not isinstance(exc, ClientError):
-        return False
-    code = str(exc.response.get("Error", {}).get("Code", ""))
-    return code in ("404", "NoSuchKey", "NotFound")
+        return ""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _missing(exc: Exception) -> bool:
+    return _code(exc) in ("404", "NoSuchKey", "NotFound")
+
+
+def _covers(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether a rule read back from the bucket says everything ``wanted`` says."""
+    return all(existing.get(field) == value for field, value in wanted.items())
 
 
 class S3Storage:
@@ -227,7 +238,13 @@ class S3Storage:
                 raise
 
     async def put_file(
-        self, key: str, src: Path, *, sha256: str | None = None, move: bool = False
+        self,
+        key: str,
+        src: Path,
+        *,
+        sha256: str | None = None,
+        move: bool = False,
+        verified: bool = False,  # noqa: ARG002 (the bytes are read to be stored anyway)
     ) -> BlobInfo:
         """See ``ObjectStorage.put_file`` (``move``: ``src`` is removed once stored)."""
         info = await self.put(key, iter_file(src, label=src.name), sha256=sha256)
@@ -246,6 +263,63 @@ class S3Storage:
             ExpiresIn=expires_s,
         )
         return url
+
+    async def expire_unwritten(self, days: int) -> bool:
+        """See ``ObjectStorage.expire_unwritten``: one lifecycle rule for the prefix, merged into
+        the bucket's configuration (other rules are kept; ours is replaced, never doubled)."""
+        rule = {
+            "ID": f"rgrid-expiry:{self.prefix or '(bucket)'}",
+            "Filter": {"Prefix": f"{self.prefix}/" if self.prefix else ""},
+            "Status": "Enabled",
+            "Expiration": {"Days": days},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+        }
+
+        def install() -> None:
+            try:
+                rules = self.client.get_bucket_lifecycle_configuration(Bucket=self.bucket)["Rules"]
+            except Exception as exc:
+                if _code(exc) != "NoSuchLifecycleConfiguration":
+                    raise
+                rules = []
+            if any(r.get("ID") == rule["ID"] and _covers(r, rule) for r in rules):
+                return
+            others = [r for r in rules if r.get("ID") != rule["ID"]]
+            self.client.put_bucket_lifecycle_configuration(
+                Bucket=self.bucket, LifecycleConfiguration={"Rules": [*others, rule]}
+            )
+
+        try:
+            await self._call("set the bucket's lifecycle rule", install)
+        except errors.StorageError as exc:
+            # a grid whose credentials may not touch the bucket's configuration still runs
+            logger.warning(
+                "%s; the janitor alone expires blobs", exc, extra={"action": "lifecycle_unset"}
+            )
+            return False
+        return True
+
+    async def rewrite(self, key: str) -> None:
+        """See ``ObjectStorage.rewrite``: copied onto itself (in parts past 5 GiB), the sha256
+        moved into the object's metadata, so its sidecar, if any, goes."""
+        info = await self.stat(key)
+        if info is None:
+            return
+        name = self._name(key)
+        await self._call(
+            f"rewrite blob {key!r}",
+            self.client.copy,
+            CopySource={"Bucket": self.bucket, "Key": name},
+            Bucket=self.bucket,
+            Key=name,
+            ExtraArgs={"Metadata": {SHA256_META: info.sha256}, "MetadataDirective": "REPLACE"},
+        )
+        await self._call(
+            f"rewrite blob {key!r}",
+            self.client.delete_object,
+            Bucket=self.bucket,
+            Key=self._name(META_PREFIX + key),
+        )
 
     async def health(self) -> None:
         """See ``ObjectStorage.health``: the bucket answers a read."""

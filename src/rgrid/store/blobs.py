@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain
@@ -100,12 +100,10 @@ async def outputs_of(
     return found
 
 
-async def unreferenced_blobs(
-    session: AsyncSession, cutoff: datetime, limit: int
-) -> list[tuple[str, str]]:
-    """(account, sha256) of blobs recorded before ``cutoff`` that no artifact references which
-    was recorded after it or belongs to an execution not yet ended."""
-    live = (
+def _in_use(cutoff: datetime) -> ColumnElement[bool]:
+    """Whether an artifact references the blob that was recorded after ``cutoff`` or belongs to
+    an execution not yet ended (for a query over ``BlobRow``)."""
+    return (
         select(ArtifactRow.sha256)
         .join(ExecutionRow, ExecutionRow.id == ArtifactRow.execution_id)
         .where(
@@ -118,13 +116,46 @@ async def unreferenced_blobs(
         )
         .exists()
     )
+
+
+async def unreferenced_blobs(
+    session: AsyncSession, cutoff: datetime, limit: int
+) -> list[tuple[str, str]]:
+    """(account, sha256) of blobs recorded before ``cutoff`` that no artifact references which
+    was recorded after it or belongs to an execution not yet ended."""
     rows = await session.execute(
         select(BlobRow.account_id, BlobRow.sha256)
-        .where(BlobRow.created_at <= cutoff, ~live)
+        .where(BlobRow.created_at <= cutoff, ~_in_use(cutoff))
         .order_by(BlobRow.created_at)
         .limit(limit)
     )
     return [(str(account), str(sha)) for account, sha in rows]
+
+
+async def blobs_in_use(
+    session: AsyncSession, cutoff: datetime, written_before: datetime, limit: int
+) -> list[tuple[str, str]]:
+    """(account, sha256) of blobs recorded (or rewritten) before ``written_before`` that an
+    artifact still uses (as ``unreferenced_blobs`` counts use, with ``cutoff``)."""
+    rows = await session.execute(
+        select(BlobRow.account_id, BlobRow.sha256)
+        .where(BlobRow.created_at <= written_before, _in_use(cutoff))
+        .order_by(BlobRow.created_at)
+        .limit(limit)
+    )
+    return [(str(account), str(sha)) for account, sha in rows]
+
+
+async def mark_rewritten(
+    session: AsyncSession, blobs: Sequence[tuple[str, str]], now: datetime
+) -> None:
+    """These blobs were written anew at ``now``: their age starts over."""
+    for account_id, sha256 in blobs:
+        await session.execute(
+            update(BlobRow)
+            .where(BlobRow.account_id == account_id, BlobRow.sha256 == sha256)
+            .values(created_at=now)
+        )
 
 
 async def forget_blobs(

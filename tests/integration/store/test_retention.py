@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from tests.integration.store.conftest import ADMIN_KEY
 from tests.integration.store.helpers import submit_script, upload
+from tests.s3server import S3Server, start_s3_server
 
 from rgrid import domain, errors, store
 from rgrid.domain import ArtifactKind, ExecutionState
@@ -15,6 +19,7 @@ from rgrid.services import Grid, retention, utcnow
 from rgrid.services import accounts as account_service
 from rgrid.services import executions as service
 from rgrid.storage import blob_key
+from rgrid.storage.s3 import S3Storage
 from rgrid.store import blobs as blob_repo
 from rgrid.store.models import ArtifactRow, BlobRow, ExecutionRow
 
@@ -87,3 +92,50 @@ async def test_nothing_is_deleted_before_the_retention_period(grid: Grid) -> Non
         await session.execute(update(BlobRow).values(created_at=utcnow() - 29 * DAY))
     assert await retention.sweep(grid) == 0
     assert await retention.sweep(grid, now=utcnow() + 2 * DAY) == 1
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[S3Server]:
+    yield from start_s3_server()
+
+
+async def test_blobs_in_use_are_rewritten_where_the_storage_expires_old_objects(
+    grid: Grid, s3_server: S3Server
+) -> None:
+    """On S3 a lifecycle rule deletes objects unwritten for retention + 1 days; the janitor
+    rewrites the blobs still in use once they are half a period old, so the rule never takes
+    one from under a waiting execution."""
+    client = s3_server.client()
+    bucket = f"grid-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    grid.storage = S3Storage(bucket, "blobs", client=client)
+    grid.blobs_age_out = await grid.storage.expire_unwritten(retention.storage_expiry_days(grid))
+    assert grid.blobs_age_out
+    (rule,) = client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert rule["Expiration"] == {"Days": 31} and rule["Filter"] == {"Prefix": "blobs/"}
+
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    account = admin.account.id
+    waiting = await submit_script(grid, admin, "print('w')\n", files={"in.csv": b"9\n"})
+    done = await submit_script(grid, admin, "print('d')\n")
+    await age(grid, waiting.id, 31, ExecutionState.QUEUED)  # every blob row: 40 days old
+    await age(grid, done.id, 31, ExecutionState.SUCCEEDED)
+    _, inputs = await service.list_artifacts(grid, admin, waiting.id, ArtifactKind.INPUT)
+    in_use = sorted(a.sha256 for a in inputs)
+    _, (done_script,) = await service.list_artifacts(grid, admin, done.id, ArtifactKind.INPUT)
+
+    def written(sha256: str) -> object:
+        name = f"blobs/{blob_key(account, sha256)}"
+        return client.head_object(Bucket=bucket, Key=name)["LastModified"]
+
+    before = {sha: written(sha) for sha in in_use}
+    await asyncio.sleep(1.1)  # S3 times have whole seconds
+    assert await retention.sweep(grid) == 1  # the finished run's script only
+    assert await grid.storage.stat(blob_key(account, done_script.sha256)) is None
+    for sha in in_use:
+        assert written(sha) > before[sha]  # rewritten: the rule's clock starts over
+        assert await grid.storage.stat(blob_key(account, sha)) is not None
+    async with store.transaction(grid.sessions) as session:
+        rows = (await session.execute(select(BlobRow.created_at))).scalars().all()
+    assert len(rows) == 2 and all(utcnow() - t < timedelta(minutes=1) for t in rows)
+    assert await retention.rewrite_in_use(grid, utcnow()) == 0  # young again: nothing to do

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rgrid import errors
-from rgrid.storage import _stream
+from rgrid.storage import Verifier, _stream
 
 
 async def pieces(*chunks: bytes) -> AsyncIterator[bytes]:
@@ -27,7 +27,7 @@ async def test_rechunk_keeps_the_tail() -> None:
 
 
 def test_verifier_reports_the_mismatch() -> None:
-    verifier = _stream.Verifier("k", sha256="0" * 64, size=None)
+    verifier = Verifier("k", sha256="0" * 64, size=None)
     verifier.update(b"data")
     with pytest.raises(errors.IntegrityError) as info:
         verifier.finish()
@@ -35,7 +35,7 @@ def test_verifier_reports_the_mismatch() -> None:
 
 
 def test_verifier_fails_as_soon_as_the_size_is_exceeded() -> None:
-    verifier = _stream.Verifier("k", sha256=None, size=3)
+    verifier = Verifier("k", sha256=None, size=3)
     verifier.update(b"abc")
     with pytest.raises(errors.IntegrityError):
         verifier.update(b"d")
@@ -43,7 +43,7 @@ def test_verifier_fails_as_soon_as_the_size_is_exceeded() -> None:
 
 def test_verifier_refuses_negative_size() -> None:
     with pytest.raises(errors.InvalidRequest):
-        _stream.Verifier("k", sha256=None, size=-1)
+        Verifier("k", sha256=None, size=-1)
 
 
 async def test_iter_file_from_offset(tmp_path: Path) -> None:
