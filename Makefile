@@ -4,6 +4,9 @@ SHELL := /bin/bash
 PYTHON ?= $(shell python3 -c 'import sys; print(sys.executable)')
 UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
+# Byte-compile what is installed: with PYTHONDONTWRITEBYTECODE set (as in many images) Python
+# would otherwise compile every module again at every start (the server: seconds).
+export UV_COMPILE_BYTECODE := 1
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR := examples/hello
@@ -16,6 +19,7 @@ DEMO_DIR := examples/hello
 
 $(BIN)/rgrid: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --all-extras --frozen --python $(PYTHON)
+	$(BIN)/python -m compileall -q -j 0 src/rgrid
 	@touch $@
 
 install: $(BIN)/rgrid

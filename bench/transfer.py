@@ -2,8 +2,9 @@
 plain static server on loopback, in one run; throughput and peak RSS.
 
 Two files of the same size: random bytes named ``.zip`` (incompressible: sent as they are) and a
-CSV (compressible: rgrid sends it zstd-compressed, curl sends it raw). rgrid's upload is the
-CLI's own code (``Client.upload_blob``: hashing done before, as the CLI does, is not timed); its
+CSV (compressible: rgrid sends it raw to this loopback grid, as by default, and again
+zstd-compressed, as to a remote grid, with ``RGRID_COMPRESSION=always``; curl sends it raw).
+rgrid's upload is the CLI's own code (``Client.upload_blob``: hashing done before, as the CLI does, is not timed); its
 download is ``Client.download`` of an output the grid holds. One sha256 pass over the file is
 timed too: the grid verifies every upload, and the CLI every download, so that is a floor under
 rgrid's time that curl (which verifies nothing) does not pay. Both run in a child process whose
@@ -126,6 +127,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="rgrid-bench-transfer-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
     env.update(RGRID_HOME=str(tmp / "home"), HOME=str(tmp / "user"))
+    zstd = {**env, "RGRID_COMPRESSION": "always"}  # the default sends raw to a loopback grid
     project, served, fetched = tmp / "project", tmp / "served", tmp / "fetched"
     for folder in (project, served, fetched):
         folder.mkdir()
@@ -155,6 +157,9 @@ def main() -> None:
             rows.append((name, "sha256 only", time.perf_counter() - started, None))
             up = child(env, project, "up", digest, str(path), str(path.stat().st_size))
             rows.append((name, "rgrid upload", up["seconds"], up["rss_mib"]))
+            if name.endswith(".csv"):  # as to a remote grid: compressed (on loopback: raw)
+                up = child(zstd, project, "up", digest, str(path), str(path.stat().st_size))
+                rows.append((name, "rgrid upload zstd", up["seconds"], up["rss_mib"]))
             ran = subprocess.run(
                 [str(RGRID), "run", "duplicate.py", name, "--remote-only", "--no-cache"],
                 cwd=project,
@@ -164,10 +169,14 @@ def main() -> None:
                 text=True,
             )
             execution = ran.stderr.split("exec_", 1)[1].split()[0]
-            down = child(env, project, "down", f"exec_{execution}", f"copy_{name}", str(fetched))
-            rows.append((name, "rgrid download", down["seconds"], down["rss_mib"]))
-            assert sha256(fetched / f"copy_{name}") == digest
-            (fetched / f"copy_{name}").unlink()
+            for how, how_env in (("rgrid download", env), ("rgrid download zstd", zstd)):
+                if how.endswith("zstd") and not name.endswith(".csv"):
+                    continue
+                args = ("down", f"exec_{execution}", f"copy_{name}", str(fetched))
+                down = child(how_env, project, *args)
+                rows.append((name, how, down["seconds"], down["rss_mib"]))
+                assert sha256(fetched / f"copy_{name}") == digest
+                (fetched / f"copy_{name}").unlink()
         status = Path(f"/proc/{pid}/status").read_text().splitlines()
         server_peak = int(next(s for s in status if s.startswith("VmHWM")).split()[1]) / 1024
     finally:
@@ -175,10 +184,10 @@ def main() -> None:
         subprocess.run([str(RGRID), "server", "stop"], env=env, capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"transfer: {options.mib} MiB files over loopback, {os.cpu_count()} cores")
-    print(f"{'file':<10} {'how':<16} {'seconds':>8} {'MiB/s':>8} {'peak RSS MiB':>13}")
+    print(f"{'file':<10} {'how':<20} {'seconds':>8} {'MiB/s':>8} {'peak RSS MiB':>13}")
     for name, how, seconds, rss in rows:
         shown = f"{rss:.0f}" if rss is not None else ""
-        print(f"{name:<10} {how:<16} {seconds:>8.2f} {options.mib / seconds:>8.0f} {shown:>13}")
+        print(f"{name:<10} {how:<20} {seconds:>8.2f} {options.mib / seconds:>8.0f} {shown:>13}")
     by = {(n, h): s for n, h, s, _ in rows}
     for name in ("data.zip", "data.csv"):
         print(
@@ -192,6 +201,12 @@ def main() -> None:
             f"CLI before it accepts a download) runs at "
             f"{by[(name, 'curl PUT')] / by[(name, 'sha256 only')]:.0%} of curl PUT's speed"
         )
+    print(
+        f"data.csv compressed (as to a remote grid): upload "
+        f"{by[('data.csv', 'curl PUT')] / by[('data.csv', 'rgrid upload zstd')]:.0%} of curl PUT, "
+        f"download {by[('data.csv', 'curl GET')] / by[('data.csv', 'rgrid download zstd')]:.0%}"
+        " of curl GET"
+    )
     peak_cli = max(r for _, h, _, r in rows if r is not None)
     print(f"peak RSS: CLI {peak_cli:.0f} MiB, server {server_peak:.0f} MiB (goal <= 150 MiB each)")
 

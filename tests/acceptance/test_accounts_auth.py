@@ -89,4 +89,7 @@ def test_doctor_reports_sandbox_python_and_grid(cli: Cli, live_server: LiveServe
     assert checks["sandbox"].startswith("[ok  ]") and "bubblewrap" in checks["sandbox"]
     assert checks["python"].startswith("[ok  ]") and "3." in checks["python"]
     assert checks["grid"].startswith("[ok  ]") and live_server.url in checks["grid"]
+    assert "compression off (the grid is on this machine)" in checks["transfers"]
     assert not any(line.startswith("[FAIL]") for line in result.stdout.splitlines())
+    forced = Cli(cli.cwd, {**cli.env, "RGRID_COMPRESSION": "always"})("doctor")
+    assert "zstd compression on (RGRID_COMPRESSION=always)" in forced.stdout

@@ -49,6 +49,8 @@ def make_csv(path: Path, size: int) -> None:
 def test_a_big_csv_travels_compressed_and_a_zip_does_not(
     account_cli: Cli, workdir: Path, live_server: LiveServer
 ) -> None:
+    # as to a grid on another machine: the tests' grid is on loopback, where `auto` sends raw
+    account_cli = Cli(account_cli.cwd, {**account_cli.env, "RGRID_COMPRESSION": "always"})
     (workdir / "copy.py").write_text(COPY)
     csv, archive = workdir / "data.csv", workdir / "data.zip"
     make_csv(csv, 200 * MB)
@@ -78,6 +80,35 @@ def test_a_big_csv_travels_compressed_and_a_zip_does_not(
         else:
             assert wire_in == received and wire_out == sent  # sent as it is
         copy.unlink()
+
+
+def test_a_grid_on_this_machine_gets_raw_bytes_and_a_bad_setting_is_refused(
+    account_cli: Cli, workdir: Path, live_server: LiveServer
+) -> None:
+    (workdir / "copy.py").write_text(COPY)
+    csv = workdir / "data.csv"
+    for n, policy in enumerate(("", "never")):  # the default (auto) on loopback, and never
+        make_csv(csv, 5 * MB + n * 1000)  # new content: uploaded again
+        env = {**account_cli.env, "RGRID_COMPRESSION": policy}
+        before = counters(live_server)
+        result = Cli(workdir, env)("run", "copy.py", "data.csv", "--no-cache")
+        assert result.returncode == 0, result.stderr
+        after = counters(live_server)
+        assert (workdir / "out" / "copy.csv").read_bytes() == csv.read_bytes()
+        received = delta(before, after, "blob_bytes_received")
+        assert received >= csv.stat().st_size
+        assert delta(before, after, "blob_wire_bytes_received") == received  # sent as it is
+        sent = delta(before, after, "output_bytes_sent")
+        assert sent == csv.stat().st_size
+        assert delta(before, after, "output_wire_bytes_sent") == sent
+        (workdir / "out" / "copy.csv").unlink()
+    before = counters(live_server)
+    bad = Cli(workdir, {**account_cli.env, "RGRID_COMPRESSION": "sometimes"})
+    result = bad("run", "copy.py", "data.csv", "--no-cache")
+    assert result.returncode != 0
+    assert "RGRID_COMPRESSION must be one of auto, always, never, not 'sometimes'" in result.stderr
+    assert counters(live_server) == before  # nothing sent
+    assert not (workdir / "out").exists() or not any((workdir / "out").iterdir())
 
 
 def _put(server: LiveServer, sha: str, body: bytes, **headers: str) -> httpx.Response:

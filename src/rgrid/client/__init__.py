@@ -34,9 +34,15 @@ REDIRECTS = frozenset({302, 303, 307})
 class Client:
     """Talks to one grid with one API key."""
 
-    def __init__(self, base_url: str, api_key: str | None) -> None:
+    def __init__(
+        self, base_url: str, api_key: str | None, compression_policy: str | None = None
+    ) -> None:
+        """``compression_policy``: auto, always or never (default: ``RGRID_COMPRESSION``)."""
         self.base_url = base_url.rstrip("/")
         self._http = Transport(self.base_url)
+        policy = compression_policy or compression.policy_from_env()
+        #: whether bodies over 1 MiB travel compressed (not to a grid on this machine, by default)
+        self.compresses = compression.pays_to(self.base_url, policy)
         if api_key:
             self._http.headers["authorization"] = f"Bearer {api_key}"
         #: called with (attempt, total) before a retry, to tell the user
@@ -132,7 +138,7 @@ class Client:
             offset = 0
             if resumable:
                 offset = self._get(f"{url}/upload", schemas.UploadProgress).offset
-            compress = compression.worth_compressing(path.name, size - offset)
+            compress = self.compresses and compression.worth_compressing(path.name, size - offset)
             headers = {"content-type": "application/octet-stream"}
             if compress:  # chunked: the compressed length is not known in advance
                 headers["content-encoding"] = compression.ENCODING
@@ -316,7 +322,7 @@ class Client:
         dest = join_under(dest_root, artifact.path)
         path = f"/api/v1/executions/{quote(execution_id)}/outputs/{quote(artifact.path)}"
         try:
-            accept = {"accept-encoding": compression.ENCODING}
+            accept = {"accept-encoding": compression.ENCODING} if self.compresses else {}
             with self._http.open("GET", path, headers=accept) as response:
                 location = response.getheader("location")
                 if response.status in REDIRECTS and location:

@@ -57,3 +57,31 @@ def test_round_trip_in_pieces_with_bounded_output_and_errors() -> None:
     again.feed(resent)
     again.finish()
     assert b"".join(back) == data
+
+
+@pytest.mark.parametrize(
+    ("url", "auto"),
+    [
+        ("http://127.0.0.1:8000", False),
+        ("http://127.9.9.9:8000", False),
+        ("http://[::1]:8000", False),
+        ("http://localhost:8000", False),
+        ("https://grid.example.com", True),
+        ("http://10.0.0.5:8000", True),
+        ("http://[2001:db8::1]:8000", True),
+    ],
+)
+def test_auto_compresses_unless_the_grid_is_on_this_machine(url: str, auto: bool) -> None:
+    assert compression.pays_to(url, "auto") is auto
+    assert compression.pays_to(url, "always") is True
+    assert compression.pays_to(url, "never") is False
+
+
+def test_the_policy_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RGRID_COMPRESSION", raising=False)
+    assert compression.policy_from_env() == "auto"
+    monkeypatch.setenv("RGRID_COMPRESSION", " Always ")
+    assert compression.policy_from_env() == "always"
+    monkeypatch.setenv("RGRID_COMPRESSION", "fast")
+    with pytest.raises(errors.UsageError, match="must be one of auto, always, never, not 'fast'"):
+        compression.policy_from_env()
