@@ -22,6 +22,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -119,9 +120,63 @@ def child(env: dict[str, str], cwd: Path, *args: str) -> dict[str, float]:
     return result
 
 
+def measure(
+    path: Path,
+    digest: str,
+    execution: str,
+    tmp: Path,
+    base: str,
+    env: dict[str, str],
+    zstd: dict[str, str],
+) -> list[tuple[str, str, float, float | None]]:
+    """One round of every way of moving ``path``: (file, how, seconds, peak RSS MiB)."""
+    name, project = path.name, tmp / "project"
+    served, fetched = tmp / "served", tmp / "fetched"
+    rows: list[tuple[str, str, float, float | None]] = []
+    rows.append((name, "cp", timed(["cp", str(path), str(tmp / "cp.out")]), None))
+    (tmp / "cp.out").unlink()
+    put = timed(["curl", "-sf", "-H", "Expect:", "-T", str(path), f"{base}/{name}"])
+    get = timed(["curl", "-sf", "-o", str(tmp / "curl.out"), f"{base}/{name}"])
+    rows += [(name, "curl PUT", put, None), (name, "curl GET", get, None)]
+    (tmp / "curl.out").unlink()
+    (served / name).unlink()
+    started = time.perf_counter()
+    sha256(path)  # the floor under any verified transfer: one sha256 pass
+    rows.append((name, "sha256 only", time.perf_counter() - started, None))
+    size = str(path.stat().st_size)
+    ways = [("", env)] + ([(" zstd", zstd)] if name.endswith(".csv") else [])
+    for suffix, how_env in ways:  # zstd: as to a remote grid (to this loopback one: raw)
+        up = child(how_env, project, "up", digest, str(path), size)
+        rows.append((name, "rgrid upload" + suffix, up["seconds"], up["rss_mib"]))
+    for suffix, how_env in ways:
+        down = child(how_env, project, "down", execution, f"copy_{name}", str(fetched))
+        rows.append((name, "rgrid download" + suffix, down["seconds"], down["rss_mib"]))
+        assert sha256(fetched / f"copy_{name}") == digest
+        (fetched / f"copy_{name}").unlink()
+    return rows
+
+
+def medians(
+    rows: list[tuple[str, str, float, float | None]],
+) -> list[tuple[str, str, float, float | None]]:
+    """One row per (file, how): the median time over the rounds, the highest peak RSS."""
+    times: dict[tuple[str, str], list[float]] = {}
+    peaks: dict[tuple[str, str], float | None] = {}
+    for name, how, seconds, rss in rows:
+        times.setdefault((name, how), []).append(seconds)
+        if rss is not None:
+            peaks[(name, how)] = max(rss, peaks.get((name, how)) or 0.0)
+        else:
+            peaks.setdefault((name, how), None)
+    return [(n, h, statistics.median(t), peaks[(n, h)]) for (n, h), t in times.items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mib", type=int, default=1024, help="file size (default 1024 MiB)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds; each row is their median (default 3)"
+    )
     options = parser.parse_args()
     size = options.mib * CHUNK
     tmp = Path(tempfile.mkdtemp(prefix="rgrid-bench-transfer-"))
@@ -145,22 +200,8 @@ def main() -> None:
         pid = json.loads((tmp / "home" / "server.json").read_text())["pid"]
         for path in files:
             name = path.name
-            rows.append((name, "cp", timed(["cp", str(path), str(tmp / "cp.out")]), None))
-            (tmp / "cp.out").unlink()
-            put = timed(["curl", "-sf", "-H", "Expect:", "-T", str(path), f"{base}/{name}"])
-            get = timed(["curl", "-sf", "-o", str(tmp / "curl.out"), f"{base}/{name}"])
-            rows += [(name, "curl PUT", put, None), (name, "curl GET", get, None)]
-            (tmp / "curl.out").unlink()
-            (served / name).unlink()
-            started = time.perf_counter()
-            digest = sha256(path)  # the floor under any verified transfer: one sha256 pass
-            rows.append((name, "sha256 only", time.perf_counter() - started, None))
-            up = child(env, project, "up", digest, str(path), str(path.stat().st_size))
-            rows.append((name, "rgrid upload", up["seconds"], up["rss_mib"]))
-            if name.endswith(".csv"):  # as to a remote grid: compressed (on loopback: raw)
-                up = child(zstd, project, "up", digest, str(path), str(path.stat().st_size))
-                rows.append((name, "rgrid upload zstd", up["seconds"], up["rss_mib"]))
-            ran = subprocess.run(
+            digest = sha256(path)
+            ran = subprocess.run(  # the grid holds a copy of the file as an output
                 [str(RGRID), "run", "duplicate.py", name, "--remote-only", "--no-cache"],
                 cwd=project,
                 env=env,
@@ -168,22 +209,20 @@ def main() -> None:
                 capture_output=True,
                 text=True,
             )
-            execution = ran.stderr.split("exec_", 1)[1].split()[0]
-            for how, how_env in (("rgrid download", env), ("rgrid download zstd", zstd)):
-                if how.endswith("zstd") and not name.endswith(".csv"):
-                    continue
-                args = ("down", f"exec_{execution}", f"copy_{name}", str(fetched))
-                down = child(how_env, project, *args)
-                rows.append((name, how, down["seconds"], down["rss_mib"]))
-                assert sha256(fetched / f"copy_{name}") == digest
-                (fetched / f"copy_{name}").unlink()
+            execution = "exec_" + ran.stderr.split("exec_", 1)[1].split()[0]
+            for _ in range(options.repeat):
+                rows += measure(path, digest, execution, tmp, base, env, zstd)
         status = Path(f"/proc/{pid}/status").read_text().splitlines()
         server_peak = int(next(s for s in status if s.startswith("VmHWM")).split()[1]) / 1024
     finally:
         server.shutdown()
         subprocess.run([str(RGRID), "server", "stop"], env=env, capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"transfer: {options.mib} MiB files over loopback, {os.cpu_count()} cores")
+    rows = medians(rows)
+    print(
+        f"transfer: {options.mib} MiB files over loopback, {os.cpu_count()} cores, "
+        f"median of {options.repeat} rounds"
+    )
     print(f"{'file':<10} {'how':<20} {'seconds':>8} {'MiB/s':>8} {'peak RSS MiB':>13}")
     for name, how, seconds, rss in rows:
         shown = f"{rss:.0f}" if rss is not None else ""

@@ -11,7 +11,7 @@ from typing import IO
 from rgrid import compression, domain, errors, store
 from rgrid.paths import safe_relpath
 from rgrid.services import Grid, utcnow
-from rgrid.storage import CHUNK_SIZE, Verifier, blob_key, validate_sha256
+from rgrid.storage import CHUNK_SIZE, Verifier, blob_key, validate_sha256, writeback
 from rgrid.store import blobs as repo
 
 MAX_QUERY = 100_000
@@ -191,7 +191,7 @@ async def _append(
     decompressor = None
     if decompress_room is not None:
         decompressor = compression.Decompressor(write, decompress_room)
-    sink = write if decompressor is None else decompressor.feed
+    sink = _to_disk(write if decompressor is None else decompressor.feed, handle)
     gathered: list[bytes] = []
     gathered_bytes = 0
     pending: asyncio.Task[None] | None = None
@@ -225,3 +225,16 @@ def _last_piece(
     if decompressor is not None:
         decompressor.finish()
     handle.flush()
+
+
+def _to_disk(sink: Callable[[bytes], None], handle: IO[bytes]) -> Callable[[bytes], None]:
+    """``sink``, then the kernel starts writing the new bytes out: the fsync before the blob
+    is stored then has little left to wait for."""
+
+    def put(piece: bytes) -> None:
+        start = handle.tell()
+        sink(piece)
+        handle.flush()
+        writeback.start(handle.fileno(), start)
+
+    return put

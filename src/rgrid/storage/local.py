@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from rgrid import errors
-from rgrid.storage import CHUNK_SIZE, BlobInfo, Verifier, _stream, validate_key
+from rgrid.storage import CHUNK_SIZE, BlobInfo, Verifier, _stream, validate_key, writeback
 from rgrid.storage._stream import wrap_os_errors as _wrap_errors
 
 logger = logging.getLogger(__name__)
@@ -270,7 +270,10 @@ class LocalStorage:
 
 def _write(fh: io.BufferedWriter, verifier: Verifier, data: bytes) -> None:
     verifier.update(data)  # first, so an oversize stream fails before its excess is written
+    start = fh.tell()
     fh.write(data)
+    fh.flush()
+    writeback.start(fh.fileno(), start)  # the fsync in _commit then has little left to do
 
 
 def _copy(key: str, src: Path, dest: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -106,3 +107,18 @@ async def test_health_creates_the_root(storage: LocalStorage) -> None:
     await storage.health()
     assert storage.root.is_dir()
     assert list((storage.root / ".tmp").iterdir()) == []
+
+
+def test_writeback_is_only_a_hint(tmp_path: Path) -> None:
+    from rgrid.storage import writeback
+
+    if sys.platform.startswith("linux"):
+        assert writeback._sync_file_range() is not None  # found in libc
+    path = tmp_path / "f.bin"
+    with path.open("wb") as handle:
+        handle.write(b"x" * 100_000)
+        handle.flush()
+        writeback.start(handle.fileno(), 0)
+        writeback.start(handle.fileno(), 10**9)  # past the end: nothing to do, no error
+    writeback.start(10**6, 0)  # not a file descriptor: ignored
+    assert path.read_bytes() == b"x" * 100_000
