@@ -394,3 +394,18 @@ async def test_a_lifecycle_rule_that_cannot_be_set_leaves_expiry_to_the_janitor(
 ) -> None:
     missing = S3Storage(f"no-such-bucket-{uuid.uuid4().hex[:8]}", "p", client=s3_server.client())
     assert await missing.expire_unwritten(31) is False  # logged; the grid still starts
+
+
+async def test_rewrite_of_a_big_blob_copies_it_in_parts(s3_server: S3Server) -> None:
+    """Over boto's 8 MiB threshold the copy onto itself goes in parts (UploadPartCopy)."""
+    client = s3_server.client()
+    bucket = f"rewrite-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    storage = S3Storage(bucket, "p", client=client, part_size=MIN_PART_BYTES)
+    data = random.Random(5).randbytes(9 * CHUNK_SIZE)
+    info = await storage.put(KEY, chunked(data))
+    assert len(visible_files(storage)) == 2  # the blob and its sha256 sidecar (sent in parts)
+    await storage.rewrite(KEY)
+    assert await storage.stat(KEY) == info
+    assert await read_all(storage, KEY) == data
+    assert visible_files(storage) == [storage._name(KEY)]  # the hash is in the metadata now
