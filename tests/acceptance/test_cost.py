@@ -264,3 +264,14 @@ def seconds_or_minutes(us: int) -> str:
         return f"{seconds:.1f}s"
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes}m{secs:02d}s"
+
+
+def test_a_run_too_short_to_cost_a_micro_says_so_rather_than_zero(
+    account_cli: Cli, workdir: Path
+) -> None:
+    (workdir / "quick.py").write_text("print('done')\n")
+    ran = account_cli("run", "quick.py", "--no-cache")  # the default €0.008 an hour
+    assert ran.returncode == 0, ran.stderr
+    assert status_of(account_cli, run_id(ran))["cost_micros"] == 0  # well under one micro
+    assert ran.stderr.rstrip().endswith(", < €0.000001")
+    assert "< €0.000001 (provisional)" in account_cli("status", run_id(ran)).stdout

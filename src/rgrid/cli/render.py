@@ -161,10 +161,19 @@ def execution(e: schemas.ExecutionPublic) -> None:
 money = format_micros  # ``€0.000123``: integer micros as euros, exactly
 
 
+def cost_amount(e: schemas.ExecutionPublic) -> str:
+    """The execution's cost; a run too short to cost a whole micro says so rather than 0."""
+    if e.cost_micros is None:
+        return "-"
+    if e.cost_micros == 0 and e.cached_from is None and (e.duration_s or 0) > 0:
+        return "< €0.000001"
+    return money(e.cost_micros)
+
+
 def cost_label(e: schemas.ExecutionPublic) -> str:
     if e.cost_micros is None:
         return "-"
-    return f"{money(e.cost_micros)} ({'final' if e.cost_final else 'provisional'})"
+    return f"{cost_amount(e)} ({'final' if e.cost_final else 'provisional'})"
 
 
 def cache_label(e: schemas.ExecutionPublic) -> str:

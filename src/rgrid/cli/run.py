@@ -288,7 +288,7 @@ def _summary(final: schemas.ExecutionPublic, downloads: Downloads | None) -> Non
     if downloads and downloads.unchanged:
         files += f", {len(downloads.unchanged)} already in place"
     if final.cost_micros is not None:
-        files += f", {render.money(final.cost_micros)}"
+        files += f", {render.cost_amount(final)}"
     render.info(
         f"{final.id} {render.state_label(final)} in {render.duration(final.duration_s)}{files}"
     )
