@@ -82,7 +82,7 @@ def test_init_with_a_bad_key_writes_nothing(
 def test_doctor_reports_sandbox_python_and_grid(cli: Cli, live_server: LiveServer) -> None:
     require_tool("bwrap")
 
-    result = cli("doctor")
+    result = Cli(cli.cwd, {**cli.env, "PATH": "/usr/bin:/bin"})("doctor")  # no uv on PATH
 
     assert result.returncode == 0, result.stdout + result.stderr
     checks = {line[7:].split()[0]: line for line in result.stdout.splitlines() if line[:1] == "["}
@@ -90,6 +90,8 @@ def test_doctor_reports_sandbox_python_and_grid(cli: Cli, live_server: LiveServe
     assert checks["python"].startswith("[ok  ]") and "3." in checks["python"]
     assert checks["grid"].startswith("[ok  ]") and live_server.url in checks["grid"]
     assert "compression off (the grid is on this machine)" in checks["transfers"]
+    # the uv the grid uses (shipped with the server extra), even when none is on PATH
+    assert checks["uv"].startswith("[ok  ]") and "/uv" in checks["uv"]
     assert not any(line.startswith("[FAIL]") for line in result.stdout.splitlines())
     forced = Cli(cli.cwd, {**cli.env, "RGRID_COMPRESSION": "always"})("doctor")
     assert "zstd compression on (RGRID_COMPRESSION=always)" in forced.stdout

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 
 import click
@@ -38,7 +37,7 @@ def _check(label: str, ok: bool | None, detail: str) -> None:
 @click.command()
 def doctor() -> None:
     """What this machine offers: sandbox, Python, uv, the grid and its storage."""
-    from rgrid import compression
+    from rgrid import compression, errors
     from rgrid.client import Client, config, daemon
     from rgrid.envs.pythons import python_version, real_interpreter
 
@@ -50,8 +49,12 @@ def doctor() -> None:
     except Exception as exc:  # doctor reports, never crashes
         _check("sandbox", False, str(exc))
     _check("python", True, f"{python_version()} at {real_interpreter()}")
-    uv = shutil.which("uv")
-    _check("uv", True if uv else None, uv or "not on PATH (needed by the dependencies feature)")
+    try:  # the uv the grid itself would use (the uv package's binary, else PATH)
+        from rgrid.envs.cache import find_uv
+
+        _check("uv", True, find_uv())
+    except errors.MissingExtra:
+        _check("uv", None, "not found (needed by the dependencies feature)")
     target = config.resolve_target()
     if target.api_url is None:
         info = daemon.status(config.local_home())
