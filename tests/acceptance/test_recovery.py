@@ -88,8 +88,10 @@ def test_server_killed_with_30_executions_in_flight_loses_none(
     own_server.kill()
     own_server.start()
 
-    def all_done() -> list[dict[str, object]] | None:
-        states = [status_of(cli, i) for i in ids]
+    def all_done() -> list[dict[str, object]] | None:  # one `rgrid list` a poll, not 30 statuses
+        listed = json_of(cli("list", "--limit", "1000", "--json"))
+        by_id = {e["id"]: e for e in listed["data"]}
+        states = [by_id[i] for i in ids]
         return states if all(s["state"] in ("succeeded", "failed") for s in states) else None
 
     states = wait_for(all_done, timeout=120, interval=1.0)
