@@ -16,7 +16,6 @@ Usage: .venv/bin/python bench/transfer.py [--mib 1024]
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.server
 import json
 import os
@@ -29,6 +28,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from rgrid.runner.workdir import sha256_file
 
 RGRID = Path(sys.executable).parent / "rgrid"
 CHUNK = 1024 * 1024
@@ -96,14 +97,6 @@ def make_files(root: Path, size: int) -> tuple[Path, Path]:
     return archive, table
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def timed(argv: list[str], **kw: object) -> float:
     start = time.perf_counter()
     subprocess.run(argv, check=True, capture_output=True, **kw)  # type: ignore[call-overload]
@@ -141,7 +134,7 @@ def measure(
     (tmp / "curl.out").unlink()
     (served / name).unlink()
     started = time.perf_counter()
-    sha256(path)  # the floor under any verified transfer: one sha256 pass
+    sha256_file(path)  # the floor under any verified transfer: one sha256 pass
     rows.append((name, "sha256 only", time.perf_counter() - started, None))
     size = str(path.stat().st_size)
     ways = [("", env)] + ([(" zstd", zstd)] if name.endswith(".csv") else [])
@@ -151,7 +144,7 @@ def measure(
     for suffix, how_env in ways:
         down = child(how_env, project, "down", execution, f"copy_{name}", str(fetched))
         rows.append((name, "rgrid download" + suffix, down["seconds"], down["rss_mib"]))
-        assert sha256(fetched / f"copy_{name}") == digest
+        assert sha256_file(fetched / f"copy_{name}") == digest
         (fetched / f"copy_{name}").unlink()
     return rows
 
@@ -200,7 +193,7 @@ def main() -> None:
         pid = json.loads((tmp / "home" / "server.json").read_text())["pid"]
         for path in files:
             name = path.name
-            digest = sha256(path)
+            digest = sha256_file(path)
             ran = subprocess.run(  # the grid holds a copy of the file as an output
                 [str(RGRID), "run", "duplicate.py", name, "--remote-only", "--no-cache"],
                 cwd=project,

@@ -8,6 +8,7 @@ compressed or decompressed, so the CLI's start-up does not pay for it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import IO, Any, cast
 
@@ -36,8 +37,6 @@ POLICIES = ("auto", "always", "never")
 
 def policy_from_env() -> str:
     """``RGRID_COMPRESSION``, checked (``errors.UsageError`` naming the choices)."""
-    import os
-
     value = os.environ.get("RGRID_COMPRESSION", "").strip().lower() or "auto"
     if value not in POLICIES:
         raise errors.UsageError(

@@ -37,7 +37,7 @@ def _check(label: str, ok: bool | None, detail: str) -> None:
 @click.command()
 def doctor() -> None:
     """What this machine offers: sandbox, Python, uv, the grid and its storage."""
-    from rgrid import compression, errors
+    from rgrid import errors
     from rgrid.client import Client, config, daemon
     from rgrid.envs.pythons import python_version, real_interpreter
 
@@ -71,12 +71,11 @@ def doctor() -> None:
         _check("grid", False, f"{target.source}: {exc}")
         sys.exit(1)
     _check("grid", True, f"{client.base_url} ({target.source}), account {me.account.name}")
-    policy = compression.policy_from_env()
-    where = "on" if client.compresses else "off"
-    why = {"always": "RGRID_COMPRESSION=always", "never": "RGRID_COMPRESSION=never"}.get(
-        policy, "the grid is on this machine" if not client.compresses else "a remote grid"
-    )
-    _check("transfers", True, f"zstd compression {where} ({why})")
+    if client.compression_policy != "auto":
+        why = f"RGRID_COMPRESSION={client.compression_policy}"
+    else:
+        why = "a remote grid" if client.compresses else "the grid is on this machine"
+    _check("transfers", True, f"zstd compression {'on' if client.compresses else 'off'} ({why})")
     _check("storage", health.storage == "ok", health.storage)
     _check("store", health.store == "ok", health.store)
     _check("worker", True, f"sandbox on the grid: {health.sandbox}")

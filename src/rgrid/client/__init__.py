@@ -40,9 +40,9 @@ class Client:
         """``compression_policy``: auto, always or never (default: ``RGRID_COMPRESSION``)."""
         self.base_url = base_url.rstrip("/")
         self._http = Transport(self.base_url)
-        policy = compression_policy or compression.policy_from_env()
+        self.compression_policy = compression_policy or compression.policy_from_env()
         #: whether bodies over 1 MiB travel compressed (not to a grid on this machine, by default)
-        self.compresses = compression.pays_to(self.base_url, policy)
+        self.compresses = compression.pays_to(self.base_url, self.compression_policy)
         if api_key:
             self._http.headers["authorization"] = f"Bearer {api_key}"
         #: called with (attempt, total) before a retry, to tell the user

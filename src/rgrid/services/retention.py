@@ -102,8 +102,9 @@ async def rewrite_in_use(grid: Grid, now: datetime) -> int:
             due = await blob_repo.blobs_in_use(session, cutoff, written_before, SWEEP_BATCH)
         for account_id, sha256 in due:
             await grid.storage.rewrite(blob_key(account_id, sha256))
-        async with store.transaction(grid.sessions) as session:
-            await blob_repo.mark_rewritten(session, due, now)  # (not later than the copy)
+        if due:
+            async with store.transaction(grid.sessions) as session:
+                await blob_repo.mark_rewritten(session, due, now)  # (not later than the copy)
         rewritten += len(due)
         if len(due) < SWEEP_BATCH:
             break

@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 from rgrid import errors
-from rgrid.storage import CHUNK_SIZE
+from rgrid.storage import CHUNK_SIZE, BlobInfo, ObjectStorage, validate_key
 
 
 @contextlib.contextmanager
@@ -108,3 +108,33 @@ def replace_atomically(dest: Path, write: Callable[[Path], object]) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise
+
+
+async def put_file_streamed(
+    storage: ObjectStorage, key: str, src: Path, *, sha256: str | None, move: bool
+) -> BlobInfo:
+    """``ObjectStorage.put_file`` for a backend that stores a file by streaming it through its
+    own ``put`` (verified there); with ``move`` the file is removed once stored."""
+    chunks = iter_file(src, label=f"local file {src.name!r}")
+    info = await storage.put(key, chunks, sha256=sha256)
+    if move:
+        src.unlink(missing_ok=True)
+    return info
+
+
+class ServedByTheGrid:
+    """What a backend without direct URLs or age-based expiry says: its blobs are served only
+    through the grid, and go only when the janitor deletes them."""
+
+    async def download_url(self, key: str, expires_s: int) -> None:  # noqa: ARG002
+        """See ``ObjectStorage.download_url``: None."""
+        validate_key(key)
+        return None
+
+    async def expire_unwritten(self, days: int) -> bool:  # noqa: ARG002
+        """See ``ObjectStorage.expire_unwritten``: False."""
+        return False
+
+    async def rewrite(self, key: str) -> None:
+        """See ``ObjectStorage.rewrite``: blobs here do not age by themselves."""
+        validate_key(key)

@@ -26,7 +26,7 @@ META_DIR = ".meta"  # sidecars: .meta/<key>.json holds the sha256 verified when 
 _META_SUFFIX = ".json"
 
 
-class LocalStorage:
+class LocalStorage(_stream.ServedByTheGrid):
     """``ObjectStorage`` on a local filesystem under ``root`` (created on first use).
 
     ``root/<key>`` holds a blob's bytes. It appears only by an atomic rename from ``root/.tmp`` once
@@ -198,20 +198,15 @@ class LocalStorage:
         """See ``ObjectStorage.put_file``; with ``move`` on the same filesystem the file is
         hashed (unless ``verified``), synced and renamed into place rather than copied."""
         if move:
-            known = sha256 if verified else None
             with _wrap_errors(f"write blob {key!r}"):
-                moved = await asyncio.to_thread(self._adopt, key, src, sha256, known)
+                moved = await asyncio.to_thread(self._adopt, key, src, sha256, verified)
             if moved is not None:
                 return moved
-        chunks = _stream.iter_file(src, label=f"local file {src.name!r}")
-        info = await self.put(key, chunks, sha256=sha256)
-        if move:
-            src.unlink(missing_ok=True)
-        return info
+        return await _stream.put_file_streamed(self, key, src, sha256=sha256, move=move)
 
-    def _adopt(self, key: str, src: Path, sha256: str | None, known: str | None) -> BlobInfo | None:
-        """Verify ``src`` (unless its sha256 is ``known``) and rename it to the blob; None if
-        it lives on another filesystem."""
+    def _adopt(self, key: str, src: Path, sha256: str | None, verified: bool) -> BlobInfo | None:
+        """Verify ``src`` (unless ``verified`` against ``sha256``) and rename it to the blob;
+        None if it lives on another filesystem."""
         path = self._path(key)
         try:
             fh = src.open("rb+")
@@ -221,8 +216,8 @@ class LocalStorage:
             st = os.fstat(fh.fileno())
             if st.st_dev != self._device():
                 return None
-            if known is not None:
-                info = BlobInfo(key=key, size=st.st_size, sha256=known)
+            if verified and sha256 is not None:
+                info = BlobInfo(key=key, size=st.st_size, sha256=sha256)
             else:
                 verifier = Verifier(key, sha256=sha256, size=None)
                 while data := fh.read(CHUNK_SIZE):
@@ -238,19 +233,6 @@ class LocalStorage:
     def _device(self) -> int:
         self.root.mkdir(parents=True, exist_ok=True)
         return os.stat(self.root).st_dev
-
-    async def download_url(self, key: str, expires_s: int) -> None:  # noqa: ARG002
-        """See ``ObjectStorage.download_url``: blobs here are only served through the grid."""
-        validate_key(key)
-        return None
-
-    async def expire_unwritten(self, days: int) -> bool:  # noqa: ARG002
-        """See ``ObjectStorage.expire_unwritten``: blobs here go only when the janitor says."""
-        return False
-
-    async def rewrite(self, key: str) -> None:
-        """See ``ObjectStorage.rewrite``: blobs here do not age by themselves."""
-        validate_key(key)
 
     async def health(self) -> None:
         """See ``ObjectStorage.health``: creates ``root`` if needed and writes a probe file."""

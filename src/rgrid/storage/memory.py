@@ -11,7 +11,7 @@ from rgrid import errors
 from rgrid.storage import CHUNK_SIZE, BlobInfo, Verifier, _stream, validate_key
 
 
-class InMemoryStorage:
+class InMemoryStorage(_stream.ServedByTheGrid):
     """``ObjectStorage`` that keeps every blob in a dict; contents vanish with the object.
 
     Same contract as the real backends, integrity checks and key validation included, so the
@@ -79,24 +79,7 @@ class InMemoryStorage:
         verified: bool = False,  # noqa: ARG002 (the bytes are read to be stored anyway)
     ) -> BlobInfo:
         """See ``ObjectStorage.put_file`` (``move``: ``src`` is removed once stored)."""
-        chunks = _stream.iter_file(src, label=f"local file {src.name!r}")
-        info = await self.put(key, chunks, sha256=sha256)
-        if move:
-            src.unlink(missing_ok=True)
-        return info
-
-    async def download_url(self, key: str, expires_s: int) -> None:  # noqa: ARG002
-        """See ``ObjectStorage.download_url``: blobs here are only served through the grid."""
-        validate_key(key)
-        return None
-
-    async def expire_unwritten(self, days: int) -> bool:  # noqa: ARG002
-        """See ``ObjectStorage.expire_unwritten``: blobs here go only when the janitor says."""
-        return False
-
-    async def rewrite(self, key: str) -> None:
-        """See ``ObjectStorage.rewrite``: blobs here do not age by themselves."""
-        validate_key(key)
+        return await _stream.put_file_streamed(self, key, src, sha256=sha256, move=move)
 
     async def health(self) -> None:
         """See ``ObjectStorage.health``; memory is always usable."""

@@ -25,7 +25,7 @@ from rgrid import errors
 from rgrid.storage import CHUNK_SIZE, BlobInfo, Verifier, validate_key
 from rgrid.storage._stream import (
     closing,
-    iter_file,
+    put_file_streamed,
     temp_sibling,
     wrap_os_errors,
 )
@@ -247,10 +247,7 @@ class S3Storage:
         verified: bool = False,  # noqa: ARG002 (the bytes are read to be stored anyway)
     ) -> BlobInfo:
         """See ``ObjectStorage.put_file`` (``move``: ``src`` is removed once stored)."""
-        info = await self.put(key, iter_file(src, label=src.name), sha256=sha256)
-        if move:
-            src.unlink(missing_ok=True)
-        return info
+        return await put_file_streamed(self, key, src, sha256=sha256, move=move)
 
     async def download_url(self, key: str, expires_s: int) -> str | None:
         """See ``ObjectStorage.download_url``: a presigned GET."""
