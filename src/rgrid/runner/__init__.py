@@ -22,7 +22,8 @@ class ControlPlane(Protocol):
         """Write the input's bytes to ``dest`` (its parent exists). Raises RgridError."""
 
     async def store_output(self, path: Path, rel: str) -> domain.FileRef:
-        """Store the file at ``path`` as output ``rel``; returns its reference."""
+        """Store the file at ``path`` as output ``rel`` (it may be taken away: the work
+        directory is discarded after collection); returns its reference."""
 
     async def append_logs(self, segments: list[domain.LogSegment]) -> None:
         """Persist log segments (consecutive sequence numbers) before returning."""

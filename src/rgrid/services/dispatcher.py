@@ -51,7 +51,9 @@ class GridControlPlane:
 
         sha = await asyncio.to_thread(sha256_file, path)
         key = blob_key(self._spec.account_id, sha)
-        info = await self._grid.storage.put_file(key, path, sha256=sha)
+        # the work directory is discarded after collection: the file is given away, and on the
+        # storage's disk renamed into place without a second copy or hash
+        info = await self._grid.storage.put_file(key, path, sha256=sha, move=True, verified=True)
         async with store.transaction(self._grid.sessions) as session:
             await blob_repo.record_blob(session, self._spec.account_id, sha, info.size, utcnow())
         return domain.FileRef(rel, sha, info.size)
