@@ -26,6 +26,7 @@ from rgrid.services.dispatcher import Dispatcher
 from rgrid.services.events import Notifier
 from rgrid.services.secrets import SecretBox
 from rgrid.settings import ServerSettings
+from rgrid.store import signals
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     box = sandbox.detect()
     if box.name != "bwrap":
         logger.warning("sandbox is weaker: %s", box.strength, extra={"action": "weak_sandbox"})
-    dispatcher = Dispatcher(grid, LocalExecutor(slots=settings.slots, config=config))
+    dispatcher = Dispatcher(
+        grid,
+        LocalExecutor(slots=settings.slots, config=config),
+        signals.from_engine(engine),
+    )
     dispatcher.start()
     app.state.grid = grid
     app.state.dispatcher = dispatcher

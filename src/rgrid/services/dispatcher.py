@@ -1,6 +1,7 @@
 """The dispatcher: claims queued executions for the executor, keeps their leases, records outcomes.
 
-Four loops run in the server: claim (woken on submit, else every ``POLL_S``), lease renewal
+Four loops run in the server: claim (woken on a submit to any server of the database, see
+``store.signals``, else every ``POLL_S``), lease renewal
 (every third of the lease; also notices cancel requests made through another server),
 recovery (running executions whose lease expired become ``worker_lost``), and the retention
 janitor (deletes blobs past the retention period that nothing live references).
@@ -29,6 +30,8 @@ from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
 from rgrid.store import logs as log_repo
 from rgrid.store.models import ExecutionRow
+from rgrid.store.signals import WorkSignal
+from rgrid.store.signals.local import InProcessWorkSignal
 
 logger = logging.getLogger(__name__)
 
@@ -66,20 +69,27 @@ class GridControlPlane:
 
 
 class Dispatcher:
-    def __init__(self, grid: Grid, executor: Executor) -> None:
+    def __init__(self, grid: Grid, executor: Executor, signal: WorkSignal | None = None) -> None:
         self._grid = grid
         self.executor = executor
         self._wake = asyncio.Event()
+        # reaches the other servers of the database too, so an idle one starts a submit at once
+        self._signal = signal or InProcessWorkSignal()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         # unique per server process: two servers on one host must not renew each other's leases
         self._worker = f"{grid.settings.worker_name}:{os.getpid()}"
         self._started = utcnow()  # this worker's billing periods run back to back from here
         self._lease = timedelta(seconds=grid.settings.lease_s)
-        grid.wake_dispatcher = self._wake.set
+        grid.wake_dispatcher = self._work_queued
         grid.cancel_local = executor.cancel
 
+    def _work_queued(self) -> None:
+        self._wake.set()
+        self._signal.publish()
+
     def start(self) -> None:
+        self._signal.start(self._wake.set)
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="dispatcher-claim"),
             asyncio.create_task(self._lease_loop(), name="dispatcher-lease"),
@@ -95,6 +105,7 @@ class Dispatcher:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._signal.close()
         await self.executor.close()
 
     async def _claim_loop(self) -> None:
