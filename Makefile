@@ -41,7 +41,7 @@ typecheck: install
 
 pytest: install
 	@scripts/ensure-services --with-postgres
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 test: lint typecheck pytest
 
