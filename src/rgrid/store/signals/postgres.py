@@ -53,7 +53,7 @@ class PostgresWorkSignal:
             began = loop.time()
             try:
                 await self._serve(on_work)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except Exception as exc:  # whatever it was, this loop must outlive it
                 logger.warning(
                     "work signal connection: %s (servers poll until it is back)",
                     exc,
