@@ -177,3 +177,5 @@ def history(
         if not page.data:
             return lines, after, page.done
         after = page.last_seq
+        if page.done:  # ended, and this page reached its last line: no need to ask again
+            return lines, after, True
