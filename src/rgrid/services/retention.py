@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain, errors, store
 from rgrid.services import Grid, utcnow
@@ -62,6 +64,9 @@ def storage_expiry_days(grid: Grid) -> int:
     return math.ceil(grid.settings.retention_days) + 1
 
 
+Blobs = list[tuple[str, str]]  # (account id, sha256)
+
+
 async def sweep(grid: Grid, now: datetime | None = None) -> int:
     """Delete the blobs retention no longer keeps; returns how many were deleted. Where the
     storage deletes old blobs by itself, the ones still in use are rewritten first."""
@@ -69,21 +74,18 @@ async def sweep(grid: Grid, now: datetime | None = None) -> int:
     if grid.blobs_age_out:
         await rewrite_in_use(grid, now)
     cutoff = now - grid.settings.retention
-    deleted = 0
-    while True:
-        async with store.transaction(grid.sessions) as session:
-            doomed = await blob_repo.unreferenced_blobs(session, cutoff, SWEEP_BATCH)
-            # the rows go first: from then on the grid asks for the content to be uploaded again
-            await blob_repo.forget_blobs(session, doomed)
-        for account_id, sha256 in doomed:
-            await grid.storage.delete(blob_key(account_id, sha256))
-        if doomed:
-            async with store.transaction(grid.sessions) as session:
-                # an upload of the same content that raced the deletion lost its object
-                await blob_repo.forget_blobs(session, doomed, created_after=cutoff)
-        deleted += len(doomed)
-        if len(doomed) < SWEEP_BATCH:
-            break
+
+    async def pick(session: AsyncSession) -> Blobs:
+        doomed = await blob_repo.unreferenced_blobs(session, cutoff, SWEEP_BATCH)
+        # the rows go first: from then on the grid asks for the content to be uploaded again
+        await blob_repo.forget_blobs(session, doomed)
+        return doomed
+
+    async def settle(session: AsyncSession, doomed: Blobs) -> None:
+        # an upload of the same content that raced the deletion lost its object
+        await blob_repo.forget_blobs(session, doomed, created_after=cutoff)
+
+    deleted = await _in_batches(grid, pick, grid.storage.delete, settle)
     if deleted:
         logger.info("retention removed %d blob(s)", deleted, extra={"action": "blobs_expired"})
     return deleted
@@ -96,18 +98,36 @@ async def rewrite_in_use(grid: Grid, now: datetime) -> int:
     sweep interval. Returns how many were rewritten."""
     cutoff = now - grid.settings.retention
     written_before = now - grid.settings.retention / 2
-    rewritten = 0
-    while True:
-        async with store.transaction(grid.sessions) as session:
-            due = await blob_repo.blobs_in_use(session, cutoff, written_before, SWEEP_BATCH)
-        for account_id, sha256 in due:
-            await grid.storage.rewrite(blob_key(account_id, sha256))
-        if due:
-            async with store.transaction(grid.sessions) as session:
-                await blob_repo.mark_rewritten(session, due, now)  # (not later than the copy)
-        rewritten += len(due)
-        if len(due) < SWEEP_BATCH:
-            break
+
+    async def pick(session: AsyncSession) -> Blobs:
+        return await blob_repo.blobs_in_use(session, cutoff, written_before, SWEEP_BATCH)
+
+    async def settle(session: AsyncSession, due: Blobs) -> None:
+        await blob_repo.mark_rewritten(session, due, now)  # (not later than the copy)
+
+    rewritten = await _in_batches(grid, pick, grid.storage.rewrite, settle)
     if rewritten:
         logger.info("rewrote %d blob(s) in use", rewritten, extra={"action": "blobs_rewritten"})
     return rewritten
+
+
+async def _in_batches(
+    grid: Grid,
+    pick: Callable[[AsyncSession], Awaitable[Blobs]],
+    act: Callable[[str], Awaitable[None]],
+    settle: Callable[[AsyncSession, Blobs], Awaitable[None]],
+) -> int:
+    """Up to ``SWEEP_BATCH`` blobs at a time: ``pick`` them in one transaction, ``act`` on
+    each one's storage key outside it, ``settle`` them in another; returns how many."""
+    done = 0
+    while True:
+        async with store.transaction(grid.sessions) as session:
+            batch = await pick(session)
+        for account_id, sha256 in batch:
+            await act(blob_key(account_id, sha256))
+        if batch:
+            async with store.transaction(grid.sessions) as session:
+                await settle(session, batch)
+        done += len(batch)
+        if len(batch) < SWEEP_BATCH:
+            return done
