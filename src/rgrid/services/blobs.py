@@ -232,9 +232,7 @@ def _to_disk(sink: Callable[[bytes], None], handle: IO[bytes]) -> Callable[[byte
     is stored then has little left to wait for."""
 
     def put(piece: bytes) -> None:
-        start = handle.tell()
-        sink(piece)
-        handle.flush()
-        writeback.start(handle.fileno(), start)
+        with writeback.pushed(handle):
+            sink(piece)
 
     return put

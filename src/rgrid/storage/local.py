@@ -26,7 +26,7 @@ META_DIR = ".meta"  # sidecars: .meta/<key>.json holds the sha256 verified when 
 _META_SUFFIX = ".json"
 
 
-class LocalStorage(_stream.ServedByTheGrid):
+class LocalStorage(_stream.FilesThroughPut, _stream.ServedByTheGrid):
     """``ObjectStorage`` on a local filesystem under ``root`` (created on first use).
 
     ``root/<key>`` holds a blob's bytes. It appears only by an atomic rename from ``root/.tmp`` once
@@ -202,7 +202,7 @@ class LocalStorage(_stream.ServedByTheGrid):
                 moved = await asyncio.to_thread(self._adopt, key, src, sha256, verified)
             if moved is not None:
                 return moved
-        return await _stream.put_file_streamed(self, key, src, sha256=sha256, move=move)
+        return await super().put_file(key, src, sha256=sha256, move=move)
 
     def _adopt(self, key: str, src: Path, sha256: str | None, verified: bool) -> BlobInfo | None:
         """Verify ``src`` (unless ``verified`` against ``sha256``) and rename it to the blob;
@@ -252,10 +252,8 @@ class LocalStorage(_stream.ServedByTheGrid):
 
 def _write(fh: io.BufferedWriter, verifier: Verifier, data: bytes) -> None:
     verifier.update(data)  # first, so an oversize stream fails before its excess is written
-    start = fh.tell()
-    fh.write(data)
-    fh.flush()
-    writeback.start(fh.fileno(), start)  # the fsync in _commit then has little left to do
+    with writeback.pushed(fh):  # the fsync in _commit then has little left to do
+        fh.write(data)
 
 
 def _copy(key: str, src: Path, dest: Path) -> None:

@@ -7,9 +7,11 @@ which the fsync 0.6-0.7 s; with writeback started after every 4 MiB, 1.4 s and t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import IO
 
 #: SYNC_FILE_RANGE_WRITE: start writing the dirty pages of the range, do not wait for them
 _WRITE = 2
@@ -36,3 +38,12 @@ def start(fd: int, offset: int) -> None:
     function = _sync_file_range()
     if function is not None:
         function(fd, offset, 0, _WRITE)  # 0 bytes: up to the end of the file
+
+
+@contextlib.contextmanager
+def pushed(handle: IO[bytes]) -> Iterator[None]:
+    """What the block writes to ``handle`` is flushed and its writeback started at the end."""
+    offset = handle.tell()
+    yield
+    handle.flush()
+    start(handle.fileno(), offset)
