@@ -110,16 +110,25 @@ def replace_atomically(dest: Path, write: Callable[[Path], object]) -> None:
         raise
 
 
-async def put_file_streamed(
-    storage: ObjectStorage, key: str, src: Path, *, sha256: str | None, move: bool
-) -> BlobInfo:
-    """``ObjectStorage.put_file`` for a backend that stores a file by streaming it through its
-    own ``put`` (verified there); with ``move`` the file is removed once stored."""
-    chunks = iter_file(src, label=f"local file {src.name!r}")
-    info = await storage.put(key, chunks, sha256=sha256)
-    if move:
-        src.unlink(missing_ok=True)
-    return info
+class FilesThroughPut:
+    """``put_file`` for a backend that stores a local file by streaming it through its own
+    ``put`` (verified there)."""
+
+    async def put_file(
+        self: ObjectStorage,
+        key: str,
+        src: Path,
+        *,
+        sha256: str | None = None,
+        move: bool = False,
+        verified: bool = False,  # noqa: ARG002 (the bytes are read to be stored anyway)
+    ) -> BlobInfo:
+        """See ``ObjectStorage.put_file`` (``move``: ``src`` is removed once stored)."""
+        chunks = iter_file(src, label=f"local file {src.name!r}")
+        info = await self.put(key, chunks, sha256=sha256)
+        if move:
+            src.unlink(missing_ok=True)
+        return info
 
 
 class ServedByTheGrid:

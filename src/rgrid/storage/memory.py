@@ -11,7 +11,7 @@ from rgrid import errors
 from rgrid.storage import CHUNK_SIZE, BlobInfo, Verifier, _stream, validate_key
 
 
-class InMemoryStorage(_stream.ServedByTheGrid):
+class InMemoryStorage(_stream.FilesThroughPut, _stream.ServedByTheGrid):
     """``ObjectStorage`` that keeps every blob in a dict; contents vanish with the object.
 
     Same contract as the real backends, integrity checks and key validation included, so the
@@ -68,18 +68,6 @@ class InMemoryStorage(_stream.ServedByTheGrid):
         data = self._get(key)
         with _stream.wrap_os_errors(f"copy blob {key!r} to {dest.name!r}"):
             await asyncio.to_thread(_stream.replace_atomically, dest, lambda t: t.write_bytes(data))
-
-    async def put_file(
-        self,
-        key: str,
-        src: Path,
-        *,
-        sha256: str | None = None,
-        move: bool = False,
-        verified: bool = False,  # noqa: ARG002 (the bytes are read to be stored anyway)
-    ) -> BlobInfo:
-        """See ``ObjectStorage.put_file`` (``move``: ``src`` is removed once stored)."""
-        return await _stream.put_file_streamed(self, key, src, sha256=sha256, move=move)
 
     async def health(self) -> None:
         """See ``ObjectStorage.health``; memory is always usable."""

@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 from rgrid import errors
 from rgrid.storage import CHUNK_SIZE, BlobInfo, Verifier, validate_key
 from rgrid.storage._stream import (
+    FilesThroughPut,
     closing,
-    put_file_streamed,
     temp_sibling,
     wrap_os_errors,
 )
@@ -72,7 +72,7 @@ def _covers(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return all(existing.get(field) == value for field, value in wanted.items())
 
 
-class S3Storage:
+class S3Storage(FilesThroughPut):
     def __init__(
         self,
         bucket: str,
@@ -236,18 +236,6 @@ class S3Storage:
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
-
-    async def put_file(
-        self,
-        key: str,
-        src: Path,
-        *,
-        sha256: str | None = None,
-        move: bool = False,
-        verified: bool = False,  # noqa: ARG002 (the bytes are read to be stored anyway)
-    ) -> BlobInfo:
-        """See ``ObjectStorage.put_file`` (``move``: ``src`` is removed once stored)."""
-        return await put_file_streamed(self, key, src, sha256=sha256, move=move)
 
     async def download_url(self, key: str, expires_s: int) -> str | None:
         """See ``ObjectStorage.download_url``: a presigned GET."""
