@@ -123,13 +123,7 @@ async def unreferenced_blobs(
 ) -> list[tuple[str, str]]:
     """(account, sha256) of blobs recorded before ``cutoff`` that no artifact references which
     was recorded after it or belongs to an execution not yet ended."""
-    rows = await session.execute(
-        select(BlobRow.account_id, BlobRow.sha256)
-        .where(BlobRow.created_at <= cutoff, ~_in_use(cutoff))
-        .order_by(BlobRow.created_at)
-        .limit(limit)
-    )
-    return [(str(account), str(sha)) for account, sha in rows]
+    return await _oldest(session, limit, BlobRow.created_at <= cutoff, ~_in_use(cutoff))
 
 
 async def blobs_in_use(
@@ -137,9 +131,16 @@ async def blobs_in_use(
 ) -> list[tuple[str, str]]:
     """(account, sha256) of blobs recorded (or rewritten) before ``written_before`` that an
     artifact still uses (as ``unreferenced_blobs`` counts use, with ``cutoff``)."""
+    return await _oldest(session, limit, BlobRow.created_at <= written_before, _in_use(cutoff))
+
+
+async def _oldest(
+    session: AsyncSession, limit: int, *conditions: ColumnElement[bool]
+) -> list[tuple[str, str]]:
+    """(account, sha256) of up to ``limit`` blobs meeting ``conditions``, oldest first."""
     rows = await session.execute(
         select(BlobRow.account_id, BlobRow.sha256)
-        .where(BlobRow.created_at <= written_before, _in_use(cutoff))
+        .where(*conditions)
         .order_by(BlobRow.created_at)
         .limit(limit)
     )
