@@ -71,6 +71,7 @@ class ExecutionSpec:
     memory_bytes: int
     network: bool
     attempt: int
+    disk_bytes: int = 10 * 1024**3
     #: the sequence number of the last log line already stored (earlier attempts)
     log_seq_start: int = 0
     #: requirement lines (presets merged in); empty: the standard library only
@@ -170,6 +171,7 @@ class Execution:
     metadata: dict[str, str]
     timeout_s: float
     memory_bytes: int
+    disk_bytes: int
     network: bool
     exit_code: int | None
     failure_class: FailureClass | None

@@ -61,6 +61,10 @@ class FailureClass(StrEnum):
     TIMEOUT = "timeout"
     #: the script ran out of its --memory limit
     OUT_OF_MEMORY = "out_of_memory"
+    #: the script wrote more than its --disk limit (or the grid's disk was nearly full)
+    DISK_LIMIT = "disk_limit"
+    #: the script started more processes than the sandbox allows at once
+    PROCESS_LIMIT = "process_limit"
     #: its dependencies could not be installed
     DEPENDENCY_ERROR = "dependency_error"
     #: an input could not be materialised

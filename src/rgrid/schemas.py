@@ -95,6 +95,8 @@ class ExecutionCreate:
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     timeout_s: float = 3600.0
     memory_bytes: int = 2 * 1024**3
+    #: what the work directory may hold (SPEC §14)
+    disk_bytes: int = 10 * 1024**3
     network: bool = True
     idempotency_key: str | None = None
     #: requirement lines, and where the CLI found them (SPEC §7)
@@ -118,6 +120,7 @@ class ExecutionPublic:
     metadata: dict[str, str]
     timeout_s: float
     memory_bytes: int
+    disk_bytes: int
     network: bool
     exit_code: int | None
     failure_class: FailureClass | None
@@ -173,6 +176,8 @@ class BatchCreate:
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     timeout_s: float = 3600.0
     memory_bytes: int = 2 * 1024**3
+    #: what the work directory may hold (SPEC §14)
+    disk_bytes: int = 10 * 1024**3
     network: bool = True
     idempotency_key: str | None = None
     requirements: list[str] = dataclasses.field(default_factory=list)

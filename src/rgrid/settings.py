@@ -38,6 +38,9 @@ class ServerSettings(BaseSettings):
     max_output_bytes: int = MAX_OUTPUT_BYTES
     max_output_files: int = MAX_OUTPUT_FILES
     max_log_bytes: int = MAX_LOG_BYTES
+    #: free space the grid keeps on its disk: below it no execution starts, and a script
+    #: writing then is stopped (``disk_limit``)
+    disk_reserve_bytes: int = Field(default=1024**3, ge=0)
     admin_key: str | None = None  # bootstrap key for a fresh grid; the local daemon generates one
     #: Fernet key encrypting --env values; servers sharing one database must share it
     #: (default: generated into RGRID_HOME/secret.key)

@@ -60,6 +60,7 @@ def runner_config(settings: ServerSettings) -> RunnerConfig:
         max_output_bytes=settings.max_output_bytes,
         max_output_files=settings.max_output_files,
         max_log_bytes=settings.max_log_bytes,
+        disk_reserve_bytes=settings.disk_reserve_bytes,
     )
 
 

@@ -16,6 +16,7 @@ def execution(e: domain.Execution) -> schemas.ExecutionPublic:
         metadata=e.metadata,
         timeout_s=e.timeout_s,
         memory_bytes=e.memory_bytes,
+        disk_bytes=e.disk_bytes,
         network=e.network,
         exit_code=e.exit_code,
         failure_class=e.failure_class,

@@ -135,6 +135,7 @@ def execution(e: schemas.ExecutionPublic) -> None:
         (
             "limits",
             f"timeout {duration(e.timeout_s)}, memory {binary_size(e.memory_bytes)}, "
+            f"disk {binary_size(e.disk_bytes)}, "
             f"network {'on' if e.network else 'off'}",
         ),
         ("env", ", ".join(e.env_names) or "-"),

@@ -56,6 +56,14 @@ SECOND_INTERRUPT_S = 2.0
     help="Memory limit [RGRID_MEMORY].",
 )
 @click.option(
+    "--disk",
+    type=Size(),
+    default="10GiB",
+    show_default=True,
+    envvar="RGRID_DISK",
+    help="What the script's working directory may hold [RGRID_DISK].",
+)
+@click.option(
     "--requirements",
     "requirements_file",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -128,6 +136,7 @@ def run(
     metadata: tuple[str, ...],
     timeout: float,
     memory: int,
+    disk: int,
     requirements_file: Path | None,
     runtime: str | None,
     max_retries: int,
@@ -164,6 +173,7 @@ def run(
             "metadata": labels,
             "timeout_s": timeout,
             "memory_bytes": memory,
+            "disk_bytes": disk,
             "network": network,
             "requirements": deps.requirements,
             "dependency_source": deps.source,
@@ -199,6 +209,7 @@ def run(
         metadata=labels,
         timeout_s=timeout,
         memory_bytes=memory,
+        disk_bytes=disk,
         network=network,
         idempotency_key=str(uuid.uuid4()),
         requirements=deps.requirements,

@@ -40,4 +40,6 @@ class RunnerConfig:
     max_output_bytes: int
     max_output_files: int
     max_log_bytes: int
+    #: a script writing while the disk has less free than this is stopped
+    disk_reserve_bytes: int = 1024**3
     keep_workdirs: bool = False

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from rgrid import domain
 from rgrid.domain import ExecutionState, FailureClass
-from rgrid.sandbox import SandboxResult
+from rgrid.sandbox import DISK_BYTES, MAX_PROCESSES, LimitHit, SandboxResult
 
 _MODULE_NOT_FOUND = re.compile(r"ModuleNotFoundError: No module named '([^'.]+)")
 _SYNTAX_AT = re.compile(r'File "([^"]+)", line (\d+)')
@@ -31,7 +31,13 @@ def _signal_name(number: int) -> str:
 
 
 def classify(
-    result: SandboxResult, stderr_tail: Sequence[str], *, timeout_s: float, memory_bytes: int
+    result: SandboxResult,
+    stderr_tail: Sequence[str],
+    *,
+    timeout_s: float,
+    memory_bytes: int,
+    disk_bytes: int = DISK_BYTES,
+    max_processes: int = MAX_PROCESSES,
 ) -> domain.Outcome:
     """The outcome of a finished sandbox run (outputs are added by the caller)."""
     if result.cancelled:
@@ -47,7 +53,26 @@ def classify(
     if result.exit_code == 0:
         return domain.Outcome(ExecutionState.SUCCEEDED, 0)
     cause = _last_error_line(stderr_tail)
-    if cause is not None and cause.startswith("MemoryError"):
+    if result.limit_hit is LimitHit.DISK:
+        return domain.Outcome(
+            ExecutionState.FAILED,
+            result.exit_code,
+            FailureClass.DISK_LIMIT,
+            cause=f"the script wrote more than its disk limit ({disk_bytes // 1024**2} MiB) "
+            "or the grid's disk was nearly full; its files were not kept",
+            hint="give it more with --disk, e.g. --disk 20GiB",
+        )
+    if result.limit_hit is LimitHit.PROCESSES:
+        return domain.Outcome(
+            ExecutionState.FAILED,
+            result.exit_code,
+            FailureClass.PROCESS_LIMIT,
+            cause=f"the script started more than {max_processes} processes at once",
+            hint=cause,
+        )
+    if result.limit_hit is LimitHit.MEMORY or (
+        cause is not None and cause.startswith("MemoryError")
+    ):
         return domain.Outcome(
             ExecutionState.FAILED,
             result.exit_code,

@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 #: where the environment appears inside the bubblewrap sandbox
 SANDBOX_ENV_PATH = Path("/opt/rgrid/env")
 SANDBOX_HOME = "/tmp"
+#: an execution takes one slot, and a worker has as many slots as CPUs (SPEC §14)
+CPUS_PER_EXECUTION = 1.0
 
 
 def _sandbox_env(user_env: dict[str, str], python_bin: Path) -> dict[str, str]:
@@ -40,7 +42,11 @@ def _sandbox_env(user_env: dict[str, str], python_bin: Path) -> dict[str, str]:
 
 
 def _sandbox_spec(
-    spec: domain.ExecutionSpec, env: PythonEnv, workdir: Path, box: sandbox.Sandbox
+    spec: domain.ExecutionSpec,
+    env: PythonEnv,
+    workdir: Path,
+    box: sandbox.Sandbox,
+    config: RunnerConfig,
 ) -> sandbox.SandboxSpec:
     inside_bwrap = box.name == "bwrap"
     env_root = SANDBOX_ENV_PATH if inside_bwrap else env.root
@@ -56,6 +62,9 @@ def _sandbox_spec(
         timeout_s=spec.timeout_s,
         memory_bytes=spec.memory_bytes,
         network=spec.network,
+        disk_bytes=spec.disk_bytes,
+        disk_reserve_bytes=config.disk_reserve_bytes,
+        cpus=CPUS_PER_EXECUTION,
     )
 
 
@@ -127,7 +136,7 @@ async def run_execution(
                     spec.requirements, interpreter, shipper.setup
                 ) as env:
                     result = await box.run(
-                        _sandbox_spec(spec, env, workdir, box), shipper.on_output, cancel
+                        _sandbox_spec(spec, env, workdir, box, config), shipper.on_output, cancel
                     )
             except errors.DependencyError as exc:
                 return domain.Outcome(
@@ -143,12 +152,15 @@ async def run_execution(
                     list(shipper.stderr_tail),
                     timeout_s=spec.timeout_s,
                     memory_bytes=spec.memory_bytes,
+                    disk_bytes=spec.disk_bytes,
                 ),
                 packages=env.packages,
                 python_version=interpreter.full_version,
             )
         if outcome.state is ExecutionState.CANCELLED:
             return outcome
+        if outcome.failure_class is FailureClass.DISK_LIMIT:
+            return outcome  # keeping what filled the disk would only move it into storage
         return await _collect(spec, plane, workdir, config, outcome)
     finally:
         if not config.keep_workdirs:

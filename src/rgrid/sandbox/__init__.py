@@ -16,6 +16,7 @@ import shutil
 import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +29,9 @@ MEMORY_BYTES = 2 * 1024**3
 MAX_PROCESSES = 512
 MAX_FILE_BYTES = 16 * 1024**3
 MAX_OPEN_FILES = 1024
+DISK_BYTES = 10 * 1024**3
+#: a script writing while its disk has less free than this is stopped (the grid needs room)
+DISK_RESERVE_BYTES = 1024**3
 TIMEOUT_EXIT_CODE = 124  # what coreutils `timeout` exits with
 PROBE_TIMEOUT_S = 10.0
 SANDBOX_ENV = "RGRID_SANDBOX"
@@ -49,7 +53,9 @@ class SandboxSpec:
     environment of the process; nothing of the caller's environment is added. ``ro_binds`` are
     (host path, sandbox path) read-only mounts; the process sandbox, which has no mount namespace,
     ignores them. Memory is RLIMIT_AS, so an oversized allocation fails with MemoryError rather
-    than being killed.
+    than being killed, and, where cgroups can be had, also the whole group's memory (tmpfs
+    included). ``disk_bytes`` bounds what the work directory may hold; ``cpus`` the CPU time
+    per wall-clock second of the whole group (None: unbounded).
     """
 
     argv: list[str]
@@ -62,6 +68,20 @@ class SandboxSpec:
     max_processes: int = MAX_PROCESSES
     max_file_bytes: int = MAX_FILE_BYTES
     max_open_files: int = MAX_OPEN_FILES
+    disk_bytes: int = DISK_BYTES
+    disk_reserve_bytes: int = DISK_RESERVE_BYTES
+    cpus: float | None = None
+
+
+class LimitHit(StrEnum):
+    """Which of the sandbox's own bounds stopped the process (besides the wall clock)."""
+
+    #: the group's memory (the kernel's OOM killer killed a process of it)
+    MEMORY = "memory"
+    #: the group's process count (a fork was refused)
+    PROCESSES = "processes"
+    #: the work directory's size, or the grid's free-space reserve
+    DISK = "disk"
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,8 @@ class SandboxResult:
     cancelled: bool
     duration_s: float
     max_rss_bytes: int | None
+    #: a bound the process ran into, if any (it may still have exited by itself)
+    limit_hit: LimitHit | None = None
 
     @property
     def exit_code(self) -> int:
@@ -155,7 +177,7 @@ def _bwrap_problem() -> str | None:
         return "bwrap is not installed"
     true = shutil.which("true") or "/bin/true"
     # what every run uses, including the exit status report on fd 1
-    argv = [executable, *bwrap.isolation_args(network=False), "--json-status-fd", "1", "--", true]
+    argv = [executable, *bwrap.isolation_args(None), "--json-status-fd", "1", "--", true]
     try:
         probe = subprocess.run(
             argv, capture_output=True, timeout=PROBE_TIMEOUT_S, check=False, env={}

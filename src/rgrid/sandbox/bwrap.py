@@ -3,47 +3,91 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
+import resource
+import select
 import shutil
 import signal
+import stat
+from enum import StrEnum
 from pathlib import Path
 
 from rgrid import errors
-from rgrid.sandbox import OutputCallback, SandboxResult, SandboxSpec, process
+from rgrid.sandbox import (
+    LimitHit,
+    OutputCallback,
+    SandboxResult,
+    SandboxSpec,
+    cgroups,
+    network,
+    process,
+)
 
 logger = logging.getLogger(__name__)
 
 BWRAP = "bwrap"
 STRENGTH = (
-    "bubblewrap: read-only system, private /tmp, own PID/IPC/UTS namespaces, no capabilities, "
-    "only the work directory writable, optional network isolation"
+    "bubblewrap: read-only system, private /tmp, own PID/IPC/UTS/network namespaces, "
+    "an unprivileged user without capabilities, a cgroup per execution, only the work "
+    "directory writable, the internet but not the host"
 )
+NETWORK_ENV = "RGRID_SANDBOX_NETWORK"
+RESOLV_CONF = "/etc/resolv.conf"
 #: host directories the script needs to run programs; symlinks (merged /usr) are recreated
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc")
-#: files under SYSTEM_PATHS that stay unreadable: the script runs as the grid's user
-MASKED_PATHS = ("/etc/shadow", "/etc/gshadow")
+#: files under SYSTEM_PATHS that stay unreadable whatever their mode (all files of /etc that
+#: others may not read are masked too, see ``masked_paths``)
+MASKED_PATHS = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-")
 #: files under SYSTEM_PATHS that may be symlinks out of them (systemd-resolved: into /run)
 LINKED_FILES = ("/etc/resolv.conf",)
 STATUS_LIMIT_BYTES = 64 * 1024
 
 
-class BwrapSandbox:
-    """The script in fresh mount, PID, IPC and UTS namespaces (and network, unless allowed).
+class NetworkMode(StrEnum):
+    """How a sandbox with the network on reaches it (``RGRID_SANDBOX_NETWORK``)."""
 
-    It sees a read-only /usr and /etc, ``spec.ro_binds``, a private /proc, /dev and /tmp, and
-    its writable ``spec.workdir`` at the same path; nothing else of the host (not /root, /home,
-    /var, /run or the grid's data). The environment is exactly ``spec.env``. Killing bwrap
-    kills every process in its PID namespace, even ones that left our process group.
+    #: its own namespace behind user-mode networking: the internet, not the host or its LAN
+    ISOLATED = "isolated"
+    #: the host's own network namespace, loopback services included (an operator's choice)
+    HOST = "host"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The host-dependent parts of one bwrap command line."""
+
+    #: None: no network at all (``--no-network``)
+    network: NetworkMode | None = NetworkMode.ISOLATED
+    #: the uid and gid the script runs as (via setpriv); None: as the grid's own user
+    run_as: int | None = None
+    status_fd: int | None = None
+    info_fd: int | None = None
+    block_fd: int | None = None
+
+
+class BwrapSandbox:
+    """The script in fresh mount, PID, IPC, UTS and network namespaces, as an unprivileged user,
+    in a cgroup of its own.
+
+    It sees a read-only /usr and /etc (secrets masked), ``spec.ro_binds``, a private /proc, /dev
+    and /tmp, and its writable ``spec.workdir`` at the same path; nothing else of the host (not
+    /root, /home, /var, /run or the grid's data). The environment is exactly ``spec.env``.
+    Killing bwrap kills every process in its PID namespace, even ones that left our process
+    group. Network on means user-mode networking (``network.py``) unless the operator chose the
+    host's network.
     """
 
     name = "bwrap"
     strength = STRENGTH
 
-    def __init__(self, executable: str = BWRAP) -> None:
+    def __init__(self, executable: str = BWRAP, network_mode: NetworkMode | None = None) -> None:
         self._executable = executable
+        self._network_mode = network_mode or configured_network_mode()
 
     async def run(
         self,
@@ -59,26 +103,185 @@ class BwrapSandbox:
                 "bubblewrap (bwrap) is not installed",
                 hint="install it (apt-get install bubblewrap) or set RGRID_SANDBOX=process",
             )
-        status_read, status_write = os.pipe()
-        try:
-            argv = [executable, *command_args(spec, status_fd=status_write)]
-            result = await process.run_command(
-                argv, spec, on_output, cancel, pass_fds=(status_write,), dies_with_parent=True
+        mode = self._network_mode if spec.network else None
+        run_as = SANDBOX_UID if privilege_drop_available() else None
+        async with contextlib.AsyncExitStack() as stack:
+            prefix: list[str] = []
+            if mode is NetworkMode.ISOLATED:
+                namespace = await stack.enter_async_context(network.shared_pool().namespace())
+                prefix = ["nsenter", f"--net={namespace.path}", "--"]
+            group = _make_group(spec)
+            if group is not None:
+                stack.callback(group.remove)
+            if run_as is not None:
+                await asyncio.to_thread(_hand_over, spec.workdir, run_as)
+            handshake = _Handshake(group)
+            plan = Plan(
+                mode, run_as, handshake.status_write, handshake.info_write, handshake.block_read
             )
-        finally:
-            os.close(status_write)
-            status = _read_status(status_read)
-        return _normalise(result, status)
+            argv = [*prefix, executable, *command_args(spec, plan)]
+            limited = dataclasses.replace(spec, max_processes=_process_rlimit(spec, group))
+            try:
+                result = await process.run_command(
+                    argv,
+                    limited,
+                    on_output,
+                    cancel,
+                    pass_fds=handshake.child_fds,
+                    dies_with_parent=True,
+                    on_spawned=handshake.release,
+                )
+            finally:
+                status = handshake.finish()
+            result = _normalise(result, status)
+            if group is not None and result.limit_hit is None:
+                result = dataclasses.replace(result, limit_hit=_group_limit(group.report()))
+            return result
 
 
-def isolation_args(network: bool) -> list[str]:
-    """The bwrap options that build the sandbox around any command (no work directory)."""
+SANDBOX_UID = 65534  # nobody: owns nothing on the host, so a script can change nothing there
+INFO_TIMEOUT_S = 10.0
+
+
+def configured_network_mode() -> NetworkMode:
+    """``RGRID_SANDBOX_NETWORK`` (default isolated); isolated falls back to the host's network,
+    with a warning, where user-mode networking cannot be had."""
+    raw = os.environ.get(NETWORK_ENV, "").strip().lower() or NetworkMode.ISOLATED.value
+    try:
+        mode = NetworkMode(raw)
+    except ValueError:
+        raise errors.SandboxError(
+            f"{NETWORK_ENV}={raw!r} is not a network mode", hint="use 'isolated' or 'host'"
+        ) from None
+    if mode is NetworkMode.ISOLATED and (problem := network.problem()) is not None:
+        _warn_network_fallback(problem)
+        return NetworkMode.HOST
+    return mode
+
+
+@functools.cache
+def _warn_network_fallback(problem: str) -> None:
+    logger.warning(
+        "user-mode networking unavailable (%s): scripts with network on share the host's",
+        problem,
+        extra={"action": "sandbox_network_host"},
+    )
+
+
+@functools.cache
+def privilege_drop_available() -> bool:
+    """Scripts can be run as ``SANDBOX_UID``: the grid is root and util-linux setpriv exists."""
+    return os.geteuid() == 0 and shutil.which("setpriv") is not None
+
+
+def _hand_over(workdir: Path, uid: int) -> None:
+    """Give the work directory and what is in it (the inputs) to the script's user."""
+    os.chown(workdir, uid, uid)
+    for root, dirs, files in os.walk(workdir):
+        for name in (*dirs, *files):
+            os.chown(os.path.join(root, name), uid, uid, follow_symlinks=False)
+
+
+def _make_group(spec: SandboxSpec) -> cgroups.ExecutionGroup | None:
+    found = cgroups.detect()
+    if found is None:
+        return None
+    limits = cgroups.GroupLimits(spec.memory_bytes, spec.max_processes, spec.cpus)
+    try:
+        return found.create(limits)
+    except OSError as exc:
+        raise errors.SandboxError(f"could not make the execution's cgroup: {exc}") from exc
+
+
+def _process_rlimit(spec: SandboxSpec, group: cgroups.ExecutionGroup | None) -> int:
+    """RLIMIT_NPROC counts every process of a uid, and all scripts share one: with a cgroup the
+    pids controller bounds each execution instead, and the rlimit is lifted."""
+    return resource.RLIM_INFINITY if group is not None else spec.max_processes
+
+
+def _group_limit(report: cgroups.GroupReport) -> LimitHit | None:
+    if report.oom_kills > 0:
+        return LimitHit.MEMORY
+    if report.fork_refusals > 0:
+        return LimitHit.PROCESSES
+    return None
+
+
+class _Handshake:
+    """The pipes between the grid and bwrap: bwrap reports its namespace's first pid on the
+    info fd and waits on the block fd, so that pid is in the cgroup before the script starts;
+    its exit status comes on the status fd."""
+
+    def __init__(self, group: cgroups.ExecutionGroup | None) -> None:
+        self._group = group
+        self.status_read, self.status_write = os.pipe()
+        self.info_read, self.info_write = os.pipe()
+        self.block_read, self.block_write = os.pipe()
+        self._open = {self.status_write, self.info_write, self.block_read, self.info_read}
+        self._open |= {self.block_write}
+
+    @property
+    def child_fds(self) -> tuple[int, ...]:
+        return (self.status_write, self.info_write, self.block_read)
+
+    def _close(self, fd: int) -> None:
+        if fd in self._open:
+            self._open.discard(fd)
+            os.close(fd)
+
+    async def release(self, pid: int) -> None:
+        """Called once bwrap is started: put it in the group, then let the script start."""
+        self._close(self.info_write)
+        self._close(self.block_read)
+        info = await asyncio.to_thread(_read_info, self.info_read)
+        if self._group is not None:
+            self._group.add(pid)
+            child = info.get("child-pid")
+            if isinstance(child, int):
+                with contextlib.suppress(OSError):  # it may have failed and gone already
+                    self._group.add(child)
+        with contextlib.suppress(OSError):  # EPIPE: bwrap failed and left; its status says why
+            os.write(self.block_write, b"1")
+        self._close(self.block_write)
+
+    def finish(self) -> list[dict[str, object]]:
+        """Close what is left and return bwrap's status documents."""
+        for fd in (self.status_write, self.info_write, self.block_read, self.info_read):
+            self._close(fd)
+        self._close(self.block_write)
+        self._open.discard(self.status_read)
+        return _read_status(self.status_read)
+
+
+def _read_info(fd: int) -> dict[str, object]:
+    """bwrap's one JSON document on the info fd ({} if it failed before writing it)."""
+    data = b""
+    while True:
+        readable, _, _ = select.select([fd], [], [], INFO_TIMEOUT_S)
+        if not readable:
+            return {}
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+        with contextlib.suppress(ValueError):
+            document = json.loads(data)
+            return document if isinstance(document, dict) else {}
+    return {}
+
+
+def isolation_args(mode: NetworkMode | None, run_as: int | None = None) -> list[str]:
+    """The bwrap options that build the sandbox around any command (no work directory);
+    ``mode`` None is no network at all."""
     args = ["--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
-    if not network:
+    if mode is None:
         args.append("--unshare-net")
-    # Without dropping them, a root grid would hand the script every capability (mount, mknod).
+    if run_as is None:
+        # Without dropping them, a root grid would hand the script every capability (mount,
+        # mknod). With run_as, setpriv drops them all on the way to the unprivileged user.
+        args += ["--cap-drop", "ALL"]
     # No --new-session: the script must stay in our process group so the group kill reaches it.
-    args += ["--cap-drop", "ALL", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--tmpfs", "/tmp"]
     for path in SYSTEM_PATHS:
         if os.path.islink(path):
             args += ["--symlink", os.readlink(path), path]
@@ -88,13 +291,30 @@ def isolation_args(network: bool) -> list[str]:
         target = os.path.realpath(path)
         if not any(target.startswith(f"{system}/") for system in SYSTEM_PATHS):
             args += ["--ro-bind-try", target, target]
-    for path in MASKED_PATHS:
-        if os.path.exists(path):
-            args += ["--ro-bind", "/dev/null", path]
+    if mode is NetworkMode.ISOLATED:
+        # the namespace's own resolver (slirp's); the host's may be on a blocked address
+        args += ["--ro-bind", str(network.resolv_conf()), os.path.realpath(RESOLV_CONF)]
+    for path, is_dir in masked_paths():
+        args += ["--tmpfs", path] if is_dir else ["--ro-bind", "/dev/null", path]
     return args
 
 
-def command_args(spec: SandboxSpec, status_fd: int | None = None) -> list[str]:
+def _drop_privileges(uid: int) -> list[str]:
+    """setpriv to ``uid``: no capabilities of any kind left, none to be gained (no_new_privs)."""
+    return [
+        "setpriv",
+        f"--reuid={uid}",
+        f"--regid={uid}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--ambient-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        "--",
+    ]
+
+
+def command_args(spec: SandboxSpec, plan: Plan | None = None) -> list[str]:
     """Everything after ``bwrap`` on its command line for ``spec``.
 
     Mounts come after ``--tmpfs /tmp`` so a work directory under /tmp is bound on top of it;
@@ -102,15 +322,59 @@ def command_args(spec: SandboxSpec, status_fd: int | None = None) -> list[str]:
     The environment is not on the command line (other users can read that): the bwrap process
     is started with exactly ``spec.env`` and passes it through.
     """
-    args = isolation_args(spec.network)
+    plan = plan or Plan(network=NetworkMode.ISOLATED if spec.network else None)
+    args = isolation_args(plan.network, plan.run_as)
+    workdir = str(Path(spec.workdir).absolute())
+    args += _parents([*(str(inside) for _, inside in spec.ro_binds), workdir])
     for host, inside in spec.ro_binds:
         args += ["--ro-bind", str(host), str(inside)]
-    workdir = str(Path(spec.workdir).absolute())
     args += ["--bind", workdir, workdir, "--chdir", workdir]
     args += ["--remount-ro", "/"]  # last: bwrap creates mount points in the root tmpfs
-    if status_fd is not None:
-        args += ["--json-status-fd", str(status_fd)]
-    return [*args, "--", *spec.argv]
+    for option, fd in (
+        ("--json-status-fd", plan.status_fd),
+        ("--info-fd", plan.info_fd),
+        ("--block-fd", plan.block_fd),
+    ):
+        if fd is not None:
+            args += [option, str(fd)]
+    drop = _drop_privileges(plan.run_as) if plan.run_as is not None else []
+    return [*args, "--", *drop, *spec.argv]
+
+
+def _parents(destinations: list[str]) -> list[str]:
+    """Make the directories above each mount point traversable by anyone: bwrap would copy the
+    host's modes (a work directory under /root or a 0700 temporary directory would be out of the
+    unprivileged user's reach)."""
+    made: dict[str, None] = {}
+    for destination in destinations:
+        for parent in reversed(Path(destination).parents):
+            path = str(parent)
+            if path in ("/", "/tmp") or any(
+                path == system or path.startswith(f"{system}/") for system in SYSTEM_PATHS
+            ):
+                continue
+            made.setdefault(path)
+    return [arg for path in made for arg in ("--perms", "0755", "--dir", path)]
+
+
+@functools.cache
+def masked_paths() -> tuple[tuple[str, bool], ...]:
+    """What of /etc others may not read (shadow files and their backups, private keys):
+    (path, is a directory) to hide in the sandbox, found once."""
+    found: list[tuple[str, bool]] = [(p, False) for p in MASKED_PATHS if os.path.isfile(p)]
+    for root, dirs, files in os.walk("/etc"):
+        for name in list(dirs):
+            path = os.path.join(root, name)
+            if not os.path.islink(path) and not os.stat(path).st_mode & stat.S_IXOTH:
+                found.append((path, True))
+                dirs.remove(name)
+        for name in files:
+            path = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                info = os.lstat(path)
+                if stat.S_ISREG(info.st_mode) and not info.st_mode & stat.S_IROTH:
+                    found.append((path, False))
+    return tuple(dict.fromkeys(found))
 
 
 def _read_status(fd: int) -> list[dict[str, object]]:

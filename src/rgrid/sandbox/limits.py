@@ -42,7 +42,9 @@ def rlimits(
     capped = []
     for which, value in wanted:
         _, hard = resource.getrlimit(which)
-        capped.append((which, value if hard == resource.RLIM_INFINITY else min(value, hard)))
+        if value == resource.RLIM_INFINITY or hard != resource.RLIM_INFINITY:
+            value = hard if value == resource.RLIM_INFINITY else min(value, hard)
+        capped.append((which, value))
     return capped
 
 
@@ -73,7 +75,10 @@ def prlimit_argv(limits: Rlimits, argv: list[str]) -> list[str] | None:
     program = prlimit_program()
     if program is None:
         return None
-    options = [f"{_PRLIMIT_OPTIONS[which]}={value}" for which, value in limits]
+    options = [
+        f"{_PRLIMIT_OPTIONS[which]}={'unlimited' if value == resource.RLIM_INFINITY else value}"
+        for which, value in limits
+    ]
     return [program, *options, "--", *argv]
 
 
@@ -186,3 +191,106 @@ class Watchdog:
         except TimeoutError:
             return False
         return True
+
+
+DISK_POLL_S = 0.25
+RESERVE_GRACE_BYTES = 16 * 1024**2
+
+
+def tree_bytes(root: str) -> tuple[int, int]:
+    """(total, largest) size of the files under ``root``, not following links.
+
+    Sizes, not allocated blocks: the filesystem allocates written data late (and a sparse file
+    is still that many bytes when it is collected as an output).
+    """
+    total = largest = 0
+    stack = [root]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue  # removed meanwhile
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    else:
+                        total += info.st_size
+                        largest = max(largest, info.st_size)
+        except OSError:
+            continue
+    return total, largest
+
+
+def free_bytes(path: str) -> int:
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
+
+
+class DiskGuard:
+    """Async context manager that kills process group ``pgid`` when ``workdir`` holds more than
+    ``limit_bytes`` or its disk has less than ``reserve_bytes`` free; ``exceeded`` says it did.
+
+    A poll, not a quota (no filesystem here can give one per directory cheaply): a script can go
+    past the limit by what it writes in one ``DISK_POLL_S``. RLIMIT_FSIZE (``file_limit_bytes``)
+    bounds a single file; a file that reached it when the process ended counts as exceeding.
+    """
+
+    def __init__(
+        self,
+        pgid: int,
+        workdir: str,
+        limit_bytes: int,
+        reserve_bytes: int,
+        file_limit_bytes: int,
+        interval_s: float = DISK_POLL_S,
+    ) -> None:
+        self.exceeded = False
+        self._file_limit = file_limit_bytes
+        self._pgid = pgid
+        self._workdir = workdir
+        self._limit = limit_bytes
+        self._reserve = reserve_bytes
+        self._interval = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> DiskGuard:
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.wait({self._task})
+        if not self._task.cancelled():
+            self._task.result()
+        if not self.exceeded and exc is None:
+            _, largest = await asyncio.to_thread(tree_bytes, self._workdir)
+            self.exceeded = largest >= self._file_limit
+
+    def _over(self) -> bool:
+        used, _ = tree_bytes(self._workdir)
+        if used > self._limit:
+            return True
+        # below the reserve, only a script that is itself writing much is stopped (a disk that
+        # was already full keeps the dispatcher from starting anything new)
+        return used > RESERVE_GRACE_BYTES and free_bytes(self._workdir) < self._reserve
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            if await asyncio.to_thread(self._over):
+                break
+        self.exceeded = True
+        logger.info(
+            "killing process group %d: disk limit",
+            self._pgid,
+            extra={"action": "sandbox_kill", "reason": "disk"},
+        )
+        kill_group(self._pgid, signal.SIGKILL)

@@ -14,11 +14,11 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import IO
 
 from rgrid import errors
-from rgrid.sandbox import OutputCallback, SandboxResult, SandboxSpec, limits, lines
+from rgrid.sandbox import LimitHit, OutputCallback, SandboxResult, SandboxSpec, limits, lines
 
 logger = logging.getLogger(__name__)
 
@@ -59,20 +59,34 @@ async def run_command(
     cancel: asyncio.Event | None = None,
     pass_fds: tuple[int, ...] = (),
     dies_with_parent: bool = False,
+    on_spawned: Callable[[int], Awaitable[None]] | None = None,
 ) -> SandboxResult:
     """Run ``argv`` (the script, or a wrapper such as bwrap around it) with ``spec``'s working
     directory, environment and limits; the contract of ``Sandbox.run`` otherwise.
 
     ``dies_with_parent``: ``argv`` itself makes sure it dies with the grid (bwrap's
     ``--die-with-parent``), so the child needs no death signal set before exec.
+    ``on_spawned`` is awaited with the child's pid before its output is read (bwrap waits
+    for it there: the group and network are put in place).
     """
     child = _Child(_spawn(argv, spec, pass_fds, dies_with_parent))
     started = time.monotonic()
     pumps = lines.OutputPumps(on_output, child.kill)
     try:
+        if on_spawned is not None:
+            await on_spawned(child.pid)
         await pumps.start("stdout", child.stdout)
         await pumps.start("stderr", child.stderr)
-        async with limits.Watchdog(child.pid, spec.timeout_s, cancel) as watchdog:
+        async with (
+            limits.Watchdog(child.pid, spec.timeout_s, cancel) as watchdog,
+            limits.DiskGuard(
+                child.pid,
+                str(spec.workdir),
+                spec.disk_bytes,
+                spec.disk_reserve_bytes,
+                file_limit_bytes(spec),
+            ) as disk,
+        ):
             await child.exited()
         status, rusage = child.reap()
         duration_s = time.monotonic() - started
@@ -91,7 +105,13 @@ async def run_command(
         duration_s=duration_s,
         # Linux reports KiB
         max_rss_bytes=rusage.ru_maxrss * 1024 if rusage.ru_maxrss > 0 else None,
+        limit_hit=LimitHit.DISK if disk.exceeded else None,
     )
+
+
+def file_limit_bytes(spec: SandboxSpec) -> int:
+    """RLIMIT_FSIZE: one file alone cannot pass the disk limit either."""
+    return min(spec.max_file_bytes, spec.disk_bytes)
 
 
 def _spawn(
@@ -100,7 +120,10 @@ def _spawn(
     if not argv:
         raise errors.SandboxError("nothing to run: argv is empty")
     values = limits.rlimits(
-        spec.memory_bytes, spec.max_processes, spec.max_file_bytes, spec.max_open_files
+        spec.memory_bytes,
+        spec.max_processes,
+        file_limit_bytes(spec),
+        spec.max_open_files,
     )
     preexec_fn: Callable[[], None] | None = limits.preexec(values)
     if dies_with_parent and (wrapped := limits.prlimit_argv(values, argv)) is not None:

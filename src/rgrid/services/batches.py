@@ -39,6 +39,7 @@ def _validate_batch(spec: schemas.BatchCreate, max_items: int) -> None:
             metadata=spec.metadata,
             timeout_s=spec.timeout_s,
             memory_bytes=spec.memory_bytes,
+            disk_bytes=spec.disk_bytes,
             max_retries=spec.max_retries,
         )
     )
@@ -94,6 +95,7 @@ async def submit_batch(
             "env_names": sorted(spec.env),
             "timeout_s": spec.timeout_s,
             "memory_bytes": spec.memory_bytes,
+            "disk_bytes": spec.disk_bytes,
             "network": spec.network,
             "attempt": 0,
             "created_at": now,

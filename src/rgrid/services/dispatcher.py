@@ -77,6 +77,7 @@ class Dispatcher:
         self._signal = signal or InProcessWorkSignal()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._disk_warned = False
         # unique per server process: two servers on one host must not renew each other's leases
         self._worker = f"{grid.settings.worker_name}:{os.getpid()}"
         self._started = utcnow()  # this worker's billing periods run back to back from here
@@ -112,12 +113,38 @@ class Dispatcher:
         while True:
             self._wake.clear()
             try:
-                while self.executor.free_slots() > 0 and await self._claim_one():
+                while (
+                    self.executor.free_slots() > 0
+                    and self._room_on_disk()
+                    and await self._claim_one()
+                ):
                     pass
             except Exception:
                 logger.exception("claim failed", extra={"action": "claim_failed"})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_S)
+
+    def _room_on_disk(self) -> bool:
+        """Whether the grid's disk has more than its reserve free: below it nothing new starts
+        (what is queued waits), so a full disk never fails the database or an upload first."""
+        reserve = self._grid.settings.disk_reserve_bytes
+        try:
+            stats = os.statvfs(self._grid.settings.home)
+        except OSError:
+            return True
+        free = stats.f_bavail * stats.f_frsize
+        if free >= reserve:
+            self._disk_warned = False
+            return True
+        if not self._disk_warned:
+            logger.warning(
+                "%d MiB free on the grid's disk, under its reserve of %d MiB: starting nothing",
+                free // 1024**2,
+                reserve // 1024**2,
+                extra={"action": "disk_reserve_reached"},
+            )
+            self._disk_warned = True
+        return False
 
     async def _claim_one(self) -> bool:
         async with store.transaction(self._grid.sessions) as session:
@@ -141,6 +168,7 @@ class Dispatcher:
             inputs=tuple(domain.FileRef(a.path, a.sha256, a.size) for a in inputs),
             timeout_s=row.timeout_s,
             memory_bytes=row.memory_bytes,
+            disk_bytes=row.disk_bytes,
             network=row.network,
             attempt=row.attempt,
             log_seq_start=row.last_seq,

@@ -24,6 +24,8 @@ MAX_FILES = 100_000
 MAX_TIMEOUT_S = 7 * 24 * 3600
 MIN_MEMORY_BYTES = 16 * 1024**2
 MAX_MEMORY_BYTES = 1024**4
+MIN_DISK_BYTES = 1024**2
+MAX_DISK_BYTES = 100 * 1024**4
 MAX_LABEL_CHARS = 1000
 MAX_RETRIES = 10
 
@@ -40,6 +42,10 @@ def _validate_limits(spec: schemas.ExecutionCreate) -> None:
     _check(
         MIN_MEMORY_BYTES <= spec.memory_bytes <= MAX_MEMORY_BYTES,
         "memory must be between 16 MiB and 1 TiB",
+    )
+    _check(
+        MIN_DISK_BYTES <= spec.disk_bytes <= MAX_DISK_BYTES,
+        "disk must be between 1 MiB and 100 TiB",
     )
     _check(
         all(SHA256.match(f.sha256) and f.size >= 0 for f in spec.files), "invalid file hash or size"
@@ -118,6 +124,7 @@ async def submit(
             env_names=sorted(spec.env),
             timeout_s=spec.timeout_s,
             memory_bytes=spec.memory_bytes,
+            disk_bytes=spec.disk_bytes,
             network=spec.network,
             attempt=0,
             idempotency_key=spec.idempotency_key,
@@ -232,6 +239,7 @@ RETRY_COPIED = (
     "env_names",
     "timeout_s",
     "memory_bytes",
+    "disk_bytes",
     "network",
     "requirements",
     "dependency_source",

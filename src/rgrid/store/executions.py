@@ -29,6 +29,7 @@ def to_domain(row: ExecutionRow, metadata: Mapping[str, str]) -> domain.Executio
         metadata=dict(metadata),
         timeout_s=row.timeout_s,
         memory_bytes=row.memory_bytes,
+        disk_bytes=row.disk_bytes,
         network=row.network,
         exit_code=row.exit_code,
         failure_class=domain.FailureClass(row.failure_class) if row.failure_class else None,

@@ -103,6 +103,7 @@ class ExecutionRow(Base):
     env_names: Mapped[list[str]] = mapped_column(JSON)
     timeout_s: Mapped[float] = mapped_column(Float)
     memory_bytes: Mapped[int] = mapped_column(BigInteger)
+    disk_bytes: Mapped[int] = mapped_column(BigInteger, default=10 * 1024**3)
     network: Mapped[bool] = mapped_column(Boolean)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     failure_class: Mapped[str | None] = mapped_column(String(32), nullable=True)

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from rgrid import errors
-from rgrid.sandbox import Sandbox, SandboxResult, SandboxSpec, detect
-from rgrid.sandbox.bwrap import BwrapSandbox
+from rgrid.sandbox import Sandbox, SandboxResult, SandboxSpec, detect, network
+from rgrid.sandbox.bwrap import BwrapSandbox, NetworkMode
 from rgrid.sandbox.lines import block_lines
 from rgrid.sandbox.process import ProcessSandbox
 
@@ -322,20 +322,75 @@ async def test_bwrap_system_is_read_only_and_tmp_private(workdir: Path) -> None:
         assert stdout[5].startswith(b"denied"), stdout[5]  # the grid's password hashes
 
 
-@pytest.mark.parametrize("network", [True, False])
-async def test_bwrap_network_switch(workdir: Path, network: bool) -> None:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
+CONNECT = """
+import socket, sys
+for host, port in {targets!r}:
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        print(host, "connected")
+    except OSError as exc:
+        print(host, "failed", type(exc).__name__)
+"""
+
+
+def host_address() -> str:
+    """This host's own non-loopback IPv4 address (what a 0.0.0.0 listener also answers on)."""
+    found = network.host_addresses()
+    assert found, "this host has no non-loopback IPv4 address"
+    return found[0].split("/")[0]
+
+
+@pytest.mark.parametrize(
+    ("mode", "network_on", "reaches_host"),
+    [
+        (NetworkMode.ISOLATED, True, False),
+        (NetworkMode.HOST, True, True),
+        (NetworkMode.ISOLATED, False, False),
+    ],
+    ids=["isolated", "host", "off"],
+)
+async def test_bwrap_network_modes_and_the_hosts_services(
+    workdir: Path, mode: NetworkMode, network_on: bool, reaches_host: bool
+) -> None:
+    """Network on (isolated, the default) reaches neither the host's loopback nor its own
+    address, where a service listening on every interface (the grid, a database) answers."""
+    with socket.create_server(("0.0.0.0", 0)) as listener:
         port = listener.getsockname()[1]
-        code = f"""
-        import socket
+        targets = [("127.0.0.1", port), (host_address(), port)]
+        code = CONNECT.format(targets=targets)
+        done = await run(BwrapSandbox(network_mode=mode), workdir, code, network=network_on)
+    lines = done.text("stdout").splitlines()
+    assert len(lines) == 2, done.output
+    for line in lines:
+        assert (" connected" in line) is reaches_host, lines
+
+
+async def test_isolated_network_blocks_private_ranges_and_keeps_dns(workdir: Path) -> None:
+    code = """
+    import socket
+    for host in ("10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "10.0.2.2"):
         try:
-            socket.create_connection(("127.0.0.1", {port}), timeout=2).close()
-            print("connected")
+            socket.create_connection((host, 80), timeout=3).close()
+            print(host, "connected")
         except OSError as exc:
-            print("failed", type(exc).__name__)
-        """
-        done = await run(BwrapSandbox(), workdir, code, network=network)
-    assert done.text("stdout").startswith("connected" if network else "failed"), done.output
+            print(host, "failed", exc.errno)
+    print(open("/etc/resolv.conf").read().strip())
+    """
+    done = await run(BwrapSandbox(network_mode=NetworkMode.ISOLATED), workdir, code)
+    lines = done.text("stdout").splitlines()
+    assert all(" failed " in line for line in lines[:5]), lines
+    assert lines[5] == f"nameserver {network.SLIRP_DNS}"
+
+
+async def test_isolated_network_reaches_the_package_index(workdir: Path) -> None:
+    """The internet works: a package's index page over HTTPS, name resolved inside."""
+    code = """
+    import urllib.request
+    with urllib.request.urlopen("https://pypi.org/simple/six/", timeout=30) as page:
+        print(page.status, b"six-" in page.read())
+    """
+    done = await run(BwrapSandbox(network_mode=NetworkMode.ISOLATED), workdir, code)
+    assert done.text("stdout").strip() == "200 True", done.output
 
 
 async def test_bwrap_setup_failure_is_a_sandbox_error(workdir: Path) -> None:
@@ -356,8 +411,20 @@ async def test_missing_program_is_a_sandbox_error(workdir: Path) -> None:
     spec = SandboxSpec([str(workdir / "no-python")], workdir, {})
     with pytest.raises(errors.SandboxError):
         await ProcessSandbox().run(spec, on_output)
-    with pytest.raises(errors.SandboxError):
-        await BwrapSandbox().run(spec, on_output)
+
+
+async def test_missing_program_in_bwrap_exits_127_naming_it(workdir: Path) -> None:
+    """Inside bwrap the program is started by setpriv (as the unprivileged user), which, like a
+    shell, exits 127 and names what it could not run."""
+    stderr: list[bytes] = []
+
+    async def on_output(stream: str, blocks: list[bytes]) -> None:
+        stderr.extend(blocks if stream == "stderr" else [])
+
+    spec = SandboxSpec([str(workdir / "no-python")], workdir, {})
+    result = await BwrapSandbox().run(spec, on_output)
+    assert result.exit_code == 127
+    assert b"no-python" in b"".join(stderr)
 
 
 def test_detect_prefers_bwrap(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -45,9 +46,50 @@ def test_namespaces_and_no_new_session(tmp_path: Path) -> None:
     assert args[args.index("--cap-drop") + 1] == "ALL"
 
 
-def test_network_is_unshared_only_when_not_allowed(tmp_path: Path) -> None:
-    assert "--unshare-net" not in bwrap.command_args(spec(tmp_path, network=True))
-    assert "--unshare-net" in bwrap.command_args(spec(tmp_path, network=False))
+def test_an_unprivileged_user_gets_no_capability_back(tmp_path: Path) -> None:
+    plan = bwrap.Plan(run_as=65534)
+    args = bwrap.command_args(spec(tmp_path), plan)
+    drop = args[args.index("--") + 1 :]
+    assert drop[0] == "setpriv"
+    for option in (
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--ambient-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+    ):
+        assert option in drop
+    assert drop[-3:] == ["/opt/py/bin/python", "process.py", "data/x.csv"]
+
+
+def test_network_modes(tmp_path: Path) -> None:
+    """No network: bwrap's own empty namespace. Isolated: the namespace the grid enters before
+    bwrap (not bwrap's), with slirp's resolver. Host: the host's namespace as it is."""
+    off = bwrap.command_args(spec(tmp_path), bwrap.Plan(network=None))
+    isolated = bwrap.command_args(spec(tmp_path), bwrap.Plan(network=bwrap.NetworkMode.ISOLATED))
+    host = bwrap.command_args(spec(tmp_path), bwrap.Plan(network=bwrap.NetworkMode.HOST))
+    assert "--unshare-net" in off
+    assert "--unshare-net" not in isolated and "--unshare-net" not in host
+    resolv = os.path.realpath("/etc/resolv.conf")
+    assert resolv in isolated and resolv not in host
+
+
+def test_tmp_is_writable_by_anyone(tmp_path: Path) -> None:
+    args = bwrap.command_args(spec(tmp_path))
+    tmpfs = args.index("/tmp") - 1
+    assert args[tmpfs - 2 : tmpfs + 2] == ["--perms", "01777", "--tmpfs", "/tmp"]
+
+
+def test_files_others_may_not_read_are_masked(tmp_path: Path) -> None:
+    masked = dict(bwrap.masked_paths())
+    for path in ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-"):
+        if os.path.isfile(path):
+            assert masked[path] is False
+    args = " ".join(bwrap.command_args(spec(tmp_path)))
+    for path, is_dir in masked.items():
+        assert (f"--tmpfs {path}" if is_dir else f"--ro-bind /dev/null {path}") in args
 
 
 def test_mounts_come_after_the_private_tmp(tmp_path: Path) -> None:
@@ -73,12 +115,14 @@ def test_environment_is_not_on_the_command_line(tmp_path: Path) -> None:
 
 
 def test_status_fd_is_passed(tmp_path: Path) -> None:
-    args = bwrap.command_args(spec(tmp_path), status_fd=7)
+    args = bwrap.command_args(spec(tmp_path), bwrap.Plan(status_fd=7, info_fd=8, block_fd=9))
     assert args[args.index("--json-status-fd") + 1] == "7"
+    assert args[args.index("--info-fd") + 1] == "8"
+    assert args[args.index("--block-fd") + 1] == "9"
 
 
 def test_system_symlinks_are_recreated_and_dirs_bound() -> None:
-    args = bwrap.isolation_args(network=True)
+    args = bwrap.isolation_args(bwrap.NetworkMode.HOST)
     for path in ("/usr", "/etc"):
         assert f"--ro-bind-try {path} {path}" in " ".join(args)
     if Path("/bin").is_symlink():

@@ -1,0 +1,300 @@
+"""A control group per execution: processes, memory (tmpfs pages included) and CPU bounded for the
+script and everything it starts, whatever its uid.
+
+Detected once per process from /proc/self/mountinfo: cgroup v2 where the unified hierarchy has the
+memory and pids controllers, else v1 where the memory and pids hierarchies are mounted and
+writable. Each execution's group is made under the grid's own group (``/proc/self/cgroup``), so a
+limit put on the grid bounds its scripts too. Without either, ``detect()`` returns None and the
+sandbox falls back to rlimits (logged once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+MOUNTINFO = Path("/proc/self/mountinfo")
+OWN_CGROUP = Path("/proc/self/cgroup")
+GROUP_PARENT = "rgrid"
+CPU_PERIOD_US = 100_000
+REMOVE_TRIES = (
+    50  # of 20 ms each: the kernel takes a moment to release a group whose tasks just died
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupLimits:
+    memory_bytes: int
+    max_processes: int
+    #: CPUs' worth of time per period (1.0 = one core); None: unbounded
+    cpus: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupReport:
+    """What the kernel counted for a group while it lived."""
+
+    #: processes the OOM killer killed because the group reached its memory limit
+    oom_kills: int
+    #: forks refused because the group reached its process limit
+    fork_refusals: int
+    peak_memory_bytes: int | None
+
+
+class ExecutionGroup(Protocol):
+    """One execution's group; ``add`` its first process before that process starts others."""
+
+    def add(self, pid: int) -> None: ...
+
+    def report(self) -> GroupReport: ...
+
+    def remove(self) -> None:
+        """Kill what is left in it and delete it (idempotent)."""
+        ...
+
+
+class Cgroups(Protocol):
+    version: int
+
+    def create(self, limits: GroupLimits) -> ExecutionGroup: ...
+
+
+def _write(path: Path, value: str) -> None:
+    with path.open("w") as handle:
+        handle.write(value)
+
+
+def _read_counters(path: Path) -> dict[str, int]:
+    """A flat-keyed cgroup file ("key value" per line) as a dict; {} if unreadable."""
+    counters: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            with contextlib.suppress(ValueError):
+                counters[key] = int(value)
+    return counters
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _kill_and_remove(directories: list[Path], procs_file: str = "cgroup.procs") -> None:
+    """SIGKILL every process left in the groups, then rmdir them (children first)."""
+    for directory in directories:
+        with contextlib.suppress(OSError):
+            for pid in (directory / procs_file).read_text().split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), 9)
+    for directory in directories:
+        for _ in range(REMOVE_TRIES):
+            try:
+                directory.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:  # EBUSY while the killed tasks are being torn down
+                time.sleep(0.02)
+        else:
+            logger.warning("cannot remove cgroup %s", directory, extra={"action": "cgroup_left"})
+
+
+class _V1Group:
+    def __init__(self, directories: dict[str, Path]) -> None:
+        self._dirs = directories
+
+    def add(self, pid: int) -> None:
+        for directory in self._dirs.values():
+            _write(directory / "cgroup.procs", str(pid))
+
+    def report(self) -> GroupReport:
+        memory, pids = self._dirs.get("memory"), self._dirs.get("pids")
+        oom = _read_counters(memory / "memory.oom_control").get("oom_kill", 0) if memory else 0
+        refused = _read_counters(pids / "pids.events").get("max", 0) if pids else 0
+        peak = _read_int(memory / "memory.max_usage_in_bytes") if memory else None
+        return GroupReport(oom_kills=oom, fork_refusals=refused, peak_memory_bytes=peak)
+
+    def remove(self) -> None:
+        _kill_and_remove(list(self._dirs.values()))
+
+
+class CgroupsV1:
+    """One hierarchy per controller (``/sys/fs/cgroup/memory``, ``…/pids``, ``…/cpu``)."""
+
+    version = 1
+
+    def __init__(self, parents: dict[str, Path]) -> None:
+        self._parents = parents  # controller -> our parent group in its hierarchy
+
+    def create(self, limits: GroupLimits) -> ExecutionGroup:
+        name = uuid.uuid4().hex[:16]
+        made: dict[str, Path] = {}
+        try:
+            for controller, parent in self._parents.items():
+                directory = parent / name
+                directory.mkdir()
+                made[controller] = directory
+            memory = made["memory"]
+            _write(memory / "memory.limit_in_bytes", str(limits.memory_bytes))
+            if (memory / "memory.memsw.limit_in_bytes").exists():  # no escape into swap
+                _write(memory / "memory.memsw.limit_in_bytes", str(limits.memory_bytes))
+            _write(made["pids"] / "pids.max", str(limits.max_processes))
+            if "cpu" in made and limits.cpus is not None:
+                quota = max(1000, int(limits.cpus * CPU_PERIOD_US))
+                _write(made["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+                _write(made["cpu"] / "cpu.cfs_quota_us", str(quota))
+        except OSError:
+            _kill_and_remove(list(made.values()))
+            raise
+        return _V1Group(made)
+
+
+class _V2Group:
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+
+    def add(self, pid: int) -> None:
+        _write(self._dir / "cgroup.procs", str(pid))
+
+    def report(self) -> GroupReport:
+        events = _read_counters(self._dir / "memory.events")
+        pids = _read_counters(self._dir / "pids.events")
+        return GroupReport(
+            oom_kills=events.get("oom_kill", 0),
+            fork_refusals=pids.get("max", 0),
+            peak_memory_bytes=_read_int(self._dir / "memory.peak"),
+        )
+
+    def remove(self) -> None:
+        if (self._dir / "cgroup.kill").exists():
+            with contextlib.suppress(OSError):
+                _write(self._dir / "cgroup.kill", "1")
+        _kill_and_remove([self._dir])
+
+
+class CgroupsV2:
+    """The unified hierarchy: one directory per execution with memory, pids (and cpu) limits."""
+
+    version = 2
+
+    def __init__(self, parent: Path, cpu: bool) -> None:
+        self._parent = parent
+        self._cpu = cpu
+
+    def create(self, limits: GroupLimits) -> ExecutionGroup:
+        directory = self._parent / uuid.uuid4().hex[:16]
+        directory.mkdir()
+        try:
+            _write(directory / "memory.max", str(limits.memory_bytes))
+            if (directory / "memory.swap.max").exists():
+                _write(directory / "memory.swap.max", "0")
+            _write(directory / "pids.max", str(limits.max_processes))
+            if self._cpu and limits.cpus is not None:
+                quota = max(1000, int(limits.cpus * CPU_PERIOD_US))
+                _write(directory / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+        except OSError:
+            _kill_and_remove([directory])
+            raise
+        return _V2Group(directory)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Mount:
+    fstype: str
+    point: Path
+    options: frozenset[str]
+
+
+def _mounts(mountinfo: str) -> list[_Mount]:
+    mounts = []
+    for line in mountinfo.splitlines():
+        before, _, after = line.partition(" - ")
+        fields, tail = before.split(), after.split()
+        if len(fields) < 5 or len(tail) < 3:
+            continue
+        point = Path(fields[4].replace("\\040", " "))
+        mounts.append(_Mount(tail[0], point, frozenset(tail[2].split(","))))
+    return mounts
+
+
+def _own_paths(cgroup_file: str) -> dict[str, str]:
+    """controller (or "" for v2) -> this process's group path in that hierarchy."""
+    paths: dict[str, str] = {}
+    for line in cgroup_file.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            for controller in parts[1].split(",") if parts[1] else [""]:
+                paths[controller] = parts[2]
+    return paths
+
+
+def _prepare(parent: Path) -> Path | None:
+    try:
+        parent.mkdir(exist_ok=True)
+    except OSError:
+        return None
+    return parent if os.access(parent, os.W_OK) else None
+
+
+def _v2(mounts: list[_Mount]) -> Cgroups | None:
+    unified = next((m for m in mounts if m.fstype == "cgroup2"), None)
+    if unified is None:
+        return None
+    with contextlib.suppress(OSError):
+        available = set((unified.point / "cgroup.controllers").read_text().split())
+        if not {"memory", "pids"} <= available:
+            return None
+        # Our own parent at the root of the hierarchy: only there may a group both hold no
+        # processes and hand controllers down, whatever group the grid itself runs in.
+        parent = _prepare(unified.point / GROUP_PARENT)
+        if parent is None:
+            return None
+        wanted = ["memory", "pids", *(["cpu"] if "cpu" in available else [])]
+        _write(unified.point / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
+        _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
+        return CgroupsV2(parent, cpu="cpu" in wanted)
+    return None
+
+
+def _v1(mounts: list[_Mount], own: dict[str, str]) -> Cgroups | None:
+    parents: dict[str, Path] = {}
+    for controller in ("memory", "pids", "cpu"):
+        mount = next((m for m in mounts if m.fstype == "cgroup" and controller in m.options), None)
+        if mount is None:
+            continue
+        base = mount.point / own.get(controller, "/").lstrip("/")
+        parent = _prepare(base / GROUP_PARENT)
+        if parent is not None:
+            parents[controller] = parent
+    if not {"memory", "pids"} <= parents.keys():
+        return None
+    return CgroupsV1(parents)
+
+
+@functools.cache
+def detect() -> Cgroups | None:
+    """This host's cgroups, or None (logged) if neither version gives memory and pids here."""
+    try:
+        mounts = _mounts(MOUNTINFO.read_text())
+        own = _own_paths(OWN_CGROUP.read_text())
+    except OSError:
+        mounts, own = [], {}
+    found = _v2(mounts) or _v1(mounts, own)
+    if found is None:
+        logger.warning(
+            "no writable cgroup with memory and pids controllers: limits are per process only",
+            extra={"action": "cgroups_unavailable"},
+        )
+    return found
