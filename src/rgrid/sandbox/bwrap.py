@@ -32,9 +32,8 @@ logger = logging.getLogger(__name__)
 
 BWRAP = "bwrap"
 STRENGTH = (
-    "bubblewrap: read-only system, private /tmp, own PID/IPC/UTS/network namespaces, "
-    "an unprivileged user without capabilities, a cgroup per execution, only the work "
-    "directory writable, the internet but not the host"
+    "bubblewrap: read-only system, private /tmp, own PID/IPC/UTS namespaces, "
+    "only the work directory writable"
 )
 NETWORK_ENV = "RGRID_SANDBOX_NETWORK"
 RESOLV_CONF = "/etc/resolv.conf"
@@ -88,6 +87,7 @@ class BwrapSandbox:
     def __init__(self, executable: str = BWRAP, network_mode: NetworkMode | None = None) -> None:
         self._executable = executable
         self._network_mode = network_mode or configured_network_mode()
+        self.strength = describe(self._network_mode)
 
     async def run(
         self,
@@ -137,6 +137,23 @@ class BwrapSandbox:
             if group is not None and result.limit_hit is None:
                 result = dataclasses.replace(result, limit_hit=_group_limit(group.report()))
             return result
+
+
+def describe(mode: NetworkMode) -> str:
+    """What this host's bwrap sandbox gives, for doctor, /health and the server log."""
+    found = cgroups.detect()
+    user = (
+        f"uid {SANDBOX_UID} without capabilities"
+        if privilege_drop_available()
+        else "the grid's user without capabilities"
+    )
+    group = f"a cgroup v{found.version} each" if found else "per-process limits only (no cgroup)"
+    reach = (
+        "the internet but not the host (user-mode network)"
+        if mode is NetworkMode.ISOLATED
+        else "the host's network, loopback included"
+    )
+    return f"{STRENGTH}; {user}; {group}; network on: {reach}"
 
 
 SANDBOX_UID = 65534  # nobody: owns nothing on the host, so a script can change nothing there
