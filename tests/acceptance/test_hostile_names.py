@@ -57,3 +57,43 @@ def test_an_output_name_that_is_not_utf8_is_refused_with_a_warning_and_the_rest_
     )
     logs = account_cli("logs", run_id(result))
     assert "rgrid| warning: output bad\\xff\\xfe.txt not kept" in logs.stdout
+
+
+LONG_NAME = "n" * 251 + ".txt"  # 255 bytes: NAME_MAX, legal on the grid and here
+ODD_NAMES = {"line\nbreak.txt": b"newline", "back\\slash.txt": b"backslash", LONG_NAME: b"long"}
+ODD_OUTPUTS = (
+    "import os\n"
+    f"for name, data in {ODD_NAMES!r}.items():\n"
+    "    open(name, 'wb').write(data)\n"
+    "os.mkdir('blocked')\n"
+    "open('blocked/inner.txt', 'wb').write(b'cannot land')\n"
+    "open('good.txt', 'wb').write(b'good')\n"
+)
+
+
+def test_odd_but_legal_output_names_come_back_and_one_that_cannot_land_is_skipped(
+    account_cli: Cli, workdir: Path
+) -> None:
+    """Finding 12: a newline in a name made its download 404 and the CLI abort every download,
+    a backslash made the CLI refuse every output, a 255-byte name overflowed the temp name."""
+    (workdir / "odd.py").write_text(ODD_OUTPUTS)
+    (workdir / "blocked").write_text("a file where the output wants a directory")
+    result = account_cli("run", "odd.py", timeout=60)
+    assert result.returncode == 0, result.stderr
+    for name, data in ODD_NAMES.items():
+        assert (workdir / name).read_bytes() == data, name
+    assert (workdir / "good.txt").read_bytes() == b"good"
+    assert "rgrid: warning: output blocked/inner.txt not downloaded: " in result.stderr
+    assert (workdir / "blocked").read_text() == "a file where the output wants a directory"
+    assert not [p for p in os.listdir(workdir) if p.endswith(".part")]
+
+    again = account_cli("download", run_id(result), "--output-dir", "again")
+    assert again.returncode == 0, again.stderr
+    for name, data in [*ODD_NAMES.items(), ("blocked/inner.txt", b"cannot land")]:
+        assert (workdir / "again" / name).read_bytes() == data, name
+    assert "line\\nbreak.txt" in again.stderr  # the name shown escaped, on one line
+
+    here = account_cli("download", run_id(result))  # into the directory where one is blocked
+    assert here.returncode == 1  # `rgrid download` exists to download: a skipped file fails it
+    assert "output blocked/inner.txt not downloaded" in here.stderr
+    assert (workdir / "good.txt").read_bytes() == b"good"

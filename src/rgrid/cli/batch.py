@@ -99,7 +99,8 @@ def attach(
         if remote_only or item.state.value != "succeeded":
             return
         folder = places.get(item.input) or folders([item.input])[item.input]
-        fetch_outputs(client, item, root, staging_folder(folder) if flat else folder)
+        place = staging_folder(folder) if flat else folder
+        fetch_outputs(client, item, root, place, lambda a, why: render.not_downloaded(a.path, why))
 
     try:
         final, items = follow(

@@ -12,9 +12,17 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from rgrid.money import format_micros
+from rgrid.text import printable
 
 if TYPE_CHECKING:
     from rgrid import schemas
+
+
+def clean(text: str) -> str:
+    """Text a tenant or the grid controls (names, metadata, paths, messages), safe to show:
+    control characters escaped (``\\n``, ``\\x1b``), so it can neither forge lines nor drive
+    the terminal. Every human-readable line goes through it; ``--json`` output never does."""
+    return printable(text)
 
 
 def size(n: int) -> str:
@@ -101,6 +109,11 @@ class TransferBar:
 def info(message: str) -> None:
     """One rgrid line on stderr (never mixed into the script's stdout)."""
     click.echo(f"rgrid: {message}", err=True)
+
+
+def not_downloaded(path: str, why: str) -> None:
+    """The warning for an output this file system cannot hold (the others still came)."""
+    info(f"warning: output {clean(path)} not downloaded: {clean(why)}")
 
 
 def state_label(e: schemas.ExecutionPublic) -> str:

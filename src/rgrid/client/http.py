@@ -105,6 +105,9 @@ class Transport:
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
             self.close()
             raise TransportError(str(exc) or type(exc).__name__) from exc
+        except BaseException:
+            self.close()  # the response may be half read: the connection cannot be reused
+            raise
         finally:
             if response.will_close:
                 self.close()
