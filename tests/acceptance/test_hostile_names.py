@@ -3,6 +3,7 @@ end with the real CLI against a real grid."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -97,3 +98,55 @@ def test_odd_but_legal_output_names_come_back_and_one_that_cannot_land_is_skippe
     assert here.returncode == 1  # `rgrid download` exists to download: a skipped file fails it
     assert "output blocked/inner.txt not downloaded" in here.stderr
     assert (workdir / "good.txt").read_bytes() == b"good"
+
+
+EVIL = "evil\x1b]0;x\x07\r\nforged\trow"
+EVIL_SHOWN = "evil\\x1b]0;x\\x07\\r\\nforged\\trow"
+
+
+def _assert_inert(text: str) -> None:
+    """Nothing a terminal would act on: no ESC, BEL, CR, TAB, C1 (only the line ends)."""
+    assert not [c for c in text if (ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) < 0xA0], text
+
+
+def test_control_characters_in_tenant_text_are_escaped_in_every_human_line(
+    cli: Cli, account_cli: Cli, workdir: Path
+) -> None:
+    """Finding 13: a key named with an OSC sequence and CR/LF forged a row of the admin's
+    `rgrid keys list`; `rgrid outputs` printed \\n, \\t, \\r raw. --json stays exact."""
+    made = account_cli("keys", "create", "--name", EVIL, "--json")
+    assert made.returncode == 0, made.stderr
+    listed = cli("keys", "list")  # the admin's view of every key
+    assert listed.returncode == 0, listed.stderr
+    _assert_inert(listed.stdout)
+    [row] = [line for line in listed.stdout.splitlines() if "evil" in line]
+    assert row.endswith(EVIL_SHOWN)
+    assert not [line for line in listed.stdout.splitlines() if line.startswith("forged")]
+    as_json = json.loads(cli("keys", "list", "--json").stdout)
+    assert EVIL in [k["name"] for k in as_json]
+
+    (workdir / "evil.py").write_text(f"open({EVIL!r}, 'w').write('x')\n")
+    ran = account_cli("run", "evil.py", "--metadata", f"label={EVIL}", "--remote-only")
+    assert ran.returncode == 0, ran.stderr
+    execution_id = run_id(ran)
+    for args in (("outputs", execution_id), ("status", execution_id), ("list",)):
+        shown = account_cli(*args)
+        assert shown.returncode == 0, shown.stderr
+        _assert_inert(shown.stdout + shown.stderr)
+    assert account_cli("outputs", execution_id).stdout.rstrip("\n").endswith(EVIL_SHOWN)
+    assert f"label={EVIL_SHOWN}" in account_cli("status", execution_id).stdout
+    [output] = json.loads(account_cli("outputs", execution_id, "--json").stdout)
+    assert output["path"] == EVIL
+
+    # an error naming tenant text (here the CLI's own): escaped too
+    missing = account_cli("download", execution_id, "--file", EVIL + "2")
+    assert missing.returncode == 1
+    _assert_inert(missing.stderr)
+    assert EVIL_SHOWN + "2" in missing.stderr
+
+    # and on a terminal, `rgrid download` draws the name escaped
+    code, _, screen = run_on_a_terminal(account_cli, "download", execution_id)
+    assert code == 0, screen
+    assert EVIL_SHOWN in screen
+    assert "\x1b]0;x" not in screen
+    assert (workdir / EVIL).read_text() == "x"

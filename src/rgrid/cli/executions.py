@@ -136,9 +136,9 @@ def download(execution_id: str, output_dir: Path | None, files: tuple[str, ...])
         connect(), execution_id, output_dir or Path.cwd(), list(files) or None
     )
     for artifact, path in downloads.fetched:
-        render.info(f"{render.clean(str(path))} ({render.size(artifact.size)})")
+        render.info(f"{path} ({render.size(artifact.size)})")
     for _, path in downloads.unchanged:
-        render.info(f"{render.clean(str(path))} (already there, unchanged)")
+        render.info(f"{path} (already there, unchanged)")
     for artifact, why in downloads.skipped:
         render.not_downloaded(artifact.path, why)
     render.info(f"{len(downloads.fetched)} file(s) downloaded")
