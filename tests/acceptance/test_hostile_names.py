@@ -3,12 +3,15 @@ end with the real CLI against a real grid."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import uuid
 from pathlib import Path
 
+import pytest
 from tests.acceptance.conftest import run_id, run_on_a_terminal, status_of
-from tests.conftest import Cli
+from tests.conftest import Cli, LiveServer
 
 QUIET_THEN_PRINT = (
     "import time\nprint('before', flush=True)\ntime.sleep(8)\nprint('after', flush=True)\n"
@@ -150,3 +153,84 @@ def test_control_characters_in_tenant_text_are_escaped_in_every_human_line(
     assert EVIL_SHOWN in screen
     assert "\x1b]0;x" not in screen
     assert (workdir / EVIL).read_text() == "x"
+
+
+def _blob_file(server: LiveServer, data: bytes) -> Path:
+    """Where the grid's local storage keeps this content."""
+    sha = hashlib.sha256(data).hexdigest()
+    [path] = [p for p in (server.home / "blobs").rglob(sha) if p.is_file()]
+    return path
+
+
+def _damage_keeping_mtime(path: Path) -> None:
+    """Flip bytes in place, as bit rot would: same inode, size and mtime."""
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    with path.open("r+b") as handle:
+        handle.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def _output_script(workdir: Path) -> bytes:
+    content = f"result {uuid.uuid4().hex}\n".encode()
+    (workdir / "make.py").write_text(f"open('out.txt', 'wb').write({content!r})\n")
+    return content
+
+
+@pytest.mark.parametrize("damage", ["deleted", "corrupted"])
+def test_a_lost_output_blob_is_reported_as_such_and_a_rerun_heals_it(
+    live_server: LiveServer, account_cli: Cli, workdir: Path, damage: str
+) -> None:
+    """Finding 14: a blob deleted or damaged on the grid's disk made the CLI say "arrived
+    corrupted; try again", which cannot help. Deleted: the grid notices before serving it;
+    corrupted in place with its mtime kept: the grid notices while streaming it."""
+    content = _output_script(workdir)
+    first = account_cli("run", "make.py", "--remote-only")
+    assert first.returncode == 0, first.stderr
+    blob = _blob_file(live_server, content)
+    if damage == "deleted":
+        blob.unlink()
+    else:
+        _damage_keeping_mtime(blob)
+
+    fetched = account_cli("download", run_id(first), "--output-dir", "lost")
+    assert fetched.returncode == 1
+    assert "error: output 'out.txt' is lost or damaged on the grid" in fetched.stderr
+    assert "hint: run the same `rgrid run` again" in fetched.stderr
+    assert "arrived corrupted" not in fetched.stderr
+    assert not (workdir / "lost" / "out.txt").exists()
+
+    again = account_cli("run", "make.py")  # the same command: not served from the cache
+    assert again.returncode == 0, again.stderr
+    assert "cached" not in again.stderr
+    assert (workdir / "out.txt").read_bytes() == content
+    healed = account_cli("download", run_id(first), "--output-dir", "healed")
+    assert healed.returncode == 0, healed.stderr  # the first run's output is whole again
+    assert (workdir / "healed" / "out.txt").read_bytes() == content
+
+
+def test_a_damaged_input_blob_fails_the_run_clearly_and_the_next_run_uploads_it_again(
+    live_server: LiveServer, account_cli: Cli, workdir: Path
+) -> None:
+    """Finding 14, the worker's side: `/blobs/missing` consulted only the database, so a
+    lost input could never be healed by running again."""
+    data = f"input {uuid.uuid4().hex}\n".encode()
+    (workdir / "data.txt").write_bytes(data)
+    (workdir / "copy.py").write_text(
+        "import sys\nopen('copy.txt', 'wb').write(open(sys.argv[1], 'rb').read())\n"
+    )
+    first = account_cli("run", "copy.py", "data.txt", "--no-cache")
+    assert first.returncode == 0, first.stderr
+    blob = _blob_file(live_server, data)
+    blob.write_bytes(b"X" + data[1:])  # damaged on the grid's disk
+
+    second = account_cli("run", "copy.py", "data.txt", "--no-cache")
+    assert second.returncode == 1
+    assert "input 'data.txt' is lost or damaged on the grid" in second.stderr
+    assert "input_error" in status_of(account_cli, run_id(second))["failure_class"]
+
+    third = account_cli("run", "copy.py", "data.txt", "--no-cache", "--output-dir", "third")
+    assert third.returncode == 0, third.stderr
+    assert "uploaded 1 file" in third.stderr  # the lost input went up again
+    assert (workdir / "third" / "copy.txt").read_bytes() == data

@@ -321,8 +321,24 @@ class Client:
         Refuses unsafe names (``..``, absolute, NUL) with ``errors.UnsafePath`` before writing.
         An ``OSError`` means this file system cannot hold the file there (a name it does not
         allow, a directory in the way, a full disk); nothing is left behind then either.
+        A broken-off download is tried again (the grid breaks off one whose stored bytes turn
+        out damaged, and answers the next try with ``BlobCorrupt``).
         """
         dest = join_under(dest_root, artifact.path)
+        for attempt in range(1, RETRIES + 1):
+            try:
+                return self._download_once(execution_id, artifact, dest)
+            except errors.ConnectionFailed:
+                if attempt == RETRIES:
+                    raise
+            if self.on_retry is not None:
+                self.on_retry(attempt, RETRIES)
+            time.sleep(min(RETRY_BASE_S * 2 ** (attempt - 1), RETRY_MAX_S))
+        raise AssertionError("unreachable")
+
+    def _download_once(
+        self, execution_id: str, artifact: schemas.ArtifactPublic, dest: Path
+    ) -> Path:
         path = f"/api/v1/executions/{quote(execution_id)}/outputs/{quote(artifact.path)}"
         try:
             accept = {"accept-encoding": compression.ENCODING} if self.compresses else {}
@@ -399,6 +415,10 @@ class Client:
                 else:
                     while chunk := response.read(CHUNK):
                         keep(chunk)
+                    if report.done < artifact.size:  # http.client ends a short body silently
+                        raise TransportError(
+                            f"the body broke off after {report.done} of {artifact.size} bytes"
+                        )
                 if digest.hexdigest() != artifact.sha256:
                     raise errors.IntegrityError(f"{artifact.path} arrived corrupted; try again")
                 with _local():
