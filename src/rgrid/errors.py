@@ -12,6 +12,7 @@
     ├── PayloadTooLarge             PAYLOAD_TOO_LARGE    413
     ├── SpendingLimitExceeded       SPENDING_LIMIT_EXCEEDED 402
     ├── ArtifactExpired             ARTIFACT_EXPIRED     410
+    ├── BlobCorrupt                 BLOB_CORRUPT         410  (stored bytes lost or damaged)
     ├── RateLimited                 RATE_LIMITED         429
     ├── StoreError                  STORE_ERROR          500  (database adapter failures)
     ├── StorageError                STORAGE_ERROR        500  (blob storage adapter failures)
@@ -130,6 +131,14 @@ class ArtifactExpired(RgridError):
     """The artifact has expired and was deleted."""
 
     code = "ARTIFACT_EXPIRED"
+    status = 410
+
+
+class BlobCorrupt(RgridError):
+    """Stored content was found lost or damaged on the grid; it is now marked missing, so
+    running the command again uploads it again."""
+
+    code = "BLOB_CORRUPT"
     status = 410
 
 

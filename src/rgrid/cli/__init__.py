@@ -75,9 +75,11 @@ def main() -> None:
     except errors.RgridError as exc:
         if os.environ.get("RGRID_DEBUG"):
             raise
-        click.echo(f"error: {exc.message}", err=True)
+        from rgrid.cli.render import clean  # the grid's words may carry a tenant's names
+
+        click.echo(f"error: {clean(exc.message)}", err=True)
         if exc.hint:
-            click.echo(f"hint: {exc.hint}", err=True)
+            click.echo(f"hint: {clean(exc.hint)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

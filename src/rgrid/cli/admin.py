@@ -31,7 +31,7 @@ def init(api_url: str | None, profile: str) -> None:
 
 def _check(label: str, ok: bool | None, detail: str) -> None:
     mark = {True: "ok  ", False: "FAIL", None: "warn"}[ok]
-    click.echo(f"[{mark}] {label:<10} {detail}")
+    render.line(f"[{mark}] {label:<10} {detail}")
 
 
 @click.command()
@@ -139,7 +139,7 @@ def list_keys(as_json: bool) -> None:
         return
     for k in items:
         state = "revoked" if k.revoked_at else "active"
-        click.echo(f"{k.id:<22} {k.account_id:<22} {k.prefix}…  {state:<8} {k.name}")
+        render.line(f"{k.id:<22} {k.account_id:<22} {k.prefix}…  {state:<8} {k.name}")
 
 
 @keys.command(name="revoke")
@@ -162,9 +162,9 @@ def workers(as_json: bool) -> None:
     if as_json:
         render.emit_json(items)
         return
-    click.echo(f"{'WORKER':<20} {'STATE':<10} {'SLOTS':>7}  RUNTIMES")
+    render.line(f"{'WORKER':<20} {'STATE':<10} {'SLOTS':>7}  RUNTIMES")
     for w in items:
-        click.echo(f"{w.name:<20} {w.state:<10} {w.busy:>3}/{w.slots:<3}  {', '.join(w.pythons)}")
+        render.line(f"{w.name:<20} {w.state:<10} {w.busy:>3}/{w.slots:<3}  {', '.join(w.pythons)}")
 
 
 COMMANDS = [init, doctor, workers, accounts, keys]

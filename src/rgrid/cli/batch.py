@@ -99,7 +99,8 @@ def attach(
         if remote_only or item.state.value != "succeeded":
             return
         folder = places.get(item.input) or folders([item.input])[item.input]
-        fetch_outputs(client, item, root, staging_folder(folder) if flat else folder)
+        place = staging_folder(folder) if flat else folder
+        fetch_outputs(client, item, root, place, lambda a, why: render.not_downloaded(a.path, why))
 
     try:
         final, items = follow(
@@ -134,14 +135,15 @@ def _renderer(
                 )
             )
         elif not tty:
-            click.echo(
+            render.line(
                 f"{item.state.value:<10} {item.input}  {item.id}"
                 + (f"  ({item.failure_class.value})" if item.failure_class else "")
             )
         elif item.state.terminal and item.state.value != "succeeded":
             # above the bar, as it happens: the bar is redrawn below it after the poll
             kind = item.failure_class.value if item.failure_class else item.state.value
-            sys.stderr.write(f"\r\033[K{item.state.value} {item.input}: {kind}  ({item.id})\n")
+            shown = render.clean(f"{item.state.value} {item.input}: {kind}  ({item.id})")
+            sys.stderr.write(f"\r\033[K{shown}\n")
 
     return show
 

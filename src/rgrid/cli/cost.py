@@ -51,14 +51,14 @@ def cost(ctx: click.Context, since: str | None, until: str | None, by: str, as_j
     if as_json:
         render.emit_json(report)
         return
-    click.echo(f"{by.upper():<24} {'EXECUTIONS':>10} {'COMPUTE':>10} {'COST':>14}")
+    render.line(f"{by.upper():<24} {'EXECUTIONS':>10} {'COMPUTE':>10} {'COST':>14}")
     for group in report["groups"]:
-        click.echo(
+        render.line(
             f"{group['group']:<24} {group['executions']:>10} "
             f"{render.duration(group['compute_us'] / 1e6):>10} {render.money(group['cost_micros']):>14}"
         )
     total = report["total"]
-    click.echo(
+    render.line(
         f"{'total':<24} {total['executions']:>10} "
         f"{render.duration(total['compute_us'] / 1e6):>10} {render.money(total['cost_micros']):>14}"
     )
@@ -100,7 +100,7 @@ def remove_limit() -> None:
 
 
 def _show(current: schemas.SpendingLimitPublic) -> None:
-    click.echo(
+    render.line(
         f"limit {render.money(current.limit_micros)} per {current.period}; spent "
         f"{render.money(current.spent_micros)} since {render.when(current.period_start)}"
     )
@@ -124,7 +124,7 @@ def estimate(
     items = len(expand(patterns, 10**9)) if patterns else files or 1
     lines = estimate_lines(connect(), build_bundle(script, [], []).script, script, items, parallel)
     for line in lines:
-        click.echo(line)
+        render.line(line)
 
 
 def estimate_lines(

@@ -128,7 +128,9 @@ def outputs(execution_id: str, as_json: bool) -> None:
     "--file", "files", multiple=True, metavar="NAME", help="Only this output (repeatable)."
 )
 def download(execution_id: str, output_dir: Path | None, files: tuple[str, ...]) -> None:
-    """Download an execution's outputs, keeping their relative paths."""
+    """Download an execution's outputs, keeping their relative paths. An output this file
+    system cannot hold (a directory in the way, a name it refuses) is skipped with a warning
+    while the others download; the exit code is then 1."""
     from rgrid.cli.context import connect
     from rgrid.client.runs import download_outputs
 
@@ -139,7 +141,11 @@ def download(execution_id: str, output_dir: Path | None, files: tuple[str, ...])
         render.info(f"{path} ({render.size(artifact.size)})")
     for _, path in downloads.unchanged:
         render.info(f"{path} (already there, unchanged)")
+    for artifact, why in downloads.skipped:
+        render.not_downloaded(artifact.path, why)
     render.info(f"{len(downloads.fetched)} file(s) downloaded")
+    if downloads.skipped:
+        sys.exit(1)
 
 
 @click.command(name="list")

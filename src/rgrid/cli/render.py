@@ -12,9 +12,17 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from rgrid.money import format_micros
+from rgrid.text import printable
 
 if TYPE_CHECKING:
     from rgrid import schemas
+
+
+def clean(text: str) -> str:
+    """Text a tenant or the grid controls (names, metadata, paths, messages), safe to show:
+    control characters escaped (``\\n``, ``\\x1b``), so it can neither forge lines nor drive
+    the terminal. Every human-readable line goes through it; ``--json`` output never does."""
+    return printable(text)
 
 
 def size(n: int) -> str:
@@ -91,16 +99,27 @@ class TransferBar:
             return
         self._shown = now
         rate = (done - self._first) / max(now - self._started[name], 1e-3)
-        line = f"{verb} {name}  {size(done)} / {size(total)}  {size(int(rate))}/s"
-        self._stream.write("\r" + line + "\033[K" + ("\n" if finished else ""))
+        shown = f"{verb} {clean(name)}  {size(done)} / {size(total)}  {size(int(rate))}/s"
+        self._stream.write("\r" + shown + "\033[K" + ("\n" if finished else ""))
         self._stream.flush()
         if finished:
             self._started.pop(name, None)
 
 
 def info(message: str) -> None:
-    """One rgrid line on stderr (never mixed into the script's stdout)."""
-    click.echo(f"rgrid: {message}", err=True)
+    """One rgrid line on stderr (never mixed into the script's stdout), control characters
+    escaped: messages carry names, paths and the grid's own words."""
+    click.echo(f"rgrid: {clean(message)}", err=True)
+
+
+def line(text: str) -> None:
+    """One human-readable line on stdout (a table row, a field), control characters escaped."""
+    click.echo(clean(text))
+
+
+def not_downloaded(path: str, why: str) -> None:
+    """The warning for an output this file system cannot hold (the others still came)."""
+    info(f"warning: output {path} not downloaded: {why}")
 
 
 def state_label(e: schemas.ExecutionPublic) -> str:
@@ -156,7 +175,7 @@ def execution(e: schemas.ExecutionPublic) -> None:
     ]
     for label, value in rows:
         if value != "-" or label in ("id", "state", "exit code"):
-            click.echo(f"{label:<10} {value}")
+            line(f"{label:<10} {value}")
 
 
 money = format_micros  # ``€0.000123``: integer micros as euros, exactly
@@ -188,10 +207,10 @@ def execution_table(items: Sequence[schemas.ExecutionPublic]) -> None:
     if not items:
         click.echo("no executions", err=True)
         return
-    click.echo(f"{'ID':<22} {'STATE':<26} {'EXIT':>4} {'DURATION':>9}  {'CREATED':<19}  SCRIPT")
+    line(f"{'ID':<22} {'STATE':<26} {'EXIT':>4} {'DURATION':>9}  {'CREATED':<19}  SCRIPT")
     for e in items:
         code = "-" if e.exit_code is None else str(e.exit_code)
-        click.echo(
+        line(
             f"{e.id:<22} {state_label(e):<26} {code:>4} {duration(e.duration_s):>9}  "
             f"{when(e.created_at):<19}  {' '.join([e.script, *e.args])[:60]}"
         )
@@ -216,6 +235,8 @@ def log_lines(
         elif name in ("system", "setup"):
             prefix += "rgrid: " if name == "system" else "rgrid setup: "
         text = line.text
+        if name in ("system", "setup"):  # rgrid's own lines (the script's are its business)
+            text = "\n".join(clean(part) for part in text.rstrip("\n").split("\n"))
         if (marked or name in ("system", "setup")) and not text.endswith("\n"):
             text += "\n"
         stream = sys.stdout if marked or name == "stdout" else sys.stderr
@@ -228,19 +249,19 @@ def log_lines(
 def batch(page: schemas.BatchItemsPublic) -> None:
     b = page.batch
     counts = ", ".join(f"{n} {state}" for state, n in sorted(b.counts.items()))
-    click.echo(f"{'id':<10} {b.id}")
-    click.echo(f"{'script':<10} {b.script}")
-    click.echo(f"{'items':<10} {b.total} ({counts}){' - done' if b.done else ''}")
-    click.echo(f"{'parallel':<10} {b.parallel}")
+    line(f"{'id':<10} {b.id}")
+    line(f"{'script':<10} {b.script}")
+    line(f"{'items':<10} {b.total} ({counts}){' - done' if b.done else ''}")
+    line(f"{'parallel':<10} {b.parallel}")
     for item in page.data:
         kind = f" ({item.failure_class.value})" if item.failure_class else ""
-        click.echo(f"  {item.state.value + kind:<28} {item.input}  {item.id}")
+        line(f"  {item.state.value + kind:<28} {item.input}  {item.id}")
 
 
 def artifact_table(items: Sequence[schemas.ArtifactPublic]) -> None:
     if not items:
         click.echo("no outputs", err=True)
         return
-    click.echo(f"{'SIZE':>10}  {'SHA256':<12}  {'EXPIRES':<19}  PATH")
+    line(f"{'SIZE':>10}  {'SHA256':<12}  {'EXPIRES':<19}  PATH")
     for a in items:
-        click.echo(f"{size(a.size):>10}  {a.sha256[:12]}  {when(a.expires_at):<19}  {a.path}")
+        line(f"{size(a.size):>10}  {a.sha256[:12]}  {when(a.expires_at):<19}  {a.path}")

@@ -287,6 +287,8 @@ def attach(
     downloads = None
     if not remote_only:
         downloads = download_outputs(client, execution_id, output_dir or Path.cwd())
+        for artifact, why in downloads.skipped:
+            render.not_downloaded(artifact.path, why)
     _summary(final, downloads)
     return exit_code_for(final)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import glob
 import hashlib
@@ -318,8 +319,26 @@ class Client:
         """Stream one output to ``dest_root/<path>``: temp name, sha256 check, rename.
 
         Refuses unsafe names (``..``, absolute, NUL) with ``errors.UnsafePath`` before writing.
+        An ``OSError`` means this file system cannot hold the file there (a name it does not
+        allow, a directory in the way, a full disk); nothing is left behind then either.
+        A broken-off download is tried again (the grid breaks off one whose stored bytes turn
+        out damaged, and answers the next try with ``BlobCorrupt``).
         """
         dest = join_under(dest_root, artifact.path)
+        for attempt in range(1, RETRIES + 1):
+            try:
+                return self._download_once(execution_id, artifact, dest)
+            except errors.ConnectionFailed:
+                if attempt == RETRIES:
+                    raise
+            if self.on_retry is not None:
+                self.on_retry(attempt, RETRIES)
+            time.sleep(min(RETRY_BASE_S * 2 ** (attempt - 1), RETRY_MAX_S))
+        raise AssertionError("unreachable")
+
+    def _download_once(
+        self, execution_id: str, artifact: schemas.ArtifactPublic, dest: Path
+    ) -> Path:
         path = f"/api/v1/executions/{quote(execution_id)}/outputs/{quote(artifact.path)}"
         try:
             accept = {"accept-encoding": compression.ENCODING} if self.compresses else {}
@@ -334,6 +353,8 @@ class Client:
                 self._save(response, artifact, dest, compressed)
         except TransportError as exc:
             raise errors.ConnectionFailed(f"download interrupted: {exc}") from exc
+        except _LocalFailure as exc:
+            raise exc.error from None
         return dest
 
     def _download_direct(self, url: str, artifact: schemas.ArtifactPublic, dest: Path) -> Path:
@@ -362,12 +383,16 @@ class Client:
         dest: Path,
         compressed: bool,
     ) -> None:
-        """Stream a response body to ``dest``: temp name, sha256 check, rename."""
+        """Stream a response body to ``dest``: temp name, sha256 check, rename. Local file
+        errors come out as ``_LocalFailure``, apart from the connection's own."""
         import tempfile
 
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        _remove_abandoned_parts(dest)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        with _local():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            _remove_abandoned_parts(dest)
+            fd, tmp_name = tempfile.mkstemp(
+                prefix=_part_prefix(dest), suffix=".part", dir=dest.parent
+            )
         try:
             # locked until renamed: a later download removes it only if this process died
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -378,7 +403,8 @@ class Client:
 
                 def keep(piece: bytes) -> None:
                     digest.update(piece)
-                    handle.write(piece)
+                    with _local():
+                        handle.write(piece)
                     report.advance(len(piece))
 
                 if compressed:
@@ -389,12 +415,34 @@ class Client:
                 else:
                     while chunk := response.read(CHUNK):
                         keep(chunk)
+                    if report.done < artifact.size:  # http.client ends a short body silently
+                        raise TransportError(
+                            f"the body broke off after {report.done} of {artifact.size} bytes"
+                        )
                 if digest.hexdigest() != artifact.sha256:
                     raise errors.IntegrityError(f"{artifact.path} arrived corrupted; try again")
-                os.replace(tmp_name, dest)
+                with _local():
+                    os.replace(tmp_name, dest)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
+
+
+class _LocalFailure(Exception):
+    """A local file operation failed during a download: carried past the transport, which
+    takes any ``OSError`` for a broken connection."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@contextlib.contextmanager
+def _local() -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise _LocalFailure(exc) from exc
 
 
 class _Reporter:
@@ -470,10 +518,18 @@ def _checked(response: Response) -> Response:
     raise errors.from_body(response.status, decoded)
 
 
+def _part_prefix(dest: Path) -> str:
+    """The start of the temp names of downloads to ``dest``: short whatever the name (a name
+    of 255 bytes is legal, and the temp name beside it must fit NAME_MAX too), and the same
+    for every download of ``dest``, so abandoned ones can be found."""
+    tag = hashlib.sha256(os.fsencode(dest.name)).hexdigest()[:16]
+    return f".rgrid-{tag}."
+
+
 def _remove_abandoned_parts(dest: Path) -> None:
     """Delete the temp files an earlier download of ``dest`` left when its process died
     (SIGKILL, power loss). A live download holds a lock on its temp file; a dead one's is gone."""
-    for part in dest.parent.glob(f".{glob.escape(dest.name)}.*.part"):
+    for part in dest.parent.glob(f"{glob.escape(_part_prefix(dest))}*.part"):
         try:
             fd = os.open(part, os.O_RDONLY)
         except OSError:

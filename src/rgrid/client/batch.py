@@ -143,18 +143,26 @@ def follow(
 
 
 def fetch_outputs(
-    client: Client, item: schemas.BatchItemPublic, root: Path, folder: PurePosixPath
+    client: Client,
+    item: schemas.BatchItemPublic,
+    root: Path,
+    folder: PurePosixPath,
+    on_skip: Callable[[schemas.ArtifactPublic, str], None] = lambda _artifact, _why: None,
 ) -> list[Path]:
     """Download an item's outputs into ``root/folder``, skipping files already there with the
-    same content (a re-attached follow downloads exactly what is missing)."""
+    same content (a re-attached follow downloads exactly what is missing). An output this
+    file system cannot hold is handed to ``on_skip`` with the reason; the others still come."""
     from rgrid.client.runs import same_content
 
     dest = root / folder
-    return [
-        client.download(item.id, artifact, dest)
-        for artifact in item.outputs
-        if not same_content(dest / artifact.path, artifact)
-    ]
+    fetched = []
+    for artifact in item.outputs:
+        try:
+            if not same_content(dest / artifact.path, artifact):
+                fetched.append(client.download(item.id, artifact, dest))
+        except OSError as exc:
+            on_skip(artifact, exc.strerror or str(exc))
+    return fetched
 
 
 def staging_folder(folder: PurePosixPath) -> PurePosixPath:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import select
+import socket
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
 from urllib.parse import urlencode, urlsplit
@@ -52,6 +54,11 @@ class Transport:
             self._conn = None
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self._conn is not None and self._conn.sock is not None and _dropped(self._conn.sock):
+            # The server closed this idle keep-alive connection (uvicorn does after 5 s, e.g.
+            # while a log follow held the WebSocket): reconnect now rather than fail the request
+            # on it and retry with a false "connection lost".
+            self.close()
         if self._conn is None:
             cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
             self._conn = cls(self._host, self._port, timeout=timeout, blocksize=CHUNK)
@@ -98,6 +105,9 @@ class Transport:
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
             self.close()
             raise TransportError(str(exc) or type(exc).__name__) from exc
+        except BaseException:
+            self.close()  # the response may be half read: the connection cannot be reused
+            raise
         finally:
             if response.will_close:
                 self.close()
@@ -105,3 +115,14 @@ class Transport:
     def request(self, method: str, path: str, **kw: Any) -> Response:
         with self.open(method, path, **kw) as response:
             return Response(response.status, response.read())
+
+
+def _dropped(sock: socket.socket) -> bool:
+    """Whether an idle connection was closed by the other end: a socket with nothing to read
+    stays unreadable; one that became readable without a request in flight is at its end (or
+    holds bytes no request asked for), so it cannot carry the next request."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)

@@ -84,6 +84,8 @@ class Downloads:
     fetched: list[tuple[schemas.ArtifactPublic, Path]]
     #: already in place with the same content (e.g. a cache hit's outputs): not fetched again
     unchanged: list[tuple[schemas.ArtifactPublic, Path]]
+    #: outputs this file system cannot hold under their name, and why (the others still came)
+    skipped: list[tuple[schemas.ArtifactPublic, str]] = dataclasses.field(default_factory=list)
 
 
 def download_outputs(
@@ -95,7 +97,9 @@ def download_outputs(
     """Fetch outputs into ``dest`` preserving their relative paths (all of them, or ``only``),
     except those already there with the same content.
 
-    Unsafe names are refused (``errors.UnsafePath``) before anything is written.
+    Unsafe names are refused (``errors.UnsafePath``) before anything is written. An output the
+    local file system cannot hold (a name too long for it, a directory in the way) is skipped,
+    with the reason, and the others are fetched.
     """
     artifacts = client.artifacts(execution_id, kind="output").data
     if only:
@@ -117,14 +121,17 @@ def download_outputs(
             ) from exc
     from rgrid.paths import join_under
 
-    fetched, unchanged = [], []
+    downloads = Downloads([], [], [])
     for artifact in artifacts:
         target = join_under(dest, artifact.path)
-        if same_content(target, artifact):
-            unchanged.append((artifact, target))
-        else:
-            fetched.append((artifact, client.download(execution_id, artifact, dest)))
-    return Downloads(fetched, unchanged)
+        try:
+            if same_content(target, artifact):
+                downloads.unchanged.append((artifact, target))
+            else:
+                downloads.fetched.append((artifact, client.download(execution_id, artifact, dest)))
+        except OSError as exc:
+            downloads.skipped.append((artifact, exc.strerror or str(exc)))
+    return downloads
 
 
 def same_content(path: Path, artifact: schemas.ArtifactPublic) -> bool:

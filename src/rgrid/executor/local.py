@@ -61,7 +61,7 @@ class LocalExecutor:
         finally:
             self._tasks.pop(spec.execution_id, None)
             self._cancels.pop(spec.execution_id, None)
-        await on_done(spec, outcome)
+        await _report(spec, outcome, on_done)
 
     def cancel(self, execution_id: str) -> bool:
         event = self._cancels.get(execution_id)
@@ -75,3 +75,32 @@ class LocalExecutor:
             event.set()
         if self._tasks:
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+
+async def _report(
+    spec: domain.ExecutionSpec, outcome: domain.Outcome, on_done: DoneCallback
+) -> None:
+    """Hand the outcome over. If recording it fails (say, an output the store rejects), the
+    execution still ends now, failed without its outputs, instead of an exception nobody
+    retrieves and a lease left to expire."""
+    try:
+        await on_done(spec, outcome)
+        return
+    except Exception as exc:
+        logger.exception(
+            "recording the outcome failed",
+            extra={"action": "outcome_failed", "execution_id": spec.execution_id},
+        )
+        failed = domain.Outcome(
+            ExecutionState.FAILED,
+            domain.EXIT_RGRID_FAILURE,
+            FailureClass.INFRASTRUCTURE,
+            cause=f"the grid could not record the outcome: {type(exc).__name__}: {exc}",
+        )
+    try:
+        await on_done(spec, failed)
+    except Exception:  # the store itself is down: the lease expiring is all that is left
+        logger.exception(
+            "recording the failure failed",
+            extra={"action": "outcome_failed", "execution_id": spec.execution_id},
+        )

@@ -14,7 +14,8 @@ from rgrid.envs.cache import PythonEnv
 from rgrid.runner import ControlPlane, RunnerConfig
 from rgrid.runner.classify import classify
 from rgrid.runner.logship import LogShipper
-from rgrid.runner.workdir import find_outputs, input_path
+from rgrid.runner.workdir import OutputScan, find_outputs, input_path
+from rgrid.text import printable
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +76,10 @@ async def _materialise(spec: domain.ExecutionSpec, plane: ControlPlane, workdir:
         await plane.fetch_input(ref, dest)
 
 
-async def _collect(
-    spec: domain.ExecutionSpec,
-    plane: ControlPlane,
-    workdir: Path,
-    config: RunnerConfig,
-    outcome: domain.Outcome,
-) -> domain.Outcome:
+async def _scan(
+    spec: domain.ExecutionSpec, workdir: Path, config: RunnerConfig, shipper: LogShipper
+) -> OutputScan:
+    """What the run produced; each file the grid cannot name gets a warning in the log."""
     scan = await asyncio.to_thread(
         find_outputs,
         workdir,
@@ -89,6 +87,14 @@ async def _collect(
         max_bytes=config.max_output_bytes,
         max_files=config.max_output_files,
     )
+    for name, why in scan.refused:
+        shipper.system(f"warning: output {printable(name)} not kept: {why}")
+    return scan
+
+
+async def _collect(
+    scan: OutputScan, plane: ControlPlane, outcome: domain.Outcome
+) -> domain.Outcome:
     outputs = tuple([await plane.store_output(full, rel) for rel, full in scan.files])
     if scan.over_limit and outcome.state is ExecutionState.SUCCEEDED:
         return dataclasses.replace(
@@ -157,11 +163,12 @@ async def run_execution(
                 packages=env.packages,
                 python_version=interpreter.full_version,
             )
-        if outcome.state is ExecutionState.CANCELLED:
-            return outcome
-        if outcome.failure_class is FailureClass.DISK_LIMIT:
-            return outcome  # keeping what filled the disk would only move it into storage
-        return await _collect(spec, plane, workdir, config, outcome)
+            if outcome.state is ExecutionState.CANCELLED:
+                return outcome
+            if outcome.failure_class is FailureClass.DISK_LIMIT:
+                return outcome  # keeping what filled the disk would only move it into storage
+            scan = await _scan(spec, workdir, config, shipper)
+        return await _collect(scan, plane, outcome)
     finally:
         if not config.keep_workdirs:
             await asyncio.to_thread(shutil.rmtree, workdir, True)

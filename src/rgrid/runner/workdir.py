@@ -14,6 +14,8 @@ from rgrid.paths import join_under
 
 SKIP_DIRS = frozenset({"__pycache__"})
 HASH_CHUNK = 1024 * 1024
+#: characters: the longest output path the grid records (its database column)
+MAX_OUTPUT_PATH = 4096
 
 
 def sha256_file(path: Path) -> str:
@@ -46,6 +48,26 @@ class OutputScan:
     #: files left out because a limit was reached
     dropped: int
     over_limit: bool
+    #: files left out because the grid cannot name them: (the name, readably escaped, why)
+    refused: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+def name_problem(rel: str) -> str | None:
+    """Why an output path cannot be recorded, or None. A POSIX file name is any bytes but
+    ``/`` and NUL; the grid's names are text, so a name that is not valid UTF-8 (it arrives
+    here with surrogate escapes) is refused rather than recorded under a made-up spelling."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not valid UTF-8"
+    if len(rel) > MAX_OUTPUT_PATH:
+        return f"its path is longer than {MAX_OUTPUT_PATH} characters"
+    return None
+
+
+def readable_name(rel: str) -> str:
+    """A name as text that can be shown and logged: undecodable bytes as ``\\xNN``."""
+    return os.fsencode(rel).decode("utf-8", "backslashreplace")
 
 
 def find_outputs(
@@ -53,8 +75,13 @@ def find_outputs(
 ) -> OutputScan:
     """Files created or modified by the run (unchanged inputs excluded), within the limits."""
     chosen: list[tuple[str, Path]] = []
+    refused: list[tuple[str, str]] = []
     total = dropped = 0
     for rel, info in sorted(_regular_files(workdir)):
+        problem = name_problem(rel)
+        if problem is not None:
+            refused.append((readable_name(rel), problem))
+            continue
         full = workdir / rel
         given = inputs.get(rel)
         if given is not None and given.size == info.st_size and sha256_file(full) == given.sha256:
@@ -64,4 +91,4 @@ def find_outputs(
             continue
         chosen.append((rel, full))
         total += info.st_size
-    return OutputScan(files=chosen, dropped=dropped, over_limit=dropped > 0)
+    return OutputScan(files=chosen, dropped=dropped, over_limit=dropped > 0, refused=refused)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import hashlib
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import IO
@@ -13,6 +15,8 @@ from rgrid.paths import safe_relpath
 from rgrid.services import Grid, utcnow
 from rgrid.storage import CHUNK_SIZE, Verifier, blob_key, validate_sha256, writeback
 from rgrid.store import blobs as repo
+
+logger = logging.getLogger(__name__)
 
 MAX_QUERY = 100_000
 #: where the bytes of resumable uploads wait until complete (under RGRID_HOME)
@@ -236,3 +240,49 @@ def _to_disk(sink: Callable[[bytes], None], handle: IO[bytes]) -> Callable[[byte
             sink(piece)
 
     return put
+
+
+async def lose_blob(grid: Grid, account_id: str, sha256: str, what: str) -> errors.BlobCorrupt:
+    """Content found lost or damaged on read: forget it (its row, so ``/blobs/missing`` asks
+    for it again, and whatever bytes are left) and return the error that says so."""
+    logger.error(
+        "blob lost", extra={"action": "blob_lost", "account_id": account_id, "sha256": sha256}
+    )
+    async with store.transaction(grid.sessions) as session:
+        await repo.forget_blobs(session, [(account_id, sha256)])
+    await grid.storage.delete(blob_key(account_id, sha256))
+    return errors.BlobCorrupt(
+        f"{what} is lost or damaged on the grid (sha256 {sha256[:12]}…)",
+        hint="run the same `rgrid run` again: it uploads its inputs anew and recreates outputs",
+        details={"sha256": sha256},
+    )
+
+
+async def check_blob(grid: Grid, account_id: str, sha256: str, size: int, what: str) -> None:
+    """Before serving a blob: it exists with the size and sha256 recorded (the storage's own
+    record; local storage re-hashes a file changed since it was written), else
+    ``BlobCorrupt`` and the blob is marked missing."""
+    info = await grid.storage.stat(blob_key(account_id, sha256))
+    if info is None or info.size != size or info.sha256 != sha256:
+        raise await lose_blob(grid, account_id, sha256, what)
+
+
+async def verified_read(
+    grid: Grid, account_id: str, sha256: str, size: int, what: str
+) -> AsyncIterator[bytes]:
+    """A blob's bytes, hashed as they go: the last chunk is held back until the whole matches,
+    so damaged content never arrives complete (the response breaks off, and the blob is
+    marked missing for the next request to say so)."""
+    digest = hashlib.sha256()
+    seen = 0
+    held: bytes | None = None
+    async for chunk in grid.storage.open(blob_key(account_id, sha256)):
+        if held is not None:
+            yield held
+        digest.update(chunk)
+        seen += len(chunk)
+        held = chunk
+    if seen != size or digest.hexdigest() != sha256:
+        raise await lose_blob(grid, account_id, sha256, what)
+    if held is not None:
+        yield held

@@ -157,7 +157,12 @@ async def usable_results(
         kept = outputs.get(row.id, [])
         if any(retention.expired(grid, a) for a in kept):
             continue
-        if all([await grid.storage.stat(blob_key(account_id, a.sha256)) for a in kept]):
+        # a blob damaged since (local storage re-hashes a changed file) is as good as gone
+        stored = [await grid.storage.stat(blob_key(account_id, a.sha256)) for a in kept]
+        if all(
+            info is not None and info.sha256 == a.sha256
+            for info, a in zip(stored, kept, strict=True)
+        ):
             usable[key] = (row, kept)
     return usable
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rgrid import domain, store
+from rgrid import domain, errors, store
 from rgrid.domain import ArtifactKind, ExecutionState, FailureClass
 from rgrid.executor import Executor
 from rgrid.money import slot_cost
-from rgrid.services import Grid, billing, retention, utcnow
+from rgrid.services import Grid, billing, blobs, retention, utcnow
 from rgrid.settings import ServerSettings
 from rgrid.storage import blob_key
 from rgrid.store import billing as billing_repo
@@ -47,7 +47,19 @@ class GridControlPlane:
         self._spec = spec
 
     async def fetch_input(self, ref: domain.FileRef, dest: Path) -> None:
-        await self._grid.storage.copy_to_file(blob_key(self._spec.account_id, ref.sha256), dest)
+        """The input's bytes, verified: a blob gone from storage or not matching its sha256
+        is ``BlobCorrupt`` and marked missing, so the next `rgrid run` uploads it again."""
+        from rgrid.runner.workdir import sha256_file
+
+        account = self._spec.account_id
+        what = f"input {ref.path!r}"
+        try:
+            await self._grid.storage.copy_to_file(blob_key(account, ref.sha256), dest)
+        except errors.NotFound:
+            raise await blobs.lose_blob(self._grid, account, ref.sha256, what) from None
+        if await asyncio.to_thread(sha256_file, dest) != ref.sha256:
+            dest.unlink(missing_ok=True)
+            raise await blobs.lose_blob(self._grid, account, ref.sha256, what)
 
     async def store_output(self, path: Path, rel: str) -> domain.FileRef:
         from rgrid.runner.workdir import sha256_file

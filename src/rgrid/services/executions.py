@@ -11,7 +11,7 @@ from rgrid import domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
 from rgrid.money import slot_cost
 from rgrid.paths import safe_relpath
-from rgrid.services import Grid, cache, retention, runtimes, utcnow
+from rgrid.services import Grid, blobs, cache, retention, runtimes, utcnow
 from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
@@ -351,6 +351,9 @@ async def output_source(
     """An output file, and a URL serving it directly from storage when it is big and the
     storage can (S3 presigned URLs); None: stream it through the grid."""
     artifact = await find_output(grid, principal, id_or_prefix, path)
+    await blobs.check_blob(
+        grid, principal.account.id, artifact.sha256, artifact.size, f"output {artifact.path!r}"
+    )
     if artifact.size < DIRECT_DOWNLOAD_BYTES:
         return artifact, None
     key = blob_key(principal.account.id, artifact.sha256)
@@ -360,7 +363,8 @@ async def output_source(
 def output_stream(
     grid: Grid, principal: domain.Principal, artifact: domain.Artifact
 ) -> AsyncIterator[bytes]:
-    return grid.storage.open(blob_key(principal.account.id, artifact.sha256))
+    what = f"output {artifact.path!r}"
+    return blobs.verified_read(grid, principal.account.id, artifact.sha256, artifact.size, what)
 
 
 async def open_output(

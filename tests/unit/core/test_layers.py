@@ -16,6 +16,7 @@ FOUNDATION = {
     "paths",
     "compression",
     "money",
+    "text",
     "settings",
     "__init__",
     "__version__",

@@ -15,9 +15,13 @@ def test_safe_paths(good: str) -> None:
     assert ".." not in safe_relpath(good).parts
 
 
-@pytest.mark.parametrize(
-    "bad", ["", "/etc/passwd", "../x", "a/../../x", "a/..", "a\x00b", "a\\..\\b", "."]
-)
+@pytest.mark.parametrize("name", ["a\\..\\b", "line\nbreak", "tab\there", "x" * 255])
+def test_legal_posix_names_stay_one_name_under_the_root(name: str, tmp_path: Path) -> None:
+    """A backslash or a newline is an ordinary character of a POSIX name (issue 13, 12)."""
+    assert join_under(tmp_path, name) == tmp_path / name
+
+
+@pytest.mark.parametrize("bad", ["", "/etc/passwd", "../x", "a/../../x", "a/..", "a\x00b", "."])
 def test_unsafe_paths_are_refused(bad: str, tmp_path: Path) -> None:
     with pytest.raises(errors.UnsafePath):
         join_under(tmp_path, bad)

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, StreamingResponse
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from rgrid import compression, domain, errors, schemas
 from rgrid.api import convert
@@ -19,6 +20,16 @@ from rgrid.services import executions as service
 from rgrid.services import limits
 
 router = APIRouter(prefix="/api/v1/executions", tags=["executions"])
+
+
+class AnyPathConvertor(PathConvertor):
+    """Starlette's ``path`` matches ``.*``, which stops at a newline; an output's name may hold
+    any character but NUL (a POSIX name), so its route matches every character."""
+
+    regex = r"[\s\S]*"
+
+
+register_url_convertor("anypath", AnyPathConvertor())
 
 MAX_PAGE = 1000
 
@@ -117,7 +128,7 @@ async def list_artifacts(
     return schemas.ArtifactsPublic(data=data, count=len(data))
 
 
-@router.get("/{execution_id}/outputs/{path:path}", response_model=None)
+@router.get("/{execution_id}/outputs/{path:anypath}", response_model=None)
 async def download_output(
     execution_id: str, path: str, request: Request, grid: GridDep, principal: CurrentPrincipal
 ) -> StreamingResponse | RedirectResponse:
