@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import secrets
 
-from rgrid import domain, errors, store
+from rgrid import bounds, domain, errors, store
 from rgrid.services import Grid, utcnow
 from rgrid.store import accounts as repo
 
 KEY_RANDOM_BYTES = 30  # 40 url-safe characters after "rg_"
-MAX_NAME_CHARS = 200
 
 
 def new_key() -> str:
@@ -66,8 +65,9 @@ async def create_account(
     grid: Grid, principal: domain.Principal, name: str, is_admin: bool
 ) -> tuple[domain.Account, str]:
     require_admin(principal)
-    if not 0 < len(name.strip()) <= MAX_NAME_CHARS:
-        raise errors.InvalidRequest(f"account names are 1-{MAX_NAME_CHARS} characters")
+    bounds.check_name(name, "account")
+    if not name.strip():
+        raise errors.InvalidRequest("an account needs a name")
     key = new_key()
     async with store.transaction(grid.sessions) as session:
         now = utcnow()
@@ -89,8 +89,7 @@ async def create_key(
     grid: Grid, principal: domain.Principal, account_id: str | None, name: str
 ) -> tuple[domain.ApiKey, str]:
     """A new key for the caller's account, or (admins) for ``account_id``."""
-    if len(name) > MAX_NAME_CHARS:
-        raise errors.InvalidRequest(f"key names are at most {MAX_NAME_CHARS} characters")
+    bounds.check_name(name, "key")
     target = account_id or principal.account.id
     if target != principal.account.id:
         require_admin(principal)

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
 
-from rgrid import errors, schemas
+from rgrid import bounds, errors, schemas
 from rgrid.api.deps import CurrentPrincipal, GridDep, get_grid, get_principal
 from rgrid.services import logs as service
 from rgrid.services.logs import LogPage
@@ -22,10 +22,10 @@ async def read_logs(
     execution_id: str,
     grid: GridDep,
     principal: CurrentPrincipal,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=bounds.INT32_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=service.MAX_LOG_PAGE)] = 1000,
     wait: Annotated[float, Query(ge=0, le=service.MAX_WAIT_S)] = 0.0,
-    attempt: Annotated[int | None, Query(ge=1)] = None,
+    attempt: Annotated[int | None, Query(ge=1, le=bounds.INT32_MAX)] = None,
 ) -> Response:
     page = await service.read_logs(
         grid, principal, execution_id, after=after, limit=limit, wait_s=wait, attempt=attempt
@@ -76,6 +76,8 @@ def _page_json(page: LogPage) -> str:
 
 
 def _after(raw: str) -> int:
-    if not raw.isdigit():
-        raise errors.InvalidRequest("after must be a non-negative integer", details={"after": raw})
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10 and int(raw) <= bounds.INT32_MAX):
+        raise errors.InvalidRequest(
+            f"after must be an integer from 0 to {bounds.INT32_MAX}", details={"after": raw[:20]}
+        )
     return int(raw)
