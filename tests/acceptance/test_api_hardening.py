@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.acceptance.conftest import new_account
+from tests.acceptance.conftest import new_account, run_id
 from tests.conftest import Cli, LiveServer
 
 from rgrid import bounds
@@ -375,3 +375,44 @@ def test_control_characters_in_account_and_key_names_are_refused(
     _error(created, 422, "VALIDATION_ERROR")
     fine = httpx.post(f"{live_server.url}/api/v1/keys", json={"name": "ok é"}, headers=_auth(key))
     assert fine.status_code == 201, fine.text
+
+
+# 9. Revoking a key ends its live streams -----------------------------------------------------
+
+
+def test_revoking_a_key_closes_its_open_log_stream(
+    live_server: LiveServer, key: str, workdir: Path
+) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    (workdir / "tick.py").write_text(
+        "import time\nfor i in range(600):\n    print(i, flush=True)\n    time.sleep(0.1)\n"
+    )
+    user = Cli(cwd=workdir, env=live_server.cli_env(key))
+    result = user("run", "tick.py", "--detach")
+    assert result.returncode == 0, result.stderr
+    execution_id = run_id(result)
+    second = httpx.post(f"{live_server.url}/api/v1/keys", json={"name": "ci"}, headers=_auth(key))
+    assert second.status_code == 201, second.text
+    follower_key, key_id = second.json()["key"], second.json()["info"]["id"]
+    url = f"ws://127.0.0.1:{live_server.port}/api/v1/executions/{execution_id}/logs/stream"
+    try:
+        with connect(url, additional_headers=_auth(follower_key), open_timeout=10) as stream:
+            assert json.loads(stream.recv(timeout=30))["data"]  # lines are flowing
+            revoked = httpx.post(
+                f"{live_server.url}/api/v1/keys/{key_id}/revoke", headers=_auth(key)
+            )
+            assert revoked.status_code == 200, revoked.text
+            at = time.monotonic()
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    stream.recv(timeout=10)
+            assert time.monotonic() - at < 3.0
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1008  # policy violation
+        assert "revoked" in closed.value.rcvd.reason
+        again = httpx.get(f"{live_server.url}/api/v1/me", headers=_auth(follower_key))
+        _error(again, 401, "UNAUTHORIZED")
+    finally:
+        httpx.post(f"{live_server.url}/api/v1/executions/{execution_id}/cancel", headers=_auth(key))

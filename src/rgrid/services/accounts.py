@@ -35,6 +35,15 @@ async def authenticate(grid: Grid, key: str | None) -> domain.Principal:
     return principal
 
 
+async def ensure_key_active(grid: Grid, principal: domain.Principal) -> None:
+    """Raises ``Unauthorized`` once the principal's key is revoked (checked in the store, so a
+    revocation through any server process counts)."""
+    async with store.transaction(grid.sessions) as session:
+        active = await repo.key_active(session, principal.key_id)
+    if not active:
+        raise errors.Unauthorized("the API key was revoked", hint="use another key")
+
+
 def require_admin(principal: domain.Principal) -> None:
     if not principal.account.is_admin:
         raise errors.Forbidden("this needs an admin API key")

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
 
 from rgrid import bounds, errors, schemas
+from rgrid.api import errors as api_errors
 from rgrid.api.deps import CurrentPrincipal, GridDep, get_grid, get_principal
 from rgrid.services import logs as service
 from rgrid.services.logs import LogPage
@@ -52,6 +53,8 @@ async def stream_logs(websocket: WebSocket, execution_id: str) -> None:
         await websocket.close()
     except WebSocketDisconnect:
         return
+    except errors.RgridError as exc:  # e.g. the key was revoked meanwhile
+        await websocket.close(api_errors.close_code(exc), _reason(exc.message))
 
 
 def _page_json(page: LogPage) -> str:
@@ -81,3 +84,8 @@ def _after(raw: str) -> int:
             f"after must be an integer from 0 to {bounds.INT32_MAX}", details={"after": raw[:20]}
         )
     return int(raw)
+
+
+def _reason(message: str) -> str:
+    """A close frame's reason: at most 123 bytes of UTF-8 (RFC 6455 §5.5)."""
+    return message.encode()[:120].decode(errors="ignore")
