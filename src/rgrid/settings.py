@@ -61,6 +61,8 @@ class ServerSettings(BaseSettings):
     billing_period_s: float = Field(default=3600.0, gt=0)
     #: the largest JSON request body (blob uploads stream and are not bound by it)
     max_body_bytes: int = Field(default=bounds.MAX_BODY_BYTES, ge=64 * 1024)
+    #: a bearer token that may read /metrics (besides an admin key); none: admin keys only
+    metrics_token: str | None = None
 
     @property
     def retention(self) -> timedelta:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.acceptance.conftest import new_account, run_id
-from tests.conftest import Cli, LiveServer
+from tests.conftest import Cli, LiveServer, make_server
 
 from rgrid import bounds
 
@@ -416,3 +416,27 @@ def test_revoking_a_key_closes_its_open_log_stream(
         _error(again, 401, "UNAUTHORIZED")
     finally:
         httpx.post(f"{live_server.url}/api/v1/executions/{execution_id}/cancel", headers=_auth(key))
+
+
+# 15. /metrics --------------------------------------------------------------------------------
+
+
+def test_metrics_need_an_admin_key(live_server: LiveServer, key: str) -> None:
+    url = f"{live_server.url}/metrics"
+    _error(httpx.get(url), 401, "UNAUTHORIZED")
+    _error(httpx.get(url, headers=_auth(key)), 403, "FORBIDDEN")
+    response = httpx.get(url, headers=_auth(live_server.admin_key))
+    assert response.status_code == 200
+    assert "rgrid_executions" in response.text
+
+
+def test_metrics_answer_a_separate_token(tmp_path: Path) -> None:
+    server = make_server(tmp_path, RGRID_METRICS_TOKEN="scrape-me-" + "x" * 30)
+    server.start()
+    try:
+        url = f"{server.url}/metrics"
+        assert httpx.get(url, headers=_auth("scrape-me-" + "x" * 30)).status_code == 200
+        _error(httpx.get(url, headers=_auth("scrape-me-wrong")), 401, "UNAUTHORIZED")
+        assert httpx.get(url, headers=_auth(server.admin_key)).status_code == 200
+    finally:
+        server.stop()

@@ -35,6 +35,15 @@ async def authenticate(grid: Grid, key: str | None) -> domain.Principal:
     return principal
 
 
+async def authorize_metrics(grid: Grid, key: str | None) -> None:
+    """``/metrics`` shows every account's activity: it needs RGRID_METRICS_TOKEN (compared in
+    constant time) or an admin key. Raises ``Unauthorized`` or ``Forbidden``."""
+    token = grid.settings.metrics_token
+    if token and key and secrets.compare_digest(key.encode(), token.encode()):
+        return
+    require_admin(await authenticate(grid, key))
+
+
 async def ensure_key_active(grid: Grid, principal: domain.Principal) -> None:
     """Raises ``Unauthorized`` once the principal's key is revoked (checked in the store, so a
     revocation through any server process counts)."""
