@@ -360,6 +360,22 @@ class WorkerPublic:
 
 
 @_wire
+class ErrorDetail:
+    #: stable: clients match on it (``rgrid.errors``), never on the message
+    code: str
+    message: str
+    hint: str | None = None
+    details: dict[str, Any] | None = None
+
+
+@_wire
+class ErrorBody:
+    """The one shape of every error answer (SPEC §13)."""
+
+    error: ErrorDetail
+
+
+@_wire
 class Health:
     status: str
     store: str

@@ -115,6 +115,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         version=__version__,
         lifespan=_lifespan,
         generate_unique_id_function=_operation_id,
+        responses=api_errors.RESPONSES,
     )
     app.state.settings = settings = settings or ServerSettings()
     api_errors.install(app)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rgrid import errors
+from rgrid import errors, schemas
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,11 @@ _HTTP_CODES = {
     429: "RATE_LIMITED",
 }
 
+
+#: declared on every operation: any 4xx answer has the SPEC §13 envelope
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": schemas.ErrorBody, "description": "The request was refused (see error.code)"}
+}
 
 #: WebSocket close codes (RFC 6455 §7.4.1) for errors after the handshake
 POLICY_VIOLATION, INTERNAL_ERROR = 1008, 1011

@@ -18,9 +18,10 @@ from rgrid.sandbox import detect
 from rgrid.store.models import ExecutionRow
 
 router = APIRouter(tags=["health"])
+PROMETHEUS_TEXT = {"content": {"text/plain": {"schema": {"type": "string"}}}}
 
 
-@router.get("/health")
+@router.get("/health", responses={503: {"model": schemas.Health}})
 async def health(grid: GridDep, response: Response) -> schemas.Health:
     store_status = storage_status = "ok"
     try:
@@ -43,7 +44,7 @@ async def health(grid: GridDep, response: Response) -> schemas.Health:
     )
 
 
-@router.get("/metrics", dependencies=[MetricsAccess])
+@router.get("/metrics", dependencies=[MetricsAccess], responses={200: PROMETHEUS_TEXT})
 async def metrics(grid: GridDep, request: Request) -> Response:
     registry = CollectorRegistry()
     gauge = Gauge("rgrid_executions", "Executions by state", ["state"], registry=registry)
