@@ -16,6 +16,7 @@ FOUNDATION = {
     "paths",
     "compression",
     "money",
+    "bounds",
     "settings",
     "__init__",
     "__version__",
