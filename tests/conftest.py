@@ -52,6 +52,13 @@ class LiveServer:
     def admin_key(self) -> str:
         return (self.home / "admin.key").read_text().strip()
 
+    def metrics(self) -> str:
+        """The Prometheus text of ``/metrics`` (it needs the admin key)."""
+        headers = {"Authorization": f"Bearer {self.admin_key}"}
+        response = httpx.get(f"{self.url}/metrics", headers=headers, timeout=10)
+        response.raise_for_status()
+        return response.text
+
     def start(self) -> None:
         log = (self.home / "server.log").open("ab")
         self.process = subprocess.Popen(

@@ -1,8 +1,9 @@
 """Wire models shared by the client and the API: plain frozen dataclasses (never ORM rows).
 
 Plain dataclasses keep the CLI fast (no pydantic at its start); FastAPI validates them on the
-server side. Types are checked by FastAPI; ranges and formats by the services. ``load`` and
-``dump`` convert to and from JSON-ready values on the client side.
+server side. Types, and the ranges the store can hold (``Range``), are checked by FastAPI;
+formats and business limits by the services. ``load`` and ``dump`` convert to and from
+JSON-ready values on the client side.
 """
 
 from __future__ import annotations
@@ -14,14 +15,35 @@ import types
 import typing
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+from rgrid.bounds import INT32_MAX, INT64_MAX
 from rgrid.enums import ArtifactKind, ExecutionState, FailureClass, Stream
 
 T = TypeVar("T")
 
 #: request bodies refuse unknown fields (read by FastAPI's pydantic; a plain dict here)
 FORBID_EXTRA = {"extra": "forbid"}
+
+
+class Range:
+    """Bounds of a number field, read by the server's pydantic (validation and the OpenAPI
+    ``minimum``/``maximum``) through its ``__get_pydantic_core_schema__`` hook, so that this
+    module needs no pydantic import on the client side, where the marker is inert."""
+
+    def __init__(self, ge: int, le: int) -> None:
+        self.ge, self.le = ge, le
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], Any]) -> Any:
+        schema = handler(source)
+        if schema.get("type") in ("int", "float"):
+            schema.update(ge=self.ge, le=self.le)
+        return schema
+
+
+#: a count or size the store keeps in a BIGINT / an INTEGER column
+Size = Annotated[int, Range(0, INT64_MAX)]
+Count = Annotated[int, Range(0, INT32_MAX)]
 
 
 # Only __init__ is generated: each generated method costs a compile at import, and the CLI
@@ -36,7 +58,7 @@ class FileIn:
     __pydantic_config__ = FORBID_EXTRA
     path: str
     sha256: str
-    size: int
+    size: Size
 
 
 @_wire
@@ -94,9 +116,9 @@ class ExecutionCreate:
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     timeout_s: float = 3600.0
-    memory_bytes: int = 2 * 1024**3
+    memory_bytes: Size = 2 * 1024**3
     #: what the work directory may hold (SPEC §14)
-    disk_bytes: int = 10 * 1024**3
+    disk_bytes: Size = 10 * 1024**3
     network: bool = True
     idempotency_key: str | None = None
     #: requirement lines, and where the CLI found them (SPEC §7)
@@ -105,7 +127,7 @@ class ExecutionCreate:
     #: "python3.11", "python3.11:datascience", "datascience"; None: the default Python
     runtime: str | None = None
     #: automatic retries after transient failures (worker_lost, infrastructure)
-    max_retries: int = 2
+    max_retries: Count = 2
     #: reuse an identical earlier succeeded run's result (SPEC §12); False: ``--no-cache``
     cache: bool = True
 
@@ -171,19 +193,19 @@ class BatchCreate:
     script: str
     files: list[FileIn]
     items: list[BatchItemIn]
-    parallel: int = 10
+    parallel: Count = 10
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     timeout_s: float = 3600.0
-    memory_bytes: int = 2 * 1024**3
+    memory_bytes: Size = 2 * 1024**3
     #: what the work directory may hold (SPEC §14)
-    disk_bytes: int = 10 * 1024**3
+    disk_bytes: Size = 10 * 1024**3
     network: bool = True
     idempotency_key: str | None = None
     requirements: list[str] = dataclasses.field(default_factory=list)
     dependency_source: str = "none"
     runtime: str | None = None
-    max_retries: int = 2
+    max_retries: Count = 2
     cache: bool = True
 
 
@@ -340,6 +362,22 @@ class WorkerPublic:
     busy: int
     sandbox: str
     pythons: list[str]
+
+
+@_wire
+class ErrorDetail:
+    #: stable: clients match on it (``rgrid.errors``), never on the message
+    code: str
+    message: str
+    hint: str | None = None
+    details: dict[str, Any] | None = None
+
+
+@_wire
+class ErrorBody:
+    """The one shape of every error answer (SPEC §13)."""
+
+    error: ErrorDetail
 
 
 @_wire

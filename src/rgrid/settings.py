@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rgrid import bounds
+
 LEASE_S = 30.0  # a running execution's lease; renewed every third of it
 DEFAULT_TIMEOUT_S = 3600.0
 DEFAULT_MEMORY_BYTES = 2 * 1024**3
@@ -60,6 +62,10 @@ class ServerSettings(BaseSettings):
     hourly_price_micros: int = Field(default=8000, ge=0)
     #: a worker's billing period (its price is split when one closes); tests use seconds
     billing_period_s: float = Field(default=3600.0, gt=0)
+    #: the largest JSON request body (blob uploads stream and are not bound by it)
+    max_body_bytes: int = Field(default=bounds.MAX_BODY_BYTES, ge=64 * 1024)
+    #: a bearer token that may read /metrics (besides an admin key); none: admin keys only
+    metrics_token: str | None = None
 
     @property
     def retention(self) -> timedelta:

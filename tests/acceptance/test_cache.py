@@ -28,7 +28,7 @@ open("out/random.bin", "wb").write(os.urandom(64))
 
 
 def started(server: LiveServer) -> int:
-    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    text = server.metrics()
     match = re.search(r"^rgrid_executions_started_total ([0-9.]+)$", text, re.MULTILINE)
     assert match, text
     return int(float(match.group(1)))

@@ -7,7 +7,6 @@ import re
 import subprocess
 from pathlib import Path
 
-import httpx
 from tests.acceptance.conftest import json_of, run_id, status_of
 from tests.conftest import RGRID_BIN, Cli, LiveServer
 
@@ -18,7 +17,7 @@ def setup_lines(cli: Cli, execution_id: str) -> list[str]:
 
 
 def builds(server: LiveServer) -> int:
-    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    text = server.metrics()
     match = re.search(r"^rgrid_env_builds_total ([0-9.]+)$", text, re.MULTILINE)
     assert match, text
     return int(float(match.group(1)))

@@ -27,7 +27,7 @@ def sha256_of(path: Path) -> str:
 
 
 def wire_received(server: LiveServer) -> int:
-    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    text = server.metrics()
     match = re.search(r"^rgrid_blob_wire_bytes_received_total ([0-9.e+]+)$", text, re.M)
     assert match, text
     return int(float(match.group(1)))

@@ -54,7 +54,7 @@ def test_an_execution_runs_end_to_end_with_its_blobs_in_s3(
             assert hashlib.sha256(content).hexdigest() in names  # inputs and outputs in S3
         assert not (server.home / "blobs").exists()  # nothing kept on the grid's disk
         # the 10 MiB output came straight from the bucket (a presigned URL), not via the grid
-        metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+        metrics = server.metrics()
         assert re.search(r"^rgrid_output_bytes_sent_total 0\.0$", metrics, re.M), metrics
         redirect = httpx.get(
             f"{server.url}/api/v1/executions/{run_id(result)}/outputs/out/reversed.bin",

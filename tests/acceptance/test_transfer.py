@@ -25,7 +25,7 @@ shutil.copyfile(sys.argv[1], os.path.join("out", "copy" + os.path.splitext(sys.a
 
 
 def counters(server: LiveServer) -> dict[str, int]:
-    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    text = server.metrics()
     return {
         name: int(float(value))
         for name, value in re.findall(r"^(rgrid_\w+_bytes_\w+_total) ([0-9.e+]+)$", text, re.M)

@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute
 
 from rgrid import __version__, sandbox, storage, store
 from rgrid.api import errors as api_errors
+from rgrid.api.bodylimit import BodyLimit
 from rgrid.api.routes import accounts, batches, billing, blobs, executions, health, logs, workers
 from rgrid.envs import pythons
 from rgrid.envs.cache import EnvCache
@@ -115,9 +116,11 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         version=__version__,
         lifespan=_lifespan,
         generate_unique_id_function=_operation_id,
+        responses=api_errors.RESPONSES,
     )
-    app.state.settings = settings or ServerSettings()
+    app.state.settings = settings = settings or ServerSettings()
     api_errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     for router in (
         health.router,
         accounts.router,

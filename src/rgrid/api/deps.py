@@ -21,11 +21,19 @@ def get_grid(connection: HTTPConnection) -> Grid:
 GridDep = Annotated[Grid, Depends(get_grid)]
 
 
-async def get_principal(connection: HTTPConnection, grid: GridDep) -> domain.Principal:
+def _bearer(connection: HTTPConnection) -> str | None:
     header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    key = token.strip() if scheme.lower() == "bearer" else None
-    return await account_service.authenticate(grid, key)
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+async def get_principal(connection: HTTPConnection, grid: GridDep) -> domain.Principal:
+    return await account_service.authenticate(grid, _bearer(connection))
+
+
+async def check_metrics_access(connection: HTTPConnection, grid: GridDep) -> None:
+    await account_service.authorize_metrics(grid, _bearer(connection))
 
 
 CurrentPrincipal = Annotated[domain.Principal, Depends(get_principal)]
+MetricsAccess = Depends(check_metrics_access)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rgrid import errors
+from rgrid import errors, schemas
 
 logger = logging.getLogger(__name__)
 
@@ -24,11 +25,30 @@ _HTTP_CODES = {
 }
 
 
-async def _rgrid_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, errors.RgridError)
+#: declared on every operation: any 4xx answer has the SPEC §13 envelope
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": schemas.ErrorBody, "description": "The request was refused (see error.code)"}
+}
+
+#: WebSocket close codes (RFC 6455 §7.4.1) for errors after the handshake
+POLICY_VIOLATION, INTERNAL_ERROR = 1008, 1011
+
+
+def response(exc: errors.RgridError) -> JSONResponse:
+    """The SPEC §13 envelope of ``exc`` with its status (also used by the ASGI middleware)."""
     if exc.status >= 500:
         logger.error("request failed: %s", exc, extra={"action": "request_failed"})
     return JSONResponse(exc.to_body(), status_code=exc.status)
+
+
+def close_code(exc: errors.RgridError) -> int:
+    """How an open WebSocket ends on ``exc``: a client error is a policy violation."""
+    return POLICY_VIOLATION if exc.status < 500 else INTERNAL_ERROR
+
+
+async def _rgrid_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.RgridError)
+    return response(exc)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -45,7 +65,12 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = _HTTP_CODES.get(exc.status_code, "INTERNAL" if exc.status_code >= 500 else "NOT_FOUND")
+    if exc.status_code == 400:
+        # FastAPI's answer to a body it could not decode (not UTF-8, nested too deeply):
+        # the same VALIDATION_ERROR (422) as any other invalid body
+        return response(errors.InvalidRequest(f"the request body is not valid: {exc.detail}"))
+    default = "INTERNAL" if exc.status_code >= 500 else "VALIDATION_ERROR"
+    code = _HTTP_CODES.get(exc.status_code, default)
     body = {"error": {"code": code, "message": str(exc.detail)}}
     return JSONResponse(body, status_code=exc.status_code)
 

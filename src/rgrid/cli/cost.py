@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,25 +9,11 @@ import click
 
 from rgrid import schemas
 from rgrid.cli import render
+from rgrid.cli.options import utc_time
 from rgrid.money import slot_cost
 
 if TYPE_CHECKING:
     from rgrid.client import Client
-
-
-def _when(value: str | None, option: str) -> str | None:
-    """An ISO date or time as UTC ISO 8601 (a time without zone is local)."""
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise click.BadParameter(
-            f"{value!r} is not a date (YYYY-MM-DD[THH:MM])", param_hint=option
-        ) from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.astimezone()
-    return parsed.astimezone(UTC).isoformat()
 
 
 @click.group(invoke_without_command=True)
@@ -47,7 +32,9 @@ def cost(ctx: click.Context, since: str | None, until: str | None, by: str, as_j
 
     if ctx.invoked_subcommand is not None:
         return
-    report = connect().cost(since=_when(since, "--since"), until=_when(until, "--until"), by=by)
+    report = connect().cost(
+        since=utc_time(since, "--since"), until=utc_time(until, "--until"), by=by
+    )
     if as_json:
         render.emit_json(report)
         return

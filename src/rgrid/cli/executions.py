@@ -12,7 +12,7 @@ from rgrid.cli import render
 
 if TYPE_CHECKING:
     pass
-from rgrid.cli.options import key_values
+from rgrid.cli.options import key_values, utc_time
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 STATES = ["queued", "running", "retrying", "succeeded", "failed", "cancelled"]
@@ -153,7 +153,11 @@ def download(execution_id: str, output_dir: Path | None, files: tuple[str, ...])
     "--status", "states", multiple=True, type=click.Choice(STATES), help="Only these states."
 )
 @click.option("--metadata", multiple=True, metavar="K=V", help="Only executions with this label.")
-@click.option("--since", metavar="ISO-TIME", help="Only executions created after this time.")
+@click.option(
+    "--since",
+    metavar="ISO-TIME",
+    help="Only executions created after this time (local if no zone).",
+)
 @click.option("--batch", "batch_id", metavar="ID", help="Only the items of this batch.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @json_option
@@ -171,7 +175,7 @@ def list_(
     page = connect().list(
         states=list(states),
         metadata=key_values(metadata, "--metadata"),
-        since=since,
+        since=utc_time(since, "--since"),
         limit=limit,
         batch=batch_id,
     )

@@ -1,9 +1,10 @@
-"""Parsers for option values: durations, sizes, KEY=VALUE pairs."""
+"""Parsers for option values: durations, sizes, KEY=VALUE pairs, times."""
 
 from __future__ import annotations
 
 import os
 import re
+from datetime import UTC, datetime
 
 import click
 
@@ -74,3 +75,19 @@ def key_values(
             raise click.BadParameter(f"{pair!r} has an empty key", param_hint=option)
         out[key] = value
     return out
+
+
+def utc_time(value: str | None, option: str) -> str | None:
+    """An ISO date or time as UTC ISO 8601 (a time without zone is local): the grid refuses
+    times without a zone."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            parsed = parsed.astimezone()
+        return parsed.astimezone(UTC).isoformat()
+    except (ValueError, OverflowError) as exc:
+        raise click.BadParameter(
+            f"{value!r} is not a date (YYYY-MM-DD[THH:MM])", param_hint=option
+        ) from exc

@@ -36,7 +36,7 @@ SECOND_INTERRUPT_S = 2.0
     "env",
     multiple=True,
     metavar="K=V",
-    help="Environment variable (K alone: this shell's value).",
+    help="Environment variable (K alone: this shell's value); at most 32 KiB a value.",
 )
 @click.option("--metadata", multiple=True, metavar="K=V", help="Label for `rgrid list --metadata`.")
 @click.option(
@@ -153,7 +153,7 @@ def run(
     yes: bool,
 ) -> None:
     """Run SCRIPT with ARGS on the grid: live output, outputs downloaded, the script's exit code."""
-    from rgrid import schemas
+    from rgrid import bounds, schemas
     from rgrid.cli.context import connect
     from rgrid.client.bundle import build_bundle
     from rgrid.client.config import project_settings
@@ -163,6 +163,8 @@ def run(
     use_cache = not no_cache and project_settings().get("cache", True) is True
     env_values = key_values(env, "--env", local_fallback=True)
     labels = key_values(metadata, "--metadata")
+    bounds.check_env(env_values)  # the grid's own checks, before anything is uploaded
+    bounds.check_metadata(labels)
     if patterns:
         from rgrid.cli import batch
 

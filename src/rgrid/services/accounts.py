@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import secrets
 
-from rgrid import domain, errors, store
+from rgrid import bounds, domain, errors, store
 from rgrid.services import Grid, utcnow
 from rgrid.store import accounts as repo
 
 KEY_RANDOM_BYTES = 30  # 40 url-safe characters after "rg_"
-MAX_NAME_CHARS = 200
 
 
 def new_key() -> str:
@@ -34,6 +33,24 @@ async def authenticate(grid: Grid, key: str | None) -> domain.Principal:
             hint="run `rgrid init` with a valid key, or check RGRID_API_KEY",
         )
     return principal
+
+
+async def authorize_metrics(grid: Grid, key: str | None) -> None:
+    """``/metrics`` shows every account's activity: it needs RGRID_METRICS_TOKEN (compared in
+    constant time) or an admin key. Raises ``Unauthorized`` or ``Forbidden``."""
+    token = grid.settings.metrics_token
+    if token and key and secrets.compare_digest(key.encode(), token.encode()):
+        return
+    require_admin(await authenticate(grid, key))
+
+
+async def ensure_key_active(grid: Grid, principal: domain.Principal) -> None:
+    """Raises ``Unauthorized`` once the principal's key is revoked (checked in the store, so a
+    revocation through any server process counts)."""
+    async with store.transaction(grid.sessions) as session:
+        active = await repo.key_active(session, principal.key_id)
+    if not active:
+        raise errors.Unauthorized("the API key was revoked", hint="use another key")
 
 
 def require_admin(principal: domain.Principal) -> None:
@@ -66,8 +83,9 @@ async def create_account(
     grid: Grid, principal: domain.Principal, name: str, is_admin: bool
 ) -> tuple[domain.Account, str]:
     require_admin(principal)
-    if not 0 < len(name.strip()) <= MAX_NAME_CHARS:
-        raise errors.InvalidRequest(f"account names are 1-{MAX_NAME_CHARS} characters")
+    bounds.check_name(name, "account")
+    if not name.strip():
+        raise errors.InvalidRequest("an account needs a name")
     key = new_key()
     async with store.transaction(grid.sessions) as session:
         now = utcnow()
@@ -89,8 +107,7 @@ async def create_key(
     grid: Grid, principal: domain.Principal, account_id: str | None, name: str
 ) -> tuple[domain.ApiKey, str]:
     """A new key for the caller's account, or (admins) for ``account_id``."""
-    if len(name) > MAX_NAME_CHARS:
-        raise errors.InvalidRequest(f"key names are at most {MAX_NAME_CHARS} characters")
+    bounds.check_name(name, "key")
     target = account_id or principal.account.id
     if target != principal.account.id:
         require_admin(principal)

@@ -17,6 +17,7 @@ from rgrid.store import blobs as blob_repo
 
 MAX_BATCH_ITEMS = 10_000
 MAX_PARALLEL = 1_000
+MAX_INPUT_CHARS = 4096
 
 
 def _validate_batch(spec: schemas.BatchCreate, max_items: int) -> None:
@@ -44,6 +45,10 @@ def _validate_batch(spec: schemas.BatchCreate, max_items: int) -> None:
         )
     )
     for item in spec.items:
+        if len(item.input) > MAX_INPUT_CHARS or "\x00" in item.input:
+            raise errors.InvalidRequest(
+                f"a batch input is named in at most {MAX_INPUT_CHARS} characters, without NUL"
+            )
         for ref in item.files:
             safe_relpath(ref.path)
         if any("\x00" in a for a in item.args) or len(item.args) > 10_000:

@@ -7,7 +7,7 @@ import re
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
-from rgrid import domain, errors, schemas, store
+from rgrid import bounds, domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
 from rgrid.money import slot_cost
 from rgrid.paths import safe_relpath
@@ -17,7 +17,6 @@ from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
 from rgrid.store.models import ExecutionRow
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_ARGS = 10_000
 MAX_FILES = 100_000
@@ -26,7 +25,7 @@ MIN_MEMORY_BYTES = 16 * 1024**2
 MAX_MEMORY_BYTES = 1024**4
 MIN_DISK_BYTES = 1024**2
 MAX_DISK_BYTES = 100 * 1024**4
-MAX_LABEL_CHARS = 1000
+MAX_IDEMPOTENCY_KEY_CHARS = 200
 MAX_RETRIES = 10
 
 
@@ -50,13 +49,17 @@ def _validate_limits(spec: schemas.ExecutionCreate) -> None:
     _check(
         all(SHA256.match(f.sha256) and f.size >= 0 for f in spec.files), "invalid file hash or size"
     )
-    labels = [*spec.metadata.items()]
+    bounds.check_metadata(spec.metadata)
+    bounds.check_env(spec.env)
+    key = spec.idempotency_key or ""
     _check(
-        all(0 < len(k) <= 200 and len(v) <= MAX_LABEL_CHARS for k, v in labels),
-        "metadata keys must be 1-200 characters, values at most 1000",
+        len(key) <= MAX_IDEMPOTENCY_KEY_CHARS and not bounds.has_control(key),
+        f"an idempotency key is at most {MAX_IDEMPOTENCY_KEY_CHARS} characters, no control ones",
     )
-    _check(len(spec.idempotency_key or "") <= 200, "idempotency key too long")
     _check(0 <= spec.max_retries <= MAX_RETRIES, f"max retries must be 0-{MAX_RETRIES}")
+    # PostgreSQL text cannot hold NUL: refused here, for every backend alike
+    texts = [spec.runtime or "", spec.dependency_source, *spec.requirements]
+    _check(not any("\x00" in text for text in texts), "runtime and requirements cannot hold NUL")
 
 
 def _validate(spec: schemas.ExecutionCreate) -> None:
@@ -66,9 +69,6 @@ def _validate(spec: schemas.ExecutionCreate) -> None:
         raise errors.InvalidRequest("the same path is given twice in files")
     if str(safe_relpath(spec.script)) not in paths:
         raise errors.InvalidRequest("the script must be one of the uploaded files")
-    bad = [name for name in spec.env if not ENV_NAME.match(name)]
-    if bad:
-        raise errors.InvalidRequest(f"invalid environment variable name(s): {', '.join(bad)}")
     if any("\x00" in a for a in spec.args):
         raise errors.InvalidRequest("arguments cannot contain NUL bytes")
 

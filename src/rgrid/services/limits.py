@@ -16,6 +16,9 @@ from rgrid.store import limits as repo
 
 PERIODS = ("day", "week", "month")
 WARN_AT = Decimal("0.8")
+#: the largest spending limit, in euros (its micros fit the store's BIGINT many times over)
+MAX_AMOUNT = Decimal(1_000_000_000)
+MAX_AMOUNT_CHARS = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,13 +30,23 @@ class Limit:
 
 
 def parse_amount(text: str) -> int:
-    """ "5.00" (euros) → 5,000,000 micros; exact, never through a float."""
+    """ "5.00" (euros) → 5,000,000 micros; exact, never through a float.
+
+    Raises ``InvalidRequest`` for anything but an amount in (0, ``MAX_AMOUNT``] with at most
+    6 decimals, written in at most ``MAX_AMOUNT_CHARS`` characters."""
+    if len(text) > MAX_AMOUNT_CHARS:
+        raise errors.InvalidRequest(
+            f"an amount is written in at most {MAX_AMOUNT_CHARS} characters",
+            hint="e.g. 5.00 (euros)",
+        )
     try:
         amount = Decimal(text.strip())
     except InvalidOperation as exc:
         raise errors.InvalidRequest(f"{text!r} is not an amount", hint="e.g. 5.00 (euros)") from exc
     if not amount.is_finite() or amount <= 0:
         raise errors.InvalidRequest(f"a spending limit must be above 0, not {text!r}")
+    if amount > MAX_AMOUNT:
+        raise errors.InvalidRequest(f"a spending limit is at most {MAX_AMOUNT:,} euros")
     micros = amount * 1_000_000
     if micros != micros.to_integral_value():
         raise errors.InvalidRequest(f"{text!r} has more than 6 decimals (micros)")

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from rgrid import domain, store
 from rgrid.services import Grid
+from rgrid.services.accounts import ensure_key_active
 from rgrid.services.executions import get
 from rgrid.store import executions as repo
 from rgrid.store import logs as log_repo
@@ -15,6 +16,8 @@ from rgrid.store import logs as log_repo
 MAX_LOG_PAGE = 10_000
 MAX_WAIT_S = 30.0
 STREAM_BATCH = 5_000
+#: how often a live stream re-checks its key, so that a revocation ends it (SPEC §14)
+KEY_CHECK_S = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,14 +76,22 @@ async def open_stream(
     """Every line after ``after`` as it is stored, in batches; the last page has ``done`` set.
 
     Resolves the execution first, so ``NotFound``/``AmbiguousId`` are raised here, before
-    anything is streamed.
+    anything is streamed. While streaming, the key is re-checked in the store every
+    ``KEY_CHECK_S``: once it is revoked the iterator raises ``Unauthorized``.
     """
     execution = await get(grid, principal, id_or_prefix)
-    return _pages(grid, execution.id, after)
+    return _pages(grid, principal, execution.id, after)
 
 
-async def _pages(grid: Grid, execution_id: str, after: int) -> AsyncIterator[LogPage]:
+async def _pages(
+    grid: Grid, principal: domain.Principal, execution_id: str, after: int
+) -> AsyncIterator[LogPage]:
+    loop = asyncio.get_running_loop()
+    next_check = loop.time() + KEY_CHECK_S
     while True:
+        if loop.time() >= next_check:
+            await ensure_key_active(grid, principal)
+            next_check = loop.time() + KEY_CHECK_S
         page = await _page(grid, execution_id, after, STREAM_BATCH, None)
         if page.lines or page.done:
             yield page

@@ -110,3 +110,10 @@ async def revoke_key(session: AsyncSession, key_id: str, now: datetime) -> domai
         row.revoked_at = now
         await session.flush()
     return _key(row)
+
+
+async def key_active(session: AsyncSession, key_id: str) -> bool:
+    """Whether the key exists and is not revoked."""
+    revoked = await session.execute(select(ApiKeyRow.revoked_at).where(ApiKeyRow.id == key_id))
+    row = revoked.first()
+    return row is not None and row[0] is None

@@ -17,6 +17,7 @@ FOUNDATION = {
     "compression",
     "money",
     "text",
+    "bounds",
     "settings",
     "__init__",
     "__version__",

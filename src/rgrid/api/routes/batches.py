@@ -6,7 +6,7 @@ from datetime import datetime
 
 from fastapi import APIRouter
 
-from rgrid import errors, schemas
+from rgrid import bounds, schemas
 from rgrid.api import convert
 from rgrid.api.deps import CurrentPrincipal, GridDep
 from rgrid.services import batches as service
@@ -42,10 +42,8 @@ async def items(
 ) -> schemas.BatchItemsPublic:
     """The items (all, or only those changed after ``changed_after``: pass the previous
     answer's ``next_changed_after`` to follow a batch of 10,000 items cheaply)."""
-    if changed_after is not None and changed_after.tzinfo is None:
-        raise errors.InvalidRequest("changed_after needs a timezone (use the one given back)")
     batch, executions, following = await service.batch_changes(
-        grid, principal, batch_id, changed_after
+        grid, principal, batch_id, bounds.utc_time(changed_after, "changed_after")
     )
     outputs = await service.finished_outputs(grid, executions)
     data = [convert.batch_item(e, outputs.get(e.id)) for e in executions]

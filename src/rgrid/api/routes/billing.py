@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from rgrid import errors, schemas
+from rgrid import bounds, errors, schemas
 from rgrid.api import convert
 from rgrid.api.deps import CurrentPrincipal, GridDep
 from rgrid.services import billing as service
@@ -25,10 +25,13 @@ async def cost(
     by: str = "day",
 ) -> dict[str, Any]:
     """Your executions' cost grouped by day, batch or metadata:KEY, and the total."""
-    for value in (since, until):
-        if value is not None and value.tzinfo is None:
-            raise errors.InvalidRequest("since/until need a timezone")
-    groups = await service.cost_report(grid, principal, since=since, until=until, by=by)
+    groups = await service.cost_report(
+        grid,
+        principal,
+        since=bounds.utc_time(since, "since"),
+        until=bounds.utc_time(until, "until"),
+        by=by,
+    )
     return {
         "by": by,
         "groups": groups,

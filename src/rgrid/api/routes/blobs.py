@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
-from rgrid import compression, errors, schemas
+from rgrid import bounds, compression, errors, schemas
 from rgrid.api.deps import CurrentPrincipal, GridDep
 from rgrid.services import blobs as service
 
@@ -40,18 +40,11 @@ async def upload(
     """The content, whole; or, with ``x-rgrid-resumable: 1`` and ``x-rgrid-size``, a piece
     starting at ``x-rgrid-offset`` (202 and the offset reached until it is complete)."""
     resumable = request.headers.get(RESUMABLE_HEADER) == "1"
-    try:
-        offset = int(request.headers.get(OFFSET_HEADER, "0"))
-    except ValueError as exc:
-        raise errors.InvalidRequest(f"invalid {OFFSET_HEADER}") from exc
+    offset = _header_int(request, OFFSET_HEADER) or 0
     encoding = request.headers.get("content-encoding")
     # compressed or resumed, Content-Length is the wire size; the blob's size has its header
     sized = encoding == compression.ENCODING or resumable or offset
-    length = request.headers.get(compression.SIZE_HEADER if sized else "content-length")
-    try:
-        size = int(length) if length is not None else None
-    except ValueError as exc:
-        raise errors.InvalidRequest("invalid Content-Length or size header") from exc
+    size = _header_int(request, compression.SIZE_HEADER if sized else "content-length")
     stored = await service.upload_blob(
         grid,
         principal,
@@ -67,3 +60,13 @@ async def upload(
         progress = schemas.UploadProgress(sha256=sha256, offset=held)
         return JSONResponse(schemas.dump(progress), status_code=202)
     return schemas.BlobStored(sha256=sha256, size=stored)
+
+
+def _header_int(request: Request, name: str) -> int | None:
+    """A byte count or offset header: absent, or an integer the store can hold."""
+    raw = request.headers.get(name)
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= bounds.INT64_MAX):
+        raise errors.InvalidRequest(f"invalid {name} header", details={name: raw[:40]})
+    return int(raw)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.convertors import PathConvertor, register_url_convertor
 
-from rgrid import compression, domain, errors, schemas
+from rgrid import bounds, compression, domain, errors, schemas
 from rgrid.api import convert
 from rgrid.api.deps import CurrentPrincipal, GridDep
 from rgrid.domain import ArtifactKind, ExecutionState
@@ -44,12 +44,19 @@ def _decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
         return None
     try:
         created, last_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(created), str(last_id)
-    except (ValueError, TypeError) as exc:
+        when = bounds.utc_time(datetime.fromisoformat(created), "cursor")
+    except (ValueError, TypeError, errors.InvalidRequest) as exc:
         raise errors.InvalidRequest("invalid cursor") from exc
+    assert when is not None
+    return when, str(last_id)
 
 
 def _metadata_filters(pairs: list[str]) -> dict[str, str]:
+    if len(pairs) > bounds.MAX_METADATA_FILTERS:
+        raise errors.InvalidRequest(
+            f"at most {bounds.MAX_METADATA_FILTERS} metadata filters, not {len(pairs)}",
+            details={"limit": "MAX_METADATA_FILTERS", "value": len(pairs)},
+        )
     parsed = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
     if len(parsed) != len(pairs):
         raise errors.InvalidRequest("metadata filters must look like KEY=VALUE")
@@ -82,7 +89,7 @@ async def list_executions(
         principal,
         states=status or [],
         metadata=_metadata_filters(metadata or []),
-        since=since,
+        since=bounds.utc_time(since, "since"),
         batch=batch,
         cursor=_decode_cursor(cursor),
         limit=limit,

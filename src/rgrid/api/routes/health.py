@@ -1,4 +1,4 @@
-"""/health (no auth) and /metrics (Prometheus)."""
+"""/health (no auth) and /metrics (Prometheus; an admin key or RGRID_METRICS_TOKEN)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,15 @@ from prometheus_client import (
 from sqlalchemy import func, select
 
 from rgrid import __version__, errors, schemas, store
-from rgrid.api.deps import GridDep
+from rgrid.api.deps import GridDep, MetricsAccess
 from rgrid.sandbox import detect
 from rgrid.store.models import ExecutionRow
 
 router = APIRouter(tags=["health"])
+PROMETHEUS_TEXT = {"content": {"text/plain": {"schema": {"type": "string"}}}}
 
 
-@router.get("/health")
+@router.get("/health", responses={503: {"model": schemas.Health}})
 async def health(grid: GridDep, response: Response) -> schemas.Health:
     store_status = storage_status = "ok"
     try:
@@ -43,7 +44,7 @@ async def health(grid: GridDep, response: Response) -> schemas.Health:
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", dependencies=[MetricsAccess], responses={200: PROMETHEUS_TEXT})
 async def metrics(grid: GridDep, request: Request) -> Response:
     registry = CollectorRegistry()
     gauge = Gauge("rgrid_executions", "Executions by state", ["state"], registry=registry)

@@ -9,7 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
 
-from rgrid import errors, schemas
+from rgrid import bounds, errors, schemas
+from rgrid.api import errors as api_errors
 from rgrid.api.deps import CurrentPrincipal, GridDep, get_grid, get_principal
 from rgrid.services import logs as service
 from rgrid.services.logs import LogPage
@@ -22,10 +23,10 @@ async def read_logs(
     execution_id: str,
     grid: GridDep,
     principal: CurrentPrincipal,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=bounds.INT32_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=service.MAX_LOG_PAGE)] = 1000,
     wait: Annotated[float, Query(ge=0, le=service.MAX_WAIT_S)] = 0.0,
-    attempt: Annotated[int | None, Query(ge=1)] = None,
+    attempt: Annotated[int | None, Query(ge=1, le=bounds.INT32_MAX)] = None,
 ) -> Response:
     page = await service.read_logs(
         grid, principal, execution_id, after=after, limit=limit, wait_s=wait, attempt=attempt
@@ -52,6 +53,8 @@ async def stream_logs(websocket: WebSocket, execution_id: str) -> None:
         await websocket.close()
     except WebSocketDisconnect:
         return
+    except errors.RgridError as exc:  # e.g. the key was revoked meanwhile
+        await websocket.close(api_errors.close_code(exc), _reason(exc.message))
 
 
 def _page_json(page: LogPage) -> str:
@@ -76,6 +79,13 @@ def _page_json(page: LogPage) -> str:
 
 
 def _after(raw: str) -> int:
-    if not raw.isdigit():
-        raise errors.InvalidRequest("after must be a non-negative integer", details={"after": raw})
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10 and int(raw) <= bounds.INT32_MAX):
+        raise errors.InvalidRequest(
+            f"after must be an integer from 0 to {bounds.INT32_MAX}", details={"after": raw[:20]}
+        )
     return int(raw)
+
+
+def _reason(message: str) -> str:
+    """A close frame's reason: at most 123 bytes of UTF-8 (RFC 6455 §5.5)."""
+    return message.encode()[:120].decode(errors="ignore")
