@@ -18,10 +18,12 @@ import time
 from pathlib import Path
 
 from rgrid.envs import pythons
+from rgrid.envs.build import BuildConfig
 from rgrid.envs.cache import EnvCache
 
 SPECS = {"requests": ["requests"], "numpy pandas": ["numpy", "pandas"]}
 RGRID = Path(sys.executable).parent / "rgrid"
+BUILD = BuildConfig.from_environ(os.environ, None)
 
 
 async def _quiet(_line: str) -> None:
@@ -30,7 +32,7 @@ async def _quiet(_line: str) -> None:
 
 def uv_build(root: Path, spec: list[str], interpreter: pythons.Interpreter) -> float:
     async def build() -> None:
-        async with EnvCache(root).environment(spec, interpreter, _quiet) as env:
+        async with EnvCache(root, build_config=BUILD).environment(spec, interpreter, _quiet) as env:
             assert env.built_now
 
     start = time.perf_counter()
