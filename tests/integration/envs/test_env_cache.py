@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
+from tests.build_probe import PROBE, VERSION, make_sdist
 
 from rgrid import errors
 from rgrid.envs import pythons
@@ -93,3 +96,34 @@ async def test_failing_install_leaves_nothing(
             pass
     assert "nonexistent-package-xyz-123" in caught.value.message
     assert [p.name for p in tmp_path.iterdir()] == ["locks"]
+
+
+@pytest.mark.parametrize("box", ["bwrap", "process"])
+async def test_a_build_backend_gets_a_scrubbed_environment_in_either_sandbox(
+    tmp_path: Path, interpreter: pythons.Interpreter, monkeypatch: pytest.MonkeyPatch, box: str
+) -> None:
+    monkeypatch.setenv("RGRID_SANDBOX", box)
+    monkeypatch.setenv("RGRID_ADMIN_KEY", "rg_must-not-reach-builds")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "must-not-reach-builds")
+    grid_home = tmp_path / "grid"
+    (grid_home / "envs").mkdir(parents=True)
+    (grid_home / "secret.key").write_text("key")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    make_sdist(wheels, grid_home, [])
+    cache = EnvCache(grid_home / "envs", build_config=BuildConfig.from_environ(os.environ, wheels))
+    async with cache.environment(
+        [f"rgrid-build-probe=={VERSION}"], interpreter, lambda _l: asyncio.sleep(0)
+    ) as env:
+        done = subprocess.run(
+            [str(env.python), "-c", f"import {PROBE}; print({PROBE}.SEEN)"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    seen = json.loads(done.stdout)
+    assert not [name for name in seen["environ"] if name.startswith(("RGRID_", "AWS_"))]
+    if box == "bwrap":
+        assert seen["secret_key"] == "denied: ENOENT" and seen["home_listing"] == ["envs"]
+    else:  # the documented weakness of the fallback: the build sees the grid's files
+        assert seen["secret_key"] == "key"
