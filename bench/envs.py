@@ -1,6 +1,7 @@
 """bench/envs: building environments with rgrid's uv cache vs venv + pip, and reusing them.
 
-For each spec: a cold build (fresh uv cache), a warm build (new environment, warm uv cache), and
+For each spec: a cold build and a second one (a new environment; each build has a uv cache of its
+own, so it downloads again: "warm" only measures the machine being warmed up), and
 `python -m venv` + `pip install` (pip's cache off, so cold too); then the overhead of `rgrid run`
 with an existing environment against a stdlib-only run. Usage: .venv/bin/python bench/envs.py
 """
@@ -97,7 +98,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="rgrid-bench-envs-"))
     print(f"envs: Python {interpreter.full_version}, {os.cpu_count()} cores")
     print(
-        f"{'spec':<14} {'uv cold s':>10} {'uv warm s':>10} {'pip cold s':>11} {'pip/uv cold':>12}"
+        f"{'spec':<14} {'uv cold s':>10} {'uv 2nd s':>10} {'pip cold s':>11} {'pip/uv cold':>12}"
     )
     try:
         for name, spec in SPECS.items():
