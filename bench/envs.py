@@ -97,9 +97,7 @@ def main() -> None:
     interpreter = next(i for i in pythons.discover() if i.minor == pythons.python_version())
     tmp = Path(tempfile.mkdtemp(prefix="rgrid-bench-envs-"))
     print(f"envs: Python {interpreter.full_version}, {os.cpu_count()} cores")
-    print(
-        f"{'spec':<14} {'uv cold s':>10} {'uv 2nd s':>10} {'pip cold s':>11} {'pip/uv cold':>12}"
-    )
+    print(f"{'spec':<14} {'uv cold s':>10} {'uv 2nd s':>10} {'pip cold s':>11} {'pip/uv cold':>12}")
     try:
         for name, spec in SPECS.items():
             os.environ["UV_CACHE_DIR"] = str(tmp / f"uv-cache-{name.replace(' ', '-')}")

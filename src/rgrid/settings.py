@@ -6,7 +6,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import DirectoryPath, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LEASE_S = 30.0  # a running execution's lease; renewed every third of it
@@ -52,7 +52,7 @@ class ServerSettings(BaseSettings):
     allowed_index_hosts: list[str] = Field(default_factory=list)
     #: a directory of wheels and sdists that environment builds may install from besides the
     #: index (uv --find-links), mounted read-only into the build sandbox
-    find_links: Path | None = None
+    find_links: DirectoryPath | None = None
     #: inputs and outputs expire this long after they were recorded (fractions allowed); the
     #: janitor then deletes blobs nothing live references. Logs and executions are kept.
     retention_days: float = Field(default=30.0, gt=0)

@@ -73,7 +73,8 @@ class BuildConfig:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], find_links: Path | None) -> BuildConfig:
-        return cls(find_links, {k: v for k, v in environ.items() if k in PASSED_SETTINGS})
+        passed = {k: v for k, v in environ.items() if k in PASSED_SETTINGS}
+        return cls(find_links.resolve() if find_links is not None else None, passed)
 
     def trust_binds(self) -> list[tuple[Path, Path]]:
         """The CA bundle or directory the operator names, mounted read-only at the same path."""
