@@ -6,7 +6,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import DirectoryPath, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rgrid import bounds
@@ -52,8 +52,12 @@ class ServerSettings(BaseSettings):
     #: environment cache budget; least recently used environments beyond it are removed
     env_cache_bytes: int = 20 * 1024**3
     max_batch_items: int = 10_000
-    #: hosts that requirement files may name in --index-url / --extra-index-url
+    #: hosts that requirement files may name in --index-url / --extra-index-url and in
+    #: `name @ https://host/...` direct references (any other direct reference is refused)
     allowed_index_hosts: list[str] = Field(default_factory=list)
+    #: a directory of wheels and sdists that environment builds may install from besides the
+    #: index (uv --find-links), mounted read-only into the build sandbox
+    find_links: DirectoryPath | None = None
     #: inputs and outputs expire this long after they were recorded (fractions allowed); the
     #: janitor then deletes blobs nothing live references. Logs and executions are kept.
     retention_days: float = Field(default=30.0, gt=0)

@@ -18,6 +18,7 @@ from rgrid.api import errors as api_errors
 from rgrid.api.bodylimit import BodyLimit
 from rgrid.api.routes import accounts, batches, billing, blobs, executions, health, logs, workers
 from rgrid.envs import pythons
+from rgrid.envs.build import BuildConfig
 from rgrid.envs.cache import EnvCache
 from rgrid.executor.local import LocalExecutor
 from rgrid.runner import RunnerConfig
@@ -54,7 +55,11 @@ def runner_config(settings: ServerSettings) -> RunnerConfig:
     interpreters = {interpreter.minor: interpreter for interpreter in found}
     return RunnerConfig(
         work_root=settings.work_root,
-        env_cache=EnvCache(settings.envs_root, budget_bytes=settings.env_cache_bytes),
+        env_cache=EnvCache(
+            settings.envs_root,
+            budget_bytes=settings.env_cache_bytes,
+            build_config=BuildConfig.from_environ(os.environ, settings.find_links),
+        ),
         interpreters=interpreters,
         default_python=pythons.python_version(),
         worker=settings.worker_name,

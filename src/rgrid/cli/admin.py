@@ -50,7 +50,7 @@ def doctor() -> None:
         _check("sandbox", False, str(exc))
     _check("python", True, f"{python_version()} at {real_interpreter()}")
     try:  # the uv the grid itself would use (the uv package's binary, else PATH)
-        from rgrid.envs.cache import find_uv
+        from rgrid.envs.build import find_uv
 
         _check("uv", True, find_uv())
     except errors.MissingExtra:

@@ -1,7 +1,8 @@
 """The environment cache: one virtual environment per (dependency spec, interpreter, platform).
 
-Built once with uv under a lock (other executions with the same key wait for it), in a temporary
-directory renamed into place when complete, bytecode compiled at build time. Later executions with
+Built once with uv under a lock (other executions with the same key wait for it), inside the
+sandbox (``envs.build``), in a temporary directory renamed into place when complete and then
+read-only, bytecode compiled at build time. Later executions with
 the same key reuse it without running uv at all. An environment in use holds a shared lock on its
 lock file; eviction (least recently used first, past a size budget) takes the lock exclusively
 without waiting, so an environment in use is never removed.
@@ -18,14 +19,16 @@ import json
 import logging
 import os
 import shutil
+import stat
 import sysconfig
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import IO
 
 from rgrid import errors
+from rgrid.envs import build
 from rgrid.envs.pythons import Interpreter
 
 logger = logging.getLogger(__name__)
@@ -34,7 +37,7 @@ MANIFEST = "rgrid-env.json"
 FORMAT_VERSION = 1
 ENV_CACHE_BYTES = 20 * 1024**3
 
-SetupLine = Callable[[str], Awaitable[None]]
+SetupLine = build.SetupLine
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,23 +65,17 @@ def env_key(requirements: Sequence[str], interpreter: Interpreter) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
-def find_uv() -> str:
-    """The uv binary: the one shipped with the ``uv`` package, else one on PATH."""
-    try:
-        from uv import find_uv_bin
-
-        return str(find_uv_bin())
-    except (ImportError, FileNotFoundError):
-        found = shutil.which("uv")
-        if found is None:
-            raise errors.MissingExtra("environments need uv: pip install 'rgrid[server]'") from None
-        return found
-
-
 class EnvCache:
-    def __init__(self, root: Path, *, budget_bytes: int = ENV_CACHE_BYTES) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        budget_bytes: int = ENV_CACHE_BYTES,
+        build_config: build.BuildConfig | None = None,
+    ) -> None:
         self.root = root
         self.budget_bytes = budget_bytes
+        self.build_config = build_config or build.BuildConfig()
         self.builds = 0  # environments built by this process (for /metrics and tests)
         self._locks: dict[str, asyncio.Lock] = {}
         (root / "locks").mkdir(parents=True, exist_ok=True)
@@ -130,36 +127,17 @@ class EnvCache:
     async def _build(
         self, key: str, requirements: Sequence[str], interpreter: Interpreter, on_line: SetupLine
     ) -> None:
-        building = self.root / f".build-{uuid.uuid4().hex[:12]}"
-        uv = find_uv()
+        """Build in the sandbox in a scratch directory, then make the environment read-only
+        and rename it into place; the scratch directory (uv's cache for this build) goes."""
+        scratch = self.root / f".build-{uuid.uuid4().hex[:12]}"
+        scratch.mkdir()
+        wanted = [line for line in requirements if line.strip()]
         try:
-            await _run([uv, "venv", "--quiet", "--python", str(interpreter.path), str(building)])
-            wanted = [line for line in requirements if line.strip()]
-            packages: list[str] = []
-            if wanted:
-                (building / "rgrid-requirements.txt").write_text("\n".join(wanted) + "\n")
-                await on_line(
-                    f"installing {len(wanted)} requirement(s) with uv: {', '.join(wanted)}"
-                )
-                code, output = await _stream(
-                    [
-                        uv,
-                        "pip",
-                        "install",
-                        "--python",
-                        str(building / "bin" / "python"),
-                        "-r",
-                        str(building / "rgrid-requirements.txt"),
-                    ],
-                    on_line,
-                )
-                if code != 0:
-                    raise _dependency_error(wanted, output)
-                # a fresh environment: uv's " + name==version" lines are exactly what it holds
-                packages = sorted(
-                    line.strip()[2:] for line in output.splitlines() if line.startswith(" + ")
-                )
-                await _compile_bytecode(building, on_line)
+            packages = await build.build_environment(
+                scratch, wanted, interpreter, self.build_config, on_line
+            )
+            env = scratch / build.ENV_DIR
+            build.check_built(env)
             manifest = {
                 "key": key,
                 "python": interpreter.full_version,
@@ -167,13 +145,13 @@ class EnvCache:
                 "packages": packages,
                 "built_at": time.time(),
             }
-            (building / MANIFEST).write_text(json.dumps(manifest, indent=2))
-            os.rename(building, self.root / key)
+            _write_new(env / MANIFEST, json.dumps(manifest, indent=2))
+            await asyncio.to_thread(_make_read_only, env)
+            os.rename(env, self.root / key)
             self.builds += 1
             logger.info("environment built", extra={"action": "env_built", "key": key})
         finally:
-            if building.exists():
-                await asyncio.to_thread(shutil.rmtree, building, True)
+            await asyncio.to_thread(_remove_tree, scratch)
 
     def evict(self) -> list[str]:
         """Remove least-recently-used environments not in use until under the budget."""
@@ -201,7 +179,7 @@ class EnvCache:
                 return False  # in use
             trash = self.root / f".trash-{uuid.uuid4().hex[:12]}"
             os.rename(path, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        _remove_tree(trash)
         logger.info("environment evicted", extra={"action": "env_evicted", "key": path.name})
         return True
 
@@ -215,84 +193,38 @@ def _size(path: Path) -> int:
     return total
 
 
-#: package test suites are never imported by scripts; compiling them doubles a build's time
-BYTECODE_SKIP = r"[/\\]tests?[/\\]"
-PARALLEL_COMPILE_FILES = 400
+def _write_new(path: Path, text: str) -> None:
+    """Create ``path`` with ``text``; never through a symlink or over a file the build left."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileExistsError:
+        raise errors.RgridError(f"the build wrote {path.name} itself; refusing it") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
-def _count_sources(root: Path) -> int:
-    return sum(1 for _dir, _dirs, files in os.walk(root) for name in files if name.endswith(".py"))
+def _make_read_only(root: Path) -> None:
+    """Take write permission off every file and directory under ``root`` (symlinks untouched:
+    chmod would follow them), so nothing on the host writes to a built environment by accident."""
+    for dirpath, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            _chmod_no_follow(os.path.join(dirpath, name), lambda mode: mode & ~0o222)
+    _chmod_no_follow(str(root), lambda mode: mode & ~0o222)
 
 
-async def _compile_bytecode(env: Path, on_line: SetupLine) -> None:
-    """Compile the installed packages at build time, in parallel, with the env's own Python
-    (the environment is mounted read-only later, so this is the only chance to write them)."""
-    started = time.monotonic()
-    process = await asyncio.create_subprocess_exec(
-        str(env / "bin" / "python"),
-        "-m",
-        "compileall",
-        "-q",
-        "-j0",
-        "-x",
-        BYTECODE_SKIP,
-        str(env / "lib"),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    await process.wait()  # a module that does not compile is left for import time, as pip does
-    await on_line(f"bytecode compiled in {time.monotonic() - started:.1f}s")
+def _remove_tree(root: Path) -> None:
+    """Remove ``root`` even where its directories are read-only (a built environment)."""
+    if not os.path.lexists(root):
+        return
+    for dirpath, dirs, _files in os.walk(root):
+        for name in [".", *dirs]:
+            _chmod_no_follow(os.path.join(dirpath, name), lambda mode: mode | 0o700)
+    shutil.rmtree(root, ignore_errors=True)
 
 
-async def _run(argv: list[str]) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "UV_PYTHON_DOWNLOADS": "never", "NO_COLOR": "1"},
-    )
-    out, _ = await process.communicate()
-    if process.returncode != 0:
-        raise errors.RgridError(
-            f"{' '.join(argv[1:3])} failed: {out.decode(errors='replace')[-500:]}"
-        )
-    return process.returncode or 0, out.decode(errors="replace")
-
-
-async def _stream(argv: list[str], on_line: SetupLine) -> tuple[int, str]:
-    """Run ``argv``, passing each output line to ``on_line``; returns (exit code, all output)."""
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "UV_PYTHON_DOWNLOADS": "never", "NO_COLOR": "1"},
-    )
-    assert process.stdout is not None
-    lines = []
-    async for raw in process.stdout:
-        line = raw.decode(errors="replace").rstrip()
-        lines.append(line)
-        await on_line(line)
-    return await process.wait(), "\n".join(lines)
-
-
-def _dependency_error(requirements: Sequence[str], output: str) -> errors.DependencyError:
-    """Name the package uv complained about, with uv's own reason."""
-    # strip uv's tree-drawing characters from its error report
-    text = " ".join(line.strip(" ×╰─▶│") for line in output.splitlines() if line.strip())  # noqa: RUF001
-    lowered = text.lower()
-    names = [_name(line) for line in requirements]
-    culprit = next((n for n in names if n and n.lower() in lowered), None)
-    reason = text[-400:] if text else "uv failed without a message"
-    what = f"could not install {culprit}" if culprit else "could not install the dependencies"
-    return errors.DependencyError(
-        f"{what}: {reason}",
-        hint="check the package name and version in your requirements (or PEP 723 header)",
-        details={"package": culprit},
-    )
-
-
-def _name(requirement: str) -> str:
-    for stop in "<>=!~;[ @":
-        requirement = requirement.split(stop, 1)[0]
-    return requirement.strip()
+def _chmod_no_follow(path: str, change: Callable[[int], int]) -> None:
+    with contextlib.suppress(OSError):
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISLNK(mode):
+            os.chmod(path, stat.S_IMODE(change(mode)))

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
+from tests.build_probe import PROBE, VERSION, make_sdist
 
 from rgrid import errors
 from rgrid.envs import pythons
+from rgrid.envs.build import BuildConfig
 from rgrid.envs.cache import EnvCache, env_key
+
+
+def cache_at(root: Path) -> EnvCache:
+    """A cache whose builds get this host's TLS trust and proxy settings, as the grid's do."""
+    return EnvCache(root, build_config=BuildConfig.from_environ(os.environ, None))
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +35,7 @@ async def collect(lines: list[str], line: str) -> None:
 async def test_built_once_then_reused_without_uv(
     tmp_path: Path, interpreter: pythons.Interpreter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cache = EnvCache(tmp_path)
+    cache = cache_at(tmp_path)
     lines: list[str] = []
     async with cache.environment(
         ["six==1.16.0"], interpreter, lambda line: collect(lines, line)
@@ -34,7 +44,7 @@ async def test_built_once_then_reused_without_uv(
         assert (env.root / "bin" / "python").exists()
     assert any("six==1.16.0" in line for line in lines)
     # A second use must not run uv at all: make uv unfindable and reuse.
-    monkeypatch.setattr("rgrid.envs.cache.find_uv", lambda: "/nonexistent/uv")
+    monkeypatch.setattr("rgrid.envs.build.find_uv", lambda: "/nonexistent/uv")
     again: list[str] = []
     async with cache.environment(
         ["six==1.16.0"], interpreter, lambda line: collect(again, line)
@@ -46,7 +56,7 @@ async def test_built_once_then_reused_without_uv(
 async def test_concurrent_requests_for_a_new_spec_build_once(
     tmp_path: Path, interpreter: pythons.Interpreter
 ) -> None:
-    cache = EnvCache(tmp_path)
+    cache = cache_at(tmp_path)
 
     async def use() -> tuple[str, ...]:
         async with cache.environment(["six"], interpreter, lambda _l: asyncio.sleep(0)) as env:
@@ -59,7 +69,7 @@ async def test_concurrent_requests_for_a_new_spec_build_once(
 async def test_a_changed_line_is_a_new_env_and_eviction_spares_envs_in_use(
     tmp_path: Path, interpreter: pythons.Interpreter
 ) -> None:
-    cache = EnvCache(tmp_path)
+    cache = cache_at(tmp_path)
     quiet = lambda _line: asyncio.sleep(0)  # noqa: E731
     async with cache.environment(["six==1.16.0"], interpreter, quiet):
         pass
@@ -78,7 +88,7 @@ async def test_a_changed_line_is_a_new_env_and_eviction_spares_envs_in_use(
 async def test_failing_install_leaves_nothing(
     tmp_path: Path, interpreter: pythons.Interpreter
 ) -> None:
-    cache = EnvCache(tmp_path)
+    cache = cache_at(tmp_path)
     with pytest.raises(errors.DependencyError) as caught:
         async with cache.environment(
             ["nonexistent-package-xyz-123"], interpreter, lambda _l: asyncio.sleep(0)
@@ -86,3 +96,34 @@ async def test_failing_install_leaves_nothing(
             pass
     assert "nonexistent-package-xyz-123" in caught.value.message
     assert [p.name for p in tmp_path.iterdir()] == ["locks"]
+
+
+@pytest.mark.parametrize("box", ["bwrap", "process"])
+async def test_a_build_backend_gets_a_scrubbed_environment_in_either_sandbox(
+    tmp_path: Path, interpreter: pythons.Interpreter, monkeypatch: pytest.MonkeyPatch, box: str
+) -> None:
+    monkeypatch.setenv("RGRID_SANDBOX", box)
+    monkeypatch.setenv("RGRID_ADMIN_KEY", "rg_must-not-reach-builds")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "must-not-reach-builds")
+    grid_home = tmp_path / "grid"
+    (grid_home / "envs").mkdir(parents=True)
+    (grid_home / "secret.key").write_text("key")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    make_sdist(wheels, grid_home, [])
+    cache = EnvCache(grid_home / "envs", build_config=BuildConfig.from_environ(os.environ, wheels))
+    async with cache.environment(
+        [f"rgrid-build-probe=={VERSION}"], interpreter, lambda _l: asyncio.sleep(0)
+    ) as env:
+        done = subprocess.run(
+            [str(env.python), "-c", f"import {PROBE}; print({PROBE}.SEEN)"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    seen = json.loads(done.stdout)
+    assert not [name for name in seen["environ"] if name.startswith(("RGRID_", "AWS_"))]
+    if box == "bwrap":
+        assert seen["secret_key"] == "denied: ENOENT" and seen["home_listing"] == ["envs"]
+    else:  # the documented weakness of the fallback: the build sees the grid's files
+        assert seen["secret_key"] == "key"
