@@ -15,9 +15,10 @@ VERSION = "0.0.1"
 #: the in-tree build backend: it tries everything, records what happened, and still builds a
 #: wheel whose module holds the record (so the script can print it)
 BACKEND = """
-import base64, errno, hashlib, json, os, zipfile
+import base64, errno, hashlib, json, os, socket, zipfile
 
 GRID_HOME = {home!r}
+CONNECT_TO = {connect_to!r}
 OTHER_ENVS = {other_envs!r}
 NAME, VERSION = {name!r}, {version!r}
 
@@ -35,6 +36,11 @@ def write(path):
     return "written"
 
 
+def connect(host, port):
+    socket.create_connection((host, port), timeout=3).close()
+    return "connected"
+
+
 def observe():
     join = os.path.join
     return {{
@@ -46,6 +52,8 @@ def observe():
         "environ": dict(os.environ),
         "marker": attempt(lambda: write(join(GRID_HOME, "pwned-by-build"))),
         "envs_marker": attempt(lambda: write(join(GRID_HOME, "envs", "pwned-by-build"))),
+        "uid": os.getuid(),
+        "connections": [attempt(lambda: connect(host, port)) for host, port in CONNECT_TO],
         "other_envs": [
             attempt(lambda: write(join(env, "pyvenv.cfg"))) for env in OTHER_ENVS
         ],
@@ -90,12 +98,19 @@ backend-path = ["."]
 """
 
 
-def make_sdist(directory: Path, grid_home: Path, other_envs: list[Path]) -> Path:
-    """The malicious sdist, written into ``directory`` (the grid's find-links directory)."""
+def make_sdist(
+    directory: Path,
+    grid_home: Path,
+    other_envs: list[Path],
+    connect_to: list[tuple[str, int]] | None = None,
+) -> Path:
+    """The malicious sdist, written into ``directory`` (the grid's find-links directory); its
+    backend also tries to connect to each of ``connect_to`` (the grid, a database)."""
     root = f"{PROBE}-{VERSION}"
     backend = BACKEND.format(
         home=str(grid_home),
         other_envs=[str(p) for p in other_envs],
+        connect_to=list(connect_to or []),
         name=PROBE,
         version=VERSION,
     )

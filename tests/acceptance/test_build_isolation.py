@@ -66,7 +66,8 @@ def test_a_malicious_build_backend_sees_nothing_of_the_grid(
     assert len(other_envs) == 1
     other_before = tree_digest(other_envs[0])
     secret_before = (server.home / "secret.key").read_bytes()
-    make_sdist(Path(server.env["RGRID_FIND_LINKS"]), server.home, other_envs)
+    loopback = [("127.0.0.1", server.port), ("127.0.0.1", 5432)]  # the grid, PostgreSQL
+    make_sdist(Path(server.env["RGRID_FIND_LINKS"]), server.home, other_envs, loopback)
 
     (workdir / "probe.py").write_text(
         f"# /// script\n# dependencies = ['rgrid-build-probe=={VERSION}']\n# ///\n"
@@ -83,11 +84,15 @@ def test_a_malicious_build_backend_sees_nothing_of_the_grid(
     assert seen["secret_key"] == seen["admin_key"] == seen["database"] == "denied: ENOENT"
     assert seen["home_listing"] == ["envs"]
     assert len(seen["envs_listing"]) == 1 and seen["envs_listing"][0].startswith(".build-")
-    # nothing written outside the build directory: the system is read-only and /tmp a private
-    # tmpfs (a grid home under /tmp, like this test's, is then only a throwaway copy of its path)
-    private = "written" if server.home.is_relative_to("/tmp") else "denied: EROFS"
-    assert seen["marker"] == seen["envs_marker"] == private
+    # nothing written outside the build directory: the build runs as an unprivileged user (the
+    # directories above its own are not its to write: EACCES), the system is read-only (EROFS)
+    # and /tmp a private tmpfs; the host itself is checked below
+    assert seen["marker"] == seen["envs_marker"]
+    assert seen["marker"] in ("denied: EACCES", "denied: EROFS"), seen["marker"]
     assert seen["other_envs"] == ["denied: ENOENT"]
+    # an unprivileged user, and network on is the internet only: the host's services refuse
+    assert seen["uid"] != 0
+    assert seen["connections"] == ["denied: ECONNREFUSED"] * 2, seen["connections"]
     # none of the grid's variables: only what the build is given, with values of its own
     environ = seen["environ"]
     assert not [name for name in environ if name.startswith("RGRID_")]

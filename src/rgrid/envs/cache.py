@@ -205,11 +205,18 @@ def _write_new(path: Path, text: str) -> None:
 
 
 def _make_read_only(root: Path) -> None:
-    """Take write permission off every file and directory under ``root`` (symlinks untouched:
-    chmod would follow them), so nothing on the host writes to a built environment by accident."""
+    """Give every file and directory under ``root`` to the grid's own user (the build ran as the
+    sandbox's unprivileged one, which scripts run as too) and take write permission off them
+    (symlinks untouched: chmod would follow them), so nothing writes to a built environment."""
+    owner = (os.geteuid(), os.getegid())
     for dirpath, dirs, files in os.walk(root):
         for name in [*dirs, *files]:
-            _chmod_no_follow(os.path.join(dirpath, name), lambda mode: mode & ~0o222)
+            path = os.path.join(dirpath, name)
+            with contextlib.suppress(OSError):
+                os.lchown(path, *owner)
+            _chmod_no_follow(path, lambda mode: mode & ~0o222)
+    with contextlib.suppress(OSError):
+        os.lchown(root, *owner)
     _chmod_no_follow(str(root), lambda mode: mode & ~0o222)
 
 

@@ -112,7 +112,8 @@ class BwrapSandbox:
                 prefix = ["nsenter", f"--net={namespace.path}", "--"]
             group = _make_group(spec)
             if group is not None:
-                stack.callback(group.remove)
+                # off the event loop: the kernel may take a moment to let an emptied group go
+                stack.push_async_callback(asyncio.to_thread, group.remove)
             if run_as is not None:
                 await asyncio.to_thread(_hand_over, spec.workdir, run_as)
             handshake = _Handshake(group)
