@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from tests.acceptance.test_resume import sha256_of
 from tests.conftest import RGRID_BIN, Cli, make_server
 
@@ -28,6 +29,7 @@ def peak_rss_mib(pid: int) -> float:
     raise AssertionError("no VmHWM")
 
 
+@pytest.mark.timeout(300)  # 4 GiB written and read on a 2-core machine: its own budget
 def test_two_gib_in_and_out_with_bounded_memory(tmp_path: Path) -> None:
     server = make_server(tmp_path, RGRID_MAX_OUTPUT_BYTES=str(3 * GiB))
     server.start()

@@ -33,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "storage": set(),
     "executor": {"runner"},
     "runner": {"envs", "sandbox"},
-    "envs": set(),
+    "envs": {"sandbox"},  # builds run in the sandbox, as scripts do
     "sandbox": set(),
 }
 
