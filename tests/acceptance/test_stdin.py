@@ -212,3 +212,24 @@ def test_a_batch_refuses_piped_stdin_and_submits_nothing(account_cli: Cli, workd
         )
     assert done.returncode == 0, done.stderr
     assert len(json.loads(account_cli("list", "--json").stdout)["data"]) == 1
+
+
+def test_a_pipe_nobody_writes_to_gets_one_notice(account_cli: Cli, workdir: Path) -> None:
+    """rgrid must read stdin to its end before submitting: when nothing comes, it says so."""
+    write(workdir, "s.py", SCRIPTS["lines"])
+    process = subprocess.Popen(
+        [str(RGRID_BIN), "run", "s.py"],
+        cwd=workdir,
+        env=account_cli.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    try:
+        notice = process.stderr.readline().decode()
+        assert "reading stdin" in notice and "< /dev/null" in notice
+        stdout, _ = process.communicate(b"late\n", timeout=120)
+    finally:
+        process.kill()
+    assert (process.returncode, stdout) == (0, b"1 LATE\n")
