@@ -78,6 +78,12 @@ class ExecutionSpec:
     requirements: tuple[str, ...] = ()
     #: the runtime's Python minor version ("3.11"); None: the worker's default
     python: str | None = None
+    #: what the script reads on stdin (its path is ``STDIN_PATH``); None: nothing, end-of-file
+    stdin: FileRef | None = None
+
+
+#: how an execution's stdin is named where it is handled like a file (messages, ``FileRef``)
+STDIN_PATH = "<stdin>"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +207,8 @@ class Execution:
     cache_note: str | None = None  # what the cache said: "hit", or why it missed
     cost_micros: int | None = None  # so far (provisional) or final; a running one accrues
     cost_final: bool = False
+    #: the size of the piped stdin it was given; None: none (a terminal: end-of-file at once)
+    stdin_size: int | None = None
 
     @property
     def log_source(self) -> str:

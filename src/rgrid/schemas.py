@@ -62,6 +62,15 @@ class FileIn:
 
 
 @_wire
+class StdinIn:
+    """Piped stdin, uploaded as a blob like any input. An empty one (size 0) needs no blob."""
+
+    __pydantic_config__ = FORBID_EXTRA
+    sha256: str
+    size: Size
+
+
+@_wire
 class BlobsQuery:
     __pydantic_config__ = FORBID_EXTRA
     sha256: list[str]
@@ -130,6 +139,8 @@ class ExecutionCreate:
     max_retries: Count = 2
     #: reuse an identical earlier succeeded run's result (SPEC §12); False: ``--no-cache``
     cache: bool = True
+    #: what the script reads on stdin; None: nothing (it gets end-of-file at once)
+    stdin: StdinIn | None = None
 
 
 @_wire
@@ -175,6 +186,8 @@ class ExecutionPublic:
     cost_final: bool = False
     #: set on a submit's answer when the account is near its spending limit
     warning: str | None = None
+    #: bytes of piped stdin it was given; None: none
+    stdin_size: int | None = None
 
 
 @_wire

@@ -45,6 +45,7 @@ def execution(e: domain.Execution) -> schemas.ExecutionPublic:
         cache=e.cache_note,
         cost_micros=e.cost_micros,
         cost_final=e.cost_final,
+        stdin_size=e.stdin_size,
     )
 
 

@@ -158,6 +158,7 @@ def execution(e: schemas.ExecutionPublic) -> None:
             f"network {'on' if e.network else 'off'}",
         ),
         ("env", ", ".join(e.env_names) or "-"),
+        ("stdin", "-" if e.stdin_size is None else f"piped, {size(e.stdin_size)}"),
         (
             "runtime",
             f"python {e.python_version}" + (f" ({e.runtime})" if e.runtime else "")

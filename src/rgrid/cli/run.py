@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import uuid
@@ -13,8 +14,11 @@ import click
 from rgrid.cli import render
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from rgrid import schemas
     from rgrid.client import Client
+    from rgrid.client.bundle import LocalFile
     from rgrid.client.runs import Downloads
 from rgrid.cli.options import Duration, Size, key_values
 
@@ -22,6 +26,10 @@ MANIFEST_NOTICE_FILES = 50
 MANIFEST_NOTICE_BYTES = 20 * 1000**2
 MAX_UPLOAD_BYTES = 2 * 1024**3  # above this, --yes is required
 SECOND_INTERRUPT_S = 2.0
+STDIN_NOTICE = (
+    "reading stdin to give it to the script (nothing came yet); "
+    "if it reads none, run it with `< /dev/null`"
+)
 
 
 @click.command(
@@ -152,7 +160,10 @@ def run(
     no_cache: bool,
     yes: bool,
 ) -> None:
-    """Run SCRIPT with ARGS on the grid: live output, outputs downloaded, the script's exit code."""
+    """Run SCRIPT with ARGS on the grid: live output, outputs downloaded, the script's exit code.
+
+    Piped or redirected stdin becomes the script's stdin (not with --batch); a terminal's
+    gives it end-of-file."""
     from rgrid import bounds, schemas
     from rgrid.cli.context import connect
     from rgrid.client.bundle import build_bundle
@@ -167,7 +178,9 @@ def run(
     bounds.check_metadata(labels)
     if patterns:
         from rgrid.cli import batch
+        from rgrid.client.stdin import refuse_for_batch
 
+        refuse_for_batch()
         deps = plan(script, requirements_file, build_bundle(script, [], []).modules)
         options = {
             "parallel": parallel,
@@ -200,9 +213,10 @@ def run(
         )
     bundle = build_bundle(script, args, include)
     deps = plan(script, requirements_file, bundle.modules)
-    _confirm_size(len(bundle.files), bundle.total_bytes, yes)
-    client = connect()
-    report = upload_bundle(client, bundle)
+    with _piped_stdin() as stdin:
+        _confirm_size(len(bundle.files), bundle.total_bytes + (stdin.size if stdin else 0), yes)
+        client = connect()
+        report = upload_bundle(client, bundle, [stdin] if stdin and stdin.size else [])
     spec = schemas.ExecutionCreate(
         script=bundle.script,
         args=bundle.args,
@@ -219,6 +233,7 @@ def run(
         runtime=runtime,
         max_retries=max_retries,
         cache=use_cache,
+        stdin=schemas.StdinIn(sha256=stdin.sha256, size=stdin.size) if stdin else None,
     )
     execution = client.submit(spec)
     if execution.warning:
@@ -246,6 +261,18 @@ def run(
             finished=execution if execution.state.terminal else None,
         )
     )
+
+
+@contextlib.contextmanager
+def _piped_stdin() -> Iterator[LocalFile | None]:
+    """rgrid's stdin spooled for the script, or None on a terminal (the script gets EOF)."""
+    from rgrid.client import stdin
+
+    if not stdin.is_piped():
+        yield None
+        return
+    with stdin.spooled(on_quiet=lambda: render.info(STDIN_NOTICE)) as spooled:
+        yield spooled
 
 
 def _confirm_size(files: int, total: int, yes: bool) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rgrid import errors, schemas
 from rgrid.client import Client
-from rgrid.client.bundle import Bundle
+from rgrid.client.bundle import Bundle, LocalFile
 from rgrid.enums import EXIT_RGRID_FAILURE, ExecutionState, FailureClass
 
 EXIT_CANCELLED = 130
@@ -25,9 +25,9 @@ class UploadReport:
     already_there: int
 
 
-def upload_bundle(client: Client, bundle: Bundle) -> UploadReport:
-    """Send only the blobs the grid lacks, each once."""
-    by_hash = {f.sha256: f for f in bundle.files}
+def upload_bundle(client: Client, bundle: Bundle, extra: Sequence[LocalFile] = ()) -> UploadReport:
+    """Send only the blobs the grid lacks, each once; ``extra``: more files (a piped stdin)."""
+    by_hash = {f.sha256: f for f in [*bundle.files, *extra]}
     missing = client.missing_blobs(list(by_hash))
     for sha in missing:
         entry = by_hash[sha]

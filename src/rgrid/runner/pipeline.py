@@ -66,7 +66,14 @@ def _sandbox_spec(
         disk_bytes=spec.disk_bytes,
         disk_reserve_bytes=config.disk_reserve_bytes,
         cpus=CPUS_PER_EXECUTION,
+        stdin_path=stdin_path(workdir) if spec.stdin is not None else None,
     )
+
+
+def stdin_path(workdir: Path) -> Path:
+    """Where an execution's stdin is kept: beside its work directory, never in it, so the
+    script neither sees it in its tree nor gets it back as an output."""
+    return workdir.with_name(workdir.name + ".stdin")
 
 
 async def _materialise(spec: domain.ExecutionSpec, plane: ControlPlane, workdir: Path) -> None:
@@ -74,6 +81,12 @@ async def _materialise(spec: domain.ExecutionSpec, plane: ControlPlane, workdir:
         dest = input_path(workdir, ref)
         dest.parent.mkdir(parents=True, exist_ok=True)
         await plane.fetch_input(ref, dest)
+    if spec.stdin is None:
+        return
+    if spec.stdin.size == 0:  # an empty stdin has no blob
+        stdin_path(workdir).write_bytes(b"")
+    else:
+        await plane.fetch_input(spec.stdin, stdin_path(workdir))
 
 
 async def _scan(
@@ -117,6 +130,7 @@ async def run_execution(
     """The whole pipeline; never raises for the script's own failures, only reports them."""
     workdir = config.work_root / spec.execution_id
     shutil.rmtree(workdir, ignore_errors=True)
+    stdin_path(workdir).unlink(missing_ok=True)
     workdir.mkdir(parents=True)
     try:
         try:
@@ -172,3 +186,4 @@ async def run_execution(
     finally:
         if not config.keep_workdirs:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
+            stdin_path(workdir).unlink(missing_ok=True)

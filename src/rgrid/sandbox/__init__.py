@@ -55,7 +55,9 @@ class SandboxSpec:
     ignores them. Memory is RLIMIT_AS, so an oversized allocation fails with MemoryError rather
     than being killed, and, where cgroups can be had, also the whole group's memory (tmpfs
     included). ``disk_bytes`` bounds what the work directory may hold; ``cpus`` the CPU time
-    per wall-clock second of the whole group (None: unbounded).
+    per wall-clock second of the whole group (None: unbounded). ``stdin_path`` is a file the
+    process reads as its stdin (opened read-only by the sandbox, so it need not be visible
+    inside); None: ``/dev/null``, end-of-file at once.
     """
 
     argv: list[str]
@@ -71,6 +73,7 @@ class SandboxSpec:
     disk_bytes: int = DISK_BYTES
     disk_reserve_bytes: int = DISK_RESERVE_BYTES
     cpus: float | None = None
+    stdin_path: Path | None = None
 
 
 class LimitHit(StrEnum):

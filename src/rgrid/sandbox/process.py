@@ -131,9 +131,15 @@ def _spawn(
     try:
         # Popen rather than asyncio.create_subprocess_exec (which wraps the same Popen call):
         # asyncio's child watcher would reap the child itself and lose its rusage.
+        # The stdin file is opened here, outside the sandbox: bwrap passes fd 0 through, so
+        # the script reads it without the file being in its view.
+        stdin = spec.stdin_path.open("rb") if spec.stdin_path is not None else None
+    except OSError as exc:
+        raise errors.SandboxError(f"could not open the stdin {spec.stdin_path}: {exc}") from exc
+    try:
         process = subprocess.Popen(
             argv,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=spec.workdir,
@@ -144,6 +150,9 @@ def _spawn(
         )
     except (OSError, subprocess.SubprocessError) as exc:
         raise errors.SandboxError(f"could not start {argv[0]}: {exc}") from exc
+    finally:
+        if stdin is not None:
+            stdin.close()  # the child has its own copy
     logger.debug("started process %d", process.pid, extra={"action": "sandbox_started"})
     for pipe in (process.stdout, process.stderr):
         _widen(pipe)

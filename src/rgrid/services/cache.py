@@ -2,8 +2,9 @@
 
 The key covers the script's bytes, the local modules and inputs (path and content hash), the
 arguments, the environment variables (names and values), the normalised dependency list, the
-runtime and whether the script has network access (a run that succeeded online says nothing
-of one without network). The timeout and memory limit are not in it: they bound a run, and a
+runtime, whether the script has network access (a run that succeeded online says nothing
+of one without network) and the content of a piped stdin: a non-empty one only, since an
+empty stdin and none (a terminal's) both give the script end-of-file at once. The timeout and memory limit are not in it: they bound a run, and a
 run that succeeded within its limits has the same result. It is an HMAC under a key derived from the grid's secret, so neither the key nor
 the stored parts let anyone guess an ``--env`` value offline.
 """
@@ -39,6 +40,7 @@ PART_NAMES = {
     "runtime": "the runtime",
     "network": "the network setting",
     "inputs": "an input",
+    "stdin": "stdin",
     "args": "the arguments",
     "env": "an environment variable",
 }
@@ -61,9 +63,11 @@ def cache_key(
     requirements: Sequence[str],
     runtime: str,
     network: bool,
+    stdin: str | None = None,
 ) -> CacheKey:
     """The key of a run. Files are the script, the modules beside it and the inputs; a ``.py``
-    file that no argument names counts as a module, anything else as an input."""
+    file that no argument names counts as a module, anything else as an input. ``stdin``: the
+    sha256 of a non-empty piped stdin (a part only then, so keys without one are as before)."""
     named = set(args)
     by_path = {f.path: f.sha256 for f in files}
     parts: dict[str, Any] = {
@@ -82,6 +86,8 @@ def cache_key(
         "args": [script, *args],
         "env": {name: _mac(secret, f"{name}={value}") for name, value in sorted(env.items())},
     }
+    if stdin is not None:
+        parts["stdin"] = stdin
     return CacheKey(_mac(secret, json.dumps(parts, sort_keys=True)), parts)
 
 
@@ -97,6 +103,7 @@ def keyer_for(
     preset: str | None,
     python: str | None,
     network: bool,
+    stdin: domain.FileRef | None = None,
 ) -> Keyer:
     """The cache key of a submission's runs (one, or a batch's items), from each run's
     arguments and files; everything else is the submission's."""
@@ -113,6 +120,7 @@ def keyer_for(
             requirements=requirements,
             runtime=runtime,
             network=network,
+            stdin=stdin.sha256 if stdin is not None and stdin.size else None,
         )
 
     return key

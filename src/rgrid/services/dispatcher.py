@@ -187,6 +187,11 @@ class Dispatcher:
             requirements=tuple(row.requirements or ()),
             # the minor version picks the interpreter; a finished attempt recorded the full one
             python=".".join((row.python_version or "").split(".")[:2]) or None,
+            stdin=(
+                domain.FileRef(domain.STDIN_PATH, row.stdin_sha256, row.stdin_size or 0)
+                if row.stdin_sha256 is not None
+                else None
+            ),
         )
         logger.info("claimed", extra={"action": "execution_claimed", "execution_id": row.id})
         self._grid.notifier.notify(row.id)

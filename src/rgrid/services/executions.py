@@ -27,6 +27,8 @@ MIN_DISK_BYTES = 1024**2
 MAX_DISK_BYTES = 100 * 1024**4
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 MAX_RETRIES = 10
+#: the sha256 of no bytes: an empty stdin, which needs no blob
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
 def _check(ok: bool, message: str) -> None:
@@ -49,6 +51,15 @@ def _validate_limits(spec: schemas.ExecutionCreate) -> None:
     _check(
         all(SHA256.match(f.sha256) and f.size >= 0 for f in spec.files), "invalid file hash or size"
     )
+    if spec.stdin is not None:
+        _check(
+            bool(SHA256.match(spec.stdin.sha256)) and spec.stdin.size >= 0,
+            "invalid stdin hash or size",
+        )
+        _check(
+            spec.stdin.size > 0 or spec.stdin.sha256 == EMPTY_SHA256,
+            "an empty stdin has the hash of no bytes",
+        )
     bounds.check_metadata(spec.metadata)
     bounds.check_env(spec.env)
     key = spec.idempotency_key or ""
@@ -94,8 +105,12 @@ async def submit(
             earlier = await repo.by_idempotency_key(session, account_id, spec.idempotency_key)
             if earlier is not None:
                 return earlier
-        present = await blob_repo.present_blobs(session, account_id, [f.sha256 for f in spec.files])
-        absent = sorted({f.path for f in spec.files if f.sha256 not in present})
+        stdin = _stdin_ref(spec.stdin)
+        needed = [(f.path, f.sha256) for f in spec.files]
+        if stdin is not None and stdin.size:  # an empty stdin needs no blob
+            needed.append((stdin.path, stdin.sha256))
+        present = await blob_repo.present_blobs(session, account_id, [sha for _, sha in needed])
+        absent = sorted({path for path, sha in needed if sha not in present})
         if absent:
             raise errors.InvalidRequest(
                 f"file contents not uploaded: {', '.join(absent[:5])}",
@@ -112,6 +127,7 @@ async def submit(
             preset=spec.runtime,
             python=runtime.python,
             network=spec.network,
+            stdin=stdin,
         )
         key = keyer(spec.args, files)
         row = ExecutionRow(
@@ -140,6 +156,8 @@ async def submit(
             max_retries=spec.max_retries,
             cache_key=key.digest,
             cache_parts=key.parts,
+            stdin_sha256=stdin.sha256 if stdin is not None else None,
+            stdin_size=stdin.size if stdin is not None else None,
         )
         hit = None
         if spec.cache:
@@ -161,6 +179,12 @@ async def submit(
             return execution
     grid.wake_dispatcher()
     return execution
+
+
+def _stdin_ref(stdin: schemas.StdinIn | None) -> domain.FileRef | None:
+    if stdin is None:
+        return None
+    return domain.FileRef(domain.STDIN_PATH, stdin.sha256, stdin.size)
 
 
 async def retry(
@@ -246,6 +270,8 @@ RETRY_COPIED = (
     "runtime",
     "python_version",
     "max_retries",
+    "stdin_sha256",
+    "stdin_size",
 )
 
 

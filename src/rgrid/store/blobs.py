@@ -102,20 +102,29 @@ async def outputs_of(
 
 def _in_use(cutoff: datetime) -> ColumnElement[bool]:
     """Whether an artifact references the blob that was recorded after ``cutoff`` or belongs to
-    an execution not yet ended (for a query over ``BlobRow``)."""
-    return (
+    an execution not yet ended, or an execution created after ``cutoff`` or not yet ended has
+    it as its stdin — kept as long as its inputs (for a query over ``BlobRow``)."""
+    live = ExecutionRow.state.in_([s.value for s in domain.ExecutionState if not s.terminal])
+    as_artifact = (
         select(ArtifactRow.sha256)
         .join(ExecutionRow, ExecutionRow.id == ArtifactRow.execution_id)
         .where(
             ExecutionRow.account_id == BlobRow.account_id,
             ArtifactRow.sha256 == BlobRow.sha256,
-            or_(
-                ArtifactRow.created_at > cutoff,
-                ExecutionRow.state.in_([s.value for s in domain.ExecutionState if not s.terminal]),
-            ),
+            or_(ArtifactRow.created_at > cutoff, live),
         )
         .exists()
     )
+    as_stdin = (
+        select(ExecutionRow.id)
+        .where(
+            ExecutionRow.account_id == BlobRow.account_id,
+            ExecutionRow.stdin_sha256 == BlobRow.sha256,
+            or_(ExecutionRow.created_at > cutoff, live),
+        )
+        .exists()
+    )
+    return or_(as_artifact, as_stdin)
 
 
 async def unreferenced_blobs(

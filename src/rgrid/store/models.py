@@ -92,6 +92,7 @@ class ExecutionRow(Base):
         Index("ix_executions_batch_updated", "batch_id", "updated_at"),
         Index("ix_executions_cache", "account_id", "cache_key"),
         Index("ix_executions_account_script", "account_id", "script", "created_at"),
+        Index("ix_executions_stdin", "account_id", "stdin_sha256"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -143,6 +144,9 @@ class ExecutionRow(Base):
     # its cost in micros so far (every attempt's run time on its worker), and whether final
     cost_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     cost_final: Mapped[bool] = mapped_column(Boolean, default=False)
+    # piped stdin (a blob unless empty); NULL: none, the script gets end-of-file at once
+    stdin_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    stdin_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # stamped on every insert and update: a batch's followers ask only for what changed
     updated_at: Mapped[datetime | None] = mapped_column(
         UTCDateTime, nullable=True, default=_now, onupdate=_now

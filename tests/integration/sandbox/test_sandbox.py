@@ -6,6 +6,7 @@ bwrap must be installed here: its cases fail (not skip) without it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -137,6 +138,31 @@ async def test_output_lines_arrive_in_order(sandbox: Sandbox, workdir: Path) -> 
 async def test_exit_status(sandbox: Sandbox, workdir: Path) -> None:
     done = await run(sandbox, workdir, "raise SystemExit(3)")
     assert (done.result.returncode, done.result.signal, done.result.exit_code) == (3, None, 3)
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+async def test_stdin_is_the_given_file_or_else_end_of_file(
+    sandbox: Sandbox, workdir: Path, tmp_path: Path
+) -> None:
+    """The file is opened outside: the script reads it though it is not in its view."""
+    data = bytes(range(256)) * 1000 + b"\nlast line without newline"
+    given = tmp_path / "work.stdin"  # beside the work directory, as the runner keeps it
+    given.write_bytes(data)
+    given.chmod(0o400)
+    code = """
+        import hashlib, os, sys
+        data = sys.stdin.buffer.read()
+        print(len(data), hashlib.sha256(data).hexdigest(), sorted(os.listdir(".")))
+        print(os.path.exists(GIVEN), sys.stdin.isatty())
+    """.replace("GIVEN", repr(str(given)))
+    fed = await run(sandbox, workdir, code, stdin_path=given)
+    assert fed.result.returncode == 0, fed.text("stderr")
+    seen = isinstance(sandbox, ProcessSandbox)  # the weaker sandbox sees the host's files
+    assert fed.text("stdout") == (
+        f"{len(data)} {hashlib.sha256(data).hexdigest()} ['process.py']\n{seen} False\n"
+    )
+    empty = await run(sandbox, workdir, code)
+    assert empty.text("stdout").startswith(f"0 {hashlib.sha256(b'').hexdigest()} ")
 
 
 @pytest.mark.parametrize("sandbox", SANDBOXES)

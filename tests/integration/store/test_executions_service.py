@@ -207,3 +207,30 @@ async def test_a_thousand_items_two_engines_each_claimed_once(
     claimed = [i for ids in results for i in ids]
     assert len(claimed) == 1000 and len(set(claimed)) == 1000
     assert all(results)  # every claimer got work: they really competed
+
+
+async def test_stdin_needs_its_blob_unless_empty_and_a_retry_keeps_it(grid: Grid) -> None:
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    absent = schemas.StdinIn(sha256="0" * 64, size=5)
+    with pytest.raises(errors.InvalidRequest, match="not uploaded: <stdin>"):
+        await submit_script(grid, admin, "print(1)\n", stdin=absent)
+    with pytest.raises(errors.InvalidRequest, match="empty stdin"):
+        await submit_script(
+            grid, admin, "print(1)\n", stdin=schemas.StdinIn(sha256=absent.sha256, size=0)
+        )
+    empty = schemas.StdinIn(sha256=service.EMPTY_SHA256, size=0)
+    assert (await submit_script(grid, admin, "print(1)\n", stdin=empty)).stdin_size == 0
+    assert (await submit_script(grid, admin, "print(1)\n")).stdin_size is None
+
+    sha = await upload(grid, admin, b"a,b\n1,2\n")
+    original = await submit_script(
+        grid, admin, "print(2)\n", stdin=schemas.StdinIn(sha256=sha, size=8)
+    )
+    assert original.stdin_size == 8
+    await service.cancel(grid, admin, original.id)
+    again = await service.retry(grid, admin, original.id, force=True)
+    async with store.transaction(grid.sessions) as session:
+        rows = [await repo.get_row(session, e.id) for e in (original, again)]
+    assert [(r.stdin_sha256, r.stdin_size) for r in rows if r] == [(sha, 8)] * 2
+    assert rows[0] and rows[1] and rows[1].cache_parts == rows[0].cache_parts
+    assert rows[0].cache_parts and rows[0].cache_parts["stdin"] == sha

@@ -13,7 +13,7 @@ from tests.integration.store.conftest import ADMIN_KEY
 from tests.integration.store.helpers import submit_script, upload
 from tests.s3server import S3Server, start_s3_server
 
-from rgrid import domain, errors, store
+from rgrid import domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
 from rgrid.services import Grid, retention, utcnow
 from rgrid.services import accounts as account_service
@@ -139,3 +139,36 @@ async def test_blobs_in_use_are_rewritten_where_the_storage_expires_old_objects(
         rows = (await session.execute(select(BlobRow.created_at))).scalars().all()
     assert len(rows) == 2 and all(utcnow() - t < timedelta(minutes=1) for t in rows)
     assert await retention.rewrite_in_use(grid, utcnow()) == 0  # young again: nothing to do
+
+
+async def test_a_stdin_blob_is_kept_as_long_as_the_executions_inputs(grid: Grid) -> None:
+    """Retention counts an execution's stdin like its input files: kept while the execution
+    is recent or not ended, deleted once nothing live uses it."""
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    account = admin.account.id
+    stdins = {}
+    for label, days, state in (
+        ("old", 31, ExecutionState.SUCCEEDED),
+        ("recent", 1, ExecutionState.FAILED),
+        ("waiting", 31, ExecutionState.QUEUED),
+    ):
+        data = f"stdin of the {label} run\n".encode()
+        sha = await upload(grid, admin, data)
+        stdin = schemas.StdinIn(sha256=sha, size=len(data))
+        execution = await submit_script(grid, admin, f"print({label!r})\n", stdin=stdin)
+        await age(grid, execution.id, days, state)
+        async with store.transaction(grid.sessions) as session:
+            then = utcnow() - days * DAY
+            await session.execute(
+                update(ExecutionRow).where(ExecutionRow.id == execution.id).values(created_at=then)
+            )
+        stdins[label] = sha
+
+    await retention.sweep(grid)
+
+    kept = {
+        label
+        for label, sha in stdins.items()
+        if await grid.storage.stat(blob_key(account, sha)) is not None
+    }
+    assert kept == {"recent", "waiting"}

@@ -56,6 +56,7 @@ def test_every_part_changes_the_key_and_is_named() -> None:
         "the dependencies changed": key(requirements=["pyyaml"]),
         "the runtime changed": key(runtime="/3.12"),
         "the network setting changed": key(network=False),
+        "stdin changed": key(stdin="f" * 64),
     }
     for reason, changed in cases.items():
         assert changed.digest != key().digest, reason
@@ -88,3 +89,14 @@ def test_rekeyed_with_new_input_contents_equals_a_fresh_key() -> None:
     fresh = key(files=[*key_files()[:2], FileRef("data/x.csv", "f" * 64, 10)])
     assert rekeyed(SECRET, key().parts, {"data/x.csv": "f" * 64}) == fresh
     assert rekeyed(SECRET, key().parts, {}).digest == key().digest
+
+
+def test_stdin_is_a_part_only_when_given() -> None:
+    """Keys of runs without a piped stdin are as before it existed (earlier results still
+    hit); two different stdins differ, and so does one against none."""
+    assert "stdin" not in key().parts
+    assert key(stdin=None).digest == key().digest
+    assert key(stdin="1" * 64).digest == key(stdin="1" * 64).digest
+    assert key(stdin="1" * 64).digest != key(stdin="2" * 64).digest
+    assert explain_miss(key(stdin="2" * 64).parts, key(stdin="1" * 64).parts) == "stdin changed"
+    assert explain_miss(key().parts, key(stdin="1" * 64).parts) == "stdin changed"
