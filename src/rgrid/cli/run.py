@@ -29,7 +29,7 @@ SECOND_INTERRUPT_S = 2.0
     epilog="Options rgrid does not know are passed to the script; put the script's own options "
     "after `--` when they clash with rgrid's (rgrid run s.py -- --timeout 5).",
 )
-@click.argument("script", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("script_arg", metavar="SCRIPT", type=click.Path(dir_okay=False))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option(
     "--env",
@@ -130,7 +130,7 @@ SECOND_INTERRUPT_S = 2.0
 )
 @click.option("--yes", is_flag=True, help="Skip confirmations (large uploads).")
 def run(
-    script: Path,
+    script_arg: str,
     args: tuple[str, ...],
     env: tuple[str, ...],
     metadata: tuple[str, ...],
@@ -153,6 +153,7 @@ def run(
     yes: bool,
 ) -> None:
     """Run SCRIPT with ARGS on the grid: live output, outputs downloaded, the script's exit code."""
+    script = Path(script_arg)  # script_arg stays as typed: it is the script's sys.argv[0]
     from rgrid import bounds, schemas
     from rgrid.cli.context import connect
     from rgrid.client.bundle import build_bundle
@@ -198,7 +199,7 @@ def run(
                 as_json=as_json,
             )
         )
-    bundle = build_bundle(script, args, include)
+    bundle = build_bundle(script, args, include, argv0=script_arg)
     deps = plan(script, requirements_file, bundle.modules)
     _confirm_size(len(bundle.files), bundle.total_bytes, yes)
     client = connect()
@@ -219,6 +220,10 @@ def run(
         runtime=runtime,
         max_retries=max_retries,
         cache=use_cache,
+        cwd=bundle.cwd,
+        argv0=bundle.argv0,
+        mount_roots=bundle.mount_roots,
+        named_outside=bundle.named_outside,
     )
     execution = client.submit(spec)
     if execution.warning:
