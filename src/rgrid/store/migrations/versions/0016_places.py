@@ -1,7 +1,7 @@
 """where a run's files are: the user's working directory, the script as typed, outside mounts
 
-Revision ID: 0015
-Revises: 0012
+Revision ID: 0016
+Revises: 0013
 """
 
 from collections.abc import Sequence
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0015"
-down_revision: str | None = "0012"
+revision: str = "0016"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
