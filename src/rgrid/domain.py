@@ -72,6 +72,14 @@ class ExecutionSpec:
     network: bool
     attempt: int
     disk_bytes: int = 10 * 1024**3
+    #: the user's working directory, where the tree is mounted (None: the work directory's path)
+    cwd: str | None = None
+    #: ``sys.argv[0]`` as the user typed it (None: ``script``)
+    argv0: str | None = None
+    #: directories outside ``cwd`` mounted at their own place
+    mount_roots: tuple[str, ...] = ()
+    #: outside paths named by arguments, whose writes come back
+    named_outside: tuple[str, ...] = ()
     #: the sequence number of the last log line already stored (earlier attempts)
     log_seq_start: int = 0
     #: requirement lines (presets merged in); empty: the standard library only
@@ -179,6 +187,8 @@ class Execution:
     memory_bytes: int
     disk_bytes: int
     network: bool
+    cwd: str | None
+    named_outside: tuple[str, ...]
     exit_code: int | None
     failure_class: FailureClass | None
     cause: str | None

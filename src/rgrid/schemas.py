@@ -141,6 +141,16 @@ class ExecutionCreate:
     cache: bool = True
     #: what the script reads on stdin; None: nothing (it gets end-of-file at once)
     stdin: StdinIn | None = None
+    #: where the script runs (SPEC §4.2): this absolute directory of the user's machine holds
+    #: the execution's tree; None: the grid's own work directory
+    cwd: str | None = None
+    #: the script as typed, ``sys.argv[0]`` (default: ``script``)
+    argv0: str | None = None
+    #: directories outside ``cwd`` mounted at their own place (files with absolute paths lie
+    #: in them)
+    mount_roots: list[str] = dataclasses.field(default_factory=list)
+    #: outside paths named by arguments: what the script writes there comes back
+    named_outside: list[str] = dataclasses.field(default_factory=list)
 
 
 @_wire
@@ -155,6 +165,8 @@ class ExecutionPublic:
     memory_bytes: int
     disk_bytes: int
     network: bool
+    cwd: str | None
+    named_outside: list[str]
     exit_code: int | None
     failure_class: FailureClass | None
     cause: str | None
@@ -220,6 +232,16 @@ class BatchCreate:
     runtime: str | None = None
     max_retries: Count = 2
     cache: bool = True
+    #: where the script runs (SPEC §4.2): this absolute directory of the user's machine holds
+    #: the execution's tree; None: the grid's own work directory
+    cwd: str | None = None
+    #: the script as typed, ``sys.argv[0]`` (default: ``script``)
+    argv0: str | None = None
+    #: directories outside ``cwd`` mounted at their own place (files with absolute paths lie
+    #: in them)
+    mount_roots: list[str] = dataclasses.field(default_factory=list)
+    #: outside paths named by arguments: what the script writes there comes back
+    named_outside: list[str] = dataclasses.field(default_factory=list)
 
 
 @_wire

@@ -17,6 +17,8 @@ def execution(e: domain.Execution) -> schemas.ExecutionPublic:
         timeout_s=e.timeout_s,
         memory_bytes=e.memory_bytes,
         disk_bytes=e.disk_bytes,
+        cwd=e.cwd,
+        named_outside=list(e.named_outside),
         network=e.network,
         exit_code=e.exit_code,
         failure_class=e.failure_class,

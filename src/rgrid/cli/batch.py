@@ -62,6 +62,10 @@ def submit(
         files=[schemas.FileIn(path=f.rel, sha256=f.sha256, size=f.size) for f in bundle.files],
         items=batch.items,
         idempotency_key=str(uuid.uuid4()),
+        cwd=bundle.cwd,
+        argv0=bundle.argv0,
+        mount_roots=bundle.mount_roots,
+        named_outside=bundle.named_outside,
         **options,  # type: ignore[arg-type]
     )
     created = client.submit_batch(spec)

@@ -37,7 +37,7 @@ STDIN_NOTICE = (
     epilog="Options rgrid does not know are passed to the script; put the script's own options "
     "after `--` when they clash with rgrid's (rgrid run s.py -- --timeout 5).",
 )
-@click.argument("script", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("script_arg", metavar="SCRIPT", type=click.Path(dir_okay=False))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option(
     "--env",
@@ -138,7 +138,7 @@ STDIN_NOTICE = (
 )
 @click.option("--yes", is_flag=True, help="Skip confirmations (large uploads).")
 def run(
-    script: Path,
+    script_arg: str,
     args: tuple[str, ...],
     env: tuple[str, ...],
     metadata: tuple[str, ...],
@@ -164,6 +164,7 @@ def run(
 
     Piped or redirected stdin becomes the script's stdin (not with --batch); a terminal's
     gives it end-of-file."""
+    script = Path(script_arg)  # script_arg stays as typed: it is the script's sys.argv[0]
     from rgrid import bounds, schemas
     from rgrid.cli.context import connect
     from rgrid.client.bundle import build_bundle
@@ -211,7 +212,7 @@ def run(
                 as_json=as_json,
             )
         )
-    bundle = build_bundle(script, args, include)
+    bundle = build_bundle(script, args, include, argv0=script_arg)
     deps = plan(script, requirements_file, bundle.modules)
     with _piped_stdin() as stdin:
         _confirm_size(len(bundle.files), bundle.total_bytes + (stdin.size if stdin else 0), yes)
@@ -234,6 +235,10 @@ def run(
         max_retries=max_retries,
         cache=use_cache,
         stdin=schemas.StdinIn(sha256=stdin.sha256, size=stdin.size) if stdin else None,
+        cwd=bundle.cwd,
+        argv0=bundle.argv0,
+        mount_roots=bundle.mount_roots,
+        named_outside=bundle.named_outside,
     )
     execution = client.submit(spec)
     if execution.warning:

@@ -314,7 +314,11 @@ class Client:
         return self._get(path, schemas.ArtifactsPublic, **params)
 
     def download(
-        self, execution_id: str, artifact: schemas.ArtifactPublic, dest_root: Path
+        self,
+        execution_id: str,
+        artifact: schemas.ArtifactPublic,
+        dest_root: Path,
+        target: Path | None = None,
     ) -> Path:
         """Stream one output to ``dest_root/<path>``: temp name, sha256 check, rename.
 
@@ -324,7 +328,7 @@ class Client:
         A broken-off download is tried again (the grid breaks off one whose stored bytes turn
         out damaged, and answers the next try with ``BlobCorrupt``).
         """
-        dest = join_under(dest_root, artifact.path)
+        dest = target if target is not None else join_under(dest_root, artifact.path)
         for attempt in range(1, RETRIES + 1):
             try:
                 return self._download_once(execution_id, artifact, dest)

@@ -58,9 +58,10 @@ def plan(script: Path, args: list[str], inputs: list[Path], includes: list[Path]
     template = [a if a == "{}" else next(shared_args) for a in args]
     items = []
     for path, entry in zip(inputs, bundle.batch_files, strict=True):
-        item_args = [entry.rel if a == "{}" else a for a in template]
+        # the input as matched, never rewritten: the grid mounts it where it is
+        item_args = [str(path) if a == "{}" else a for a in template]
         if "{}" not in args:
-            item_args.append(entry.rel)
+            item_args.append(str(path))
         items.append(
             schemas.BatchItemIn(
                 input=str(path),

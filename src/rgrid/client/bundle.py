@@ -1,7 +1,10 @@
 """What ``rgrid run`` sends: the script, the local modules it imports, and file arguments.
 
-Paths inside the current directory keep their relative path in the work directory; anything else
-goes under ``_inputs/`` and the argument naming it is rewritten (SPEC §4.2).
+Arguments are never rewritten (SPEC §4.2): the grid mounts the execution's tree at this
+machine's working directory, so a path inside it keeps its relative place, and a file or directory
+named outside it is sent under its absolute path and mounted at that same place (its directory,
+a "mount root"). A named outside path that does not exist yet, but whose directory does, is an
+output target: its directory is mounted (empty) so that what the script writes there comes back.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 from rgrid import errors
+from rgrid.paths import check_mount_root
 
-OUTSIDE_DIR = "_inputs"
 SKIP_DIRS = frozenset({"__pycache__", ".git", ".venv", "venv", ".mypy_cache", ".pytest_cache"})
 HASH_CHUNK = 1024 * 1024
 UNREADABLE_HINT = "rgrid uploads file arguments: make the file readable, or pass another one"
@@ -24,7 +27,7 @@ UNREADABLE_HINT = "rgrid uploads file arguments: make the file readable, or pass
 
 @dataclasses.dataclass(frozen=True)
 class LocalFile:
-    rel: str  # path in the work directory
+    rel: str  # relative to the working directory, or absolute (outside it)
     source: Path  # where it is on this machine
     sha256: str
     size: int
@@ -35,6 +38,14 @@ class Bundle:
     script: str
     args: list[str]
     files: list[LocalFile]
+    #: this machine's working directory, where the grid mounts the execution's tree
+    cwd: str = ""
+    #: the script as typed (``sys.argv[0]``)
+    argv0: str = ""
+    #: directories outside ``cwd`` mounted at their own place
+    mount_roots: list[str] = dataclasses.field(default_factory=list)
+    #: paths outside ``cwd`` named by arguments: what the script writes there comes back
+    named_outside: list[str] = dataclasses.field(default_factory=list)
     #: the local modules found beside the script (their paths on this machine)
     modules: list[Path] = dataclasses.field(default_factory=list)
     #: the batch inputs given to ``build_bundle``, placed like file arguments (same order)
@@ -125,38 +136,47 @@ def local_modules(script: Path) -> list[Path]:
 
 
 class _Placer:
-    """Chooses each local path's place in the work directory, once per file."""
+    """Gives each local path its place: relative inside the working directory, else absolute,
+    and collects the directories outside it that the grid must mount (checked here, so a path
+    that would cover the sandbox's system is refused before anything is sent)."""
 
     def __init__(self, cwd: Path) -> None:
-        self._cwd = cwd.resolve()
-        self._placed: dict[Path, str] = {}
-        self._taken: set[str] = set()
+        self._cwd = Path(os.path.abspath(cwd))
+        self._roots: dict[str, None] = {}
+        self.named: dict[str, None] = {}
 
-    def place(self, path: Path, outside_base: Path | None = None) -> str:
-        resolved = path.resolve()
-        if resolved in self._placed:
-            return self._placed[resolved]
+    def place(self, path: Path, root: Path | None = None) -> str:
+        """Where ``path`` goes; outside the working directory ``root`` (default: its directory)
+        is mounted."""
         absolute = Path(os.path.abspath(path))
         if absolute.is_relative_to(self._cwd):
-            rel = absolute.relative_to(self._cwd).as_posix()
-        else:
-            tail = absolute.relative_to(outside_base) if outside_base else Path(absolute.name)
-            rel = self._free(PurePosixPath(OUTSIDE_DIR, tail.as_posix()))
-        self._placed[resolved] = rel
-        self._taken.add(rel)
-        return rel
+            return absolute.relative_to(self._cwd).as_posix()
+        self.add_root(root if root is not None else absolute.parent)
+        return absolute.as_posix()
 
-    def _free(self, wanted: PurePosixPath) -> str:
-        candidate, n = wanted.as_posix(), 2
-        while candidate in self._taken:
-            candidate = PurePosixPath(OUTSIDE_DIR, str(n), *wanted.parts[1:]).as_posix()
-            n += 1
-        return candidate
+    def add_root(self, directory: Path) -> None:
+        try:
+            check_mount_root(directory.as_posix())
+        except errors.UnsafePath as exc:
+            raise errors.UsageError(exc.message, hint=exc.hint) from exc
+        self._roots[directory.as_posix()] = None
+
+    def outside(self, path: Path) -> bool:
+        return not Path(os.path.abspath(path)).is_relative_to(self._cwd)
+
+    @property
+    def roots(self) -> list[str]:
+        """The mount roots, none inside another (that one is mounted with it)."""
+        kept: list[str] = []
+        for root in sorted(self._roots, key=lambda r: (r.count("/"), r)):
+            if not any(PurePosixPath(root).is_relative_to(k) for k in kept):
+                kept.append(root)
+        return sorted(kept)
 
 
-def _file_entry(placer: _Placer, path: Path, outside_base: Path | None = None) -> LocalFile:
+def _file_entry(placer: _Placer, path: Path, root: Path | None = None) -> LocalFile:
     _check_regular(path)
-    rel = placer.place(path, outside_base)
+    rel = placer.place(path, root)
     return LocalFile(rel=rel, source=path, sha256=sha256_file(path), size=path.stat().st_size)
 
 
@@ -171,23 +191,30 @@ def _path_arg(arg: str) -> tuple[str, str] | None:
     return None
 
 
-def _add_path(placer: _Placer, files: dict[str, LocalFile], path: Path) -> str:
-    """Add a file or a directory tree; returns its place in the work directory."""
+def _add_path(placer: _Placer, files: dict[str, LocalFile], path: Path) -> None:
+    """Add a named file or directory tree (outside the working directory: mounted, and what the
+    script writes there comes back)."""
     if not path.exists():
         raise errors.UsageError(f"{path} is a broken symlink")
-    if path.is_dir():
-        rel_dir = placer.place(path)
-        outside = rel_dir.startswith(OUTSIDE_DIR + "/")
-        for item in _tree_files(path):
-            rel = (PurePosixPath(rel_dir) / item.relative_to(path).as_posix()).as_posix()
-            if outside:
-                placer._placed[item.resolve()] = rel  # keep the tree together under its new root
-            entry = _file_entry(placer, item)
-            files.setdefault(entry.rel, entry)
-        return rel_dir
-    entry = _file_entry(placer, path)
-    files.setdefault(entry.rel, entry)
-    return entry.rel
+    directory = Path(os.path.abspath(path)) if path.is_dir() else None
+    if placer.outside(path):
+        placer.named[os.path.abspath(path)] = None
+    for item in _tree_files(path) if path.is_dir() else [path]:
+        entry = _file_entry(placer, item, directory)
+        files.setdefault(entry.rel, entry)
+    if directory is not None and placer.outside(path):
+        placer.add_root(directory)
+
+
+def _output_target(placer: _Placer, value: str) -> None:
+    """A path-like argument that does not exist yet but whose directory does, outside the
+    working directory: mount that directory so the file the script writes comes back."""
+    if "/" not in value:
+        return
+    absolute = Path(os.path.abspath(value))
+    if placer.outside(absolute) and absolute.parent.is_dir():
+        placer.add_root(absolute.parent)
+        placer.named[absolute.as_posix()] = None
 
 
 def build_bundle(
@@ -196,6 +223,7 @@ def build_bundle(
     includes: Iterable[Path],
     cwd: Path | None = None,
     batch_inputs: Iterable[Path] = (),
+    argv0: str | None = None,
 ) -> Bundle:
     """Collect and hash everything a run needs. Raises ``UsageError`` for unusable paths."""
     cwd = cwd or Path.cwd()
@@ -211,16 +239,15 @@ def build_bundle(
     script_base = Path(os.path.abspath(script)).parent
     modules = local_modules(script)
     for module in modules:
-        entry = _file_entry(placer, module, outside_base=script_base)
+        entry = _file_entry(placer, module, root=script_base)
         files.setdefault(entry.rel, entry)
-    new_args: list[str] = []
+    args = list(args)
     for arg in args:
         named = _path_arg(arg)
-        if named is None:
-            new_args.append(arg)
-            continue
-        prefix, value = named
-        new_args.append(prefix + _add_path(placer, files, Path(value)))
+        if named is not None:
+            _add_path(placer, files, Path(named[1]))
+        elif arg:
+            _output_target(placer, arg.partition("=")[2] if arg.startswith("-") else arg)
     for include in includes:
         if not include.exists():
             raise errors.UsageError(f"--include path not found: {include}")
@@ -228,10 +255,14 @@ def build_bundle(
     placed = [_file_entry(placer, path) for path in batch_inputs]
     return Bundle(
         script=script_entry.rel,
-        args=new_args,
+        args=args,
         files=list(files.values()),
         modules=modules,
         batch_files=placed,
+        cwd=Path(os.path.abspath(cwd)).as_posix(),
+        argv0=argv0 if argv0 is not None else str(script),
+        mount_roots=placer.roots,
+        named_outside=sorted(placer.named),
     )
 
 

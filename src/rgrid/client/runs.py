@@ -109,26 +109,32 @@ def download_outputs(
                 f"no output named {', '.join(unknown)}", hint=f"`rgrid outputs {execution_id}`"
             )
         artifacts = [a for a in artifacts if a.path in only]
-    from rgrid.paths import safe_relpath
+    from rgrid.paths import output_target
 
+    # outputs at a path an argument named outside the working directory come back there
+    named = (
+        client.get(execution_id).named_outside if any(a.path[:1] == "/" for a in artifacts) else []
+    )
+    targets = {}
     for artifact in artifacts:  # check every name first: refuse the whole set, write nothing
         try:
-            safe_relpath(artifact.path)
+            targets[artifact.path] = output_target(dest, artifact.path, named)
         except errors.UnsafePath as exc:
             raise errors.UnsafePath(
                 f"unsafe path {artifact.path!r}: refusing to download it outside {dest}",
                 hint="nothing was written; report this output name to the grid's operator",
             ) from exc
-    from rgrid.paths import join_under
 
     downloads = Downloads([], [], [])
     for artifact in artifacts:
-        target = join_under(dest, artifact.path)
+        target = targets[artifact.path]
         try:
             if same_content(target, artifact):
                 downloads.unchanged.append((artifact, target))
             else:
-                downloads.fetched.append((artifact, client.download(execution_id, artifact, dest)))
+                downloads.fetched.append(
+                    (artifact, client.download(execution_id, artifact, dest, target=target))
+                )
         except OSError as exc:
             downloads.skipped.append((artifact, exc.strerror or str(exc)))
     return downloads

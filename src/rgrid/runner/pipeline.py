@@ -14,7 +14,8 @@ from rgrid.envs.cache import PythonEnv
 from rgrid.runner import ControlPlane, RunnerConfig
 from rgrid.runner.classify import classify
 from rgrid.runner.logship import LogShipper
-from rgrid.runner.workdir import OutputScan, find_outputs, input_path
+from rgrid.runner.places import FALLBACK_DIR, Layout, elsewhere_warning, scan_outside
+from rgrid.runner.workdir import OutputScan, find_outputs
 from rgrid.text import printable
 
 logger = logging.getLogger(__name__)
@@ -43,18 +44,17 @@ def _sandbox_env(user_env: dict[str, str], python_bin: Path) -> dict[str, str]:
 
 
 def _sandbox_spec(
-    spec: domain.ExecutionSpec,
-    env: PythonEnv,
-    workdir: Path,
-    box: sandbox.Sandbox,
-    config: RunnerConfig,
+    spec: domain.ExecutionSpec, env: PythonEnv, layout: Layout, config: RunnerConfig
 ) -> sandbox.SandboxSpec:
-    inside_bwrap = box.name == "bwrap"
-    env_root = SANDBOX_ENV_PATH if inside_bwrap else env.root
+    env_root = SANDBOX_ENV_PATH if layout.mounted else env.root
     python = env_root / "bin" / "python"
+    if layout.mounted:
+        layout.check_against([env.interpreter.prefix, SANDBOX_ENV_PATH])
     return sandbox.SandboxSpec(
-        argv=[str(python), spec.script, *spec.args],
-        workdir=workdir,
+        argv=[str(python), *layout.argv(spec)],
+        workdir=layout.workdir,
+        workdir_inside=layout.cwd_inside,
+        rw_binds=layout.rw_binds(),
         env=_sandbox_env(spec.env, python.parent),
         ro_binds=(
             (env.interpreter.prefix, env.interpreter.prefix),
@@ -66,7 +66,7 @@ def _sandbox_spec(
         disk_bytes=spec.disk_bytes,
         disk_reserve_bytes=config.disk_reserve_bytes,
         cpus=CPUS_PER_EXECUTION,
-        stdin_path=stdin_path(workdir) if spec.stdin is not None else None,
+        stdin_path=stdin_path(layout.workdir) if spec.stdin is not None else None,
     )
 
 
@@ -76,33 +76,40 @@ def stdin_path(workdir: Path) -> Path:
     return workdir.with_name(workdir.name + ".stdin")
 
 
-async def _materialise(spec: domain.ExecutionSpec, plane: ControlPlane, workdir: Path) -> None:
+async def _materialise(spec: domain.ExecutionSpec, plane: ControlPlane, layout: Layout) -> None:
+    layout.prepare()
     for ref in spec.inputs:
-        dest = input_path(workdir, ref)
+        dest = layout.input_dest(ref)
         dest.parent.mkdir(parents=True, exist_ok=True)
         await plane.fetch_input(ref, dest)
     if spec.stdin is None:
         return
     if spec.stdin.size == 0:  # an empty stdin has no blob
-        stdin_path(workdir).write_bytes(b"")
+        stdin_path(layout.workdir).write_bytes(b"")
     else:
-        await plane.fetch_input(spec.stdin, stdin_path(workdir))
+        await plane.fetch_input(spec.stdin, stdin_path(layout.workdir))
 
 
 async def _scan(
-    spec: domain.ExecutionSpec, workdir: Path, config: RunnerConfig, shipper: LogShipper
+    spec: domain.ExecutionSpec, layout: Layout, config: RunnerConfig, shipper: LogShipper
 ) -> OutputScan:
-    """What the run produced; each file the grid cannot name gets a warning in the log."""
+    """What the run produced; each file the grid cannot name gets a warning in the log, and
+    files written outside the working directory but not where an argument named get one too."""
+    inputs = {ref.path: ref for ref in spec.inputs}
     scan = await asyncio.to_thread(
         find_outputs,
-        workdir,
-        {ref.path: ref for ref in spec.inputs},
+        layout.workdir,
+        inputs,
         max_bytes=config.max_output_bytes,
         max_files=config.max_output_files,
+        skip_top=frozenset() if layout.mounted else frozenset({FALLBACK_DIR}),
     )
+    outside = await asyncio.to_thread(scan_outside, layout, inputs)
     for name, why in scan.refused:
         shipper.system(f"warning: output {printable(name)} not kept: {why}")
-    return scan
+    if (warning := elsewhere_warning(outside.elsewhere)) is not None:
+        shipper.system(printable(warning))
+    return dataclasses.replace(scan, files=[*scan.files, *outside.files])
 
 
 async def _collect(
@@ -128,13 +135,14 @@ async def run_execution(
     cancel: asyncio.Event,
 ) -> domain.Outcome:
     """The whole pipeline; never raises for the script's own failures, only reports them."""
-    workdir = config.work_root / spec.execution_id
-    shutil.rmtree(workdir, ignore_errors=True)
-    stdin_path(workdir).unlink(missing_ok=True)
-    workdir.mkdir(parents=True)
+    box = sandbox.detect()
+    layout = Layout.of(spec, config.work_root, mounted=box.name == "bwrap")
+    for directory in (layout.workdir, layout.outside):
+        shutil.rmtree(directory, ignore_errors=True)
+    stdin_path(layout.workdir).unlink(missing_ok=True)
     try:
         try:
-            await _materialise(spec, plane, workdir)
+            await _materialise(spec, plane, layout)
         except errors.RgridError as exc:
             return domain.Outcome(
                 ExecutionState.FAILED,
@@ -142,7 +150,6 @@ async def run_execution(
                 FailureClass.INPUT_ERROR,
                 cause=f"an input could not be prepared: {exc.message}",
             )
-        box = sandbox.detect()
         interpreter = config.interpreters[spec.python or config.default_python]
         shipper = LogShipper(
             plane,
@@ -156,8 +163,16 @@ async def run_execution(
                     spec.requirements, interpreter, shipper.setup
                 ) as env:
                     result = await box.run(
-                        _sandbox_spec(spec, env, workdir, box, config), shipper.on_output, cancel
+                        _sandbox_spec(spec, env, layout, config), shipper.on_output, cancel
                     )
+            except errors.UnsafePath as exc:
+                return domain.Outcome(
+                    ExecutionState.FAILED,
+                    domain.EXIT_RGRID_FAILURE,
+                    FailureClass.INPUT_ERROR,
+                    cause=exc.message,
+                    hint=exc.hint,
+                )
             except errors.DependencyError as exc:
                 return domain.Outcome(
                     ExecutionState.FAILED,
@@ -181,9 +196,10 @@ async def run_execution(
                 return outcome
             if outcome.failure_class is FailureClass.DISK_LIMIT:
                 return outcome  # keeping what filled the disk would only move it into storage
-            scan = await _scan(spec, workdir, config, shipper)
+            scan = await _scan(spec, layout, config, shipper)
         return await _collect(scan, plane, outcome)
     finally:
         if not config.keep_workdirs:
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
-            stdin_path(workdir).unlink(missing_ok=True)
+            for directory in (layout.workdir, layout.outside):
+                await asyncio.to_thread(shutil.rmtree, directory, True)
+            stdin_path(layout.workdir).unlink(missing_ok=True)

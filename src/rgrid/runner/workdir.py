@@ -31,10 +31,14 @@ def input_path(workdir: Path, ref: domain.FileRef) -> Path:
     return join_under(workdir, ref.path)
 
 
-def _regular_files(workdir: Path) -> Iterator[tuple[str, os.stat_result]]:
-    """Every regular file under ``workdir`` (never following symlinks), relative POSIX paths."""
+def _regular_files(
+    workdir: Path, skip_top: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, os.stat_result]]:
+    """Every regular file under ``workdir`` (never following symlinks), relative POSIX paths;
+    ``skip_top``: directories of ``workdir`` itself left out."""
     for dirpath, dirnames, filenames in os.walk(workdir, followlinks=False):
-        dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS]
+        top = Path(dirpath) == workdir
+        dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS and not (top and d in skip_top)]
         for name in filenames:
             full = Path(dirpath) / name
             info = full.lstat()
@@ -71,13 +75,18 @@ def readable_name(rel: str) -> str:
 
 
 def find_outputs(
-    workdir: Path, inputs: Mapping[str, domain.FileRef], *, max_bytes: int, max_files: int
+    workdir: Path,
+    inputs: Mapping[str, domain.FileRef],
+    *,
+    max_bytes: int,
+    max_files: int,
+    skip_top: frozenset[str] = frozenset(),
 ) -> OutputScan:
     """Files created or modified by the run (unchanged inputs excluded), within the limits."""
     chosen: list[tuple[str, Path]] = []
     refused: list[tuple[str, str]] = []
     total = dropped = 0
-    for rel, info in sorted(_regular_files(workdir)):
+    for rel, info in sorted(_regular_files(workdir, skip_top)):
         problem = name_problem(rel)
         if problem is not None:
             refused.append((readable_name(rel), problem))

@@ -64,6 +64,12 @@ class SandboxSpec:
     workdir: Path
     env: dict[str, str]
     ro_binds: tuple[tuple[Path, Path], ...] = ()
+    #: (host directory, sandbox path) writable mounts besides the work directory: what the
+    #: user named outside their working directory, mounted at its own place
+    rw_binds: tuple[tuple[Path, Path], ...] = ()
+    #: where the work directory appears and the process starts (None: at its own path); the
+    #: process sandbox, which cannot mount, ignores it and ``rw_binds``
+    workdir_inside: Path | None = None
     timeout_s: float = TIMEOUT_S
     memory_bytes: int = MEMORY_BYTES
     network: bool = True

@@ -115,7 +115,8 @@ class BwrapSandbox:
                 # off the event loop: the kernel may take a moment to let an emptied group go
                 stack.push_async_callback(asyncio.to_thread, group.remove)
             if run_as is not None:
-                await asyncio.to_thread(_hand_over, spec.workdir, run_as)
+                for directory in (spec.workdir, *(host for host, _ in spec.rw_binds)):
+                    await asyncio.to_thread(_hand_over, directory, run_as)
             handshake = _Handshake(group)
             plan = Plan(
                 mode, run_as, handshake.status_write, handshake.info_write, handshake.block_read
@@ -342,11 +343,18 @@ def command_args(spec: SandboxSpec, plan: Plan | None = None) -> list[str]:
     """
     plan = plan or Plan(network=NetworkMode.ISOLATED if spec.network else None)
     args = isolation_args(plan.network, plan.run_as)
-    workdir = str(Path(spec.workdir).absolute())
-    args += _parents([*(str(inside) for _, inside in spec.ro_binds), workdir])
-    for host, inside in spec.ro_binds:
-        args += ["--ro-bind", str(host), str(inside)]
-    args += ["--bind", workdir, workdir, "--chdir", workdir]
+    workdir = Path(spec.workdir).absolute()
+    inside = spec.workdir_inside or workdir
+    mounts = [
+        *(("--ro-bind", host, dest) for host, dest in spec.ro_binds),
+        ("--bind", workdir, inside),
+        *(("--bind", host, dest) for host, dest in spec.rw_binds),
+    ]
+    args += _parents([str(dest) for _, _, dest in mounts])
+    # outer places first: a directory mounted inside another mounted one must come after it
+    for option, host, dest in sorted(mounts, key=lambda mount: len(mount[2].parts)):
+        args += [option, str(host), str(dest)]
+    args += ["--chdir", str(inside)]
     args += ["--remount-ro", "/"]  # last: bwrap creates mount points in the root tmpfs
     for option, fd in (
         ("--json-status-fd", plan.status_fd),

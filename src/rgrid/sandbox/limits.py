@@ -229,7 +229,7 @@ def free_bytes(path: str) -> int:
 
 
 class DiskGuard:
-    """Async context manager that kills process group ``pgid`` when ``workdir`` holds more than
+    """Async context manager that kills process group ``pgid`` when ``workdirs`` hold more than
     ``limit_bytes`` or its disk has less than ``reserve_bytes`` free; ``exceeded`` says it did.
 
     A poll, not a quota (no filesystem here can give one per directory cheaply): a script can go
@@ -240,7 +240,7 @@ class DiskGuard:
     def __init__(
         self,
         pgid: int,
-        workdir: str,
+        workdirs: list[str],
         limit_bytes: int,
         reserve_bytes: int,
         file_limit_bytes: int,
@@ -249,7 +249,7 @@ class DiskGuard:
         self.exceeded = False
         self._file_limit = file_limit_bytes
         self._pgid = pgid
-        self._workdir = workdir
+        self._workdirs = workdirs
         self._limit = limit_bytes
         self._reserve = reserve_bytes
         self._interval = interval_s
@@ -271,16 +271,20 @@ class DiskGuard:
         if not self._task.cancelled():
             self._task.result()
         if not self.exceeded and exc is None:
-            _, largest = await asyncio.to_thread(tree_bytes, self._workdir)
+            _, largest = await asyncio.to_thread(self._usage)
             self.exceeded = largest >= self._file_limit
 
+    def _usage(self) -> tuple[int, int]:
+        sizes = [tree_bytes(directory) for directory in self._workdirs]
+        return sum(total for total, _ in sizes), max((big for _, big in sizes), default=0)
+
     def _over(self) -> bool:
-        used, _ = tree_bytes(self._workdir)
+        used, _ = self._usage()
         if used > self._limit:
             return True
         # below the reserve, only a script that is itself writing much is stopped (a disk that
         # was already full keeps the dispatcher from starting anything new)
-        return used > RESERVE_GRACE_BYTES and free_bytes(self._workdir) < self._reserve
+        return used > RESERVE_GRACE_BYTES and free_bytes(self._workdirs[0]) < self._reserve
 
     async def _watch(self) -> None:
         while True:

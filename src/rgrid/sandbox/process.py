@@ -81,7 +81,7 @@ async def run_command(
             limits.Watchdog(child.pid, spec.timeout_s, cancel) as watchdog,
             limits.DiskGuard(
                 child.pid,
-                str(spec.workdir),
+                [str(spec.workdir), *(str(host) for host, _ in spec.rw_binds)],
                 spec.disk_bytes,
                 spec.disk_reserve_bytes,
                 file_limit_bytes(spec),

@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
-from rgrid.paths import safe_relpath
-from rgrid.services import Grid, cache, runtimes, utcnow
+from rgrid.paths import safe_input_path
+from rgrid.services import Grid, cache, places, runtimes, utcnow
 from rgrid.services.executions import _validate, cancel, retry
 from rgrid.store import batches as repo
 from rgrid.store import blobs as blob_repo
@@ -42,6 +42,10 @@ def _validate_batch(spec: schemas.BatchCreate, max_items: int) -> None:
             memory_bytes=spec.memory_bytes,
             disk_bytes=spec.disk_bytes,
             max_retries=spec.max_retries,
+            cwd=spec.cwd,
+            argv0=spec.argv0,
+            mount_roots=spec.mount_roots,
+            named_outside=spec.named_outside,
         )
     )
     for item in spec.items:
@@ -50,7 +54,9 @@ def _validate_batch(spec: schemas.BatchCreate, max_items: int) -> None:
                 f"a batch input is named in at most {MAX_INPUT_CHARS} characters, without NUL"
             )
         for ref in item.files:
-            safe_relpath(ref.path)
+            path = safe_input_path(ref.path)
+            if path.is_absolute():
+                places.check(spec, [str(path)])
         if any("\x00" in a for a in item.args) or len(item.args) > 10_000:
             raise errors.InvalidRequest(f"invalid arguments for item {item.input!r}")
 
@@ -95,7 +101,10 @@ async def submit_batch(
         common = {
             "account_id": account_id,
             "state": ExecutionState.QUEUED.value,
-            "script": str(safe_relpath(spec.script)),
+            "script": str(safe_input_path(spec.script)),
+            "cwd": spec.cwd,
+            "argv0": spec.argv0,
+            "mounts": places.mounts(spec),
             "env_ciphertext": grid.secrets.seal(spec.env),
             "env_names": sorted(spec.env),
             "timeout_s": spec.timeout_s,
@@ -189,11 +198,11 @@ def _rows(
     now: datetime,
     keyer: cache.Keyer,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    shared = [(str(safe_relpath(f.path)), f.sha256, f.size) for f in spec.files]
+    shared = [(str(safe_input_path(f.path)), f.sha256, f.size) for f in spec.files]
     executions, artifacts, metadata = [], [], []
     for index, item in enumerate(spec.items):
         execution_id = domain.new_id("exec")
-        own = [(str(safe_relpath(f.path)), f.sha256, f.size) for f in item.files]
+        own = [(str(safe_input_path(f.path)), f.sha256, f.size) for f in item.files]
         paths = {p for p, _, _ in own}
         files = [*own, *(s for s in shared if s[0] not in paths)]
         key = keyer(item.args, [domain.FileRef(*f) for f in files])

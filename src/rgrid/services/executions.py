@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 from rgrid import bounds, domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
 from rgrid.money import slot_cost
-from rgrid.paths import safe_relpath
-from rgrid.services import Grid, blobs, cache, retention, runtimes, utcnow
+from rgrid.paths import safe_input_path
+from rgrid.services import Grid, blobs, cache, places, retention, runtimes, utcnow
 from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
@@ -75,11 +75,12 @@ def _validate_limits(spec: schemas.ExecutionCreate) -> None:
 
 def _validate(spec: schemas.ExecutionCreate) -> None:
     _validate_limits(spec)
-    paths = [str(safe_relpath(f.path)) for f in spec.files]
+    paths = [str(safe_input_path(f.path)) for f in spec.files]
     if len(set(paths)) != len(paths):
         raise errors.InvalidRequest("the same path is given twice in files")
-    if str(safe_relpath(spec.script)) not in paths:
+    if str(safe_input_path(spec.script)) not in paths:
         raise errors.InvalidRequest("the script must be one of the uploaded files")
+    places.check(spec, paths)
     if any("\x00" in a for a in spec.args):
         raise errors.InvalidRequest("arguments cannot contain NUL bytes")
 
@@ -117,8 +118,8 @@ async def submit(
                 hint="upload the blobs with PUT /api/v1/blobs/{sha256} first",
             )
         now = utcnow()
-        files = [domain.FileRef(str(safe_relpath(f.path)), f.sha256, f.size) for f in spec.files]
-        script = str(safe_relpath(spec.script))
+        files = [domain.FileRef(str(safe_input_path(f.path)), f.sha256, f.size) for f in spec.files]
+        script = str(safe_input_path(spec.script))
         keyer = cache.keyer_for(
             grid,
             script=script,
@@ -141,6 +142,9 @@ async def submit(
             timeout_s=spec.timeout_s,
             memory_bytes=spec.memory_bytes,
             disk_bytes=spec.disk_bytes,
+            cwd=spec.cwd,
+            argv0=spec.argv0,
+            mounts=places.mounts(spec),
             network=spec.network,
             attempt=0,
             idempotency_key=spec.idempotency_key,
@@ -264,6 +268,9 @@ RETRY_COPIED = (
     "timeout_s",
     "memory_bytes",
     "disk_bytes",
+    "cwd",
+    "argv0",
+    "mounts",
     "network",
     "requirements",
     "dependency_source",

@@ -30,6 +30,8 @@ def to_domain(row: ExecutionRow, metadata: Mapping[str, str]) -> domain.Executio
         timeout_s=row.timeout_s,
         memory_bytes=row.memory_bytes,
         disk_bytes=row.disk_bytes,
+        cwd=row.cwd,
+        named_outside=tuple((row.mounts or {}).get("named", ())),
         network=row.network,
         exit_code=row.exit_code,
         failure_class=domain.FailureClass(row.failure_class) if row.failure_class else None,

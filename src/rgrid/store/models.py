@@ -105,6 +105,10 @@ class ExecutionRow(Base):
     timeout_s: Mapped[float] = mapped_column(Float)
     memory_bytes: Mapped[int] = mapped_column(BigInteger)
     disk_bytes: Mapped[int] = mapped_column(BigInteger, default=10 * 1024**3)
+    cwd: Mapped[str | None] = mapped_column(Text, nullable=True)
+    argv0: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: {"roots": [...], "named": [...]}: what is mounted outside cwd, what comes back from there
+    mounts: Mapped[dict[str, list[str]] | None] = mapped_column(JSON, nullable=True)
     network: Mapped[bool] = mapped_column(Boolean)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     failure_class: Mapped[str | None] = mapped_column(String(32), nullable=True)
