@@ -34,7 +34,7 @@ def test_a_script_with_a_syntax_error_is_still_sent(tmp_path: Path) -> None:
     assert local_modules(script) == []
 
 
-def test_relative_paths_keep_their_place_and_outside_paths_go_under_inputs(
+def test_arguments_stay_as_typed_and_outside_paths_keep_their_absolute_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
@@ -42,36 +42,43 @@ def test_relative_paths_keep_their_place_and_outside_paths_go_under_inputs(
     write(project / "data" / "in.csv", "a\n")
     write(elsewhere / "far.csv", "b\n")
     write(elsewhere / "tree" / "x.txt", "x\n")
+    (tmp_path / "out").mkdir()
     monkeypatch.chdir(project)
-    bundle = build_bundle(
-        Path("s.py"),
-        ["data/in.csv", str(elsewhere / "far.csv"), "../elsewhere/tree", "--in=data/in.csv", "7"],
-        [],
-    )
-    assert bundle.script == "s.py"
-    assert bundle.args == [
+    args = [
         "data/in.csv",
-        "_inputs/far.csv",
-        "_inputs/tree",
+        str(elsewhere / "far.csv"),
+        "../elsewhere/tree/",
         "--in=data/in.csv",
         "7",
+        "--save=../out/result.txt",
     ]
+    bundle = build_bundle(Path("s.py"), args, [], argv0="./s.py")
+    assert bundle.script == "s.py" and bundle.argv0 == "./s.py"
+    assert bundle.args == args
+    assert bundle.cwd == str(project)
     assert sorted(f.rel for f in bundle.files) == [
-        "_inputs/far.csv",
-        "_inputs/tree/x.txt",
+        str(elsewhere / "far.csv"),
+        str(elsewhere / "tree" / "x.txt"),
         "data/in.csv",
         "s.py",
     ]
+    # the directory of a named file, a named directory, the directory of an output target
+    assert bundle.mount_roots == [str(elsewhere), str(tmp_path / "out")]
+    assert bundle.named_outside == [
+        str(elsewhere / "far.csv"),
+        str(elsewhere / "tree"),
+        str(tmp_path / "out" / "result.txt"),
+    ]
 
 
-def test_same_name_outside_gets_a_distinct_place(
+def test_a_path_that_would_cover_the_system_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write(tmp_path / "p" / "s.py", "")
-    a, b = write(tmp_path / "a" / "x.csv", "1"), write(tmp_path / "b" / "x.csv", "2")
-    monkeypatch.chdir(tmp_path / "p")
-    bundle = build_bundle(Path("s.py"), [str(a), str(b)], [])
-    assert bundle.args == ["_inputs/x.csv", "_inputs/2/x.csv"]
+    write(tmp_path / "s.py", "")
+    monkeypatch.chdir(tmp_path)
+    for named in ("/etc/hostname", "/usr/bin", "/proc/self/status"):
+        with pytest.raises(errors.UsageError, match="would cover the sandbox's"):
+            build_bundle(Path("s.py"), [named], [])
 
 
 def test_each_content_is_hashed_once_per_path(
