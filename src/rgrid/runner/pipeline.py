@@ -15,6 +15,7 @@ from rgrid.runner import ControlPlane, RunnerConfig
 from rgrid.runner.classify import classify
 from rgrid.runner.logship import LogShipper
 from rgrid.runner.workdir import OutputScan, find_outputs, input_path
+from rgrid.sandbox import reads
 from rgrid.text import printable
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,45 @@ async def _materialise(spec: domain.ExecutionSpec, plane: ControlPlane, workdir:
         dest = input_path(workdir, ref)
         dest.parent.mkdir(parents=True, exist_ok=True)
         await plane.fetch_input(ref, dest)
+
+
+async def _watch(
+    spec: domain.ExecutionSpec, workdir: Path, box: sandbox.Sandbox, config: RunnerConfig
+) -> reads.Watch | None:
+    """Start observing which inputs the run opens; None where that cannot be done fully.
+    Only a sandbox with its own mount namespace can be told apart from the grid's own opens."""
+    if not config.read_tracking or box.name != "bwrap":
+        return None
+    observer = reads.observer()
+    if observer is None:
+        return None
+    files = [(ref.path, input_path(workdir, ref)) for ref in spec.inputs]
+    try:
+        return await asyncio.to_thread(observer.watch, workdir, files)
+    except OSError as exc:
+        logger.warning(
+            "reads of %s not observed: %s",
+            spec.execution_id,
+            exc,
+            extra={"action": "reads_unobserved", "execution_id": spec.execution_id},
+        )
+        return None
+
+
+async def _run_observed(
+    box: sandbox.Sandbox,
+    spec: sandbox.SandboxSpec,
+    watch: reads.Watch | None,
+    shipper: LogShipper,
+    cancel: asyncio.Event,
+) -> tuple[sandbox.SandboxResult, domain.InputReads | None]:
+    """Run the sandbox; the watch ends once every process of it is gone (bwrap reaps its
+    whole PID namespace), so no open of the run is still to come."""
+    try:
+        result = await box.run(spec, shipper.on_output, cancel)
+    finally:
+        observed = await asyncio.to_thread(watch.finish) if watch is not None else None
+    return result, observed
 
 
 async def _scan(
@@ -141,8 +181,12 @@ async def run_execution(
                 async with config.env_cache.environment(
                     spec.requirements, interpreter, shipper.setup
                 ) as env:
-                    result = await box.run(
-                        _sandbox_spec(spec, env, workdir, box, config), shipper.on_output, cancel
+                    result, observed = await _run_observed(
+                        box,
+                        _sandbox_spec(spec, env, workdir, box, config),
+                        await _watch(spec, workdir, box, config),
+                        shipper,
+                        cancel,
                     )
             except errors.DependencyError as exc:
                 return domain.Outcome(
@@ -162,6 +206,7 @@ async def run_execution(
                 ),
                 packages=env.packages,
                 python_version=interpreter.full_version,
+                reads=observed,
             )
             if outcome.state is ExecutionState.CANCELLED:
                 return outcome

@@ -17,7 +17,6 @@ sandboxes with their own mount namespace (bubblewrap) can be observed.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import errno
 import logging
 import os
@@ -26,6 +25,8 @@ import struct
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+
+from rgrid import domain
 
 logger = logging.getLogger(__name__)
 
@@ -58,19 +59,6 @@ FSID_BYTES = 8
 HANDLE_HEADER = struct.Struct("=Ii")  # struct file_handle: handle_bytes, handle_type
 READ_BUFFER_BYTES = 64 * 1024
 POLL_TIMEOUT_MS = 200
-
-
-@dataclasses.dataclass(frozen=True)
-class Reads:
-    """What one run did to its input files (paths relative to its work directory).
-
-    ``read``: opened read-only at least once, or still open when the run ended; ``written``:
-    opened only with write access (a file rewritten from scratch does not depend on what it held
-    before; one appended to does, which the kernel does not tell apart: see docs/decisions.md).
-    """
-
-    read: tuple[str, ...]
-    written: tuple[str, ...]
 
 
 class _Libc:
@@ -133,7 +121,7 @@ class Watch:
         for path in self._handles.get(handle, ()):
             self.seen[path] = self.seen.get(path, 0) | mask
 
-    def finish(self) -> Reads | None:
+    def finish(self) -> domain.InputReads | None:
         """Stop watching once the run has ended (every process of it gone): what it did, or
         None if some events may have been lost. Blocks while pending events are read."""
         if not self._observer.release(self):
@@ -141,7 +129,7 @@ class Watch:
         # an open never seen closed (a file still open at the end) counts as a read
         read = {p for p, m in self.seen.items() if m & FAN_CLOSE_NOWRITE or not m & ~FAN_OPEN}
         written = self.seen.keys() - read
-        return Reads(tuple(sorted(read)), tuple(sorted(written)))
+        return domain.InputReads(tuple(sorted(read)), tuple(sorted(written)))
 
 
 class ReadObserver:

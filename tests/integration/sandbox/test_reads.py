@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from rgrid import domain
 from rgrid.sandbox import SandboxSpec, reads
 from rgrid.sandbox.bwrap import BwrapSandbox
 
@@ -94,5 +95,5 @@ async def test_watches_are_independent(tmp_path: Path, observer: reads.ReadObser
         pass
 
     assert (await BwrapSandbox().run(spec, ignore)).returncode == 0
-    assert watch_second.finish() == reads.Reads(read=("x.txt",), written=())
-    assert watch_first.finish() == reads.Reads(read=(), written=())
+    assert watch_second.finish() == domain.InputReads(read=("x.txt",), written=())
+    assert watch_first.finish() == domain.InputReads(read=(), written=())

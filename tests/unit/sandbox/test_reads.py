@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+from rgrid import domain
 from rgrid.sandbox import reads
 
 
@@ -38,7 +39,7 @@ def test_read_only_opens_and_unclosed_ones_are_reads_write_opens_are_writes() ->
     watch.note(b"d", reads.FAN_OPEN | reads.FAN_CLOSE_WRITE)
     watch.note(b"d", reads.FAN_CLOSE_NOWRITE)  # written, then read back
     watch.note(b"elsewhere", reads.FAN_CLOSE_NOWRITE)
-    assert watch.finish() == reads.Reads(
+    assert watch.finish() == domain.InputReads(
         read=("a.txt", "b.txt", "copy-of-b.txt", "d"), written=("c.txt",)
     )
 
