@@ -87,7 +87,7 @@ async def _watch(
     observer = reads.observer()
     if observer is None:
         return None
-    files = [(ref.path, input_path(workdir, ref)) for ref in spec.inputs]
+    files = [ref.path for ref in spec.inputs]  # materialised at these paths (``input_path``)
     try:
         return await asyncio.to_thread(observer.watch, workdir, files)
     except OSError as exc:

@@ -57,6 +57,7 @@ METADATA = struct.Struct("=IBBHQii")  # struct fanotify_event_metadata
 INFO_HEADER = struct.Struct("=BBH")  # struct fanotify_event_info_header
 FSID_BYTES = 8
 HANDLE_HEADER = struct.Struct("=Ii")  # struct file_handle: handle_bytes, handle_type
+HANDLE_SIZE = struct.Struct("=I")
 READ_BUFFER_BYTES = 64 * 1024
 POLL_TIMEOUT_MS = 200
 
@@ -92,17 +93,26 @@ class _Libc:
         return result
 
 
-def file_handle(libc: _Libc, path: Path) -> bytes:
-    """The kernel's handle of the file at ``path`` (type and bytes), as fanotify reports it."""
+def file_handles(libc: _Libc, workdir: Path, files: Iterable[str]) -> dict[bytes, list[str]]:
+    """The kernel's handle (type and bytes, as fanotify reports it) of each file, by path
+    relative to ``workdir``: handle → the paths that have it (hard links share one)."""
     buffer = ctypes.create_string_buffer(HANDLE_HEADER.size + MAX_HANDLE_SZ)
-    HANDLE_HEADER.pack_into(buffer, 0, MAX_HANDLE_SZ, 0)
-    mount_id = ctypes.c_int()
-    libc.check(
-        libc.name_to_handle_at(AT_FDCWD, os.fsencode(path), buffer, ctypes.byref(mount_id), 0),
-        f"name_to_handle_at {path}",
-    )
-    size, kind = HANDLE_HEADER.unpack_from(buffer, 0)
-    return struct.pack("=i", kind) + buffer.raw[HANDLE_HEADER.size : HANDLE_HEADER.size + size]
+    view = memoryview(buffer).cast("B")
+    mount_id = ctypes.byref(ctypes.c_int())
+    call = libc.name_to_handle_at
+    found: dict[bytes, list[str]] = {}
+    directory = os.open(workdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for rel in files:
+            HANDLE_HEADER.pack_into(buffer, 0, MAX_HANDLE_SZ, 0)
+            if call(directory, os.fsencode(rel), buffer, mount_id, 0) < 0:
+                libc.check(-1, f"name_to_handle_at {rel}")
+            (size,) = HANDLE_SIZE.unpack_from(buffer, 0)
+            # the handle's type and bytes, laid out as in a fanotify event
+            found.setdefault(view[4 : HANDLE_HEADER.size + size].tobytes(), []).append(rel)
+    finally:
+        os.close(directory)
+    return found
 
 
 class Watch:
@@ -146,13 +156,11 @@ class ReadObserver:
             self._libc.init(flags, os.O_RDONLY | os.O_CLOEXEC), "fanotify_init"
         )
 
-    def watch(self, workdir: Path, files: Iterable[tuple[str, Path]]) -> Watch:
-        """Start watching the input files of a run about to start in ``workdir``: (path
-        relative to it, where it is on this host). Raises OSError when they cannot be watched
-        (a filesystem without file handles or fanotify support)."""
-        handles: dict[bytes, list[str]] = {}
-        for rel, full in files:
-            handles.setdefault(file_handle(self._libc, full), []).append(rel)
+    def watch(self, workdir: Path, files: Iterable[str]) -> Watch:
+        """Start watching the input files (paths relative to ``workdir``) of a run about to
+        start there. Raises OSError when they cannot be watched (a filesystem without file
+        handles or fanotify support)."""
+        handles = file_handles(self._libc, workdir, files)
         dev = os.stat(workdir).st_dev
         watch = Watch(self, handles, dev)
         with self._lock:
@@ -247,9 +255,8 @@ def _handle_of(data: bytes, start: int, end: int) -> bytes | None:
         kind, _, length = INFO_HEADER.unpack_from(data, start)
         if kind == FAN_EVENT_INFO_TYPE_FID:
             at = start + INFO_HEADER.size + FSID_BYTES
-            size, handle_type = HANDLE_HEADER.unpack_from(data, at)
-            body = data[at + HANDLE_HEADER.size : at + HANDLE_HEADER.size + size]
-            return struct.pack("=i", handle_type) + body
+            (size,) = HANDLE_SIZE.unpack_from(data, at)
+            return data[at + 4 : at + HANDLE_HEADER.size + size]
         if length <= 0:
             return None
         start += length

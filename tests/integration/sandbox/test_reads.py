@@ -55,7 +55,7 @@ async def test_reads_through_python_a_subprocess_and_c_are_observed(
     os.chmod(workdir, 0o777)
     for path in workdir.iterdir():
         os.chmod(path, 0o666)
-    inputs = [(p.name, p) for p in workdir.iterdir()]
+    inputs = [p.name for p in workdir.iterdir()]
     watch = observer.watch(workdir, inputs)
     (workdir / "README").read_text()  # the grid's own opens are not the script's
     spec = SandboxSpec(
@@ -85,8 +85,8 @@ async def test_watches_are_independent(tmp_path: Path, observer: reads.ReadObser
     for directory in (first, second):
         directory.mkdir()
         (directory / "x.txt").write_text("x\n")
-    watch_first = observer.watch(first, [("x.txt", first / "x.txt")])
-    watch_second = observer.watch(second, [("x.txt", second / "x.txt")])
+    watch_first = observer.watch(first, ["x.txt"])
+    watch_second = observer.watch(second, ["x.txt"])
     spec = SandboxSpec(
         argv=["/bin/cat", "x.txt"], workdir=second, env={}, ro_binds=((PREFIX, PREFIX),)
     )
