@@ -120,7 +120,7 @@ class Watch:
 
     def __init__(self, observer: ReadObserver, handles: dict[bytes, list[str]], dev: int) -> None:
         self._observer = observer
-        self._handles = handles
+        self.handles = handles
         self.dev = dev
         #: path → the union of the event masks seen for it
         self.seen: dict[str, int] = {}
@@ -128,7 +128,7 @@ class Watch:
         self.complete = True
 
     def note(self, handle: bytes, mask: int) -> None:
-        for path in self._handles.get(handle, ()):
+        for path in self.handles.get(handle, ()):
             self.seen[path] = self.seen.get(path, 0) | mask
 
     def finish(self) -> domain.InputReads | None:
@@ -148,6 +148,8 @@ class ReadObserver:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._watches: list[Watch] = []
+        #: handle → the watches that have a file with it (most events concern none)
+        self._index: dict[bytes, list[Watch]] = {}
         self._marked: dict[int, tuple[bytes, int]] = {}  # device → (a path on it, watches)
         self._thread: threading.Thread | None = None
         self._libc = _Libc()
@@ -170,6 +172,8 @@ class ReadObserver:
             path, count = self._marked[dev]
             self._marked[dev] = (path, count + 1)
             self._watches.append(watch)
+            for handle in handles:
+                self._index.setdefault(handle, []).append(watch)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._listen, name="rgrid-reads", daemon=True
@@ -186,6 +190,11 @@ class ReadObserver:
                 logger.exception("reading file events failed", extra={"action": "reads_lost"})
                 watch.complete = False
             self._watches.remove(watch)
+            for handle in watch.handles:
+                if len(watchers := self._index[handle]) > 1:
+                    watchers.remove(watch)
+                else:
+                    del self._index[handle]
             path, count = self._marked[watch.dev]
             if count > 1:
                 self._marked[watch.dev] = (path, count - 1)
@@ -236,15 +245,16 @@ class ReadObserver:
             self._dispatch(data)
 
     def _dispatch(self, data: bytes) -> None:
-        offset = 0
-        while offset + METADATA.size <= len(data):
-            length, _, _, header, mask, _, _ = METADATA.unpack_from(data, offset)
+        offset, end, index = 0, len(data), self._index
+        unpack = METADATA.unpack_from
+        while offset + METADATA.size <= end:
+            length, _, _, header, mask, _, _ = unpack(data, offset)
             if mask & FAN_Q_OVERFLOW:
                 for watch in self._watches:
                     watch.complete = False
             handle = _handle_of(data, offset + header, offset + length)
-            if handle is not None:
-                for watch in self._watches:
+            if handle is not None and (watchers := index.get(handle)):
+                for watch in watchers:
                     watch.note(handle, mask)
             offset += max(length, METADATA.size)
 
