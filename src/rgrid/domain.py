@@ -58,6 +58,19 @@ class FileRef:
 
 
 @dataclasses.dataclass(frozen=True)
+class InputReads:
+    """What a run did to its input files, as the kernel saw it (paths as in ``FileRef``).
+
+    ``read``: opened read-only at least once, or still open when the run ended. ``written``:
+    opened only with write access (rewritten, appended to, or a database opened read-write):
+    the kernel does not tell those apart. Input files in neither were never opened.
+    """
+
+    read: tuple[str, ...]
+    written: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class ExecutionSpec:
     """Everything a worker needs to run one execution."""
 
@@ -108,6 +121,9 @@ class Outcome:
     packages: tuple[str, ...] = ()
     #: the interpreter version it ran with ("3.11.7")
     python_version: str | None = None
+    #: what it did to its input files; None: not observed (the result cache then needs the
+    #: whole input tree to be the same)
+    reads: InputReads | None = None
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 

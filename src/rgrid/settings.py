@@ -70,6 +70,9 @@ class ServerSettings(BaseSettings):
     max_body_bytes: int = Field(default=bounds.MAX_BODY_BYTES, ge=64 * 1024)
     #: a bearer token that may read /metrics (besides an admin key); none: admin keys only
     metrics_token: str | None = None
+    #: record which input files each run opened (fanotify; needs root and bubblewrap), so the
+    #: result cache ignores edits to files a run never read; off: whole input trees must match
+    read_tracking: bool = True
 
     @property
     def retention(self) -> timedelta:

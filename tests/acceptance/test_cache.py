@@ -100,7 +100,7 @@ def test_each_changed_part_is_a_miss_and_status_names_it(
         (
             lambda: (workdir / "helper.py").write_text("NAME = 'helper-2'\n"),
             base,
-            "a local module changed: helper.py",
+            "local module helper.py changed (read by {previous})",
         ),
         (
             lambda: (workdir / "requirements.txt").write_text("pyyaml\n"),
@@ -110,7 +110,7 @@ def test_each_changed_part_is_a_miss_and_status_names_it(
         (
             lambda: (workdir / "data.csv").write_text("4,5,6\n"),
             base,
-            "an input changed: data.csv",
+            "input data.csv changed (read by {previous})",
         ),
         (lambda: None, [*base, "--verbose"], "the arguments changed"),
         (lambda: None, ["main.py", "data.csv", "--verbose", "--env", "A=2"], None),
@@ -124,7 +124,9 @@ def test_each_changed_part_is_a_miss_and_status_names_it(
         assert "rgrid: cached" not in result.stderr
         current = run_id(result)
         wanted = expected or "an environment variable changed: A"
-        assert cache_line(account_cli, current) == f"miss: {wanted} (since {previous})"
+        if "{previous}" not in wanted:
+            wanted += " (since {previous})"
+        assert cache_line(account_cli, current) == "miss: " + wanted.format(previous=previous)
         previous = current
 
 

@@ -43,3 +43,5 @@ class RunnerConfig:
     #: a script writing while the disk has less free than this is stopped
     disk_reserve_bytes: int = 1024**3
     keep_workdirs: bool = False
+    #: observe which input files each run opens (``sandbox.reads``)
+    read_tracking: bool = True

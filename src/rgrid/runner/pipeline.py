@@ -16,6 +16,7 @@ from rgrid.runner.classify import classify
 from rgrid.runner.logship import LogShipper
 from rgrid.runner.places import FALLBACK_DIR, Layout, elsewhere_warning, scan_outside
 from rgrid.runner.workdir import OutputScan, find_outputs
+from rgrid.sandbox import reads
 from rgrid.text import printable
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,49 @@ async def _materialise(spec: domain.ExecutionSpec, plane: ControlPlane, layout: 
         await plane.fetch_input(spec.stdin, stdin_path(layout.workdir))
 
 
+async def _watch(
+    spec: domain.ExecutionSpec, layout: Layout, box: sandbox.Sandbox, config: RunnerConfig
+) -> reads.Watch | None:
+    """Start observing which inputs the run opens; None where that cannot be done fully.
+    Only a sandbox with its own mount namespace can be told apart from the grid's own opens.
+    Files outside the working directory (mounted from a mirror) are not watched yet: a run
+    with any of them counts as not observed (the whole-input rule, never a stale hit)."""
+    if not config.read_tracking or box.name != "bwrap":
+        return None
+    if any(ref.path.startswith("/") for ref in spec.inputs):
+        return None
+    observer = reads.observer()
+    if observer is None:
+        return None
+    files = [ref.path for ref in spec.inputs]  # materialised at these paths
+    try:
+        return await asyncio.to_thread(observer.watch, layout.workdir, files)
+    except OSError as exc:
+        logger.warning(
+            "reads of %s not observed: %s",
+            spec.execution_id,
+            exc,
+            extra={"action": "reads_unobserved", "execution_id": spec.execution_id},
+        )
+        return None
+
+
+async def _run_observed(
+    box: sandbox.Sandbox,
+    spec: sandbox.SandboxSpec,
+    watch: reads.Watch | None,
+    shipper: LogShipper,
+    cancel: asyncio.Event,
+) -> tuple[sandbox.SandboxResult, domain.InputReads | None]:
+    """Run the sandbox; the watch ends once every process of it is gone (bwrap reaps its
+    whole PID namespace), so no open of the run is still to come."""
+    try:
+        result = await box.run(spec, shipper.on_output, cancel)
+    finally:
+        observed = await asyncio.to_thread(watch.finish) if watch is not None else None
+    return result, observed
+
+
 async def _scan(
     spec: domain.ExecutionSpec, layout: Layout, config: RunnerConfig, shipper: LogShipper
 ) -> OutputScan:
@@ -162,8 +206,12 @@ async def run_execution(
                 async with config.env_cache.environment(
                     spec.requirements, interpreter, shipper.setup
                 ) as env:
-                    result = await box.run(
-                        _sandbox_spec(spec, env, layout, config), shipper.on_output, cancel
+                    result, observed = await _run_observed(
+                        box,
+                        _sandbox_spec(spec, env, layout, config),
+                        await _watch(spec, layout, box, config),
+                        shipper,
+                        cancel,
                     )
             except errors.UnsafePath as exc:
                 return domain.Outcome(
@@ -191,6 +239,7 @@ async def run_execution(
                 ),
                 packages=env.packages,
                 python_version=interpreter.full_version,
+                reads=observed,
             )
             if outcome.state is ExecutionState.CANCELLED:
                 return outcome

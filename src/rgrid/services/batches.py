@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from rgrid import domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
 from rgrid.paths import safe_input_path
-from rgrid.services import Grid, cache, places, runtimes, utcnow
+from rgrid.services import Grid, cache, places, reuse, runtimes, utcnow
 from rgrid.services.executions import _validate, cancel, retry
 from rgrid.store import batches as repo
 from rgrid.store import blobs as blob_repo
@@ -166,12 +166,11 @@ async def _reuse_results(
             execution["cache_note"] = "bypassed (--no-cache)"
         return len(executions)
     account_id = executions[0]["account_id"]
-    hits = await cache.usable_results(
-        grid, session, account_id, sorted({e["cache_key"] for e in executions})
-    )
+    keys = [cache.CacheKey(e["cache_key"], e["cache_parts"], e["cache_base"]) for e in executions]
+    verdicts = await reuse.lookup(grid, session, account_id, keys)
     queued = 0
     for execution in executions:
-        hit = hits.get(execution["cache_key"])
+        hit = verdicts[execution["cache_key"]].hit
         if hit is None:
             execution["cache_note"] = "miss"
             queued += 1
@@ -215,6 +214,7 @@ def _rows(
                 "batch_input": item.input,
                 "cache_key": key.digest,
                 "cache_parts": key.parts,
+                "cache_base": key.base,
             }
         )
         for path, sha, size in files:

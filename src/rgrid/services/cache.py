@@ -7,6 +7,10 @@ of one without network) and the content of a piped stdin: a non-empty one only, 
 empty stdin and none (a terminal's) both give the script end-of-file at once. The timeout and memory limit are not in it: they bound a run, and a
 run that succeeded within its limits has the same result. It is an HMAC under a key derived from the grid's secret, so neither the key nor
 the stored parts let anyone guess an ``--env`` value offline.
+
+A run whose file opens were observed (``domain.InputReads``) is reused more widely: by a run
+with the same key *but for its files* (``CacheKey.base``) whose files differ only in ones it
+never opened, or only by its own outputs having come back (see ``mismatch``).
 """
 
 from __future__ import annotations
@@ -23,9 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain
 from rgrid.domain import ExecutionState
-from rgrid.services import Grid, retention
-from rgrid.storage import blob_key
-from rgrid.store import blobs as blob_repo
+from rgrid.services import Grid
 from rgrid.store import executions as repo
 from rgrid.store.models import ExecutionRow
 
@@ -33,17 +35,22 @@ from rgrid.store.models import ExecutionRow
 KEY_PURPOSE = "rgrid result cache v1"
 
 #: how a part of the key is named when a miss is explained, in the order they are checked
+#: (files last: with the project tree travelling they differ most often)
 PART_NAMES = {
     "script": "the script",
-    "modules": "a local module",
     "dependencies": "the dependencies",
     "runtime": "the runtime",
     "network": "the network setting",
-    "inputs": "an input",
     "stdin": "stdin",
     "args": "the arguments",
     "env": "an environment variable",
+    "modules": "a local module",
+    "inputs": "an input",
 }
+#: the parts holding files (path → sha256); the rest is the key's base
+FILE_PARTS = ("modules", "inputs")
+#: how many observed runs with the same base are checked per lookup, newest first
+CANDIDATES = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +58,8 @@ class CacheKey:
     digest: str
     #: per part: hashes (never plain values of the environment), to explain a miss
     parts: dict[str, Any]
+    #: the digest of every part but the files
+    base: str = ""
 
 
 def cache_key(
@@ -88,7 +97,17 @@ def cache_key(
     }
     if stdin is not None:
         parts["stdin"] = stdin
-    return CacheKey(_mac(secret, json.dumps(parts, sort_keys=True)), parts)
+    return key_of(secret, parts)
+
+
+def key_of(secret: bytes, parts: dict[str, Any]) -> CacheKey:
+    """The key with these parts."""
+    base = {name: value for name, value in parts.items() if name not in FILE_PARTS}
+    return CacheKey(
+        _mac(secret, json.dumps(parts, sort_keys=True)),
+        parts,
+        _mac(secret, json.dumps(base, sort_keys=True)),
+    )
 
 
 Keyer = Callable[[Sequence[str], Sequence[domain.FileRef]], CacheKey]
@@ -150,29 +169,7 @@ def rekeyed(secret: bytes, parts: Mapping[str, Any], files: Mapping[str, str]) -
         for part in ("modules", "inputs"):
             if path in new.get(part, {}):
                 new[part][path] = sha
-    return CacheKey(_mac(secret, json.dumps(new, sort_keys=True)), new)
-
-
-async def usable_results(
-    grid: Grid, session: AsyncSession, account_id: str, keys: Sequence[str]
-) -> dict[str, tuple[ExecutionRow, list[domain.Artifact]]]:
-    """For each key, the newest succeeded run of this account with it whose outputs are all
-    still kept, with those outputs."""
-    found = await repo.cached_results(session, account_id, keys)
-    outputs = await blob_repo.outputs_of(session, [row.id for row in found.values()])
-    usable = {}
-    for key, row in found.items():
-        kept = outputs.get(row.id, [])
-        if any(retention.expired(grid, a) for a in kept):
-            continue
-        # a blob damaged since (local storage re-hashes a changed file) is as good as gone
-        stored = [await grid.storage.stat(blob_key(account_id, a.sha256)) for a in kept]
-        if all(
-            info is not None and info.sha256 == a.sha256
-            for info, a in zip(stored, kept, strict=True)
-        ):
-            usable[key] = (row, kept)
-    return usable
+    return key_of(secret, new)
 
 
 def hit_fields(source: ExecutionRow, now: datetime) -> dict[str, Any]:
@@ -193,9 +190,14 @@ def hit_fields(source: ExecutionRow, now: datetime) -> dict[str, Any]:
     }
 
 
-async def miss_note(session: AsyncSession, account_id: str, script: str, key: CacheKey) -> str:
-    """Why a run is not served from the cache, against this account's latest run of the same
-    script (for ``rgrid status``). Called once the lookup found no usable result."""
+async def miss_note(
+    session: AsyncSession, account_id: str, script: str, key: CacheKey, why: str | None
+) -> str:
+    """Why a run is not served from the cache (for ``rgrid status``): ``why`` the lookup gave,
+    else against this account's latest run of the same script. Called once the lookup found
+    no usable result."""
+    if why is not None:
+        return f"miss: {why}"
     earlier = await repo.latest_of_script(session, account_id, script)
     if earlier is None or earlier.cache_parts is None:
         return f"miss: no earlier run of {script}"

@@ -375,3 +375,7 @@ def _apply(row: ExecutionRow, outcome: domain.Outcome, ended: datetime) -> None:
         row.packages = list(outcome.packages)
     if outcome.python_version:
         row.python_version = outcome.python_version
+    reads = outcome.reads
+    row.reads = (
+        None if reads is None else {"read": list(reads.read), "written": list(reads.written)}
+    )

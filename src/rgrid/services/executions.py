@@ -11,7 +11,7 @@ from rgrid import bounds, domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
 from rgrid.money import slot_cost
 from rgrid.paths import safe_input_path
-from rgrid.services import Grid, blobs, cache, places, retention, runtimes, utcnow
+from rgrid.services import Grid, blobs, cache, places, retention, reuse, runtimes, utcnow
 from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
@@ -162,17 +162,17 @@ async def submit(
             cache_parts=key.parts,
             stdin_sha256=stdin.sha256 if stdin is not None else None,
             stdin_size=stdin.size if stdin is not None else None,
+            cache_base=key.base,
         )
         hit = None
         if spec.cache:
-            hit = (await cache.usable_results(grid, session, account_id, [key.digest])).get(
-                key.digest
-            )
+            verdict = (await reuse.lookup(grid, session, account_id, [key]))[key.digest]
+            hit = verdict.hit
         if hit is not None:
             for column, value in cache.hit_fields(hit[0], now).items():
                 setattr(row, column, value)
         elif spec.cache:
-            row.cache_note = await cache.miss_note(session, account_id, script, key)
+            row.cache_note = await cache.miss_note(session, account_id, script, key, verdict.why)
         else:
             row.cache_note = "bypassed (--no-cache)"
         execution = await repo.insert(session, row, spec.metadata)
@@ -238,7 +238,7 @@ async def retry(
             # a retry always runs, but its result may serve later identical runs
             secret = grid.secrets.derive(cache.KEY_PURPOSE)
             key = cache.rekeyed(secret, source.cache_parts, {p: f.sha256 for p, f in new.items()})
-            row.cache_key, row.cache_parts = key.digest, key.parts
+            row.cache_key, row.cache_parts, row.cache_base = key.digest, key.parts, key.base
             row.cache_note = "bypassed (a retry always runs)"
         if in_batch:
             row.batch_id, row.batch_index = source.batch_id, source.batch_index

@@ -330,6 +330,41 @@ async def cached_results(
     return found
 
 
+async def observed_runs(
+    session: AsyncSession, account_id: str, bases: Sequence[str], per_base: int
+) -> dict[str, list[ExecutionRow]]:
+    """For each cache base, this account's newest ``per_base`` succeeded runs with it that
+    really ran (not cache hits) and whose file reads were observed, newest first."""
+    found: dict[str, list[ExecutionRow]] = {}
+    for start in range(0, len(bases), 500):
+        rank = (
+            func.row_number()
+            .over(partition_by=ExecutionRow.cache_base, order_by=ExecutionRow.created_at.desc())
+            .label("rank")
+        )
+        ranked = (
+            select(ExecutionRow.id, rank)
+            .where(
+                ExecutionRow.account_id == account_id,
+                ExecutionRow.cache_base.in_(bases[start : start + 500]),
+                ExecutionRow.state == ExecutionState.SUCCEEDED.value,
+                ExecutionRow.cached_from.is_(None),
+                ExecutionRow.reads.is_not(None),
+            )
+            .subquery()
+        )
+        rows = await session.scalars(
+            select(ExecutionRow)
+            .join(ranked, ranked.c.id == ExecutionRow.id)
+            .where(ranked.c.rank <= per_base)
+            .order_by(ExecutionRow.created_at.desc())
+        )
+        for row in rows:
+            assert row.cache_base is not None
+            found.setdefault(row.cache_base, []).append(row)
+    return found
+
+
 async def latest_of_script(
     session: AsyncSession, account_id: str, script: str
 ) -> ExecutionRow | None:

@@ -91,6 +91,7 @@ class ExecutionRow(Base):
         Index("ix_executions_batch", "batch_id", "state"),
         Index("ix_executions_batch_updated", "batch_id", "updated_at"),
         Index("ix_executions_cache", "account_id", "cache_key"),
+        Index("ix_executions_cache_base", "account_id", "cache_base"),
         Index("ix_executions_account_script", "account_id", "script", "created_at"),
         Index("ix_executions_stdin", "account_id", "stdin_sha256"),
     )
@@ -145,6 +146,13 @@ class ExecutionRow(Base):
     cache_parts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     cached_from: Mapped[str | None] = mapped_column(String(40), nullable=True)
     cache_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: the key without the files (the script's bytes stay in it): runs sharing it differ only
+    #: in files, and one that read none of the differing files can be reused
+    cache_base: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: what the run did to its inputs ({"read": [...], "written": [...]}); None: not observed
+    reads: Mapped[dict[str, list[str]] | None] = mapped_column(
+        JSON(none_as_null=True), nullable=True
+    )
     # its cost in micros so far (every attempt's run time on its worker), and whether final
     cost_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     cost_final: Mapped[bool] = mapped_column(Boolean, default=False)
