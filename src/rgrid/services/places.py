@@ -49,7 +49,7 @@ def check(spec: Placed, paths: Sequence[str]) -> None:
     named = [safe_abspath(p) for p in spec.named_outside]
     for path in [*outside, *named]:
         if not _under(path, roots):
-            raise errors.InvalidRequest(
+            raise errors.UnsafePath(
                 f"{path} lies outside the working directory and every mounted directory"
             )
 

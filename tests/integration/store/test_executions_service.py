@@ -33,6 +33,15 @@ async def test_submit_needs_uploaded_blobs_and_safe_paths(grid: Grid) -> None:
         )
         with pytest.raises(errors.UnsafePath):
             await service.submit(grid, admin, spec)
+    # an absolute place needs a mounted directory holding it, which may not cover the system
+    for roots in ([], ["/etc"], ["/"], ["/opt"]):
+        spec = schemas.ExecutionCreate(
+            script="/etc/main.py",
+            files=[schemas.FileIn(path="/etc/main.py", sha256=sha, size=9)],
+            mount_roots=roots,
+        )
+        with pytest.raises(errors.UnsafePath):
+            await service.submit(grid, admin, spec)
     bad_env = schemas.ExecutionCreate(
         script="main.py",
         files=[schemas.FileIn(path="main.py", sha256=sha, size=9)],

@@ -51,10 +51,26 @@ def observer(monkeypatch: pytest.MonkeyPatch) -> _Observer:
     return found
 
 
+@dataclasses.dataclass
+class _Layout:
+    workdir: Path
+
+
 async def test_a_bwrap_run_is_watched_with_its_inputs(observer: _Observer, tmp_path: Path) -> None:
-    watch = await pipeline._watch(SPEC, tmp_path, _Box("bwrap"), _Config(True))  # type: ignore[arg-type]
+    watch = await pipeline._watch(SPEC, _Layout(tmp_path), _Box("bwrap"), _Config(True))  # type: ignore[arg-type]
     assert watch == "watch"
     assert observer.watched == [(tmp_path, ["main.py"])]
+
+
+async def test_a_run_with_files_outside_its_working_directory_is_not_observed(
+    observer: _Observer, tmp_path: Path
+) -> None:
+    """Those are mounted from a mirror the observer does not watch yet: whole-input rule."""
+    outside = dataclasses.replace(
+        SPEC, inputs=(*SPEC.inputs, domain.FileRef("/data/x.csv", "b" * 64, 1))
+    )
+    assert await pipeline._watch(outside, _Layout(tmp_path), _Box("bwrap"), _Config(True)) is None  # type: ignore[arg-type]
+    assert observer.watched == []
 
 
 @pytest.mark.parametrize(
@@ -63,7 +79,7 @@ async def test_a_bwrap_run_is_watched_with_its_inputs(observer: _Observer, tmp_p
 async def test_off_or_a_sandbox_sharing_the_grids_mounts_is_not_observed(
     observer: _Observer, tmp_path: Path, box: str, tracking: bool
 ) -> None:
-    assert await pipeline._watch(SPEC, tmp_path, _Box(box), _Config(tracking)) is None  # type: ignore[arg-type]
+    assert await pipeline._watch(SPEC, _Layout(tmp_path), _Box(box), _Config(tracking)) is None  # type: ignore[arg-type]
     assert observer.watched == []
 
 
@@ -71,4 +87,4 @@ async def test_without_fanotify_nothing_is_observed(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(pipeline.reads, "observer", lambda: None)
-    assert await pipeline._watch(SPEC, tmp_path, _Box("bwrap"), _Config(True)) is None  # type: ignore[arg-type]
+    assert await pipeline._watch(SPEC, _Layout(tmp_path), _Box("bwrap"), _Config(True)) is None  # type: ignore[arg-type]
