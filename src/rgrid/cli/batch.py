@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from rgrid.cli import render
+from rgrid.enums import FailureClass
 
 if TYPE_CHECKING:
     from rgrid import schemas
@@ -84,8 +85,10 @@ def attach(
     flat: bool,
     remote_only: bool,
     as_json: bool,
+    explain: Callable[[list[str]], str | None] | None = None,
 ) -> int:
-    """Follow until every item ended, downloading outputs as items finish; the exit code."""
+    """Follow until every item ended, downloading outputs as items finish; the exit code.
+    ``explain``: given the causes of the failed items, a hint to show, if any."""
     from rgrid.client.batch import fetch_outputs, flatten, folders, follow, staging_folder
 
     root = output_dir or (Path.cwd() if flat else Path.cwd() / "outputs")
@@ -111,7 +114,12 @@ def attach(
         return 130
     if flat:
         list(flatten(root))
-    return _summary(final, items, as_json)
+    code = _summary(final, items, as_json)
+    causes = [i.cause for i in items if i.cause and i.failure_class is FailureClass.SCRIPT_ERROR]
+    hint = explain(causes) if explain and causes and not as_json else None
+    if hint:
+        render.info(f"hint: {hint}")
+    return code
 
 
 def _renderer(
