@@ -275,3 +275,26 @@ def test_a_run_too_short_to_cost_a_micro_says_so_rather_than_zero(
     assert status_of(account_cli, run_id(ran))["cost_micros"] == 0  # well under one micro
     assert ran.stderr.rstrip().endswith(", < €0.000001")
     assert "< €0.000001 (provisional)" in account_cli("status", run_id(ran)).stdout
+
+
+def test_a_batch_too_short_to_cost_a_micro_says_so_as_a_single_run_does(tmp_path: Path) -> None:
+    """Issue 14, item 9: the batch summary formats its cost as the single-run summary does."""
+    server = make_server(tmp_path, RGRID_HOURLY_PRICE_MICROS="1")  # a micro an hour: 0 each
+    server.start()
+    try:
+        workdir = tmp_path / "project"
+        (workdir / "in").mkdir(parents=True)
+        for name in ("a", "b"):
+            (workdir / "in" / f"{name}.txt").write_text(name)
+        (workdir / "quick.py").write_text("print('done')\n")
+        cli = Cli(workdir, server.cli_env())
+
+        ran = cli("run", "--batch", "in/*.txt", "quick.py")
+
+        assert ran.returncode == 0, ran.stderr
+        summary = next(line for line in ran.stderr.splitlines() if "succeeded," in line)
+        assert summary.endswith("cost < €0.000001"), summary
+        single = cli("run", "quick.py")
+        assert single.stderr.rstrip().endswith(", < €0.000001"), single.stderr
+    finally:
+        server.stop()

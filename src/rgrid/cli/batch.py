@@ -218,9 +218,10 @@ def _summary(
         return code
     if sys.stderr.isatty():
         sys.stderr.write("\n")
+    ran = any(i.started_at and i.finished_at and not i.cached_from for i in items)
     render.info(
         f"{batch.id}: {len(succeeded)} succeeded, {len(failed)} failed, {cached} cached "
-        f"(of {batch.total}), cost {render.money(batch.cost_micros)}"
+        f"(of {batch.total}), cost {render.amount(batch.cost_micros, ran=ran)}"
     )
     for item in failed:
         kind = item.failure_class.value if item.failure_class else item.state.value
