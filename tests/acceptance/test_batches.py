@@ -323,8 +323,8 @@ def test_killed_cli_batch_completes_and_wait_downloads_exactly_the_missing(
     process = subprocess.Popen(
         [
             str(RGRID_BIN),
-            *("run", "process.py", "--threshold", "0.5", "--sleep", "0.3", "--big", str(BIG)),
-            *("--batch", "in/*.csv", "--parallel", "2"),
+            *("run", "--batch", "in/*.csv", "--parallel", "2"),
+            *("process.py", "--threshold", "0.5", "--sleep", "0.3", "--big", str(BIG)),
         ],
         cwd=workdir,
         env=account_cli.env,
