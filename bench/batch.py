@@ -167,7 +167,7 @@ def main() -> None:
         )  # warm: the environment exists
         start = time.perf_counter()
         subprocess.run(
-            [str(RGRID), "run", "job.py", "--batch", "data/*.csv", "--parallel", "2", "--no-cache"],
+            [str(RGRID), "run", "--batch", "data/*.csv", "--parallel", "2", "--no-cache", "job.py"],
             cwd=project,
             env=env,
             check=True,
@@ -182,7 +182,7 @@ def main() -> None:
         watcher.start()
         start = time.perf_counter()
         submitted = subprocess.run(
-            [str(RGRID), "run", "job.py", "--batch", "big/*.csv", "--parallel", "2", "--detach"],
+            [str(RGRID), "run", "--batch", "big/*.csv", "--parallel", "2", "--detach", "job.py"],
             cwd=project,
             env=env,
             check=True,

@@ -51,8 +51,8 @@ def main() -> None:
     try:
         subprocess.run([str(RGRID), "server", "start"], env=env, check=True, capture_output=True)
         # the original: a miss that runs the script (environment already warm after the first)
-        timed([str(RGRID), "run", "slow.py", "data.csv", "--no-cache"], 1, project, env)
-        original = timed([str(RGRID), "run", "slow.py", "data.csv", "--no-cache"], 3, project, env)
+        timed([str(RGRID), "run", "--no-cache", "slow.py", "data.csv"], 1, project, env)
+        original = timed([str(RGRID), "run", "--no-cache", "slow.py", "data.csv"], 3, project, env)
         hits = timed([str(RGRID), "run", "slow.py", "data.csv"], options.runs, project, env)
         check = subprocess.run(
             [str(RGRID), "run", "slow.py", "data.csv"],

@@ -57,7 +57,7 @@ def run_median(project: Path, script: str, env: dict[str, str], runs: int) -> fl
     for _ in range(runs):
         start = time.perf_counter()
         subprocess.run(
-            [str(RGRID), "run", script, "--no-cache"],
+            [str(RGRID), "run", "--no-cache", script],
             cwd=project,
             env=env,
             check=True,
@@ -80,7 +80,7 @@ def run_overhead(tmp: Path, runs: int = 15) -> tuple[float, float]:
     try:
         for script in ("plain.py", "withenv.py"):  # warm: environments exist
             subprocess.run(
-                [str(RGRID), "run", script, "--no-cache"],
+                [str(RGRID), "run", "--no-cache", script],
                 cwd=project,
                 env=env,
                 check=True,

@@ -44,7 +44,7 @@ def percentile(values: list[float], fraction: float) -> float:
 def latency(project: Path, env: dict[str, str]) -> list[float]:
     (project / "ticker.py").write_text(TICKER)
     submitted = subprocess.run(
-        [str(RGRID), "run", "ticker.py", "--detach", "--no-cache"],
+        [str(RGRID), "run", "--detach", "--no-cache", "ticker.py"],
         cwd=project,
         env=env,
         capture_output=True,
@@ -90,7 +90,7 @@ def throughput(project: Path, env: dict[str, str], python: str) -> tuple[float, 
     (project / "chatty.py").write_text(CHATTY)
     start = time.perf_counter()
     done = subprocess.run(
-        [str(RGRID), "run", "chatty.py", "--no-cache"],
+        [str(RGRID), "run", "--no-cache", "chatty.py"],
         cwd=project,
         env=env,
         capture_output=True,

@@ -60,7 +60,7 @@ def grid(home: Path, tracking: str) -> Iterator[dict[str, str]]:
 def one_run(env: dict[str, str], project: Path) -> float:
     started = time.perf_counter()
     done = subprocess.run(
-        [str(RGRID), "run", "hello.py", "--no-cache"], cwd=project, env=env, capture_output=True
+        [str(RGRID), "run", "--no-cache", "hello.py"], cwd=project, env=env, capture_output=True
     )
     if done.returncode != 0:
         raise SystemExit(f"rgrid run failed: {done.stderr.decode()[-800:]}")

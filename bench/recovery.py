@@ -69,7 +69,7 @@ def one_round(tmp: Path, down_s: float) -> tuple[float, float]:
     (project / "sleepy.py").write_text(SCRIPT)
     cli_env = {**grid.env, "RGRID_API_URL": grid.url, "RGRID_API_KEY": key}
     execution_id = subprocess.run(
-        [str(RGRID), "run", "sleepy.py", "--detach", "--no-cache"],
+        [str(RGRID), "run", "--detach", "--no-cache", "sleepy.py"],
         cwd=project,
         env=cli_env,
         capture_output=True,

@@ -2,7 +2,7 @@
 
 Two local grids side by side, each with its own RGRID_HOME: one running this checkout, one
 running a baseline commit's ``src/`` (default: the commit before the cgroup / user-mode network
-/ unprivileged-user sandbox), both with this venv's packages. ``rgrid run hello.py --no-cache``
+/ unprivileged-user sandbox), both with this venv's packages. ``rgrid run --no-cache hello.py``
 is timed against each, interleaved (A, B, A, B, …) so that the machine's load drifts equally
 over both, with network on and with ``--no-network``.
 
@@ -73,7 +73,7 @@ def grid(src: Path, home: Path, user: Path) -> Iterator[dict[str, str]]:
 def one_run(env: dict[str, str], project: Path, extra: list[str]) -> float:
     started = time.perf_counter()
     done = subprocess.run(
-        [str(RGRID), "run", "hello.py", "--no-cache", *extra],
+        [str(RGRID), "run", "--no-cache", *extra, "hello.py"],
         cwd=project,
         env=env,
         capture_output=True,
@@ -111,7 +111,7 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(
-        f"sandbox_cost: `rgrid run hello.py --no-cache`, {options.runs} interleaved runs each, "
+        f"sandbox_cost: `rgrid run --no-cache hello.py`, {options.runs} interleaved runs each, "
         f"baseline {options.baseline}, {os.cpu_count()} cores"
     )
     print(

@@ -83,7 +83,7 @@ def main() -> None:
     try:
         subprocess.run([str(RGRID), "server", "start"], env=env, check=True, capture_output=True)
         timed(
-            [str(RGRID), "run", "hello.py", "--no-cache"], 3, project, env
+            [str(RGRID), "run", "--no-cache", "hello.py"], 3, project, env
         )  # warm: base env built, caches hot
         bare = timed([python, "hello.py"], runs, project, env)
         boxed = (
@@ -91,7 +91,7 @@ def main() -> None:
             if shutil.which("bwrap")
             else []
         )
-        rgrid = timed([str(RGRID), "run", "hello.py", "--no-cache"], runs, project, env)
+        rgrid = timed([str(RGRID), "run", "--no-cache", "hello.py"], runs, project, env)
         helps = timed([str(RGRID), "--help"], runs, project, env)
         pid = int(__import__("json").loads((tmp / "home" / "server.json").read_text())["pid"])
         time.sleep(2)

@@ -195,7 +195,7 @@ def main() -> None:
             name = path.name
             digest = sha256_file(path)
             ran = subprocess.run(  # the grid holds a copy of the file as an output
-                [str(RGRID), "run", "duplicate.py", name, "--remote-only", "--no-cache"],
+                [str(RGRID), "run", "--remote-only", "--no-cache", "duplicate.py", name],
                 cwd=project,
                 env=env,
                 check=True,

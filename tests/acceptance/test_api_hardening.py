@@ -348,7 +348,7 @@ def test_the_cli_refuses_a_too_long_env_value_before_uploading(
         cwd=workdir, env=live_server.cli_env(key, BIG="x" * (bounds.MAX_ENV_VALUE_BYTES + 1))
     )
 
-    result = user("run", "s.py", "--env", "BIG")
+    result = user("run", "--env", "BIG", "s.py")
 
     assert result.returncode == 1
     assert "MAX_ENV_VALUE_BYTES" not in result.stderr  # the message is for people
@@ -390,7 +390,7 @@ def test_revoking_a_key_closes_its_open_log_stream(
         "import time\nfor i in range(600):\n    print(i, flush=True)\n    time.sleep(0.1)\n"
     )
     user = Cli(cwd=workdir, env=live_server.cli_env(key))
-    result = user("run", "tick.py", "--detach")
+    result = user("run", "--detach", "tick.py")
     assert result.returncode == 0, result.stderr
     execution_id = run_id(result)
     second = httpx.post(f"{live_server.url}/api/v1/keys", json={"name": "ci"}, headers=_auth(key))

@@ -105,7 +105,7 @@ def test_unsafe_output_names_are_refused_and_nothing_is_written(
     cli: Cli, workdir: Path, live_server: LiveServer, tmp_path: Path
 ) -> None:
     (workdir / "write.py").write_text("open('safe.txt', 'w').write('safe\\n')\n")
-    result = cli("run", "write.py", "--remote-only")
+    result = cli("run", "--remote-only", "write.py")
     assert result.returncode == 0, result.stderr
     execution_id = run_id(result)
     [safe] = json_of(cli("outputs", execution_id, "--json"))
@@ -155,10 +155,10 @@ def test_another_accounts_execution_is_not_found(cli: Cli, workdir: Path) -> Non
     created = json_of(cli("accounts", "create", "B", "--json"))
     as_b = Cli(cwd=workdir, env={**cli.env, "RGRID_API_KEY": created["key"]})
     (workdir / "mine.py").write_text("open('out.txt', 'w').write('x')\nprint('mine')\n")
-    b_run = as_b("run", "mine.py", "--remote-only")
+    b_run = as_b("run", "--remote-only", "mine.py")
     assert b_run.returncode == 0, b_run.stderr
     b_id = run_id(b_run)
-    admin_run = cli("run", "mine.py", "--remote-only")
+    admin_run = cli("run", "--remote-only", "mine.py")
     assert admin_run.returncode == 0, admin_run.stderr
     admin_id = run_id(admin_run)
 

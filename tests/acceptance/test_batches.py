@@ -189,15 +189,15 @@ def twenty(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) ->
     started = time.monotonic()
     result = cli(
         "run",
+        "--batch",
+        "data/**/*.csv",
+        "--parallel",
+        "2",
         "process.py",
         "--threshold",
         "0.5",
         "--sleep",
         "0.3",
-        "--batch",
-        "data/**/*.csv",
-        "--parallel",
-        "2",
         timeout=110,
     )
     seconds = time.monotonic() - started
@@ -323,8 +323,8 @@ def test_killed_cli_batch_completes_and_wait_downloads_exactly_the_missing(
     process = subprocess.Popen(
         [
             str(RGRID_BIN),
-            *("run", "process.py", "--threshold", "0.5", "--sleep", "0.3", "--big", str(BIG)),
-            *("--batch", "in/*.csv", "--parallel", "2"),
+            *("run", "--batch", "in/*.csv", "--parallel", "2"),
+            *("process.py", "--threshold", "0.5", "--sleep", "0.3", "--big", str(BIG)),
         ],
         cwd=workdir,
         env=account_cli.env,
@@ -389,7 +389,7 @@ def test_colliding_stems_get_their_relative_path_and_flat_names(
         (workdir / rel).write_text(text)
 
     nested = account_cli(
-        "run", "process.py", "--threshold", "0.5", "--batch", "*/*.csv", "--output-dir", "res"
+        "run", "--batch", "*/*.csv", "--output-dir", "res", "process.py", "--threshold", "0.5"
     )
 
     assert nested.returncode == 0, nested.stderr
@@ -410,14 +410,14 @@ def test_colliding_stems_get_their_relative_path_and_flat_names(
         (flat_dir / rel).write_bytes((workdir / rel).read_bytes())
     flat = Cli(cwd=flat_dir, env=account_cli.env)(
         "run",
-        "process.py",
-        "--threshold",
-        "0.5",
         "--batch",
         "a/*.csv",
         "--batch",
         "c/*.csv",
         "--flat",
+        "process.py",
+        "--threshold",
+        "0.5",
     )
 
     assert flat.returncode == 0, flat.stderr
@@ -445,7 +445,7 @@ def test_json_progress_lines_are_valid_json_with_a_right_summary(
     for rel, text in inputs.items():
         (workdir / rel).write_text(text)
 
-    result = account_cli("run", "process.py", "--threshold", "0.5", "--batch", "j*.csv", "--json")
+    result = account_cli("run", "--batch", "j*.csv", "--json", "process.py", "--threshold", "0.5")
 
     assert result.returncode == 3, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
@@ -479,7 +479,7 @@ def test_tty_progress_is_a_live_bar_with_failures_above_it(account_cli: Cli, wor
     (workdir / "process.py").write_text(PROCESS)
     for i in range(6):
         (workdir / f"t{i}.csv").write_text("BAD\n" if i == 1 else csv_text(i))
-    command = ["run", "process.py", "--threshold", "0.5", "--sleep", "0.3", "--batch", "t*.csv"]
+    command = ["run", "--batch", "t*.csv", "process.py", "--threshold", "0.5", "--sleep", "0.3"]
     returncode, stdout, text = run_on_a_terminal(account_cli, *command, "--parallel", "2")
     assert returncode == 3, text
     assert stdout == b""  # the bar is on stderr; stdout stays the script's
@@ -505,7 +505,7 @@ def test_items_changed_after_gives_only_what_changed(
     (workdir / "process.py").write_text(PROCESS)
     for i in range(3):
         (workdir / f"c{i}.csv").write_text(csv_text(i))
-    result = account_cli("run", "process.py", "--threshold", "0.5", "--batch", "c*.csv")
+    result = account_cli("run", "--batch", "c*.csv", "process.py", "--threshold", "0.5")
     assert result.returncode == 0, result.stderr
     url = f"{live_server.url}/api/v1/batches/{batch_id_of(result.stderr)}/items"
     headers = {"Authorization": f"Bearer {account_cli.env['RGRID_API_KEY']}"}
@@ -548,17 +548,17 @@ def test_bad_batch_input_is_a_clear_error_and_nothing_is_submitted(
     (workdir / "dir.csv" / "inside.txt").write_text("x")
     (workdir / "one.csv").write_text("1\n")
 
-    no_match = account_cli("run", "s.py", "--batch", "nothing/*.csv")
+    no_match = account_cli("run", "--batch", "nothing/*.csv", "s.py")
     error_first(no_match)
     assert "nothing/*.csv" in no_match.stderr and "no files" in no_match.stderr
 
     for value in ("0", "-1"):
-        bad_parallel = account_cli("run", "s.py", "--batch", "one.csv", "--parallel", value)
+        bad_parallel = account_cli("run", "--batch", "one.csv", "--parallel", value, "s.py")
         assert bad_parallel.returncode == 2, bad_parallel
         assert "Invalid value for '--parallel'" in bad_parallel.stderr
         assert "Traceback" not in bad_parallel.stderr
 
-    directory = account_cli("run", "s.py", "--batch", "dir.*")
+    directory = account_cli("run", "--batch", "dir.*", "s.py")
     error_first(directory)
     assert "only directories" in directory.stderr
 
@@ -571,7 +571,7 @@ def test_bad_batch_input_is_a_clear_error_and_nothing_is_submitted(
         if i % 1000 == 0:
             hashes.append(hashlib.sha256(content).hexdigest())
     started = time.monotonic()
-    too_many = account_cli("run", "s.py", "--batch", "many/*.csv")
+    too_many = account_cli("run", "--batch", "many/*.csv", "s.py")
     elapsed = time.monotonic() - started
     error_first(too_many)
     assert "10001" in too_many.stderr.replace(",", "") and "10000" in too_many.stderr.replace(
@@ -594,7 +594,7 @@ def test_cancel_stops_queued_and_running_items(account_cli: Cli, workdir: Path) 
         (workdir / f"s{i}.txt").write_text(f"{i}\n")
 
     detached = account_cli(
-        "run", "sleeper.py", marker, "--batch", "s*.txt", "--parallel", "2", "--detach"
+        "run", "--batch", "s*.txt", "--parallel", "2", "--detach", "sleeper.py", marker
     )
 
     assert detached.returncode == 0, detached.stderr

@@ -44,7 +44,7 @@ def test_two_gib_in_and_out_with_bounded_memory(tmp_path: Path) -> None:
                 handle.write(bytes([i]) + block[1:])  # no two blocks alike
         env = Cli(cwd=workdir, env=server.cli_env()).env
         cli = subprocess.Popen(
-            [str(RGRID_BIN), "run", "copy.py", "big.zip", "--yes"],
+            [str(RGRID_BIN), "run", "--yes", "copy.py", "big.zip"],
             cwd=workdir,
             env=env,
             stdout=subprocess.PIPE,

@@ -127,7 +127,7 @@ def test_a_direct_reference_to_a_work_directory_is_refused_at_submit(
     ]
     for n, line in enumerate(spellings):
         (workdir / f"r{n}.txt").write_text(f"six\n{line}\n")
-        result = account_cli("run", "s.py", "--requirements", f"r{n}.txt")
+        result = account_cli("run", "--requirements", f"r{n}.txt", "s.py")
         assert result.returncode == 1, (line, result.stderr)
         assert result.stderr.startswith("error: requirement") and "local path" in result.stderr
     # the grid refuses it too, for a client that does not check

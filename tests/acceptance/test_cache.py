@@ -51,7 +51,7 @@ def test_an_identical_run_is_served_without_running_anything(
     account_cli: Cli, workdir: Path, live_server: LiveServer
 ) -> None:
     project(workdir)
-    first = account_cli("run", "main.py", "data.csv", "--env", "A=1")
+    first = account_cli("run", "--env", "A=1", "main.py", "data.csv")
     assert first.returncode == 0, first.stderr
     first_id = run_id(first)
     original = (workdir / "out" / "random.bin").read_bytes()
@@ -59,7 +59,7 @@ def test_an_identical_run_is_served_without_running_anything(
     (workdir / "out" / "random.bin").unlink()
     before = started(live_server)
 
-    again = account_cli("run", "main.py", "data.csv", "--env", "A=1")
+    again = account_cli("run", "--env", "A=1", "main.py", "data.csv")
 
     assert again.returncode == 0, again.stderr
     assert started(live_server) == before  # no process was started for it
@@ -83,7 +83,7 @@ def test_an_identical_run_is_served_without_running_anything(
     listed = account_cli("list").stdout
     assert re.search(rf"{again_id} +succeeded \(cached\)", listed), listed
 
-    third = account_cli("run", "main.py", "data.csv", "--env", "A=1")  # a hit of a hit
+    third = account_cli("run", "--env", "A=1", "main.py", "data.csv")  # a hit of a hit
     assert status_of(account_cli, run_id(third))["cached_from"] == first_id
     assert "1 already in place" in third.stderr  # the same bytes are not fetched again
     assert (workdir / "out" / "random.bin").read_bytes() == original
@@ -93,7 +93,7 @@ def test_each_changed_part_is_a_miss_and_status_names_it(
     account_cli: Cli, workdir: Path, live_server: LiveServer
 ) -> None:
     project(workdir)
-    base = ["main.py", "data.csv", "--env", "A=1"]
+    base = ["--env", "A=1", "main.py", "data.csv"]
     previous = run_id(account_cli("run", *base))
     changes = [
         (lambda: (workdir / "main.py").write_text(SCRIPT + "# v2\n"), base, "the script changed"),
@@ -113,7 +113,7 @@ def test_each_changed_part_is_a_miss_and_status_names_it(
             "input data.csv changed (read by {previous})",
         ),
         (lambda: None, [*base, "--verbose"], "the arguments changed"),
-        (lambda: None, ["main.py", "data.csv", "--verbose", "--env", "A=2"], None),
+        (lambda: None, ["--env", "A=2", "main.py", "data.csv", "--verbose"], None),
     ]
     for change, args, expected in changes:
         change()
@@ -169,7 +169,7 @@ def test_no_cache_flag_and_project_config_run_it_again(
     assert account_cli("run", "main.py", "data.csv").returncode == 0
     original = (workdir / "out" / "random.bin").read_bytes()
 
-    bypassed = account_cli("run", "main.py", "data.csv", "--no-cache")
+    bypassed = account_cli("run", "--no-cache", "main.py", "data.csv")
     assert bypassed.returncode == 0 and "rgrid: cached" not in bypassed.stderr
     assert (workdir / "out" / "random.bin").read_bytes() != original
     assert cache_line(account_cli, run_id(bypassed)) == "bypassed (--no-cache)"
@@ -247,7 +247,7 @@ def test_rerunning_a_100_item_batch_uploads_nothing_and_reuses_every_result(
     (workdir / "in").mkdir()
     for i in range(100):
         (workdir / "in" / f"i{i:03d}.txt").write_text(f"{i}\n")
-    first = account_cli("run", "item.py", "--batch", "in/*.txt", "--include", "shared.txt")
+    first = account_cli("run", "--batch", "in/*.txt", "--include", "shared.txt", "item.py")
     assert first.returncode == 0, first.stderr
     assert "uploaded 102 files" in first.stderr  # the script, the shared file once, 100 inputs
     assert "rgrid: estimate: 100 item(s) of item.py" in first.stderr  # shown before it starts
@@ -258,7 +258,7 @@ def test_rerunning_a_100_item_batch_uploads_nothing_and_reuses_every_result(
         path.unlink()
     before = started(live_server)
 
-    again = account_cli("run", "item.py", "--batch", "in/*.txt", "--include", "shared.txt")
+    again = account_cli("run", "--batch", "in/*.txt", "--include", "shared.txt", "item.py")
 
     assert again.returncode == 0, again.stderr
     assert "(uploaded nothing, 102 already on the grid)" in again.stderr

@@ -43,7 +43,7 @@ def test_cost_is_run_time_times_price_over_slots_and_a_hit_is_free(
     (workdir / "nap.py").write_text("import time\ntime.sleep(1.5)\nprint('rested')\n")
     cli = Cli(cwd=workdir, env=priced.cli_env())
 
-    started = cli("run", "nap.py", "--detach")
+    started = cli("run", "--detach", "nap.py")
     execution_id = started.stdout.strip()
     deadline = time.monotonic() + 30
     while (running := status_of(cli, execution_id))["state"] != "running":
@@ -65,7 +65,7 @@ def test_cost_is_run_time_times_price_over_slots_and_a_hit_is_free(
     shown = f"€{expected // 1_000_000}.{expected % 1_000_000:06d}"
     assert f"cost       {shown} (provisional)" in cli("status", execution_id).stdout
 
-    ran = cli("run", "nap.py", "--no-cache")
+    ran = cli("run", "--no-cache", "nap.py")
     assert ran.returncode == 0
     cost = status_of(cli, run_id(ran))["cost_micros"]
     assert f"{run_id(ran)} succeeded in" in ran.stderr and f"€0.{cost:06d}" in ran.stderr
@@ -111,7 +111,7 @@ def test_billing_periods_split_exactly_and_cost_totals_match(tmp_path: Path) -> 
         ids = []
         for seconds in (0.4, 0.8, 1.2):  # three scripts of known durations, two slots
             (workdir / f"s{seconds}.py").write_text(f"import time\ntime.sleep({seconds})\n")
-            ids.append(cli("run", f"s{seconds}.py", "--detach").stdout.strip())
+            ids.append(cli("run", "--detach", f"s{seconds}.py").stdout.strip())
         deadline = time.monotonic() + 30
         while not all(status_of(cli, i)["cost_final"] for i in ids):
             assert time.monotonic() < deadline, [status_of(cli, i) for i in ids]
@@ -180,11 +180,11 @@ def test_a_spending_limit_warns_then_refuses_and_removing_it_lets_runs_through(
     assert shown.returncode == 0, shown.stderr
     assert f"limit €{amount} per month; spent €0.{spent:06d}" in shown.stdout
 
-    warned = cli("run", "work.py", "--no-cache")  # at >= 80 %: runs, with a warning
+    warned = cli("run", "--no-cache", "work.py")  # at >= 80 %: runs, with a warning
     assert warned.returncode == 0, warned.stderr
     assert re.search(r"warning: spent €0\.\d{6} of your €\S+ monthly limit \(\d+%\)", warned.stderr)
 
-    refused = cli("run", "work.py", "--no-cache")
+    refused = cli("run", "--no-cache", "work.py")
     assert refused.returncode == 1
     assert "error: spending limit reached: spent €" in refused.stderr
     answer = httpx.post(
@@ -196,7 +196,7 @@ def test_a_spending_limit_warns_then_refuses_and_removing_it_lets_runs_through(
     assert answer.json()["error"]["code"] == "SPENDING_LIMIT_EXCEEDED"
 
     assert cli("cost", "limit", "remove").returncode == 0
-    assert cli("run", "work.py", "--no-cache").returncode == 0
+    assert cli("run", "--no-cache", "work.py").returncode == 0
     assert cli("cost", "limit", "show").returncode == 1  # none set any more
 
 
@@ -222,7 +222,7 @@ def test_estimate_from_five_earlier_runs_and_the_default_without_history(
     for i in range(5):
         (workdir / "in" / f"{i}.txt").write_text(str(i))
     cli = Cli(cwd=workdir, env=priced.cli_env())
-    ran = cli("run", "sleeper.py", "--batch", "in/*.txt", "--parallel", "5", "--json")
+    ran = cli("run", "--batch", "in/*.txt", "--parallel", "5", "--json", "sleeper.py")
     assert ran.returncode == 0, ran.stderr
     ids = [e["id"] for e in map(json.loads, ran.stdout.splitlines()) if e["event"] == "item"]
     runs = sorted(
@@ -271,9 +271,32 @@ def test_a_run_too_short_to_cost_a_micro_says_so_rather_than_zero(
 ) -> None:
     (workdir / "quick.py").write_text("print('done')\n")
     # once first, so that building the grid's plain environment is not part of the run timed
-    assert account_cli("run", "quick.py", "--no-cache").returncode == 0
-    ran = account_cli("run", "quick.py", "--no-cache")  # the default €0.008 an hour
+    assert account_cli("run", "--no-cache", "quick.py").returncode == 0
+    ran = account_cli("run", "--no-cache", "quick.py")  # the default €0.008 an hour
     assert ran.returncode == 0, ran.stderr
     assert status_of(account_cli, run_id(ran))["cost_micros"] == 0  # well under one micro
     assert ran.stderr.rstrip().endswith(", < €0.000001")
     assert "< €0.000001 (provisional)" in account_cli("status", run_id(ran)).stdout
+
+
+def test_a_batch_too_short_to_cost_a_micro_says_so_as_a_single_run_does(tmp_path: Path) -> None:
+    """Issue 14, item 9: the batch summary formats its cost as the single-run summary does."""
+    server = make_server(tmp_path, RGRID_HOURLY_PRICE_MICROS="1")  # a micro an hour: 0 each
+    server.start()
+    try:
+        workdir = tmp_path / "project"
+        (workdir / "in").mkdir(parents=True)
+        for name in ("a", "b"):
+            (workdir / "in" / f"{name}.txt").write_text(name)
+        (workdir / "quick.py").write_text("print('done')\n")
+        cli = Cli(workdir, server.cli_env())
+
+        ran = cli("run", "--batch", "in/*.txt", "quick.py")
+
+        assert ran.returncode == 0, ran.stderr
+        summary = next(line for line in ran.stderr.splitlines() if "succeeded," in line)
+        assert summary.endswith("cost < €0.000001"), summary
+        single = cli("run", "quick.py")
+        assert single.stderr.rstrip().endswith(", < €0.000001"), single.stderr
+    finally:
+        server.stop()

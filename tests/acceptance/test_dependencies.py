@@ -32,7 +32,7 @@ def test_requirements_txt_is_installed_once_and_reused(account_cli: Cli, workdir
     assert "dependencies (requirements.txt): requests" in first.stderr
     first_id = run_id(first)
     assert any("requests==" in line for line in setup_lines(account_cli, first_id))
-    second = account_cli("run", "get.py", "--no-cache")  # run it again, not its cached result
+    second = account_cli("run", "--no-cache", "get.py")  # run it again, not its cached result
     assert second.returncode == 0 and second.stdout == first.stdout
     second_id = run_id(second)
     assert setup_lines(account_cli, second_id) == []  # no build: the environment is reused
@@ -84,7 +84,7 @@ def test_ten_parallel_executions_of_a_new_spec_build_once(
     before = builds(live_server)
     submitters = [
         subprocess.Popen(
-            [str(RGRID_BIN), "run", "s.py", str(i), "--detach"],
+            [str(RGRID_BIN), "run", "--detach", "s.py", str(i)],
             cwd=workdir,
             env=account_cli.env,
             stdout=subprocess.PIPE,
@@ -110,17 +110,17 @@ def test_datascience_preset_and_unknown_runtime(account_cli: Cli, workdir: Path)
         "import pandas as pd, sys\n"
         "print(pd.DataFrame({'a': [1, 2, 3]})['a'].sum(), sys.version_info[:2])\n"
     )
-    result = account_cli("run", "frame.py", "--runtime", "python3.11:datascience", timeout=600)
+    result = account_cli("run", "--runtime", "python3.11:datascience", "frame.py", timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "6 (3, 11)\n"
     status = status_of(account_cli, run_id(result))
     assert {"numpy", "pandas", "scipy", "scikit-learn", "matplotlib"} <= {
         p.split("==")[0].lower() for p in status["packages"]
     }
-    bad = account_cli("run", "frame.py", "--runtime", "python2.7")
+    bad = account_cli("run", "--runtime", "python2.7", "frame.py")
     assert bad.returncode == 1
     assert "python2.7 is not available" in bad.stderr and "python3.11" in bad.stderr
-    unknown = account_cli("run", "frame.py", "--runtime", "python3.11:gpu")
+    unknown = account_cli("run", "--runtime", "python3.11:gpu", "frame.py")
     assert unknown.returncode == 1 and "datascience" in unknown.stderr
 
 
@@ -137,14 +137,14 @@ def test_bad_requirements_are_refused_before_running(account_cli: Cli, workdir: 
     }
     for name, (text, expected) in cases.items():
         (workdir / name).write_text(text)
-        result = account_cli("run", "s.py", "--requirements", name)
+        result = account_cli("run", "--requirements", name, "s.py")
         assert result.returncode == 1, (name, result.stderr)
         assert result.stderr.startswith("error:") and expected in result.stderr, (
             name,
             result.stderr,
         )
     (workdir / "huge.txt").write_text("six\n" + "# padding\n" * 120_000)
-    huge = account_cli("run", "s.py", "--requirements", "huge.txt")
+    huge = account_cli("run", "--requirements", "huge.txt", "s.py")
     assert huge.returncode == 1 and "over 1 MB" in huge.stderr
     listed = json.loads(account_cli("list", "--json").stdout)["data"]
     assert listed == []  # nothing was submitted

@@ -56,7 +56,7 @@ def test_a_script_eating_the_reserve_is_stopped_and_nothing_starts_below_it(
     )
     (workdir / "ok.py").write_text("print('still here')\n")
 
-    filled = cli("run", "fill.py", "--disk", "1GiB", "--max-retries", "0")
+    filled = cli("run", "--disk", "1GiB", "--max-retries", "0", "fill.py")
 
     assert filled.returncode != 0, filled.stdout
     status = status_of(cli, run_id(filled))
@@ -70,7 +70,7 @@ def test_a_script_eating_the_reserve_is_stopped_and_nothing_starts_below_it(
     free = stats.f_bavail * stats.f_frsize
     ballast.write_bytes(b"\0" * (free - RESERVE // 2))
     try:
-        queued = cli("run", "--no-cache", "ok.py", "--detach")
+        queued = cli("run", "--no-cache", "--detach", "ok.py")
         assert queued.returncode == 0, queued.stderr
         execution = queued.stdout.strip()
         for _ in range(20):  # two seconds: the dispatcher polls each second

@@ -55,7 +55,7 @@ def test_timeout_exits_124_and_leaves_no_process_behind(cli: Cli, workdir: Path)
     (workdir / "slow.py").write_text(SPAWN_AND_SLEEP)
 
     started = time.monotonic()
-    result = cli("run", "slow.py", marker, "--timeout", "2s", timeout=60)
+    result = cli("run", "--timeout", "2s", "slow.py", marker, timeout=60)
     elapsed = time.monotonic() - started
 
     assert result.returncode == 124, result.stderr

@@ -128,7 +128,7 @@ def test_control_characters_in_tenant_text_are_escaped_in_every_human_line(
     assert EVIL not in [k["name"] for k in json.loads(cli("keys", "list", "--json").stdout)]
 
     (workdir / "evil.py").write_text(f"open({EVIL!r}, 'w').write('x')\n")
-    ran = account_cli("run", "evil.py", "--metadata", f"label={EVIL}", "--remote-only")
+    ran = account_cli("run", "--metadata", f"label={EVIL}", "--remote-only", "evil.py")
     assert ran.returncode == 0, ran.stderr
     execution_id = run_id(ran)
     for args in (("outputs", execution_id), ("status", execution_id), ("list",)):
@@ -185,7 +185,7 @@ def test_a_lost_output_blob_is_reported_as_such_and_a_rerun_heals_it(
     corrupted; try again", which cannot help. Deleted: the grid notices before serving it;
     corrupted in place with its mtime kept: the grid notices while streaming it."""
     content = _output_script(workdir)
-    first = account_cli("run", "make.py", "--remote-only")
+    first = account_cli("run", "--remote-only", "make.py")
     assert first.returncode == 0, first.stderr
     blob = _blob_file(live_server, content)
     if damage == "deleted":
@@ -219,17 +219,17 @@ def test_a_damaged_input_blob_fails_the_run_clearly_and_the_next_run_uploads_it_
     (workdir / "copy.py").write_text(
         "import sys\nopen('copy.txt', 'wb').write(open(sys.argv[1], 'rb').read())\n"
     )
-    first = account_cli("run", "copy.py", "data.txt", "--no-cache")
+    first = account_cli("run", "--no-cache", "copy.py", "data.txt")
     assert first.returncode == 0, first.stderr
     blob = _blob_file(live_server, data)
     blob.write_bytes(b"X" + data[1:])  # damaged on the grid's disk
 
-    second = account_cli("run", "copy.py", "data.txt", "--no-cache")
+    second = account_cli("run", "--no-cache", "copy.py", "data.txt")
     assert second.returncode == 1
     assert "input 'data.txt' is lost or damaged on the grid" in second.stderr
     assert "input_error" in status_of(account_cli, run_id(second))["failure_class"]
 
-    third = account_cli("run", "copy.py", "data.txt", "--no-cache", "--output-dir", "third")
+    third = account_cli("run", "--no-cache", "--output-dir", "third", "copy.py", "data.txt")
     assert third.returncode == 0, third.stderr
     assert "uploaded 1 file" in third.stderr  # the lost input went up again
     assert (workdir / "third" / "copy.txt").read_bytes() == data

@@ -119,7 +119,7 @@ def test_an_operator_may_give_scripts_the_hosts_network(
         result = cli("run", "connect.py", f"127.0.0.1:{port}")
         assert result.stdout == f"127.0.0.1:{port} connected\n", result.stderr
         assert peers == ["127.0.0.1"]
-        blocked = cli("run", "connect.py", f"127.0.0.1:{port}", "--no-network")
+        blocked = cli("run", "--no-network", "connect.py", f"127.0.0.1:{port}")
         assert "refused" in blocked.stdout
         assert peers == ["127.0.0.1"]
     finally:
@@ -259,7 +259,7 @@ def test_a_limit_stops_the_script_with_its_own_class_while_others_are_served(
 
     with other_tenant() as tenant:
         started = time.monotonic()
-        result = cli("run", "hostile.py", *options, "--max-retries", "0", timeout=120)
+        result = cli("run", *options, "--max-retries", "0", "hostile.py", timeout=120)
         elapsed = time.monotonic() - started
         neighbour = cli("run", "ok.py")
 

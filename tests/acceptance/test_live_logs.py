@@ -38,9 +38,9 @@ def ticker(count: int, interval: float = 0.05, start: int = 1) -> str:
 
 
 def submit(cli: Cli, workdir: Path, name: str, script: str) -> str:
-    """``rgrid run NAME --detach``: the execution id."""
+    """``rgrid run --detach NAME``: the execution id."""
     (workdir / name).write_text(script)
-    result = cli("run", name, "--detach")
+    result = cli("run", "--detach", name)
     assert result.returncode == 0, result.stderr
     return run_id(result)
 
@@ -338,7 +338,7 @@ def _bare_seconds(script: Path) -> float:
 def _rgrid_seconds(cli: Cli) -> tuple[str, float]:
     """The script run by rgrid with its output captured (submitted detached, so no live
     follower competes for the 2 cores): the execution and its recorded duration."""
-    execution_id = cli("run", "chatty.py", "--detach").stdout.strip()
+    execution_id = cli("run", "--detach", "chatty.py").stdout.strip()
     status = wait_for(
         lambda: (s := status_of(cli, execution_id))["state"] in ("succeeded", "failed") and s,
         timeout=120,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
+import subprocess
 from pathlib import Path
 
-from tests.conftest import Cli
+from tests.conftest import RGRID_BIN, Cli
 
 
 def _kill_daemon(home: Path) -> None:
@@ -62,3 +64,80 @@ def test_run_starts_the_local_grid_once_and_server_commands_manage_it(tmp_path: 
 
 def stat_mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
+
+
+def test_the_daemon_starts_detached_from_the_directory_and_shell_that_started_it(
+    tmp_path: Path,
+) -> None:
+    """Issue 14, item 8: started from a directory that is then deleted, the daemon still builds
+    new environments; its working directory is RGRID_HOME, its session its own, it holds no
+    descriptor of its caller, and the caller's virtual environment and Python, uv or conda
+    variables are not in its environment (what it needs is)."""
+    home, user_home, first_dir, later_dir = (
+        tmp_path / "home",
+        tmp_path / "userhome",
+        tmp_path / "gone",
+        tmp_path / "project",
+    )
+    for directory in (user_home, first_dir, later_dir):
+        directory.mkdir()
+    (first_dir / "hello.py").write_text("print('hello')\n")
+    (later_dir / "uses_six.py").write_text(
+        "# /// script\n# dependencies = ['six']\n# ///\nimport six\nprint('six', six.__version__)\n"
+    )
+    leaky = {
+        "VIRTUAL_ENV": str(tmp_path / "someones-venv"),
+        "PYTHONPATH": str(tmp_path / "someones-path"),
+        "UV_PROJECT_ENVIRONMENT": str(tmp_path / "someones-uv-env"),
+        "UV_CACHE_DIR": str(tmp_path / "someones-uv-cache"),
+        "CONDA_PREFIX": str(tmp_path / "someones-conda"),
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+    env.update(RGRID_HOME=str(home), HOME=str(user_home), TZ="Europe/Paris", **leaky)
+    caller_file = tmp_path / "held-by-the-caller"
+    try:
+        with caller_file.open("w") as held:  # a descriptor the CLI inherits, the daemon must not
+            first = subprocess.run(
+                [str(RGRID_BIN), "run", "hello.py"],
+                cwd=first_dir,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                pass_fds=(held.fileno(),),
+            )
+        assert first.returncode == 0, first.stderr
+        pid = int(json.loads((home / "server.json").read_text())["pid"])
+        shutil.rmtree(first_dir)
+
+        assert Path(f"/proc/{pid}/cwd").resolve() == home.resolve()
+        assert os.getsid(pid) == pid  # its own session: the terminal's hangup does not reach it
+        assert str(caller_file) not in _open_files(pid)
+        daemon_env = _environ_of(pid)
+        assert sorted(set(leaky) & set(daemon_env)) == []
+        assert daemon_env["RGRID_HOME"] == str(home)
+        assert daemon_env["TZ"] == "Europe/Paris"
+        assert daemon_env["PATH"] == env["PATH"]
+
+        later = Cli(cwd=later_dir, env=env)("run", "uses_six.py", timeout=300)
+
+        assert later.returncode == 0, later.stderr
+        assert later.stdout.startswith("six 1."), later.stdout
+        assert "six==" in later.stderr  # a new environment was built for it
+    finally:
+        Cli(cwd=tmp_path, env=env)("server", "stop")
+        _kill_daemon(home)
+
+
+def _environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    pairs = (item.partition(b"=") for item in raw.split(b"\0") if item)
+    return {k.decode(): v.decode(errors="replace") for k, _, v in pairs}
+
+
+def _open_files(pid: int) -> set[str]:
+    names = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            names.add(os.readlink(fd))
+    return names

@@ -49,14 +49,14 @@ def _three_executions(cli: Cli, workdir: Path) -> tuple[str, str, str]:
         ("bad.py", ["--metadata", "project=y"]),
         ("ok.py", []),
     ):
-        result = cli("run", script, *labels)
+        result = cli("run", *labels, script)
         ids.append(run_id(result))
     return ids[0], ids[1], ids[2]
 
 
 def test_status_human_and_json(account_cli: Cli, workdir: Path) -> None:
     (workdir / "fail.py").write_text("raise ValueError('bad row 7')\n")
-    result = account_cli("run", "fail.py", "--metadata", "project=x", "--timeout", "90s")
+    result = account_cli("run", "--metadata", "project=x", "--timeout", "90s", "fail.py")
     assert result.returncode == 1
     execution_id = run_id(result)
 
@@ -171,7 +171,7 @@ def test_logs_history_in_order_with_filters(account_cli: Cli, workdir: Path) -> 
 
 def test_outputs_human_and_json(account_cli: Cli, workdir: Path) -> None:
     (workdir / "chatty.py").write_text(CHATTY)
-    result = account_cli("run", "chatty.py", "--remote-only")
+    result = account_cli("run", "--remote-only", "chatty.py")
     execution_id = run_id(result)
 
     listed = json_of(account_cli("outputs", execution_id, "--json"))
@@ -203,7 +203,7 @@ def test_cancel_a_running_execution_and_refuse_a_finished_one(
 ) -> None:
     marker = unique_marker("cancel")
     (workdir / "sleeper.py").write_text(SLEEPER)
-    submitted = account_cli("run", "sleeper.py", marker, "--detach")
+    submitted = account_cli("run", "--detach", "sleeper.py", marker)
     assert submitted.returncode == 0, submitted.stderr
     execution_id = submitted.stdout.strip()
     try:

@@ -53,7 +53,7 @@ def test_killed_supervisor_is_retried_and_both_attempts_logs_stay(
 ) -> None:
     cli = cli_for(own_server, workdir)
     (workdir / "slow.py").write_text(SLOW)
-    execution_id = cli("run", "slow.py", "one", "3", "--detach").stdout.strip()
+    execution_id = cli("run", "--detach", "slow.py", "one", "3").stdout.strip()
     wait_for(lambda: status_of(cli, execution_id)["state"] == "running", timeout=20)
     wait_for(lambda: "start one" in cli("logs", execution_id, "--raw").stdout, timeout=20)
     own_server.kill()  # the process supervising the script (and the script with it) dies
@@ -82,7 +82,7 @@ def test_server_killed_with_30_executions_in_flight_loses_none(
 ) -> None:
     cli = cli_for(own_server, workdir)
     (workdir / "slow.py").write_text(SLOW)
-    ids = [cli("run", "slow.py", str(i), "0.3", "--detach").stdout.strip() for i in range(30)]
+    ids = [cli("run", "--detach", "slow.py", str(i), "0.3").stdout.strip() for i in range(30)]
     assert all(i.startswith("exec_") for i in ids)
     wait_for(lambda: any(status_of(cli, i)["state"] == "succeeded" for i in ids), timeout=30)
     own_server.kill()
@@ -141,12 +141,12 @@ def test_submit_while_the_server_is_down_creates_exactly_one(tmp_path: Path, wor
 
 def test_script_failures_are_explained_and_not_retried(cli: Cli, workdir: Path) -> None:
     (workdir / "oom.py").write_text("x = bytearray(3 * 1024**3)\n")
-    oom = cli("run", "oom.py", "--memory", "512MiB")
+    oom = cli("run", "--memory", "512MiB", "oom.py")
     status = status_of(cli, run_id(oom))
     assert (status["failure_class"], status["attempt"]) == ("out_of_memory", 1)
     assert "--memory" in oom.stderr
     (workdir / "sleepy.py").write_text("import time\ntime.sleep(30)\n")
-    slow = cli("run", "sleepy.py", "--timeout", "1s")
+    slow = cli("run", "--timeout", "1s", "sleepy.py")
     assert slow.returncode == 124
     status = status_of(cli, run_id(slow))
     assert (status["failure_class"], status["attempt"]) == ("timeout", 1)
@@ -253,7 +253,7 @@ time.sleep(300)
 def test_cancel_kills_the_whole_group_within_two_seconds(cli: Cli, workdir: Path) -> None:
     marker = unique_marker("group")
     (workdir / "spawner.py").write_text(SPAWNER)
-    execution_id = cli("run", "spawner.py", marker, "--detach").stdout.strip()
+    execution_id = cli("run", "--detach", "spawner.py", marker).stdout.strip()
     try:
         wait_for(lambda: "spawned" in cli("logs", execution_id, "--raw").stdout, timeout=30)
         assert len(processes_with(marker)) >= 4  # the script and its children

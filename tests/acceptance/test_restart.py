@@ -27,7 +27,7 @@ def test_history_survives_a_killed_server(tmp_path: Path) -> None:
     server.start()
     try:
         cli = Cli(cwd=project, env=server.cli_env())
-        result = cli("run", "job.py", "--metadata", "kept=yes", "--remote-only")
+        result = cli("run", "--metadata", "kept=yes", "--remote-only", "job.py")
         assert result.returncode == 7, result.stderr
         execution_id = run_id(result)
         before = {

@@ -34,7 +34,7 @@ def test_expired_outputs_are_removed_refused_and_not_reused(
     workdir.mkdir()
     (workdir / "make.py").write_text(SCRIPT)
     cli = Cli(cwd=workdir, env=short_retention.cli_env())
-    first = cli("run", "make.py", "--remote-only")
+    first = cli("run", "--remote-only", "make.py")
     assert first.returncode == 0, first.stderr
     execution_id = run_id(first)
     (output,) = json_of(cli("outputs", execution_id, "--json"))

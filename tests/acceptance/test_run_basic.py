@@ -34,7 +34,7 @@ def _project(root: Path) -> None:
 def test_hello_world_with_input_in_subfolder(cli: Cli, workdir: Path) -> None:
     _project(workdir)
     result = cli(
-        "run", "process.py", "data/input.csv", "--env", "MODE=fast", "--metadata", "project=x"
+        "run", "--env", "MODE=fast", "--metadata", "project=x", "process.py", "data/input.csv"
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "hello A,B 4 fast\n"

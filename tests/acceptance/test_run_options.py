@@ -118,7 +118,7 @@ def test_outputs_in_subfolders_come_back_with_their_paths(cli: Cli, workdir: Pat
 def test_output_dir_receives_the_outputs(cli: Cli, workdir: Path) -> None:
     (workdir / "write.py").write_text(WRITE_OUTPUTS)
 
-    result = cli("run", "write.py", "--output-dir", "results/run1")
+    result = cli("run", "--output-dir", "results/run1", "write.py")
 
     assert result.returncode == 0, result.stderr
     assert _files_under(workdir / "results" / "run1") == OUTPUT_FILES
@@ -128,7 +128,7 @@ def test_output_dir_receives_the_outputs(cli: Cli, workdir: Path) -> None:
 def test_remote_only_keeps_outputs_on_the_grid_until_downloaded(cli: Cli, workdir: Path) -> None:
     (workdir / "write.py").write_text(WRITE_OUTPUTS)
 
-    result = cli("run", "write.py", "--remote-only")
+    result = cli("run", "--remote-only", "write.py")
 
     assert result.returncode == 0, result.stderr
     assert result.stdout == "wrote 3 files\n"
@@ -169,7 +169,7 @@ def test_detach_prints_only_the_id_and_wait_reattaches(cli: Cli, workdir: Path) 
         "sys.exit(5)\n"
     )
 
-    submitted = cli("run", "later.py", "--detach")
+    submitted = cli("run", "--detach", "later.py")
 
     assert submitted.returncode == 0, submitted.stderr
     assert re.fullmatch(r"exec_[A-Za-z0-9]+\n", submitted.stdout)
@@ -192,7 +192,7 @@ def test_include_sends_a_file_the_script_reads_without_naming_it(cli: Cli, workd
     assert without.returncode == 1
     assert "FileNotFoundError" in without.stderr
 
-    result = cli("run", "reader.py", "--include", "extra.txt")
+    result = cli("run", "--include", "extra.txt", "reader.py")
 
     assert result.returncode == 0, result.stderr
     assert result.stdout == "extra data\n"

@@ -118,7 +118,7 @@ def test_script_cannot_read_another_running_executions_work_directory(
         "time.sleep(5)\n"
     )
     (workdir / "probe.py").write_text(PROBE)
-    submitted = cli("run", "holder.py", "--detach")
+    submitted = cli("run", "--detach", "holder.py")
     assert submitted.returncode == 0, submitted.stderr
     holder = submitted.stdout.strip()
     try:
@@ -176,7 +176,7 @@ def test_no_network_blocks_a_loopback_connection(
     assert isolated.returncode == 4, isolated.stderr
     assert status_of(cli, run_id(isolated))["network"] is True
 
-    blocked = cli("run", "connect.py", str(port), "--no-network")
+    blocked = cli("run", "--no-network", "connect.py", str(port))
 
     assert blocked.returncode == 4, blocked.stderr
     assert blocked.stdout.startswith("failed:")
@@ -191,7 +191,7 @@ def test_memory_limit_turns_a_big_allocation_into_out_of_memory(cli: Cli, workdi
         "print('allocated', len(block))\n"
     )
 
-    result = cli("run", "hog.py", "--memory", "512MiB")
+    result = cli("run", "--memory", "512MiB", "hog.py")
 
     assert result.returncode != 0
     assert result.stdout == "allocating\n"

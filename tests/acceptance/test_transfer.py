@@ -98,7 +98,7 @@ def test_a_grid_on_this_machine_gets_raw_bytes_and_a_bad_setting_is_refused(
         make_csv(csv, 5 * MB + n * 1000)  # new content: uploaded again
         env = {**account_cli.env, "RGRID_COMPRESSION": policy}
         before = counters(live_server)
-        result = Cli(workdir, env)("run", "copy.py", "data.csv", "--no-cache")
+        result = Cli(workdir, env)("run", "--no-cache", "copy.py", "data.csv")
         assert result.returncode == 0, result.stderr
         after = counters(live_server)
         assert (workdir / "out" / "copy.csv").read_bytes() == csv.read_bytes()
@@ -111,7 +111,7 @@ def test_a_grid_on_this_machine_gets_raw_bytes_and_a_bad_setting_is_refused(
         (workdir / "out" / "copy.csv").unlink()
     before = counters(live_server)
     bad = Cli(workdir, {**account_cli.env, "RGRID_COMPRESSION": "sometimes"})
-    result = bad("run", "copy.py", "data.csv", "--no-cache")
+    result = bad("run", "--no-cache", "copy.py", "data.csv")
     assert result.returncode != 0
     assert "RGRID_COMPRESSION must be one of auto, always, never, not 'sometimes'" in result.stderr
     assert counters(live_server) == before  # nothing sent
@@ -200,6 +200,6 @@ def test_big_transfers_show_progress_on_a_terminal_only(account_cli: Cli, workdi
         assert unit in ("B", "kB", "MB", "GB") and float(rate) > 0, text
 
     (workdir / "out" / "copy.zip").unlink()
-    piped = account_cli("run", "copy.py", "big.zip", "--no-cache")  # stderr is a pipe
+    piped = account_cli("run", "--no-cache", "copy.py", "big.zip")  # stderr is a pipe
     assert piped.returncode == 0 and "uploading" not in piped.stderr
     assert "downloading" not in piped.stderr

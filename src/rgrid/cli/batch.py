@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from rgrid.cli import render
+from rgrid.enums import FailureClass
 
 if TYPE_CHECKING:
     from rgrid import schemas
@@ -88,8 +89,10 @@ def attach(
     flat: bool,
     remote_only: bool,
     as_json: bool,
+    explain: Callable[[list[str]], str | None] | None = None,
 ) -> int:
-    """Follow until every item ended, downloading outputs as items finish; the exit code."""
+    """Follow until every item ended, downloading outputs as items finish; the exit code.
+    ``explain``: given the causes of the failed items, a hint to show, if any."""
     from rgrid.client.batch import fetch_outputs, flatten, folders, follow, staging_folder
 
     root = output_dir or (Path.cwd() if flat else Path.cwd() / "outputs")
@@ -115,7 +118,12 @@ def attach(
         return 130
     if flat:
         list(flatten(root))
-    return _summary(final, items, as_json)
+    code = _summary(final, items, as_json)
+    causes = [i.cause for i in items if i.cause and i.failure_class is FailureClass.SCRIPT_ERROR]
+    hint = explain(causes) if explain and causes and not as_json else None
+    if hint:
+        render.info(f"hint: {hint}")
+    return code
 
 
 def _renderer(
@@ -214,9 +222,10 @@ def _summary(
         return code
     if sys.stderr.isatty():
         sys.stderr.write("\n")
+    ran = any(i.started_at and i.finished_at and not i.cached_from for i in items)
     render.info(
         f"{batch.id}: {len(succeeded)} succeeded, {len(failed)} failed, {cached} cached "
-        f"(of {batch.total}), cost {render.money(batch.cost_micros)}"
+        f"(of {batch.total}), cost {render.amount(batch.cost_micros, ran=ran)}"
     )
     for item in failed:
         kind = item.failure_class.value if item.failure_class else item.state.value

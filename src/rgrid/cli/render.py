@@ -182,13 +182,16 @@ def execution(e: schemas.ExecutionPublic) -> None:
 money = format_micros  # ``€0.000123``: integer micros as euros, exactly
 
 
+def amount(micros: int, *, ran: bool) -> str:
+    """A cost; something that ran but too briefly to cost a whole micro says so rather than 0."""
+    return "< €0.000001" if micros == 0 and ran else money(micros)
+
+
 def cost_amount(e: schemas.ExecutionPublic) -> str:
-    """The execution's cost; a run too short to cost a whole micro says so rather than 0."""
+    """The execution's cost (``amount``); a cache hit ran nothing and costs nothing."""
     if e.cost_micros is None:
         return "-"
-    if e.cost_micros == 0 and e.cached_from is None and (e.duration_s or 0) > 0:
-        return "< €0.000001"
-    return money(e.cost_micros)
+    return amount(e.cost_micros, ran=e.cached_from is None and (e.duration_s or 0) > 0)
 
 
 def cost_label(e: schemas.ExecutionPublic) -> str:

@@ -1,4 +1,7 @@
-"""``rgrid run SCRIPT [ARGS]...``: run once on the grid, as if with python here."""
+"""``rgrid run [OPTIONS] SCRIPT [ARGS]...``: run once on the grid, as if with python here.
+
+The grammar is python's: rgrid's options come before SCRIPT, and everything after SCRIPT is the
+script's, byte for byte (``--help``, ``--batch 32``, ``--``)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import contextlib
 import sys
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,12 +35,18 @@ STDIN_NOTICE = (
     "reading stdin to give it to the script (nothing came yet); "
     "if it reads none, run it with `< /dev/null`"
 )
+#: stderr lines kept to recognise a script rejecting rgrid options given after it
+STDERR_TAIL_LINES = 20
 
 
 @click.command(
-    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": True},
-    epilog="Options rgrid does not know are passed to the script; put the script's own options "
-    "after `--` when they clash with rgrid's (rgrid run s.py -- --timeout 5).",
+    # parsing stops at SCRIPT: what follows is the script's, options and `--` included
+    context_settings={"allow_interspersed_args": False},
+    epilog="\b\nrgrid's options go before SCRIPT; everything after SCRIPT is the script's,\n"
+    "byte for byte, as with python:\n"
+    "  rgrid run --timeout 5m train.py --batch 32 --help   # train.py gets --batch 32 --help\n"
+    "  rgrid run --batch 'data/*.csv' --parallel 8 process.py --threshold 0.5\n"
+    "  rgrid run --batch 'data/*.csv' process.py --in {} --out result.json   # {}: the file",
 )
 @click.argument("script_arg", metavar="SCRIPT", type=click.Path(dir_okay=False))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -210,6 +221,7 @@ def run(
                 flat=flat,
                 remote_only=remote_only,
                 as_json=as_json,
+                explain=lambda causes: _misplaced(script, args, causes),
             )
         )
     bundle = build_bundle(script, args, include, argv0=script_arg)
@@ -264,6 +276,7 @@ def run(
             output_dir=output_dir,
             remote_only=remote_only,
             finished=execution if execution.state.terminal else None,
+            explain=lambda tail: _misplaced(script, args, tail),
         )
     )
 
@@ -278,6 +291,15 @@ def _piped_stdin() -> Iterator[LocalFile | None]:
         return
     with stdin.spooled(on_quiet=lambda: render.info(STDIN_NOTICE)) as spooled:
         yield spooled
+
+
+def _misplaced(script: Path, args: tuple[str, ...], stderr_tail: list[str]) -> str | None:
+    from rgrid.cli.grammar import long_options, misplaced_hint
+
+    typed = sys.argv[1:]  # the command as typed, to repeat it with the options moved
+    if not args or tuple(typed[-len(args) :]) != args:
+        typed = ["run", str(script), *args]
+    return misplaced_hint(long_options(run), typed, len(args), stderr_tail)
 
 
 def _confirm_size(files: int, total: int, yes: bool) -> None:
@@ -297,24 +319,26 @@ def attach(
     output_dir: Path | None,
     remote_only: bool,
     finished: schemas.ExecutionPublic | None = None,
+    explain: Callable[[list[str]], str | None] | None = None,
 ) -> int:
     """Stream logs until the end, download outputs, print the summary; returns the exit code.
     ``finished``: the execution, already ended when submitted (a cache hit): its log is read
-    in one request instead of streamed."""
+    in one request instead of streamed. ``explain``: given the last stderr lines of a script
+    that failed, a hint to show, if any."""
     from rgrid.client.runs import download_outputs, exit_code_for, follow, history
 
-    if finished is not None:
-        lines, _, _ = history(client, execution_id)
+    stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+
+    def show(lines: list[schemas.LogLinePublic]) -> None:
         render.log_lines(lines, marked=False)
+        stderr_tail.extend(line.text for line in lines if line.stream.value == "stderr")
+
+    if finished is not None:
+        show(history(client, execution_id)[0])
         final = finished
     else:
         try:
-            follow(
-                client,
-                execution_id,
-                lambda lines: render.log_lines(lines, marked=False),
-                on_notice=render.info,
-            )
+            follow(client, execution_id, show, on_notice=render.info)
         except KeyboardInterrupt:
             return _detach_or_cancel(client, execution_id)
         final = client.get(execution_id)
@@ -324,7 +348,11 @@ def attach(
         for artifact, why in downloads.skipped:
             render.not_downloaded(artifact.path, why)
     _summary(final, downloads)
-    return exit_code_for(final)
+    code = exit_code_for(final)
+    hint = explain(list(stderr_tail)) if explain and code and final.exit_code else None
+    if hint:
+        render.info(f"hint: {hint}")
+    return code
 
 
 def _summary(final: schemas.ExecutionPublic, downloads: Downloads | None) -> None:

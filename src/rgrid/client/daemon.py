@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,6 +24,41 @@ from rgrid import errors
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
+
+#: what the daemon keeps of its starter's environment: where programs are, whose it is, the
+#: locale and time zone, the temporary directory, rgrid's own settings, and what an environment
+#: build takes from the grid (TLS trust, proxies, the package index: the names of
+#: ``rgrid.envs.build.PASSED_SETTINGS``). Anything else — a virtual environment, PYTHONPATH,
+#: PYTHONHOME, other UV_* and CONDA_* variables — is the shell's, not the grid's.
+KEPT_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "UV_INDEX_URL",
+        "UV_EXTRA_INDEX_URL",
+        "UV_DEFAULT_INDEX",
+        "UV_INDEX",
+        "UV_INDEX_STRATEGY",
+        "UV_HTTP_TIMEOUT",
+        "UV_NATIVE_TLS",
+        "UV_SYSTEM_CERTS",
+        "UV_CONCURRENT_DOWNLOADS",
+        *(
+            name
+            for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+            for name in (proxy, proxy.lower())
+        ),
+    }
+)
+KEPT_PREFIXES = ("RGRID_", "LC_", "AWS_")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,14 +145,16 @@ def start(home: Path, port: int | None = None) -> tuple[DaemonInfo, bool]:
             return running, False
         port = port or _free_port()
         url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "RGRID_HOME": str(home)}
         with (home / "server.log").open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "rgrid", "server", "run", "--port", str(port)],
-                env=env,
+                # -P: the working directory is not put on sys.path (RGRID_HOME holds no code)
+                [sys.executable, "-P", "-m", "rgrid", "server", "run", "--port", str(port)],
+                env=daemon_environment(os.environ, home),
+                cwd=home,  # never the caller's directory, which may be deleted under it
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
+                close_fds=True,  # nothing of the caller's but the log
                 start_new_session=True,  # survives the terminal that started it
             )
         _state_path(home).write_text(json.dumps({"pid": process.pid, "url": url}))
@@ -135,6 +172,17 @@ def start(home: Path, port: int | None = None) -> tuple[DaemonInfo, bool]:
         raise errors.ConnectionFailed(
             "the local grid did not become ready in time", hint=f"see {home / 'server.log'}"
         )
+
+
+def daemon_environment(environ: Mapping[str, str], home: Path) -> dict[str, str]:
+    """The local daemon's environment: ``environ`` reduced to ``KEPT_NAMES`` and names with
+    ``KEPT_PREFIXES``, and ``RGRID_HOME``."""
+    kept = {
+        name: value
+        for name, value in environ.items()
+        if name in KEPT_NAMES or name.startswith(KEPT_PREFIXES)
+    }
+    return {**kept, "RGRID_HOME": str(home)}
 
 
 def stop(home: Path) -> DaemonInfo | None:

@@ -10,6 +10,7 @@ no cache with other builds (a shared writable cache would let one build plant fi
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import shutil
@@ -24,6 +25,9 @@ from rgrid.sandbox import lines
 
 ENV_DIR = "env"
 BUILD_TIMEOUT_S = 1800.0  # per step
+#: builds (uv's downloads and unpacking, compiling bytecode on every core) run this much lower
+#: in CPU priority than the grid: the API and running scripts come first
+BUILD_NICENESS = 10
 #: RLIMIT_AS counts address space reserved, not used (uv's threads reserve much): a backstop
 BUILD_MEMORY_BYTES = 8 * 1024**3
 #: where the uv binary and the operator's package directory appear in a bubblewrap build
@@ -108,7 +112,8 @@ async def build_environment(
     fails or a step runs over ``BUILD_TIMEOUT_S``, ``errors.SandboxError`` when the sandbox
     cannot start, and ``errors.RgridError`` when uv cannot create the environment.
     """
-    steps = _Steps(scratch, interpreter, config)
+    # off the event loop: the first build probes the sandbox and finds uv (subprocesses)
+    steps = await asyncio.to_thread(_Steps, scratch, interpreter, config)
     venv = scratch / ENV_DIR
     code, output = await steps.run(
         ["venv", "--quiet", "--relocatable", "--python", str(interpreter.path), str(venv)]
@@ -208,6 +213,7 @@ class _Steps:
             timeout_s=BUILD_TIMEOUT_S,
             memory_bytes=BUILD_MEMORY_BYTES,
             network=network,
+            niceness=BUILD_NICENESS,
         )
         result = await self.box.run(spec, collect)
         if result.timed_out:

@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from rgrid import errors
 from rgrid.envs import build
@@ -93,13 +93,18 @@ class EnvCache:
             built = await self._ensure(key, requirements, interpreter, on_line)
             holder = await asyncio.to_thread(self._hold, key)
         try:
-            manifest = json.loads((self.root / key / MANIFEST).read_text())
-            os.utime(self.root / key / MANIFEST)  # last use, for LRU eviction
+            manifest = await asyncio.to_thread(self._use, key)
             yield PythonEnv(self.root / key, interpreter, tuple(manifest["packages"]), built)
         finally:
             holder.close()  # releases the shared lock
         if built:
             await asyncio.to_thread(self.evict)
+
+    def _use(self, key: str) -> dict[str, Any]:
+        """The environment's manifest, its last use (for LRU eviction) set to now."""
+        manifest: dict[str, Any] = json.loads((self.root / key / MANIFEST).read_text())
+        os.utime(self.root / key / MANIFEST)
+        return manifest
 
     def _lock_path(self, key: str) -> Path:
         return self.root / "locks" / f"{key}.lock"
@@ -137,7 +142,7 @@ class EnvCache:
                 scratch, wanted, interpreter, self.build_config, on_line
             )
             env = scratch / build.ENV_DIR
-            build.check_built(env)
+            await asyncio.to_thread(build.check_built, env)
             manifest = {
                 "key": key,
                 "python": interpreter.full_version,
@@ -145,9 +150,9 @@ class EnvCache:
                 "packages": packages,
                 "built_at": time.time(),
             }
-            _write_new(env / MANIFEST, json.dumps(manifest, indent=2))
+            await asyncio.to_thread(_write_new, env / MANIFEST, json.dumps(manifest, indent=2))
             await asyncio.to_thread(_make_read_only, env)
-            os.rename(env, self.root / key)
+            await asyncio.to_thread(os.rename, env, self.root / key)
             self.builds += 1
             logger.info("environment built", extra={"action": "env_built", "key": key})
         finally:

@@ -80,6 +80,9 @@ class SandboxSpec:
     disk_reserve_bytes: int = DISK_RESERVE_BYTES
     cpus: float | None = None
     stdin_path: Path | None = None
+    #: added to the process's nice value (0: the grid's own priority); environment builds run
+    #: lower so that the grid's event loop and the scripts keep the CPU they need
+    niceness: int = 0
 
 
 class LimitHit(StrEnum):

@@ -110,13 +110,14 @@ class BwrapSandbox:
             if mode is NetworkMode.ISOLATED:
                 namespace = await stack.enter_async_context(network.shared_pool().namespace())
                 prefix = ["nsenter", f"--net={namespace.path}", "--"]
-            group = _make_group(spec)
+            group = await asyncio.to_thread(_make_group, spec)  # cgroupfs writes can stall
             if group is not None:
                 # off the event loop: the kernel may take a moment to let an emptied group go
                 stack.push_async_callback(asyncio.to_thread, group.remove)
             if run_as is not None:
                 for directory in (spec.workdir, *(host for host, _ in spec.rw_binds)):
                     await asyncio.to_thread(_hand_over, directory, run_as)
+            await asyncio.to_thread(masked_paths)  # the first call walks /etc; cached after
             handshake = _Handshake(group)
             plan = Plan(
                 mode, run_as, handshake.status_write, handshake.info_write, handshake.block_read

@@ -64,6 +64,27 @@ def prlimit_program() -> str | None:
     return shutil.which("prlimit")
 
 
+@functools.cache
+def nice_program() -> str | None:
+    """coreutils' nice(1), if installed."""
+    return shutil.which("nice")
+
+
+def nice_argv(niceness: int, argv: list[str]) -> list[str]:
+    """``argv`` started ``niceness`` lower in CPU priority by nice(1), which execs it (same
+    pid; no ``preexec_fn``, so the child is still started with vfork). Unchanged if
+    ``niceness`` is 0 or nice(1) is missing (logged)."""
+    if niceness == 0:
+        return argv
+    program = nice_program()
+    if program is None:
+        logger.warning(
+            "nice(1) not found: builds run at the grid's priority", extra={"action": "nice_missing"}
+        )
+        return argv
+    return [program, "-n", str(niceness), *argv]
+
+
 def prlimit_argv(limits: Rlimits, argv: list[str]) -> list[str] | None:
     """``argv`` run under ``limits`` by prlimit(1), which sets them on itself and then execs
     ``argv``; None if prlimit is not installed.

@@ -125,6 +125,7 @@ def _spawn(
         file_limit_bytes(spec),
         spec.max_open_files,
     )
+    argv = limits.nice_argv(spec.niceness, argv)
     preexec_fn: Callable[[], None] | None = limits.preexec(values)
     if dies_with_parent and (wrapped := limits.prlimit_argv(values, argv)) is not None:
         argv, preexec_fn = wrapped, None  # no preexec_fn: a vfork, not a fork of the grid

@@ -341,7 +341,7 @@ async def _settle(
         return False
     assert outcome.failure_class is not None
     delay = min(RETRY_BACKOFF_S * 2 ** (row.attempt - 1), RETRY_BACKOFF_MAX_S)
-    reason = f"{outcome.failure_class.value}: {outcome.cause}"
+    reason = retry_reason(outcome)
     row.state = ExecutionState.RETRYING.value
     row.retry_reason = reason
     row.queued_at = utcnow() + timedelta(seconds=delay)
@@ -361,6 +361,14 @@ async def _settle(
         "retrying", extra={"action": "execution_retrying", "execution_id": row.id, "reason": reason}
     )
     return True
+
+
+def retry_reason(outcome: domain.Outcome) -> str:
+    """What failed, on one line: ``infrastructure: the worker failed: …``. A cause may span
+    lines (a tool's output); as a log line the parts after the first would stand alone."""
+    assert outcome.failure_class is not None
+    cause = " | ".join(part.strip() for part in (outcome.cause or "").splitlines() if part.strip())
+    return f"{outcome.failure_class.value}: {cause or 'no cause recorded'}"
 
 
 def _apply(row: ExecutionRow, outcome: domain.Outcome, ended: datetime) -> None:
