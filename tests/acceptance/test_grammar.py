@@ -109,11 +109,6 @@ def test_a_double_dash_right_after_the_script_is_passed_on(cli: Cli, workdir: Pa
     assert json.loads(rgrid.stdout) == ["--", "x", "--timeout", "5"]  # python: argv[1] == "--"
 
 
-@pytest.mark.xfail(
-    reason="paths outside the working directory are still placed under _inputs/ and the "
-    "argument rewritten: issue 14 item 1 (kept as typed) lands from another branch",
-    strict=False,
-)
 def test_arguments_naming_existing_paths_are_not_rewritten(cli: Cli, workdir: Path) -> None:
     (workdir / "data").mkdir()
     (workdir / "data" / "a.txt").write_text("a\n")
