@@ -59,6 +59,9 @@ class FileIn:
     path: str
     sha256: str
     size: Size
+    #: only part of the project tree (named by no argument, module or --include): not in the
+    #: result-cache key while the grid cannot tell which files a run read (SPEC §12)
+    tree: bool = False
 
 
 @_wire
@@ -130,6 +133,8 @@ class ExecutionCreate:
     max_retries: Count = 2
     #: reuse an identical earlier succeeded run's result (SPEC §12); False: ``--no-cache``
     cache: bool = True
+    #: directories of the project tree to create that no file implies (relative POSIX paths)
+    dirs: list[str] = dataclasses.field(default_factory=list)
 
 
 @_wire
@@ -175,6 +180,8 @@ class ExecutionPublic:
     cost_final: bool = False
     #: set on a submit's answer when the account is near its spending limit
     warning: str | None = None
+    #: empty directories the run created (its output files imply their own directories)
+    output_dirs: list[str] = dataclasses.field(default_factory=list)
 
 
 @_wire
@@ -207,6 +214,8 @@ class BatchCreate:
     runtime: str | None = None
     max_retries: Count = 2
     cache: bool = True
+    #: the shared project tree's directories that no file implies (see ExecutionCreate)
+    dirs: list[str] = dataclasses.field(default_factory=list)
 
 
 @_wire
@@ -246,6 +255,8 @@ class BatchItemPublic:
     #: its output files, once it ended (saves a request per item when downloading)
     outputs: list[ArtifactPublic] = dataclasses.field(default_factory=list)
     cached_from: str | None = None
+    #: empty directories it created
+    output_dirs: list[str] = dataclasses.field(default_factory=list)
 
 
 @_wire
