@@ -78,6 +78,8 @@ class ExecutionSpec:
     requirements: tuple[str, ...] = ()
     #: the runtime's Python minor version ("3.11"); None: the worker's default
     python: str | None = None
+    #: directories to create that no input implies (relative POSIX paths)
+    dirs: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +97,8 @@ class Outcome:
     #: the interpreter version it ran with ("3.11.7")
     python_version: str | None = None
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: empty directories the run created (output files imply their own)
+    output_dirs: tuple[str, ...] = ()
 
 
 class LogSegment(NamedTuple):
@@ -201,6 +205,7 @@ class Execution:
     cache_note: str | None = None  # what the cache said: "hit", or why it missed
     cost_micros: int | None = None  # so far (provisional) or final; a running one accrues
     cost_final: bool = False
+    output_dirs: tuple[str, ...] = ()  # empty directories the run created
 
     @property
     def log_source(self) -> str:

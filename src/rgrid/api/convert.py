@@ -45,6 +45,7 @@ def execution(e: domain.Execution) -> schemas.ExecutionPublic:
         cache=e.cache_note,
         cost_micros=e.cost_micros,
         cost_final=e.cost_final,
+        output_dirs=list(e.output_dirs),
     )
 
 
@@ -77,6 +78,7 @@ def batch_item(
         finished_at=e.finished_at,
         outputs=[artifact(a) for a in outputs or []],
         cached_from=e.cached_from,
+        output_dirs=list(e.output_dirs),
     )
 
 

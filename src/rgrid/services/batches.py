@@ -42,6 +42,7 @@ def _validate_batch(spec: schemas.BatchCreate, max_items: int) -> None:
             memory_bytes=spec.memory_bytes,
             disk_bytes=spec.disk_bytes,
             max_retries=spec.max_retries,
+            dirs=spec.dirs,
         )
     )
     for item in spec.items:
@@ -101,6 +102,8 @@ async def submit_batch(
             "timeout_s": spec.timeout_s,
             "memory_bytes": spec.memory_bytes,
             "disk_bytes": spec.disk_bytes,
+            "dirs": [str(safe_relpath(d)) for d in spec.dirs],
+            "output_dirs": [],
             "network": spec.network,
             "attempt": 0,
             "created_at": now,
@@ -189,14 +192,15 @@ def _rows(
     now: datetime,
     keyer: cache.Keyer,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    shared = [(str(safe_relpath(f.path)), f.sha256, f.size) for f in spec.files]
+    shared = [(str(safe_relpath(f.path)), f.sha256, f.size, f.tree) for f in spec.files]
     executions, artifacts, metadata = [], [], []
     for index, item in enumerate(spec.items):
         execution_id = domain.new_id("exec")
-        own = [(str(safe_relpath(f.path)), f.sha256, f.size) for f in item.files]
-        paths = {p for p, _, _ in own}
+        own = [(str(safe_relpath(f.path)), f.sha256, f.size, f.tree) for f in item.files]
+        paths = {f[0] for f in own}
         files = [*own, *(s for s in shared if s[0] not in paths)]
-        key = keyer(item.args, [domain.FileRef(*f) for f in files])
+        # the project tree's files are not in the key (interim, see services.executions)
+        key = keyer(item.args, [domain.FileRef(*f[:3]) for f in files if not f[3]])
         executions.append(
             {
                 **common,
@@ -208,7 +212,7 @@ def _rows(
                 "cache_parts": key.parts,
             }
         )
-        for path, sha, size in files:
+        for path, sha, size, _ in files:
             artifacts.append(
                 {
                     "execution_id": execution_id,

@@ -20,6 +20,7 @@ from rgrid.store.models import ExecutionRow
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_ARGS = 10_000
 MAX_FILES = 100_000
+MAX_DIRS = 100_000
 MAX_TIMEOUT_S = 7 * 24 * 3600
 MIN_MEMORY_BYTES = 16 * 1024**2
 MAX_MEMORY_BYTES = 1024**4
@@ -37,6 +38,7 @@ def _check(ok: bool, message: str) -> None:
 def _validate_limits(spec: schemas.ExecutionCreate) -> None:
     _check(len(spec.args) <= MAX_ARGS, f"at most {MAX_ARGS} arguments")
     _check(len(spec.files) <= MAX_FILES, f"at most {MAX_FILES} files")
+    _check(len(spec.dirs) <= MAX_DIRS, f"at most {MAX_DIRS} directories")
     _check(0 < spec.timeout_s <= MAX_TIMEOUT_S, f"timeout must be in (0, {MAX_TIMEOUT_S}] seconds")
     _check(
         MIN_MEMORY_BYTES <= spec.memory_bytes <= MAX_MEMORY_BYTES,
@@ -67,6 +69,8 @@ def _validate(spec: schemas.ExecutionCreate) -> None:
     paths = [str(safe_relpath(f.path)) for f in spec.files]
     if len(set(paths)) != len(paths):
         raise errors.InvalidRequest("the same path is given twice in files")
+    for folder in spec.dirs:
+        safe_relpath(folder)
     if str(safe_relpath(spec.script)) not in paths:
         raise errors.InvalidRequest("the script must be one of the uploaded files")
     if any("\x00" in a for a in spec.args):
@@ -113,7 +117,11 @@ async def submit(
             python=runtime.python,
             network=spec.network,
         )
-        key = keyer(spec.args, files)
+        # interim, until the grid records what a run read: the project tree's files are not in
+        # the key (its previous outputs now lie in it), only the files named (SPEC §12)
+        key = keyer(
+            spec.args, [f for f, given in zip(files, spec.files, strict=True) if not given.tree]
+        )
         row = ExecutionRow(
             id=domain.new_id("exec"),
             account_id=account_id,
@@ -125,6 +133,7 @@ async def submit(
             timeout_s=spec.timeout_s,
             memory_bytes=spec.memory_bytes,
             disk_bytes=spec.disk_bytes,
+            dirs=[str(safe_relpath(d)) for d in spec.dirs],
             network=spec.network,
             attempt=0,
             idempotency_key=spec.idempotency_key,
@@ -240,6 +249,7 @@ RETRY_COPIED = (
     "timeout_s",
     "memory_bytes",
     "disk_bytes",
+    "dirs",
     "network",
     "requirements",
     "dependency_source",

@@ -59,6 +59,7 @@ def to_domain(row: ExecutionRow, metadata: Mapping[str, str]) -> domain.Executio
         cache_note=row.cache_note,
         cost_micros=row.cost_micros,
         cost_final=row.cost_final,
+        output_dirs=tuple(row.output_dirs or ()),
     )
 
 

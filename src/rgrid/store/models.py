@@ -104,6 +104,9 @@ class ExecutionRow(Base):
     timeout_s: Mapped[float] = mapped_column(Float)
     memory_bytes: Mapped[int] = mapped_column(BigInteger)
     disk_bytes: Mapped[int] = mapped_column(BigInteger, default=10 * 1024**3)
+    #: directories of the work directory that no input implies; empty ones the run created
+    dirs: Mapped[list[str]] = mapped_column(JSON, default=list)
+    output_dirs: Mapped[list[str]] = mapped_column(JSON, default=list)
     network: Mapped[bool] = mapped_column(Boolean)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     failure_class: Mapped[str | None] = mapped_column(String(32), nullable=True)
