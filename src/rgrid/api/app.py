@@ -67,6 +67,7 @@ def runner_config(settings: ServerSettings) -> RunnerConfig:
         max_output_files=settings.max_output_files,
         max_log_bytes=settings.max_log_bytes,
         disk_reserve_bytes=settings.disk_reserve_bytes,
+        link_inputs=settings.link_inputs,
     )
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 from rgrid import domain, errors, sandbox
 from rgrid.domain import ExecutionState, FailureClass
 from rgrid.envs.cache import PythonEnv
+from rgrid.paths import join_under
 from rgrid.runner import ControlPlane, RunnerConfig
+from rgrid.runner import workdir as work
 from rgrid.runner.classify import classify
 from rgrid.runner.logship import LogShipper
 from rgrid.runner.workdir import OutputScan, find_outputs, input_path
@@ -69,15 +71,42 @@ def _sandbox_spec(
     )
 
 
-async def _materialise(spec: domain.ExecutionSpec, plane: ControlPlane, workdir: Path) -> None:
-    for ref in spec.inputs:
-        dest = input_path(workdir, ref)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        await plane.fetch_input(ref, dest)
+def _links_safe(box: sandbox.Sandbox) -> bool:
+    """Inputs may be hard links to stored blobs only where the script runs as another user,
+    without capabilities: it can then replace such a file but never write into it."""
+    from rgrid.sandbox.bwrap import privilege_drop_available
+
+    return box.name == "bwrap" and privilege_drop_available()
+
+
+def _make_places(spec: domain.ExecutionSpec, workdir: Path) -> list[tuple[domain.FileRef, Path]]:
+    for folder in spec.dirs:
+        join_under(workdir, folder).mkdir(parents=True, exist_ok=True)
+    placed = [(ref, input_path(workdir, ref)) for ref in spec.inputs]
+    for parent in {dest.parent for _, dest in placed}:
+        parent.mkdir(parents=True, exist_ok=True)
+    return placed
+
+
+async def _materialise(
+    spec: domain.ExecutionSpec, plane: ControlPlane, workdir: Path, link: bool
+) -> dict[str, work.Stamp]:
+    """Put the directories and inputs in place (hard links from the store where ``link``
+    allows, else copies); returns the inputs' stamps."""
+    placed = await asyncio.to_thread(_make_places, spec, workdir)
+    linked = await plane.link_inputs(placed) if link and placed else [False] * len(placed)
+    for (ref, dest), done in zip(placed, linked, strict=True):
+        if not done:
+            await plane.fetch_input(ref, dest)
+    return await asyncio.to_thread(work.stamps, [(ref.path, dest) for ref, dest in placed])
 
 
 async def _scan(
-    spec: domain.ExecutionSpec, workdir: Path, config: RunnerConfig, shipper: LogShipper
+    spec: domain.ExecutionSpec,
+    workdir: Path,
+    config: RunnerConfig,
+    shipper: LogShipper,
+    placed: dict[str, work.Stamp],
 ) -> OutputScan:
     """What the run produced; each file the grid cannot name gets a warning in the log."""
     scan = await asyncio.to_thread(
@@ -86,6 +115,8 @@ async def _scan(
         {ref.path: ref for ref in spec.inputs},
         max_bytes=config.max_output_bytes,
         max_files=config.max_output_files,
+        placed=placed,
+        dirs_before=work.existing_dirs((ref.path for ref in spec.inputs), spec.dirs),
     )
     for name, why in scan.refused:
         shipper.system(f"warning: output {printable(name)} not kept: {why}")
@@ -104,8 +135,9 @@ async def _collect(
             cause=f"outputs over the limit: {scan.dropped} files not kept",
             hint="write fewer or smaller files, or raise the grid's output limits",
             outputs=outputs,
+            output_dirs=tuple(scan.dirs),
         )
-    return dataclasses.replace(outcome, outputs=outputs)
+    return dataclasses.replace(outcome, outputs=outputs, output_dirs=tuple(scan.dirs))
 
 
 async def run_execution(
@@ -119,8 +151,10 @@ async def run_execution(
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     try:
+        box = sandbox.detect()
         try:
-            await _materialise(spec, plane, workdir)
+            link = config.link_inputs and _links_safe(box)
+            placed = await _materialise(spec, plane, workdir, link)
         except errors.RgridError as exc:
             return domain.Outcome(
                 ExecutionState.FAILED,
@@ -128,7 +162,6 @@ async def run_execution(
                 FailureClass.INPUT_ERROR,
                 cause=f"an input could not be prepared: {exc.message}",
             )
-        box = sandbox.detect()
         interpreter = config.interpreters[spec.python or config.default_python]
         shipper = LogShipper(
             plane,
@@ -167,7 +200,7 @@ async def run_execution(
                 return outcome
             if outcome.failure_class is FailureClass.DISK_LIMIT:
                 return outcome  # keeping what filled the disk would only move it into storage
-            scan = await _scan(spec, workdir, config, shipper)
+            scan = await _scan(spec, workdir, config, shipper, placed)
         return await _collect(scan, plane, outcome)
     finally:
         if not config.keep_workdirs:
