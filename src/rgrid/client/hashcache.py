@@ -75,7 +75,7 @@ class HashCache:
             return old[4]
         sha = sha256_file(Path(absolute))
         self.hashed += 1
-        if time.time_ns() - max(info.st_mtime_ns, info.st_ctime_ns) > RACY_S * 1e9:
+        if time.time_ns() - info.st_mtime_ns > RACY_S * 1e9:
             self._seen[absolute] = (*key, sha)
         return sha
 
