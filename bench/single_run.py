@@ -2,7 +2,8 @@
 
 Measures (median and p90 over N runs, warm grid): the real interpreter running hello.py, the same
 under bubblewrap, `rgrid run hello.py` against a local grid daemon; plus `rgrid --help` and the
-grid's idle RSS. Usage: .venv/bin/python bench/single_run.py [--runs 20]
+grid's idle RSS; and `rgrid run hello.py` in a project directory of 2,000 small files (20 MB) against
+the empty one (issue 14: the project tree travels; goal <= 20 ms more). Usage: .venv/bin/python bench/single_run.py [--runs 20]
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 from _common import real_python, timed
 
 BIN = Path(sys.executable).parent
+TREE_FILES = 2000
+TREE_FILE_BYTES = 10_000
 RGRID = BIN / "rgrid"
 
 
@@ -77,6 +80,15 @@ def main() -> None:
     project = tmp / "project"
     project.mkdir()
     (project / "hello.py").write_text('print("hello from", __name__)\n')
+    tree = tmp / "tree-project"
+    for i in range(TREE_FILES):
+        folder = tree / f"d{i // 100:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{i:04d}.bin").write_bytes(os.urandom(TREE_FILE_BYTES))
+    (tree / "hello.py").write_text('print("hello from", __name__)\n')
+    old = time.time() - 60  # an existing project: older than the hash cache's racy window
+    for path in tree.rglob("*"):
+        os.utime(path, (old, old))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
     env.update(RGRID_HOME=str(tmp / "home"), HOME=str(tmp / "user"))
     python = real_python()
@@ -92,6 +104,8 @@ def main() -> None:
             else []
         )
         rgrid = timed([str(RGRID), "run", "--no-cache", "hello.py"], runs, project, env)
+        timed([str(RGRID), "run", "--no-cache", "hello.py"], 2, tree, env)  # uploads, hashes
+        in_tree = timed([str(RGRID), "run", "--no-cache", "hello.py"], runs, tree, env)
         helps = timed([str(RGRID), "--help"], runs, project, env)
         pid = int(__import__("json").loads((tmp / "home" / "server.json").read_text())["pid"])
         time.sleep(2)
@@ -106,7 +120,10 @@ def main() -> None:
     if boxed:
         print(row("bwrap … python hello.py", boxed, base))
     print(row("rgrid run hello.py", rgrid, base))
+    print(row("rgrid run hello.py, 2,000-file tree", in_tree, base))
     print(row("rgrid --help", helps, None))
+    tree_extra = (statistics.median(in_tree) - statistics.median(rgrid)) * 1000
+    print(f"\n2,000-file tree (20 MB) over an empty project: {tree_extra:+.0f} ms (goal <= 20 ms)")
     overhead = statistics.median(rgrid) * 1000 - base
     print(
         f"\nrgrid overhead over bare python: {overhead:.0f} ms (goal <= 300 ms); "

@@ -101,6 +101,8 @@ class ExecutionSpec:
     python: str | None = None
     #: what the script reads on stdin (its path is ``STDIN_PATH``); None: nothing, end-of-file
     stdin: FileRef | None = None
+    #: directories to create that no input implies (relative POSIX paths)
+    dirs: tuple[str, ...] = ()
 
 
 #: how an execution's stdin is named where it is handled like a file (messages, ``FileRef``)
@@ -125,6 +127,8 @@ class Outcome:
     #: whole input tree to be the same)
     reads: InputReads | None = None
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: empty directories the run created (output files imply their own)
+    output_dirs: tuple[str, ...] = ()
 
 
 class LogSegment(NamedTuple):
@@ -235,6 +239,7 @@ class Execution:
     cost_final: bool = False
     #: the size of the piped stdin it was given; None: none (a terminal: end-of-file at once)
     stdin_size: int | None = None
+    output_dirs: tuple[str, ...] = ()  # empty directories the run created
 
     @property
     def log_source(self) -> str:

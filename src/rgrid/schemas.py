@@ -59,6 +59,9 @@ class FileIn:
     path: str
     sha256: str
     size: Size
+    #: only part of the project tree (named by no argument, module or --include): not in the
+    #: result-cache key while the grid cannot tell which files a run read (SPEC §12)
+    tree: bool = False
 
 
 @_wire
@@ -151,6 +154,8 @@ class ExecutionCreate:
     mount_roots: list[str] = dataclasses.field(default_factory=list)
     #: outside paths named by arguments: what the script writes there comes back
     named_outside: list[str] = dataclasses.field(default_factory=list)
+    #: directories of the project tree to create that no file implies (relative POSIX paths)
+    dirs: list[str] = dataclasses.field(default_factory=list)
 
 
 @_wire
@@ -200,6 +205,8 @@ class ExecutionPublic:
     warning: str | None = None
     #: bytes of piped stdin it was given; None: none
     stdin_size: int | None = None
+    #: empty directories the run created (its output files imply their own directories)
+    output_dirs: list[str] = dataclasses.field(default_factory=list)
 
 
 @_wire
@@ -242,6 +249,8 @@ class BatchCreate:
     mount_roots: list[str] = dataclasses.field(default_factory=list)
     #: outside paths named by arguments: what the script writes there comes back
     named_outside: list[str] = dataclasses.field(default_factory=list)
+    #: the shared project tree's directories that no file implies (see ExecutionCreate)
+    dirs: list[str] = dataclasses.field(default_factory=list)
 
 
 @_wire
@@ -281,6 +290,8 @@ class BatchItemPublic:
     #: its output files, once it ended (saves a request per item when downloading)
     outputs: list[ArtifactPublic] = dataclasses.field(default_factory=list)
     cached_from: str | None = None
+    #: empty directories it created
+    output_dirs: list[str] = dataclasses.field(default_factory=list)
 
 
 @_wire

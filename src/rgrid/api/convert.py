@@ -48,6 +48,7 @@ def execution(e: domain.Execution) -> schemas.ExecutionPublic:
         cost_micros=e.cost_micros,
         cost_final=e.cost_final,
         stdin_size=e.stdin_size,
+        output_dirs=list(e.output_dirs),
     )
 
 
@@ -80,6 +81,7 @@ def batch_item(
         finished_at=e.finished_at,
         outputs=[artifact(a) for a in outputs or []],
         cached_from=e.cached_from,
+        output_dirs=list(e.output_dirs),
     )
 
 

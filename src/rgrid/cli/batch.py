@@ -34,6 +34,7 @@ def submit(
     patterns: list[str],
     includes: list[Path],
     options: dict[str, object],
+    project: dict[str, object] | None = None,
 ) -> str:
     """Expand, upload what the grid lacks, submit the whole batch in one request."""
     from rgrid import schemas
@@ -41,8 +42,10 @@ def submit(
     from rgrid.client.runs import upload_bundle
 
     inputs = expand(patterns, MAX_BATCH_ITEMS)
-    batch = plan(script, args, inputs, includes)
+    batch = plan(script, args, inputs, includes, project)
     bundle = batch.bundle
+    for line in render.tree_notices(bundle.tree_report):
+        render.info(line)
     if len(inputs) >= LARGE_BATCH:  # say what it will cost and take before it starts
         from rgrid.cli.cost import estimate_lines
 
@@ -60,7 +63,11 @@ def submit(
     )
     spec = schemas.BatchCreate(
         script=bundle.script,
-        files=[schemas.FileIn(path=f.rel, sha256=f.sha256, size=f.size) for f in bundle.files],
+        files=[
+            schemas.FileIn(path=f.rel, sha256=f.sha256, size=f.size, tree=f.tree)
+            for f in bundle.files
+        ],
+        dirs=bundle.dirs,
         items=batch.items,
         idempotency_key=str(uuid.uuid4()),
         cwd=bundle.cwd,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from rgrid.text import printable
 
 if TYPE_CHECKING:
     from rgrid import schemas
+    from rgrid.client.bundle import TreeReport
 
 
 def clean(text: str) -> str:
@@ -74,6 +76,26 @@ def upload_report(uploaded: int, uploaded_bytes: int, already: int) -> str:
     files = f"{uploaded} file{'' if uploaded == 1 else 's'}"
     sent = f"uploaded {files} ({size(uploaded_bytes)})" if uploaded else "uploaded nothing"
     return f"{sent}, {already} already on the grid"
+
+
+def tree_notices(report: TreeReport) -> list[str]:
+    """What the project tree walk has to say: big files left behind over the budget (one
+    line), unreadable files, and with RGRID_DEBUG the hash cache's figures."""
+    lines = []
+    if report.left_behind and report.budget is not None:
+        budget = report.budget
+        lines.append(
+            f"{report.left_behind} file{'' if report.left_behind == 1 else 's'} over "
+            f"{binary_size(budget.big_file_bytes)} ({size(report.left_behind_bytes)}) stay behind: "
+            f"the project is over {binary_size(budget.max_bytes)} or {budget.max_files:,} files; "
+            "name them as arguments or --include them to send them "
+            "(or raise tree_budget in .rgrid/config.toml / RGRID_TREE_BUDGET)"
+        )
+    if report.unreadable:
+        lines.append(f"{report.unreadable} unreadable file(s) of the project tree not sent")
+    if os.environ.get("RGRID_DEBUG"):
+        lines.append(f"hashed {report.hashed} file(s), {report.hash_hits} from the hash cache")
+    return lines
 
 
 class TransferBar:

@@ -178,12 +178,13 @@ def run(
     script = Path(script_arg)  # script_arg stays as typed: it is the script's sys.argv[0]
     from rgrid import bounds, schemas
     from rgrid.cli.context import connect
-    from rgrid.client.bundle import build_bundle
+    from rgrid.client.bundle import build_bundle, project_bundle
     from rgrid.client.config import project_settings
     from rgrid.client.requirements import plan
     from rgrid.client.runs import upload_bundle
 
-    use_cache = not no_cache and project_settings().get("cache", True) is True
+    project = project_settings()
+    use_cache = not no_cache and project.get("cache", True) is True
     env_values = key_values(env, "--env", local_fallback=True)
     labels = key_values(metadata, "--metadata")
     bounds.check_env(env_values)  # the grid's own checks, before anything is uploaded
@@ -209,7 +210,9 @@ def run(
             "cache": use_cache,
         }
         client = connect()
-        batch_id = batch.submit(client, script, list(args), list(patterns), list(include), options)
+        batch_id = batch.submit(
+            client, script, list(args), list(patterns), list(include), options, project
+        )
         if detach:
             click.echo(batch_id)
             return
@@ -224,7 +227,9 @@ def run(
                 explain=lambda causes: _misplaced(script, args, causes),
             )
         )
-    bundle = build_bundle(script, args, include, argv0=script_arg)
+    bundle = project_bundle(script, args, include, project=project, argv0=script_arg)
+    for line in render.tree_notices(bundle.tree_report):
+        render.info(line)
     deps = plan(script, requirements_file, bundle.modules)
     with _piped_stdin() as stdin:
         _confirm_size(len(bundle.files), bundle.total_bytes + (stdin.size if stdin else 0), yes)
@@ -233,7 +238,11 @@ def run(
     spec = schemas.ExecutionCreate(
         script=bundle.script,
         args=bundle.args,
-        files=[schemas.FileIn(path=f.rel, sha256=f.sha256, size=f.size) for f in bundle.files],
+        files=[
+            schemas.FileIn(path=f.rel, sha256=f.sha256, size=f.size, tree=f.tree)
+            for f in bundle.files
+        ],
+        dirs=bundle.dirs,
         env=env_values,
         metadata=labels,
         timeout_s=timeout,
@@ -344,7 +353,9 @@ def attach(
         final = client.get(execution_id)
     downloads = None
     if not remote_only:
-        downloads = download_outputs(client, execution_id, output_dir or Path.cwd())
+        downloads = download_outputs(
+            client, execution_id, output_dir or Path.cwd(), dirs=final.output_dirs
+        )
         for artifact, why in downloads.skipped:
             render.not_downloaded(artifact.path, why)
     _summary(final, downloads)

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 
 from rgrid import errors, schemas
 from rgrid.client import Client
-from rgrid.client.bundle import Bundle, LocalFile, build_bundle
+from rgrid.client.bundle import Bundle, LocalFile, project_bundle
 
 POLL_S = 0.5
 FLAT_STAGING = ".rgrid-flat"
@@ -51,9 +51,18 @@ class BatchPlan:
     inputs: list[LocalFile]  # every item's own file, for uploading
 
 
-def plan(script: Path, args: list[str], inputs: list[Path], includes: list[Path]) -> BatchPlan:
-    """Items: ARGS with each input appended, or put where ``{}`` stands."""
-    bundle = build_bundle(script, [a for a in args if a != "{}"], includes, batch_inputs=inputs)
+def plan(
+    script: Path,
+    args: list[str],
+    inputs: list[Path],
+    includes: list[Path],
+    project: dict[str, object] | None = None,
+) -> BatchPlan:
+    """Items: ARGS with each input appended, or put where ``{}`` stands. The project tree is
+    shared by all items, without the inputs: each item gets only its own."""
+    bundle = project_bundle(
+        script, [a for a in args if a != "{}"], includes, batch_inputs=inputs, project=project
+    )
     shared_args = iter(bundle.args)
     template = [a if a == "{}" else next(shared_args) for a in args]
     items = []
@@ -153,9 +162,10 @@ def fetch_outputs(
     """Download an item's outputs into ``root/folder``, skipping files already there with the
     same content (a re-attached follow downloads exactly what is missing). An output this
     file system cannot hold is handed to ``on_skip`` with the reason; the others still come."""
-    from rgrid.client.runs import same_content
+    from rgrid.client.runs import make_dirs, same_content
 
     dest = root / folder
+    make_dirs(dest, item.output_dirs)
     fetched = []
     for artifact in item.outputs:
         try:

@@ -1,4 +1,5 @@
-"""What ``rgrid run`` sends: the script, the local modules it imports, and file arguments.
+"""What ``rgrid run`` sends: the script, the local modules it imports, file arguments,
+``--include`` paths (the *named* files), and the project tree (``client.tree``).
 
 Arguments are never rewritten (SPEC §4.2): the grid mounts the execution's tree at this
 machine's working directory, so a path inside it keeps its relative place, and a file or directory
@@ -11,18 +12,17 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import hashlib
 import os
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 from rgrid import errors
+from rgrid.client import tree as project_tree
+from rgrid.client.hashcache import UNREADABLE_HINT, HashCache, sha256_file
 from rgrid.paths import check_mount_root
 
 SKIP_DIRS = frozenset({"__pycache__", ".git", ".venv", "venv", ".mypy_cache", ".pytest_cache"})
-HASH_CHUNK = 1024 * 1024
-UNREADABLE_HINT = "rgrid uploads file arguments: make the file readable, or pass another one"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +31,22 @@ class LocalFile:
     source: Path  # where it is on this machine
     sha256: str
     size: int
+    #: only part of the project tree: named by nothing (not in the result-cache key, SPEC §12)
+    tree: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeReport:
+    """What the project tree walk found besides the files it sends."""
+
+    #: tree files over the budget's size bound that stay behind, and their bytes
+    left_behind: int = 0
+    left_behind_bytes: int = 0
+    budget: project_tree.Budget | None = None
+    unreadable: int = 0
+    #: files hashed (read), and files whose hash came from the hash cache
+    hashed: int = 0
+    hash_hits: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,23 +66,13 @@ class Bundle:
     modules: list[Path] = dataclasses.field(default_factory=list)
     #: the batch inputs given to ``build_bundle``, placed like file arguments (same order)
     batch_files: list[LocalFile] = dataclasses.field(default_factory=list)
+    #: directories to create that no file implies (empty ones, or holding only what stays behind)
+    dirs: list[str] = dataclasses.field(default_factory=list)
+    tree_report: TreeReport = dataclasses.field(default_factory=TreeReport)
 
     @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(HASH_CHUNK):
-                digest.update(chunk)
-    except OSError as exc:
-        raise errors.UsageError(
-            f"cannot read {path}: {exc.strerror or exc}", hint=UNREADABLE_HINT
-        ) from exc
-    return digest.hexdigest()
 
 
 def _check_regular(path: Path) -> None:
@@ -174,10 +180,14 @@ class _Placer:
         return sorted(kept)
 
 
-def _file_entry(placer: _Placer, path: Path, root: Path | None = None) -> LocalFile:
+def _file_entry(
+    placer: _Placer, path: Path, root: Path | None = None, hashes: HashCache | None = None
+) -> LocalFile:
     _check_regular(path)
     rel = placer.place(path, root)
-    return LocalFile(rel=rel, source=path, sha256=sha256_file(path), size=path.stat().st_size)
+    info = path.stat()
+    sha = hashes.sha256(path, info) if hashes else sha256_file(path)
+    return LocalFile(rel=rel, source=path, sha256=sha, size=info.st_size)
 
 
 def _path_arg(arg: str) -> tuple[str, str] | None:
@@ -191,7 +201,7 @@ def _path_arg(arg: str) -> tuple[str, str] | None:
     return None
 
 
-def _add_path(placer: _Placer, files: dict[str, LocalFile], path: Path) -> None:
+def _add_path(placer: _Placer, files: dict[str, LocalFile], path: Path, hashes: HashCache) -> None:
     """Add a named file or directory tree (outside the working directory: mounted, and what the
     script writes there comes back)."""
     if not path.exists():
@@ -200,7 +210,7 @@ def _add_path(placer: _Placer, files: dict[str, LocalFile], path: Path) -> None:
     if placer.outside(path):
         placer.named[os.path.abspath(path)] = None
     for item in _tree_files(path) if path.is_dir() else [path]:
-        entry = _file_entry(placer, item, directory)
+        entry = _file_entry(placer, item, directory, hashes)
         files.setdefault(entry.rel, entry)
     if directory is not None and placer.outside(path):
         placer.add_root(directory)
@@ -224,9 +234,15 @@ def build_bundle(
     cwd: Path | None = None,
     batch_inputs: Iterable[Path] = (),
     argv0: str | None = None,
+    *,
+    budget: project_tree.Budget | None = None,
+    hashes: HashCache | None = None,
 ) -> Bundle:
-    """Collect and hash everything a run needs. Raises ``UsageError`` for unusable paths."""
+    """Collect and hash everything a run needs; with a ``budget``, the project tree (the
+    current directory's) too, batch inputs excepted. Raises ``UsageError`` for unusable paths.
+    ``hashes``: where known hashes are looked up (default: none, every file is read)."""
     cwd = cwd or Path.cwd()
+    hashes = hashes or HashCache(None)
     if not script.exists():
         raise errors.UsageError(
             f"script not found: {script}",
@@ -234,25 +250,31 @@ def build_bundle(
         )
     placer = _Placer(cwd)
     files: dict[str, LocalFile] = {}
-    script_entry = _file_entry(placer, script)
+    script_entry = _file_entry(placer, script, hashes=hashes)
     files[script_entry.rel] = script_entry
     script_base = Path(os.path.abspath(script)).parent
     modules = local_modules(script)
     for module in modules:
-        entry = _file_entry(placer, module, root=script_base)
+        entry = _file_entry(placer, module, root=script_base, hashes=hashes)
         files.setdefault(entry.rel, entry)
     args = list(args)
     for arg in args:
         named = _path_arg(arg)
         if named is not None:
-            _add_path(placer, files, Path(named[1]))
+            _add_path(placer, files, Path(named[1]), hashes)
         elif arg:
             _output_target(placer, arg.partition("=")[2] if arg.startswith("-") else arg)
     for include in includes:
         if not include.exists():
             raise errors.UsageError(f"--include path not found: {include}")
-        _add_path(placer, files, include)
-    placed = [_file_entry(placer, path) for path in batch_inputs]
+        _add_path(placer, files, include, hashes)
+    placed = [_file_entry(placer, path, hashes=hashes) for path in batch_inputs]
+    dirs: list[str] = []
+    report = TreeReport()
+    if budget is not None:
+        exclude = {f.rel for f in placed}
+        dirs, report = _add_tree(Path(os.path.abspath(cwd)), files, exclude, budget, hashes)
+    report = dataclasses.replace(report, hashed=hashes.hashed, hash_hits=hashes.hits)
     return Bundle(
         script=script_entry.rel,
         args=args,
@@ -263,7 +285,76 @@ def build_bundle(
         argv0=argv0 if argv0 is not None else str(script),
         mount_roots=placer.roots,
         named_outside=sorted(placer.named),
+        dirs=dirs,
+        tree_report=report,
     )
+
+
+def _add_tree(
+    root: Path,
+    files: dict[str, LocalFile],
+    exclude: set[str],
+    budget: project_tree.Budget,
+    hashes: HashCache,
+) -> tuple[list[str], TreeReport]:
+    """Add the tree's files that are not named already; returns the directories no sent file
+    implies, and what stayed behind."""
+    found = project_tree.walk(root, exclude)
+    total = sum(f.info.st_size for f in found.files)
+    over = total > budget.max_bytes or len(found.files) > budget.max_files
+    left = left_bytes = 0
+    unreadable = found.unreadable
+    for item in found.files:
+        if item.rel in files:
+            continue
+        if over and item.info.st_size > budget.big_file_bytes:
+            left, left_bytes = left + 1, left_bytes + item.info.st_size
+            continue
+        try:
+            sha = hashes.sha256(item.path, item.info)
+        except errors.UsageError:
+            unreadable += 1
+            continue
+        files[item.rel] = LocalFile(item.rel, item.path, sha, item.info.st_size, tree=True)
+    report = TreeReport(left, left_bytes, budget if over else None, unreadable)
+    return _uncovered(found.dirs, files), report
+
+
+def _uncovered(dirs: list[str], files: dict[str, LocalFile]) -> list[str]:
+    """The directories (deepest first) that creating the files' parents would not create."""
+    covered: set[str] = set()
+    for rel in files:
+        covered.update(p.as_posix() for p in PurePosixPath(rel).parents)
+    needed = []
+    for rel in sorted(dirs, key=lambda d: d.count("/"), reverse=True):
+        if rel not in covered:
+            needed.append(rel)
+            covered.update(p.as_posix() for p in PurePosixPath(rel).parents)
+            covered.add(rel)
+    return sorted(needed)
+
+
+def project_bundle(
+    script: Path,
+    args: Iterable[str],
+    includes: Iterable[Path],
+    batch_inputs: Iterable[Path] = (),
+    project: dict[str, object] | None = None,
+    argv0: str | None = None,
+) -> Bundle:
+    """``build_bundle`` with the project tree of the current directory, under the budget of
+    ``project`` (its ``.rgrid/config.toml`` settings) and the environment, hashed through the
+    user's hash cache (which is saved)."""
+    from rgrid.client.hashcache import default_location
+
+    cwd = Path(os.path.abspath(Path.cwd()))
+    budget = project_tree.budget_from(project or {}, os.environ)
+    hashes = HashCache(default_location(cwd))
+    bundle = build_bundle(
+        script, args, includes, cwd, batch_inputs, argv0, budget=budget, hashes=hashes
+    )
+    hashes.save()
+    return bundle
 
 
 def place_files(paths: Iterable[Path], cwd: Path | None = None) -> list[LocalFile]:

@@ -82,7 +82,12 @@ def write_profile(name: str, api_url: str, api_key: str) -> Path:
 
 PROJECT_CONFIG = Path(".rgrid") / "config.toml"
 #: the project settings ``.rgrid/config.toml`` may hold, and their types
-PROJECT_KEYS: dict[str, type] = {"cache": bool}
+PROJECT_KEYS: dict[str, type | tuple[type, ...]] = {
+    "cache": bool,
+    #: the project tree's budget (SPEC §4.1): a size ("100MiB" or bytes) and a file count
+    "tree_budget": (str, int),
+    "tree_budget_files": int,
+}
 
 
 def project_settings(start: Path | None = None) -> dict[str, object]:
@@ -108,5 +113,6 @@ def project_settings(start: Path | None = None) -> dict[str, object]:
                 f"{path}: unknown setting {key!r}", hint=f"known: {', '.join(PROJECT_KEYS)}"
             )
         if not isinstance(value, wanted):
-            raise errors.UsageError(f"{path}: {key} must be a {wanted.__name__}, not {value!r}")
+            kind = wanted.__name__ if isinstance(wanted, type) else "size"
+            raise errors.UsageError(f"{path}: {key} must be a {kind}, not {value!r}")
     return values

@@ -86,6 +86,24 @@ class Downloads:
     unchanged: list[tuple[schemas.ArtifactPublic, Path]]
     #: outputs this file system cannot hold under their name, and why (the others still came)
     skipped: list[tuple[schemas.ArtifactPublic, str]] = dataclasses.field(default_factory=list)
+    #: empty directories the run created, made here
+    dirs: list[Path] = dataclasses.field(default_factory=list)
+
+
+def make_dirs(dest: Path, dirs: Sequence[str]) -> list[Path]:
+    """Create the empty directories a run created under ``dest`` (unsafe names are refused
+    with ``errors.UnsafePath``; one the file system cannot hold is skipped)."""
+    from rgrid.paths import join_under
+
+    made = []
+    for rel in dirs:
+        path = join_under(dest, rel)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue  # a file in the way: the user's own, never replaced
+        made.append(path)
+    return made
 
 
 def download_outputs(
@@ -93,9 +111,11 @@ def download_outputs(
     execution_id: str,
     dest: Path,
     only: list[str] | None = None,
+    dirs: Sequence[str] | None = None,
 ) -> Downloads:
     """Fetch outputs into ``dest`` preserving their relative paths (all of them, or ``only``),
-    except those already there with the same content.
+    except those already there with the same content, and (unless ``only``) create the empty
+    directories the run created (``dirs``: already known; None: asked for).
 
     Unsafe names are refused (``errors.UnsafePath``) before anything is written. An output the
     local file system cannot hold (a name too long for it, a directory in the way) is skipped,
@@ -137,6 +157,9 @@ def download_outputs(
                 )
         except OSError as exc:
             downloads.skipped.append((artifact, exc.strerror or str(exc)))
+    if not only:
+        wanted = client.get(execution_id).output_dirs if dirs is None else dirs
+        downloads.dirs.extend(make_dirs(dest, wanted))
     return downloads
 
 

@@ -7,6 +7,7 @@ outcome reported. The runner talks to the grid only through ``ControlPlane``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +21,11 @@ class ControlPlane(Protocol):
 
     async def fetch_input(self, ref: domain.FileRef, dest: Path) -> None:
         """Write the input's bytes to ``dest`` (its parent exists). Raises RgridError."""
+
+    async def link_inputs(self, placed: Sequence[tuple[domain.FileRef, Path]]) -> list[bool]:
+        """Hard-link inputs from the grid's store where it can (read-only files the grid's
+        user owns: changing one would change every run's copy); per input, whether it was
+        linked. The others are to be fetched with ``fetch_input``."""
 
     async def store_output(self, path: Path, rel: str) -> domain.FileRef:
         """Store the file at ``path`` as output ``rel`` (it may be taken away: the work
@@ -45,3 +51,5 @@ class RunnerConfig:
     keep_workdirs: bool = False
     #: observe which input files each run opens (``sandbox.reads``)
     read_tracking: bool = True
+    #: hard-link inputs from the store where that is safe (see ``ServerSettings.link_inputs``)
+    link_inputs: bool = False

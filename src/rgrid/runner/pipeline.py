@@ -11,7 +11,9 @@ from pathlib import Path
 from rgrid import domain, errors, sandbox
 from rgrid.domain import ExecutionState, FailureClass
 from rgrid.envs.cache import PythonEnv
+from rgrid.paths import join_under
 from rgrid.runner import ControlPlane, RunnerConfig
+from rgrid.runner import workdir as work
 from rgrid.runner.classify import classify
 from rgrid.runner.logship import LogShipper
 from rgrid.runner.places import FALLBACK_DIR, Layout, elsewhere_warning, scan_outside
@@ -77,18 +79,40 @@ def stdin_path(workdir: Path) -> Path:
     return workdir.with_name(workdir.name + ".stdin")
 
 
-async def _materialise(spec: domain.ExecutionSpec, plane: ControlPlane, layout: Layout) -> None:
+def _links_safe(box: sandbox.Sandbox) -> bool:
+    """Inputs may be hard links to stored blobs only where the script runs as another user,
+    without capabilities: it can then replace such a file but never write into it."""
+    from rgrid.sandbox.bwrap import privilege_drop_available
+
+    return box.name == "bwrap" and privilege_drop_available()
+
+
+def _make_places(spec: domain.ExecutionSpec, layout: Layout) -> list[tuple[domain.FileRef, Path]]:
     layout.prepare()
-    for ref in spec.inputs:
-        dest = layout.input_dest(ref)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        await plane.fetch_input(ref, dest)
-    if spec.stdin is None:
-        return
-    if spec.stdin.size == 0:  # an empty stdin has no blob
-        stdin_path(layout.workdir).write_bytes(b"")
-    else:
-        await plane.fetch_input(spec.stdin, stdin_path(layout.workdir))
+    for folder in spec.dirs:
+        join_under(layout.workdir, folder).mkdir(parents=True, exist_ok=True)
+    placed = [(ref, layout.input_dest(ref)) for ref in spec.inputs]
+    for parent in {dest.parent for _, dest in placed}:
+        parent.mkdir(parents=True, exist_ok=True)
+    return placed
+
+
+async def _materialise(
+    spec: domain.ExecutionSpec, plane: ControlPlane, layout: Layout, link: bool
+) -> dict[str, work.Stamp]:
+    """Put the directories, inputs and stdin in place (hard links from the store where
+    ``link`` allows, else copies); returns the inputs' stamps."""
+    placed = await asyncio.to_thread(_make_places, spec, layout)
+    linked = await plane.link_inputs(placed) if link and placed else [False] * len(placed)
+    for (ref, dest), done in zip(placed, linked, strict=True):
+        if not done:
+            await plane.fetch_input(ref, dest)
+    if spec.stdin is not None:
+        if spec.stdin.size == 0:  # an empty stdin has no blob
+            stdin_path(layout.workdir).write_bytes(b"")
+        else:
+            await plane.fetch_input(spec.stdin, stdin_path(layout.workdir))
+    return await asyncio.to_thread(work.stamps, [(ref.path, dest) for ref, dest in placed])
 
 
 async def _watch(
@@ -135,7 +159,11 @@ async def _run_observed(
 
 
 async def _scan(
-    spec: domain.ExecutionSpec, layout: Layout, config: RunnerConfig, shipper: LogShipper
+    spec: domain.ExecutionSpec,
+    layout: Layout,
+    config: RunnerConfig,
+    shipper: LogShipper,
+    placed: dict[str, work.Stamp],
 ) -> OutputScan:
     """What the run produced; each file the grid cannot name gets a warning in the log, and
     files written outside the working directory but not where an argument named get one too."""
@@ -147,6 +175,8 @@ async def _scan(
         max_bytes=config.max_output_bytes,
         max_files=config.max_output_files,
         skip_top=frozenset() if layout.mounted else frozenset({FALLBACK_DIR}),
+        placed=placed,
+        dirs_before=work.existing_dirs((ref.path for ref in spec.inputs), spec.dirs),
     )
     outside = await asyncio.to_thread(scan_outside, layout, inputs)
     for name, why in scan.refused:
@@ -168,8 +198,9 @@ async def _collect(
             cause=f"outputs over the limit: {scan.dropped} files not kept",
             hint="write fewer or smaller files, or raise the grid's output limits",
             outputs=outputs,
+            output_dirs=tuple(scan.dirs),
         )
-    return dataclasses.replace(outcome, outputs=outputs)
+    return dataclasses.replace(outcome, outputs=outputs, output_dirs=tuple(scan.dirs))
 
 
 async def run_execution(
@@ -185,8 +216,10 @@ async def run_execution(
         shutil.rmtree(directory, ignore_errors=True)
     stdin_path(layout.workdir).unlink(missing_ok=True)
     try:
+        box = sandbox.detect()
         try:
-            await _materialise(spec, plane, layout)
+            link = config.link_inputs and _links_safe(box)
+            placed = await _materialise(spec, plane, layout, link)
         except errors.RgridError as exc:
             return domain.Outcome(
                 ExecutionState.FAILED,
@@ -245,7 +278,7 @@ async def run_execution(
                 return outcome
             if outcome.failure_class is FailureClass.DISK_LIMIT:
                 return outcome  # keeping what filled the disk would only move it into storage
-            scan = await _scan(spec, layout, config, shipper)
+            scan = await _scan(spec, layout, config, shipper, placed)
         return await _collect(scan, plane, outcome)
     finally:
         if not config.keep_workdirs:

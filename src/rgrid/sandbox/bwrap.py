@@ -195,11 +195,17 @@ def privilege_drop_available() -> bool:
 
 
 def _hand_over(workdir: Path, uid: int) -> None:
-    """Give the work directory and what is in it (the inputs) to the script's user."""
+    """Give the work directory and what is in it (the inputs) to the script's user, except a
+    file with other links: it is shared with the grid's store (a read-only input), and the
+    script may replace it (the directory is its) but must never own it."""
     os.chown(workdir, uid, uid)
     for root, dirs, files in os.walk(workdir):
-        for name in (*dirs, *files):
+        for name in dirs:
             os.chown(os.path.join(root, name), uid, uid, follow_symlinks=False)
+        for name in files:
+            path = os.path.join(root, name)
+            if os.lstat(path).st_nlink == 1:
+                os.chown(path, uid, uid, follow_symlinks=False)
 
 
 def _make_group(spec: SandboxSpec) -> cgroups.ExecutionGroup | None:

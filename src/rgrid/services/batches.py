@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
-from rgrid.paths import safe_input_path
+from rgrid.paths import safe_input_path, safe_relpath
 from rgrid.services import Grid, cache, places, reuse, runtimes, utcnow
 from rgrid.services.executions import _validate, cancel, retry
 from rgrid.store import batches as repo
@@ -46,6 +46,7 @@ def _validate_batch(spec: schemas.BatchCreate, max_items: int) -> None:
             argv0=spec.argv0,
             mount_roots=spec.mount_roots,
             named_outside=spec.named_outside,
+            dirs=spec.dirs,
         )
     )
     for item in spec.items:
@@ -110,6 +111,8 @@ async def submit_batch(
             "timeout_s": spec.timeout_s,
             "memory_bytes": spec.memory_bytes,
             "disk_bytes": spec.disk_bytes,
+            "dirs": [str(safe_relpath(d)) for d in spec.dirs],
+            "output_dirs": [],
             "network": spec.network,
             "attempt": 0,
             "created_at": now,
@@ -197,14 +200,14 @@ def _rows(
     now: datetime,
     keyer: cache.Keyer,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    shared = [(str(safe_input_path(f.path)), f.sha256, f.size) for f in spec.files]
+    shared = [(str(safe_input_path(f.path)), f.sha256, f.size, f.tree) for f in spec.files]
     executions, artifacts, metadata = [], [], []
     for index, item in enumerate(spec.items):
         execution_id = domain.new_id("exec")
-        own = [(str(safe_input_path(f.path)), f.sha256, f.size) for f in item.files]
-        paths = {p for p, _, _ in own}
+        own = [(str(safe_input_path(f.path)), f.sha256, f.size, f.tree) for f in item.files]
+        paths = {f[0] for f in own}
         files = [*own, *(s for s in shared if s[0] not in paths)]
-        key = keyer(item.args, [domain.FileRef(*f) for f in files])
+        key = keyer(item.args, [domain.FileRef(*f[:3]) for f in files])
         executions.append(
             {
                 **common,
@@ -217,7 +220,7 @@ def _rows(
                 "cache_base": key.base,
             }
         )
-        for path, sha, size in files:
+        for path, sha, size, _ in files:
             artifacts.append(
                 {
                     "execution_id": execution_id,

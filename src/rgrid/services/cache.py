@@ -187,6 +187,7 @@ def hit_fields(source: ExecutionRow, now: datetime) -> dict[str, Any]:
         "cache_note": "hit",
         "cost_micros": 0,  # nothing ran
         "cost_final": True,
+        "output_dirs": list(source.output_dirs or ()),
     }
 
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -60,6 +61,11 @@ class GridControlPlane:
         if await asyncio.to_thread(sha256_file, dest) != ref.sha256:
             dest.unlink(missing_ok=True)
             raise await blobs.lose_blob(self._grid, account, ref.sha256, what)
+
+    async def link_inputs(self, placed: Sequence[tuple[domain.FileRef, Path]]) -> list[bool]:
+        account = self._spec.account_id
+        blobs = [(blob_key(account, ref.sha256), ref.sha256, dest) for ref, dest in placed]
+        return await self._grid.storage.link_to_files(blobs)
 
     async def store_output(self, path: Path, rel: str) -> domain.FileRef:
         from rgrid.runner.workdir import sha256_file
@@ -196,6 +202,7 @@ class Dispatcher:
                 if row.stdin_sha256 is not None
                 else None
             ),
+            dirs=tuple(row.dirs or ()),
         )
         logger.info("claimed", extra={"action": "execution_claimed", "execution_id": row.id})
         self._grid.notifier.notify(row.id)
@@ -219,6 +226,7 @@ class Dispatcher:
                 await blob_repo.add_artifacts(
                     session, row.id, ArtifactKind.OUTPUT, outcome.outputs, utcnow()
                 )
+                row.output_dirs = list(outcome.output_dirs)
         logger.info(
             "finished",
             extra={

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from rgrid import bounds, domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
 from rgrid.money import slot_cost
-from rgrid.paths import safe_input_path
+from rgrid.paths import safe_input_path, safe_relpath
 from rgrid.services import Grid, blobs, cache, places, retention, reuse, runtimes, utcnow
 from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
@@ -20,6 +20,7 @@ from rgrid.store.models import ExecutionRow
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_ARGS = 10_000
 MAX_FILES = 100_000
+MAX_DIRS = 100_000
 MAX_TIMEOUT_S = 7 * 24 * 3600
 MIN_MEMORY_BYTES = 16 * 1024**2
 MAX_MEMORY_BYTES = 1024**4
@@ -39,6 +40,7 @@ def _check(ok: bool, message: str) -> None:
 def _validate_limits(spec: schemas.ExecutionCreate) -> None:
     _check(len(spec.args) <= MAX_ARGS, f"at most {MAX_ARGS} arguments")
     _check(len(spec.files) <= MAX_FILES, f"at most {MAX_FILES} files")
+    _check(len(spec.dirs) <= MAX_DIRS, f"at most {MAX_DIRS} directories")
     _check(0 < spec.timeout_s <= MAX_TIMEOUT_S, f"timeout must be in (0, {MAX_TIMEOUT_S}] seconds")
     _check(
         MIN_MEMORY_BYTES <= spec.memory_bytes <= MAX_MEMORY_BYTES,
@@ -78,6 +80,8 @@ def _validate(spec: schemas.ExecutionCreate) -> None:
     paths = [str(safe_input_path(f.path)) for f in spec.files]
     if len(set(paths)) != len(paths):
         raise errors.InvalidRequest("the same path is given twice in files")
+    for folder in spec.dirs:
+        safe_relpath(folder)
     if str(safe_input_path(spec.script)) not in paths:
         raise errors.InvalidRequest("the script must be one of the uploaded files")
     places.check(spec, paths)
@@ -130,6 +134,7 @@ async def submit(
             network=spec.network,
             stdin=stdin,
         )
+        # every file, the project tree's too: an earlier run matches on what it read (reuse)
         key = keyer(spec.args, files)
         row = ExecutionRow(
             id=domain.new_id("exec"),
@@ -145,6 +150,7 @@ async def submit(
             cwd=spec.cwd,
             argv0=spec.argv0,
             mounts=places.mounts(spec),
+            dirs=[str(safe_relpath(d)) for d in spec.dirs],
             network=spec.network,
             attempt=0,
             idempotency_key=spec.idempotency_key,
@@ -271,6 +277,7 @@ RETRY_COPIED = (
     "cwd",
     "argv0",
     "mounts",
+    "dirs",
     "network",
     "requirements",
     "dependency_source",

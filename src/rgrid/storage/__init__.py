@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -83,6 +83,15 @@ class ObjectStorage(Protocol):
         The file is an independent copy, never a link: changing it never changes the blob.
         ``errors.NotFound`` when the key is missing.
         """
+        ...
+
+    async def link_to_files(self, blobs: Sequence[tuple[str, str, Path]]) -> list[bool]:
+        """Hard-link each ``(key, sha256, dest)`` blob at ``dest`` (its parent exists) where
+        this storage can do that safely: the blob is on the same filesystem and known to hold
+        ``sha256``. A linked file is the blob itself, made read-only (0444) and owned by the
+        grid's user, so that whoever else may write ``dest``'s directory can replace it but
+        never change it. Returns, per blob, whether it was linked (the caller copies the
+        others with ``copy_to_file``); a backend that cannot link returns all False."""
         ...
 
     async def put_file(

@@ -9,7 +9,7 @@ import contextlib
 import io
 import os
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 from rgrid import errors
@@ -129,6 +129,14 @@ class FilesThroughPut:
         if move:
             src.unlink(missing_ok=True)
         return info
+
+
+class NeverLinks:
+    """``link_to_files`` for a backend whose blobs are not local files: nothing is linked."""
+
+    async def link_to_files(self, blobs: Sequence[tuple[str, str, Path]]) -> list[bool]:
+        """See ``ObjectStorage.link_to_files``: all False."""
+        return [False] * len(blobs)
 
 
 class ServedByTheGrid:

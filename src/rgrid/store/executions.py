@@ -62,6 +62,7 @@ def to_domain(row: ExecutionRow, metadata: Mapping[str, str]) -> domain.Executio
         cost_micros=row.cost_micros,
         cost_final=row.cost_final,
         stdin_size=row.stdin_size,
+        output_dirs=tuple(row.output_dirs or ()),
     )
 
 

@@ -110,6 +110,9 @@ class ExecutionRow(Base):
     argv0: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: {"roots": [...], "named": [...]}: what is mounted outside cwd, what comes back from there
     mounts: Mapped[dict[str, list[str]] | None] = mapped_column(JSON, nullable=True)
+    #: directories of the work directory that no input implies; empty ones the run created
+    dirs: Mapped[list[str]] = mapped_column(JSON, default=list)
+    output_dirs: Mapped[list[str]] = mapped_column(JSON, default=list)
     network: Mapped[bool] = mapped_column(Boolean)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     failure_class: Mapped[str | None] = mapped_column(String(32), nullable=True)

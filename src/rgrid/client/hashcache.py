@@ -1,0 +1,92 @@
+"""The CLI's hash cache: a file whose size, mtime, ctime and inode have not changed since it was
+hashed is not read again (re-sending an unchanged tree costs a ``stat`` a file).
+
+One JSON file a project directory, ``~/.rgrid/hashes/<digest of its absolute path>.json``,
+keyed by absolute path. Best effort: an unreadable or corrupt cache is ignored and rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from rgrid import errors
+
+HASH_CHUNK = 1024 * 1024
+#: a file changed this recently may still change within its timestamp's granularity (coarse on
+#: some file systems): its hash is used but not remembered, so the next run hashes it again
+RACY_S = 2.0
+UNREADABLE_HINT = "rgrid uploads file arguments: make the file readable, or pass another one"
+
+Entry = tuple[int, int, int, int, str]  # size, mtime_ns, ctime_ns, inode, sha256
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(HASH_CHUNK):
+                digest.update(chunk)
+    except OSError as exc:
+        raise errors.UsageError(
+            f"cannot read {path}: {exc.strerror or exc}", hint=UNREADABLE_HINT
+        ) from exc
+    return digest.hexdigest()
+
+
+def default_location(project: Path) -> Path:
+    from rgrid.client.config import rgrid_dir
+
+    name = hashlib.sha256(os.fsencode(project)).hexdigest()[:24]
+    return rgrid_dir() / "hashes" / f"{name}.json"
+
+
+class HashCache:
+    """sha256 of files by (path, size, mtime_ns, ctime_ns, inode); ``hashed`` counts the files
+    actually read, ``hits`` those answered from the cache."""
+
+    def __init__(self, location: Path | None) -> None:
+        self._location = location
+        self._old: dict[str, Entry] = self._load() if location else {}
+        self._seen: dict[str, Entry] = {}
+        self.hashed = 0
+        self.hits = 0
+
+    def _load(self) -> dict[str, Entry]:
+        assert self._location is not None
+        try:
+            data = json.loads(self._location.read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return {k: tuple(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def sha256(self, path: Path, info: os.stat_result | None = None) -> str:
+        """The file's sha256 (``info``: its ``stat``, when the caller has it already)."""
+        absolute = os.path.abspath(path)
+        info = info or os.stat(absolute)
+        key = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+        old = self._old.get(absolute)
+        if old is not None and old[:4] == key:
+            self.hits += 1
+            self._seen[absolute] = old
+            return old[4]
+        sha = sha256_file(Path(absolute))
+        self.hashed += 1
+        if time.time_ns() - info.st_mtime_ns > RACY_S * 1e9:
+            self._seen[absolute] = (*key, sha)
+        return sha
+
+    def save(self) -> None:
+        """Remember what this run saw (entries of files it did not look at are dropped)."""
+        if self._location is None or self._seen == self._old:
+            return
+        try:
+            self._location.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = self._location.with_name(f".{self._location.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(self._seen, separators=(",", ":")))
+            os.replace(tmp, self._location)
+        except OSError:
+            pass  # a cache that cannot be written costs hashing next time, nothing else
