@@ -218,7 +218,9 @@ def test_accounts_share_no_cache_entries_and_no_blobs(
     assert result.returncode == 0 and "rgrid: cached" not in result.stderr
     assert started(live_server) == before + 1
     assert (workdir / "out" / "random.bin").read_bytes() != alices
-    assert "uploaded 3 files" in result.stderr  # Alice's copies are not Bob's
+    # Alice's copies are not Bob's: the project (3 files, and Alice's output, which now lies in
+    # the project tree) is uploaded again in full
+    assert "uploaded 4 files" in result.stderr and "0 already on the grid" in result.stderr
     assert cache_line(bob, run_id(result)) == "miss: no earlier run of main.py"
 
     # A blob only Alice has and one nobody has look the same to Bob.

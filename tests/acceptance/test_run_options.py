@@ -71,7 +71,7 @@ def test_directory_argument_arrives_as_a_tree(cli: Cli, workdir: Path) -> None:
     ]
 
 
-def test_absolute_and_parent_paths_go_under_inputs_and_args_are_rewritten(
+def test_absolute_and_parent_paths_are_read_where_they_are_and_args_kept(
     cli: Cli, workdir: Path, tmp_path: Path
 ) -> None:
     elsewhere = tmp_path / "elsewhere"
@@ -89,7 +89,7 @@ def test_absolute_and_parent_paths_go_under_inputs_and_args_are_rewritten(
 
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
-        "['_inputs/abs.csv', '_inputs/up.csv', 'plain-word']\n"
+        f"[{str(elsewhere / 'abs.csv')!r}, '../up.csv', 'plain-word']\n"
         "from an absolute path\n"
         "from the parent directory\n"
     )
@@ -187,6 +187,8 @@ def test_detach_prints_only_the_id_and_wait_reattaches(cli: Cli, workdir: Path) 
 def test_include_sends_a_file_the_script_reads_without_naming_it(cli: Cli, workdir: Path) -> None:
     (workdir / "extra.txt").write_text("extra data\n")
     (workdir / "reader.py").write_text("print(open('extra.txt').read().strip())\n")
+    # the project tree travels, but not what .rgridignore leaves out (nor big files over budget)
+    (workdir / ".rgridignore").write_text("extra.txt\n")
 
     without = cli("run", "reader.py")
     assert without.returncode == 1

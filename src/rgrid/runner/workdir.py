@@ -71,6 +71,8 @@ def _walk(
         top = Path(dirpath) == workdir
         dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS and not (top and d in skip_top)]
         base = Path(dirpath)
+        # a symlink to a directory is listed among them: it is neither walked nor collected
+        dirnames[:] = [d for d in dirnames if not (base / d).is_symlink()]
         dirs_found.extend((base / d).relative_to(workdir).as_posix() for d in dirnames)
         for name in filenames:
             full = base / name
