@@ -22,7 +22,10 @@ from rgrid.sandbox import LimitHit, OutputCallback, SandboxResult, SandboxSpec, 
 
 logger = logging.getLogger(__name__)
 
-STRENGTH = "weaker: rlimits and process group only, no filesystem isolation"
+STRENGTH = (
+    "weaker: rlimits and process group only, no filesystem or network isolation; paths named "
+    "outside the working directory go under _inputs/ and the arguments naming them are rewritten"
+)
 
 
 class ProcessSandbox:
