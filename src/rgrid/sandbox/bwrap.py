@@ -24,6 +24,7 @@ from rgrid.sandbox import (
     SandboxResult,
     SandboxSpec,
     cgroups,
+    limits,
     network,
     process,
 )
@@ -118,12 +119,12 @@ class BwrapSandbox:
                 for directory in (spec.workdir, *(host for host, _ in spec.rw_binds)):
                     await asyncio.to_thread(_hand_over, directory, run_as)
             await asyncio.to_thread(masked_paths)  # the first call walks /etc; cached after
-            handshake = _Handshake(group)
+            limited = dataclasses.replace(spec, max_processes=_process_rlimit(spec, group))
+            handshake = _Handshake(group, process.spec_rlimits(limited))
             plan = Plan(
                 mode, run_as, handshake.status_write, handshake.info_write, handshake.block_read
             )
             argv = [*prefix, executable, *command_args(spec, plan)]
-            limited = dataclasses.replace(spec, max_processes=_process_rlimit(spec, group))
             try:
                 result = await process.run_command(
                     argv,
@@ -133,6 +134,7 @@ class BwrapSandbox:
                     pass_fds=handshake.child_fds,
                     dies_with_parent=True,
                     on_spawned=handshake.release,
+                    rlimits_later=True,
                 )
             finally:
                 status = handshake.finish()
@@ -238,8 +240,9 @@ class _Handshake:
     info fd and waits on the block fd, so that pid is in the cgroup before the script starts;
     its exit status comes on the status fd."""
 
-    def __init__(self, group: cgroups.ExecutionGroup | None) -> None:
+    def __init__(self, group: cgroups.ExecutionGroup | None, rlimits: limits.Rlimits) -> None:
         self._group = group
+        self._rlimits = rlimits
         self.status_read, self.status_write = os.pipe()
         self.info_read, self.info_write = os.pipe()
         self.block_read, self.block_write = os.pipe()
@@ -260,11 +263,21 @@ class _Handshake:
         self._close(self.info_write)
         self._close(self.block_read)
         info = await asyncio.to_thread(_read_info, self.info_read)
+        child = info.get("child-pid")
+        if isinstance(child, int):
+            # the namespace's first process forks the command, which inherits them; if that
+            # cannot be done the command must not start unbounded
+            try:
+                for which, value in self._rlimits:
+                    resource.prlimit(child, which, (value, value))
+            except ProcessLookupError:
+                pass  # bwrap failed and left: its status says why
+            except OSError as exc:
+                raise errors.SandboxError(f"could not limit the sandbox: {exc}") from exc
         if self._group is not None:
             self._group.add(pid)
-            child = info.get("child-pid")
             if isinstance(child, int):
-                with contextlib.suppress(OSError):  # it may have failed and gone already
+                with contextlib.suppress(OSError):
                     self._group.add(child)
         with contextlib.suppress(OSError):  # EPIPE: bwrap failed and left; its status says why
             os.write(self.block_write, b"1")

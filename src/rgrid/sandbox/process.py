@@ -63,6 +63,7 @@ async def run_command(
     pass_fds: tuple[int, ...] = (),
     dies_with_parent: bool = False,
     on_spawned: Callable[[int], Awaitable[None]] | None = None,
+    rlimits_later: bool = False,
 ) -> SandboxResult:
     """Run ``argv`` (the script, or a wrapper such as bwrap around it) with ``spec``'s working
     directory, environment and limits; the contract of ``Sandbox.run`` otherwise.
@@ -70,9 +71,10 @@ async def run_command(
     ``dies_with_parent``: ``argv`` itself makes sure it dies with the grid (bwrap's
     ``--die-with-parent``), so the child needs no death signal set before exec.
     ``on_spawned`` is awaited with the child's pid before its output is read (bwrap waits
-    for it there: the group and network are put in place).
+    for it there: the group and network are put in place). ``rlimits_later``: ``on_spawned``
+    sets the rlimits on what will run the command (saving an exec of prlimit(1)).
     """
-    child = _Child(_spawn(argv, spec, pass_fds, dies_with_parent))
+    child = _Child(_spawn(argv, spec, pass_fds, dies_with_parent, rlimits_later))
     started = time.monotonic()
     pumps = lines.OutputPumps(on_output, child.kill)
     try:
@@ -117,20 +119,27 @@ def file_limit_bytes(spec: SandboxSpec) -> int:
     return min(spec.max_file_bytes, spec.disk_bytes)
 
 
+def spec_rlimits(spec: SandboxSpec) -> limits.Rlimits:
+    return limits.rlimits(
+        spec.memory_bytes, spec.max_processes, file_limit_bytes(spec), spec.max_open_files
+    )
+
+
 def _spawn(
-    argv: list[str], spec: SandboxSpec, pass_fds: tuple[int, ...], dies_with_parent: bool
+    argv: list[str],
+    spec: SandboxSpec,
+    pass_fds: tuple[int, ...],
+    dies_with_parent: bool,
+    rlimits_later: bool = False,
 ) -> subprocess.Popen[bytes]:
     if not argv:
         raise errors.SandboxError("nothing to run: argv is empty")
-    values = limits.rlimits(
-        spec.memory_bytes,
-        spec.max_processes,
-        file_limit_bytes(spec),
-        spec.max_open_files,
-    )
+    values = spec_rlimits(spec)
     argv = limits.nice_argv(spec.niceness, argv)
     preexec_fn: Callable[[], None] | None = limits.preexec(values)
-    if dies_with_parent and (wrapped := limits.prlimit_argv(values, argv)) is not None:
+    if dies_with_parent and rlimits_later:
+        preexec_fn = None  # the caller sets them (prlimit(2)) before the command starts
+    elif dies_with_parent and (wrapped := limits.prlimit_argv(values, argv)) is not None:
         argv, preexec_fn = wrapped, None  # no preexec_fn: a vfork, not a fork of the grid
     try:
         # Popen rather than asyncio.create_subprocess_exec (which wraps the same Popen call):
