@@ -48,10 +48,15 @@ def test_a_script_eating_the_reserve_is_stopped_and_nothing_starts_below_it(
     grid_on_small_disk: LiveServer, small_disk: Path, workdir: Path
 ) -> None:
     cli = Cli(cwd=workdir, env=grid_on_small_disk.cli_env())
+    # written at a pace the grid's disk poll (every 0.25 s) sees: a tmpfs would take 350 MiB
+    # in a fraction of a second, before any poll
     (workdir / "fill.py").write_text(
+        "import time\n"
         "with open('fill.bin', 'wb') as f:\n"
         "    for _ in range(350):\n"
         "        f.write(b'x' * 1024**2)\n"
+        "        f.flush()\n"
+        "        time.sleep(0.01)\n"
         "print('filled')\n"
     )
     (workdir / "ok.py").write_text("print('still here')\n")
