@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from rgrid import errors
+from rgrid.envs.passed import PASSED_SETTINGS
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
@@ -28,7 +29,7 @@ STOP_TIMEOUT_S = 15.0
 #: what the daemon keeps of its starter's environment: where programs are, whose it is, the
 #: locale and time zone, the temporary directory, rgrid's own settings, and what an environment
 #: build takes from the grid (TLS trust, proxies, the package index: the names of
-#: ``rgrid.envs.build.PASSED_SETTINGS``). Anything else — a virtual environment, PYTHONPATH,
+#: ``rgrid.envs.passed.PASSED_SETTINGS``). Anything else — a virtual environment, PYTHONPATH,
 #: PYTHONHOME, other UV_* and CONDA_* variables — is the shell's, not the grid's.
 KEPT_NAMES = frozenset(
     {
@@ -40,22 +41,7 @@ KEPT_NAMES = frozenset(
         "LANGUAGE",
         "TZ",
         "TMPDIR",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-        "UV_INDEX_URL",
-        "UV_EXTRA_INDEX_URL",
-        "UV_DEFAULT_INDEX",
-        "UV_INDEX",
-        "UV_INDEX_STRATEGY",
-        "UV_HTTP_TIMEOUT",
-        "UV_NATIVE_TLS",
-        "UV_SYSTEM_CERTS",
-        "UV_CONCURRENT_DOWNLOADS",
-        *(
-            name
-            for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
-            for name in (proxy, proxy.lower())
-        ),
+        *PASSED_SETTINGS,
     }
 )
 KEPT_PREFIXES = ("RGRID_", "LC_", "AWS_")

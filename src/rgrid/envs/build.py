@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from rgrid import errors, sandbox
+from rgrid.envs.passed import PASSED_SETTINGS
 from rgrid.envs.pythons import Interpreter
 from rgrid.sandbox import lines
 
@@ -33,28 +34,6 @@ BUILD_MEMORY_BYTES = 8 * 1024**3
 #: where the uv binary and the operator's package directory appear in a bubblewrap build
 UV_INSIDE = Path("/opt/rgrid/bin/uv")
 FIND_LINKS_INSIDE = Path("/opt/rgrid/find-links")
-#: the only variables of the grid's environment a build gets: the operator's index, TLS trust
-#: and proxy settings (none of the grid's own)
-PASSED_SETTINGS = frozenset(
-    {
-        "UV_INDEX_URL",
-        "UV_EXTRA_INDEX_URL",
-        "UV_DEFAULT_INDEX",
-        "UV_INDEX",
-        "UV_INDEX_STRATEGY",
-        "UV_HTTP_TIMEOUT",
-        "UV_NATIVE_TLS",
-        "UV_SYSTEM_CERTS",
-        "UV_CONCURRENT_DOWNLOADS",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-        *(
-            name
-            for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
-            for name in (proxy, proxy.lower())
-        ),
-    }
-)
 #: of those, the ones naming a file or directory, mounted read-only where they are
 TRUST_PATHS = ("SSL_CERT_FILE", "SSL_CERT_DIR")
 #: package test suites are never imported by scripts; compiling them doubles a build's time
