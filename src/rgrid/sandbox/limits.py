@@ -147,6 +147,16 @@ def kill_group(pgid: int, sig: int) -> bool:
     return True
 
 
+async def stop_task(task: asyncio.Task[None] | None) -> None:
+    """Cancel a watcher task and wait for it; re-raise what it failed with, if anything."""
+    assert task is not None
+    task.cancel()
+    # asyncio.wait neither raises the task's CancelledError nor swallows our own
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.result()
+
+
 class Watchdog:
     """Async context manager that kills process group ``pgid`` on timeout or when ``cancel`` is set.
 
@@ -180,12 +190,7 @@ class Watchdog:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        # asyncio.wait neither raises the task's CancelledError nor swallows our own
-        await asyncio.wait({self._task})
-        if not self._task.cancelled():
-            self._task.result()
+        await stop_task(self._task)
 
     async def _watch(self) -> None:
         if await self._cancel_requested():
@@ -286,11 +291,7 @@ class DiskGuard:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        await asyncio.wait({self._task})
-        if not self._task.cancelled():
-            self._task.result()
+        await stop_task(self._task)
         if not self.exceeded and exc is None:
             _, largest = await asyncio.to_thread(self._usage)
             self.exceeded = largest >= self._file_limit
