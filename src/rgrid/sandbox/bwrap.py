@@ -10,10 +10,10 @@ import json
 import logging
 import os
 import resource
-import select
 import shutil
 import signal
 import stat
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 
@@ -24,7 +24,6 @@ from rgrid.sandbox import (
     SandboxResult,
     SandboxSpec,
     cgroups,
-    limits,
     network,
     process,
 )
@@ -107,24 +106,23 @@ class BwrapSandbox:
         mode = self._network_mode if spec.network else None
         run_as = SANDBOX_UID if privilege_drop_available() else None
         async with contextlib.AsyncExitStack() as stack:
-            prefix: list[str] = []
+            spawner = None
             if mode is NetworkMode.ISOLATED:
                 namespace = await stack.enter_async_context(network.shared_pool().namespace())
-                prefix = ["nsenter", f"--net={namespace.path}", "--"]
-            group = await asyncio.to_thread(_make_group, spec)  # cgroupfs writes can stall
-            if group is not None:
-                # off the event loop: the kernel may take a moment to let an emptied group go
-                stack.push_async_callback(asyncio.to_thread, group.remove)
+                spawner = namespace.spawner
             if run_as is not None:
                 for directory in (spec.workdir, *(host for host, _ in spec.rw_binds)):
                     await asyncio.to_thread(_hand_over, directory, run_as)
             await asyncio.to_thread(masked_paths)  # the first call walks /etc; cached after
-            limited = dataclasses.replace(spec, max_processes=_process_rlimit(spec, group))
-            handshake = _Handshake(group, process.spec_rlimits(limited))
+            limited = dataclasses.replace(spec, max_processes=_process_rlimit(spec))
+            handshake = _Handshake(functools.partial(_make_group, spec), limited)
+            # killed at once; deleted in the background: the kernel takes some ms to let an
+            # emptied group go, and the execution need not wait for that
+            stack.callback(handshake.discard_group)
             plan = Plan(
                 mode, run_as, handshake.status_write, handshake.info_write, handshake.block_read
             )
-            argv = [*prefix, executable, *command_args(spec, plan)]
+            argv = [executable, *command_args(spec, plan)]
             try:
                 result = await process.run_command(
                     argv,
@@ -134,12 +132,12 @@ class BwrapSandbox:
                     pass_fds=handshake.child_fds,
                     dies_with_parent=True,
                     on_spawned=handshake.release,
-                    rlimits_later=True,
+                    spawner=spawner,
                 )
             finally:
                 status = handshake.finish()
             result = _normalise(result, status)
-            if group is not None and result.limit_hit is None:
+            if (group := handshake.group) is not None and result.limit_hit is None:
                 result = dataclasses.replace(result, limit_hit=_group_limit(group.report()))
             return result
 
@@ -221,10 +219,10 @@ def _make_group(spec: SandboxSpec) -> cgroups.ExecutionGroup | None:
         raise errors.SandboxError(f"could not make the execution's cgroup: {exc}") from exc
 
 
-def _process_rlimit(spec: SandboxSpec, group: cgroups.ExecutionGroup | None) -> int:
+def _process_rlimit(spec: SandboxSpec) -> int:
     """RLIMIT_NPROC counts every process of a uid, and all scripts share one: with a cgroup the
     pids controller bounds each execution instead, and the rlimit is lifted."""
-    return resource.RLIM_INFINITY if group is not None else spec.max_processes
+    return resource.RLIM_INFINITY if cgroups.detect() is not None else spec.max_processes
 
 
 def _group_limit(report: cgroups.GroupReport) -> LimitHit | None:
@@ -237,12 +235,18 @@ def _group_limit(report: cgroups.GroupReport) -> LimitHit | None:
 
 class _Handshake:
     """The pipes between the grid and bwrap: bwrap reports its namespace's first pid on the
-    info fd and waits on the block fd, so that pid is in the cgroup before the script starts;
-    its exit status comes on the status fd."""
+    info fd and waits on the block fd, so that pid is limited and in the execution's cgroup
+    before the script starts; its exit status comes on the status fd.
 
-    def __init__(self, group: cgroups.ExecutionGroup | None, rlimits: limits.Rlimits) -> None:
-        self._group = group
-        self._rlimits = rlimits
+    The cgroup is made while bwrap builds the namespaces (they take longer), not before.
+    """
+
+    def __init__(
+        self, make_group: Callable[[], cgroups.ExecutionGroup | None], spec: SandboxSpec
+    ) -> None:
+        self._make_group = make_group
+        self._rlimits = process.spec_rlimits(spec)
+        self.group: cgroups.ExecutionGroup | None = None
         self.status_read, self.status_write = os.pipe()
         self.info_read, self.info_write = os.pipe()
         self.block_read, self.block_write = os.pipe()
@@ -259,10 +263,14 @@ class _Handshake:
             os.close(fd)
 
     async def release(self, pid: int) -> None:
-        """Called once bwrap is started: put it in the group, then let the script start."""
+        """Called once bwrap is started: limit it, put it in the group, let the script start."""
         self._close(self.info_write)
         self._close(self.block_read)
-        info = await asyncio.to_thread(_read_info, self.info_read)
+        making = asyncio.ensure_future(asyncio.to_thread(self._make_group))
+        try:
+            info = await _read_info(self.info_read)
+        finally:
+            self.group = await making  # cgroupfs writes can stall: made on a thread
         child = info.get("child-pid")
         if isinstance(child, int):
             # the namespace's first process forks the command, which inherits them; if that
@@ -274,14 +282,18 @@ class _Handshake:
                 pass  # bwrap failed and left: its status says why
             except OSError as exc:
                 raise errors.SandboxError(f"could not limit the sandbox: {exc}") from exc
-        if self._group is not None:
-            self._group.add(pid)
+        if self.group is not None:
+            self.group.add(pid)
             if isinstance(child, int):
                 with contextlib.suppress(OSError):
-                    self._group.add(child)
+                    self.group.add(child)
         with contextlib.suppress(OSError):  # EPIPE: bwrap failed and left; its status says why
             os.write(self.block_write, b"1")
         self._close(self.block_write)
+
+    def discard_group(self) -> None:
+        if self.group is not None:
+            cgroups.remove_later(self.group)
 
     def finish(self) -> list[dict[str, object]]:
         """Close what is left and return bwrap's status documents."""
@@ -292,14 +304,19 @@ class _Handshake:
         return _read_status(self.status_read)
 
 
-def _read_info(fd: int) -> dict[str, object]:
+async def _read_info(fd: int) -> dict[str, object]:
     """bwrap's one JSON document on the info fd ({} if it failed before writing it)."""
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
     data = b""
-    while True:
-        readable, _, _ = select.select([fd], [], [], INFO_TIMEOUT_S)
-        if not readable:
+    deadline = loop.time() + INFO_TIMEOUT_S
+    while (left := deadline - loop.time()) > 0:
+        if not await process.readable(fd, left):
             return {}
-        chunk = os.read(fd, 4096)
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            continue
         if not chunk:
             break
         data += chunk

@@ -10,11 +10,14 @@ sandbox falls back to rlimits (logged once).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import functools
 import logging
 import os
+import queue
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -55,7 +58,16 @@ class ExecutionGroup(Protocol):
 
     def add(self, pid: int) -> None: ...
 
+    @property
+    def directories(self) -> list[Path]:
+        """Where it is in the cgroup filesystem (one per hierarchy)."""
+        ...
+
     def report(self) -> GroupReport: ...
+
+    def kill(self) -> None:
+        """SIGKILL every process left in it."""
+        ...
 
     def remove(self) -> None:
         """Kill what is left in it and delete it (idempotent)."""
@@ -91,13 +103,17 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _kill_and_remove(directories: list[Path], procs_file: str = "cgroup.procs") -> None:
-    """SIGKILL every process left in the groups, then rmdir them (children first)."""
+def _kill(directories: list[Path]) -> None:
     for directory in directories:
         with contextlib.suppress(OSError):
-            for pid in (directory / procs_file).read_text().split():
+            for pid in (directory / "cgroup.procs").read_text().split():
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), 9)
+
+
+def _kill_and_remove(directories: list[Path]) -> None:
+    """SIGKILL every process left in the groups, then rmdir them (children first)."""
+    _kill(directories)
     for directory in directories:
         for _ in range(REMOVE_TRIES):
             try:
@@ -115,6 +131,10 @@ class _V1Group:
     def __init__(self, directories: dict[str, Path]) -> None:
         self._dirs = directories
 
+    @property
+    def directories(self) -> list[Path]:
+        return list(self._dirs.values())
+
     def add(self, pid: int) -> None:
         for directory in self._dirs.values():
             _write(directory / "cgroup.procs", str(pid))
@@ -125,6 +145,9 @@ class _V1Group:
         refused = _read_counters(pids / "pids.events").get("max", 0) if pids else 0
         peak = _read_int(memory / "memory.max_usage_in_bytes") if memory else None
         return GroupReport(oom_kills=oom, fork_refusals=refused, peak_memory_bytes=peak)
+
+    def kill(self) -> None:
+        _kill(list(self._dirs.values()))
 
     def remove(self) -> None:
         _kill_and_remove(list(self._dirs.values()))
@@ -165,6 +188,10 @@ class _V2Group:
     def __init__(self, directory: Path) -> None:
         self._dir = directory
 
+    @property
+    def directories(self) -> list[Path]:
+        return [self._dir]
+
     def add(self, pid: int) -> None:
         _write(self._dir / "cgroup.procs", str(pid))
 
@@ -177,10 +204,14 @@ class _V2Group:
             peak_memory_bytes=_read_int(self._dir / "memory.peak"),
         )
 
-    def remove(self) -> None:
+    def kill(self) -> None:
         if (self._dir / "cgroup.kill").exists():
             with contextlib.suppress(OSError):
                 _write(self._dir / "cgroup.kill", "1")
+        _kill([self._dir])
+
+    def remove(self) -> None:
+        self.kill()
         _kill_and_remove([self._dir])
 
 
@@ -208,6 +239,65 @@ class CgroupsV2:
             _kill_and_remove([directory])
             raise
         return _V2Group(directory)
+
+
+class _Remover:
+    """Deletes finished groups on a thread of its own.
+
+    The kernel lets a group go some milliseconds after its last task died (rmdir says EBUSY
+    until then); an execution should not wait for that, so its group is killed at once and
+    deleted here. At exit what is queued is still deleted, for at most ``EXIT_WAIT_S``.
+    """
+
+    EXIT_WAIT_S = 2.0
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[ExecutionGroup] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def put(self, group: ExecutionGroup) -> None:
+        group.kill()
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="cgroup-remover", daemon=True
+                )
+                self._thread.start()
+                atexit.register(self.wait, self.EXIT_WAIT_S)
+        self._queue.put(group)
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Until every queued group is deleted (True) or ``timeout_s`` passed (False)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def _run(self) -> None:
+        while True:
+            group = self._queue.get()
+            try:
+                group.remove()
+            except Exception:  # a thread of its own: log, never die
+                logger.exception("removing a cgroup failed", extra={"action": "cgroup_left"})
+            finally:
+                self._queue.task_done()
+
+
+_remover = _Remover()
+
+
+def remove_later(group: ExecutionGroup) -> None:
+    """Kill what is left in ``group`` now; delete it in the background."""
+    _remover.put(group)
+
+
+def wait_removed(timeout_s: float | None = None) -> bool:
+    """Until the groups given to ``remove_later`` are deleted (tests, shutdown)."""
+    return _remover.wait(timeout_s)
 
 
 @dataclasses.dataclass(frozen=True)

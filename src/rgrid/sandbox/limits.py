@@ -48,22 +48,6 @@ def rlimits(
     return capped
 
 
-#: prlimit(1) option names for the resources ``rlimits`` sets
-_PRLIMIT_OPTIONS = {
-    resource.RLIMIT_AS: "--as",
-    resource.RLIMIT_NPROC: "--nproc",
-    resource.RLIMIT_FSIZE: "--fsize",
-    resource.RLIMIT_NOFILE: "--nofile",
-    resource.RLIMIT_CORE: "--core",
-}
-
-
-@functools.cache
-def prlimit_program() -> str | None:
-    """util-linux's prlimit(1), if installed."""
-    return shutil.which("prlimit")
-
-
 @functools.cache
 def nice_program() -> str | None:
     """coreutils' nice(1), if installed."""
@@ -83,24 +67,6 @@ def nice_argv(niceness: int, argv: list[str]) -> list[str]:
         )
         return argv
     return [program, "-n", str(niceness), *argv]
-
-
-def prlimit_argv(limits: Rlimits, argv: list[str]) -> list[str] | None:
-    """``argv`` run under ``limits`` by prlimit(1), which sets them on itself and then execs
-    ``argv``; None if prlimit is not installed.
-
-    This lets the grid start the child without a ``preexec_fn``: Python can then use vfork
-    instead of fork, which for a grid of ~100 MiB is ~0.3 ms instead of ~6 ms of the event
-    loop's time per execution (copying the page tables).
-    """
-    program = prlimit_program()
-    if program is None:
-        return None
-    options = [
-        f"{_PRLIMIT_OPTIONS[which]}={'unlimited' if value == resource.RLIM_INFINITY else value}"
-        for which, value in limits
-    ]
-    return [program, *options, "--", *argv]
 
 
 def preexec(limits: Rlimits) -> Callable[[], None]:

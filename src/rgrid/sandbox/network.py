@@ -16,6 +16,7 @@ cannot change routes, links or sysctls of the namespace for the next one.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ctypes
 import dataclasses
@@ -42,6 +43,7 @@ SLIRP_MTU = 65520
 TAP = "tap0"
 READY_TIMEOUT_S = 10.0
 MNT_DETACH = 2
+CLONE_NEWNET = 0x40000000
 #: never reachable from a sandbox: "this" network, private (RFC 1918), shared (CGNAT),
 #: link-local, benchmark, multicast and reserved ranges; slirp's own 10.0.2.0/24 stays routed
 BLOCKED_RANGES = (
@@ -59,11 +61,18 @@ BLOCKED_RANGES = (
 
 @dataclasses.dataclass
 class Namespace:
-    """One prepared network namespace and the slirp4netns process that serves it."""
+    """One prepared network namespace, the slirp4netns process that serves it, and a thread
+    that lives in it to start processes there.
+
+    A network namespace belongs to a thread, and a child starts in its parent thread's: a
+    process started by ``spawner`` is in this namespace from its first instruction, without an
+    exec of nsenter(1) in front of it.
+    """
 
     name: str
     slirp: subprocess.Popen[bytes]
     exit_write: int  # slirp4netns exits when this closes (also when the grid dies)
+    spawner: concurrent.futures.ThreadPoolExecutor
 
     @property
     def path(self) -> Path:
@@ -73,6 +82,7 @@ class Namespace:
         return self.slirp.poll() is None
 
     def close(self) -> None:
+        self.spawner.shutdown(wait=False)
         with contextlib.suppress(OSError):
             os.close(self.exit_write)
         try:
@@ -89,6 +99,30 @@ def _delete_netns(path: Path) -> None:
     libc.umount2(str(path).encode(), MNT_DETACH)
     with contextlib.suppress(OSError):
         path.unlink()
+
+
+def _join(path: Path) -> None:
+    """Move the calling thread into the network namespace at ``path`` (setns(2))."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"setns into {path}: {os.strerror(error)}")
+    finally:
+        os.close(fd)
+
+
+def _spawner_in(path: Path) -> concurrent.futures.ThreadPoolExecutor:
+    """One thread, moved into the namespace before it runs anything else; it stays there (an
+    executor keeps its thread) and is used only to start the sandbox's processes."""
+    spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"netns-{path.name}")
+    try:
+        spawner.submit(_join, path).result()
+    except BaseException:
+        spawner.shutdown(wait=False)
+        raise
+    return spawner
 
 
 def host_addresses() -> list[str]:
@@ -132,7 +166,7 @@ def problem() -> str | None:
     """Why user-mode networking cannot be had here, or None."""
     if os.geteuid() != 0:
         return "the grid is not root (it needs to make network namespaces)"
-    missing = [tool for tool in ("ip", "slirp4netns", "nsenter") if shutil.which(tool) is None]
+    missing = [tool for tool in ("ip", "slirp4netns") if shutil.which(tool) is None]
     if missing:
         return f"not installed: {', '.join(missing)} (apt-get install iproute2 slirp4netns)"
     return None
@@ -186,7 +220,7 @@ class NetworkPool:
                 check=True,
                 capture_output=True,
             )
-            return _start_slirp(name)
+            slirp, exit_write = _start_slirp(name)
         except (OSError, subprocess.SubprocessError) as exc:
             _delete_netns(NETNS_DIR / name)
             stderr = getattr(exc, "stderr", b"") or b""
@@ -194,6 +228,12 @@ class NetworkPool:
                 f"could not set up the sandbox's network: {exc} {stderr.decode(errors='replace')}",
                 hint="set RGRID_SANDBOX_NETWORK=host to share the host's network instead",
             ) from exc
+        try:
+            spawner = _spawner_in(NETNS_DIR / name)
+        except OSError as exc:
+            Namespace(name, slirp, exit_write, concurrent.futures.ThreadPoolExecutor(1)).close()
+            raise errors.SandboxError(f"could not enter the sandbox's network: {exc}") from exc
+        return Namespace(name, slirp, exit_write, spawner)
 
 
 @functools.cache
@@ -202,7 +242,8 @@ def shared_pool() -> NetworkPool:
     return NetworkPool()
 
 
-def _start_slirp(name: str) -> Namespace:
+def _start_slirp(name: str) -> tuple[subprocess.Popen[bytes], int]:
+    """slirp4netns serving the namespace, ready, and the pipe end that keeps it running."""
     ready_read, ready_write = os.pipe()
     exit_read, exit_write = os.pipe()
     try:
@@ -236,7 +277,7 @@ def _start_slirp(name: str) -> Namespace:
         slirp.kill()
         _, stderr = slirp.communicate()
         raise subprocess.SubprocessError(f"slirp4netns did not start: {stderr!r}")
-    return Namespace(name, slirp, exit_write)
+    return slirp, exit_write
 
 
 def _read_with_timeout(fd: int, timeout_s: float) -> bytes:

@@ -4,6 +4,7 @@ rlimits, stream the output, enforce the wall clock, kill the group and reap with
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fcntl
 import functools
@@ -63,18 +64,25 @@ async def run_command(
     pass_fds: tuple[int, ...] = (),
     dies_with_parent: bool = False,
     on_spawned: Callable[[int], Awaitable[None]] | None = None,
-    rlimits_later: bool = False,
+    spawner: concurrent.futures.Executor | None = None,
 ) -> SandboxResult:
     """Run ``argv`` (the script, or a wrapper such as bwrap around it) with ``spec``'s working
     directory, environment and limits; the contract of ``Sandbox.run`` otherwise.
 
     ``dies_with_parent``: ``argv`` itself makes sure it dies with the grid (bwrap's
-    ``--die-with-parent``), so the child needs no death signal set before exec.
+    ``--die-with-parent``) and ``on_spawned`` sets the rlimits on what runs the command
+    (prlimit(2)), so the child needs nothing done before exec: no ``preexec_fn``, hence a
+    vfork rather than a fork of the grid.
     ``on_spawned`` is awaited with the child's pid before its output is read (bwrap waits
-    for it there: the group and network are put in place). ``rlimits_later``: ``on_spawned``
-    sets the rlimits on what will run the command (saving an exec of prlimit(1)).
+    for it there: the group and network are put in place).
+    ``spawner``: the thread to start the child from (it inherits that thread's namespaces).
     """
-    child = _Child(_spawn(argv, spec, pass_fds, dies_with_parent, rlimits_later))
+    start = functools.partial(_spawn, argv, spec, pass_fds, dies_with_parent)
+    if spawner is None:
+        popen = start()
+    else:
+        popen = await asyncio.get_running_loop().run_in_executor(spawner, start)
+    child = _Child(popen)
     started = time.monotonic()
     pumps = lines.OutputPumps(on_output, child.kill)
     try:
@@ -130,17 +138,11 @@ def _spawn(
     spec: SandboxSpec,
     pass_fds: tuple[int, ...],
     dies_with_parent: bool,
-    rlimits_later: bool = False,
 ) -> subprocess.Popen[bytes]:
     if not argv:
         raise errors.SandboxError("nothing to run: argv is empty")
-    values = spec_rlimits(spec)
     argv = limits.nice_argv(spec.niceness, argv)
-    preexec_fn: Callable[[], None] | None = limits.preexec(values)
-    if dies_with_parent and rlimits_later:
-        preexec_fn = None  # the caller sets them (prlimit(2)) before the command starts
-    elif dies_with_parent and (wrapped := limits.prlimit_argv(values, argv)) is not None:
-        argv, preexec_fn = wrapped, None  # no preexec_fn: a vfork, not a fork of the grid
+    preexec_fn = None if dies_with_parent else limits.preexec(spec_rlimits(spec))
     try:
         # Popen rather than asyncio.create_subprocess_exec (which wraps the same Popen call):
         # asyncio's child watcher would reap the child itself and lose its rusage.
@@ -170,6 +172,25 @@ def _spawn(
     for pipe in (process.stdout, process.stderr):
         _widen(pipe)
     return process
+
+
+async def readable(fd: int, timeout_s: float | None = None) -> bool:
+    """Wait on the event loop until ``fd`` is readable (True) or ``timeout_s`` passed (False)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def on_ready() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, on_ready)
+    try:
+        await asyncio.wait_for(ready, timeout_s)
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+    return True
 
 
 PIPE_BYTES = 1024 * 1024
@@ -211,17 +232,9 @@ class _Child:
             wait = functools.partial(os.waitid, os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
             await loop.run_in_executor(None, wait)
             return
-        readable: asyncio.Future[None] = loop.create_future()
-
-        def on_readable() -> None:
-            if not readable.done():
-                readable.set_result(None)
-
         try:
-            loop.add_reader(pidfd, on_readable)
-            await readable
+            await readable(pidfd)
         finally:
-            loop.remove_reader(pidfd)
             os.close(pidfd)
 
     def reap(self) -> tuple[int, resource.struct_rusage]:

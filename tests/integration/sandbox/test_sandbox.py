@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from rgrid import errors
-from rgrid.sandbox import Sandbox, SandboxResult, SandboxSpec, detect, network
+from rgrid.sandbox import Sandbox, SandboxResult, SandboxSpec, bwrap, cgroups, detect, network
 from rgrid.sandbox.bwrap import BwrapSandbox, NetworkMode
 from rgrid.sandbox.lines import block_lines
 from rgrid.sandbox.process import ProcessSandbox
@@ -406,6 +406,56 @@ async def test_isolated_network_blocks_private_ranges_and_keeps_dns(workdir: Pat
     lines = done.text("stdout").splitlines()
     assert all(" failed " in line for line in lines[:5]), lines
     assert lines[5] == f"nameserver {network.SLIRP_DNS}"
+
+
+async def test_isolated_script_is_in_a_namespace_of_its_own_and_the_grid_stays_out(
+    workdir: Path,
+) -> None:
+    """The script starts in the pooled namespace (entered by a thread of its own, not by the
+    event loop's): its network namespace is not the grid's, and the grid's threads keep theirs."""
+    grid_before = os.readlink("/proc/thread-self/ns/net")
+    code = """
+    import os
+    print(os.readlink("/proc/self/ns/net"))
+    """
+    box = BwrapSandbox(network_mode=NetworkMode.ISOLATED)
+    first = await run(box, workdir, code)
+    second = await run(box, workdir, code)
+    script_ns = first.text("stdout").strip()
+    assert script_ns.startswith("net:["), first.output
+    assert script_ns != grid_before
+    assert second.text("stdout").strip() == script_ns  # reused, one at a time
+    assert os.readlink("/proc/thread-self/ns/net") == grid_before
+    assert os.readlink("/proc/self/ns/net") == grid_before
+
+
+async def test_bwrap_leaves_no_cgroup_behind(
+    workdir: Path, marker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each execution's group is deleted once it is over, even when the script left a process
+    running in the background (killed with the group, deleted after)."""
+    made: list[cgroups.ExecutionGroup] = []
+    make_group = bwrap._make_group
+
+    def recording(spec: SandboxSpec) -> cgroups.ExecutionGroup | None:
+        group = make_group(spec)
+        assert group is not None, "these machines have writable cgroups: one per execution"
+        made.append(group)
+        return group
+
+    monkeypatch.setattr(bwrap, "_make_group", recording)
+    code = f"""
+    import subprocess
+    subprocess.Popen(["sleep", "30", "{marker}"], start_new_session=True)
+    print("left one behind")
+    """
+    for _ in range(3):
+        done = await run(BwrapSandbox(), workdir, code, network=False)
+        assert done.text("stdout") == "left one behind\n", done.output
+    assert len(made) == 3
+    assert cgroups.wait_removed(timeout_s=10)
+    assert [path for group in made for path in group.directories if path.exists()] == []
+    assert wait_until_gone(marker) == []
 
 
 async def test_isolated_network_reaches_the_package_index(workdir: Path) -> None:
