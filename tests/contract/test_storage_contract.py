@@ -226,6 +226,7 @@ def unsafe_calls(storage: ObjectStorage, key: str, tmp_path: Path) -> Iterable[A
     yield storage.stat(key)
     yield storage.delete(key)
     yield storage.copy_to_file(key, tmp_path / "dest.bin")
+    yield storage.copy_to_files([(key, "0" * 64, tmp_path / "dest.bin")])
     yield storage.put_file(key, src)
 
 
@@ -250,6 +251,31 @@ async def test_copy_to_file_is_an_independent_copy(storage: ObjectStorage, tmp_p
     assert await read_all(storage, KEY) == BIG
     assert await storage.stat(KEY) == BlobInfo(KEY, len(BIG), sha(BIG))
     assert sorted(p.name for p in dest.parent.iterdir()) == ["input.bin"]
+
+
+async def test_copy_to_files_copies_only_what_it_can_vouch_for(
+    storage: ObjectStorage, tmp_path: Path
+) -> None:
+    """Bulk copies: a stored blob under its true sha256 may be copied (the local disk does);
+    a missing blob or a wrong sha256 never is, and leaves no file."""
+    await storage.put(KEY, chunked(BIG))
+    work = tmp_path / "work"
+    work.mkdir()
+    wanted = [
+        (KEY, sha(BIG), work / "input.bin"),
+        ("no/such/blob", sha(BIG), work / "missing.bin"),
+        (KEY, sha(b"other"), work / "wrong.bin"),
+    ]
+    copied = await storage.copy_to_files(wanted)
+    assert copied[1:] == [False, False]
+    assert copied[0] is isinstance(storage, LocalStorage)
+    assert sorted(p.name for p in work.iterdir()) == (["input.bin"] if copied[0] else [])
+    if copied[0]:
+        dest = work / "input.bin"
+        assert dest.read_bytes() == BIG
+        with dest.open("r+b") as fh:  # an independent copy: editing it leaves the blob
+            fh.write(b"CHANGED")
+        assert await read_all(storage, KEY) == BIG
 
 
 async def test_copy_to_file_missing_is_not_found(storage: ObjectStorage, tmp_path: Path) -> None:

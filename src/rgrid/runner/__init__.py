@@ -27,6 +27,11 @@ class ControlPlane(Protocol):
         user owns: changing one would change every run's copy); per input, whether it was
         linked. The others are to be fetched with ``fetch_input``."""
 
+    async def copy_inputs(self, placed: Sequence[tuple[domain.FileRef, Path]]) -> list[bool]:
+        """Copy inputs in one go where the grid's store vouches for their content (no second
+        read to verify them); per input, whether it was copied. The others are to be fetched
+        with ``fetch_input``."""
+
     async def store_output(self, path: Path, rel: str) -> domain.FileRef:
         """Store the file at ``path`` as output ``rel`` (it may be taken away: the work
         directory is discarded after collection); returns its reference."""

@@ -101,11 +101,17 @@ async def _materialise(
     spec: domain.ExecutionSpec, plane: ControlPlane, layout: Layout, link: bool
 ) -> dict[str, work.Stamp]:
     """Put the directories, inputs and stdin in place (hard links from the store where
-    ``link`` allows, else copies); returns the inputs' stamps."""
+    ``link`` allows, else copies: in one go what the store vouches for, the rest one by one,
+    verified); returns the inputs' stamps."""
     placed = await asyncio.to_thread(_make_places, spec, layout)
-    linked = await plane.link_inputs(placed) if link and placed else [False] * len(placed)
-    for (ref, dest), done in zip(placed, linked, strict=True):
-        if not done:
+    if not placed:
+        done: list[bool] = []
+    elif link:
+        done = await plane.link_inputs(placed)
+    else:
+        done = await plane.copy_inputs(placed)
+    for (ref, dest), ready in zip(placed, done, strict=True):
+        if not ready:
             await plane.fetch_input(ref, dest)
     if spec.stdin is not None:
         if spec.stdin.size == 0:  # an empty stdin has no blob

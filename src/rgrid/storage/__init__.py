@@ -94,6 +94,14 @@ class ObjectStorage(Protocol):
         others with ``copy_to_file``); a backend that cannot link returns all False."""
         ...
 
+    async def copy_to_files(self, blobs: Sequence[tuple[str, str, Path]]) -> list[bool]:
+        """Copy each ``(key, sha256, dest)`` blob to ``dest`` (its parent exists) in one go
+        where this storage knows, without reading it again, that the blob holds ``sha256``.
+        Each is an independent copy, as with ``copy_to_file``. Returns, per blob, whether it
+        was copied (the caller fetches and verifies the others one by one); a backend that
+        cannot vouch for its blobs returns all False."""
+        ...
+
     async def put_file(
         self,
         key: str,

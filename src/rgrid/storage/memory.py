@@ -11,7 +11,7 @@ from rgrid import errors
 from rgrid.storage import CHUNK_SIZE, BlobInfo, Verifier, _stream, validate_key
 
 
-class InMemoryStorage(_stream.FilesThroughPut, _stream.NeverLinks, _stream.ServedByTheGrid):
+class InMemoryStorage(_stream.FilesThroughPut, _stream.NoLocalFiles, _stream.ServedByTheGrid):
     """``ObjectStorage`` that keeps every blob in a dict; contents vanish with the object.
 
     Same contract as the real backends, integrity checks and key validation included, so the

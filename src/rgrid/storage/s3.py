@@ -25,7 +25,7 @@ from rgrid import errors
 from rgrid.storage import CHUNK_SIZE, BlobInfo, Verifier, validate_key
 from rgrid.storage._stream import (
     FilesThroughPut,
-    NeverLinks,
+    NoLocalFiles,
     closing,
     temp_sibling,
     wrap_os_errors,
@@ -73,7 +73,7 @@ def _covers(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return all(existing.get(field) == value for field, value in wanted.items())
 
 
-class S3Storage(FilesThroughPut, NeverLinks):
+class S3Storage(FilesThroughPut, NoLocalFiles):
     def __init__(
         self,
         bucket: str,
