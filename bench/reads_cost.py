@@ -77,7 +77,7 @@ def observer_ms(tmp: Path, files: int, rounds: int = 20) -> float:
     inputs = []
     for n in range(files):
         (work / f"f{n}.txt").write_text(str(n))
-        inputs.append(f"f{n}.txt")
+        inputs.append((f"f{n}.txt", work / f"f{n}.txt"))
     spent = []
     for _ in range(rounds):
         started = time.perf_counter()

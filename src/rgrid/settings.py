@@ -43,11 +43,10 @@ class ServerSettings(BaseSettings):
     #: free space the grid keeps on its disk: below it no execution starts, and a script
     #: writing then is stopped (``disk_limit``)
     disk_reserve_bytes: int = Field(default=1024**3, ge=0)
-    #: inputs become read-only hard links to the stored blobs (where the sandbox runs scripts
-    #: as another user and the store is on the work directory's filesystem) instead of copies:
-    #: cheaper, but a script that rewrites an input in place (``open(path, "w")``) then fails
-    #: with PermissionError, where python would not (docs/decisions.md)
-    link_inputs: bool = False
+    #: the project tree is a read-only layer built once and shared by executions, under an
+    #: overlay per execution (where the grid is root and runs bubblewrap), instead of a copy of
+    #: every file for every execution (docs/sandbox.md)
+    overlay_inputs: bool = True
     admin_key: str | None = None  # bootstrap key for a fresh grid; the local daemon generates one
     #: Fernet key encrypting --env values; servers sharing one database must share it
     #: (default: generated into RGRID_HOME/secret.key)

@@ -215,3 +215,56 @@ def test_a_rerun_after_its_outputs_landed_in_the_tree_is_a_cache_hit(
 
     assert again.returncode == 0, again.stderr
     assert status_of(account_cli, run_id(again))["cached_from"] == run_id(first)
+
+
+IN_PLACE = """\
+import os
+with open("notes.txt", "a") as notes:  # a file of the tree, appended to
+    notes.write("appended\\n")
+with open("data/table.bin", "r+b") as table:  # patched in place
+    table.seek(2)
+    table.write(b"XY")
+os.chmod("run.sh", 0o755)  # only its mode changes
+print(open("notes.txt").read().strip().replace("\\n", "|"))
+print(open("data/table.bin", "rb").read())
+"""
+
+
+def test_tree_files_changed_in_place_come_back_as_with_python(
+    account_cli: Cli, tmp_path: Path
+) -> None:
+    """The tree is a shared read-only layer under an overlay: a file the script appends to,
+    patches in place or changes the mode of is its own copy, and comes back like python's."""
+    files = {
+        "patch.py": IN_PLACE,
+        "notes.txt": "first\n",
+        "data/table.bin": "abcdef",
+        "run.sh": "echo hi\n",
+    }
+    plain, remote, stderr = side_by_side(account_cli, tmp_path, files, [], "patch.py")
+    assert plain[0] == 0 and plain[1] == "first|appended\nb'abXYef'\n"
+    assert remote == plain, stderr
+
+
+def test_batch_items_share_the_tree_and_never_see_each_others_writes(
+    account_cli: Cli, workdir: Path
+) -> None:
+    """Every item of a batch mounts the same layer of the tree; what one item writes into a
+    tree file is its own: each sees the file as the user's tree has it."""
+    (workdir / "item.py").write_text(
+        "import sys\n"
+        "before = open('shared.txt').read()\n"
+        "open('shared.txt', 'a').write(sys.argv[1] + '\\n')\n"
+        "print(repr(before))\n"
+    )
+    (workdir / "shared.txt").write_text("origin\n")
+    (workdir / "data").mkdir()
+    names = [f"{i}.csv" for i in range(6)]
+    for name in names:
+        (workdir / "data" / name).write_text(name)
+    done = account_cli("run", "--batch", "data/*.csv", "--parallel", "3", "item.py", "{}")
+    assert done.returncode == 0, done.stderr
+    for name in names:
+        stem = name.removesuffix(".csv")
+        assert (workdir / "outputs" / stem / "shared.txt").read_text() == (f"origin\ndata/{name}\n")
+    assert (workdir / "shared.txt").read_text() == "origin\n"

@@ -68,7 +68,7 @@ def runner_config(settings: ServerSettings) -> RunnerConfig:
         max_log_bytes=settings.max_log_bytes,
         disk_reserve_bytes=settings.disk_reserve_bytes,
         read_tracking=settings.read_tracking,
-        link_inputs=settings.link_inputs,
+        overlay_inputs=settings.overlay_inputs,
     )
 
 

@@ -22,11 +22,6 @@ class ControlPlane(Protocol):
     async def fetch_input(self, ref: domain.FileRef, dest: Path) -> None:
         """Write the input's bytes to ``dest`` (its parent exists). Raises RgridError."""
 
-    async def link_inputs(self, placed: Sequence[tuple[domain.FileRef, Path]]) -> list[bool]:
-        """Hard-link inputs from the grid's store where it can (read-only files the grid's
-        user owns: changing one would change every run's copy); per input, whether it was
-        linked. The others are to be fetched with ``fetch_input``."""
-
     async def copy_inputs(self, placed: Sequence[tuple[domain.FileRef, Path]]) -> list[bool]:
         """Copy inputs in one go where the grid's store vouches for their content (no second
         read to verify them); per input, whether it was copied. The others are to be fetched
@@ -56,5 +51,5 @@ class RunnerConfig:
     keep_workdirs: bool = False
     #: observe which input files each run opens (``sandbox.reads``)
     read_tracking: bool = True
-    #: hard-link inputs from the store where that is safe (see ``ServerSettings.link_inputs``)
-    link_inputs: bool = False
+    #: the tree as a shared read-only layer under an overlay (``ServerSettings.overlay_inputs``)
+    overlay_inputs: bool = True

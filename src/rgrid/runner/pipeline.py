@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import shutil
@@ -12,13 +13,13 @@ from rgrid import domain, errors, sandbox
 from rgrid.domain import ExecutionState, FailureClass
 from rgrid.envs.cache import PythonEnv
 from rgrid.paths import join_under
-from rgrid.runner import ControlPlane, RunnerConfig
+from rgrid.runner import ControlPlane, RunnerConfig, layers, places
 from rgrid.runner import workdir as work
 from rgrid.runner.classify import classify
 from rgrid.runner.logship import LogShipper
 from rgrid.runner.places import FALLBACK_DIR, Layout, elsewhere_warning, scan_outside
 from rgrid.runner.workdir import OutputScan, find_outputs
-from rgrid.sandbox import reads
+from rgrid.sandbox import bwrap, reads
 from rgrid.text import printable
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,11 @@ def _sandbox_env(user_env: dict[str, str], python_bin: Path) -> dict[str, str]:
 
 
 def _sandbox_spec(
-    spec: domain.ExecutionSpec, env: PythonEnv, layout: Layout, config: RunnerConfig
+    spec: domain.ExecutionSpec,
+    env: PythonEnv,
+    layout: Layout,
+    config: RunnerConfig,
+    staged: Staged,
 ) -> sandbox.SandboxSpec:
     env_root = SANDBOX_ENV_PATH if layout.mounted else env.root
     python = env_root / "bin" / "python"
@@ -70,6 +75,12 @@ def _sandbox_spec(
         disk_reserve_bytes=config.disk_reserve_bytes,
         cpus=CPUS_PER_EXECUTION,
         stdin_path=stdin_path(layout.workdir) if spec.stdin is not None else None,
+        written_dirs=(
+            (staged.overlay.upper, *(host for host, _ in layout.rw_binds()))
+            if staged.overlay is not None
+            else None
+        ),
+        workdir_ready=staged.overlay is not None,
     )
 
 
@@ -79,50 +90,141 @@ def stdin_path(workdir: Path) -> Path:
     return workdir.with_name(workdir.name + ".stdin")
 
 
-def _links_safe(box: sandbox.Sandbox) -> bool:
-    """Inputs may be hard links to stored blobs only where the script runs as another user,
-    without capabilities: it can then replace such a file but never write into it."""
+@dataclasses.dataclass(frozen=True)
+class Staged:
+    """An execution's files in place, and where to look at them during and after the run."""
+
+    #: the inputs' stamps where the run may change them in place (``work.Stamp``)
+    stamps: dict[str, work.Stamp]
+    #: where what the run wrote in the working directory is found
+    scan_root: Path
+    #: (input name, the file on this host that the script opens under that name)
+    watched: list[tuple[str, Path]]
+    #: the work directory is an overlay (``layers``): the tree below, shared and read-only
+    overlay: layers.Overlay | None = None
+
+
+def _overlay_of(
+    layout: Layout, box: sandbox.Sandbox, config: RunnerConfig
+) -> layers.Overlay | None:
+    """The overlay the work directory will be, where it can be one: bubblewrap run by root
+    with scripts dropped to an unprivileged user (who then owns the tree, as users own their
+    files), and an operator who did not turn it off."""
     from rgrid.sandbox.bwrap import privilege_drop_available
 
-    return box.name == "bwrap" and privilege_drop_available()
+    if not (
+        config.overlay_inputs
+        and layout.mounted
+        and box.name == "bwrap"
+        and privilege_drop_available()
+        and layers.available()
+    ):
+        return None
+    workdir = layout.workdir
+    return layers.Overlay(
+        lower=Path(),  # known once the tree's layer is
+        upper=workdir.with_name(f"{workdir.name}.upper"),
+        scratch=workdir.with_name(f"{workdir.name}.ovl"),
+        merged=workdir,
+    )
 
 
-def _make_places(spec: domain.ExecutionSpec, layout: Layout) -> list[tuple[domain.FileRef, Path]]:
-    layout.prepare()
-    for folder in spec.dirs:
-        join_under(layout.workdir, folder).mkdir(parents=True, exist_ok=True)
-    placed = [(ref, layout.input_dest(ref)) for ref in spec.inputs]
+def _place(
+    layout: Layout, root: Path, refs: list[domain.FileRef], dirs: tuple[str, ...]
+) -> list[tuple[domain.FileRef, Path]]:
+    """Make ``dirs`` under ``root`` and each input's parent; where each input goes (the
+    working directory's under ``root``, the others in the mirror of their place)."""
+    for folder in dirs:
+        join_under(root, folder).mkdir(parents=True, exist_ok=True)
+    placed = [
+        (ref, layout.mirror(ref.path) if ref.path.startswith("/") else join_under(root, ref.path))
+        for ref in refs
+    ]
     for parent in {dest.parent for _, dest in placed}:
         parent.mkdir(parents=True, exist_ok=True)
     return placed
 
 
-async def _materialise(
-    spec: domain.ExecutionSpec, plane: ControlPlane, layout: Layout, link: bool
-) -> dict[str, work.Stamp]:
-    """Put the directories, inputs and stdin in place (hard links from the store where
-    ``link`` allows, else copies: in one go what the store vouches for, the rest one by one,
-    verified); returns the inputs' stamps."""
-    placed = await asyncio.to_thread(_make_places, spec, layout)
-    if not placed:
-        done: list[bool] = []
-    elif link:
-        done = await plane.link_inputs(placed)
-    else:
-        done = await plane.copy_inputs(placed)
+async def _fill(plane: ControlPlane, placed: list[tuple[domain.FileRef, Path]]) -> None:
+    """Copy the inputs: in one go what the store vouches for, the rest one by one, verified."""
+    done = await plane.copy_inputs(placed) if placed else []
     for (ref, dest), ready in zip(placed, done, strict=True):
         if not ready:
             await plane.fetch_input(ref, dest)
+
+
+async def _stage(
+    spec: domain.ExecutionSpec,
+    plane: ControlPlane,
+    layout: Layout,
+    overlay: layers.Overlay | None,
+    stack: contextlib.AsyncExitStack,
+    config: RunnerConfig,
+) -> Staged:
+    """Put the directories, inputs and stdin in place: copies in the work directory, or the
+    tree's shared layer (built if new) under an overlay holding copies of the named inputs."""
+    await asyncio.to_thread(layout.prepare)
     if spec.stdin is not None:
         if spec.stdin.size == 0:  # an empty stdin has no blob
             stdin_path(layout.workdir).write_bytes(b"")
         else:
             await plane.fetch_input(spec.stdin, stdin_path(layout.workdir))
-    return await asyncio.to_thread(work.stamps, [(ref.path, dest) for ref, dest in placed])
+    if overlay is None:
+        placed = await asyncio.to_thread(
+            _place, layout, layout.workdir, list(spec.inputs), spec.dirs
+        )
+        await _fill(plane, placed)
+        named = [(ref.path, dest) for ref, dest in placed]
+        stamps = await asyncio.to_thread(work.stamps, named)
+        return Staged(stamps, layout.workdir, named)
+    named_here = places.named_inside(spec)
+    tree = [r for r in spec.inputs if not r.path.startswith("/") and r.path not in named_here]
+    own = [r for r in spec.inputs if r.path.startswith("/") or r.path in named_here]
+    layer = await _layer(plane, config, layout, tree, spec.dirs, stack)
+    overlay = dataclasses.replace(overlay, lower=layer.path)
+    for directory in (overlay.upper, overlay.scratch):
+        await asyncio.to_thread(directory.mkdir)
+    placed = await asyncio.to_thread(_place, layout, overlay.upper, own, ())
+    await _fill(plane, placed)
+    await asyncio.to_thread(layers.give, overlay.upper, bwrap.SANDBOX_UID)
+    await asyncio.to_thread(overlay.mount)
+    named = [(ref.path, dest) for ref, dest in placed]
+    stamps = await asyncio.to_thread(work.stamps, named)
+    watched = [(ref.path, layer.path / ref.path) for ref in tree] + named
+    return Staged(stamps, overlay.upper, watched, overlay)
+
+
+async def _layer(
+    plane: ControlPlane,
+    config: RunnerConfig,
+    layout: Layout,
+    tree: list[domain.FileRef],
+    dirs: tuple[str, ...],
+    stack: contextlib.AsyncExitStack,
+) -> layers.Layer:
+    """The tree's layer, held for the rest of the execution; built now if it is new."""
+    store = layers.Layers(config.work_root / layers.LAYERS_DIR, bwrap.SANDBOX_UID)
+    key = layers.layer_key(tree, dirs)
+    held = await asyncio.to_thread(stack.enter_context, store.hold(key))
+    stack.push_async_callback(asyncio.to_thread, store.evict)  # once released, after the run
+    if held is not None:
+        await asyncio.to_thread(store.touch, held)
+        return held
+    scratch = await asyncio.to_thread(store.scratch)
+    try:
+        placed = await asyncio.to_thread(_place, layout, scratch, tree, dirs)
+        await _fill(plane, placed)
+        return await asyncio.to_thread(store.publish, scratch, key)
+    except BaseException:
+        await asyncio.to_thread(shutil.rmtree, scratch, True)
+        raise
 
 
 async def _watch(
-    spec: domain.ExecutionSpec, layout: Layout, box: sandbox.Sandbox, config: RunnerConfig
+    spec: domain.ExecutionSpec,
+    staged: Staged,
+    box: sandbox.Sandbox,
+    config: RunnerConfig,
 ) -> reads.Watch | None:
     """Start observing which inputs the run opens; None where that cannot be done fully.
     Only a sandbox with its own mount namespace can be told apart from the grid's own opens.
@@ -135,9 +237,8 @@ async def _watch(
     observer = reads.observer()
     if observer is None:
         return None
-    files = [ref.path for ref in spec.inputs]  # materialised at these paths
     try:
-        return await asyncio.to_thread(observer.watch, layout.workdir, files)
+        return await asyncio.to_thread(observer.watch, staged.scan_root, staged.watched)
     except OSError as exc:
         logger.warning(
             "reads of %s not observed: %s",
@@ -169,19 +270,20 @@ async def _scan(
     layout: Layout,
     config: RunnerConfig,
     shipper: LogShipper,
-    placed: dict[str, work.Stamp],
+    staged: Staged,
 ) -> OutputScan:
     """What the run produced; each file the grid cannot name gets a warning in the log, and
-    files written outside the working directory but not where an argument named get one too."""
+    files written outside the working directory but not where an argument named get one too.
+    Over an overlay only its upper layer is looked at: nothing else can have changed."""
     inputs = {ref.path: ref for ref in spec.inputs}
     scan = await asyncio.to_thread(
         find_outputs,
-        layout.workdir,
+        staged.scan_root,
         inputs,
         max_bytes=config.max_output_bytes,
         max_files=config.max_output_files,
         skip_top=frozenset() if layout.mounted else frozenset({FALLBACK_DIR}),
-        placed=placed,
+        placed=staged.stamps,
         dirs_before=work.existing_dirs((ref.path for ref in spec.inputs), spec.dirs),
     )
     outside = await asyncio.to_thread(scan_outside, layout, inputs)
@@ -218,14 +320,15 @@ async def run_execution(
     """The whole pipeline; never raises for the script's own failures, only reports them."""
     box = sandbox.detect()
     layout = Layout.of(spec, config.work_root, mounted=box.name == "bwrap")
-    for directory in (layout.workdir, layout.outside):
-        shutil.rmtree(directory, ignore_errors=True)
-    stdin_path(layout.workdir).unlink(missing_ok=True)
-    try:
-        box = sandbox.detect()
+    overlay = _overlay_of(layout, box, config)
+    await asyncio.to_thread(_clear, layout, overlay)  # what a crashed attempt left
+    async with contextlib.AsyncExitStack() as stack:
+        if not config.keep_workdirs:
+            stack.push_async_callback(asyncio.to_thread, _clear, layout, overlay)
+        else:  # kept for a look, but never left mounted
+            stack.push_async_callback(asyncio.to_thread, _unmount, overlay)
         try:
-            link = config.link_inputs and _links_safe(box)
-            placed = await _materialise(spec, plane, layout, link)
+            staged = await _stage(spec, plane, layout, overlay, stack, config)
         except errors.RgridError as exc:
             return domain.Outcome(
                 ExecutionState.FAILED,
@@ -233,61 +336,83 @@ async def run_execution(
                 FailureClass.INPUT_ERROR,
                 cause=f"an input could not be prepared: {exc.message}",
             )
-        interpreter = config.interpreters[spec.python or config.default_python]
-        shipper = LogShipper(
-            plane,
-            attempt=spec.attempt,
-            start_seq=spec.log_seq_start,
-            max_bytes=config.max_log_bytes,
-        )
-        async with shipper:
-            try:
-                async with config.env_cache.environment(
-                    spec.requirements, interpreter, shipper.setup
-                ) as env:
-                    result, observed = await _run_observed(
-                        box,
-                        _sandbox_spec(spec, env, layout, config),
-                        await _watch(spec, layout, box, config),
-                        shipper,
-                        cancel,
-                    )
-            except errors.UnsafePath as exc:
-                return domain.Outcome(
-                    ExecutionState.FAILED,
-                    domain.EXIT_RGRID_FAILURE,
-                    FailureClass.INPUT_ERROR,
-                    cause=exc.message,
-                    hint=exc.hint,
+        return await _run_staged(spec, plane, config, cancel, box, layout, staged)
+
+
+def _unmount(overlay: layers.Overlay | None) -> None:
+    if overlay is not None:
+        overlay.unmount()
+
+
+def _clear(layout: Layout, overlay: layers.Overlay | None) -> None:
+    """Remove the execution's directories (the overlay unmounted first)."""
+    _unmount(overlay)
+    extra = (overlay.upper, overlay.scratch) if overlay is not None else ()
+    for directory in (layout.workdir, layout.outside, *extra):
+        shutil.rmtree(directory, ignore_errors=True)
+    stdin_path(layout.workdir).unlink(missing_ok=True)
+
+
+async def _run_staged(
+    spec: domain.ExecutionSpec,
+    plane: ControlPlane,
+    config: RunnerConfig,
+    cancel: asyncio.Event,
+    box: sandbox.Sandbox,
+    layout: Layout,
+    staged: Staged,
+) -> domain.Outcome:
+    """Environment, sandbox, logs, outcome, outputs: the execution once its files are there."""
+    interpreter = config.interpreters[spec.python or config.default_python]
+    shipper = LogShipper(
+        plane,
+        attempt=spec.attempt,
+        start_seq=spec.log_seq_start,
+        max_bytes=config.max_log_bytes,
+    )
+    async with shipper:
+        try:
+            async with config.env_cache.environment(
+                spec.requirements, interpreter, shipper.setup
+            ) as env:
+                result, observed = await _run_observed(
+                    box,
+                    _sandbox_spec(spec, env, layout, config, staged),
+                    await _watch(spec, staged, box, config),
+                    shipper,
+                    cancel,
                 )
-            except errors.DependencyError as exc:
-                return domain.Outcome(
-                    ExecutionState.FAILED,
-                    domain.EXIT_RGRID_FAILURE,
-                    FailureClass.DEPENDENCY_ERROR,
-                    cause=exc.message,
-                    hint=exc.hint,
-                )
-            outcome = dataclasses.replace(
-                classify(
-                    result,
-                    list(shipper.stderr_tail),
-                    timeout_s=spec.timeout_s,
-                    memory_bytes=spec.memory_bytes,
-                    disk_bytes=spec.disk_bytes,
-                ),
-                packages=env.packages,
-                python_version=interpreter.full_version,
-                reads=observed,
+        except errors.UnsafePath as exc:
+            return domain.Outcome(
+                ExecutionState.FAILED,
+                domain.EXIT_RGRID_FAILURE,
+                FailureClass.INPUT_ERROR,
+                cause=exc.message,
+                hint=exc.hint,
             )
-            if outcome.state is ExecutionState.CANCELLED:
-                return outcome
-            if outcome.failure_class is FailureClass.DISK_LIMIT:
-                return outcome  # keeping what filled the disk would only move it into storage
-            scan = await _scan(spec, layout, config, shipper, placed)
-        return await _collect(scan, plane, outcome)
-    finally:
-        if not config.keep_workdirs:
-            for directory in (layout.workdir, layout.outside):
-                await asyncio.to_thread(shutil.rmtree, directory, True)
-            stdin_path(layout.workdir).unlink(missing_ok=True)
+        except errors.DependencyError as exc:
+            return domain.Outcome(
+                ExecutionState.FAILED,
+                domain.EXIT_RGRID_FAILURE,
+                FailureClass.DEPENDENCY_ERROR,
+                cause=exc.message,
+                hint=exc.hint,
+            )
+        outcome = dataclasses.replace(
+            classify(
+                result,
+                list(shipper.stderr_tail),
+                timeout_s=spec.timeout_s,
+                memory_bytes=spec.memory_bytes,
+                disk_bytes=spec.disk_bytes,
+            ),
+            packages=env.packages,
+            python_version=interpreter.full_version,
+            reads=observed,
+        )
+        if outcome.state is ExecutionState.CANCELLED:
+            return outcome
+        if outcome.failure_class is FailureClass.DISK_LIMIT:
+            return outcome  # keeping what filled the disk would only move it into storage
+        scan = await _scan(spec, layout, config, shipper, staged)
+    return await _collect(scan, plane, outcome)

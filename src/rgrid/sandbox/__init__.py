@@ -83,6 +83,12 @@ class SandboxSpec:
     #: added to the process's nice value (0: the grid's own priority); environment builds run
     #: lower so that the grid's event loop and the scripts keep the CPU they need
     niceness: int = 0
+    #: the directories whose size ``disk_bytes`` bounds (None: the work directory and the
+    #: ``rw_binds``); for a work directory that is an overlay, its upper layer: what was written
+    written_dirs: tuple[Path, ...] | None = None
+    #: the work directory already belongs to the script's user, as prepared by the caller (an
+    #: overlay): it is not handed over file by file
+    workdir_ready: bool = False
 
 
 class LimitHit(StrEnum):

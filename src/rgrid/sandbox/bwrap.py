@@ -111,7 +111,8 @@ class BwrapSandbox:
                 namespace = await stack.enter_async_context(network.shared_pool().namespace())
                 spawner = namespace.spawner
             if run_as is not None:
-                for directory in (spec.workdir, *(host for host, _ in spec.rw_binds)):
+                given = [] if spec.workdir_ready else [spec.workdir]
+                for directory in (*given, *(host for host, _ in spec.rw_binds)):
                     await asyncio.to_thread(_hand_over, directory, run_as)
             await asyncio.to_thread(masked_paths)  # the first call walks /etc; cached after
             limited = dataclasses.replace(spec, max_processes=_process_rlimit(spec))

@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import IO
 
 from rgrid import errors
@@ -94,7 +95,7 @@ async def run_command(
             limits.Watchdog(child.pid, spec.timeout_s, cancel) as watchdog,
             limits.DiskGuard(
                 child.pid,
-                [str(spec.workdir), *(str(host) for host, _ in spec.rw_binds)],
+                [str(path) for path in written_dirs(spec)],
                 spec.disk_bytes,
                 spec.disk_reserve_bytes,
                 file_limit_bytes(spec),
@@ -120,6 +121,13 @@ async def run_command(
         max_rss_bytes=rusage.ru_maxrss * 1024 if rusage.ru_maxrss > 0 else None,
         limit_hit=LimitHit.DISK if disk.exceeded else None,
     )
+
+
+def written_dirs(spec: SandboxSpec) -> tuple[Path, ...]:
+    """Where what the script writes is kept (see ``SandboxSpec.written_dirs``)."""
+    if spec.written_dirs is not None:
+        return spec.written_dirs
+    return (spec.workdir, *(host for host, _ in spec.rw_binds))
 
 
 def file_limit_bytes(spec: SandboxSpec) -> int:

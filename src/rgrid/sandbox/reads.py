@@ -93,25 +93,22 @@ class _Libc:
         return result
 
 
-def file_handles(libc: _Libc, workdir: Path, files: Iterable[str]) -> dict[bytes, list[str]]:
-    """The kernel's handle (type and bytes, as fanotify reports it) of each file, by path
-    relative to ``workdir``: handle → the paths that have it (hard links share one)."""
+def file_handles(libc: _Libc, files: Iterable[tuple[str, Path]]) -> dict[bytes, list[str]]:
+    """The kernel's handle (type and bytes, as fanotify reports it) of each file, given as
+    (its input name, where it is on this host): handle → the names that have it (hard links
+    share one)."""
     buffer = ctypes.create_string_buffer(HANDLE_HEADER.size + MAX_HANDLE_SZ)
     view = memoryview(buffer).cast("B")
     mount_id = ctypes.byref(ctypes.c_int())
     call = libc.name_to_handle_at
     found: dict[bytes, list[str]] = {}
-    directory = os.open(workdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for rel in files:
-            HANDLE_HEADER.pack_into(buffer, 0, MAX_HANDLE_SZ, 0)
-            if call(directory, os.fsencode(rel), buffer, mount_id, 0) < 0:
-                libc.check(-1, f"name_to_handle_at {rel}")
-            (size,) = HANDLE_SIZE.unpack_from(buffer, 0)
-            # the handle's type and bytes, laid out as in a fanotify event
-            found.setdefault(view[4 : HANDLE_HEADER.size + size].tobytes(), []).append(rel)
-    finally:
-        os.close(directory)
+    for name, path in files:
+        HANDLE_HEADER.pack_into(buffer, 0, MAX_HANDLE_SZ, 0)
+        if call(AT_FDCWD, os.fsencode(path), buffer, mount_id, 0) < 0:
+            libc.check(-1, f"name_to_handle_at {name}")
+        (size,) = HANDLE_SIZE.unpack_from(buffer, 0)
+        # the handle's type and bytes, laid out as in a fanotify event
+        found.setdefault(view[4 : HANDLE_HEADER.size + size].tobytes(), []).append(name)
     return found
 
 
@@ -158,11 +155,11 @@ class ReadObserver:
             self._libc.init(flags, os.O_RDONLY | os.O_CLOEXEC), "fanotify_init"
         )
 
-    def watch(self, workdir: Path, files: Iterable[str]) -> Watch:
-        """Start watching the input files (paths relative to ``workdir``) of a run about to
-        start there. Raises OSError when they cannot be watched (a filesystem without file
-        handles or fanotify support)."""
-        handles = file_handles(self._libc, workdir, files)
+    def watch(self, workdir: Path, files: Iterable[tuple[str, Path]]) -> Watch:
+        """Start watching the input files (their names, and where each is on this host, on
+        ``workdir``'s filesystem) of a run about to start. Raises OSError when they cannot be
+        watched (a filesystem without file handles or fanotify support)."""
+        handles = file_handles(self._libc, files)
         dev = os.stat(workdir).st_dev
         watch = Watch(self, handles, dev)
         with self._lock:

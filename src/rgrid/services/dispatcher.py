@@ -62,15 +62,10 @@ class GridControlPlane:
             dest.unlink(missing_ok=True)
             raise await blobs.lose_blob(self._grid, account, ref.sha256, what)
 
-    async def link_inputs(self, placed: Sequence[tuple[domain.FileRef, Path]]) -> list[bool]:
-        return await self._grid.storage.link_to_files(self._blobs(placed))
-
     async def copy_inputs(self, placed: Sequence[tuple[domain.FileRef, Path]]) -> list[bool]:
-        return await self._grid.storage.copy_to_files(self._blobs(placed))
-
-    def _blobs(self, placed: Sequence[tuple[domain.FileRef, Path]]) -> list[tuple[str, str, Path]]:
         account = self._spec.account_id
-        return [(blob_key(account, ref.sha256), ref.sha256, dest) for ref, dest in placed]
+        blobs = [(blob_key(account, ref.sha256), ref.sha256, dest) for ref, dest in placed]
+        return await self._grid.storage.copy_to_files(blobs)
 
     async def store_output(self, path: Path, rel: str) -> domain.FileRef:
         from rgrid.runner.workdir import sha256_file

@@ -85,15 +85,6 @@ class ObjectStorage(Protocol):
         """
         ...
 
-    async def link_to_files(self, blobs: Sequence[tuple[str, str, Path]]) -> list[bool]:
-        """Hard-link each ``(key, sha256, dest)`` blob at ``dest`` (its parent exists) where
-        this storage can do that safely: the blob is on the same filesystem and known to hold
-        ``sha256``. A linked file is the blob itself, made read-only (0444) and owned by the
-        grid's user, so that whoever else may write ``dest``'s directory can replace it but
-        never change it. Returns, per blob, whether it was linked (the caller copies the
-        others with ``copy_to_file``); a backend that cannot link returns all False."""
-        ...
-
     async def copy_to_files(self, blobs: Sequence[tuple[str, str, Path]]) -> list[bool]:
         """Copy each ``(key, sha256, dest)`` blob to ``dest`` (its parent exists) in one go
         where this storage knows, without reading it again, that the blob holds ``sha256``.

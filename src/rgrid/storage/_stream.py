@@ -132,22 +132,14 @@ class FilesThroughPut:
 
 
 class NoLocalFiles:
-    """``link_to_files`` and ``copy_to_files`` for a backend whose blobs are not local files:
-    nothing is linked or copied in bulk (each blob is fetched and verified on its own)."""
-
-    async def link_to_files(self, blobs: Sequence[tuple[str, str, Path]]) -> list[bool]:
-        """See ``ObjectStorage.link_to_files``: all False."""
-        return _none_of(blobs)
+    """``copy_to_files`` for a backend whose blobs are not local files: nothing is copied in
+    bulk (each blob is fetched and verified on its own)."""
 
     async def copy_to_files(self, blobs: Sequence[tuple[str, str, Path]]) -> list[bool]:
         """See ``ObjectStorage.copy_to_files``: all False."""
-        return _none_of(blobs)
-
-
-def _none_of(blobs: Sequence[tuple[str, str, Path]]) -> list[bool]:
-    for key, _, _ in blobs:
-        validate_key(key)  # an unsafe key is an error here as everywhere
-    return [False] * len(blobs)
+        for key, _, _ in blobs:
+            validate_key(key)  # an unsafe key is an error here as everywhere
+        return [False] * len(blobs)
 
 
 class ServedByTheGrid:

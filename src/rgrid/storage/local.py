@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hashlib
 import io
 import json
@@ -25,8 +24,6 @@ logger = logging.getLogger(__name__)
 TMP_DIR = ".tmp"  # in-flight writes; inside root so that the final rename is atomic
 META_DIR = ".meta"  # sidecars: .meta/<key>.json holds the sha256 verified when the blob was written
 _META_SUFFIX = ".json"
-#: a blob linked into a work directory: nobody may write it, the grid's user keeps it
-READ_ONLY = 0o444
 
 
 class LocalStorage(_stream.FilesThroughPut, _stream.ServedByTheGrid):
@@ -209,40 +206,6 @@ class LocalStorage(_stream.FilesThroughPut, _stream.ServedByTheGrid):
         if not stat_mode.S_ISREG(st.st_mode) or self._read_meta(key, st) != sha256:
             return False
         _stream.replace_atomically(dest, lambda tmp: _copy(key, path, tmp))
-        return True
-
-    async def link_to_files(self, blobs: Sequence[tuple[str, str, Path]]) -> list[bool]:
-        """See ``ObjectStorage.link_to_files``: a blob whose sidecar vouches for its sha256 is
-        linked (made 0444 and the grid's first); any other is left to ``copy_to_file``, which
-        verifies what it copies."""
-        for key, _, _ in blobs:
-            validate_key(key)
-        with _wrap_errors(f"link {len(blobs)} blobs"):
-            return await asyncio.to_thread(self._link_all, blobs)
-
-    def _link_all(self, blobs: Sequence[tuple[str, str, Path]]) -> list[bool]:
-        owner = (os.getuid(), os.getgid())
-        return [self._link(key, sha256, dest, owner) for key, sha256, dest in blobs]
-
-    def _link(self, key: str, sha256: str, dest: Path, owner: tuple[int, int]) -> bool:
-        path = self.root / key
-        try:
-            st = path.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            return False
-        if not stat_mode.S_ISREG(st.st_mode) or self._read_meta(key, st) != sha256:
-            return False
-        # mode and owner change the ctime only: the sidecar (size, inode, mtime) stays valid
-        if (st.st_uid, st.st_gid) != owner:
-            os.chown(path, *owner)
-        if stat_mode.S_IMODE(st.st_mode) != READ_ONLY:
-            os.chmod(path, READ_ONLY)
-        try:
-            os.link(path, dest)
-        except OSError as exc:
-            if exc.errno in (errno.EXDEV, errno.EMLINK, errno.EPERM, errno.EACCES):
-                return False  # another filesystem, too many links, links refused: a copy
-            raise
         return True
 
     async def put_file(

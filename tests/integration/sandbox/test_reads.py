@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from rgrid import domain
+from rgrid.runner import layers
 from rgrid.sandbox import SandboxSpec, reads
-from rgrid.sandbox.bwrap import BwrapSandbox
+from rgrid.sandbox.bwrap import SANDBOX_UID, BwrapSandbox
 
 PYTHON = sys._base_executable  # type: ignore[attr-defined]
 PREFIX = Path(sys.base_prefix)
@@ -55,7 +56,7 @@ async def test_reads_through_python_a_subprocess_and_c_are_observed(
     os.chmod(workdir, 0o777)
     for path in workdir.iterdir():
         os.chmod(path, 0o666)
-    inputs = [p.name for p in workdir.iterdir()]
+    inputs = [(p.name, p) for p in workdir.iterdir()]
     watch = observer.watch(workdir, inputs)
     (workdir / "README").read_text()  # the grid's own opens are not the script's
     spec = SandboxSpec(
@@ -85,8 +86,8 @@ async def test_watches_are_independent(tmp_path: Path, observer: reads.ReadObser
     for directory in (first, second):
         directory.mkdir()
         (directory / "x.txt").write_text("x\n")
-    watch_first = observer.watch(first, ["x.txt"])
-    watch_second = observer.watch(second, ["x.txt"])
+    watch_first = observer.watch(first, [("x.txt", first / "x.txt")])
+    watch_second = observer.watch(second, [("x.txt", second / "x.txt")])
     spec = SandboxSpec(
         argv=["/bin/cat", "x.txt"], workdir=second, env={}, ro_binds=((PREFIX, PREFIX),)
     )
@@ -97,3 +98,60 @@ async def test_watches_are_independent(tmp_path: Path, observer: reads.ReadObser
     assert (await BwrapSandbox().run(spec, ignore)).returncode == 0
     assert watch_second.finish() == domain.InputReads(read=("x.txt",), written=())
     assert watch_first.finish() == domain.InputReads(read=(), written=())
+
+
+async def test_reads_through_an_overlay_are_seen_on_its_layer(
+    tmp_path: Path, observer: reads.ReadObserver
+) -> None:
+    """The work directory as the runner mounts it for a project tree: the files in a read-only
+    layer under an overlay. Opens through the overlay are reported on the layer's own files;
+    writes go to the upper directory and leave the layer as it was."""
+    lower, upper, scratch, merged = (tmp_path / n for n in ("lower", "upper", "ovl", "merged"))
+    for directory in (lower, upper, scratch, merged):
+        directory.mkdir()
+    (lower / "script.py").write_text(SCRIPT)
+    for name in FILES:
+        (lower / name).write_text(f"{name}\n")
+    with sqlite3.connect(lower / "data.db") as db:
+        db.execute("create table t (x)")
+    for directory in (lower, upper):
+        layers.give(directory, SANDBOX_UID)
+    before = {p.name: p.read_bytes() for p in lower.iterdir()}
+    overlay = layers.Overlay(lower, upper, scratch, merged)
+    overlay.mount()
+    try:
+        watch = observer.watch(tmp_path, [(p.name, p) for p in lower.iterdir()])
+        (lower / "README").read_text()  # the grid's own opens are not the script's
+        spec = SandboxSpec(
+            argv=[PYTHON, "script.py"],
+            workdir=merged,
+            env={"PATH": "/usr/bin:/bin"},
+            ro_binds=((PREFIX, PREFIX),),
+            workdir_ready=True,
+        )
+        errors: list[bytes] = []
+
+        async def on_output(stream: str, blocks: list[bytes]) -> None:
+            errors.extend(blocks)
+
+        result = await BwrapSandbox().run(spec, on_output)
+        assert result.returncode == 0, errors
+        seen = watch.finish()
+    finally:
+        overlay.unmount()
+    assert seen is not None
+    # a file opened for writing without truncation is copied up by the kernel, which reads
+    # it: such a file counts as read (the cache then only misses more, never hits wrongly);
+    # one truncated on open is not read at all, as its old bytes cannot matter
+    assert seen.read == (
+        "appended.txt",
+        "data.db",
+        "direct.txt",
+        "native.bin",
+        "piped.txt",
+        "script.py",
+    )
+    assert seen.written == ()
+    assert {p.name: p.read_bytes() for p in lower.iterdir()} == before
+    assert (upper / "rewritten.txt").read_text() == "new"
+    assert (upper / "appended.txt").read_text() == "appended.txt\nmore"

@@ -39,7 +39,7 @@ class _Observer:
     def __init__(self) -> None:
         self.watched: list[Any] = []
 
-    def watch(self, workdir: Path, files: list[str]) -> str:
+    def watch(self, workdir: Path, files: list[tuple[str, Path]]) -> str:
         self.watched.append((workdir, files))
         return "watch"
 
@@ -51,15 +51,14 @@ def observer(monkeypatch: pytest.MonkeyPatch) -> _Observer:
     return found
 
 
-@dataclasses.dataclass
-class _Layout:
-    workdir: Path
+def staged(workdir: Path) -> pipeline.Staged:
+    return pipeline.Staged({}, workdir, [("main.py", workdir / "main.py")])
 
 
 async def test_a_bwrap_run_is_watched_with_its_inputs(observer: _Observer, tmp_path: Path) -> None:
-    watch = await pipeline._watch(SPEC, _Layout(tmp_path), _Box("bwrap"), _Config(True))  # type: ignore[arg-type]
+    watch = await pipeline._watch(SPEC, staged(tmp_path), _Box("bwrap"), _Config(True))  # type: ignore[arg-type]
     assert watch == "watch"
-    assert observer.watched == [(tmp_path, ["main.py"])]
+    assert observer.watched == [(tmp_path, [("main.py", tmp_path / "main.py")])]
 
 
 async def test_a_run_with_files_outside_its_working_directory_is_not_observed(
@@ -69,7 +68,7 @@ async def test_a_run_with_files_outside_its_working_directory_is_not_observed(
     outside = dataclasses.replace(
         SPEC, inputs=(*SPEC.inputs, domain.FileRef("/data/x.csv", "b" * 64, 1))
     )
-    assert await pipeline._watch(outside, _Layout(tmp_path), _Box("bwrap"), _Config(True)) is None  # type: ignore[arg-type]
+    assert await pipeline._watch(outside, staged(tmp_path), _Box("bwrap"), _Config(True)) is None  # type: ignore[arg-type]
     assert observer.watched == []
 
 
@@ -79,7 +78,7 @@ async def test_a_run_with_files_outside_its_working_directory_is_not_observed(
 async def test_off_or_a_sandbox_sharing_the_grids_mounts_is_not_observed(
     observer: _Observer, tmp_path: Path, box: str, tracking: bool
 ) -> None:
-    assert await pipeline._watch(SPEC, _Layout(tmp_path), _Box(box), _Config(tracking)) is None  # type: ignore[arg-type]
+    assert await pipeline._watch(SPEC, staged(tmp_path), _Box(box), _Config(tracking)) is None  # type: ignore[arg-type]
     assert observer.watched == []
 
 
@@ -87,4 +86,4 @@ async def test_without_fanotify_nothing_is_observed(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(pipeline.reads, "observer", lambda: None)
-    assert await pipeline._watch(SPEC, _Layout(tmp_path), _Box("bwrap"), _Config(True)) is None  # type: ignore[arg-type]
+    assert await pipeline._watch(SPEC, staged(tmp_path), _Box("bwrap"), _Config(True)) is None  # type: ignore[arg-type]

@@ -1,0 +1,235 @@
+"""The project tree as a read-only layer shared by executions, under an overlay per execution.
+
+Copying a project of thousands of files into every execution's work directory costs a file
+operation each (tenths of a millisecond apiece on a busy disk). Instead the tree an execution
+was given, less the files its arguments name, is built once into ``<work_root>/.layers/<key>``
+(the key: every path and content hash in it) and the execution's work directory is an overlay:
+that layer below, read-only, and an empty directory of its own above, where everything the
+script writes lands. A file the script changes is first copied up by the kernel; the layer never
+changes, so the next run of the same tree, or the next item of a batch, mounts it as it is.
+
+Everything in a layer belongs to the sandbox's user, as the user's own files do on their
+machine (the script may open them for writing: the kernel copies them up first). No sandbox ever
+sees a layer's own path: only the overlay, mounted where the script runs.
+
+Layers are kept while used and for the ``KEEP`` most recently used after; each is locked
+(``flock``, shared) by every execution using it, so no grid process removes one in use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import errno
+import fcntl
+import functools
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from rgrid import domain, errors
+from rgrid.paths import join_under
+
+logger = logging.getLogger(__name__)
+
+LAYERS_DIR = ".layers"
+#: layers kept besides those in use (least recently used ones go first)
+KEEP = 8
+MNT_DETACH = 2
+#: characters the kernel's mount option parser would take for separators
+_OPTION_SEPARATORS = (",", ":", "\\", "\n")
+
+
+@functools.cache
+def available() -> bool:
+    """Overlays can be mounted here: the grid is root and the kernel has overlayfs."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        return "overlay" in Path("/proc/filesystems").read_text().split()
+    except OSError:
+        return False
+
+
+def layer_key(refs: Iterable[domain.FileRef], dirs: Iterable[str]) -> str:
+    """What a layer holds, as a name: the hash of its paths, contents and directories."""
+    listing = {
+        "files": sorted((ref.path, ref.sha256) for ref in refs),
+        "dirs": sorted(set(dirs)),
+    }
+    return hashlib.sha256(json.dumps(listing, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    path: Path
+    key: str
+
+
+class Layers:
+    """The layers under ``root`` (``<work_root>/.layers``), owned by ``owner`` (a uid)."""
+
+    def __init__(self, root: Path, owner: int, keep: int = KEEP) -> None:
+        self.root = root
+        self._owner = owner
+        self._keep = keep
+
+    @contextlib.contextmanager
+    def hold(self, key: str) -> Iterator[Layer | None]:
+        """Lock layer ``key`` for use while the block runs: the layer, or None if it is not
+        built yet (the caller then builds it: ``scratch``, fill, ``publish``)."""
+        self.root.mkdir(mode=0o700, exist_ok=True)
+        lock = self._lock_shared(key)
+        try:
+            path = self.root / key
+            yield Layer(path, key) if path.is_dir() else None
+        finally:
+            os.close(lock)
+
+    def scratch(self) -> Path:
+        """A new empty directory beside the layers to build one in."""
+        self.root.mkdir(mode=0o700, exist_ok=True)
+        path = self.root / f".build-{uuid.uuid4().hex}"
+        path.mkdir()
+        return path
+
+    def publish(self, scratch: Path, key: str) -> Layer:
+        """Give the built tree to the sandbox's user and move it into place (an existing layer
+        of the same key, built meanwhile by another execution, is kept and ``scratch`` goes)."""
+        give(scratch, self._owner)
+        target = self.root / key
+        try:
+            scratch.rename(target)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            shutil.rmtree(scratch, ignore_errors=True)
+        os.utime(target)  # most recently used
+        return Layer(target, key)
+
+    def touch(self, layer: Layer) -> None:
+        with contextlib.suppress(OSError):
+            os.utime(layer.path)
+
+    def evict(self) -> None:
+        """Remove the least recently used layers beyond ``keep`` that nobody holds."""
+        try:
+            entries = [e for e in os.scandir(self.root) if e.is_dir() and len(e.name) == 64]
+        except FileNotFoundError:
+            return
+        entries.sort(key=lambda e: e.stat().st_mtime_ns, reverse=True)
+        for entry in entries[self._keep :]:
+            lock_path = self.root / f"{entry.name}.lock"
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue  # in use
+            try:
+                shutil.rmtree(entry.path, ignore_errors=True)
+                lock_path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+        for stale in self.root.glob(".build-*"):
+            # a build abandoned by a grid process that died; a live build is minutes old at most
+            with contextlib.suppress(OSError):
+                if _age_s(stale) > 3600:
+                    shutil.rmtree(stale, ignore_errors=True)
+
+    def _lock_shared(self, key: str) -> int:
+        """A shared lock on ``key``'s lock file, that file being the one in place (an evictor
+        removes the file after taking it exclusively: a lock on a removed file protects
+        nothing, so that case is retried)."""
+        path = self.root / f"{key}.lock"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            try:
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+
+
+def _age_s(path: Path) -> float:
+    return time.time() - path.stat().st_mtime
+
+
+def give(root: Path, owner: int) -> None:
+    """Every directory and file under ``root`` (and it) to ``owner``; files 0644, dirs 0755."""
+    for dirpath, _, filenames in os.walk(root):
+        os.chown(dirpath, owner, owner)
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            os.chown(path, owner, owner, follow_symlinks=False)
+            os.chmod(path, 0o644)
+
+
+def layer_places(
+    scratch: Path, refs: Iterable[domain.FileRef], dirs: Iterable[str]
+) -> list[tuple[domain.FileRef, Path]]:
+    """Make ``dirs`` and the inputs' parent directories in ``scratch``; where each input goes."""
+    for folder in dirs:
+        join_under(scratch, folder).mkdir(parents=True, exist_ok=True)
+    placed = [(ref, join_under(scratch, ref.path)) for ref in refs]
+    for parent in {dest.parent for _, dest in placed}:
+        parent.mkdir(parents=True, exist_ok=True)
+    return placed
+
+
+@dataclasses.dataclass(frozen=True)
+class Overlay:
+    """An execution's work directory: ``lower`` (read-only) under ``upper`` at ``merged``."""
+
+    lower: Path
+    upper: Path
+    scratch: Path  # the overlay's own work directory (same filesystem as ``upper``)
+    merged: Path
+
+    def mount(self) -> None:
+        for path in (self.lower, self.upper, self.scratch):
+            if any(mark in str(path) for mark in _OPTION_SEPARATORS):
+                raise errors.SandboxError(f"cannot mount an overlay from {path}: odd characters")
+        # metacopy off: a file whose mode alone changes is still copied up whole, so the upper
+        # layer holds every byte the run changed; no redirects: a directory of the layer cannot
+        # be renamed (EXDEV, as across filesystems) rather than leave a pointer into it
+        options = (
+            f"lowerdir={self.lower},upperdir={self.upper},workdir={self.scratch},"
+            "metacopy=off,redirect_dir=off,index=off"
+        )
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.mount(b"overlay", os.fsencode(self.merged), b"overlay", 0, options.encode()) != 0:
+            code = ctypes.get_errno()
+            raise errors.SandboxError(
+                f"could not mount the work directory's overlay: {os.strerror(code)}"
+            )
+
+    def unmount(self) -> None:
+        unmount(self.merged)
+
+
+def unmount(path: Path) -> None:
+    """Detach whatever is mounted at ``path`` (nothing: no error)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.umount2(os.fsencode(path), MNT_DETACH) != 0:
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOENT):
+            logger.warning(
+                "could not unmount %s: %s",
+                path,
+                os.strerror(code),
+                extra={"action": "overlay_left"},
+            )
