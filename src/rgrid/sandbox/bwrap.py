@@ -114,7 +114,8 @@ class BwrapSandbox:
                 given = [] if spec.workdir_ready else [spec.workdir]
                 for directory in (*given, *(host for host, _ in spec.rw_binds)):
                     await asyncio.to_thread(_hand_over, directory, run_as)
-            await asyncio.to_thread(masked_paths)  # the first call walks /etc; cached after
+            if run_as is None:
+                await asyncio.to_thread(masked_paths)  # the first call walks /etc; cached after
             limited = dataclasses.replace(spec, max_processes=_process_rlimit(spec))
             handshake = _Handshake(functools.partial(_make_group, spec), limited)
             # killed at once; deleted in the background: the kernel takes some ms to let an
@@ -267,11 +268,11 @@ class _Handshake:
         """Called once bwrap is started: limit it, put it in the group, let the script start."""
         self._close(self.info_write)
         self._close(self.block_read)
-        making = asyncio.ensure_future(asyncio.to_thread(self._make_group))
+        making = asyncio.ensure_future(asyncio.to_thread(self._group_for, pid))
         try:
             info = await _read_info(self.info_read)
         finally:
-            self.group = await making  # cgroupfs writes can stall: made on a thread
+            self.group = await making
         child = info.get("child-pid")
         if isinstance(child, int):
             # the namespace's first process forks the command, which inherits them; if that
@@ -283,14 +284,22 @@ class _Handshake:
                 pass  # bwrap failed and left: its status says why
             except OSError as exc:
                 raise errors.SandboxError(f"could not limit the sandbox: {exc}") from exc
-        if self.group is not None:
-            self.group.add(pid)
-            if isinstance(child, int):
-                with contextlib.suppress(OSError):
-                    self.group.add(child)
+        if self.group is not None and isinstance(child, int):
+            with contextlib.suppress(OSError):  # gone: bwrap failed, its status says why
+                self.group.add(child)
         with contextlib.suppress(OSError):  # EPIPE: bwrap failed and left; its status says why
             os.write(self.block_write, b"1")
         self._close(self.block_write)
+
+    def _group_for(self, pid: int) -> cgroups.ExecutionGroup | None:
+        """The execution's group with bwrap in it, made on a thread while bwrap builds the
+        namespaces. Moving a process into a cgroup (v1) first waits out an RCU grace period
+        (~10 ms here); one move soon after another does not: so bwrap goes in now, in
+        parallel, and its namespace's first process (reported on the info fd) after, fast."""
+        group = self._make_group()
+        if group is not None:
+            group.add(pid)
+        return group
 
     def discard_group(self) -> None:
         if self.group is not None:
@@ -351,8 +360,11 @@ def isolation_args(mode: NetworkMode | None, run_as: int | None = None) -> list[
     if mode is NetworkMode.ISOLATED:
         # the namespace's own resolver (slirp's); the host's may be on a blocked address
         args += ["--ro-bind", str(network.resolv_conf()), os.path.realpath(RESOLV_CONF)]
-    for path, is_dir in masked_paths():
-        args += ["--tmpfs", path] if is_dir else ["--ro-bind", "/dev/null", path]
+    if run_as is None:
+        # Only the grid's own user could read these; uid 65534, without groups, is refused
+        # them by the kernel (they are exactly what others may not read): no mount needed.
+        for path, is_dir in masked_paths():
+            args += ["--tmpfs", path] if is_dir else ["--ro-bind", "/dev/null", path]
     return args
 
 

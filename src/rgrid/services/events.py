@@ -10,8 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from collections.abc import Iterator
 
 MAX_WAIT_S = 0.5
+
+
+class Listener:
+    """Notifications for one execution, counted from the moment ``Notifier.listening`` began:
+    one that came while the follower was reading the store is not lost."""
+
+    def __init__(self, event: asyncio.Event) -> None:
+        self._event = event
+
+    async def wait(self, timeout: float) -> None:
+        """Return once notified (at once if that happened already since the last wait), or
+        after ``min(timeout, MAX_WAIT_S)``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), min(timeout, MAX_WAIT_S))
+        self._event.clear()
 
 
 class Notifier:
@@ -22,13 +38,14 @@ class Notifier:
         for event in self._waiters.get(execution_id, ()):
             event.set()
 
-    async def wait(self, execution_id: str, timeout: float) -> None:
-        """Return on the next ``notify`` for this execution, or after ``min(timeout, MAX_WAIT_S)``."""
+    @contextlib.contextmanager
+    def listening(self, execution_id: str) -> Iterator[Listener]:
+        """Listen for this execution's notifications while the block runs: start before
+        reading the store, then wait, so a change made in between wakes the wait at once."""
         event = asyncio.Event()
         self._waiters[execution_id].add(event)
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), min(timeout, MAX_WAIT_S))
+            yield Listener(event)
         finally:
             waiters = self._waiters[execution_id]
             waiters.discard(event)

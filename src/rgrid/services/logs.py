@@ -62,12 +62,13 @@ async def read_logs(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(max(wait_s, 0.0), MAX_WAIT_S)
     execution = await get(grid, principal, id_or_prefix)
-    while True:
-        page = await _page(grid, execution.id, after, limit, attempt)
-        remaining = deadline - loop.time()
-        if page.lines or page.done or remaining <= 0:
-            return page
-        await grid.notifier.wait(execution.id, remaining)
+    with grid.notifier.listening(execution.id) as changes:
+        while True:
+            page = await _page(grid, execution.id, after, limit, attempt)
+            remaining = deadline - loop.time()
+            if page.lines or page.done or remaining <= 0:
+                return page
+            await changes.wait(remaining)
 
 
 async def open_stream(
@@ -88,15 +89,16 @@ async def _pages(
 ) -> AsyncIterator[LogPage]:
     loop = asyncio.get_running_loop()
     next_check = loop.time() + KEY_CHECK_S
-    while True:
-        if loop.time() >= next_check:
-            await ensure_key_active(grid, principal)
-            next_check = loop.time() + KEY_CHECK_S
-        page = await _page(grid, execution_id, after, STREAM_BATCH, None)
-        if page.lines or page.done:
-            yield page
-        if page.done:
-            return
-        after = page.last_seq
-        if not page.lines:
-            await grid.notifier.wait(execution_id, MAX_WAIT_S)
+    with grid.notifier.listening(execution_id) as changes:
+        while True:
+            if loop.time() >= next_check:
+                await ensure_key_active(grid, principal)
+                next_check = loop.time() + KEY_CHECK_S
+            page = await _page(grid, execution_id, after, STREAM_BATCH, None)
+            if page.lines or page.done:
+                yield page
+            if page.done:
+                return
+            after = page.last_seq
+            if not page.lines:
+                await changes.wait(MAX_WAIT_S)
