@@ -179,3 +179,34 @@ def test_files_written_beside_a_named_outside_path_are_not_collected_and_named(
     assert status["named_outside"] == [str(outside / "named.txt")]
     outputs = json.loads(runner("outputs", run_id(result), "--json").stdout)
     assert [o["path"] for o in outputs] == [str(outside / "named.txt")]
+
+
+def test_files_left_in_tmp_are_not_collected_and_named(cli: Cli, tmp_path: Path) -> None:
+    """An unnamed /tmp file is lost with the sandbox, as the summary says (naming up to three);
+    caches a library keeps under HOME (/tmp/.cache …) are not mentioned; a file the script
+    removed itself is not either."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "scratch.py").write_text(
+        "import os, tempfile\n"
+        "open('/tmp/left.txt', 'w').write('x')\n"
+        "os.makedirs('/tmp/run/parts', exist_ok=True)\n"
+        "for n in range(3):\n"
+        "    open(f'/tmp/run/parts/{n}.bin', 'wb').write(b'y')\n"
+        "os.makedirs(os.path.expanduser('~/.cache/lib'), exist_ok=True)\n"
+        "open(os.path.expanduser('~/.cache/lib/fonts.json'), 'w').write('{}')\n"
+        "with tempfile.NamedTemporaryFile() as gone:\n"
+        "    gone.write(b'removed at close')\n"
+        "print('done')\n"
+    )
+    runner = Cli(cwd=work, env=cli.env)
+
+    result = runner("run", "scratch.py")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "done\n"
+    warning = [line for line in result.stderr.splitlines() if "not collected" in line]
+    assert len(warning) == 1, result.stderr
+    assert "/tmp/left.txt, /tmp/run/parts/0.bin, /tmp/run/parts/1.bin and 1 more" in warning[0]
+    assert ".cache" not in result.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["scratch.py"]

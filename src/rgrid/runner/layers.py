@@ -19,11 +19,9 @@ Layers are kept while used and for the ``KEEP`` most recently used after; each i
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import errno
 import fcntl
-import functools
 import hashlib
 import json
 import logging
@@ -34,7 +32,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from rgrid import domain, errors
+from rgrid import domain
 from rgrid.paths import join_under
 
 logger = logging.getLogger(__name__)
@@ -42,20 +40,6 @@ logger = logging.getLogger(__name__)
 LAYERS_DIR = ".layers"
 #: layers kept besides those in use (least recently used ones go first)
 KEEP = 8
-MNT_DETACH = 2
-#: characters the kernel's mount option parser would take for separators
-_OPTION_SEPARATORS = (",", ":", "\\", "\n")
-
-
-@functools.cache
-def available() -> bool:
-    """Overlays can be mounted here: the grid is root and the kernel has overlayfs."""
-    if os.geteuid() != 0:
-        return False
-    try:
-        return "overlay" in Path("/proc/filesystems").read_text().split()
-    except OSError:
-        return False
 
 
 def layer_key(refs: Iterable[domain.FileRef], dirs: Iterable[str]) -> str:
@@ -188,48 +172,3 @@ def layer_places(
     for parent in {dest.parent for _, dest in placed}:
         parent.mkdir(parents=True, exist_ok=True)
     return placed
-
-
-@dataclasses.dataclass(frozen=True)
-class Overlay:
-    """An execution's work directory: ``lower`` (read-only) under ``upper`` at ``merged``."""
-
-    lower: Path
-    upper: Path
-    scratch: Path  # the overlay's own work directory (same filesystem as ``upper``)
-    merged: Path
-
-    def mount(self) -> None:
-        for path in (self.lower, self.upper, self.scratch):
-            if any(mark in str(path) for mark in _OPTION_SEPARATORS):
-                raise errors.SandboxError(f"cannot mount an overlay from {path}: odd characters")
-        # metacopy off: a file whose mode alone changes is still copied up whole, so the upper
-        # layer holds every byte the run changed; no redirects: a directory of the layer cannot
-        # be renamed (EXDEV, as across filesystems) rather than leave a pointer into it
-        options = (
-            f"lowerdir={self.lower},upperdir={self.upper},workdir={self.scratch},"
-            "metacopy=off,redirect_dir=off,index=off"
-        )
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.mount(b"overlay", os.fsencode(self.merged), b"overlay", 0, options.encode()) != 0:
-            code = ctypes.get_errno()
-            raise errors.SandboxError(
-                f"could not mount the work directory's overlay: {os.strerror(code)}"
-            )
-
-    def unmount(self) -> None:
-        unmount(self.merged)
-
-
-def unmount(path: Path) -> None:
-    """Detach whatever is mounted at ``path`` (nothing: no error)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.umount2(os.fsencode(path), MNT_DETACH) != 0:
-        code = ctypes.get_errno()
-        if code not in (errno.EINVAL, errno.ENOENT):
-            logger.warning(
-                "could not unmount %s: %s",
-                path,
-                os.strerror(code),
-                extra={"action": "overlay_left"},
-            )

@@ -13,11 +13,17 @@ from rgrid import domain, errors, sandbox
 from rgrid.domain import ExecutionState, FailureClass
 from rgrid.envs.cache import PythonEnv
 from rgrid.paths import join_under
-from rgrid.runner import ControlPlane, RunnerConfig, layers, places
+from rgrid.runner import ControlPlane, RunnerConfig, layers, mounts, places
 from rgrid.runner import workdir as work
 from rgrid.runner.classify import classify
 from rgrid.runner.logship import LogShipper
-from rgrid.runner.places import FALLBACK_DIR, Layout, elsewhere_warning, scan_outside
+from rgrid.runner.places import (
+    FALLBACK_DIR,
+    Layout,
+    elsewhere_warning,
+    left_in_tmp,
+    scan_outside,
+)
 from rgrid.runner.workdir import OutputScan, find_outputs
 from rgrid.sandbox import bwrap, reads
 from rgrid.text import printable
@@ -81,6 +87,7 @@ def _sandbox_spec(
             else None
         ),
         workdir_ready=staged.overlay is not None,
+        tmp_dir=layout.tmp,
     )
 
 
@@ -101,12 +108,12 @@ class Staged:
     #: (input name, the file on this host that the script opens under that name)
     watched: list[tuple[str, Path]]
     #: the work directory is an overlay (``layers``): the tree below, shared and read-only
-    overlay: layers.Overlay | None = None
+    overlay: mounts.Overlay | None = None
 
 
 def _overlay_of(
     layout: Layout, box: sandbox.Sandbox, config: RunnerConfig
-) -> layers.Overlay | None:
+) -> mounts.Overlay | None:
     """The overlay the work directory will be, where it can be one: bubblewrap run by root
     with scripts dropped to an unprivileged user (who then owns the tree, as users own their
     files), and an operator who did not turn it off."""
@@ -117,11 +124,11 @@ def _overlay_of(
         and layout.mounted
         and box.name == "bwrap"
         and privilege_drop_available()
-        and layers.available()
+        and mounts.available("overlay")
     ):
         return None
     workdir = layout.workdir
-    return layers.Overlay(
+    return mounts.Overlay(
         lower=Path(),  # known once the tree's layer is
         upper=workdir.with_name(f"{workdir.name}.upper"),
         scratch=workdir.with_name(f"{workdir.name}.ovl"),
@@ -157,13 +164,15 @@ async def _stage(
     spec: domain.ExecutionSpec,
     plane: ControlPlane,
     layout: Layout,
-    overlay: layers.Overlay | None,
+    overlay: mounts.Overlay | None,
     stack: contextlib.AsyncExitStack,
     config: RunnerConfig,
 ) -> Staged:
     """Put the directories, inputs and stdin in place: copies in the work directory, or the
     tree's shared layer (built if new) under an overlay holding copies of the named inputs."""
     await asyncio.to_thread(layout.prepare)
+    if layout.tmp is not None:
+        await asyncio.to_thread(_make_tmp, layout.tmp)
     if spec.stdin is not None:
         if spec.stdin.size == 0:  # an empty stdin has no blob
             stdin_path(layout.workdir).write_bytes(b"")
@@ -287,9 +296,10 @@ async def _scan(
         dirs_before=work.existing_dirs((ref.path for ref in spec.inputs), spec.dirs),
     )
     outside = await asyncio.to_thread(scan_outside, layout, inputs)
+    in_tmp = await asyncio.to_thread(left_in_tmp, layout.tmp) if layout.tmp is not None else []
     for name, why in scan.refused:
         shipper.system(f"warning: output {printable(name)} not kept: {why}")
-    if (warning := elsewhere_warning(outside.elsewhere)) is not None:
+    if (warning := elsewhere_warning([*outside.elsewhere, *in_tmp])) is not None:
         shipper.system(printable(warning))
     return dataclasses.replace(scan, files=[*scan.files, *outside.files])
 
@@ -326,7 +336,7 @@ async def run_execution(
         if not config.keep_workdirs:
             stack.push_async_callback(asyncio.to_thread, _clear, layout, overlay)
         else:  # kept for a look, but never left mounted
-            stack.push_async_callback(asyncio.to_thread, _unmount, overlay)
+            stack.push_async_callback(asyncio.to_thread, _unmount, layout, overlay)
         try:
             staged = await _stage(spec, plane, layout, overlay, stack, config)
         except errors.RgridError as exc:
@@ -339,16 +349,24 @@ async def run_execution(
         return await _run_staged(spec, plane, config, cancel, box, layout, staged)
 
 
-def _unmount(overlay: layers.Overlay | None) -> None:
+def _make_tmp(tmp: Path) -> None:
+    tmp.mkdir()
+    mounts.mount_tmpfs(tmp)
+
+
+def _unmount(layout: Layout, overlay: mounts.Overlay | None) -> None:
     if overlay is not None:
         overlay.unmount()
+    if layout.tmp is not None:
+        mounts.unmount(layout.tmp)
 
 
-def _clear(layout: Layout, overlay: layers.Overlay | None) -> None:
-    """Remove the execution's directories (the overlay unmounted first)."""
-    _unmount(overlay)
+def _clear(layout: Layout, overlay: mounts.Overlay | None) -> None:
+    """Remove the execution's directories (its mounts undone first)."""
+    _unmount(layout, overlay)
     extra = (overlay.upper, overlay.scratch) if overlay is not None else ()
-    for directory in (layout.workdir, layout.outside, *extra):
+    tmp = (layout.tmp,) if layout.tmp is not None else ()
+    for directory in (layout.workdir, layout.outside, *extra, *tmp):
         shutil.rmtree(directory, ignore_errors=True)
     stdin_path(layout.workdir).unlink(missing_ok=True)
 

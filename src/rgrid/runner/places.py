@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from rgrid import domain, errors
 from rgrid.paths import covers_system, join_under, safe_abspath
+from rgrid.runner import mounts
 from rgrid.runner.workdir import sha256_file
 
 FALLBACK_DIR = "_inputs"
@@ -49,6 +50,15 @@ class Layout:
         ):
             cwd_inside = Path(spec.cwd)
         return cls(workdir, outside, mounted, cwd_inside, spec.mount_roots, spec.named_outside)
+
+    @property
+    def tmp(self) -> Path | None:
+        """The script's /tmp on this host, a tmpfs the runner mounts, so that what a run leaves
+        there can be named as not collected (bubblewrap run by root; otherwise the sandbox's
+        own tmpfs, or the host's /tmp for the process sandbox)."""
+        if not (self.mounted and mounts.available("tmpfs")):
+            return None
+        return self.workdir.with_name(f"{self.workdir.name}.tmp")
 
     def mirror(self, absolute: str) -> Path:
         return self.outside.joinpath(*safe_abspath(absolute).parts[1:])
@@ -163,6 +173,18 @@ def scan_outside(layout: Layout, inputs: Mapping[str, domain.FileRef]) -> Outsid
             else:
                 elsewhere.append(absolute)
     return OutsideScan(sorted(files), sorted(elsewhere))
+
+
+def left_in_tmp(tmp: Path) -> list[str]:
+    """The files a run left in its /tmp (``tmp`` on this host), as the script named them;
+    not those under a dot-directory at its top (HOME is /tmp: libraries keep their caches and
+    settings there, as they would in a user's home directory)."""
+    left = []
+    for path, _ in _files(tmp):
+        rel = path.relative_to(tmp)
+        if not rel.parts[0].startswith("."):
+            left.append(f"/tmp/{rel.as_posix()}")
+    return sorted(left)
 
 
 def elsewhere_warning(elsewhere: list[str]) -> str | None:

@@ -89,6 +89,9 @@ class SandboxSpec:
     #: the work directory already belongs to the script's user, as prepared by the caller (an
     #: overlay): it is not handed over file by file
     workdir_ready: bool = False
+    #: a tmpfs of the caller's (mode 1777) that is the script's /tmp, so the caller can see
+    #: what was left there; None: a private tmpfs (the process sandbox ignores it)
+    tmp_dir: Path | None = None
 
 
 class LimitHit(StrEnum):

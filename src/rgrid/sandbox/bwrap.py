@@ -386,8 +386,9 @@ def _drop_privileges(uid: int) -> list[str]:
 def command_args(spec: SandboxSpec, plan: Plan | None = None) -> list[str]:
     """Everything after ``bwrap`` on its command line for ``spec``.
 
-    Mounts come after ``--tmpfs /tmp`` so a work directory under /tmp is bound on top of it;
-    then the root is made read-only, leaving only the work directory and /tmp writable.
+    Mounts come after ``--tmpfs /tmp`` (and ``spec.tmp_dir`` over it) so a work directory
+    under /tmp is bound on top of it; then the root is made read-only, leaving only the work
+    directory and /tmp writable.
     The environment is not on the command line (other users can read that): the bwrap process
     is started with exactly ``spec.env`` and passes it through.
     """
@@ -395,6 +396,9 @@ def command_args(spec: SandboxSpec, plan: Plan | None = None) -> list[str]:
     args = isolation_args(plan.network, plan.run_as)
     workdir = Path(spec.workdir).absolute()
     inside = spec.workdir_inside or workdir
+    if spec.tmp_dir is not None:
+        # before the places below are made: those under /tmp are then made in it
+        args += ["--bind", str(spec.tmp_dir), "/tmp"]
     mounts = [
         *(("--ro-bind", host, dest) for host, dest in spec.ro_binds),
         ("--bind", workdir, inside),

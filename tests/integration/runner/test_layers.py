@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from rgrid import domain
-from rgrid.runner import layers
+from rgrid.runner import layers, mounts
 
 OWNER = 65534
 
@@ -76,7 +76,7 @@ def test_a_used_layer_counts_as_recent(tmp_path: Path) -> None:
 def test_an_overlay_mount_leaves_the_layer_unchanged(tmp_path: Path) -> None:
     store = layers.Layers(tmp_path / ".layers", OWNER)
     layer = build(store, "a")
-    overlay = layers.Overlay(layer.path, tmp_path / "up", tmp_path / "ovl", tmp_path / "merged")
+    overlay = mounts.Overlay(layer.path, tmp_path / "up", tmp_path / "ovl", tmp_path / "merged")
     for path in (overlay.upper, overlay.scratch, overlay.merged):
         path.mkdir()
     overlay.mount()
@@ -90,4 +90,4 @@ def test_an_overlay_mount_leaves_the_layer_unchanged(tmp_path: Path) -> None:
     assert (layer.path / "a" / "file.txt").read_text() == "a"
     assert (overlay.upper / "a" / "file.txt").read_text() == "changed"
     assert (overlay.upper / "new.txt").read_text() == "new"
-    layers.unmount(overlay.merged)  # nothing mounted there any more: no error
+    mounts.unmount(overlay.merged)  # nothing mounted there any more: no error

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rgrid import domain
-from rgrid.runner import layers
+from rgrid.runner import layers, mounts
 from rgrid.sandbox import SandboxSpec, reads
 from rgrid.sandbox.bwrap import SANDBOX_UID, BwrapSandbox
 
@@ -117,7 +117,7 @@ async def test_reads_through_an_overlay_are_seen_on_its_layer(
     for directory in (lower, upper):
         layers.give(directory, SANDBOX_UID)
     before = {p.name: p.read_bytes() for p in lower.iterdir()}
-    overlay = layers.Overlay(lower, upper, scratch, merged)
+    overlay = mounts.Overlay(lower, upper, scratch, merged)
     overlay.mount()
     try:
         watch = observer.watch(tmp_path, [(p.name, p) for p in lower.iterdir()])

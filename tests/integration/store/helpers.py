@@ -43,9 +43,10 @@ async def wait_terminal(
     grid: Grid, principal: domain.Principal, execution_id: str, timeout: float = 30.0
 ) -> domain.Execution:
     deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        execution = await service.get(grid, principal, execution_id)
-        if execution.state.terminal:
-            return execution
-        assert asyncio.get_running_loop().time() < deadline, f"still {execution.state}"
-        await grid.notifier.wait(execution_id, 0.2)
+    with grid.notifier.listening(execution_id) as changes:
+        while True:
+            execution = await service.get(grid, principal, execution_id)
+            if execution.state.terminal:
+                return execution
+            assert asyncio.get_running_loop().time() < deadline, f"still {execution.state}"
+            await changes.wait(0.2)
