@@ -176,14 +176,14 @@ class Dispatcher:
             # started_at is never before the finished_at of the item whose slot it took.
             row.started_at = utcnow()
             row.lease_expires_at = row.started_at + self._lease
-            inputs = await blob_repo.list_artifacts(session, row.id, ArtifactKind.INPUT)
+            inputs = await blob_repo.list_files(session, row.id, ArtifactKind.INPUT)
         spec = domain.ExecutionSpec(
             execution_id=row.id,
             account_id=row.account_id,
             script=row.script,
             args=tuple(row.args),
             env=self._grid.secrets.open(row.env_ciphertext),
-            inputs=tuple(domain.FileRef(a.path, a.sha256, a.size) for a in inputs),
+            inputs=tuple(inputs),
             timeout_s=row.timeout_s,
             memory_bytes=row.memory_bytes,
             disk_bytes=row.disk_bytes,

@@ -251,8 +251,8 @@ async def retry(
             row.batch_input = source.batch_input
             source.superseded = True
         execution = await repo.insert(session, row, original.metadata)
-        inputs = await blob_repo.list_artifacts(session, original.id, ArtifactKind.INPUT)
-        files = [new.get(a.path) or domain.FileRef(a.path, a.sha256, a.size) for a in inputs]
+        inputs = await blob_repo.list_files(session, original.id, ArtifactKind.INPUT)
+        files = [new.get(ref.path) or ref for ref in inputs]
         if new:
             present = await blob_repo.present_blobs(
                 session, principal.account.id, [f.sha256 for f in new.values()]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, delete, or_, select, update
+from sqlalchemy import ColumnElement, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain
@@ -40,7 +41,18 @@ async def record_blob(
     )
 
 
-def _artifact(row: ArtifactRow) -> domain.Artifact:
+ARTIFACT_COLUMNS = (
+    ArtifactRow.execution_id,
+    ArtifactRow.kind,
+    ArtifactRow.path,
+    ArtifactRow.sha256,
+    ArtifactRow.size,
+    ArtifactRow.created_at,
+    ArtifactRow.expires_at,
+)
+
+
+def _artifact(row: Any) -> domain.Artifact:  # an ArtifactRow, or a Row of ARTIFACT_COLUMNS
     return domain.Artifact(
         execution_id=row.execution_id,
         kind=domain.ArtifactKind(row.kind),
@@ -59,27 +71,43 @@ async def add_artifacts(
     files: Iterable[domain.FileRef],
     now: datetime,
 ) -> None:
-    session.add_all(
-        ArtifactRow(
-            execution_id=execution_id,
-            kind=kind.value,
-            path=ref.path,
-            sha256=ref.sha256,
-            size=ref.size,
-            created_at=now,
-        )
+    rows = [
+        {
+            "execution_id": execution_id,
+            "kind": kind.value,
+            "path": ref.path,
+            "sha256": ref.sha256,
+            "size": ref.size,
+            "created_at": now,
+        }
         for ref in files
-    )
-    await session.flush()
+    ]
+    if rows:  # one executemany, not an ORM object per file (a project tree has thousands)
+        await session.execute(insert(ArtifactRow), rows)
 
 
 async def list_artifacts(
     session: AsyncSession, execution_id: str, kind: domain.ArtifactKind | None = None
 ) -> list[domain.Artifact]:
-    query = select(ArtifactRow).where(ArtifactRow.execution_id == execution_id)
+    # plain rows, not ORM objects: an execution of a project tree has thousands
+    query = select(*ARTIFACT_COLUMNS).where(ArtifactRow.execution_id == execution_id)
     if kind is not None:
         query = query.where(ArtifactRow.kind == kind.value)
-    return [_artifact(row) for row in await session.scalars(query.order_by(ArtifactRow.path))]
+    rows = await session.execute(query.order_by(ArtifactRow.path))
+    return [_artifact(row) for row in rows]
+
+
+async def list_files(
+    session: AsyncSession, execution_id: str, kind: domain.ArtifactKind
+) -> list[domain.FileRef]:
+    """An execution's inputs or outputs as path, sha256 and size only: what a worker needs,
+    read without the rest of each row (an execution of a project tree has thousands)."""
+    rows = await session.execute(
+        select(ArtifactRow.path, ArtifactRow.sha256, ArtifactRow.size)
+        .where(ArtifactRow.execution_id == execution_id, ArtifactRow.kind == kind.value)
+        .order_by(ArtifactRow.path)
+    )
+    return [domain.FileRef(path, sha256, size) for path, sha256, size in rows]
 
 
 async def outputs_of(
