@@ -24,6 +24,7 @@ from rgrid.sandbox import (
     SandboxResult,
     SandboxSpec,
     cgroups,
+    launch,
     network,
     process,
 )
@@ -106,10 +107,11 @@ class BwrapSandbox:
         mode = self._network_mode if spec.network else None
         run_as = SANDBOX_UID if privilege_drop_available() else None
         async with contextlib.AsyncExitStack() as stack:
-            spawner = None
+            launcher = await launch.take()
+            stack.callback(launcher.finish)  # once the sandbox is gone
             if mode is NetworkMode.ISOLATED:
                 namespace = await stack.enter_async_context(network.shared_pool().namespace())
-                spawner = namespace.spawner
+                await launcher.call(functools.partial(network.join, namespace.path))
             if run_as is not None:
                 given = [] if spec.workdir_ready else [spec.workdir]
                 for directory in (*given, *(host for host, _ in spec.rw_binds)):
@@ -117,10 +119,14 @@ class BwrapSandbox:
             if run_as is None:
                 await asyncio.to_thread(masked_paths)  # the first call walks /etc; cached after
             limited = dataclasses.replace(spec, max_processes=_process_rlimit(spec))
-            handshake = _Handshake(functools.partial(_make_group, spec), limited)
-            # killed at once; deleted in the background: the kernel takes some ms to let an
-            # emptied group go, and the execution need not wait for that
-            stack.callback(handshake.discard_group)
+            if launcher.group is not None:  # bwrap is born in it
+                await asyncio.to_thread(launcher.group.set_limits, _group_limits(spec, 1))
+                handshake = _Handshake(None, limited, launcher.group)
+            else:
+                handshake = _Handshake(functools.partial(_make_group, spec), limited)
+                # killed at once; deleted in the background: the kernel takes some ms to let
+                # an emptied group go, and the execution need not wait for that
+                stack.callback(handshake.discard_group)
             plan = Plan(
                 mode, run_as, handshake.status_write, handshake.info_write, handshake.block_read
             )
@@ -134,7 +140,7 @@ class BwrapSandbox:
                     pass_fds=handshake.child_fds,
                     dies_with_parent=True,
                     on_spawned=handshake.release,
-                    spawner=spawner,
+                    spawner=launcher.executor,
                 )
             finally:
                 status = handshake.finish()
@@ -210,13 +216,17 @@ def _hand_over(workdir: Path, uid: int) -> None:
                 os.chown(path, uid, uid, follow_symlinks=False)
 
 
+def _group_limits(spec: SandboxSpec, launchers: int = 0) -> cgroups.GroupLimits:
+    """The group's bounds; ``launchers``: threads of the grid in it (counted as processes)."""
+    return cgroups.GroupLimits(spec.memory_bytes, spec.max_processes + launchers, spec.cpus)
+
+
 def _make_group(spec: SandboxSpec) -> cgroups.ExecutionGroup | None:
     found = cgroups.detect()
     if found is None:
         return None
-    limits = cgroups.GroupLimits(spec.memory_bytes, spec.max_processes, spec.cpus)
     try:
-        return found.create(limits)
+        return found.create(_group_limits(spec))
     except OSError as exc:
         raise errors.SandboxError(f"could not make the execution's cgroup: {exc}") from exc
 
@@ -240,15 +250,20 @@ class _Handshake:
     info fd and waits on the block fd, so that pid is limited and in the execution's cgroup
     before the script starts; its exit status comes on the status fd.
 
-    The cgroup is made while bwrap builds the namespaces (they take longer), not before.
+    Either bwrap is born in the execution's cgroup (``group``: started from a thread in it,
+    ``launch.py``), or the group is made now (``make_group``) and bwrap moved into it while it
+    builds the namespaces.
     """
 
     def __init__(
-        self, make_group: Callable[[], cgroups.ExecutionGroup | None], spec: SandboxSpec
+        self,
+        make_group: Callable[[], cgroups.ExecutionGroup | None] | None,
+        spec: SandboxSpec,
+        group: cgroups.ExecutionGroup | None = None,
     ) -> None:
         self._make_group = make_group
         self._rlimits = process.spec_rlimits(spec)
-        self.group: cgroups.ExecutionGroup | None = None
+        self.group = group
         self.status_read, self.status_write = os.pipe()
         self.info_read, self.info_write = os.pipe()
         self.block_read, self.block_write = os.pipe()
@@ -268,11 +283,14 @@ class _Handshake:
         """Called once bwrap is started: limit it, put it in the group, let the script start."""
         self._close(self.info_write)
         self._close(self.block_read)
-        making = asyncio.ensure_future(asyncio.to_thread(self._group_for, pid))
-        try:
+        if self._make_group is None:  # born in its group already
             info = await _read_info(self.info_read)
-        finally:
-            self.group = await making
+        else:
+            making = asyncio.ensure_future(asyncio.to_thread(self._group_for, pid))
+            try:
+                info = await _read_info(self.info_read)
+            finally:
+                self.group = await making
         child = info.get("child-pid")
         if isinstance(child, int):
             # the namespace's first process forks the command, which inherits them; if that
@@ -284,7 +302,7 @@ class _Handshake:
                 pass  # bwrap failed and left: its status says why
             except OSError as exc:
                 raise errors.SandboxError(f"could not limit the sandbox: {exc}") from exc
-        if self.group is not None and isinstance(child, int):
+        if self._make_group is not None and self.group is not None and isinstance(child, int):
             with contextlib.suppress(OSError):  # gone: bwrap failed, its status says why
                 self.group.add(child)
         with contextlib.suppress(OSError):  # EPIPE: bwrap failed and left; its status says why
@@ -296,13 +314,15 @@ class _Handshake:
         namespaces. Moving a process into a cgroup (v1) first waits out an RCU grace period
         (~10 ms here); one move soon after another does not: so bwrap goes in now, in
         parallel, and its namespace's first process (reported on the info fd) after, fast."""
+        assert self._make_group is not None
         group = self._make_group()
         if group is not None:
             group.add(pid)
         return group
 
     def discard_group(self) -> None:
-        if self.group is not None:
+        """Remove the group this handshake made (a launcher's own is the launcher's)."""
+        if self.group is not None and self._make_group is not None:
             cgroups.remove_later(self.group)
 
     def finish(self) -> list[dict[str, object]]:

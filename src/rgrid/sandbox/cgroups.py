@@ -54,9 +54,23 @@ class GroupReport:
 
 
 class ExecutionGroup(Protocol):
-    """One execution's group; ``add`` its first process before that process starts others."""
+    """One execution's group; ``add`` its first process before that process starts others, or
+    start that process from a thread that ``enter_thread`` put in the group (v1 only)."""
 
     def add(self, pid: int) -> None: ...
+
+    def set_limits(self, limits: GroupLimits) -> None:
+        """Bound the group (once, on a group made without limits, before anything runs in it)."""
+        ...
+
+    def enter_thread(self) -> None:
+        """Move the calling thread (not its process) into the group: what it starts is born
+        there. Only where ``Cgroups.threads_join``."""
+        ...
+
+    def leave_thread(self, tid: int) -> None:
+        """Move thread ``tid`` back to the grid's own group."""
+        ...
 
     @property
     def directories(self) -> list[Path]:
@@ -76,8 +90,12 @@ class ExecutionGroup(Protocol):
 
 class Cgroups(Protocol):
     version: int
+    #: a single thread can be moved into a group (v1; v2 moves whole processes)
+    threads_join: bool
 
-    def create(self, limits: GroupLimits) -> ExecutionGroup: ...
+    def create(self, limits: GroupLimits | None) -> ExecutionGroup:
+        """A new group, bounded by ``limits`` (None: not yet, see ``set_limits``)."""
+        ...
 
 
 def _write(path: Path, value: str) -> None:
@@ -104,9 +122,12 @@ def _read_int(path: Path) -> int | None:
 
 
 def _kill(directories: list[Path]) -> None:
+    own = str(os.getpid())  # listed while a thread of the grid is in the group: never killed
     for directory in directories:
         with contextlib.suppress(OSError):
             for pid in (directory / "cgroup.procs").read_text().split():
+                if pid == own:
+                    continue
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), 9)
 
@@ -128,8 +149,9 @@ def _kill_and_remove(directories: list[Path]) -> None:
 
 
 class _V1Group:
-    def __init__(self, directories: dict[str, Path]) -> None:
+    def __init__(self, directories: dict[str, Path], homes: dict[str, Path]) -> None:
         self._dirs = directories
+        self._homes = homes  # controller -> the grid's own group in that hierarchy
 
     @property
     def directories(self) -> list[Path]:
@@ -138,6 +160,27 @@ class _V1Group:
     def add(self, pid: int) -> None:
         for directory in self._dirs.values():
             _write(directory / "cgroup.procs", str(pid))
+
+    def set_limits(self, limits: GroupLimits) -> None:
+        memory = self._dirs["memory"]
+        _write(memory / "memory.limit_in_bytes", str(limits.memory_bytes))
+        if (memory / "memory.memsw.limit_in_bytes").exists():  # no escape into swap
+            _write(memory / "memory.memsw.limit_in_bytes", str(limits.memory_bytes))
+        _write(self._dirs["pids"] / "pids.max", str(limits.max_processes))
+        if "cpu" in self._dirs and limits.cpus is not None:
+            quota = max(1000, int(limits.cpus * CPU_PERIOD_US))
+            _write(self._dirs["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+            _write(self._dirs["cpu"] / "cpu.cfs_quota_us", str(quota))
+
+    def enter_thread(self) -> None:
+        tid = str(threading.get_native_id())
+        for directory in self._dirs.values():
+            _write(directory / "tasks", tid)
+
+    def leave_thread(self, tid: int) -> None:
+        for controller in self._dirs:
+            with contextlib.suppress(ProcessLookupError):  # the thread is gone: nothing to do
+                _write(self._homes[controller] / "tasks", str(tid))
 
     def report(self) -> GroupReport:
         memory, pids = self._dirs.get("memory"), self._dirs.get("pids")
@@ -157,36 +200,33 @@ class CgroupsV1:
     """One hierarchy per controller (``/sys/fs/cgroup/memory``, ``…/pids``, ``…/cpu``)."""
 
     version = 1
+    threads_join = True
 
     def __init__(self, parents: dict[str, Path]) -> None:
         self._parents = parents  # controller -> our parent group in its hierarchy
 
-    def create(self, limits: GroupLimits) -> ExecutionGroup:
+    def create(self, limits: GroupLimits | None) -> ExecutionGroup:
         name = uuid.uuid4().hex[:16]
         made: dict[str, Path] = {}
+        homes = {controller: parent.parent for controller, parent in self._parents.items()}
         try:
             for controller, parent in self._parents.items():
                 directory = parent / name
                 directory.mkdir()
                 made[controller] = directory
-            memory = made["memory"]
-            _write(memory / "memory.limit_in_bytes", str(limits.memory_bytes))
-            if (memory / "memory.memsw.limit_in_bytes").exists():  # no escape into swap
-                _write(memory / "memory.memsw.limit_in_bytes", str(limits.memory_bytes))
-            _write(made["pids"] / "pids.max", str(limits.max_processes))
-            if "cpu" in made and limits.cpus is not None:
-                quota = max(1000, int(limits.cpus * CPU_PERIOD_US))
-                _write(made["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
-                _write(made["cpu"] / "cpu.cfs_quota_us", str(quota))
+            group = _V1Group(made, homes)
+            if limits is not None:
+                group.set_limits(limits)
         except OSError:
             _kill_and_remove(list(made.values()))
             raise
-        return _V1Group(made)
+        return group
 
 
 class _V2Group:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, cpu: bool) -> None:
         self._dir = directory
+        self._cpu = cpu
 
     @property
     def directories(self) -> list[Path]:
@@ -194,6 +234,21 @@ class _V2Group:
 
     def add(self, pid: int) -> None:
         _write(self._dir / "cgroup.procs", str(pid))
+
+    def set_limits(self, limits: GroupLimits) -> None:
+        _write(self._dir / "memory.max", str(limits.memory_bytes))
+        if (self._dir / "memory.swap.max").exists():
+            _write(self._dir / "memory.swap.max", "0")
+        _write(self._dir / "pids.max", str(limits.max_processes))
+        if self._cpu and limits.cpus is not None:
+            quota = max(1000, int(limits.cpus * CPU_PERIOD_US))
+            _write(self._dir / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+
+    def enter_thread(self) -> None:
+        raise NotImplementedError("cgroup v2 moves whole processes")
+
+    def leave_thread(self, tid: int) -> None:
+        raise NotImplementedError("cgroup v2 moves whole processes")
 
     def report(self) -> GroupReport:
         events = _read_counters(self._dir / "memory.events")
@@ -219,26 +274,23 @@ class CgroupsV2:
     """The unified hierarchy: one directory per execution with memory, pids (and cpu) limits."""
 
     version = 2
+    threads_join = False
 
     def __init__(self, parent: Path, cpu: bool) -> None:
         self._parent = parent
         self._cpu = cpu
 
-    def create(self, limits: GroupLimits) -> ExecutionGroup:
+    def create(self, limits: GroupLimits | None) -> ExecutionGroup:
         directory = self._parent / uuid.uuid4().hex[:16]
         directory.mkdir()
+        group = _V2Group(directory, self._cpu)
         try:
-            _write(directory / "memory.max", str(limits.memory_bytes))
-            if (directory / "memory.swap.max").exists():
-                _write(directory / "memory.swap.max", "0")
-            _write(directory / "pids.max", str(limits.max_processes))
-            if self._cpu and limits.cpus is not None:
-                quota = max(1000, int(limits.cpus * CPU_PERIOD_US))
-                _write(directory / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+            if limits is not None:
+                group.set_limits(limits)
         except OSError:
             _kill_and_remove([directory])
             raise
-        return _V2Group(directory)
+        return group
 
 
 class _Remover:

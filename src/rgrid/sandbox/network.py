@@ -16,7 +16,6 @@ cannot change routes, links or sysctls of the namespace for the next one.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import ctypes
 import dataclasses
@@ -61,18 +60,12 @@ BLOCKED_RANGES = (
 
 @dataclasses.dataclass
 class Namespace:
-    """One prepared network namespace, the slirp4netns process that serves it, and a thread
-    that lives in it to start processes there.
-
-    A network namespace belongs to a thread, and a child starts in its parent thread's: a
-    process started by ``spawner`` is in this namespace from its first instruction, without an
-    exec of nsenter(1) in front of it.
-    """
+    """One prepared network namespace and the slirp4netns process that serves it. A sandbox is
+    started in it from a thread that ``join``ed it (a child starts in its parent thread's)."""
 
     name: str
     slirp: subprocess.Popen[bytes]
     exit_write: int  # slirp4netns exits when this closes (also when the grid dies)
-    spawner: concurrent.futures.ThreadPoolExecutor
 
     @property
     def path(self) -> Path:
@@ -82,7 +75,6 @@ class Namespace:
         return self.slirp.poll() is None
 
     def close(self) -> None:
-        self.spawner.shutdown(wait=False)
         with contextlib.suppress(OSError):
             os.close(self.exit_write)
         try:
@@ -101,8 +93,9 @@ def _delete_netns(path: Path) -> None:
         path.unlink()
 
 
-def _join(path: Path) -> None:
-    """Move the calling thread into the network namespace at ``path`` (setns(2))."""
+def join(path: Path) -> None:
+    """Move the calling thread into the network namespace at ``path`` (setns(2)): what it
+    starts afterwards is in that namespace from its first instruction."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -111,18 +104,6 @@ def _join(path: Path) -> None:
             raise OSError(error, f"setns into {path}: {os.strerror(error)}")
     finally:
         os.close(fd)
-
-
-def _spawner_in(path: Path) -> concurrent.futures.ThreadPoolExecutor:
-    """One thread, moved into the namespace before it runs anything else; it stays there (an
-    executor keeps its thread) and is used only to start the sandbox's processes."""
-    spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"netns-{path.name}")
-    try:
-        spawner.submit(_join, path).result()
-    except BaseException:
-        spawner.shutdown(wait=False)
-        raise
-    return spawner
 
 
 def host_addresses() -> list[str]:
@@ -228,12 +209,7 @@ class NetworkPool:
                 f"could not set up the sandbox's network: {exc} {stderr.decode(errors='replace')}",
                 hint="set RGRID_SANDBOX_NETWORK=host to share the host's network instead",
             ) from exc
-        try:
-            spawner = _spawner_in(NETNS_DIR / name)
-        except OSError as exc:
-            Namespace(name, slirp, exit_write, concurrent.futures.ThreadPoolExecutor(1)).close()
-            raise errors.SandboxError(f"could not enter the sandbox's network: {exc}") from exc
-        return Namespace(name, slirp, exit_write, spawner)
+        return Namespace(name, slirp, exit_write)
 
 
 @functools.cache

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from rgrid import errors
-from rgrid.sandbox import Sandbox, SandboxResult, SandboxSpec, bwrap, cgroups, detect, network
+from rgrid.sandbox import Sandbox, SandboxResult, SandboxSpec, cgroups, detect, launch, network
 from rgrid.sandbox.bwrap import BwrapSandbox, NetworkMode
 from rgrid.sandbox.lines import block_lines
 from rgrid.sandbox.process import ProcessSandbox
@@ -433,17 +433,18 @@ async def test_bwrap_leaves_no_cgroup_behind(
     workdir: Path, marker: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each execution's group is deleted once it is over, even when the script left a process
-    running in the background (killed with the group, deleted after)."""
+    running in the background (killed with the group, deleted after); the grid's own thread
+    that started the sandbox from inside the group has left it."""
     made: list[cgroups.ExecutionGroup] = []
-    make_group = bwrap._make_group
+    take = launch.take
 
-    def recording(spec: SandboxSpec) -> cgroups.ExecutionGroup | None:
-        group = make_group(spec)
-        assert group is not None, "these machines have writable cgroups: one per execution"
-        made.append(group)
-        return group
+    async def recording() -> launch.Launcher:
+        launcher = await take()
+        assert launcher.group is not None, "these machines have cgroup v1: threads can join"
+        made.append(launcher.group)
+        return launcher
 
-    monkeypatch.setattr(bwrap, "_make_group", recording)
+    monkeypatch.setattr(launch, "take", recording)
     code = f"""
     import subprocess
     subprocess.Popen(["sleep", "30", "{marker}"], start_new_session=True)
