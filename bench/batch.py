@@ -202,6 +202,9 @@ def main() -> None:
             check=True,
             capture_output=True,
         )  # warm: the tree is uploaded once, as a user's first run would
+        for folder in (project, with_tree):
+            # else every item's output equals the warm run's, already in the tree: not an output
+            shutil.rmtree(folder / "out")
         rgrid_s = timed_batch(project, env)
         tree_s = timed_batch(with_tree, env)
         bare_s = xargs_bwrap(tmp, project / "data", python)
