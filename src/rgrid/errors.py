@@ -113,6 +113,13 @@ class Conflict(RgridError):
     status = 409
 
 
+class LeaseLost(Conflict):
+    """This attempt no longer holds the execution: its lease expired and it was given to another
+    attempt. Its logs, outputs and outcome are refused."""
+
+    code = "LEASE_LOST"
+
+
 class PayloadTooLarge(RgridError):
     """The payload is too large."""
 

@@ -41,11 +41,28 @@ RECOVERY_EVERY_S = 2.0
 
 
 class GridControlPlane:
-    """The runner's view of the grid when it runs in the server's own process."""
+    """The runner's view of the grid when it runs in the server's own process, for one attempt:
+    once another attempt holds the execution (this one's lease expired), its logs and outputs
+    are refused (``errors.LeaseLost``)."""
 
-    def __init__(self, grid: Grid, spec: domain.ExecutionSpec) -> None:
+    def __init__(self, grid: Grid, spec: domain.ExecutionSpec, worker: str) -> None:
         self._grid = grid
         self._spec = spec
+        self._worker = worker
+
+    def _stale(self, what: str) -> errors.LeaseLost:
+        logger.warning(
+            "a stale attempt's %s refused",
+            what,
+            extra={
+                "action": "stale_attempt_refused",
+                "execution_id": self._spec.execution_id,
+                "attempt": self._spec.attempt,
+            },
+        )
+        return errors.LeaseLost(
+            f"attempt {self._spec.attempt} of {self._spec.execution_id} no longer holds it"
+        )
 
     async def fetch_input(self, ref: domain.FileRef, dest: Path) -> None:
         """The input's bytes, verified: a blob gone from storage or not matching its sha256
@@ -70,6 +87,11 @@ class GridControlPlane:
     async def store_output(self, path: Path, rel: str) -> domain.FileRef:
         from rgrid.runner.workdir import sha256_file
 
+        spec = self._spec
+        async with store.transaction(self._grid.sessions) as session:
+            if not await repo.holds(session, spec.execution_id, self._worker, spec.attempt):
+                raise self._stale("output")
+
         sha = await asyncio.to_thread(sha256_file, path)
         key = blob_key(self._spec.account_id, sha)
         # the work directory is discarded after collection: the file is given away, and on the
@@ -80,10 +102,16 @@ class GridControlPlane:
         return domain.FileRef(rel, sha, info.size)
 
     async def append_logs(self, segments: list[domain.LogSegment]) -> None:
+        spec = self._spec
         async with store.transaction(self._grid.sessions) as session:
-            await log_repo.append(session, self._spec.execution_id, segments)
-            await repo.set_last_seq(session, self._spec.execution_id, segments[-1].last_seq)
-        self._grid.notifier.notify(self._spec.execution_id)
+            # guarded by the attempt first: a stale one appends nothing
+            last = segments[-1].last_seq
+            if not await repo.advance_log(
+                session, spec.execution_id, self._worker, spec.attempt, last
+            ):
+                raise self._stale("log lines")
+            await log_repo.append(session, spec.execution_id, segments)
+        self._grid.notifier.notify(spec.execution_id)
 
 
 class Dispatcher:
@@ -206,36 +234,11 @@ class Dispatcher:
         )
         logger.info("claimed", extra={"action": "execution_claimed", "execution_id": row.id})
         self._grid.notifier.notify(row.id)
-        self.executor.start(spec, GridControlPlane(self._grid, spec), self._finish)
+        self.executor.start(spec, GridControlPlane(self._grid, spec, self._worker), self._finish)
         return True
 
     async def _finish(self, spec: domain.ExecutionSpec, outcome: domain.Outcome) -> None:
-        """Record the outcome (only if this worker still holds the execution)."""
-        async with store.transaction(self._grid.sessions) as session:
-            row = await repo.get_row(session, spec.execution_id)
-            if (
-                row is None
-                or row.state != ExecutionState.RUNNING.value
-                or row.worker != self._worker
-            ):
-                return  # the lease was lost meanwhile; recovery owns it now
-            if outcome.state is ExecutionState.CANCELLED and not row.cancel_requested:
-                outcome = _worker_lost("the grid was stopped while the script ran")
-            retried = await _settle(session, row, outcome, self._grid.settings)
-            if not retried:
-                await blob_repo.add_artifacts(
-                    session, row.id, ArtifactKind.OUTPUT, outcome.outputs, utcnow()
-                )
-                row.output_dirs = list(outcome.output_dirs)
-        logger.info(
-            "finished",
-            extra={
-                "action": "execution_finished",
-                "execution_id": spec.execution_id,
-                "state": outcome.state.value,
-            },
-        )
-        self._grid.notifier.notify(spec.execution_id)
+        await record_outcome(self._grid, self._worker, spec, outcome)
         self._wake.set()
 
     async def _lease_loop(self) -> None:
@@ -297,6 +300,49 @@ class Dispatcher:
             logger.warning("lease expired", extra={"action": "worker_lost", "execution_id": row.id})
             self._grid.notifier.notify(row.id)
         return len(rows)
+
+
+async def record_outcome(
+    grid: Grid, worker: str, spec: domain.ExecutionSpec, outcome: domain.Outcome
+) -> bool:
+    """Record an attempt's outcome, only if that attempt of ``worker`` still holds the
+    execution (a stale one, whose lease expired and which another attempt took over, is refused
+    and logged); whether it was recorded."""
+    async with store.transaction(grid.sessions) as session:
+        row = await repo.get_row(session, spec.execution_id)
+        if (
+            row is None
+            or row.state != ExecutionState.RUNNING.value
+            or row.worker != worker
+            or row.attempt != spec.attempt
+        ):
+            logger.warning(
+                "a stale attempt's outcome refused",
+                extra={
+                    "action": "stale_attempt_refused",
+                    "execution_id": spec.execution_id,
+                    "attempt": spec.attempt,
+                },
+            )
+            return False
+        if outcome.state is ExecutionState.CANCELLED and not row.cancel_requested:
+            outcome = _worker_lost("the grid was stopped while the script ran")
+        retried = await _settle(session, row, outcome, grid.settings)
+        if not retried:
+            await blob_repo.add_artifacts(
+                session, row.id, ArtifactKind.OUTPUT, outcome.outputs, utcnow()
+            )
+            row.output_dirs = list(outcome.output_dirs)
+    logger.info(
+        "finished",
+        extra={
+            "action": "execution_finished",
+            "execution_id": spec.execution_id,
+            "state": outcome.state.value,
+        },
+    )
+    grid.notifier.notify(spec.execution_id)
+    return True
 
 
 def _alive(worker: str | None) -> bool:

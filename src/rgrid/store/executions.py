@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -304,10 +304,35 @@ async def running_on(session: AsyncSession, worker_prefix: str) -> list[Executio
     return list(rows)
 
 
-async def set_last_seq(session: AsyncSession, execution_id: str, seq: int) -> None:
-    await session.execute(
-        update(ExecutionRow).where(ExecutionRow.id == execution_id).values(last_seq=seq)
+def _held_by(execution_id: str, worker: str, attempt: int) -> ColumnElement[bool]:
+    return and_(
+        ExecutionRow.id == execution_id,
+        ExecutionRow.state == ExecutionState.RUNNING.value,
+        ExecutionRow.worker == worker,
+        ExecutionRow.attempt == attempt,
     )
+
+
+async def holds(session: AsyncSession, execution_id: str, worker: str, attempt: int) -> bool:
+    """Whether ``worker``'s ``attempt`` still holds the running execution."""
+    found = await session.scalar(
+        select(ExecutionRow.id).where(_held_by(execution_id, worker, attempt))
+    )
+    return found is not None
+
+
+async def advance_log(
+    session: AsyncSession, execution_id: str, worker: str, attempt: int, seq: int
+) -> bool:
+    """Record ``seq`` as the last stored log line, in one statement guarded by the attempt that
+    must hold the execution; False (nothing changed) for a stale attempt."""
+    changed = await session.scalar(
+        update(ExecutionRow)
+        .where(_held_by(execution_id, worker, attempt))
+        .values(last_seq=seq)
+        .returning(ExecutionRow.id)
+    )
+    return changed is not None
 
 
 async def cached_results(

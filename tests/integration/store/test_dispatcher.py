@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from tests.integration.store.conftest import ADMIN_KEY
 from tests.integration.store.helpers import submit_script, wait_terminal
 
-from rgrid import store
+from rgrid import domain, errors, store
 from rgrid.api.app import runner_config
 from rgrid.domain import ArtifactKind, ExecutionState, FailureClass
 from rgrid.executor.local import LocalExecutor
-from rgrid.services import Grid
+from rgrid.services import Grid, utcnow
 from rgrid.services import accounts as account_service
 from rgrid.services import executions as service
 from rgrid.services import logs as log_service
-from rgrid.services.dispatcher import Dispatcher
+from rgrid.services.dispatcher import Dispatcher, GridControlPlane, record_outcome
 from rgrid.store import executions as repo
 
 
@@ -103,3 +105,84 @@ async def test_expired_lease_is_retried_then_final(grid: Grid, dispatcher: Dispa
     await dispatcher.recover_expired()
     lost = await service.get(grid, admin, made.id)
     assert lost.state is ExecutionState.FAILED and lost.failure_class is FailureClass.WORKER_LOST
+
+
+async def test_a_stale_attempt_can_neither_log_nor_store_nor_finish(
+    grid: Grid, tmp_path: Path
+) -> None:
+    """Attempt 1 loses its lease, attempt 2 takes the execution over; then attempt 1, still
+    running somewhere, tries to append logs, store an output and report success: all three are
+    refused, and the log, outputs and outcome are attempt 2's only."""
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    made = await submit_script(grid, admin, "print(1)", max_retries=2)
+    first, first_plane = await claim_as(grid, "node-a:1", utcnow())
+    assert first.execution_id == made.id and first.attempt == 1
+
+    async with store.transaction(grid.sessions) as session:  # attempt 1 stops renewing
+        row = await repo.get_row(session, made.id)
+        assert row is not None
+        row.lease_expires_at = utcnow() - timedelta(seconds=1)
+    recovery = Dispatcher(grid, LocalExecutor(slots=1, config=runner_config(grid.settings)))
+    assert await recovery.recover_expired() == 1
+    later = utcnow() + timedelta(minutes=5)  # past the retry's backoff
+    # the same worker takes it again (as a server does after a stall): only the attempt differs
+    second, second_plane = await claim_as(grid, "node-a:1", later)
+    assert second.execution_id == made.id and second.attempt == 2
+
+    await second_plane.append_logs([segment(second, "from attempt 2\n")])
+    with pytest.raises(errors.LeaseLost):
+        await first_plane.append_logs([segment(first, "from attempt 1\n")])
+    stale_file = tmp_path / "stale.txt"
+    stale_file.write_text("attempt 1's\n")
+    with pytest.raises(errors.LeaseLost):
+        await first_plane.store_output(stale_file, "out/stale.txt")
+    good_file = tmp_path / "good.txt"
+    good_file.write_text("attempt 2's\n")
+    good = await second_plane.store_output(good_file, "out/good.txt")
+    stale_ref = domain.FileRef("out/stale.txt", good.sha256, good.size)
+    success = domain.Outcome(ExecutionState.SUCCEEDED, 0, None)
+
+    assert not await record_outcome(
+        grid, "node-a:1", first, dataclasses.replace(success, outputs=(stale_ref,))
+    )
+    assert await record_outcome(
+        grid, "node-a:1", second, dataclasses.replace(success, outputs=(good,))
+    )
+
+    done = await service.get(grid, admin, made.id)
+    assert done.state is ExecutionState.SUCCEEDED and done.attempt == 2
+    lines = (await log_service.read_logs(grid, admin, made.id, after=0, limit=100)).lines
+    texts = [line.text for line in lines]
+    assert texts[-1] == "from attempt 2\n" and "from attempt 1\n" not in texts
+    assert all(line.attempt == 2 for line in lines)  # the retry notice and attempt 2's line
+    _, outputs = await service.list_artifacts(grid, admin, made.id, ArtifactKind.OUTPUT)
+    assert [a.path for a in outputs] == ["out/good.txt"]
+
+
+async def claim_as(
+    grid: Grid, worker: str, now: datetime
+) -> tuple[domain.ExecutionSpec, GridControlPlane]:
+    """Claim the next execution as ``worker`` would, and its control plane for that attempt."""
+    async with store.transaction(grid.sessions) as session:
+        row = await repo.claim_next(session, worker=worker, now=now, lease_s=60)
+        assert row is not None
+        spec = domain.ExecutionSpec(
+            execution_id=row.id,
+            account_id=row.account_id,
+            script=row.script,
+            args=(),
+            env={},
+            inputs=(),
+            timeout_s=60,
+            memory_bytes=2**30,
+            network=False,
+            attempt=row.attempt,
+            log_seq_start=row.last_seq,
+        )
+    return spec, GridControlPlane(grid, spec, worker)
+
+
+def segment(spec: domain.ExecutionSpec, text: str) -> domain.LogSegment:
+    return domain.LogSegment(
+        spec.log_seq_start + 1, spec.attempt, domain.Stream.STDOUT, utcnow(), text, 1
+    )
