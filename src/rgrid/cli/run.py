@@ -313,7 +313,8 @@ def _misplaced(script: Path, args: tuple[str, ...], stderr_tail: list[str]) -> s
 
 def _confirm_size(files: int, total: int, yes: bool) -> None:
     if files >= MANIFEST_NOTICE_FILES or total >= MANIFEST_NOTICE_BYTES:
-        render.info(f"sending {files} files ({render.size(total)})")
+        # before the grid says what it lacks: most of a re-run's tree is there already
+        render.info(f"checking {files} files ({render.size(total)}) against the grid")
     if total > MAX_UPLOAD_BYTES and not yes:
         raise click.UsageError(
             f"the upload is {render.size(total)}, over {render.size(MAX_UPLOAD_BYTES)}; "
