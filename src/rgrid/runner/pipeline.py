@@ -178,7 +178,11 @@ async def _stage(
             stdin_path(layout.workdir).write_bytes(b"")
         else:
             await plane.fetch_input(spec.stdin, stdin_path(layout.workdir))
-    if overlay is None:
+    named_here = places.named_inside(spec)
+    tree = [r for r in spec.inputs if not r.path.startswith("/") and r.path not in named_here]
+    own = [r for r in spec.inputs if r.path.startswith("/") or r.path in named_here]
+    if overlay is None or not (tree or spec.dirs):
+        # no overlay here, or nothing for a shared layer to hold (a lone script): copies
         placed = await asyncio.to_thread(
             _place, layout, layout.workdir, list(spec.inputs), spec.dirs
         )
@@ -186,9 +190,6 @@ async def _stage(
         named = [(ref.path, dest) for ref, dest in placed]
         stamps = await asyncio.to_thread(work.stamps, named)
         return Staged(stamps, layout.workdir, named)
-    named_here = places.named_inside(spec)
-    tree = [r for r in spec.inputs if not r.path.startswith("/") and r.path not in named_here]
-    own = [r for r in spec.inputs if r.path.startswith("/") or r.path in named_here]
     layer = await _layer(plane, config, layout, tree, spec.dirs, stack)
     overlay = dataclasses.replace(overlay, lower=layer.path)
     for directory in (overlay.upper, overlay.scratch):
