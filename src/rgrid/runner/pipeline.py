@@ -372,6 +372,17 @@ def _clear(layout: Layout, overlay: mounts.Overlay | None) -> None:
     stdin_path(layout.workdir).unlink(missing_ok=True)
 
 
+def _refused(failure: FailureClass, exc: errors.RgridError) -> domain.Outcome:
+    """The outcome of an execution the grid could not run: its error's message and hint."""
+    return domain.Outcome(
+        ExecutionState.FAILED,
+        domain.EXIT_RGRID_FAILURE,
+        failure,
+        cause=exc.message,
+        hint=exc.hint,
+    )
+
+
 async def _run_staged(
     spec: domain.ExecutionSpec,
     plane: ControlPlane,
@@ -402,21 +413,9 @@ async def _run_staged(
                     cancel,
                 )
         except errors.UnsafePath as exc:
-            return domain.Outcome(
-                ExecutionState.FAILED,
-                domain.EXIT_RGRID_FAILURE,
-                FailureClass.INPUT_ERROR,
-                cause=exc.message,
-                hint=exc.hint,
-            )
+            return _refused(FailureClass.INPUT_ERROR, exc)
         except errors.DependencyError as exc:
-            return domain.Outcome(
-                ExecutionState.FAILED,
-                domain.EXIT_RGRID_FAILURE,
-                FailureClass.DEPENDENCY_ERROR,
-                cause=exc.message,
-                hint=exc.hint,
-            )
+            return _refused(FailureClass.DEPENDENCY_ERROR, exc)
         outcome = dataclasses.replace(
             classify(
                 result,
