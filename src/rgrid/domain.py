@@ -6,6 +6,7 @@ No I/O here. Allowed state transitions live in one table (``TRANSITIONS``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import string
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -21,6 +22,7 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_" + "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_RANDOM_CHARS))
 
 
+from rgrid.digests import tree_digest  # noqa: E402  (the CLI imports it without the domain)
 from rgrid.enums import (  # noqa: E402  (re-exported: the domain's vocabulary)
     EXIT_RGRID_FAILURE,
     EXIT_TIMEOUT,
@@ -45,6 +47,7 @@ __all__ = [
     "FailureClass",
     "Stream",
     "can_transition",
+    "tree_digest",
 ]
 
 
@@ -55,6 +58,37 @@ class FileRef:
     path: str
     sha256: str
     size: int
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Tree:
+    """A project tree (SPEC §4.1) as the grid keeps it: stored once, named by ``tree_digest``,
+    shared by every execution (and batch item) that carries it. Immutable, so what is derived
+    from it is computed once per tree, not once per execution."""
+
+    sha256: str
+    files: tuple[FileRef, ...]
+    #: directories that no file implies (relative POSIX paths)
+    dirs: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def by_path(self) -> dict[str, FileRef]:
+        return {ref.path: ref for ref in self.files}
+
+    @functools.cached_property
+    def all_dirs(self) -> frozenset[str]:
+        """Every directory the tree holds: the given ones and every file's parents."""
+        found: set[str] = set()
+        for rel in [*(ref.path for ref in self.files), *(d + "/x" for d in self.dirs)]:
+            cut = rel.rfind("/")
+            while cut > 0 and (parent := rel[:cut]) not in found:
+                found.add(parent)
+                cut = parent.rfind("/")
+        return frozenset(found)
+
+    @functools.cached_property
+    def has_bytecode(self) -> bool:
+        return any(ref.path.endswith(".pyc") for ref in self.files)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +113,7 @@ class ExecutionSpec:
     script: str
     args: tuple[str, ...]
     env: dict[str, str]
+    #: the files named by the run (script, modules, arguments, --include): its own copies
     inputs: tuple[FileRef, ...]
     timeout_s: float
     memory_bytes: int
@@ -101,8 +136,18 @@ class ExecutionSpec:
     python: str | None = None
     #: what the script reads on stdin (its path is ``STDIN_PATH``); None: nothing, end-of-file
     stdin: FileRef | None = None
-    #: directories to create that no input implies (relative POSIX paths)
-    dirs: tuple[str, ...] = ()
+    #: the project tree below the named ``inputs`` (None: only those)
+    tree: Tree | None = None
+
+    @property
+    def all_inputs(self) -> tuple[FileRef, ...]:
+        """The named inputs and the tree's files."""
+        return self.inputs + self.tree.files if self.tree is not None else self.inputs
+
+    @property
+    def dirs(self) -> tuple[str, ...]:
+        """Directories to create that no input implies."""
+        return self.tree.dirs if self.tree is not None else ()
 
 
 #: how an execution's stdin is named where it is handled like a file (messages, ``FileRef``)

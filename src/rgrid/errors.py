@@ -3,7 +3,8 @@
     RgridError                      code INTERNAL        500
     ├── InvalidRequest              VALIDATION_ERROR     422
     │   ├── IntegrityError          INTEGRITY_ERROR      422  (bytes do not match their sha256)
-    │   └── UnsafePath              UNSAFE_PATH          422  (.., absolute, NUL: zip-slip)
+    │   ├── UnsafePath              UNSAFE_PATH          422  (.., absolute, NUL: zip-slip)
+    │   └── TreeUnknown             TREE_UNKNOWN         422  (send the project tree first)
     ├── Unauthorized                UNAUTHORIZED         401
     ├── Forbidden                   FORBIDDEN            403
     ├── NotFound                    NOT_FOUND            404  (also another account's objects)
@@ -76,6 +77,12 @@ class UnsafePath(InvalidRequest):
     """The path is not a safe relative path."""
 
     code = "UNSAFE_PATH"
+
+
+class TreeUnknown(InvalidRequest):
+    """The grid does not hold this project tree (never sent, or its files have expired)."""
+
+    code = "TREE_UNKNOWN"
 
 
 class Unauthorized(RgridError):

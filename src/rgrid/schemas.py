@@ -80,6 +80,23 @@ class BlobsQuery:
 
 
 @_wire
+class TreeIn:
+    """A project tree (SPEC §4.1), sent once: its files (already uploaded) and the directories
+    no file implies. Its name is ``domain.tree_digest`` of them."""
+
+    __pydantic_config__ = FORBID_EXTRA
+    files: list[FileIn] = dataclasses.field(default_factory=list)
+    dirs: list[str] = dataclasses.field(default_factory=list)
+
+
+@_wire
+class TreePublic:
+    sha256: str
+    files: int
+    bytes: int
+
+
+@_wire
 class BlobsMissing:
     missing: list[str]
 
@@ -156,6 +173,9 @@ class ExecutionCreate:
     named_outside: list[str] = dataclasses.field(default_factory=list)
     #: directories of the project tree to create that no file implies (relative POSIX paths)
     dirs: list[str] = dataclasses.field(default_factory=list)
+    #: the project tree (its ``domain.tree_digest``), sent before with PUT /api/v1/trees; an
+    #: unknown one is ``TREE_UNKNOWN``. Files in ``files`` are the run's named ones.
+    tree: str | None = None
 
 
 @_wire
@@ -251,6 +271,8 @@ class BatchCreate:
     named_outside: list[str] = dataclasses.field(default_factory=list)
     #: the shared project tree's directories that no file implies (see ExecutionCreate)
     dirs: list[str] = dataclasses.field(default_factory=list)
+    #: the shared project tree (see ExecutionCreate)
+    tree: str | None = None
 
 
 @_wire

@@ -16,7 +16,17 @@ from fastapi.routing import APIRoute
 from rgrid import __version__, sandbox, storage, store
 from rgrid.api import errors as api_errors
 from rgrid.api.bodylimit import BodyLimit
-from rgrid.api.routes import accounts, batches, billing, blobs, executions, health, logs, workers
+from rgrid.api.routes import (
+    accounts,
+    batches,
+    billing,
+    blobs,
+    executions,
+    health,
+    logs,
+    trees,
+    workers,
+)
 from rgrid.envs import pythons
 from rgrid.envs.build import BuildConfig
 from rgrid.envs.cache import EnvCache
@@ -132,6 +142,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         health.router,
         accounts.router,
         blobs.router,
+        trees.router,
         executions.router,
         batches.router,
         logs.router,

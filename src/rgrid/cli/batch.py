@@ -39,7 +39,7 @@ def submit(
     """Expand, upload what the grid lacks, submit the whole batch in one request."""
     from rgrid import schemas
     from rgrid.client.batch import expand, plan
-    from rgrid.client.runs import upload_bundle
+    from rgrid.client.runs import submit_with_tree, upload_bundle
 
     inputs = expand(patterns, MAX_BATCH_ITEMS)
     batch = plan(script, args, inputs, includes, project)
@@ -58,16 +58,13 @@ def submit(
             parallel if isinstance(parallel, int) else None,
         ):
             render.info(line)
-    uploaded = upload_bundle(
-        client, type(bundle)(bundle.script, bundle.args, [*bundle.files, *batch.inputs])
-    )
+    named = upload_bundle(client, bundle, batch.inputs)
     spec = schemas.BatchCreate(
         script=bundle.script,
         files=[
-            schemas.FileIn(path=f.rel, sha256=f.sha256, size=f.size, tree=f.tree)
-            for f in bundle.files
+            schemas.FileIn(path=f.rel, sha256=f.sha256, size=f.size) for f in bundle.named_files
         ],
-        dirs=bundle.dirs,
+        tree=bundle.tree_digest,
         items=batch.items,
         idempotency_key=str(uuid.uuid4()),
         cwd=bundle.cwd,
@@ -76,7 +73,8 @@ def submit(
         named_outside=bundle.named_outside,
         **options,  # type: ignore[arg-type]
     )
-    created = client.submit_batch(spec)
+    created, uploaded = submit_with_tree(client, bundle, lambda: client.submit_batch(spec), named)
+    render.tree_debug(bundle.tree_digest, uploaded.tree_sent)
     if created.warning:
         render.info(f"warning: {created.warning}")
     report = render.upload_report(

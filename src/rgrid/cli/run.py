@@ -181,7 +181,7 @@ def run(
     from rgrid.client.bundle import build_bundle, project_bundle
     from rgrid.client.config import project_settings
     from rgrid.client.requirements import plan
-    from rgrid.client.runs import upload_bundle
+    from rgrid.client.runs import submit_with_tree, upload_bundle
 
     project = project_settings()
     use_cache = not no_cache and project.get("cache", True) is True
@@ -239,10 +239,9 @@ def run(
         script=bundle.script,
         args=bundle.args,
         files=[
-            schemas.FileIn(path=f.rel, sha256=f.sha256, size=f.size, tree=f.tree)
-            for f in bundle.files
+            schemas.FileIn(path=f.rel, sha256=f.sha256, size=f.size) for f in bundle.named_files
         ],
-        dirs=bundle.dirs,
+        tree=bundle.tree_digest,
         env=env_values,
         metadata=labels,
         timeout_s=timeout,
@@ -261,7 +260,8 @@ def run(
         mount_roots=bundle.mount_roots,
         named_outside=bundle.named_outside,
     )
-    execution = client.submit(spec)
+    execution, report = submit_with_tree(client, bundle, lambda: client.submit(spec), report)
+    render.tree_debug(bundle.tree_digest, report.tree_sent)
     if execution.warning:
         render.info(f"warning: {execution.warning}")
     render.info(

@@ -128,6 +128,12 @@ class Client:
         body = schemas.BlobsQuery(sha256=hashes)
         return self._post("/api/v1/blobs/missing", schemas.BlobsMissing, body).missing
 
+    def put_tree(self, sha256: str, tree: schemas.TreeIn) -> schemas.TreePublic:
+        """Store a project tree whose files are uploaded (idempotent)."""
+        path = f"/api/v1/trees/{sha256}"
+        answer = self._request("PUT", path, json_body=schemas.dump(tree))
+        return schemas.load(schemas.TreePublic, answer.json())
+
     def upload_blob(self, sha256: str, path: Path, size: int) -> None:
         """Stream a file to the grid; the grid verifies it against ``sha256``. Over 1 MiB and
         not compressed already, it travels zstd-compressed (chunked, the size in a header).

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 from rgrid import errors
@@ -28,10 +29,11 @@ SKIP_DIRS = frozenset({"__pycache__", ".git", ".venv", "venv", ".mypy_cache", ".
 @dataclasses.dataclass(frozen=True)
 class LocalFile:
     rel: str  # relative to the working directory, or absolute (outside it)
-    source: Path  # where it is on this machine
+    #: where it is on this machine (a str for the project tree's files: see ``tree.TreeFile``)
+    source: Path | str
     sha256: str
     size: int
-    #: only part of the project tree: named by nothing (not in the result-cache key, SPEC §12)
+    #: part of the project tree (named by no argument, not the script or a module of it)
     tree: bool = False
 
 
@@ -73,6 +75,24 @@ class Bundle:
     @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
+
+    @property
+    def named_files(self) -> list[LocalFile]:
+        """The files the run names (script, modules, arguments, ``--include``): its own."""
+        return [f for f in self.files if not f.tree]
+
+    @property
+    def tree_files(self) -> list[LocalFile]:
+        return [f for f in self.files if f.tree]
+
+    @functools.cached_property
+    def tree_digest(self) -> str | None:
+        """The project tree's name on the grid (``domain.tree_digest``); None: no tree."""
+        if not self.dirs and not any(f.tree for f in self.files):
+            return None
+        from rgrid.digests import tree_digest
+
+        return tree_digest(((f.rel, f.sha256, f.size) for f in self.tree_files), self.dirs)
 
 
 def _check_regular(path: Path) -> None:
@@ -201,9 +221,20 @@ def _path_arg(arg: str) -> tuple[str, str] | None:
     return None
 
 
-def _add_path(placer: _Placer, files: dict[str, LocalFile], path: Path, hashes: HashCache) -> None:
+def _add_path(
+    placer: _Placer,
+    files: dict[str, LocalFile],
+    path: Path,
+    hashes: HashCache,
+    *,
+    in_tree: bool = False,
+    exclude: Collection[str] = (),
+) -> None:
     """Add a named file or directory tree (outside the working directory: mounted, and what the
-    script writes there comes back)."""
+    script writes there comes back). ``in_tree``: what lies inside the working directory joins
+    the project tree (``--include``: sent whatever the budget or ``.rgridignore`` say, but
+    shared by run after run like the rest of the tree), but for the paths in ``exclude``
+    (a batch's inputs: each item carries its own)."""
     if not path.exists():
         raise errors.UsageError(f"{path} is a broken symlink")
     directory = Path(os.path.abspath(path)) if path.is_dir() else None
@@ -211,6 +242,10 @@ def _add_path(placer: _Placer, files: dict[str, LocalFile], path: Path, hashes: 
         placer.named[os.path.abspath(path)] = None
     for item in _tree_files(path) if path.is_dir() else [path]:
         entry = _file_entry(placer, item, directory, hashes)
+        if in_tree and not entry.rel.startswith("/"):
+            if entry.rel in exclude:
+                continue
+            entry = dataclasses.replace(entry, tree=True)
         files.setdefault(entry.rel, entry)
     if directory is not None and placer.outside(path):
         placer.add_root(directory)
@@ -264,15 +299,15 @@ def build_bundle(
             _add_path(placer, files, Path(named[1]), hashes)
         elif arg:
             _output_target(placer, arg.partition("=")[2] if arg.startswith("-") else arg)
+    placed = [_file_entry(placer, path, hashes=hashes) for path in batch_inputs]
+    exclude = {f.rel for f in placed}
     for include in includes:
         if not include.exists():
             raise errors.UsageError(f"--include path not found: {include}")
-        _add_path(placer, files, include, hashes)
-    placed = [_file_entry(placer, path, hashes=hashes) for path in batch_inputs]
+        _add_path(placer, files, include, hashes, in_tree=True, exclude=exclude)
     dirs: list[str] = []
     report = TreeReport()
     if budget is not None:
-        exclude = {f.rel for f in placed}
         dirs, report = _add_tree(Path(os.path.abspath(cwd)), files, exclude, budget, hashes)
     report = dataclasses.replace(report, hashed=hashes.hashed, hash_hits=hashes.hits)
     return Bundle(
@@ -324,14 +359,22 @@ def _uncovered(dirs: list[str], files: dict[str, LocalFile]) -> list[str]:
     """The directories (deepest first) that creating the files' parents would not create."""
     covered: set[str] = set()
     for rel in files:
-        covered.update(p.as_posix() for p in PurePosixPath(rel).parents)
+        _add_parents(covered, rel)
     needed = []
     for rel in sorted(dirs, key=lambda d: d.count("/"), reverse=True):
         if rel not in covered:
             needed.append(rel)
-            covered.update(p.as_posix() for p in PurePosixPath(rel).parents)
-            covered.add(rel)
+            _add_parents(covered, rel + "/")
     return sorted(needed)
+
+
+def _add_parents(found: set[str], rel: str) -> None:
+    """Add the parent directories of relative POSIX path ``rel`` (string operations: this
+    runs for every file of the tree)."""
+    cut = rel.rfind("/")
+    while cut > 0 and (parent := rel[:cut]) not in found:
+        found.add(parent)
+        cut = parent.rfind("/")
 
 
 def project_bundle(

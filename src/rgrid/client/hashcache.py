@@ -63,9 +63,9 @@ class HashCache:
             return {}
         return {k: tuple(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
-    def sha256(self, path: Path, info: os.stat_result | None = None) -> str:
+    def sha256(self, path: Path | str, info: os.stat_result | None = None) -> str:
         """The file's sha256 (``info``: its ``stat``, when the caller has it already)."""
-        absolute = os.path.abspath(path)
+        absolute = path if isinstance(path, str) and path[:1] == "/" else os.path.abspath(path)
         info = info or os.stat(absolute)
         key = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
         old = self._old.get(absolute)

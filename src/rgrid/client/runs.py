@@ -6,6 +6,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from rgrid import errors, schemas
 from rgrid.client import Client
@@ -17,23 +18,66 @@ RECONNECT_ATTEMPTS = 10
 RECONNECT_BASE_S = 0.2
 RECONNECT_MAX_S = 5.0
 
+T = TypeVar("T")
+
 
 @dataclasses.dataclass(frozen=True)
 class UploadReport:
     uploaded_files: int
     uploaded_bytes: int
     already_there: int
+    #: the project tree was sent (the grid did not hold it)
+    tree_sent: bool = False
 
 
 def upload_bundle(client: Client, bundle: Bundle, extra: Sequence[LocalFile] = ()) -> UploadReport:
-    """Send only the blobs the grid lacks, each once; ``extra``: more files (a piped stdin)."""
-    by_hash = {f.sha256: f for f in [*bundle.files, *extra]}
-    missing = client.missing_blobs(list(by_hash))
+    """Send the blobs the grid lacks of the run's named files (the tree is sent, only if the
+    grid asks for it, by ``submit_with_tree``); ``extra``: more files (a piped stdin)."""
+    return upload_files(client, [*bundle.named_files, *extra])
+
+
+def upload_files(client: Client, files: Sequence[LocalFile]) -> UploadReport:
+    """Send only the blobs the grid lacks, each once."""
+    by_hash = {f.sha256: f for f in files}
+    missing = client.missing_blobs(list(by_hash)) if by_hash else []
     for sha in missing:
         entry = by_hash[sha]
-        client.upload_blob(sha, entry.source, entry.size)
+        client.upload_blob(sha, Path(entry.source), entry.size)
     sent = sum(by_hash[sha].size for sha in missing)
     return UploadReport(len(missing), sent, len(by_hash) - len(missing))
+
+
+def submit_with_tree(
+    client: Client, bundle: Bundle, submit: Callable[[], T], named: UploadReport
+) -> tuple[T, UploadReport]:
+    """Submit naming the bundle's project tree; if the grid does not hold it (the first run
+    of this tree, or its files expired), upload what it lacks, send the tree, and submit again.
+    Returns the answer and what was uploaded in all (``named``: the named files' report)."""
+    try:
+        answer = submit()
+    except errors.TreeUnknown:
+        pass
+    else:
+        known = len({f.sha256 for f in bundle.tree_files})
+        return answer, dataclasses.replace(named, already_there=named.already_there + known)
+    sent = upload_files(client, bundle.tree_files)
+    assert bundle.tree_digest is not None
+    client.put_tree(
+        bundle.tree_digest,
+        schemas.TreeIn(
+            files=[
+                schemas.FileIn(path=f.rel, sha256=f.sha256, size=f.size) for f in bundle.tree_files
+            ],
+            dirs=bundle.dirs,
+        ),
+    )
+    answer = submit()
+    return answer, UploadReport(
+        named.uploaded_files + sent.uploaded_files,
+        named.uploaded_bytes + sent.uploaded_bytes,
+        named.already_there + sent.already_there,
+        tree_sent=True,
+    )
 
 
 def follow(

@@ -67,7 +67,7 @@ class Budget:
 @dataclasses.dataclass(frozen=True)
 class TreeFile:
     rel: str  # POSIX path relative to the root
-    path: Path  # absolute
+    path: str  # absolute (a str: a Path per file of a large tree costs milliseconds)
     info: os.stat_result
 
 
@@ -146,7 +146,7 @@ def walk(root: Path, exclude: Collection[str] = ()) -> Tree:
                 if rel in exclude or (ignore and ignore.match_file(rel)):
                     continue
                 try:
-                    files.append(TreeFile(rel, Path(entry.path), entry.stat(follow_symlinks=False)))
+                    files.append(TreeFile(rel, entry.path, entry.stat(follow_symlinks=False)))
                 except OSError:
                     unreadable += 1
         pending.extend(reversed(subdirs))  # depth first, in name order: parents come first

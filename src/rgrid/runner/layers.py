@@ -2,8 +2,8 @@
 
 Copying a project of thousands of files into every execution's work directory costs a file
 operation each (tenths of a millisecond apiece on a busy disk). Instead the tree an execution
-was given, less the files its arguments name, is built once into ``<work_root>/.layers/<key>``
-(the key: every path and content hash in it) and the execution's work directory is an overlay:
+was given (``domain.Tree``: the files its arguments name are not in it) is built once into
+``<work_root>/.layers/<the tree's digest>`` and the execution's work directory is an overlay:
 that layer below, read-only, and an empty directory of its own above, where everything the
 script writes lands. A file the script changes is first copied up by the kernel; the layer never
 changes, so the next run of the same tree, or the next item of a batch, mounts it as it is.
@@ -22,33 +22,19 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
-import hashlib
-import json
 import logging
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-
-from rgrid import domain
-from rgrid.paths import join_under
 
 logger = logging.getLogger(__name__)
 
 LAYERS_DIR = ".layers"
 #: layers kept besides those in use (least recently used ones go first)
 KEEP = 8
-
-
-def layer_key(refs: Iterable[domain.FileRef], dirs: Iterable[str]) -> str:
-    """What a layer holds, as a name: the hash of its paths, contents and directories."""
-    listing = {
-        "files": sorted((ref.path, ref.sha256) for ref in refs),
-        "dirs": sorted(set(dirs)),
-    }
-    return hashlib.sha256(json.dumps(listing, separators=(",", ":")).encode()).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,15 +146,3 @@ def give(root: Path, owner: int) -> None:
             path = os.path.join(dirpath, name)
             os.chown(path, owner, owner, follow_symlinks=False)
             os.chmod(path, 0o644)
-
-
-def layer_places(
-    scratch: Path, refs: Iterable[domain.FileRef], dirs: Iterable[str]
-) -> list[tuple[domain.FileRef, Path]]:
-    """Make ``dirs`` and the inputs' parent directories in ``scratch``; where each input goes."""
-    for folder in dirs:
-        join_under(scratch, folder).mkdir(parents=True, exist_ok=True)
-    placed = [(ref, join_under(scratch, ref.path)) for ref in refs]
-    for parent in {dest.parent for _, dest in placed}:
-        parent.mkdir(parents=True, exist_ok=True)
-    return placed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -13,7 +14,7 @@ from rgrid import domain, errors, sandbox
 from rgrid.domain import ExecutionState, FailureClass
 from rgrid.envs.cache import PythonEnv
 from rgrid.paths import join_under
-from rgrid.runner import ControlPlane, RunnerConfig, layers, mounts, places
+from rgrid.runner import ControlPlane, RunnerConfig, layers, mounts
 from rgrid.runner import workdir as work
 from rgrid.runner.classify import classify
 from rgrid.runner.logship import LogShipper
@@ -109,6 +110,8 @@ class Staged:
     watched: list[tuple[str, Path]]
     #: the work directory is an overlay (``layers``): the tree below, shared and read-only
     overlay: mounts.Overlay | None = None
+    #: the tree's layer below the overlay
+    layer: layers.Layer | None = None
 
 
 def _overlay_of(
@@ -178,43 +181,38 @@ async def _stage(
             stdin_path(layout.workdir).write_bytes(b"")
         else:
             await plane.fetch_input(spec.stdin, stdin_path(layout.workdir))
-    named_here = places.named_inside(spec)
-    tree = [r for r in spec.inputs if not r.path.startswith("/") and r.path not in named_here]
-    own = [r for r in spec.inputs if r.path.startswith("/") or r.path in named_here]
-    if overlay is None or not (tree or spec.dirs):
-        # no overlay here, or nothing for a shared layer to hold (a lone script): copies
+    if overlay is None or spec.tree is None:
+        # no overlay here, or no tree for a shared layer to hold (a lone script): copies
         placed = await asyncio.to_thread(
-            _place, layout, layout.workdir, list(spec.inputs), spec.dirs
+            _place, layout, layout.workdir, list(spec.all_inputs), spec.dirs
         )
         await _fill(plane, placed)
         named = [(ref.path, dest) for ref, dest in placed]
         stamps = await asyncio.to_thread(work.stamps, named)
         return Staged(stamps, layout.workdir, named)
-    layer = await _layer(plane, config, layout, tree, spec.dirs, stack)
+    layer = await _layer(plane, config, layout, spec.tree, stack)
     overlay = dataclasses.replace(overlay, lower=layer.path)
     for directory in (overlay.upper, overlay.scratch):
         await asyncio.to_thread(directory.mkdir)
-    placed = await asyncio.to_thread(_place, layout, overlay.upper, own, ())
+    placed = await asyncio.to_thread(_place, layout, overlay.upper, list(spec.inputs), ())
     await _fill(plane, placed)
     await asyncio.to_thread(layers.give, overlay.upper, bwrap.SANDBOX_UID)
     await asyncio.to_thread(overlay.mount)
     named = [(ref.path, dest) for ref, dest in placed]
     stamps = await asyncio.to_thread(work.stamps, named)
-    watched = [(ref.path, layer.path / ref.path) for ref in tree] + named
-    return Staged(stamps, overlay.upper, watched, overlay)
+    return Staged(stamps, overlay.upper, named, overlay, layer)
 
 
 async def _layer(
     plane: ControlPlane,
     config: RunnerConfig,
     layout: Layout,
-    tree: list[domain.FileRef],
-    dirs: tuple[str, ...],
+    tree: domain.Tree,
     stack: contextlib.AsyncExitStack,
 ) -> layers.Layer:
     """The tree's layer, held for the rest of the execution; built now if it is new."""
     store = layers.Layers(config.work_root / layers.LAYERS_DIR, bwrap.SANDBOX_UID)
-    key = layers.layer_key(tree, dirs)
+    key = tree.sha256
     held = await asyncio.to_thread(stack.enter_context, store.hold(key))
     stack.push_async_callback(asyncio.to_thread, store.evict)  # once released, after the run
     if held is not None:
@@ -222,7 +220,7 @@ async def _layer(
         return held
     scratch = await asyncio.to_thread(store.scratch)
     try:
-        placed = await asyncio.to_thread(_place, layout, scratch, tree, dirs)
+        placed = await asyncio.to_thread(_place, layout, scratch, list(tree.files), tree.dirs)
         await _fill(plane, placed)
         return await asyncio.to_thread(store.publish, scratch, key)
     except BaseException:
@@ -248,7 +246,10 @@ async def _watch(
     if observer is None:
         return None
     try:
-        return await asyncio.to_thread(observer.watch, staged.scan_root, staged.watched)
+        known = None
+        if staged.layer is not None and spec.tree is not None:
+            known = await asyncio.to_thread(_tree_handles, observer, staged.layer, spec.tree)
+        return await asyncio.to_thread(observer.watch, staged.scan_root, staged.watched, known)
     except OSError as exc:
         logger.warning(
             "reads of %s not observed: %s",
@@ -257,6 +258,29 @@ async def _watch(
             extra={"action": "reads_unobserved", "execution_id": spec.execution_id},
         )
         return None
+
+
+#: the file handles of recently used layers' files, by (layer, the layer directory's own
+#: handle: a layer removed and built again has new files, and so a new handle)
+_TREE_HANDLES: collections.OrderedDict[tuple[str, bytes], dict[bytes, list[str]]] = (
+    collections.OrderedDict()
+)
+
+
+def _tree_handles(
+    observer: reads.ReadObserver, layer: layers.Layer, tree: domain.Tree
+) -> dict[bytes, list[str]]:
+    """The handles of a layer's files (``reads.file_handles``), taken once per layer: a
+    layer never changes, and taking 2,000 of them costs tens of ms."""
+    key = (layer.key, observer.handle_of(layer.path))
+    handles = _TREE_HANDLES.get(key)
+    if handles is None:
+        handles = observer.handles((ref.path, layer.path / ref.path) for ref in tree.files)
+        _TREE_HANDLES[key] = handles
+        while len(_TREE_HANDLES) > layers.KEEP:
+            _TREE_HANDLES.popitem(last=False)
+    _TREE_HANDLES.move_to_end(key)
+    return handles
 
 
 async def _run_observed(
@@ -286,15 +310,17 @@ async def _scan(
     files written outside the working directory but not where an argument named get one too.
     Over an overlay only its upper layer is looked at: nothing else can have changed."""
     inputs = {ref.path: ref for ref in spec.inputs}
+    tree = spec.tree
+    dirs_before = work.existing_dirs(inputs, () if tree is None else tree.dirs)
     scan = await asyncio.to_thread(
         find_outputs,
         staged.scan_root,
-        inputs,
+        inputs if tree is None else collections.ChainMap(inputs, tree.by_path),
         max_bytes=config.max_output_bytes,
         max_files=config.max_output_files,
         skip_top=frozenset() if layout.mounted else frozenset({FALLBACK_DIR}),
         placed=staged.stamps,
-        dirs_before=work.existing_dirs((ref.path for ref in spec.inputs), spec.dirs),
+        dirs_before=dirs_before if tree is None else dirs_before | tree.all_dirs,
     )
     outside = await asyncio.to_thread(scan_outside, layout, inputs)
     in_tmp = await asyncio.to_thread(left_in_tmp, layout.tmp) if layout.tmp is not None else []

@@ -115,25 +115,6 @@ class Layout:
         return f"{flag}{equals}{rewritten}"
 
 
-def named_inside(spec: domain.ExecutionSpec) -> set[str]:
-    """The paths inside the working directory that the script's name or an argument names
-    (``data/a.csv``, ``./data/a.csv``, ``--in=data/a.csv``, ``/home/u/proj/data/a.csv``), as
-    relative POSIX paths: the files that change from run to run of one project (a batch's
-    items, the script itself), unlike the rest of its tree."""
-    cwd = spec.cwd or "/"
-    named: set[str] = set()
-    for arg in (spec.script, spec.argv0 or spec.script, *spec.args):
-        value = arg.partition("=")[2] if arg.startswith("-") else arg
-        if not value:
-            continue
-        absolute = posixpath.normpath(posixpath.join(cwd, value))
-        if spec.cwd is None:
-            named.add(posixpath.normpath(value))
-        elif PurePosixPath(absolute).is_relative_to(cwd):
-            named.add(PurePosixPath(absolute).relative_to(cwd).as_posix())
-    return named
-
-
 @dataclasses.dataclass(frozen=True)
 class OutsideScan:
     #: (absolute name, file on this worker)

@@ -23,7 +23,7 @@ import os
 import select
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from rgrid import domain
@@ -155,11 +155,29 @@ class ReadObserver:
             self._libc.init(flags, os.O_RDONLY | os.O_CLOEXEC), "fanotify_init"
         )
 
-    def watch(self, workdir: Path, files: Iterable[tuple[str, Path]]) -> Watch:
+    def handles(self, files: Iterable[tuple[str, Path]]) -> dict[bytes, list[str]]:
+        """``file_handles`` of these files: to be taken once for files that never change (a
+        shared layer's) and given to ``watch`` as ``known``."""
+        return file_handles(self._libc, files)
+
+    def handle_of(self, path: Path) -> bytes:
+        """The kernel's handle of one file or directory: its inode and that inode's generation,
+        so a path removed and made again gets another."""
+        return next(iter(file_handles(self._libc, [("", path)])))
+
+    def watch(
+        self,
+        workdir: Path,
+        files: Iterable[tuple[str, Path]],
+        known: Mapping[bytes, list[str]] | None = None,
+    ) -> Watch:
         """Start watching the input files (their names, and where each is on this host, on
-        ``workdir``'s filesystem) of a run about to start. Raises OSError when they cannot be
-        watched (a filesystem without file handles or fanotify support)."""
-        handles = file_handles(self._libc, files)
+        ``workdir``'s filesystem) of a run about to start, and those whose handles are
+        ``known`` already (``handles``). Raises OSError when they cannot be watched (a
+        filesystem without file handles or fanotify support)."""
+        handles = dict(known or {})
+        for handle, names in file_handles(self._libc, files).items():
+            handles[handle] = [*handles.get(handle, ()), *names]
         dev = os.stat(workdir).st_dev
         watch = Watch(self, handles, dev)
         with self._lock:

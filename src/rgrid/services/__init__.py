@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rgrid.services.events import Notifier
 from rgrid.services.secrets import SecretBox
+from rgrid.services.treecache import TreeCache
 from rgrid.settings import ServerSettings
 from rgrid.storage import ObjectStorage
 
@@ -45,5 +46,7 @@ class Grid:
     wake_dispatcher: Callable[[], None] = lambda: None
     cancel_local: Callable[[str], bool] = lambda _execution_id: False
     transfers: Transfers = dataclasses.field(default_factory=Transfers)
+    #: project trees' listings recently used (``services.trees``)
+    trees: TreeCache = dataclasses.field(default_factory=TreeCache)
     #: whether the storage deletes blobs unwritten for long by itself (an S3 lifecycle rule)
     blobs_age_out: bool = False

@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
-from rgrid.paths import safe_input_path, safe_relpath
-from rgrid.services import Grid, cache, places, reuse, runtimes, utcnow
+from rgrid.paths import safe_input_path
+from rgrid.services import Grid, cache, places, reuse, runtimes, trees, utcnow
 from rgrid.services.executions import _validate, cancel, retry
 from rgrid.store import batches as repo
 from rgrid.store import blobs as blob_repo
@@ -80,7 +80,10 @@ async def submit_batch(
             earlier = await repo.by_idempotency_key(session, account_id, spec.idempotency_key)
             if earlier is not None:
                 return await repo.to_batch(session, earlier)
-        hashes = {f.sha256 for f in spec.files} | {f.sha256 for i in spec.items for f in i.files}
+        tree, named = await trees.of_submission(
+            grid, session, account_id, spec.tree, spec.files, spec.dirs
+        )
+        hashes = {f.sha256 for f in named} | {f.sha256 for i in spec.items for f in i.files}
         present = await blob_repo.present_blobs(session, account_id, sorted(hashes))
         if missing := hashes - present:
             raise errors.InvalidRequest(
@@ -111,7 +114,8 @@ async def submit_batch(
             "timeout_s": spec.timeout_s,
             "memory_bytes": spec.memory_bytes,
             "disk_bytes": spec.disk_bytes,
-            "dirs": [str(safe_relpath(d)) for d in spec.dirs],
+            "dirs": [],  # the tree's
+            "tree_sha256": tree.sha256 if tree is not None else None,
             "output_dirs": [],
             "network": spec.network,
             "attempt": 0,
@@ -145,7 +149,7 @@ async def submit_batch(
             python=runtime.python,
             network=spec.network,
         )
-        executions, artifacts, metadata = _rows(spec, common, now, keyer)
+        executions, artifacts, metadata = _rows(spec, named, tree, common, now, keyer)
         queued = await _reuse_results(grid, session, spec.cache, executions, artifacts, now)
         await repo.insert_items(session, executions, artifacts, metadata)
         result = await repo.to_batch(session, batch)
@@ -196,18 +200,25 @@ async def _reuse_results(
 
 def _rows(
     spec: schemas.BatchCreate,
+    named: list[schemas.FileIn],
+    tree: domain.Tree | None,
     common: dict[str, Any],
     now: datetime,
     keyer: cache.Keyer,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    shared = [(str(safe_input_path(f.path)), f.sha256, f.size, f.tree) for f in spec.files]
+    """Each item's row, input artifacts (its own files and the named ones all share; the
+    tree's are the tree's) and metadata."""
+    shared = [(str(safe_input_path(f.path)), f.sha256, f.size) for f in named]
+    in_tree = tree.by_path if tree is not None else {}
     executions, artifacts, metadata = [], [], []
     for index, item in enumerate(spec.items):
         execution_id = domain.new_id("exec")
-        own = [(str(safe_input_path(f.path)), f.sha256, f.size, f.tree) for f in item.files]
+        own = [(str(safe_input_path(f.path)), f.sha256, f.size) for f in item.files]
         paths = {f[0] for f in own}
+        if clash := next((path for path in paths if path in in_tree), None):
+            raise errors.InvalidRequest(f"{clash!r} is both an item's file and in the tree")
         files = [*own, *(s for s in shared if s[0] not in paths)]
-        key = keyer(item.args, [domain.FileRef(*f[:3]) for f in files])
+        key = keyer(item.args, [domain.FileRef(*f) for f in files], tree)
         executions.append(
             {
                 **common,
@@ -220,7 +231,7 @@ def _rows(
                 "cache_base": key.base,
             }
         )
-        for path, sha, size, _ in files:
+        for path, sha, size in files:
             artifacts.append(
                 {
                     "execution_id": execution_id,

@@ -46,9 +46,12 @@ PART_NAMES = {
     "env": "an environment variable",
     "modules": "a local module",
     "inputs": "an input",
+    "tree": "the project tree",
 }
 #: the parts holding files (path → sha256); the rest is the key's base
 FILE_PARTS = ("modules", "inputs")
+#: the part naming the project tree by its digest: its files, listed, count as FILE_PARTS
+TREE_PART = "tree"
 #: how many observed runs with the same base are checked per lookup, newest first
 CANDIDATES = 16
 
@@ -73,36 +76,55 @@ def cache_key(
     runtime: str,
     network: bool,
     stdin: str | None = None,
+    tree: str | None = None,
 ) -> CacheKey:
     """The key of a run. Files are the script, the modules beside it and the inputs; a ``.py``
     file that no argument names counts as a module, anything else as an input. ``stdin``: the
-    sha256 of a non-empty piped stdin (a part only then, so keys without one are as before)."""
-    named = set(args)
-    by_path = {f.path: f.sha256 for f in files}
+    sha256 of a non-empty piped stdin (a part only then, so keys without one are as before);
+    ``tree``: the digest of the project tree the run carries (its files are not listed in the
+    key: ``with_tree`` lists them where two runs' trees differ)."""
     parts: dict[str, Any] = {
-        "script": by_path.get(script, ""),
-        "modules": {
-            p: h for p, h in by_path.items() if p != script and p.endswith(".py") and p not in named
-        },
+        "script": next((f.sha256 for f in files if f.path == script), ""),
+        **file_parts(files, script, args),
         "dependencies": sorted(requirements),
         "runtime": runtime,
         "network": network,
-        "inputs": {
-            p: h
-            for p, h in by_path.items()
-            if p != script and not (p.endswith(".py") and p not in named)
-        },
         "args": [script, *args],
         "env": {name: _mac(secret, f"{name}={value}") for name, value in sorted(env.items())},
     }
     if stdin is not None:
         parts["stdin"] = stdin
+    if tree is not None:
+        parts[TREE_PART] = tree
     return key_of(secret, parts)
+
+
+def file_parts(
+    files: Sequence[domain.FileRef], script: str, args: Sequence[str]
+) -> dict[str, dict[str, str]]:
+    """The files of a run as key parts: a ``.py`` file that no argument names is a module."""
+    named = set(args)
+    parts: dict[str, dict[str, str]] = {"modules": {}, "inputs": {}}
+    for ref in files:
+        if ref.path != script:
+            module = ref.path.endswith(".py") and ref.path not in named
+            parts["modules" if module else "inputs"][ref.path] = ref.sha256
+    return parts
+
+
+def with_tree(parts: Mapping[str, Any], tree: domain.Tree) -> dict[str, Any]:
+    """Key parts with the tree's files listed among the run's own, as if all were named."""
+    script, args = parts["args"][0], parts["args"][1:]
+    listed = file_parts(tree.files, script, args)
+    expanded = {name: value for name, value in parts.items() if name != TREE_PART}
+    for part in FILE_PARTS:
+        expanded[part] = {**listed[part], **parts.get(part, {})}
+    return expanded
 
 
 def key_of(secret: bytes, parts: dict[str, Any]) -> CacheKey:
     """The key with these parts."""
-    base = {name: value for name, value in parts.items() if name not in FILE_PARTS}
+    base = {name: value for name, value in parts.items() if name not in (*FILE_PARTS, TREE_PART)}
     return CacheKey(
         _mac(secret, json.dumps(parts, sort_keys=True)),
         parts,
@@ -110,7 +132,7 @@ def key_of(secret: bytes, parts: dict[str, Any]) -> CacheKey:
     )
 
 
-Keyer = Callable[[Sequence[str], Sequence[domain.FileRef]], CacheKey]
+Keyer = Callable[[Sequence[str], Sequence[domain.FileRef], "domain.Tree | None"], CacheKey]
 
 
 def keyer_for(
@@ -129,7 +151,9 @@ def keyer_for(
     secret = grid.secrets.derive(KEY_PURPOSE)
     runtime = f"{preset or ''}/{python or grid.default_python}"
 
-    def key(args: Sequence[str], files: Sequence[domain.FileRef]) -> CacheKey:
+    def key(
+        args: Sequence[str], files: Sequence[domain.FileRef], tree: domain.Tree | None
+    ) -> CacheKey:
         return cache_key(
             secret,
             script=script,
@@ -140,6 +164,7 @@ def keyer_for(
             runtime=runtime,
             network=network,
             stdin=stdin.sha256 if stdin is not None and stdin.size else None,
+            tree=tree.sha256 if tree is not None else None,
         )
 
     return key
@@ -191,8 +216,37 @@ def hit_fields(source: ExecutionRow, now: datetime) -> dict[str, Any]:
     }
 
 
+async def comparable(
+    grid: Grid,
+    session: AsyncSession,
+    account_id: str,
+    now: Mapping[str, Any],
+    then: Mapping[str, Any],
+) -> tuple[Mapping[str, Any], Mapping[str, Any]] | None:
+    """Two runs' key parts made comparable file by file: where their trees differ (or hold
+    bytecode, which changes what counts as read) each tree's files are listed among the
+    run's own. None: a tree is no longer stored, so the runs cannot be compared."""
+    mine, theirs = now.get(TREE_PART), then.get(TREE_PART)
+    if mine == theirs and mine is None:
+        return now, then
+    listed: list[Mapping[str, Any]] = []
+    for parts, digest in ((now, mine), (then, theirs)):
+        tree = await grid.trees.get(session, account_id, digest) if digest else None
+        if digest is not None and tree is None:
+            return None
+        if mine == theirs and tree is not None and not tree.has_bytecode:
+            return now, then  # the same files on both sides: only the named ones can differ
+        listed.append(with_tree(parts, tree) if tree is not None else parts)
+    return listed[0], listed[1]
+
+
 async def miss_note(
-    session: AsyncSession, account_id: str, script: str, key: CacheKey, why: str | None
+    grid: Grid,
+    session: AsyncSession,
+    account_id: str,
+    script: str,
+    key: CacheKey,
+    why: str | None,
 ) -> str:
     """Why a run is not served from the cache (for ``rgrid status``): ``why`` the lookup gave,
     else against this account's latest run of the same script. Called once the lookup found
@@ -202,7 +256,8 @@ async def miss_note(
     earlier = await repo.latest_of_script(session, account_id, script)
     if earlier is None or earlier.cache_parts is None:
         return f"miss: no earlier run of {script}"
-    reason = explain_miss(key.parts, earlier.cache_parts)
+    both = await comparable(grid, session, account_id, key.parts, earlier.cache_parts)
+    reason = explain_miss(*both) if both else explain_miss(key.parts, earlier.cache_parts)
     if reason is not None:
         return f"miss: {reason} (since {earlier.id})"
     if earlier.state != ExecutionState.SUCCEEDED.value:

@@ -114,6 +114,16 @@ class GridControlPlane:
         self._grid.notifier.notify(spec.execution_id)
 
 
+def _tree_lost() -> domain.Outcome:
+    return domain.Outcome(
+        ExecutionState.FAILED,
+        domain.EXIT_RGRID_FAILURE,
+        FailureClass.INPUT_ERROR,
+        cause="its project tree is no longer kept on the grid (a file of it was lost)",
+        hint="run it again: the CLI sends the tree anew",
+    )
+
+
 class Dispatcher:
     def __init__(self, grid: Grid, executor: Executor, signal: WorkSignal | None = None) -> None:
         self._grid = grid
@@ -205,6 +215,9 @@ class Dispatcher:
             row.started_at = utcnow()
             row.lease_expires_at = row.started_at + self._lease
             inputs = await blob_repo.list_files(session, row.id, ArtifactKind.INPUT)
+            tree = None
+            if row.tree_sha256 is not None:
+                tree = await self._grid.trees.get(session, row.account_id, row.tree_sha256)
         spec = domain.ExecutionSpec(
             execution_id=row.id,
             account_id=row.account_id,
@@ -230,10 +243,14 @@ class Dispatcher:
                 if row.stdin_sha256 is not None
                 else None
             ),
-            dirs=tuple(row.dirs or ()),
+            tree=tree,
         )
         logger.info("claimed", extra={"action": "execution_claimed", "execution_id": row.id})
         self._grid.notifier.notify(row.id)
+        if row.tree_sha256 is not None and tree is None:
+            # its files were found lost since it was submitted (``blobs.lose_blob``)
+            await self._finish(spec, _tree_lost())
+            return True
         self.executor.start(spec, GridControlPlane(self._grid, spec, self._worker), self._finish)
         return True
 

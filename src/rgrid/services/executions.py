@@ -11,7 +11,17 @@ from rgrid import bounds, domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
 from rgrid.money import slot_cost
 from rgrid.paths import safe_input_path, safe_relpath
-from rgrid.services import Grid, blobs, cache, places, retention, reuse, runtimes, utcnow
+from rgrid.services import (
+    Grid,
+    blobs,
+    cache,
+    places,
+    retention,
+    reuse,
+    runtimes,
+    trees,
+    utcnow,
+)
 from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
@@ -110,8 +120,12 @@ async def submit(
             earlier = await repo.by_idempotency_key(session, account_id, spec.idempotency_key)
             if earlier is not None:
                 return earlier
+        tree, named = await trees.of_submission(
+            grid, session, account_id, spec.tree, spec.files, spec.dirs
+        )
+        _check_apart(named, tree)
         stdin = _stdin_ref(spec.stdin)
-        needed = [(f.path, f.sha256) for f in spec.files]
+        needed = [(f.path, f.sha256) for f in named]
         if stdin is not None and stdin.size:  # an empty stdin needs no blob
             needed.append((stdin.path, stdin.sha256))
         present = await blob_repo.present_blobs(session, account_id, [sha for _, sha in needed])
@@ -122,7 +136,7 @@ async def submit(
                 hint="upload the blobs with PUT /api/v1/blobs/{sha256} first",
             )
         now = utcnow()
-        files = [domain.FileRef(str(safe_input_path(f.path)), f.sha256, f.size) for f in spec.files]
+        files = [domain.FileRef(str(safe_input_path(f.path)), f.sha256, f.size) for f in named]
         script = str(safe_input_path(spec.script))
         keyer = cache.keyer_for(
             grid,
@@ -134,8 +148,9 @@ async def submit(
             network=spec.network,
             stdin=stdin,
         )
-        # every file, the project tree's too: an earlier run matches on what it read (reuse)
-        key = keyer(spec.args, files)
+        # the named files, and the tree by its digest: an earlier run with another tree
+        # matches on the files it read (reuse)
+        key = keyer(spec.args, files, tree)
         row = ExecutionRow(
             id=domain.new_id("exec"),
             account_id=account_id,
@@ -150,7 +165,8 @@ async def submit(
             cwd=spec.cwd,
             argv0=spec.argv0,
             mounts=places.mounts(spec),
-            dirs=[str(safe_relpath(d)) for d in spec.dirs],
+            dirs=[],  # the tree's (kept for executions recorded before trees were)
+            tree_sha256=tree.sha256 if tree is not None else None,
             network=spec.network,
             attempt=0,
             idempotency_key=spec.idempotency_key,
@@ -178,7 +194,9 @@ async def submit(
             for column, value in cache.hit_fields(hit[0], now).items():
                 setattr(row, column, value)
         elif spec.cache:
-            row.cache_note = await cache.miss_note(session, account_id, script, key, verdict.why)
+            row.cache_note = await cache.miss_note(
+                grid, session, account_id, script, key, verdict.why
+            )
         else:
             row.cache_note = "bypassed (--no-cache)"
         execution = await repo.insert(session, row, spec.metadata)
@@ -189,6 +207,12 @@ async def submit(
             return execution
     grid.wake_dispatcher()
     return execution
+
+
+def _check_apart(named: list[schemas.FileIn], tree: domain.Tree | None) -> None:
+    """A path is either one of the run's named files or part of its tree, not both."""
+    if tree is not None and (both := [f.path for f in named if f.path in tree.by_path]):
+        raise errors.InvalidRequest(f"{both[0]!r} is both a named file and in the project tree")
 
 
 def _stdin_ref(stdin: schemas.StdinIn | None) -> domain.FileRef | None:
@@ -278,6 +302,7 @@ RETRY_COPIED = (
     "argv0",
     "mounts",
     "dirs",
+    "tree_sha256",
     "network",
     "requirements",
     "dependency_source",

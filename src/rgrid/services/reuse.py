@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain
 from rgrid.services import Grid, retention
-from rgrid.services.cache import CANDIDATES, FILE_PARTS, CacheKey
+from rgrid.services.cache import CANDIDATES, FILE_PARTS, CacheKey, comparable
 from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
@@ -89,12 +89,13 @@ async def lookup(
     for key in keys:
         same = exact.get(key.digest)
         others = [row for row in similar.get(key.base, []) if same is None or row.id != same.id]
-        verdicts[key.digest] = await _verdict(grid, account_id, key, same, others, outputs)
+        verdicts[key.digest] = await _verdict(grid, session, account_id, key, same, others, outputs)
     return verdicts
 
 
 async def _verdict(
     grid: Grid,
+    session: AsyncSession,
     account_id: str,
     key: CacheKey,
     same: ExecutionRow | None,
@@ -111,7 +112,11 @@ async def _verdict(
         kept = outputs.get(row.id, [])
         assert row.cache_parts is not None and row.reads is not None
         produced = {a.path: a.sha256 for a in kept}
-        reason = mismatch(key.parts, row.cache_parts, row.reads, produced, row.id)
+        both = await comparable(grid, session, account_id, key.parts, row.cache_parts)
+        if both is None:
+            why = why or f"the project tree of {row.id} is no longer kept"
+            continue
+        reason = mismatch(*both, row.reads, produced, row.id)
         if reason is None and await _usable(grid, account_id, kept):
             return Verdict((row, kept))
         why = why or reason or f"the outputs of {row.id} are no longer kept (expired or deleted)"

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain
 from rgrid.store import dialect_insert
-from rgrid.store.models import ArtifactRow, BlobRow, ExecutionRow
+from rgrid.store.models import ArtifactRow, BlobRow, ExecutionRow, TreeFileRow
 
 
 async def present_blobs(session: AsyncSession, account_id: str, hashes: Sequence[str]) -> set[str]:
@@ -131,7 +131,8 @@ async def outputs_of(
 def _in_use(cutoff: datetime) -> ColumnElement[bool]:
     """Whether an artifact references the blob that was recorded after ``cutoff`` or belongs to
     an execution not yet ended, or an execution created after ``cutoff`` or not yet ended has
-    it as its stdin — kept as long as its inputs (for a query over ``BlobRow``)."""
+    it as its stdin or in its project tree — kept as long as its inputs (for a query over
+    ``BlobRow``)."""
     live = ExecutionRow.state.in_([s.value for s in domain.ExecutionState if not s.terminal])
     as_artifact = (
         select(ArtifactRow.sha256)
@@ -152,7 +153,22 @@ def _in_use(cutoff: datetime) -> ColumnElement[bool]:
         )
         .exists()
     )
-    return or_(as_artifact, as_stdin)
+    # a file of a project tree that an execution carries, as long as that execution's inputs
+    in_tree = (
+        select(TreeFileRow.sha256)
+        .join(
+            ExecutionRow,
+            (ExecutionRow.account_id == TreeFileRow.account_id)
+            & (ExecutionRow.tree_sha256 == TreeFileRow.tree_sha256),
+        )
+        .where(
+            TreeFileRow.account_id == BlobRow.account_id,
+            TreeFileRow.sha256 == BlobRow.sha256,
+            or_(ExecutionRow.created_at > cutoff, live),
+        )
+        .exists()
+    )
+    return or_(as_artifact, as_stdin, in_tree)
 
 
 async def unreferenced_blobs(
@@ -201,9 +217,13 @@ async def forget_blobs(
     blobs: Sequence[tuple[str, str]],
     created_after: datetime | None = None,
 ) -> None:
-    """Delete these blob rows (only those recorded after ``created_after``, if given)."""
+    """Delete these blob rows (only those recorded after ``created_after``, if given), and
+    forget the project trees holding any of them (they are to be sent anew)."""
+    from rgrid.store import trees
+
     for account_id, sha256 in blobs:
         query = delete(BlobRow).where(BlobRow.account_id == account_id, BlobRow.sha256 == sha256)
         if created_after is not None:
             query = query.where(BlobRow.created_at > created_after)
         await session.execute(query)
+    await trees.forget_holding(session, blobs)

@@ -94,6 +94,7 @@ class ExecutionRow(Base):
         Index("ix_executions_cache_base", "account_id", "cache_base"),
         Index("ix_executions_account_script", "account_id", "script", "created_at"),
         Index("ix_executions_stdin", "account_id", "stdin_sha256"),
+        Index("ix_executions_tree", "account_id", "tree_sha256"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -162,6 +163,8 @@ class ExecutionRow(Base):
     # piped stdin (a blob unless empty); NULL: none, the script gets end-of-file at once
     stdin_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     stdin_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: the project tree it carries (``TreeRow``); NULL: only its named files
+    tree_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # stamped on every insert and update: a batch's followers ask only for what changed
     updated_at: Mapped[datetime | None] = mapped_column(
         UTCDateTime, nullable=True, default=_now, onupdate=_now
@@ -208,6 +211,33 @@ class ArtifactRow(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class TreeRow(Base):
+    """A project tree (``domain.Tree``), stored once per account and shared by the executions
+    that name it (``ExecutionRow.tree_sha256``)."""
+
+    __tablename__ = "trees"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: directories that no file implies
+    dirs: Mapped[list[str]] = mapped_column(JSON, default=list)
+    file_count: Mapped[int] = mapped_column(Integer)
+    total_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TreeFileRow(Base):
+    __tablename__ = "tree_files"
+    # retention: which trees hold a blob
+    __table_args__ = (Index("ix_tree_files_blob", "account_id", "sha256"),)
+
+    account_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tree_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    path: Mapped[str] = mapped_column(String(4096), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
 
 
 class LogChunkRow(Base):

@@ -14,8 +14,7 @@ OWNER = 65534
 
 
 def build(store: layers.Layers, name: str) -> layers.Layer:
-    refs = [domain.FileRef(f"{name}/file.txt", "0" * 64, 1)]
-    key = layers.layer_key(refs, ())
+    key = domain.tree_digest([(f"{name}/file.txt", "0" * 64, 1)], ())
     with store.hold(key) as held:
         assert held is None
         scratch = store.scratch()

@@ -12,6 +12,7 @@ FOUNDATION = {
     "errors",
     "enums",
     "domain",
+    "digests",
     "schemas",
     "paths",
     "compression",

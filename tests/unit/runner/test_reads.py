@@ -39,7 +39,8 @@ class _Observer:
     def __init__(self) -> None:
         self.watched: list[Any] = []
 
-    def watch(self, workdir: Path, files: list[tuple[str, Path]]) -> str:
+    def watch(self, workdir: Path, files: list[tuple[str, Path]], known: Any = None) -> str:
+        assert known is None  # no layer here: every input's handle is taken per run
         self.watched.append((workdir, files))
         return "watch"
 

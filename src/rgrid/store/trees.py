@@ -1,0 +1,92 @@
+"""Project trees (``domain.Tree``): stored once per account, named by their digest."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rgrid import domain
+from rgrid.store import dialect_insert
+from rgrid.store.models import TreeFileRow, TreeRow
+
+
+async def known(session: AsyncSession, account_id: str, sha256: str) -> bool:
+    row = await session.scalar(
+        select(TreeRow.sha256).where(TreeRow.account_id == account_id, TreeRow.sha256 == sha256)
+    )
+    return row is not None
+
+
+async def add(session: AsyncSession, account_id: str, tree: domain.Tree, now: datetime) -> bool:
+    """Store ``tree`` unless it is stored already (also when two submissions race); whether it
+    was new."""
+    created = await session.execute(
+        dialect_insert(session)(TreeRow)
+        .values(
+            account_id=account_id,
+            sha256=tree.sha256,
+            dirs=list(tree.dirs),
+            file_count=len(tree.files),
+            total_bytes=sum(ref.size for ref in tree.files),
+            created_at=now,
+        )
+        .on_conflict_do_nothing()
+        .returning(TreeRow.sha256)
+    )
+    if created.scalar() is None:
+        return False
+    rows = [
+        {
+            "account_id": account_id,
+            "tree_sha256": tree.sha256,
+            "path": ref.path,
+            "sha256": ref.sha256,
+            "size": ref.size,
+        }
+        for ref in tree.files
+    ]
+    if rows:  # one executemany
+        await session.execute(insert(TreeFileRow), rows)
+    return True
+
+
+async def load(session: AsyncSession, account_id: str, sha256: str) -> domain.Tree | None:
+    """The stored tree, or None."""
+    dirs = await session.scalar(
+        select(TreeRow.dirs).where(TreeRow.account_id == account_id, TreeRow.sha256 == sha256)
+    )
+    if dirs is None:
+        return None
+    rows = await session.execute(
+        select(TreeFileRow.path, TreeFileRow.sha256, TreeFileRow.size)
+        .where(TreeFileRow.account_id == account_id, TreeFileRow.tree_sha256 == sha256)
+        .order_by(TreeFileRow.path)
+    )
+    files = tuple(domain.FileRef(path, sha, size) for path, sha, size in rows)
+    return domain.Tree(sha256, files, tuple(dirs))
+
+
+async def forget_holding(session: AsyncSession, blobs: Sequence[tuple[str, str]]) -> list[str]:
+    """Forget the trees that hold any of these (account, sha256) blobs, which are going: a run
+    naming such a tree again is told to send it anew. Returns the trees' digests."""
+    gone: set[tuple[str, str]] = set()
+    for account_id, sha256 in blobs:
+        holders = await session.scalars(
+            select(TreeFileRow.tree_sha256)
+            .where(TreeFileRow.account_id == account_id, TreeFileRow.sha256 == sha256)
+            .distinct()
+        )
+        gone.update((account_id, tree) for tree in holders)
+    for account_id, tree in sorted(gone):
+        await session.execute(
+            delete(TreeFileRow).where(
+                TreeFileRow.account_id == account_id, TreeFileRow.tree_sha256 == tree
+            )
+        )
+        await session.execute(
+            delete(TreeRow).where(TreeRow.account_id == account_id, TreeRow.sha256 == tree)
+        )
+    return sorted(tree for _, tree in gone)
