@@ -17,6 +17,7 @@ import os
 import stat
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 from rgrid import errors
 from rgrid.client import tree as project_tree
@@ -26,10 +27,11 @@ from rgrid.paths import check_mount_root
 SKIP_DIRS = frozenset({"__pycache__", ".git", ".venv", "venv", ".mypy_cache", ".pytest_cache"})
 
 
-@dataclasses.dataclass(frozen=True)
-class LocalFile:
+class LocalFile(NamedTuple):
+    """A file to send (a named tuple: a project tree has thousands, made on every run)."""
+
     rel: str  # relative to the working directory, or absolute (outside it)
-    #: where it is on this machine (a str for the project tree's files: see ``tree.TreeFile``)
+    #: where it is on this machine (a str for the project tree's files)
     source: Path | str
     sha256: str
     size: int
@@ -76,12 +78,12 @@ class Bundle:
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
 
-    @property
+    @functools.cached_property
     def named_files(self) -> list[LocalFile]:
         """The files the run names (script, modules, arguments, ``--include``): its own."""
         return [f for f in self.files if not f.tree]
 
-    @property
+    @functools.cached_property
     def tree_files(self) -> list[LocalFile]:
         return [f for f in self.files if f.tree]
 
@@ -245,7 +247,7 @@ def _add_path(
         if in_tree and not entry.rel.startswith("/"):
             if entry.rel in exclude:
                 continue
-            entry = dataclasses.replace(entry, tree=True)
+            entry = entry._replace(tree=True)
         files.setdefault(entry.rel, entry)
     if directory is not None and placer.outside(path):
         placer.add_root(directory)

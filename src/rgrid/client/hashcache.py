@@ -1,14 +1,16 @@
 """The CLI's hash cache: a file whose size, mtime, ctime and inode have not changed since it was
 hashed is not read again (re-sending an unchanged tree costs a ``stat`` a file).
 
-One JSON file a project directory, ``~/.rgrid/hashes/<digest of its absolute path>.json``,
-keyed by absolute path. Best effort: an unreadable or corrupt cache is ignored and rewritten.
+One file a project directory, ``~/.rgrid/hashes/<digest of its absolute path>.marshal``,
+keyed by absolute path, in ``marshal``'s format (it loads several times faster than JSON: a tree
+of thousands of files is looked up on every run). Best effort: an unreadable or corrupt cache is
+ignored and rewritten.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import marshal
 import os
 import time
 from pathlib import Path
@@ -41,7 +43,7 @@ def default_location(project: Path) -> Path:
     from rgrid.client.config import rgrid_dir
 
     name = hashlib.sha256(os.fsencode(project)).hexdigest()[:24]
-    return rgrid_dir() / "hashes" / f"{name}.json"
+    return rgrid_dir() / "hashes" / f"{name}.marshal"
 
 
 class HashCache:
@@ -58,10 +60,10 @@ class HashCache:
     def _load(self) -> dict[str, Entry]:
         assert self._location is not None
         try:
-            data = json.loads(self._location.read_bytes())
-        except (OSError, ValueError):
+            data = marshal.loads(self._location.read_bytes())
+        except (OSError, ValueError, EOFError, TypeError):
             return {}
-        return {k: tuple(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        return data if isinstance(data, dict) else {}
 
     def sha256(self, path: Path | str, info: os.stat_result | None = None) -> str:
         """The file's sha256 (``info``: its ``stat``, when the caller has it already)."""
@@ -69,7 +71,7 @@ class HashCache:
         info = info or os.stat(absolute)
         key = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
         old = self._old.get(absolute)
-        if old is not None and old[:4] == key:
+        if type(old) is tuple and old[:4] == key:
             self.hits += 1
             self._seen[absolute] = old
             return old[4]
@@ -86,7 +88,7 @@ class HashCache:
         try:
             self._location.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             tmp = self._location.with_name(f".{self._location.name}.{os.getpid()}")
-            tmp.write_text(json.dumps(self._seen, separators=(",", ":")))
+            tmp.write_bytes(marshal.dumps(self._seen))
             os.replace(tmp, self._location)
         except OSError:
             pass  # a cache that cannot be written costs hashing next time, nothing else

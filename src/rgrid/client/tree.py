@@ -11,11 +11,12 @@ often git-ignored.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import os
 import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from rgrid import errors
 
@@ -41,7 +42,7 @@ SKIP_NAMES = frozenset(
     }
 )
 #: a directory holding one of these is an environment or a cache (cachedir tagging convention)
-SKIP_MARKERS = ("pyvenv.cfg", "conda-meta", "CACHEDIR.TAG")
+SKIP_MARKERS = frozenset({"pyvenv.cfg", "conda-meta", "CACHEDIR.TAG"})
 
 BUDGET_BYTES = 100 * 1024**2
 BUDGET_FILES = 10_000
@@ -64,10 +65,11 @@ class Budget:
     big_file_bytes: int = BIG_FILE_BYTES
 
 
-@dataclasses.dataclass(frozen=True)
-class TreeFile:
+class TreeFile(NamedTuple):
+    """(A named tuple and plain strings: a tree has thousands of these, made on every run.)"""
+
     rel: str  # POSIX path relative to the root
-    path: str  # absolute (a str: a Path per file of a large tree costs milliseconds)
+    path: str  # absolute
     info: os.stat_result
 
 
@@ -118,36 +120,44 @@ def load_ignore(root: Path) -> pathspec.GitIgnoreSpec | None:
 
 
 def walk(root: Path, exclude: Collection[str] = ()) -> Tree:
-    """The tree under ``root`` (absolute), without the relative paths in ``exclude``."""
+    """The tree under ``root`` (absolute), without the relative paths in ``exclude``. (It runs
+    on every ``rgrid run`` over every file of the project: kept to a ``stat`` a file and little
+    else.)"""
     ignore = load_ignore(root)
     files: list[TreeFile] = []
+    add = files.append
     dirs: list[str] = []
     unreadable = 0
-    pending: list[tuple[Path, str]] = [(root, "")]
+    pending: list[tuple[str, str]] = [(str(root), "")]
     while pending:
         folder, rel_dir = pending.pop()
         try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            with os.scandir(folder) as found:
+                entries = sorted(found, key=_name)
         except OSError:
             unreadable += 1
             continue
-        if rel_dir and any(e.name in SKIP_MARKERS for e in entries):
-            continue  # an environment or a cache: not even its directory travels
         if rel_dir:
+            if not SKIP_MARKERS.isdisjoint([e.name for e in entries]):
+                continue  # an environment or a cache: not even its directory travels
             dirs.append(rel_dir)
         prefix = rel_dir + "/" if rel_dir else ""
         subdirs = []
         for entry in entries:
-            rel = prefix + entry.name
-            if entry.is_dir(follow_symlinks=False):
-                if entry.name not in SKIP_NAMES and not (ignore and ignore.match_file(rel + "/")):
-                    subdirs.append((Path(entry.path), rel))
-            elif entry.is_file(follow_symlinks=False):
-                if rel in exclude or (ignore and ignore.match_file(rel)):
+            if entry.is_file(follow_symlinks=False):  # most entries: tested first
+                rel = prefix + entry.name
+                if (exclude and rel in exclude) or (ignore and ignore.match_file(rel)):
                     continue
                 try:
-                    files.append(TreeFile(rel, entry.path, entry.stat(follow_symlinks=False)))
+                    add(TreeFile(rel, entry.path, entry.stat(follow_symlinks=False)))
                 except OSError:
                     unreadable += 1
+            elif entry.is_dir(follow_symlinks=False):
+                rel = prefix + entry.name
+                if entry.name not in SKIP_NAMES and not (ignore and ignore.match_file(rel + "/")):
+                    subdirs.append((entry.path, rel))
         pending.extend(reversed(subdirs))  # depth first, in name order: parents come first
     return Tree(files=files, dirs=dirs, unreadable=unreadable)
+
+
+_name = operator.attrgetter("name")

@@ -213,11 +213,11 @@ async def _layer(
     """The tree's layer, held for the rest of the execution; built now if it is new."""
     store = layers.Layers(config.work_root / layers.LAYERS_DIR, bwrap.SANDBOX_UID)
     key = tree.sha256
-    held = await asyncio.to_thread(stack.enter_context, store.hold(key))
-    stack.push_async_callback(asyncio.to_thread, store.evict)  # once released, after the run
+    held = await asyncio.to_thread(_hold, stack, store, key)
     if held is not None:
-        await asyncio.to_thread(store.touch, held)
         return held
+    # one more layer: once this one is released, the least recently used beyond KEEP go
+    stack.push_async_callback(asyncio.to_thread, store.evict)
     scratch = await asyncio.to_thread(store.scratch)
     try:
         placed = await asyncio.to_thread(_place, layout, scratch, list(tree.files), tree.dirs)
@@ -226,6 +226,17 @@ async def _layer(
     except BaseException:
         await asyncio.to_thread(shutil.rmtree, scratch, True)
         raise
+
+
+def _hold(
+    stack: contextlib.AsyncExitStack, store: layers.Layers, key: str
+) -> layers.Layer | None:
+    """Hold layer ``key`` for the rest of the execution, marked as just used; None if it is
+    not built yet."""
+    held = stack.enter_context(store.hold(key))
+    if held is not None:
+        store.touch(held)
+    return held
 
 
 async def _watch(
