@@ -341,18 +341,21 @@ def _add_tree(
     over = total > budget.max_bytes or len(found.files) > budget.max_files
     left = left_bytes = 0
     unreadable = found.unreadable
-    for item in found.files:
-        if item.rel in files:
+    known = hashes.known
+    for rel, path, info in found.files:
+        if rel in files:
             continue
-        if over and item.info.st_size > budget.big_file_bytes:
-            left, left_bytes = left + 1, left_bytes + item.info.st_size
+        if over and info.st_size > budget.big_file_bytes:
+            left, left_bytes = left + 1, left_bytes + info.st_size
             continue
-        try:
-            sha = hashes.sha256(item.path, item.info)
-        except errors.UsageError:
-            unreadable += 1
-            continue
-        files[item.rel] = LocalFile(item.rel, item.path, sha, item.info.st_size, tree=True)
+        sha = known(path, info)
+        if sha is None:
+            try:
+                sha = hashes.sha256(path, info)
+            except errors.UsageError:
+                unreadable += 1
+                continue
+        files[rel] = LocalFile(rel, path, sha, info.st_size, True)
     report = TreeReport(left, left_bytes, budget if over else None, unreadable)
     return _uncovered(found.dirs, files), report
 

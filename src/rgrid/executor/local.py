@@ -9,7 +9,7 @@ from rgrid import domain
 from rgrid.domain import ExecutionState, FailureClass
 from rgrid.executor import DoneCallback
 from rgrid.runner import ControlPlane, RunnerConfig
-from rgrid.runner.pipeline import run_execution
+from rgrid.runner.pipeline import remove_abandoned, run_execution
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ class LocalExecutor:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancels: dict[str, asyncio.Event] = {}
         self.started = 0  # executions this executor has started (cache hits never reach it)
+        remove_abandoned(config.work_root)
 
     def free_slots(self) -> int:
         return self.slots - len(self._tasks)

@@ -7,7 +7,10 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import os
 import shutil
+import threading
+import uuid
 from pathlib import Path
 
 from rgrid import domain, errors, sandbox
@@ -172,35 +175,55 @@ async def _stage(
     config: RunnerConfig,
 ) -> Staged:
     """Put the directories, inputs and stdin in place: copies in the work directory, or the
-    tree's shared layer (built if new) under an overlay holding copies of the named inputs."""
-    await asyncio.to_thread(layout.prepare)
-    if layout.tmp is not None:
-        await asyncio.to_thread(_make_tmp, layout.tmp)
+    tree's shared layer (built if new) under an overlay holding copies of the named inputs.
+    (The file operations are grouped into few thread hops: each costs a wait for the event
+    loop, which a busy grid makes long.)"""
+    layer = None
+    if overlay is not None and spec.tree is not None:
+        placed = await asyncio.to_thread(_prepare, layout, overlay, list(spec.inputs), ())
+        layer = await _layer(plane, config, layout, spec.tree, stack)
+        overlay = dataclasses.replace(overlay, lower=layer.path)
+    else:  # no overlay here, or no tree for a shared layer to hold (a lone script): copies
+        overlay = None
+        placed = await asyncio.to_thread(_prepare, layout, None, list(spec.all_inputs), spec.dirs)
     if spec.stdin is not None:
         if spec.stdin.size == 0:  # an empty stdin has no blob
             stdin_path(layout.workdir).write_bytes(b"")
         else:
             await plane.fetch_input(spec.stdin, stdin_path(layout.workdir))
-    if overlay is None or spec.tree is None:
-        # no overlay here, or no tree for a shared layer to hold (a lone script): copies
-        placed = await asyncio.to_thread(
-            _place, layout, layout.workdir, list(spec.all_inputs), spec.dirs
-        )
-        await _fill(plane, placed)
-        named = [(ref.path, dest) for ref, dest in placed]
-        stamps = await asyncio.to_thread(work.stamps, named)
-        return Staged(stamps, layout.workdir, named)
-    layer = await _layer(plane, config, layout, spec.tree, stack)
-    overlay = dataclasses.replace(overlay, lower=layer.path)
-    for directory in (overlay.upper, overlay.scratch):
-        await asyncio.to_thread(directory.mkdir)
-    placed = await asyncio.to_thread(_place, layout, overlay.upper, list(spec.inputs), ())
     await _fill(plane, placed)
-    await asyncio.to_thread(layers.give, overlay.upper, bwrap.SANDBOX_UID)
-    await asyncio.to_thread(overlay.mount)
     named = [(ref.path, dest) for ref, dest in placed]
-    stamps = await asyncio.to_thread(work.stamps, named)
+    stamps = await asyncio.to_thread(_ready, overlay, named)
+    if overlay is None:
+        return Staged(stamps, layout.workdir, named)
     return Staged(stamps, overlay.upper, named, overlay, layer)
+
+
+def _prepare(
+    layout: Layout,
+    overlay: mounts.Overlay | None,
+    refs: list[domain.FileRef],
+    dirs: tuple[str, ...],
+) -> list[tuple[domain.FileRef, Path]]:
+    """The execution's directories (its /tmp mounted), and where each input goes: under the
+    overlay's upper directory, or in the work directory."""
+    layout.prepare()
+    if layout.tmp is not None:
+        _make_tmp(layout.tmp)
+    if overlay is None:
+        return _place(layout, layout.workdir, refs, dirs)
+    for directory in (overlay.upper, overlay.scratch):
+        directory.mkdir()
+    return _place(layout, overlay.upper, refs, dirs)
+
+
+def _ready(overlay: mounts.Overlay | None, named: list[tuple[str, Path]]) -> dict[str, work.Stamp]:
+    """With the inputs in place: the overlay given to the sandbox's user and mounted; the
+    inputs' stamps."""
+    if overlay is not None:
+        layers.give(overlay.upper, bwrap.SANDBOX_UID)
+        overlay.mount()
+    return work.stamps(named)
 
 
 async def _layer(
@@ -228,9 +251,7 @@ async def _layer(
         raise
 
 
-def _hold(
-    stack: contextlib.AsyncExitStack, store: layers.Layers, key: str
-) -> layers.Layer | None:
+def _hold(stack: contextlib.AsyncExitStack, store: layers.Layers, key: str) -> layers.Layer | None:
     """Hold layer ``key`` for the rest of the execution, marked as just used; None if it is
     not built yet."""
     held = stack.enter_context(store.hold(key))
@@ -369,10 +390,11 @@ async def run_execution(
     box = sandbox.detect()
     layout = Layout.of(spec, config.work_root, mounted=box.name == "bwrap")
     overlay = _overlay_of(layout, box, config)
-    await asyncio.to_thread(_clear, layout, overlay)  # what a crashed attempt left
+    if spec.attempt > 1:  # what an attempt that crashed on this host may have left
+        await asyncio.to_thread(_clear, layout, overlay)
     async with contextlib.AsyncExitStack() as stack:
         if not config.keep_workdirs:
-            stack.push_async_callback(asyncio.to_thread, _clear, layout, overlay)
+            stack.callback(_clear, layout, overlay, later=True)
         else:  # kept for a look, but never left mounted
             stack.push_async_callback(asyncio.to_thread, _unmount, layout, overlay)
         try:
@@ -399,14 +421,50 @@ def _unmount(layout: Layout, overlay: mounts.Overlay | None) -> None:
         mounts.unmount(layout.tmp)
 
 
-def _clear(layout: Layout, overlay: mounts.Overlay | None) -> None:
-    """Remove the execution's directories (its mounts undone first)."""
+def _clear(layout: Layout, overlay: mounts.Overlay | None, *, later: bool = False) -> None:
+    """Remove the execution's directories (its mounts undone first). ``later``: moved aside
+    at once (a retry on this host finds the names free) and deleted by a thread of their own,
+    so that the outcome is not held up by the deleting."""
     _unmount(layout, overlay)
     extra = (overlay.upper, overlay.scratch) if overlay is not None else ()
     tmp = (layout.tmp,) if layout.tmp is not None else ()
-    for directory in (layout.workdir, layout.outside, *extra, *tmp):
-        shutil.rmtree(directory, ignore_errors=True)
+    doomed = [layout.workdir, layout.outside, *extra, *tmp]
     stdin_path(layout.workdir).unlink(missing_ok=True)
+    if later:
+        doomed = [trash for path in doomed if (trash := _set_aside(path)) is not None]
+        threading.Thread(target=_remove, args=(doomed,), name="rgrid-clear", daemon=True).start()
+    else:
+        _remove(doomed)
+
+
+#: what ``_clear`` set aside to delete is named so (what a stopped grid left is deleted when
+#: the next execution's directories are cleared)
+TRASH_PREFIX = ".trash-"
+
+
+def _set_aside(path: Path) -> Path | None:
+    trash = path.with_name(f"{TRASH_PREFIX}{uuid.uuid4().hex}")
+    try:
+        path.rename(trash)
+    except FileNotFoundError:
+        return None
+    except OSError:  # not renamable (still a mount point?): deleted where it is
+        return path
+    return trash
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_abandoned(work_root: Path) -> None:
+    """Delete what a stopped grid set aside but had not deleted yet (a worker starting)."""
+    try:
+        entries = [e for e in os.scandir(work_root) if e.name.startswith(TRASH_PREFIX)]
+    except FileNotFoundError:
+        return
+    _remove([Path(e.path) for e in entries])
 
 
 def _refused(failure: FailureClass, exc: errors.RgridError) -> domain.Outcome:
