@@ -26,9 +26,11 @@ from rgrid.digests import tree_digest  # noqa: E402  (the CLI imports it without
 from rgrid.enums import (  # noqa: E402  (re-exported: the domain's vocabulary)
     EXIT_RGRID_FAILURE,
     EXIT_TIMEOUT,
+    INITIAL_STATES,
     TERMINAL_STATES,
     TRANSIENT_FAILURES,
     TRANSITIONS,
+    WAITING_STATES,
     ArtifactKind,
     ExecutionState,
     FailureClass,
@@ -39,9 +41,11 @@ from rgrid.enums import (  # noqa: E402  (re-exported: the domain's vocabulary)
 __all__ = [
     "EXIT_RGRID_FAILURE",
     "EXIT_TIMEOUT",
+    "INITIAL_STATES",
     "TERMINAL_STATES",
     "TRANSIENT_FAILURES",
     "TRANSITIONS",
+    "WAITING_STATES",
     "ArtifactKind",
     "ExecutionState",
     "FailureClass",
@@ -296,6 +300,23 @@ class Execution:
         if self.started_at is None or self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclasses.dataclass(frozen=True)
+class Worker:
+    """A process with slots that runs executions, as the grid records it."""
+
+    id: str
+    node: str
+    executor: str
+    slots: int
+    hourly_price_micros: int
+    billing_period_s: float
+    started_at: datetime
+    heartbeat_at: datetime
+    state: str  # active, stopped, lost
+    sandbox: str = ""
+    pythons: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

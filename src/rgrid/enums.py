@@ -31,10 +31,12 @@ TERMINAL_STATES = frozenset(
     {ExecutionState.SUCCEEDED, ExecutionState.FAILED, ExecutionState.CANCELLED}
 )
 
+#: every change of an execution's state the grid makes (``store.executions.transition`` checks
+#: each against it): a waiting one is claimed or cancelled; a running one ends, is cancelled, or
+#: is queued again for a retry (``retrying``, claimed like a queued one once its backoff passed)
 TRANSITIONS: dict[ExecutionState, frozenset[ExecutionState]] = {
-    ExecutionState.QUEUED: frozenset(
-        {ExecutionState.RUNNING, ExecutionState.CANCELLED, ExecutionState.SUCCEEDED}
-    ),
+    ExecutionState.QUEUED: frozenset({ExecutionState.RUNNING, ExecutionState.CANCELLED}),
+    ExecutionState.RETRYING: frozenset({ExecutionState.RUNNING, ExecutionState.CANCELLED}),
     ExecutionState.RUNNING: frozenset(
         {
             ExecutionState.SUCCEEDED,
@@ -43,11 +45,14 @@ TRANSITIONS: dict[ExecutionState, frozenset[ExecutionState]] = {
             ExecutionState.RETRYING,
         }
     ),
-    ExecutionState.RETRYING: frozenset({ExecutionState.QUEUED, ExecutionState.CANCELLED}),
     ExecutionState.SUCCEEDED: frozenset(),
     ExecutionState.FAILED: frozenset(),
     ExecutionState.CANCELLED: frozenset(),
 }
+#: the states an execution is born in: queued, or succeeded when a cache hit answers it
+INITIAL_STATES = frozenset({ExecutionState.QUEUED, ExecutionState.SUCCEEDED})
+#: the states an execution waits to be claimed in
+WAITING_STATES = (ExecutionState.QUEUED, ExecutionState.RETRYING)
 
 
 def can_transition(old: ExecutionState, new: ExecutionState) -> bool:

@@ -424,12 +424,17 @@ class RuntimesPublic:
 
 @_wire
 class WorkerPublic:
+    #: the worker's id (executions name it as their worker)
     name: str
     state: str
     slots: int
     busy: int
     sandbox: str
     pythons: list[str]
+    node: str = ""
+    executor: str = ""
+    hourly_price_micros: int = 0
+    heartbeat_at: datetime | None = None
 
 
 @_wire

@@ -35,6 +35,8 @@ class ServerSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8765
     slots: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    #: where claimed executions run (``executor.from_url``): ``local`` (this host's slots)
+    executor: str = "local"
     worker_name: str = Field(default_factory=lambda: os.uname().nodename)
     lease_s: float = Field(default=LEASE_S, gt=0)
     max_output_bytes: int = MAX_OUTPUT_BYTES

@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from rgrid import __version__, sandbox, storage, store
+from rgrid import __version__, executor, sandbox, storage, store
 from rgrid.api import errors as api_errors
 from rgrid.api.bodylimit import BodyLimit
 from rgrid.api.routes import (
@@ -30,7 +30,6 @@ from rgrid.api.routes import (
 from rgrid.envs import pythons
 from rgrid.envs.build import BuildConfig
 from rgrid.envs.cache import EnvCache
-from rgrid.executor.local import LocalExecutor
 from rgrid.runner import RunnerConfig
 from rgrid.services import Grid, retention
 from rgrid.services.accounts import bootstrap_admin
@@ -112,7 +111,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.warning("sandbox is weaker: %s", box.strength, extra={"action": "weak_sandbox"})
     dispatcher = Dispatcher(
         grid,
-        LocalExecutor(slots=settings.slots, config=config),
+        executor.from_url(settings.executor, config, slots=settings.slots),
         signals.from_engine(engine),
     )
     dispatcher.start()

@@ -162,9 +162,13 @@ def workers(as_json: bool) -> None:
     if as_json:
         render.emit_json(items)
         return
-    render.line(f"{'WORKER':<20} {'STATE':<10} {'SLOTS':>7}  RUNTIMES")
+    render.line(f"{'WORKER':<24} {'STATE':<8} {'SLOTS':>7}  {'PRICE/H':>10}  RUNTIMES")
     for w in items:
-        render.line(f"{w.name:<20} {w.state:<10} {w.busy:>3}/{w.slots:<3}  {', '.join(w.pythons)}")
+        price = render.money(w.hourly_price_micros)
+        render.line(
+            f"{w.name:<24} {w.state:<8} {w.busy:>3}/{w.slots:<3}  {price:>10}  "
+            + ", ".join(w.pythons)
+        )
 
 
 COMMANDS = [init, doctor, workers, accounts, keys]

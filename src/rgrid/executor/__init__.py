@@ -38,16 +38,25 @@ class Executor(Protocol):
         """Cancel everything still running and wait for it to report."""
 
 
-def from_url(url: str, config: RunnerConfig) -> Executor:
-    """``local://?slots=N`` → ``LocalExecutor``. (``ray://`` arrives with the scale-out issue.)"""
-    parsed = urlparse(url)
+def from_url(url: str, config: RunnerConfig, *, slots: int = 1) -> Executor:
+    """The executor a setting names (``RGRID_EXECUTOR``): ``local`` or ``local://?slots=N``
+    → ``LocalExecutor`` (``slots``: when the URL gives none). (``ray://`` arrives with the
+    scale-out issue.) Anything else is ``InvalidRequest``."""
+    parsed = urlparse(url if "://" in url else f"{url}://")
     if parsed.scheme == "local":
         from rgrid.executor.local import LocalExecutor
 
         query = parse_qs(parsed.query)
-        slots = int(query.get("slots", ["1"])[0])
+        try:
+            slots = int(query.get("slots", [str(slots)])[0])
+        except ValueError:
+            slots = 0
+        if slots < 1:
+            raise errors.InvalidRequest(f"executor URL {url!r}: slots must be a whole number >= 1")
         return LocalExecutor(slots=slots, config=config)
-    raise errors.InvalidRequest(f"unsupported executor URL {url!r}", hint="use local://?slots=N")
+    raise errors.InvalidRequest(
+        f"unsupported executor {url!r}", hint="RGRID_EXECUTOR=local (or local://?slots=N)"
+    )
 
 
 __all__ = ["DoneCallback", "Executor", "from_url"]

@@ -14,9 +14,10 @@ from typing import Any
 
 from rgrid import domain, errors, store
 from rgrid.money import US_PER_HOUR
-from rgrid.services import Grid, accounts
+from rgrid.services import Grid, accounts, workers
 from rgrid.store import billing as repo
 from rgrid.store import executions as execution_repo
+from rgrid.store import workers as worker_repo
 
 
 def split_period(price_micros: int, run_us: Mapping[str, int]) -> dict[str, int]:
@@ -41,11 +42,13 @@ async def close_periods(grid: Grid, worker: str, worker_started: datetime, now: 
     """Close every billing period of ``worker`` that ended by ``now`` (periods run back to
     back from ``worker_started``): split each one's price over the executions that ran in it,
     and make final the costs of executions whose every run lies in closed periods."""
-    period = timedelta(seconds=grid.settings.billing_period_s)
-    period_us = period // timedelta(microseconds=1)
-    price = grid.settings.hourly_price_micros * period_us // US_PER_HOUR
     closed = 0
     async with store.transaction(grid.sessions) as session:
+        record = await worker_repo.get(session, worker)
+        period_s = grid.settings.billing_period_s if record is None else record.billing_period_s
+        hourly, _ = workers.pricing(record, grid.settings)
+        period = timedelta(seconds=period_s)
+        price = hourly * (period // timedelta(microseconds=1)) // US_PER_HOUR
         start = await repo.last_closed_end(session, worker) or worker_started
         while start + period <= now:
             end = start + period
@@ -140,6 +143,10 @@ async def estimate(
         rows = await execution_repo.succeeded_runs_of(
             session, principal.account.id, script, ESTIMATE_HISTORY
         )
+        active = await worker_repo.listed(session)
+    # priced as the cheapest slot of the workers running now
+    cheapest = min(active, key=lambda w: w.hourly_price_micros / w.slots, default=None)
+    hourly, slots = workers.pricing(cheapest, grid.settings)
     same_content = [r for r in rows if script_sha256 and r.script_sha256 == script_sha256]
     chosen, basis = (same_content, "content") if same_content else (rows, "name")
     durations = sorted(r.run_us for r in chosen)
@@ -157,6 +164,6 @@ async def estimate(
         "runs": len(chosen) if basis != "default" else 0,
         "median_us": median,
         "p90_us": durations[rank90],
-        "hourly_price_micros": grid.settings.hourly_price_micros,
-        "slots": grid.settings.slots,
+        "hourly_price_micros": hourly,
+        "slots": slots,
     }

@@ -16,6 +16,7 @@ import os
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,13 +24,14 @@ from rgrid import domain, errors, store
 from rgrid.domain import ArtifactKind, ExecutionState, FailureClass
 from rgrid.executor import Executor
 from rgrid.money import slot_cost
-from rgrid.services import Grid, billing, blobs, retention, utcnow
+from rgrid.services import Grid, billing, blobs, retention, utcnow, workers
 from rgrid.settings import ServerSettings
 from rgrid.storage import blob_key
 from rgrid.store import billing as billing_repo
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
 from rgrid.store import logs as log_repo
+from rgrid.store import workers as worker_repo
 from rgrid.store.models import ExecutionRow
 from rgrid.store.signals import WorkSignal
 from rgrid.store.signals.local import InProcessWorkSignal
@@ -137,6 +139,7 @@ class Dispatcher:
         # unique per server process: two servers on one host must not renew each other's leases
         self._worker = f"{grid.settings.worker_name}:{os.getpid()}"
         self._started = utcnow()  # this worker's billing periods run back to back from here
+        self._registered = False
         self._lease = timedelta(seconds=grid.settings.lease_s)
         grid.wake_dispatcher = self._work_queued
         grid.cancel_local = executor.cancel
@@ -164,8 +167,26 @@ class Dispatcher:
                 await task
         await self._signal.close()
         await self.executor.close()
+        try:
+            await workers.stopped(self._grid, self._worker)
+        except Exception:  # the database is gone: the heartbeat running out says it instead
+            logger.exception("could not record the worker's stop", extra={"action": "worker_stop"})
+
+    async def _register(self) -> None:
+        """Put this server's worker on record (slots, price); until that succeeds (a database
+        down at start) every heartbeat tries again, and costs use the server's settings."""
+        local = workers.local(
+            self._grid, self._worker, self.executor.name, self.executor.slots, self._started
+        )
+        try:
+            await workers.register(self._grid, local)
+        except Exception:
+            logger.exception("registering the worker failed", extra={"action": "worker_register"})
+        else:
+            self._registered = True
 
     async def _claim_loop(self) -> None:
+        await self._register()  # before it claims anything
         while True:
             self._wake.clear()
             try:
@@ -261,6 +282,12 @@ class Dispatcher:
     async def _lease_loop(self) -> None:
         while True:
             await asyncio.sleep(self._lease.total_seconds() / 3)
+            if not self._registered:
+                await self._register()
+            try:
+                await workers.heartbeat(self._grid, self._worker, utcnow())
+            except Exception:
+                logger.exception("heartbeat failed", extra={"action": "heartbeat_failed"})
             for execution_id in self.executor.running():
                 try:
                     async with store.transaction(self._grid.sessions) as session:
@@ -276,6 +303,7 @@ class Dispatcher:
     async def _recovery_loop(self) -> None:
         while True:
             try:
+                await workers.mark_stale(self._grid, utcnow())
                 await self.recover_expired()
             except Exception:
                 logger.exception("recovery failed", extra={"action": "recovery_failed"})
@@ -299,24 +327,40 @@ class Dispatcher:
                 logger.exception("retention sweep failed", extra={"action": "sweep_failed"})
 
     async def recover_expired(self) -> int:
-        """Settle running executions whose worker is gone: their lease expired, or their worker
-        was a process on this host that no longer exists (no need to wait for the lease)."""
-        async with store.transaction(self._grid.sessions) as session:
-            rows = await repo.expired_leases(session, utcnow())
-            host = self._grid.settings.worker_name + ":"
-            seen = {row.id for row in rows}
-            rows += [
-                row
-                for row in await repo.running_on(session, host)
-                if row.id not in seen and row.worker != self._worker and not _alive(row.worker)
-            ]
-            for row in rows:
-                lost = _worker_lost("the worker running it stopped renewing its lease")
-                await _settle(session, row, lost, self._grid.settings)
+        """Settle running executions whose worker is gone (``recover_expired``)."""
+        return await recover_expired(self._grid, self._worker, utcnow())
+
+
+async def recover_expired(grid: Grid, worker: str, now: datetime) -> int:
+    """Settle running executions whose worker is gone: their lease expired before ``now``, or
+    their worker was a process on this host (other than ``worker``) that no longer exists (no
+    need to wait for the lease). Returns how many were settled."""
+    async with store.transaction(grid.sessions) as session:
+        rows = await repo.expired_leases(session, now)
+        host = grid.settings.worker_name + ":"
+        seen = {row.id for row in rows}
+        dead = [
+            row
+            for row in await repo.running_on(session, host)
+            if row.id not in seen and row.worker != worker and not _alive(row.worker)
+        ]
+        rows += dead
+        await worker_repo.set_state(session, sorted({str(r.worker) for r in dead}), "lost")
+        settled = []
         for row in rows:
-            logger.warning("lease expired", extra={"action": "worker_lost", "execution_id": row.id})
-            self._grid.notifier.notify(row.id)
-        return len(rows)
+            lost = _worker_lost("the worker running it stopped renewing its lease")
+            assert row.worker is not None
+            holder = (row.worker, row.attempt)
+            # guarded: a lease renewed meanwhile, or an outcome recorded, is left alone
+            expired = now if row.id in seen else None
+            if await _settle(session, row, lost, grid.settings, holder, expired) is not None:
+                settled.append(row.id)
+    for execution_id in settled:
+        logger.warning(
+            "lease expired", extra={"action": "worker_lost", "execution_id": execution_id}
+        )
+        grid.notifier.notify(execution_id)
+    return len(settled)
 
 
 async def record_outcome(
@@ -327,12 +371,12 @@ async def record_outcome(
     and logged); whether it was recorded."""
     async with store.transaction(grid.sessions) as session:
         row = await repo.get_row(session, spec.execution_id)
-        if (
-            row is None
-            or row.state != ExecutionState.RUNNING.value
-            or row.worker != worker
-            or row.attempt != spec.attempt
-        ):
+        retried = None
+        if row is not None:
+            if outcome.state is ExecutionState.CANCELLED and not row.cancel_requested:
+                outcome = _worker_lost("the grid was stopped while the script ran")
+            retried = await _settle(session, row, outcome, grid.settings, (worker, spec.attempt))
+        if retried is None:
             logger.warning(
                 "a stale attempt's outcome refused",
                 extra={
@@ -342,14 +386,10 @@ async def record_outcome(
                 },
             )
             return False
-        if outcome.state is ExecutionState.CANCELLED and not row.cancel_requested:
-            outcome = _worker_lost("the grid was stopped while the script ran")
-        retried = await _settle(session, row, outcome, grid.settings)
         if not retried:
             await blob_repo.add_artifacts(
-                session, row.id, ArtifactKind.OUTPUT, outcome.outputs, utcnow()
+                session, spec.execution_id, ArtifactKind.OUTPUT, outcome.outputs, utcnow()
             )
-            row.output_dirs = list(outcome.output_dirs)
     logger.info(
         "finished",
         extra={
@@ -391,43 +431,61 @@ RETRY_BACKOFF_MAX_S = 30.0
 
 
 async def _settle(
-    session: AsyncSession, row: ExecutionRow, outcome: domain.Outcome, settings: ServerSettings
-) -> bool:
-    """Record an attempt's outcome: a transient failure with retries left is queued again
-    (state ``retrying``, after a backoff) with a log line saying so; anything else is final.
-    Every attempt's run time is charged (SPEC §11). Returns whether it will be retried."""
+    session: AsyncSession,
+    row: ExecutionRow,
+    outcome: domain.Outcome,
+    settings: ServerSettings,
+    holder: tuple[str, int],
+    lease_expired_before: datetime | None = None,
+) -> bool | None:
+    """Record the outcome of ``holder``'s attempt (worker, attempt): a transient failure with
+    retries left is queued again (state ``retrying``, after a backoff) with a log line saying
+    so; anything else is final. Every attempt's run time is charged (SPEC §11). Returns whether
+    it will be retried; None, with nothing recorded, when that attempt no longer holds it."""
     ended = utcnow()
-    if row.started_at is not None and row.worker is not None:
-        await billing_repo.record_run(
-            session, row.id, row.attempt, row.worker, row.started_at, ended
-        )
+    cost = row.cost_micros or 0
     if row.started_at is not None:
         run_us = max(0, (ended - row.started_at) // timedelta(microseconds=1))
-        row.cost_micros = (row.cost_micros or 0) + slot_cost(
-            run_us, settings.hourly_price_micros, settings.slots
-        )
+        price, slots = workers.pricing(await worker_repo.get(session, holder[0]), settings)
+        cost += slot_cost(run_us, price, slots)
     transient = outcome.failure_class in domain.TRANSIENT_FAILURES
-    if not transient or row.attempt > row.max_retries:
-        _apply(row, outcome, ended)
+    retry = transient and row.attempt <= row.max_retries
+    if retry:
+        delay = min(RETRY_BACKOFF_S * 2 ** (row.attempt - 1), RETRY_BACKOFF_MAX_S)
+        values = {
+            "retry_reason": retry_reason(outcome),
+            "queued_at": ended + timedelta(seconds=delay),
+            "worker": None,
+            "lease_expires_at": None,
+            "last_seq": ExecutionRow.last_seq + 1,  # the notice below
+        }
+    else:
+        values = _final(outcome, ended)
+    moved = await repo.transition(
+        session,
+        row.id,
+        ExecutionState.RETRYING if retry else outcome.state,
+        expected=(ExecutionState.RUNNING,),
+        holder=holder,
+        lease_expired_before=lease_expired_before,
+        values={**values, "cost_micros": cost},
+    )
+    if moved is None:
+        return None
+    if row.started_at is not None:
+        await billing_repo.record_run(session, row.id, holder[1], holder[0], row.started_at, ended)
+    if not retry:
         return False
-    assert outcome.failure_class is not None
-    delay = min(RETRY_BACKOFF_S * 2 ** (row.attempt - 1), RETRY_BACKOFF_MAX_S)
-    reason = retry_reason(outcome)
-    row.state = ExecutionState.RETRYING.value
-    row.retry_reason = reason
-    row.queued_at = utcnow() + timedelta(seconds=delay)
-    row.worker = None
-    row.lease_expires_at = None
+    reason = values["retry_reason"]
     notice = domain.LogSegment(
-        row.last_seq + 1,
-        row.attempt + 1,
+        moved.last_seq,
+        moved.attempt + 1,
         domain.Stream.SYSTEM,
-        utcnow(),
-        f"attempt {row.attempt + 1}/{row.max_retries + 1} after {reason} (in {delay:g}s)\n",
+        ended,
+        f"attempt {moved.attempt + 1}/{moved.max_retries + 1} after {reason} (in {delay:g}s)\n",
         1,
     )
     await log_repo.append(session, row.id, [notice])
-    row.last_seq = notice.last_seq
     logger.warning(
         "retrying", extra={"action": "execution_retrying", "execution_id": row.id, "reason": reason}
     )
@@ -442,19 +500,23 @@ def retry_reason(outcome: domain.Outcome) -> str:
     return f"{outcome.failure_class.value}: {cause or 'no cause recorded'}"
 
 
-def _apply(row: ExecutionRow, outcome: domain.Outcome, ended: datetime) -> None:
-    row.state = outcome.state.value
-    row.exit_code = outcome.exit_code
-    row.failure_class = outcome.failure_class.value if outcome.failure_class else None
-    row.cause = outcome.cause
-    row.hint = outcome.hint
-    row.finished_at = ended  # the instant the cost was computed for
-    row.lease_expires_at = None
-    if outcome.packages:
-        row.packages = list(outcome.packages)
-    if outcome.python_version:
-        row.python_version = outcome.python_version
+def _final(outcome: domain.Outcome, ended: datetime) -> dict[str, Any]:
+    """The columns an attempt's final outcome sets."""
     reads = outcome.reads
-    row.reads = (
-        None if reads is None else {"read": list(reads.read), "written": list(reads.written)}
-    )
+    values: dict[str, Any] = {
+        "exit_code": outcome.exit_code,
+        "failure_class": outcome.failure_class.value if outcome.failure_class else None,
+        "cause": outcome.cause,
+        "hint": outcome.hint,
+        "finished_at": ended,  # the instant the cost was computed for
+        "lease_expires_at": None,
+        "reads": None
+        if reads is None
+        else {"read": list(reads.read), "written": list(reads.written)},
+        "output_dirs": list(outcome.output_dirs),
+    }
+    if outcome.packages:
+        values["packages"] = list(outcome.packages)
+    if outcome.python_version:
+        values["python_version"] = outcome.python_version
+    return values

@@ -21,6 +21,7 @@ from rgrid.services import (
     runtimes,
     trees,
     utcnow,
+    workers,
 )
 from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
@@ -317,17 +318,28 @@ RETRY_COPIED = (
 async def get(grid: Grid, principal: domain.Principal, id_or_prefix: str) -> domain.Execution:
     async with store.transaction(grid.sessions) as session:
         execution = await repo.resolve(session, principal.account.id, id_or_prefix)
-    return with_running_cost(grid, execution)
+    return (await with_running_cost(grid, [execution]))[0]
 
 
-def with_running_cost(grid: Grid, execution: domain.Execution) -> domain.Execution:
-    """A running execution's cost so far: what earlier attempts cost plus this one's run time
-    at its worker's price (provisional, SPEC §11)."""
-    if execution.state is not ExecutionState.RUNNING or execution.started_at is None:
-        return execution
-    run_us = max(0, (utcnow() - execution.started_at) // timedelta(microseconds=1))
-    accrued = slot_cost(run_us, grid.settings.hourly_price_micros, grid.settings.slots)
-    return dataclasses.replace(execution, cost_micros=(execution.cost_micros or 0) + accrued)
+async def with_running_cost(
+    grid: Grid, executions: list[domain.Execution]
+) -> list[domain.Execution]:
+    """Running executions with their cost so far: what earlier attempts cost plus this one's
+    run time at its worker's price (provisional, SPEC §11)."""
+    running = [e for e in executions if e.state is ExecutionState.RUNNING and e.started_at]
+    if not running:
+        return executions
+    by_id = await workers.of(grid, sorted({str(e.worker) for e in running}))
+    now = utcnow()
+    priced = []
+    for execution in executions:
+        if execution.state is ExecutionState.RUNNING and execution.started_at is not None:
+            run_us = max(0, (now - execution.started_at) // timedelta(microseconds=1))
+            price, slots = workers.pricing(by_id.get(str(execution.worker)), grid.settings)
+            cost = (execution.cost_micros or 0) + slot_cost(run_us, price, slots)
+            execution = dataclasses.replace(execution, cost_micros=cost)
+        priced.append(execution)
+    return priced
 
 
 async def list_executions(
@@ -357,7 +369,7 @@ async def list_executions(
             limit=limit,
             batch_id=batch_id,
         )
-    return [with_running_cost(grid, e) for e in page]
+    return await with_running_cost(grid, page)
 
 
 async def cancel(grid: Grid, principal: domain.Principal, id_or_prefix: str) -> domain.Execution:
@@ -367,18 +379,31 @@ async def cancel(grid: Grid, principal: domain.Principal, id_or_prefix: str) -> 
     """
     async with store.transaction(grid.sessions) as session:
         execution = await repo.resolve(session, principal.account.id, id_or_prefix)
-        row = await repo.get_row(session, execution.id)
-        assert row is not None
-        if ExecutionState(row.state).terminal:
-            raise errors.Conflict(f"{row.id} already {row.state}", details={"state": row.state})
-        if row.state == ExecutionState.RUNNING.value:
-            row.cancel_requested = True
+        # a claim may move it between the read and the write: then the write matches nothing
+        # and the state is read again
+        while not execution.state.terminal:
+            if execution.state is ExecutionState.RUNNING:
+                moved = await repo.request_cancel(session, execution.id)
+            else:
+                values = {"finished_at": utcnow(), "cause": "cancelled"}
+                cancelled = await repo.transition(
+                    session,
+                    execution.id,
+                    ExecutionState.CANCELLED,
+                    expected=domain.WAITING_STATES,
+                    values=values,
+                )
+                moved = cancelled is not None
+            fresh = await repo.get(session, execution.id)
+            assert fresh is not None
+            execution = fresh
+            if moved:
+                break
         else:
-            row.state = ExecutionState.CANCELLED.value
-            row.finished_at = utcnow()
-            row.cause = "cancelled"
-        await session.flush()
-        execution = repo.to_domain(row, execution.metadata)
+            raise errors.Conflict(
+                f"{execution.id} already {execution.state.value}",
+                details={"state": execution.state.value},
+            )
     grid.cancel_local(execution.id)
     grid.notifier.notify(execution.id)
     return execution

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -206,7 +206,7 @@ async def claim_next(
     PostgreSQL that count is re-checked under a lock of the batch row, so concurrent claimers
     cannot overbook it.
     """
-    waiting = (ExecutionState.QUEUED.value, ExecutionState.RETRYING.value)
+    waiting = [state.value for state in domain.WAITING_STATES]
     running = aliased(ExecutionRow)
     running_in_batch = (
         select(func.count())
@@ -302,6 +302,59 @@ async def running_on(session: AsyncSession, worker_prefix: str) -> list[Executio
         )
     )
     return list(rows)
+
+
+async def transition(
+    session: AsyncSession,
+    execution_id: str,
+    new: ExecutionState,
+    *,
+    expected: Sequence[ExecutionState],
+    holder: tuple[str, int] | None = None,
+    lease_expired_before: datetime | None = None,
+    values: Mapping[str, Any] | None = None,
+) -> ExecutionRow | None:
+    """Move an execution from one of the ``expected`` states to ``new`` (each move allowed by
+    ``domain.TRANSITIONS``), setting ``values`` with it, in one statement guarded by those
+    states and, for a running execution, by the (worker, attempt) ``holder`` that must hold it
+    and optionally by its lease having expired before a time. Returns the updated row, or None
+    when the guard matched nothing (someone else moved it first): then nothing changed.
+
+    Claiming (``claim_next``) is the one other way a state changes."""
+    for old in expected:
+        if not domain.can_transition(old, new):
+            raise ValueError(f"{old.value} → {new.value} is not an allowed transition")
+    conditions = [
+        ExecutionRow.id == execution_id,
+        ExecutionRow.state.in_([state.value for state in expected]),
+    ]
+    if holder is not None:
+        conditions += [ExecutionRow.worker == holder[0], ExecutionRow.attempt == holder[1]]
+    if lease_expired_before is not None:
+        conditions.append(ExecutionRow.lease_expires_at < lease_expired_before)
+    statement = (
+        update(ExecutionRow)
+        .where(*conditions)
+        .values(state=new.value, **(values or {}))
+        .returning(ExecutionRow)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
+    return (await session.execute(statement)).scalars().first()
+
+
+async def request_cancel(session: AsyncSession, execution_id: str) -> bool:
+    """Ask a running execution to stop (its worker sees it at the next lease renewal); whether
+    it was running."""
+    changed = await session.scalar(
+        update(ExecutionRow)
+        .where(
+            ExecutionRow.id == execution_id,
+            ExecutionRow.state == ExecutionState.RUNNING.value,
+        )
+        .values(cancel_requested=True)
+        .returning(ExecutionRow.id)
+    )
+    return changed is not None
 
 
 def _held_by(execution_id: str, worker: str, attempt: int) -> ColumnElement[bool]:
@@ -447,3 +500,15 @@ async def succeeded_runs_of(
         sha = (parts or {}).get("script")
         found.append(PastRun(sha, (finished - started) // timedelta(microseconds=1)))
     return found
+
+
+async def ping(session: AsyncSession) -> None:
+    """A round trip to the database (health checks)."""
+    await session.execute(select(1))
+
+
+async def state_counts(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(
+        select(ExecutionRow.state, func.count()).group_by(ExecutionRow.state)
+    )
+    return {str(state): int(count) for state, count in rows}

@@ -213,6 +213,28 @@ class ArtifactRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class WorkerRow(Base):
+    """A worker: a process with slots that runs executions (``ExecutionRow.worker`` is its id),
+    what it charges, and whether it is alive. Billing, ``/workers``, ``/metrics`` and recovery
+    read it."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    node: Mapped[str] = mapped_column(String(200))
+    executor: Mapped[str] = mapped_column(String(32))
+    slots: Mapped[int] = mapped_column(Integer)
+    hourly_price_micros: Mapped[int] = mapped_column(BigInteger)
+    billing_period_s: Mapped[float] = mapped_column(Float)
+    #: its billing periods run back to back from here
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: active, stopped (said goodbye), lost (stopped answering)
+    state: Mapped[str] = mapped_column(String(16))
+    sandbox: Mapped[str] = mapped_column(Text, default="")
+    pythons: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
 class TreeRow(Base):
     """A project tree (``domain.Tree``), stored once per account and shared by the executions
     that name it (``ExecutionRow.tree_sha256``)."""

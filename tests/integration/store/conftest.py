@@ -32,6 +32,9 @@ def _run_sync(coro: Coroutine[Any, Any, None]) -> None:
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 TABLES = [
+    "workers",
+    "tree_files",
+    "trees",
     "log_chunks",
     "artifacts",
     "execution_metadata",

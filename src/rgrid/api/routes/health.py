@@ -10,12 +10,11 @@ from prometheus_client import (
     Gauge,
     generate_latest,
 )
-from sqlalchemy import func, select
 
-from rgrid import __version__, errors, schemas, store
+from rgrid import __version__, schemas
 from rgrid.api.deps import GridDep, MetricsAccess
-from rgrid.sandbox import detect
-from rgrid.store.models import ExecutionRow
+from rgrid.services import health as health_service
+from rgrid.services import workers
 
 router = APIRouter(tags=["health"])
 PROMETHEUS_TEXT = {"content": {"text/plain": {"schema": {"type": "string"}}}}
@@ -23,23 +22,14 @@ PROMETHEUS_TEXT = {"content": {"text/plain": {"schema": {"type": "string"}}}}
 
 @router.get("/health", responses={503: {"model": schemas.Health}})
 async def health(grid: GridDep, response: Response) -> schemas.Health:
-    store_status = storage_status = "ok"
-    try:
-        async with store.transaction(grid.sessions) as session:
-            await session.execute(select(1))
-    except errors.RgridError as exc:
-        store_status = f"error: {exc.message}"
-    try:
-        await grid.storage.health()
-    except errors.RgridError as exc:
-        storage_status = f"error: {exc.message}"
+    store_status, storage_status = await health_service.check(grid)
     healthy = store_status == storage_status == "ok"
     response.status_code = 200 if healthy else 503
     return schemas.Health(
         status="ok" if healthy else "degraded",
         store=store_status,
         storage=storage_status,
-        sandbox=detect().strength,
+        sandbox=health_service.sandbox_strength(),
         version=__version__,
     )
 
@@ -68,10 +58,15 @@ async def metrics(grid: GridDep, request: Request) -> Response:
         ("rgrid_output_bytes_sent", transfers.sent, "Output bytes sent, before compression"),
     ):
         Counter(name, text, registry=registry).inc(value)
-    async with store.transaction(grid.sessions) as session:
-        rows = await session.execute(
-            select(ExecutionRow.state, func.count()).group_by(ExecutionRow.state)
-        )
-        for state, count in rows:
-            gauge.labels(state=state).set(count)
+    for state, count in (await health_service.state_counts(grid)).items():
+        gauge.labels(state=state).set(count)
+    slots = Gauge(
+        "rgrid_worker_slots", "Slots of each active worker", ["worker"], registry=registry
+    )
+    busy = Gauge(
+        "rgrid_worker_busy", "Slots in use of each active worker", ["worker"], registry=registry
+    )
+    for worker, running in await workers.listing(grid):
+        slots.labels(worker=worker.id).set(worker.slots)
+        busy.labels(worker=worker.id).set(running)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from rgrid import schemas
 from rgrid.api.deps import CurrentPrincipal, GridDep
-from rgrid.sandbox import detect
+from rgrid.services import workers as service
 from rgrid.services.runtimes import PRESETS
 
 router = APIRouter(prefix="/api/v1", tags=["workers"])
@@ -22,17 +22,20 @@ async def runtimes(grid: GridDep, _principal: CurrentPrincipal) -> schemas.Runti
 
 
 @router.get("/workers")
-async def workers(
-    request: Request, grid: GridDep, _principal: CurrentPrincipal
-) -> list[schemas.WorkerPublic]:
-    executor = request.app.state.dispatcher.executor
+async def workers(grid: GridDep, _principal: CurrentPrincipal) -> list[schemas.WorkerPublic]:
+    """The active workers (the workers table), each with its slots busy and total."""
     return [
         schemas.WorkerPublic(
-            name=grid.settings.worker_name,
-            state="active",
-            slots=executor.slots,
-            busy=len(executor.running()),
-            sandbox=detect().strength,
-            pythons=[f"python{v}" for v in grid.pythons],
+            name=worker.id,
+            state=worker.state,
+            slots=worker.slots,
+            busy=busy,
+            sandbox=worker.sandbox,
+            pythons=list(worker.pythons),
+            node=worker.node,
+            executor=worker.executor,
+            hourly_price_micros=worker.hourly_price_micros,
+            heartbeat_at=worker.heartbeat_at,
         )
+        for worker, busy in await service.listing(grid)
     ]

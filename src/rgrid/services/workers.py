@@ -1,0 +1,84 @@
+"""Workers as data (SPEC §9, §11): each process that runs executions registers itself with its
+slots and price, heartbeats while it runs and says goodbye when it stops. Billing, ``/workers``,
+``/metrics`` and recovery read these records, never the server's own settings."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from rgrid import domain, store
+from rgrid.sandbox import detect
+from rgrid.services import Grid
+from rgrid.settings import ServerSettings
+from rgrid.store import workers as repo
+
+#: a worker whose heartbeat is older than this many leases is marked lost
+STALE_LEASES = 3
+
+
+def local(grid: Grid, worker_id: str, executor: str, slots: int, now: datetime) -> domain.Worker:
+    """The record of this server's own worker: the host's slots at the configured price."""
+    settings = grid.settings
+    return domain.Worker(
+        id=worker_id,
+        node=settings.worker_name,
+        executor=executor,
+        slots=slots,
+        hourly_price_micros=settings.hourly_price_micros,
+        billing_period_s=settings.billing_period_s,
+        started_at=now,
+        heartbeat_at=now,
+        state=repo.ACTIVE,
+        sandbox=detect().strength,
+        pythons=tuple(f"python{v}" for v in grid.pythons),
+    )
+
+
+def pricing(worker: domain.Worker | None, settings: ServerSettings) -> tuple[int, int]:
+    """(hourly price in micros, slots) of a worker; an execution recorded before workers were
+    (no record) is priced as the grid's own settings say."""
+    if worker is None:
+        return settings.hourly_price_micros, settings.slots
+    return worker.hourly_price_micros, worker.slots
+
+
+async def register(grid: Grid, worker: domain.Worker) -> None:
+    async with store.transaction(grid.sessions) as session:
+        await repo.register(session, worker)
+
+
+async def heartbeat(grid: Grid, worker_id: str, now: datetime) -> None:
+    async with store.transaction(grid.sessions) as session:
+        await repo.heartbeat(session, worker_id, now)
+
+
+async def stopped(grid: Grid, worker_id: str) -> None:
+    async with store.transaction(grid.sessions) as session:
+        await repo.set_state(session, [worker_id], repo.STOPPED)
+
+
+async def mark_lost(grid: Grid, worker_ids: list[str]) -> None:
+    async with store.transaction(grid.sessions) as session:
+        await repo.set_state(session, worker_ids, repo.LOST)
+
+
+async def mark_stale(grid: Grid, now: datetime) -> list[str]:
+    """Mark lost the active workers that stopped heartbeating; their ids."""
+    before = now - timedelta(seconds=grid.settings.lease_s * STALE_LEASES)
+    async with store.transaction(grid.sessions) as session:
+        gone = [worker.id for worker in await repo.stale(session, before)]
+        await repo.set_state(session, gone, repo.LOST)
+    return gone
+
+
+async def listing(grid: Grid) -> list[tuple[domain.Worker, int]]:
+    """The active workers, each with how many executions it runs now."""
+    async with store.transaction(grid.sessions) as session:
+        active = await repo.listed(session)
+        busy = await repo.busy(session)
+    return [(worker, busy.get(worker.id, 0)) for worker in active]
+
+
+async def of(grid: Grid, worker_ids: list[str]) -> dict[str, domain.Worker]:
+    async with store.transaction(grid.sessions) as session:
+        return await repo.by_ids(session, worker_ids)
