@@ -289,6 +289,19 @@ class Execution:
     #: the size of the piped stdin it was given; None: none (a terminal: end-of-file at once)
     stdin_size: int | None = None
     output_dirs: tuple[str, ...] = ()  # empty directories the run created
+    # what the grid itself needs of it (never on the wire): its sealed environment, places,
+    # inputs beyond the named files, and its result-cache record
+    env_ciphertext: str = dataclasses.field(default="", repr=False)
+    argv0: str | None = None
+    mount_roots: tuple[str, ...] = ()
+    stdin_sha256: str | None = None
+    tree_sha256: str | None = None
+    cache_key: str | None = None
+    cache_parts: dict[str, Any] | None = None
+    cache_base: str | None = None
+    #: what the run did to its files ({"read": [...], "written": [...]}); None: not observed
+    reads: dict[str, list[str]] | None = None
+    lease_expires_at: datetime | None = None
 
     @property
     def log_source(self) -> str:
@@ -300,6 +313,108 @@ class Execution:
         if self.started_at is None or self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclasses.dataclass(frozen=True)
+class Reused:
+    """The earlier succeeded run whose result answers a new execution (SPEC §12): nothing
+    runs, the new one is finished at once with that run's log, packages and outputs."""
+
+    source_id: str
+    last_seq: int
+    packages: tuple[str, ...] = ()
+    python_version: str | None = None
+    output_dirs: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class NewExecution:
+    """An execution about to be stored: what submit, retry and batch submit make, the one
+    way an execution comes to be. Born ``queued`` — or ``succeeded`` when ``reused`` says which
+    earlier run answers it. ``columns`` is its stored form."""
+
+    id: str
+    account_id: str
+    script: str
+    args: tuple[str, ...]
+    env_ciphertext: str
+    env_names: tuple[str, ...]
+    timeout_s: float
+    memory_bytes: int
+    disk_bytes: int
+    network: bool
+    requirements: tuple[str, ...]
+    dependency_source: str
+    runtime: str | None
+    python_version: str | None
+    max_retries: int
+    created_at: datetime
+    cwd: str | None = None
+    argv0: str | None = None
+    #: {"roots": [...], "named": [...]}, or None
+    mounts: dict[str, list[str]] | None = None
+    idempotency_key: str | None = None
+    stdin_sha256: str | None = None
+    stdin_size: int | None = None
+    tree_sha256: str | None = None
+    cache_key: str | None = None
+    cache_parts: dict[str, Any] | None = None
+    cache_base: str | None = None
+    #: what ``rgrid status`` says about the cache ("hit" when reused, else why it missed)
+    cache_note: str | None = None
+    batch_id: str | None = None
+    batch_index: int | None = None
+    batch_input: str | None = None
+    retry_of: str | None = None
+    reused: Reused | None = None
+
+    def answered_by(self, reused: Reused) -> NewExecution:
+        return dataclasses.replace(self, reused=reused, cache_note="hit")
+
+    def columns(self) -> dict[str, Any]:
+        """Every column of its row (one shape for all, so that many insert in one statement)."""
+        reused = self.reused
+        state = ExecutionState.QUEUED if reused is None else ExecutionState.SUCCEEDED
+        assert state in INITIAL_STATES
+        columns: dict[str, Any] = {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.name != "reused"
+        }
+        columns.update(
+            args=list(self.args),
+            env_names=list(self.env_names),
+            requirements=list(self.requirements),
+            state=state.value,
+            attempt=0,
+            queued_at=self.created_at,
+            last_seq=0,
+            cancel_requested=False,
+            packages=[],
+            dirs=[],
+            output_dirs=[],
+            superseded=False,
+            exit_code=None,
+            started_at=None,
+            finished_at=None,
+            cached_from=None,
+            cost_micros=None,
+            cost_final=False,
+        )
+        if reused is not None:  # nothing runs: finished now, as the run it reuses
+            columns.update(
+                exit_code=0,
+                started_at=self.created_at,
+                finished_at=self.created_at,
+                last_seq=reused.last_seq,
+                packages=list(reused.packages),
+                python_version=reused.python_version or self.python_version,
+                cached_from=reused.source_id,
+                cost_micros=0,  # nothing ran
+                cost_final=True,
+                output_dirs=list(reused.output_dirs),
+            )
+        return columns
 
 
 @dataclasses.dataclass(frozen=True)

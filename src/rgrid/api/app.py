@@ -35,6 +35,7 @@ from rgrid.services import Grid, retention
 from rgrid.services.accounts import bootstrap_admin
 from rgrid.services.dispatcher import Dispatcher
 from rgrid.services.events import Notifier
+from rgrid.services.housekeeping import Housekeeping
 from rgrid.services.secrets import SecretBox
 from rgrid.settings import ServerSettings
 from rgrid.store import signals
@@ -115,12 +116,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         signals.from_engine(engine),
     )
     dispatcher.start()
+    housekeeping = Housekeeping(grid, dispatcher.worker, dispatcher.started)
+    housekeeping.start()
     app.state.grid = grid
     app.state.dispatcher = dispatcher
     app.state.env_cache = config.env_cache
     try:
         yield
     finally:
+        await housekeeping.close()
         await dispatcher.close()
         await engine.dispose()
 

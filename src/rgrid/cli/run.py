@@ -6,13 +6,14 @@ script's, byte for byte (``--help``, ``--batch 32``, ``--``)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
 
     from rgrid import schemas
     from rgrid.client import Client
-    from rgrid.client.bundle import LocalFile
-    from rgrid.client.runs import Downloads
+    from rgrid.client.bundle import Bundle, LocalFile
+    from rgrid.client.runs import Downloads, UploadReport
 from rgrid.cli.options import Duration, Size, key_values
 
 MANIFEST_NOTICE_FILES = 50
@@ -175,58 +176,119 @@ def run(
 
     Piped or redirected stdin becomes the script's stdin (not with --batch); a terminal's
     gives it end-of-file."""
-    script = Path(script_arg)  # script_arg stays as typed: it is the script's sys.argv[0]
-    from rgrid import bounds, schemas
-    from rgrid.cli.context import connect
-    from rgrid.client.bundle import build_bundle, project_bundle
+    from rgrid import bounds
     from rgrid.client.config import project_settings
-    from rgrid.client.requirements import plan
-    from rgrid.client.runs import submit_with_tree, upload_bundle
 
     project = project_settings()
-    use_cache = not no_cache and project.get("cache", True) is True
     env_values = key_values(env, "--env", local_fallback=True)
     labels = key_values(metadata, "--metadata")
     bounds.check_env(env_values)  # the grid's own checks, before anything is uploaded
     bounds.check_metadata(labels)
+    # what a run and a batch submission share (schemas.ExecutionCreate, schemas.BatchCreate)
+    options: dict[str, Any] = {
+        "env": env_values,
+        "metadata": labels,
+        "timeout_s": timeout,
+        "memory_bytes": memory,
+        "disk_bytes": disk,
+        "network": network,
+        "runtime": runtime,
+        "max_retries": max_retries,
+        "cache": not no_cache and project.get("cache", True) is True,
+    }
+    where = Place(output_dir, remote_only, detach)
     if patterns:
-        from rgrid.cli import batch
-        from rgrid.client.stdin import refuse_for_batch
+        batch = BatchChoices(patterns, parallel, flat, as_json)
+        code = _run_batch(
+            script_arg, args, batch, include, project, requirements_file, options, where
+        )
+    else:
+        code = _run_one(script_arg, args, include, project, requirements_file, options, where, yes)
+    if code is not None:
+        sys.exit(code)
 
-        refuse_for_batch()
-        deps = plan(script, requirements_file, build_bundle(script, [], []).modules)
-        options = {
-            "parallel": parallel,
-            "env": env_values,
-            "metadata": labels,
-            "timeout_s": timeout,
-            "memory_bytes": memory,
-            "disk_bytes": disk,
-            "network": network,
-            "requirements": deps.requirements,
-            "dependency_source": deps.source,
-            "runtime": runtime,
-            "max_retries": max_retries,
-            "cache": use_cache,
-        }
-        client = connect()
-        batch_id = batch.submit(
-            client, script, list(args), list(patterns), list(include), options, project
-        )
-        if detach:
-            click.echo(batch_id)
-            return
-        sys.exit(
-            batch.attach(
-                client,
-                batch_id,
-                output_dir=output_dir,
-                flat=flat,
-                remote_only=remote_only,
-                as_json=as_json,
-                explain=lambda causes: _misplaced(script, args, causes),
-            )
-        )
+
+@dataclasses.dataclass(frozen=True)
+class Place:
+    """Where the results go: ``output_dir`` (default: here), or nowhere (``remote_only``);
+    with ``detach`` nothing is followed at all."""
+
+    output_dir: Path | None
+    remote_only: bool
+    detach: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchChoices:
+    patterns: tuple[str, ...]
+    parallel: int
+    flat: bool
+    as_json: bool
+
+
+def _run_batch(
+    script_arg: str,
+    args: tuple[str, ...],
+    choices: BatchChoices,
+    include: tuple[Path, ...],
+    project: dict[str, Any],
+    requirements_file: Path | None,
+    options: dict[str, Any],
+    where: Place,
+) -> int | None:
+    """Submit one execution per matching file and follow them all; the exit code (None when
+    detached: the batch id was printed)."""
+    from rgrid.cli import batch
+    from rgrid.cli.context import connect
+    from rgrid.client.bundle import build_bundle
+    from rgrid.client.requirements import plan
+    from rgrid.client.stdin import refuse_for_batch
+
+    script = Path(script_arg)
+    refuse_for_batch()
+    deps = plan(script, requirements_file, build_bundle(script, [], []).modules)
+    options = {
+        **options,
+        "parallel": choices.parallel,
+        "requirements": deps.requirements,
+        "dependency_source": deps.source,
+    }
+    client = connect()
+    batch_id = batch.submit(
+        client, script, list(args), list(choices.patterns), list(include), options, project
+    )
+    if where.detach:
+        click.echo(batch_id)
+        return None
+    return batch.attach(
+        client,
+        batch_id,
+        output_dir=where.output_dir,
+        flat=choices.flat,
+        remote_only=where.remote_only,
+        as_json=choices.as_json,
+        explain=lambda causes: _misplaced(script, args, causes),
+    )
+
+
+def _run_one(
+    script_arg: str,
+    args: tuple[str, ...],
+    include: tuple[Path, ...],
+    project: dict[str, Any],
+    requirements_file: Path | None,
+    options: dict[str, Any],
+    where: Place,
+    yes: bool,
+) -> int | None:
+    """Send the script, its files and stdin, submit, then follow it to the end and fetch its
+    outputs; the script's exit code (None when detached: the id was printed)."""
+    from rgrid.cli.context import connect
+    from rgrid.client.bundle import project_bundle
+    from rgrid.client.requirements import plan
+    from rgrid.client.runs import upload_bundle
+
+    script = Path(script_arg)  # script_arg stays as typed: it is the script's sys.argv[0]
     bundle = project_bundle(script, args, include, project=project, argv0=script_arg)
     for line in render.tree_notices(bundle.tree_report):
         render.info(line)
@@ -235,38 +297,8 @@ def run(
         _confirm_size(len(bundle.files), bundle.total_bytes + (stdin.size if stdin else 0), yes)
         client = connect()
         report = upload_bundle(client, bundle, [stdin] if stdin and stdin.size else [])
-    spec = schemas.ExecutionCreate(
-        script=bundle.script,
-        args=bundle.args,
-        files=[
-            schemas.FileIn(path=f.rel, sha256=f.sha256, size=f.size) for f in bundle.named_files
-        ],
-        tree=bundle.tree_digest,
-        env=env_values,
-        metadata=labels,
-        timeout_s=timeout,
-        memory_bytes=memory,
-        disk_bytes=disk,
-        network=network,
-        idempotency_key=str(uuid.uuid4()),
-        requirements=deps.requirements,
-        dependency_source=deps.source,
-        runtime=runtime,
-        max_retries=max_retries,
-        cache=use_cache,
-        stdin=schemas.StdinIn(sha256=stdin.sha256, size=stdin.size) if stdin else None,
-        cwd=bundle.cwd,
-        argv0=bundle.argv0,
-        mount_roots=bundle.mount_roots,
-        named_outside=bundle.named_outside,
-    )
-    execution, report = submit_with_tree(client, bundle, lambda: client.submit(spec), report)
-    render.tree_debug(bundle.tree_digest, report.tree_sent)
-    if execution.warning:
-        render.info(f"warning: {execution.warning}")
-    render.info(
-        render.upload_report(report.uploaded_files, report.uploaded_bytes, report.already_there)
-    )
+    options = {**options, "requirements": deps.requirements, "dependency_source": deps.source}
+    execution = _submit_one(client, bundle, stdin, options, report)
     if deps.requirements:
         render.info(f"dependencies ({deps.source}): {', '.join(deps.requirements)}")
     if execution.cached_from:
@@ -274,20 +306,55 @@ def run(
             f"cached: the same script, inputs, arguments, environment and dependencies "
             f"succeeded as {execution.cached_from}; its result is reused (--no-cache runs it again)"
         )
-    if detach:
+    if where.detach:
         click.echo(execution.id)
         render.info(f"follow it with `rgrid logs {execution.id} --follow`")
-        return
-    sys.exit(
-        attach(
-            client,
-            execution.id,
-            output_dir=output_dir,
-            remote_only=remote_only,
-            finished=execution if execution.state.terminal else None,
-            explain=lambda tail: _misplaced(script, args, tail),
-        )
+        return None
+    return attach(
+        client,
+        execution.id,
+        output_dir=where.output_dir,
+        remote_only=where.remote_only,
+        finished=execution if execution.state.terminal else None,
+        explain=lambda tail: _misplaced(script, args, tail),
     )
+
+
+def _submit_one(
+    client: Client,
+    bundle: Bundle,
+    stdin: LocalFile | None,
+    options: dict[str, Any],
+    named: UploadReport,
+) -> schemas.ExecutionPublic:
+    """Submit the run (sending its project tree if the grid asks for it); says what was
+    uploaded."""
+    from rgrid import schemas
+    from rgrid.client.runs import submit_with_tree
+
+    spec = schemas.ExecutionCreate(
+        script=bundle.script,
+        args=bundle.args,
+        files=[
+            schemas.FileIn(path=f.rel, sha256=f.sha256, size=f.size) for f in bundle.named_files
+        ],
+        tree=bundle.tree_digest,
+        idempotency_key=str(uuid.uuid4()),
+        stdin=schemas.StdinIn(sha256=stdin.sha256, size=stdin.size) if stdin else None,
+        cwd=bundle.cwd,
+        argv0=bundle.argv0,
+        mount_roots=bundle.mount_roots,
+        named_outside=bundle.named_outside,
+        **options,
+    )
+    execution, report = submit_with_tree(client, bundle, lambda: client.submit(spec), named)
+    render.tree_debug(bundle.tree_digest, report.tree_sent)
+    if execution.warning:
+        render.info(f"warning: {execution.warning}")
+    render.info(
+        render.upload_report(report.uploaded_files, report.uploaded_bytes, report.already_there)
+    )
+    return execution
 
 
 @contextlib.contextmanager

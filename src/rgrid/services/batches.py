@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -102,58 +103,43 @@ async def submit_batch(
         )
         session.add(batch)
         await session.flush()
-        common = {
-            "account_id": account_id,
-            "state": ExecutionState.QUEUED.value,
-            "script": str(safe_input_path(spec.script)),
-            "cwd": spec.cwd,
-            "argv0": spec.argv0,
-            "mounts": places.mounts(spec),
-            "env_ciphertext": grid.secrets.seal(spec.env),
-            "env_names": sorted(spec.env),
-            "timeout_s": spec.timeout_s,
-            "memory_bytes": spec.memory_bytes,
-            "disk_bytes": spec.disk_bytes,
-            "dirs": [],  # the tree's
-            "tree_sha256": tree.sha256 if tree is not None else None,
-            "output_dirs": [],
-            "network": spec.network,
-            "attempt": 0,
-            "created_at": now,
-            "queued_at": now,
-            "last_seq": 0,
-            "cancel_requested": False,
-            "requirements": requirements,
-            "dependency_source": spec.dependency_source[:64] if requirements else "none",
-            "runtime": spec.runtime,
-            "python_version": runtime.python,
-            "packages": [],
-            "max_retries": spec.max_retries,
-            "batch_id": batch.id,
-            "superseded": False,
-            # every row has every key (one bulk INSERT); a cache hit fills these in
-            "exit_code": None,
-            "started_at": None,
-            "finished_at": None,
-            "cached_from": None,
-            "cache_note": None,
-            "cost_micros": None,
-            "cost_final": False,
-        }
+        common = domain.NewExecution(
+            id="",
+            account_id=account_id,
+            script=str(safe_input_path(spec.script)),
+            args=(),
+            env_ciphertext=grid.secrets.seal(spec.env),
+            env_names=tuple(sorted(spec.env)),
+            timeout_s=spec.timeout_s,
+            memory_bytes=spec.memory_bytes,
+            disk_bytes=spec.disk_bytes,
+            network=spec.network,
+            requirements=tuple(requirements),
+            dependency_source=spec.dependency_source[:64] if requirements else "none",
+            runtime=spec.runtime,
+            python_version=runtime.python,
+            max_retries=spec.max_retries,
+            created_at=now,
+            cwd=spec.cwd,
+            argv0=spec.argv0,
+            mounts=places.mounts(spec),
+            tree_sha256=tree.sha256 if tree is not None else None,
+            batch_id=batch.id,
+        )
         keyer = cache.keyer_for(
             grid,
-            script=str(common["script"]),
+            script=common.script,
             env=spec.env,
             requirements=requirements,
             preset=spec.runtime,
             python=runtime.python,
             network=spec.network,
         )
-        executions, artifacts, metadata = _rows(spec, named, tree, common, now, keyer)
-        queued = await _reuse_results(grid, session, spec.cache, executions, artifacts, now)
-        await repo.insert_items(session, executions, artifacts, metadata)
+        items, artifacts, metadata = _items(spec, named, tree, common, keyer)
+        items = await _reuse_results(grid, session, spec.cache, items, artifacts)
+        await repo.insert_items(session, [item.columns() for item in items], artifacts, metadata)
         result = await repo.to_batch(session, batch)
-    if queued:
+    if any(item.reused is None for item in items):
         grid.wake_dispatcher()
     return result
 
@@ -162,55 +148,52 @@ async def _reuse_results(
     grid: Grid,
     session: AsyncSession,
     use_cache: bool,
-    executions: list[dict[str, Any]],
+    items: list[domain.NewExecution],
     artifacts: list[dict[str, Any]],
-    now: datetime,
-) -> int:
-    """Make the items an identical earlier succeeded run already answered finished results of
-    it (in place, outputs added to ``artifacts``); returns how many items remain to run."""
+) -> list[domain.NewExecution]:
+    """The items, those an identical earlier succeeded run already answered made finished
+    results of it (their outputs added to ``artifacts``)."""
     if not use_cache:
-        for execution in executions:
-            execution["cache_note"] = "bypassed (--no-cache)"
-        return len(executions)
-    account_id = executions[0]["account_id"]
-    keys = [cache.CacheKey(e["cache_key"], e["cache_parts"], e["cache_base"]) for e in executions]
+        return [dataclasses.replace(item, cache_note="bypassed (--no-cache)") for item in items]
+    account_id = items[0].account_id
+    keys = [
+        cache.CacheKey(i.cache_key or "", i.cache_parts or {}, i.cache_base or "") for i in items
+    ]
     verdicts = await reuse.lookup(grid, session, account_id, keys)
-    queued = 0
-    for execution in executions:
-        hit = verdicts[execution["cache_key"]].hit
+    answered = []
+    for item in items:
+        hit = verdicts[item.cache_key or ""].hit
         if hit is None:
-            execution["cache_note"] = "miss"
-            queued += 1
+            answered.append(dataclasses.replace(item, cache_note="miss"))
             continue
         source, outputs = hit
-        execution.update(cache.hit_fields(source, now))
+        answered.append(item.answered_by(cache.reused(source)))
         artifacts += [
             {
-                "execution_id": execution["id"],
+                "execution_id": item.id,
                 "kind": ArtifactKind.OUTPUT.value,
                 "path": a.path,
                 "sha256": a.sha256,
                 "size": a.size,
-                "created_at": now,
+                "created_at": item.created_at,
             }
             for a in outputs
         ]
-    return queued
+    return answered
 
 
-def _rows(
+def _items(
     spec: schemas.BatchCreate,
     named: list[schemas.FileIn],
     tree: domain.Tree | None,
-    common: dict[str, Any],
-    now: datetime,
+    common: domain.NewExecution,
     keyer: cache.Keyer,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Each item's row, input artifacts (its own files and the named ones all share; the
+) -> tuple[list[domain.NewExecution], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each item's execution, input artifacts (its own files and the named ones all share; the
     tree's are the tree's) and metadata."""
     shared = [(str(safe_input_path(f.path)), f.sha256, f.size) for f in named]
     in_tree = tree.by_path if tree is not None else {}
-    executions, artifacts, metadata = [], [], []
+    items, artifacts, metadata = [], [], []
     for index, item in enumerate(spec.items):
         execution_id = domain.new_id("exec")
         own = [(str(safe_input_path(f.path)), f.sha256, f.size) for f in item.files]
@@ -219,17 +202,17 @@ def _rows(
             raise errors.InvalidRequest(f"{clash!r} is both an item's file and in the tree")
         files = [*own, *(s for s in shared if s[0] not in paths)]
         key = keyer(item.args, [domain.FileRef(*f) for f in files], tree)
-        executions.append(
-            {
-                **common,
-                "id": execution_id,
-                "args": list(item.args),
-                "batch_index": index,
-                "batch_input": item.input,
-                "cache_key": key.digest,
-                "cache_parts": key.parts,
-                "cache_base": key.base,
-            }
+        items.append(
+            dataclasses.replace(
+                common,
+                id=execution_id,
+                args=tuple(item.args),
+                batch_index=index,
+                batch_input=item.input,
+                cache_key=key.digest,
+                cache_parts=key.parts,
+                cache_base=key.base,
+            )
         )
         for path, sha, size in files:
             artifacts.append(
@@ -239,13 +222,13 @@ def _rows(
                     "path": path,
                     "sha256": sha,
                     "size": size,
-                    "created_at": now,
+                    "created_at": common.created_at,
                 }
             )
         metadata += [
             {"execution_id": execution_id, "key": k, "value": v} for k, v in spec.metadata.items()
         ]
-    return executions, artifacts, metadata
+    return items, artifacts, metadata
 
 
 async def get_batch(

@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,7 +28,6 @@ from rgrid import domain
 from rgrid.domain import ExecutionState
 from rgrid.services import Grid
 from rgrid.store import executions as repo
-from rgrid.store.models import ExecutionRow
 
 #: the purpose the cache's HMAC key is derived for, from the grid's secret
 KEY_PURPOSE = "rgrid result cache v1"
@@ -197,23 +195,16 @@ def rekeyed(secret: bytes, parts: Mapping[str, Any], files: Mapping[str, str]) -
     return key_of(secret, new)
 
 
-def hit_fields(source: ExecutionRow, now: datetime) -> dict[str, Any]:
-    """The columns that make a new execution the finished result of ``source``: nothing runs."""
-    return {
-        "state": ExecutionState.SUCCEEDED.value,
-        "exit_code": 0,
-        "queued_at": now,
-        "started_at": now,
-        "finished_at": now,
-        "last_seq": source.last_seq,
-        "packages": list(source.packages or ()),
-        "python_version": source.python_version,
-        "cached_from": source.cached_from or source.id,
-        "cache_note": "hit",
-        "cost_micros": 0,  # nothing ran
-        "cost_final": True,
-        "output_dirs": list(source.output_dirs or ()),
-    }
+def reused(source: domain.Execution) -> domain.Reused:
+    """How a new execution answered by ``source`` is finished: as the run it reuses (a hit
+    of a hit names the run that really ran)."""
+    return domain.Reused(
+        source_id=source.cached_from or source.id,
+        last_seq=source.last_seq,
+        packages=tuple(source.packages or ()),
+        python_version=source.python_version,
+        output_dirs=tuple(source.output_dirs or ()),
+    )
 
 
 async def comparable(

@@ -7,6 +7,8 @@ import re
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from rgrid import bounds, domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
 from rgrid.money import slot_cost
@@ -26,7 +28,6 @@ from rgrid.services import (
 from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
-from rgrid.store.models import ExecutionRow
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_ARGS = 10_000
@@ -121,93 +122,110 @@ async def submit(
             earlier = await repo.by_idempotency_key(session, account_id, spec.idempotency_key)
             if earlier is not None:
                 return earlier
-        tree, named = await trees.of_submission(
-            grid, session, account_id, spec.tree, spec.files, spec.dirs
-        )
-        _check_apart(named, tree)
-        stdin = _stdin_ref(spec.stdin)
-        needed = [(f.path, f.sha256) for f in named]
-        if stdin is not None and stdin.size:  # an empty stdin needs no blob
-            needed.append((stdin.path, stdin.sha256))
-        present = await blob_repo.present_blobs(session, account_id, [sha for _, sha in needed])
-        absent = sorted({path for path, sha in needed if sha not in present})
-        if absent:
-            raise errors.InvalidRequest(
-                f"file contents not uploaded: {', '.join(absent[:5])}",
-                hint="upload the blobs with PUT /api/v1/blobs/{sha256} first",
-            )
-        now = utcnow()
-        files = [domain.FileRef(str(safe_input_path(f.path)), f.sha256, f.size) for f in named]
-        script = str(safe_input_path(spec.script))
-        keyer = cache.keyer_for(
+        tree, files, stdin = await _inputs(grid, session, account_id, spec)
+        new = _new_execution(grid, account_id, spec, runtime.python, requirements, tree, stdin)
+        key = cache.keyer_for(
             grid,
-            script=script,
+            script=new.script,
             env=spec.env,
             requirements=requirements,
             preset=spec.runtime,
             python=runtime.python,
             network=spec.network,
             stdin=stdin,
+        )(spec.args, files, tree)  # the tree by its digest: reuse compares trees file by file
+        new = dataclasses.replace(
+            new, cache_key=key.digest, cache_parts=key.parts, cache_base=key.base
         )
-        # the named files, and the tree by its digest: an earlier run with another tree
-        # matches on the files it read (reuse)
-        key = keyer(spec.args, files, tree)
-        row = ExecutionRow(
-            id=domain.new_id("exec"),
-            account_id=account_id,
-            state=ExecutionState.QUEUED.value,
-            script=script,
-            args=list(spec.args),
-            env_ciphertext=grid.secrets.seal(spec.env),
-            env_names=sorted(spec.env),
-            timeout_s=spec.timeout_s,
-            memory_bytes=spec.memory_bytes,
-            disk_bytes=spec.disk_bytes,
-            cwd=spec.cwd,
-            argv0=spec.argv0,
-            mounts=places.mounts(spec),
-            dirs=[],  # the tree's (kept for executions recorded before trees were)
-            tree_sha256=tree.sha256 if tree is not None else None,
-            network=spec.network,
-            attempt=0,
-            idempotency_key=spec.idempotency_key,
-            created_at=now,
-            queued_at=now,
-            last_seq=0,
-            cancel_requested=False,
-            requirements=requirements,
-            dependency_source=spec.dependency_source[:64] if requirements else "none",
-            runtime=spec.runtime,
-            python_version=runtime.python,
-            packages=[],
-            max_retries=spec.max_retries,
-            cache_key=key.digest,
-            cache_parts=key.parts,
-            stdin_sha256=stdin.sha256 if stdin is not None else None,
-            stdin_size=stdin.size if stdin is not None else None,
-            cache_base=key.base,
-        )
-        hit = None
-        if spec.cache:
-            verdict = (await reuse.lookup(grid, session, account_id, [key]))[key.digest]
-            hit = verdict.hit
-        if hit is not None:
-            for column, value in cache.hit_fields(hit[0], now).items():
-                setattr(row, column, value)
-        elif spec.cache:
-            row.cache_note = await cache.miss_note(
-                grid, session, account_id, script, key, verdict.why
+        new, outputs = await _answer_from_cache(grid, session, new, key, spec.cache)
+        execution = await repo.insert(session, new, spec.metadata)
+        await blob_repo.add_artifacts(session, new.id, ArtifactKind.INPUT, files, new.created_at)
+        if new.reused is not None:
+            await blob_repo.add_artifacts(
+                session, new.id, ArtifactKind.OUTPUT, outputs, new.created_at
             )
-        else:
-            row.cache_note = "bypassed (--no-cache)"
-        execution = await repo.insert(session, row, spec.metadata)
-        await blob_repo.add_artifacts(session, row.id, ArtifactKind.INPUT, files, now)
-        if hit is not None:
-            outputs = [domain.FileRef(a.path, a.sha256, a.size) for a in hit[1]]
-            await blob_repo.add_artifacts(session, row.id, ArtifactKind.OUTPUT, outputs, now)
             return execution
     grid.wake_dispatcher()
     return execution
+
+
+async def _inputs(
+    grid: Grid, session: AsyncSession, account_id: str, spec: schemas.ExecutionCreate
+) -> tuple[domain.Tree | None, list[domain.FileRef], domain.FileRef | None]:
+    """The submission's tree, named files and stdin, every content uploaded already."""
+    tree, named = await trees.of_submission(
+        grid, session, account_id, spec.tree, spec.files, spec.dirs
+    )
+    _check_apart(named, tree)
+    stdin = _stdin_ref(spec.stdin)
+    needed = [(f.path, f.sha256) for f in named]
+    if stdin is not None and stdin.size:  # an empty stdin needs no blob
+        needed.append((stdin.path, stdin.sha256))
+    present = await blob_repo.present_blobs(session, account_id, [sha for _, sha in needed])
+    absent = sorted({path for path, sha in needed if sha not in present})
+    if absent:
+        raise errors.InvalidRequest(
+            f"file contents not uploaded: {', '.join(absent[:5])}",
+            hint="upload the blobs with PUT /api/v1/blobs/{sha256} first",
+        )
+    files = [domain.FileRef(str(safe_input_path(f.path)), f.sha256, f.size) for f in named]
+    return tree, files, stdin
+
+
+def _new_execution(
+    grid: Grid,
+    account_id: str,
+    spec: schemas.ExecutionCreate,
+    python: str | None,
+    requirements: list[str],
+    tree: domain.Tree | None,
+    stdin: domain.FileRef | None,
+) -> domain.NewExecution:
+    return domain.NewExecution(
+        id=domain.new_id("exec"),
+        account_id=account_id,
+        script=str(safe_input_path(spec.script)),
+        args=tuple(spec.args),
+        env_ciphertext=grid.secrets.seal(spec.env),
+        env_names=tuple(sorted(spec.env)),
+        timeout_s=spec.timeout_s,
+        memory_bytes=spec.memory_bytes,
+        disk_bytes=spec.disk_bytes,
+        network=spec.network,
+        requirements=tuple(requirements),
+        dependency_source=spec.dependency_source[:64] if requirements else "none",
+        runtime=spec.runtime,
+        python_version=python,
+        max_retries=spec.max_retries,
+        created_at=utcnow(),
+        cwd=spec.cwd,
+        argv0=spec.argv0,
+        mounts=places.mounts(spec),
+        idempotency_key=spec.idempotency_key,
+        stdin_sha256=stdin.sha256 if stdin is not None else None,
+        stdin_size=stdin.size if stdin is not None else None,
+        tree_sha256=tree.sha256 if tree is not None else None,
+    )
+
+
+async def _answer_from_cache(
+    grid: Grid,
+    session: AsyncSession,
+    new: domain.NewExecution,
+    key: cache.CacheKey,
+    use_cache: bool,
+) -> tuple[domain.NewExecution, list[domain.FileRef]]:
+    """The execution answered by an earlier identical run, with that run's outputs; else as
+    it was, with a note saying why the cache did not answer."""
+    if not use_cache:
+        return dataclasses.replace(new, cache_note="bypassed (--no-cache)"), []
+    verdict = (await reuse.lookup(grid, session, new.account_id, [key]))[key.digest]
+    if verdict.hit is None:
+        note = await cache.miss_note(grid, session, new.account_id, new.script, key, verdict.why)
+        return dataclasses.replace(new, cache_note=note), []
+    source, outputs = verdict.hit
+    answered = new.answered_by(cache.reused(source))
+    return answered, [domain.FileRef(a.path, a.sha256, a.size) for a in outputs]
 
 
 def _check_apart(named: list[schemas.FileIn], tree: domain.Tree | None) -> None:
@@ -248,34 +266,40 @@ async def retry(
                 f"{original.id} is still {original.state.value}",
                 hint=f"wait for it, `rgrid cancel {original.id}`, or pass --force",
             )
-        source = await repo.get_row(session, original.id)
-        assert source is not None
+        source = original
         now = utcnow()
-        row = ExecutionRow(
-            **{column: getattr(source, column) for column in RETRY_COPIED},
+        copied = {column: getattr(source, column) for column in RETRY_COPIED}
+        mounts = None
+        if source.mount_roots or source.named_outside:
+            mounts = {"roots": list(source.mount_roots), "named": list(source.named_outside)}
+        made = domain.NewExecution(
             id=domain.new_id("exec"),
-            state=ExecutionState.QUEUED.value,
-            attempt=0,
             created_at=now,
-            queued_at=now,
-            last_seq=0,
-            cancel_requested=False,
-            packages=[],
             retry_of=original.id,
-            superseded=False,
+            mounts=mounts,
+            **copied,
         )
         new = replacements or {}
         if source.cache_key is not None and source.cache_parts is not None:
             # a retry always runs, but its result may serve later identical runs
             secret = grid.secrets.derive(cache.KEY_PURPOSE)
             key = cache.rekeyed(secret, source.cache_parts, {p: f.sha256 for p, f in new.items()})
-            row.cache_key, row.cache_parts, row.cache_base = key.digest, key.parts, key.base
-            row.cache_note = "bypassed (a retry always runs)"
+            made = dataclasses.replace(
+                made,
+                cache_key=key.digest,
+                cache_parts=key.parts,
+                cache_base=key.base,
+                cache_note="bypassed (a retry always runs)",
+            )
         if in_batch:
-            row.batch_id, row.batch_index = source.batch_id, source.batch_index
-            row.batch_input = source.batch_input
-            source.superseded = True
-        execution = await repo.insert(session, row, original.metadata)
+            made = dataclasses.replace(
+                made,
+                batch_id=source.batch_id,
+                batch_index=source.batch_index,
+                batch_input=source.batch_input,
+            )
+            await repo.supersede_one(session, source.id)
+        execution = await repo.insert(session, made, original.metadata)
         inputs = await blob_repo.list_files(session, original.id, ArtifactKind.INPUT)
         files = [new.get(ref.path) or ref for ref in inputs]
         if new:
@@ -284,7 +308,7 @@ async def retry(
             )
             if missing := {f.sha256 for f in new.values()} - present:
                 raise errors.InvalidRequest(f"{len(missing)} file contents not uploaded")
-        await blob_repo.add_artifacts(session, row.id, ArtifactKind.INPUT, files, now)
+        await blob_repo.add_artifacts(session, made.id, ArtifactKind.INPUT, files, now)
     grid.wake_dispatcher()
     return execution
 
@@ -301,8 +325,6 @@ RETRY_COPIED = (
     "disk_bytes",
     "cwd",
     "argv0",
-    "mounts",
-    "dirs",
     "tree_sha256",
     "network",
     "requirements",

@@ -16,9 +16,8 @@ from rgrid.services.cache import CANDIDATES, FILE_PARTS, CacheKey, comparable
 from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
-from rgrid.store.models import ExecutionRow
 
-Found = tuple[ExecutionRow, list[domain.Artifact]]
+Found = tuple[domain.Execution, list[domain.Artifact]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,8 +97,8 @@ async def _verdict(
     session: AsyncSession,
     account_id: str,
     key: CacheKey,
-    same: ExecutionRow | None,
-    others: list[ExecutionRow],
+    same: domain.Execution | None,
+    others: list[domain.Execution],
     outputs: Mapping[str, list[domain.Artifact]],
 ) -> Verdict:
     why = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -63,6 +63,16 @@ def to_domain(row: ExecutionRow, metadata: Mapping[str, str]) -> domain.Executio
         cost_final=row.cost_final,
         stdin_size=row.stdin_size,
         output_dirs=tuple(row.output_dirs or ()),
+        env_ciphertext=row.env_ciphertext,
+        argv0=row.argv0,
+        mount_roots=tuple((row.mounts or {}).get("roots", ())),
+        stdin_sha256=row.stdin_sha256,
+        tree_sha256=row.tree_sha256,
+        cache_key=row.cache_key,
+        cache_parts=row.cache_parts,
+        cache_base=row.cache_base,
+        reads=row.reads,
+        lease_expires_at=row.lease_expires_at,
     )
 
 
@@ -83,8 +93,9 @@ async def _hydrate(session: AsyncSession, rows: Sequence[ExecutionRow]) -> list[
 
 
 async def insert(
-    session: AsyncSession, row: ExecutionRow, metadata: Mapping[str, str]
+    session: AsyncSession, new: domain.NewExecution, metadata: Mapping[str, str]
 ) -> domain.Execution:
+    row = ExecutionRow(**new.columns())
     session.add(row)
     await session.flush()  # no ORM relationship: the row must exist before its metadata
     session.add_all(
@@ -196,8 +207,13 @@ async def list_page(
 
 
 async def claim_next(
-    session: AsyncSession, *, worker: str, now: datetime, lease_s: float
-) -> ExecutionRow | None:
+    session: AsyncSession,
+    *,
+    worker: str,
+    now: datetime,
+    lease_s: float,
+    clock: Callable[[], datetime] | None = None,
+) -> domain.Execution | None:
     """Atomically move the oldest waiting execution to running for ``worker``.
 
     One ``UPDATE … WHERE id = (SELECT … [FOR UPDATE SKIP LOCKED]) RETURNING`` statement, so two
@@ -262,7 +278,16 @@ async def claim_next(
             await savepoint.rollback()  # another claimer took the batch's last slot first
             return None
     await savepoint.commit()
-    return row
+    if row is None:
+        return None
+    if clock is not None:
+        # The claim took effect when its UPDATE got the write lock, possibly after waiting for
+        # the commit that freed the slot: its start is stamped from then, so a batch item's
+        # started_at is never before the finished_at of the item whose slot it took.
+        row.started_at = clock()
+        row.lease_expires_at = row.started_at + timedelta(seconds=lease_s)
+        await session.flush()
+    return to_domain(row, {})
 
 
 async def renew_lease(
@@ -283,17 +308,17 @@ async def renew_lease(
     return None if value is None else bool(value)
 
 
-async def expired_leases(session: AsyncSession, now: datetime) -> list[ExecutionRow]:
+async def expired_leases(session: AsyncSession, now: datetime) -> list[domain.Execution]:
     rows = await session.scalars(
         select(ExecutionRow).where(
             ExecutionRow.state == ExecutionState.RUNNING.value,
             ExecutionRow.lease_expires_at < now,
         )
     )
-    return list(rows)
+    return [to_domain(row, {}) for row in rows]
 
 
-async def running_on(session: AsyncSession, worker_prefix: str) -> list[ExecutionRow]:
+async def running_on(session: AsyncSession, worker_prefix: str) -> list[domain.Execution]:
     """Running executions whose worker id starts with ``worker_prefix``."""
     rows = await session.scalars(
         select(ExecutionRow).where(
@@ -301,7 +326,7 @@ async def running_on(session: AsyncSession, worker_prefix: str) -> list[Executio
             starts_with(ExecutionRow.worker, worker_prefix),
         )
     )
-    return list(rows)
+    return [to_domain(row, {}) for row in rows]
 
 
 async def transition(
@@ -313,7 +338,7 @@ async def transition(
     holder: tuple[str, int] | None = None,
     lease_expired_before: datetime | None = None,
     values: Mapping[str, Any] | None = None,
-) -> ExecutionRow | None:
+) -> domain.Execution | None:
     """Move an execution from one of the ``expected`` states to ``new`` (each move allowed by
     ``domain.TRANSITIONS``), setting ``values`` with it, in one statement guarded by those
     states and, for a running execution, by the (worker, attempt) ``holder`` that must hold it
@@ -339,7 +364,20 @@ async def transition(
         .returning(ExecutionRow)
         .execution_options(populate_existing=True, synchronize_session=False)
     )
-    return (await session.execute(statement)).scalars().first()
+    row = (await session.execute(statement)).scalars().first()
+    return to_domain(row, {}) if row is not None else None
+
+
+def next_log_seq() -> Any:
+    """A column value for ``transition``: one more log line than stored (a notice it adds)."""
+    return ExecutionRow.last_seq + 1
+
+
+async def supersede_one(session: AsyncSession, execution_id: str) -> None:
+    """A retried batch item's old execution gives its place to the new one."""
+    await session.execute(
+        update(ExecutionRow).where(ExecutionRow.id == execution_id).values(superseded=True)
+    )
 
 
 async def request_cancel(session: AsyncSession, execution_id: str) -> bool:
@@ -390,9 +428,9 @@ async def advance_log(
 
 async def cached_results(
     session: AsyncSession, account_id: str, keys: Sequence[str]
-) -> dict[str, ExecutionRow]:
+) -> dict[str, domain.Execution]:
     """The newest succeeded execution of this account for each cache key that has one."""
-    found: dict[str, ExecutionRow] = {}
+    found: dict[str, domain.Execution] = {}
     for start in range(0, len(keys), 500):
         rows = await session.scalars(
             select(ExecutionRow)
@@ -405,16 +443,17 @@ async def cached_results(
         )
         for row in rows:
             assert row.cache_key is not None
-            found.setdefault(row.cache_key, row)
+            if row.cache_key not in found:
+                found[row.cache_key] = to_domain(row, {})
     return found
 
 
 async def observed_runs(
     session: AsyncSession, account_id: str, bases: Sequence[str], per_base: int
-) -> dict[str, list[ExecutionRow]]:
+) -> dict[str, list[domain.Execution]]:
     """For each cache base, this account's newest ``per_base`` succeeded runs with it that
     really ran (not cache hits) and whose file reads were observed, newest first."""
-    found: dict[str, list[ExecutionRow]] = {}
+    found: dict[str, list[domain.Execution]] = {}
     for start in range(0, len(bases), 500):
         rank = (
             func.row_number()
@@ -440,15 +479,15 @@ async def observed_runs(
         )
         for row in rows:
             assert row.cache_base is not None
-            found.setdefault(row.cache_base, []).append(row)
+            found.setdefault(row.cache_base, []).append(to_domain(row, {}))
     return found
 
 
 async def latest_of_script(
     session: AsyncSession, account_id: str, script: str
-) -> ExecutionRow | None:
+) -> domain.Execution | None:
     """This account's most recent execution of a script of this name that has a cache key."""
-    return await session.scalar(
+    row = await session.scalar(
         select(ExecutionRow)
         .where(
             ExecutionRow.account_id == account_id,
@@ -458,6 +497,7 @@ async def latest_of_script(
         .order_by(ExecutionRow.created_at.desc())
         .limit(1)
     )
+    return to_domain(row, {}) if row is not None else None
 
 
 async def for_cost(

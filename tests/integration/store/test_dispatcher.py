@@ -20,7 +20,9 @@ from rgrid.services import Grid, utcnow
 from rgrid.services import accounts as account_service
 from rgrid.services import executions as service
 from rgrid.services import logs as log_service
-from rgrid.services.dispatcher import Dispatcher, GridControlPlane, record_outcome
+from rgrid.services.dispatcher import Dispatcher
+from rgrid.services.outcomes import record_outcome
+from rgrid.services.plane import GridControlPlane
 from rgrid.store import executions as repo
 
 

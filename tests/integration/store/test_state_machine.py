@@ -18,7 +18,8 @@ from rgrid.domain import ExecutionState, FailureClass
 from rgrid.services import Grid, utcnow
 from rgrid.services import accounts as account_service
 from rgrid.services import executions as service
-from rgrid.services.dispatcher import record_outcome, recover_expired
+from rgrid.services.outcomes import record_outcome
+from rgrid.services.recovery import recover_expired
 from rgrid.store import executions as repo
 
 SEQUENCES = 12

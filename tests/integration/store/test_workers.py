@@ -17,7 +17,7 @@ from rgrid.money import slot_cost
 from rgrid.services import Grid, billing, utcnow, workers
 from rgrid.services import accounts as account_service
 from rgrid.services import executions as service
-from rgrid.services.dispatcher import record_outcome
+from rgrid.services.outcomes import record_outcome
 from rgrid.store import billing as billing_repo
 from rgrid.store import executions as repo
 

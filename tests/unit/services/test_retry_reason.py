@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rgrid import domain
 from rgrid.domain import ExecutionState, FailureClass
-from rgrid.services.dispatcher import retry_reason
+from rgrid.services.outcomes import retry_reason
 
 
 def _failed(cause: str | None) -> domain.Outcome:

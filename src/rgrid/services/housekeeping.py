@@ -1,0 +1,55 @@
+"""The grid's background work besides running executions: the retention janitor (deletes
+blobs past the retention period that nothing live references) and the billing loop (closes
+the billing periods of this server's worker and splits each one's price, SPEC §11)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+
+from rgrid.services import Grid, billing, retention, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+class Housekeeping:
+    """The janitor and the billing loop of one server (its worker ``worker``, whose billing
+    periods run back to back from ``started``)."""
+
+    def __init__(self, grid: Grid, worker: str, started: datetime) -> None:
+        self._grid = grid
+        self._worker = worker
+        self._started = started
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._janitor_loop(), name="retention-janitor"),
+            asyncio.create_task(self._billing_loop(), name="billing"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _billing_loop(self) -> None:
+        every = max(0.25, min(self._grid.settings.billing_period_s / 4, 60.0))
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await billing.close_periods(self._grid, self._worker, self._started, utcnow())
+            except Exception:
+                logger.exception("billing failed", extra={"action": "billing_failed"})
+
+    async def _janitor_loop(self) -> None:
+        while True:
+            await asyncio.sleep(retention.sweep_every_s(self._grid))
+            try:
+                await retention.sweep(self._grid)
+            except Exception:
+                logger.exception("retention sweep failed", extra={"action": "sweep_failed"})
