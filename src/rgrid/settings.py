@@ -24,21 +24,15 @@ def default_home() -> Path:
     return Path.home() / ".rgrid" / "local"
 
 
-class ServerSettings(BaseSettings):
-    """The grid's configuration (``RGRID_`` + the upper-case field name)."""
+class WorkerSettings(BaseSettings):
+    """A worker's configuration: where it keeps its work and environments, its interpreters,
+    its limits (``RGRID_`` + the upper-case field name). What the runner needs, and all it
+    reads; a server is a worker too (``ServerSettings`` adds the grid's own)."""
 
     model_config = SettingsConfigDict(env_prefix="RGRID_", extra="ignore")
 
     home: Path = Field(default_factory=default_home)
-    database_url: str | None = None
-    storage_url: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8765
-    slots: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    #: where claimed executions run (``executor.from_url``): ``local`` (this host's slots)
-    executor: str = "local"
     worker_name: str = Field(default_factory=lambda: os.uname().nodename)
-    lease_s: float = Field(default=LEASE_S, gt=0)
     max_output_bytes: int = MAX_OUTPUT_BYTES
     max_output_files: int = MAX_OUTPUT_FILES
     max_log_bytes: int = MAX_LOG_BYTES
@@ -49,21 +43,48 @@ class ServerSettings(BaseSettings):
     #: overlay per execution (where the grid is root and runs bubblewrap), instead of a copy of
     #: every file for every execution (docs/sandbox.md)
     overlay_inputs: bool = True
-    admin_key: str | None = None  # bootstrap key for a fresh grid; the local daemon generates one
-    #: Fernet key encrypting --env values; servers sharing one database must share it
-    #: (default: generated into RGRID_HOME/secret.key)
-    secret_key: str | None = None
     #: extra interpreters for runtimes (comma-separated paths), besides the ones found
     pythons: str = ""
     #: environment cache budget; least recently used environments beyond it are removed
     env_cache_bytes: int = 20 * 1024**3
+    #: a directory of wheels and sdists that environment builds may install from besides the
+    #: index (uv --find-links), mounted read-only into the build sandbox
+    find_links: DirectoryPath | None = None
+    #: record which input files each run opened (fanotify; needs root and bubblewrap), so the
+    #: result cache ignores edits to files a run never read; off: whole input trees must match
+    read_tracking: bool = True
+
+    @property
+    def work_root(self) -> Path:
+        return self.home / "work"
+
+    @property
+    def envs_root(self) -> Path:
+        return self.home / "envs"
+
+
+class ServerSettings(WorkerSettings):
+    """The grid's configuration (``RGRID_`` + the upper-case field name): its own worker's
+    (``WorkerSettings``), and the server's."""
+
+    model_config = SettingsConfigDict(env_prefix="RGRID_", extra="ignore")
+
+    database_url: str | None = None
+    storage_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8765
+    slots: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    #: where claimed executions run (``executor.from_url``): ``local`` (this host's slots)
+    executor: str = "local"
+    lease_s: float = Field(default=LEASE_S, gt=0)
+    admin_key: str | None = None  # bootstrap key for a fresh grid; the local daemon generates one
+    #: Fernet key encrypting --env values; servers sharing one database must share it
+    #: (default: generated into RGRID_HOME/secret.key)
+    secret_key: str | None = None
     max_batch_items: int = 10_000
     #: hosts that requirement files may name in --index-url / --extra-index-url and in
     #: `name @ https://host/...` direct references (any other direct reference is refused)
     allowed_index_hosts: list[str] = Field(default_factory=list)
-    #: a directory of wheels and sdists that environment builds may install from besides the
-    #: index (uv --find-links), mounted read-only into the build sandbox
-    find_links: DirectoryPath | None = None
     #: inputs and outputs expire this long after they were recorded (fractions allowed); the
     #: janitor then deletes blobs nothing live references. Logs and executions are kept.
     retention_days: float = Field(default=30.0, gt=0)
@@ -76,9 +97,6 @@ class ServerSettings(BaseSettings):
     max_body_bytes: int = Field(default=bounds.MAX_BODY_BYTES, ge=64 * 1024)
     #: a bearer token that may read /metrics (besides an admin key); none: admin keys only
     metrics_token: str | None = None
-    #: record which input files each run opened (fanotify; needs root and bubblewrap), so the
-    #: result cache ignores edits to files a run never read; off: whole input trees must match
-    read_tracking: bool = True
 
     @property
     def retention(self) -> timedelta:
@@ -91,11 +109,3 @@ class ServerSettings(BaseSettings):
     @property
     def resolved_storage_url(self) -> str:
         return self.storage_url or (self.home / "blobs").resolve().as_uri()
-
-    @property
-    def work_root(self) -> Path:
-        return self.home / "work"
-
-    @property
-    def envs_root(self) -> Path:
-        return self.home / "envs"

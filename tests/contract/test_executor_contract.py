@@ -16,12 +16,12 @@ import pytest
 from tests.fake_plane import FakeControlPlane
 
 from rgrid import domain
-from rgrid.api.app import runner_config
 from rgrid.domain import ExecutionState
 from rgrid.executor import Executor
 from rgrid.executor.local import LocalExecutor
 from rgrid.runner import RunnerConfig
-from rgrid.settings import ServerSettings
+from rgrid.runner.configure import runner_config
+from rgrid.settings import WorkerSettings
 
 SLOTS = 2
 
@@ -35,7 +35,7 @@ def worker_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def config(worker_home: Path) -> Iterator[RunnerConfig]:
     # a configuration per test: its environment cache holds locks of the test's event loop
-    yield runner_config(ServerSettings(home=worker_home))
+    yield runner_config(WorkerSettings(home=worker_home))
 
 
 Factory = Callable[[RunnerConfig], Executor]

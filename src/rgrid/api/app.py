@@ -27,10 +27,7 @@ from rgrid.api.routes import (
     trees,
     workers,
 )
-from rgrid.envs import pythons
-from rgrid.envs.build import BuildConfig
-from rgrid.envs.cache import EnvCache
-from rgrid.runner import RunnerConfig
+from rgrid.runner.configure import runner_config
 from rgrid.services import Grid, retention
 from rgrid.services.accounts import bootstrap_admin
 from rgrid.services.dispatcher import Dispatcher
@@ -57,29 +54,6 @@ def read_or_create_admin_key(home: Path) -> str:
         with os.fdopen(fd, "w") as handle:
             handle.write("rg_" + secrets.token_urlsafe(30) + "\n")
     return path.read_text().strip()
-
-
-def runner_config(settings: ServerSettings) -> RunnerConfig:
-    """The worker side of this server: its interpreters, environment cache and limits."""
-    found = pythons.discover(p.strip() for p in settings.pythons.split(",") if p.strip())
-    interpreters = {interpreter.minor: interpreter for interpreter in found}
-    return RunnerConfig(
-        work_root=settings.work_root,
-        env_cache=EnvCache(
-            settings.envs_root,
-            budget_bytes=settings.env_cache_bytes,
-            build_config=BuildConfig.from_environ(os.environ, settings.find_links),
-        ),
-        interpreters=interpreters,
-        default_python=pythons.python_version(),
-        worker=settings.worker_name,
-        max_output_bytes=settings.max_output_bytes,
-        max_output_files=settings.max_output_files,
-        max_log_bytes=settings.max_log_bytes,
-        disk_reserve_bytes=settings.disk_reserve_bytes,
-        read_tracking=settings.read_tracking,
-        overlay_inputs=settings.overlay_inputs,
-    )
 
 
 @contextlib.asynccontextmanager

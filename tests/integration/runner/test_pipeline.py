@@ -14,12 +14,12 @@ import pytest
 from tests.fake_plane import FakeControlPlane
 
 from rgrid import domain
-from rgrid.api.app import runner_config
 from rgrid.digests import tree_digest
 from rgrid.domain import ExecutionState, FailureClass
 from rgrid.runner import RunnerConfig
+from rgrid.runner.configure import runner_config
 from rgrid.runner.pipeline import run_execution
-from rgrid.settings import ServerSettings
+from rgrid.settings import WorkerSettings
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def worker_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def config(worker_home: Path) -> Iterator[RunnerConfig]:
     # a configuration per test: its environment cache holds locks of the test's event loop
-    yield runner_config(ServerSettings(home=worker_home))
+    yield runner_config(WorkerSettings(home=worker_home))
 
 
 def spec_of(

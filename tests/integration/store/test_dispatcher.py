@@ -13,9 +13,9 @@ from tests.integration.store.conftest import ADMIN_KEY
 from tests.integration.store.helpers import submit_script, wait_terminal
 
 from rgrid import domain, errors, store
-from rgrid.api.app import runner_config
 from rgrid.domain import ArtifactKind, ExecutionState, FailureClass
 from rgrid.executor.local import LocalExecutor
+from rgrid.runner.configure import runner_config
 from rgrid.services import Grid, utcnow
 from rgrid.services import accounts as account_service
 from rgrid.services import executions as service
