@@ -82,3 +82,10 @@ async def listing(grid: Grid) -> list[tuple[domain.Worker, int]]:
 async def of(grid: Grid, worker_ids: list[str]) -> dict[str, domain.Worker]:
     async with store.transaction(grid.sessions) as session:
         return await repo.by_ids(session, worker_ids)
+
+
+async def pythons(grid: Grid) -> list[str]:
+    """The Python runtimes the active workers offer ("python3.11"), this server's own while
+    none is on record yet."""
+    offered = {python for worker, _ in await listing(grid) for python in worker.pythons}
+    return sorted(offered or {f"python{v}" for v in grid.pythons})

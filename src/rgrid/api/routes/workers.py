@@ -15,7 +15,7 @@ router = APIRouter(prefix="/api/v1", tags=["workers"])
 @router.get("/runtimes")
 async def runtimes(grid: GridDep, _principal: CurrentPrincipal) -> schemas.RuntimesPublic:
     return schemas.RuntimesPublic(
-        pythons=[f"python{v}" for v in grid.pythons],
+        pythons=await service.pythons(grid),
         default=f"python{grid.default_python}",
         presets={name: list(packages) for name, packages in PRESETS.items()},
     )
