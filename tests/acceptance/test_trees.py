@@ -102,6 +102,15 @@ def test_bad_trees_are_refused_and_a_tree_is_its_accounts_own(
         name = tree_digest([(bad, data, 10)], [])
         refused = httpx.put(f"{trees}/{name}", json={"files": listing}, headers=_auth(key))
         assert _error(refused)[:2] == (422, "UNSAFE_PATH"), bad
+    for listing, dirs in (
+        ([("a.txt", data, 10), ("a.txt/inner", data, 10)], []),  # a file and a directory
+        ([("a.txt", data, 10)], ["a.txt"]),
+        ([("a.txt", "../" + "0" * 61, 10)], []),  # not a content hash
+    ):
+        body = {"files": [{"path": p, "sha256": h, "size": n} for p, h, n in listing]}
+        name = tree_digest(listing, dirs)
+        bad = httpx.put(f"{trees}/{name}", json={**body, "dirs": dirs}, headers=_auth(key))
+        assert _error(bad)[:2] == (422, "VALIDATION_ERROR"), listing
     unknown_blob = [{"path": "b.txt", "sha256": "1" * 64, "size": 3}]
     name = tree_digest([("b.txt", "1" * 64, 3)], [])
     missing = httpx.put(f"{trees}/{name}", json={"files": unknown_blob}, headers=_auth(key))

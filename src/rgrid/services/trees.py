@@ -9,6 +9,7 @@ tree; only when the grid does not know it (``TREE_UNKNOWN``) does it upload what
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +21,7 @@ from rgrid.store import blobs as blob_repo
 from rgrid.store import trees as repo
 
 MAX_TREE_FILES = 100_000
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_TREE_DIRS = 100_000
 
 
@@ -37,10 +39,13 @@ def make(files: Iterable[schemas.FileIn | domain.FileRef], dirs: Iterable[str]) 
             raise errors.UnsafePath(f"{path!r} is not a normalised relative path")
     if len({ref.path for ref in refs}) != len(refs):
         raise errors.InvalidRequest("the same path is given twice in the tree")
-    if any(ref.size < 0 or len(ref.sha256) != 64 for ref in refs):
+    if any(ref.size < 0 or not SHA256.match(ref.sha256) for ref in refs):
         raise errors.InvalidRequest("invalid file hash or size in the tree")
     sha = domain.tree_digest(((r.path, r.sha256, r.size) for r in refs), folders)
-    return domain.Tree(sha, refs, folders)
+    tree = domain.Tree(sha, refs, folders)
+    if clash := next((ref.path for ref in refs if ref.path in tree.all_dirs), None):
+        raise errors.InvalidRequest(f"{clash!r} is both a file and a directory in the tree")
+    return tree
 
 
 async def register(
