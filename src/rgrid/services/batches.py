@@ -12,7 +12,7 @@ from rgrid import domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
 from rgrid.paths import safe_input_path
 from rgrid.services import Grid, cache, places, reuse, runtimes, trees, utcnow
-from rgrid.services.executions import _validate, cancel, retry
+from rgrid.services.executions import _validate, cancel, new_execution, retry
 from rgrid.store import batches as repo
 from rgrid.store import blobs as blob_repo
 
@@ -103,27 +103,10 @@ async def submit_batch(
         )
         session.add(batch)
         await session.flush()
-        common = domain.NewExecution(
-            id="",
-            account_id=account_id,
-            script=str(safe_input_path(spec.script)),
-            args=(),
-            env_ciphertext=grid.secrets.seal(spec.env),
-            env_names=tuple(sorted(spec.env)),
-            timeout_s=spec.timeout_s,
-            memory_bytes=spec.memory_bytes,
-            disk_bytes=spec.disk_bytes,
-            network=spec.network,
-            requirements=tuple(requirements),
-            dependency_source=spec.dependency_source[:64] if requirements else "none",
-            runtime=spec.runtime,
-            python_version=runtime.python,
-            max_retries=spec.max_retries,
+        common = dataclasses.replace(
+            new_execution(grid, account_id, spec, runtime.python, requirements, tree),
             created_at=now,
-            cwd=spec.cwd,
-            argv0=spec.argv0,
-            mounts=places.mounts(spec),
-            tree_sha256=tree.sha256 if tree is not None else None,
+            idempotency_key=None,  # the batch's, not its items'
             batch_id=batch.id,
         )
         keyer = cache.keyer_for(

@@ -123,7 +123,13 @@ async def submit(
             if earlier is not None:
                 return earlier
         tree, files, stdin = await _inputs(grid, session, account_id, spec)
-        new = _new_execution(grid, account_id, spec, runtime.python, requirements, tree, stdin)
+        new = dataclasses.replace(
+            new_execution(grid, account_id, spec, runtime.python, requirements, tree),
+            id=domain.new_id("exec"),
+            args=tuple(spec.args),
+            stdin_sha256=stdin.sha256 if stdin is not None else None,
+            stdin_size=stdin.size if stdin is not None else None,
+        )
         key = cache.keyer_for(
             grid,
             script=new.script,
@@ -172,20 +178,21 @@ async def _inputs(
     return tree, files, stdin
 
 
-def _new_execution(
+def new_execution(
     grid: Grid,
     account_id: str,
-    spec: schemas.ExecutionCreate,
+    spec: schemas.ExecutionCreate | schemas.BatchCreate,
     python: str | None,
     requirements: list[str],
     tree: domain.Tree | None,
-    stdin: domain.FileRef | None,
 ) -> domain.NewExecution:
+    """What a run and every item of a batch share of a submission: the new execution before
+    its own id, arguments and the rest are set (``dataclasses.replace``)."""
     return domain.NewExecution(
-        id=domain.new_id("exec"),
+        id="",
         account_id=account_id,
         script=str(safe_input_path(spec.script)),
-        args=tuple(spec.args),
+        args=(),
         env_ciphertext=grid.secrets.seal(spec.env),
         env_names=tuple(sorted(spec.env)),
         timeout_s=spec.timeout_s,
@@ -202,8 +209,6 @@ def _new_execution(
         argv0=spec.argv0,
         mounts=places.mounts(spec),
         idempotency_key=spec.idempotency_key,
-        stdin_sha256=stdin.sha256 if stdin is not None else None,
-        stdin_size=stdin.size if stdin is not None else None,
         tree_sha256=tree.sha256 if tree is not None else None,
     )
 
