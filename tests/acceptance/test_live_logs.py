@@ -400,9 +400,9 @@ INTERLEAVED = """\
 import sys, time
 for i in range(50):
     print(f"o{i}", flush=True)
-    time.sleep(0.002)
+    time.sleep(0.01)
     print(f"e{i}", file=sys.stderr, flush=True)
-    time.sleep(0.002)
+    time.sleep(0.01)
 """
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Callable
 from typing import IO
@@ -10,7 +11,7 @@ from typing import IO
 from rgrid.sandbox import OutputCallback
 
 MAX_LINE_BYTES = 64 * 1024
-READ_CHUNK_BYTES = 256 * 1024
+MAX_QUEUED_BYTES = 4 * 1024 * 1024  # read but not yet delivered: past this, stop reading
 DRAIN_GRACE_S = 1.0  # how long output may stall after the process is gone
 DRAIN_MAX_S = 10.0  # and how long an escaped grandchild may keep trickling into the pipe
 
@@ -73,8 +74,14 @@ class LineSplitter:
 
 
 class OutputPumps:
-    """Reads a process's pipes concurrently and awaits ``on_output`` with the blocks of lines
-    of each read (see ``LineSplitter``).
+    """Reads a process's pipes and awaits ``on_output`` with the blocks of lines of each read
+    (see ``LineSplitter``), one read at a time, **in the order the reads happened** across
+    both pipes: a read that arrives while ``on_output`` is still busy with an earlier one
+    waits its turn, so stderr never overtakes stdout that was read before it.
+
+    Two pipes carry no ordering between them: lines written within a few milliseconds of
+    each other on different streams keep their order only if the grid read them in between
+    (see docs/decisions.md, "Order of stdout and stderr").
 
     If ``on_output`` raises, ``on_error`` is called to kill the process (a pipe nobody reads
     would block the script until its timeout) and ``drain`` re-raises the error.
@@ -83,19 +90,24 @@ class OutputPumps:
     def __init__(self, on_output: OutputCallback, on_error: Callable[[], None]) -> None:
         self._on_output = on_output
         self._on_error = on_error
-        self._transports: list[asyncio.BaseTransport] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        self._transports: list[asyncio.ReadTransport] = []
+        self._reads: collections.deque[tuple[str, list[bytes], int]] = collections.deque()
+        self._queued_bytes = 0
+        self._paused = False
+        self._open = 0  # pipes not at EOF yet
+        self._failed = False
+        self._wake = asyncio.Event()
+        self._delivery: asyncio.Task[None] | None = None
         self._progress = 0  # pieces delivered so far: lets drain tell slow from stuck
 
     async def start(self, stream: str, pipe: IO[bytes]) -> None:
-        """Start pumping ``pipe``; takes ownership of it."""
+        """Start reading ``pipe``; takes ownership of it."""
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=READ_CHUNK_BYTES)
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), pipe
-        )
+        self._open += 1
+        transport, _ = await loop.connect_read_pipe(lambda: _PipeReader(self, stream), pipe)
         self._transports.append(transport)
-        self._tasks.append(asyncio.create_task(self._pump(stream, reader)))
+        if self._delivery is None:
+            self._delivery = asyncio.create_task(self._deliver_in_order())
 
     async def drain(self) -> None:
         """Wait for both pipes to reach EOF, call once the process has exited.
@@ -104,14 +116,17 @@ class OutputPumps:
         once a grace period passes without any output delivered (or after ``DRAIN_MAX_S``);
         what was already read is still delivered.
         """
-        pending = set(self._tasks)
+        if self._delivery is None:
+            return
         seen = -1
         deadline = time.monotonic() + DRAIN_MAX_S
-        while pending and seen != self._progress and time.monotonic() < deadline:
+        while not self._delivery.done() and seen != self._progress:
+            if time.monotonic() >= deadline:
+                break
             seen = self._progress
-            _, pending = await asyncio.wait(pending, timeout=DRAIN_GRACE_S)
-        self.close()  # EOF for the readers: they flush their buffered bytes and finish
-        await asyncio.gather(*self._tasks)
+            await asyncio.wait([self._delivery], timeout=DRAIN_GRACE_S)
+        self.close()  # EOF for the readers: they hand over their partial lines and finish
+        await self._delivery
 
     def close(self) -> None:
         """Close the pipes; idempotent."""
@@ -121,23 +136,66 @@ class OutputPumps:
     def abort(self) -> None:
         """Close the pipes and stop delivering (the run itself was cancelled)."""
         self.close()
-        for task in self._tasks:
-            task.cancel()
+        if self._delivery is not None:
+            self._delivery.cancel()
 
-    async def _pump(self, stream: str, reader: asyncio.StreamReader) -> None:
-        splitter = LineSplitter()
+    def received(self, stream: str, blocks: list[bytes], size: int) -> None:
+        """A pipe reader's read of ``size`` bytes, cut into ``blocks`` (maybe none yet)."""
+        if self._failed:
+            return
+        if blocks:
+            self._reads.append((stream, blocks, size))
+            self._queued_bytes += size
+            self._wake.set()
+        if self._queued_bytes > MAX_QUEUED_BYTES and not self._paused:
+            self._paused = True  # backpressure: the script blocks on a full pipe, as under python
+            for transport in self._transports:
+                transport.pause_reading()
+
+    def ended(self, stream: str, blocks: list[bytes]) -> None:
+        """A pipe reached EOF (or was closed); ``blocks`` is its last partial line, if any."""
+        self.received(stream, blocks, sum(map(len, blocks)))
+        self._open -= 1
+        self._wake.set()
+
+    async def _deliver_in_order(self) -> None:
         try:
-            while chunk := await reader.read(READ_CHUNK_BYTES):
-                if pieces := splitter.feed(chunk):
-                    await self._deliver(stream, pieces)
-            if pieces := splitter.flush():
-                await self._deliver(stream, pieces)
+            while self._reads or self._open:
+                if not self._reads:
+                    await self._wake.wait()
+                    self._wake.clear()
+                    continue
+                stream, blocks, size = self._reads.popleft()
+                # One call per read, not per line: a script printing 200,000 lines must not
+                # cost 200,000 awaits.
+                await self._on_output(stream, blocks)
+                self._progress += len(blocks)
+                self._queued_bytes -= size
+                if self._paused and self._queued_bytes <= MAX_QUEUED_BYTES // 2:
+                    self._paused = False
+                    for transport in self._transports:
+                        if not transport.is_closing():
+                            transport.resume_reading()
         except Exception:
+            self._failed = True
+            self._reads.clear()
             self._on_error()
             raise
 
-    async def _deliver(self, stream: str, blocks: list[bytes]) -> None:
-        # One call per read, not per line: a script printing 200,000 lines must not cost
-        # 200,000 awaits.
-        await self._on_output(stream, blocks)
-        self._progress += len(blocks)
+
+class _PipeReader(asyncio.Protocol):
+    """One pipe's reads, cut into lines and queued on its ``OutputPumps`` as they arrive."""
+
+    def __init__(self, pumps: OutputPumps, stream: str) -> None:
+        self._pumps = pumps
+        self._stream = stream
+        self._splitter = LineSplitter()
+
+    def data_received(self, data: bytes) -> None:
+        self._pumps.received(self._stream, self._splitter.feed(data), len(data))
+
+    def eof_received(self) -> bool:
+        return False  # close the transport: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 (a read error ends the pipe too)
+        self._pumps.ended(self._stream, self._splitter.flush())

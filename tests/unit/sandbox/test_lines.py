@@ -134,3 +134,56 @@ async def test_callback_error_calls_on_error_and_is_raised() -> None:
     with pytest.raises(RuntimeError, match="callback broke"):
         await pumps.drain()
     assert errors == ["killed"]
+
+
+async def test_a_read_waits_for_the_delivery_of_earlier_reads_of_the_other_pipe() -> None:
+    """stdout read while the callback is still busy with an earlier stdout read is delivered
+    before stderr read after it: the order is the order of the reads, not of the callbacks."""
+    received: list[bytes] = []
+    first_call = asyncio.Event()
+
+    async def on_output(stream: str, batch: list[bytes]) -> None:
+        received.extend(line for block in batch for line in block_lines(block))
+        if not first_call.is_set():
+            first_call.set()
+            await asyncio.sleep(0.3)  # a slow log flush
+
+    pumps = OutputPumps(on_output, on_error=lambda: None)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    await pumps.start("stdout", os.fdopen(out_r, "rb"))
+    await pumps.start("stderr", os.fdopen(err_r, "rb"))
+    os.write(out_w, b"o1\n")
+    await first_call.wait()
+    os.write(out_w, b"o2\n")
+    await asyncio.sleep(0.05)
+    os.write(err_w, b"e1\n")
+    os.close(out_w)
+    os.close(err_w)
+    await pumps.drain()
+    assert received == [b"o1\n", b"o2\n", b"e1\n"]
+
+
+async def test_a_slow_callback_stops_the_reading_and_loses_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(lines, "MAX_QUEUED_BYTES", 64 * 1024)
+    received: list[bytes] = []
+
+    async def on_output(stream: str, batch: list[bytes]) -> None:
+        received.extend(batch)
+        await asyncio.sleep(0.001)
+
+    pumps = OutputPumps(on_output, on_error=lambda: None)
+    read_fd, write_fd = os.pipe()
+    await pumps.start("stdout", os.fdopen(read_fd, "rb"))
+    data = b"".join(b"%07d\n" % i for i in range(200_000))  # 1.6 MB, many times the limit
+    writer = asyncio.get_running_loop().run_in_executor(None, _write_all, write_fd, data)
+    await writer
+    await pumps.drain()
+    assert b"".join(received) == data
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    with os.fdopen(fd, "wb") as pipe:
+        pipe.write(data)
