@@ -523,3 +523,40 @@ def load(cls: type[T], data: Any) -> T:
         raise TypeError(f"expected an object for {cls.__name__}, got {type(data).__name__}")
     fields = _fields(cls)  # type: ignore[arg-type]  # classes are hashable
     return cls(**{k: fields[k](v) for k, v in data.items() if k in fields})
+
+
+# --- a runner on another machine, for one attempt (``Authorization: Attempt …``) ---------------
+
+
+@_wire
+class AttemptEnv:
+    """The execution's ``--env`` values, in clear: only to its attempt's credential."""
+
+    env: dict[str, str]
+
+
+@_wire
+class AttemptInput:
+    """Where an input's bytes are: a direct, expiring storage URL, or None (then from
+    ``…/inputs/{sha256}/content``)."""
+
+    sha256: str
+    size: Size
+    url: str | None = None
+
+
+@_wire
+class LogSegmentIn:
+    __pydantic_config__ = FORBID_EXTRA
+    first_seq: Annotated[int, Range(1, INT64_MAX)]
+    attempt: Annotated[int, Range(1, INT32_MAX)]
+    stream: Stream
+    ts: datetime
+    text: str
+    line_count: Annotated[int, Range(1, INT32_MAX)]
+
+
+@_wire
+class AttemptLogsIn:
+    __pydantic_config__ = FORBID_EXTRA
+    segments: list[LogSegmentIn]

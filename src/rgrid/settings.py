@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -74,8 +75,11 @@ class ServerSettings(WorkerSettings):
     host: str = "127.0.0.1"
     port: int = 8765
     slots: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    #: where claimed executions run (``executor.from_url``): ``local`` (this host's slots)
+    #: where claimed executions run (``executor.from_url``): ``local`` (this host's slots) or
+    #: ``ray://HOST:PORT`` (the nodes of a Ray cluster)
     executor: str = "local"
+    #: the URL worker nodes reach this server at (default: http://HOST:PORT of this server)
+    control_url: str | None = None
     lease_s: float = Field(default=LEASE_S, gt=0)
     admin_key: str | None = None  # bootstrap key for a fresh grid; the local daemon generates one
     #: Fernet key encrypting --env values; servers sharing one database must share it
@@ -101,6 +105,15 @@ class ServerSettings(WorkerSettings):
     @property
     def retention(self) -> timedelta:
         return timedelta(days=self.retention_days)
+
+    @property
+    def resolved_control_url(self) -> str:
+        """Where worker nodes reach this server: ``control_url``, else where it listens (by
+        the machine's name when it listens on every interface)."""
+        if self.control_url:
+            return self.control_url.rstrip("/")
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     @property
     def resolved_database_url(self) -> str:

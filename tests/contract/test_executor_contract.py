@@ -1,5 +1,6 @@
 """The contract every executor keeps (``rgrid.executor.Executor``), run against each one: the
-local executor now, the Ray one when it comes. Executions are real (the runner, the sandbox);
+local executor, and the Ray one on a real two-node cluster (its nodes reach the fake planes
+over HTTP, ``ray_plane``). Executions are real (the runner, the sandbox);
 the grid is a fake control plane, so only the executor's own promises are under test:
 ``on_done`` awaited exactly once per started execution, with its outcome; slots taken while
 running and given back after; ``cancel`` stops a running execution and says whether it was
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.contract.ray_plane import ContractRayExecutor, PlaneServer
 from tests.fake_plane import FakeControlPlane
+from tests.raycluster import start_ray_cluster
 
 from rgrid import domain
 from rgrid.domain import ExecutionState
@@ -38,13 +41,32 @@ def config(worker_home: Path) -> Iterator[RunnerConfig]:
     yield runner_config(WorkerSettings(home=worker_home))
 
 
-Factory = Callable[[RunnerConfig], Executor]
-FACTORIES: dict[str, Factory] = {"local": lambda config: LocalExecutor(slots=SLOTS, config=config)}
+@pytest.fixture(scope="module")
+def ray_setup() -> Iterator[tuple[str, PlaneServer]]:
+    """A Ray cluster of SLOTS one-CPU nodes and the HTTP server of the fake planes."""
+    pytest.importorskip("ray", reason="the worker extra (make test installs it)")
+    with start_ray_cluster(workers=SLOTS) as cluster, PlaneServer() as planes:
+        yield cluster.address, planes
+
+
+async def _local(config: RunnerConfig, request: pytest.FixtureRequest) -> Executor:
+    return LocalExecutor(slots=SLOTS, config=config)
+
+
+async def _ray(config: RunnerConfig, request: pytest.FixtureRequest) -> Executor:
+    address, planes = request.getfixturevalue("ray_setup")
+    return await ContractRayExecutor(address, planes).ready(SLOTS)
+
+
+Factory = Callable[[RunnerConfig, pytest.FixtureRequest], Awaitable[Executor]]
+#: by module of ``rgrid.executor`` (``raynode`` is the Ray executor's node side)
+FACTORIES: dict[str, Factory] = {"local": _local, "ray": _ray}
+NOT_EXECUTORS = {"raynode"}
 
 
 @pytest.fixture(params=sorted(FACTORIES))
 async def executor(request: pytest.FixtureRequest, config: RunnerConfig) -> AsyncIterator[Executor]:
-    made = FACTORIES[request.param](config)
+    made = await FACTORIES[request.param](config, request)
     yield made
     await made.close()
 
@@ -151,10 +173,10 @@ async def test_cancel_stops_a_running_execution_and_says_whether_it_was_there(
 
 
 async def test_close_stops_everything_and_waits_for_every_report(
-    config: RunnerConfig,
+    config: RunnerConfig, request: pytest.FixtureRequest
 ) -> None:
     for name, factory in FACTORIES.items():
-        made = factory(config)
+        made = await factory(config, request)
         reports = Reports()
         planes = [FakeControlPlane() for _ in range(SLOTS)]
         for i, plane in enumerate(planes):
@@ -177,4 +199,4 @@ def test_every_executor_is_in_the_suite() -> None:
     import rgrid.executor
 
     modules = {m.name for m in pkgutil.iter_modules(rgrid.executor.__path__)}
-    assert modules == set(FACTORIES), modules
+    assert modules - NOT_EXECUTORS == set(FACTORIES), modules

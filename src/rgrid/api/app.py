@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -18,6 +19,7 @@ from rgrid.api import errors as api_errors
 from rgrid.api.bodylimit import BodyLimit
 from rgrid.api.routes import (
     accounts,
+    attempts,
     batches,
     billing,
     blobs,
@@ -29,6 +31,7 @@ from rgrid.api.routes import (
 )
 from rgrid.runner.configure import runner_config
 from rgrid.services import Grid, retention
+from rgrid.services import attempts as attempt_credentials
 from rgrid.services.accounts import bootstrap_admin
 from rgrid.services.dispatcher import Dispatcher
 from rgrid.services.events import Notifier
@@ -84,11 +87,16 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     box = sandbox.detect()
     if box.name != "bwrap":
         logger.warning("sandbox is weaker: %s", box.strength, extra={"action": "weak_sandbox"})
-    dispatcher = Dispatcher(
-        grid,
-        executor.from_url(settings.executor, config, slots=settings.slots),
-        signals.from_engine(engine),
+    runs_on = executor.from_url(
+        settings.executor,
+        config,
+        slots=settings.slots,
+        control_url=settings.resolved_control_url,
+        credential=functools.partial(attempt_credentials.issue, grid),
+        price=(settings.hourly_price_micros, settings.billing_period_s),
     )
+    await runs_on.open()
+    dispatcher = Dispatcher(grid, runs_on, signals.from_engine(engine))
     dispatcher.start()
     housekeeping = Housekeeping(grid, dispatcher.worker, dispatcher.started)
     housekeeping.start()
@@ -125,6 +133,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         logs.router,
         workers.router,
         billing.router,
+        attempts.router,
     ):
         app.include_router(router)
     return app

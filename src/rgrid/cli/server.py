@@ -30,9 +30,13 @@ def run_server(host: str, port: int, log_level: str) -> None:
         from rgrid import errors
 
         raise errors.MissingExtra("the grid server needs: pip install 'rgrid[server]'") from exc
+    import os
+
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # the grid's settings see where it listens (the URL worker nodes reach it at by default)
+    os.environ["RGRID_HOST"], os.environ["RGRID_PORT"] = host, str(port)
     uvicorn.run(
         "rgrid.api.app:create_app",
         factory=True,

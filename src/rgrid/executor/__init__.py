@@ -7,6 +7,7 @@ The executor never touches the store: it runs a spec against a ``ControlPlane`` 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Protocol
 from urllib.parse import parse_qs, urlparse
 
@@ -18,12 +19,22 @@ DoneCallback = Callable[[domain.ExecutionSpec, domain.Outcome], Awaitable[None]]
 
 class Executor(Protocol):
     name: str
-    slots: int
     #: executions started so far (for /metrics)
     started: int
 
+    @property
+    def slots(self) -> int:
+        """How many executions it runs at once when all is free."""
+
+    async def open(self) -> None:
+        """Get ready to run (Ray: join the cluster); ``InvalidRequest`` when it cannot."""
+
     def free_slots(self) -> int:
         """How many more executions ``start`` accepts right now."""
+
+    def place(self) -> str | None:
+        """The worker the next claimed execution will run on, to claim it for (None: the
+        dispatcher's own); the next ``start`` runs it there."""
 
     def start(self, spec: domain.ExecutionSpec, plane: ControlPlane, on_done: DoneCallback) -> None:
         """Begin running ``spec``; ``on_done`` is awaited exactly once with its outcome."""
@@ -34,15 +45,40 @@ class Executor(Protocol):
     def running(self) -> list[str]:
         """Ids of the executions running here."""
 
+    def workers(self, now: datetime) -> list[domain.Worker]:
+        """Workers of their own this executor runs executions on (Ray: its nodes), to be put
+        on record; empty when executions run in the dispatcher's own worker."""
+
     async def close(self) -> None:
         """Cancel everything still running and wait for it to report."""
 
 
-def from_url(url: str, config: RunnerConfig, *, slots: int = 1) -> Executor:
+def from_url(
+    url: str,
+    config: RunnerConfig,
+    *,
+    slots: int = 1,
+    control_url: str = "",
+    credential: Callable[[str, int, str], str] | None = None,
+    price: tuple[int, float] = (0, 3600.0),
+) -> Executor:
     """The executor a setting names (``RGRID_EXECUTOR``): ``local`` or ``local://?slots=N``
-    → ``LocalExecutor`` (``slots``: when the URL gives none). (``ray://`` arrives with the
-    scale-out issue.) Anything else is ``InvalidRequest``."""
+    → ``LocalExecutor`` (``slots``: when the URL gives none); ``ray://HOST:PORT`` →
+    ``RayExecutor`` on that cluster, whose nodes reach the control plane at ``control_url``
+    with the attempt credentials ``credential`` makes, at ``price`` (hourly micros, billing
+    period) per node. Anything else is ``InvalidRequest``."""
     parsed = urlparse(url if "://" in url else f"{url}://")
+    if parsed.scheme == "ray":
+        from rgrid.executor.ray import RayExecutor
+
+        if not parsed.netloc or credential is None:
+            raise errors.InvalidRequest(
+                f"executor URL {url!r}: give the Ray cluster's address",
+                hint="RGRID_EXECUTOR=ray://HOST:PORT (the head's GCS port, 6379 by default)",
+            )
+        return RayExecutor(
+            parsed.netloc, control_url=control_url, credential=credential, price=price
+        )
     if parsed.scheme == "local":
         from rgrid.executor.local import LocalExecutor
 
@@ -55,7 +91,8 @@ def from_url(url: str, config: RunnerConfig, *, slots: int = 1) -> Executor:
             raise errors.InvalidRequest(f"executor URL {url!r}: slots must be a whole number >= 1")
         return LocalExecutor(slots=slots, config=config)
     raise errors.InvalidRequest(
-        f"unsupported executor {url!r}", hint="RGRID_EXECUTOR=local (or local://?slots=N)"
+        f"unsupported executor {url!r}",
+        hint="RGRID_EXECUTOR=local (or local://?slots=N) or ray://HOST:PORT",
     )
 
 

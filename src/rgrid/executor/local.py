@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 
 from rgrid import domain
 from rgrid.domain import ExecutionState, FailureClass
@@ -25,8 +26,17 @@ class LocalExecutor:
         self.started = 0  # executions this executor has started (cache hits never reach it)
         remove_abandoned(config.work_root)
 
+    async def open(self) -> None:
+        return None
+
     def free_slots(self) -> int:
         return self.slots - len(self._tasks)
+
+    def place(self) -> str | None:
+        return None  # in the dispatcher's own worker
+
+    def workers(self, now: datetime) -> list[domain.Worker]:  # noqa: ARG002 (the protocol's)
+        return []  # the dispatcher's own worker is its record
 
     def running(self) -> list[str]:
         return list(self._tasks)

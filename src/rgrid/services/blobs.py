@@ -40,7 +40,7 @@ async def missing_blobs(
 
 async def upload_blob(
     grid: Grid,
-    principal: domain.Principal,
+    account_id: str,
     sha256: str,
     chunks: AsyncIterator[bytes],
     size: int | None,
@@ -59,15 +59,15 @@ async def upload_blob(
         raise errors.InvalidRequest(
             f"unsupported Content-Encoding {encoding!r}", hint="send zstd or no encoding"
         )
-    key = blob_key(principal.account.id, sha256)
+    key = blob_key(account_id, sha256)
     body = _received(grid, chunks)
     compressed = encoding == compression.ENCODING
     if resumable or offset or compressed:
         # decompressed to disk as it arrives: memory stays bounded whatever the ratio
-        return await _staged_upload(grid, principal, sha256, body, size, offset, compressed)
+        return await _staged_upload(grid, account_id, sha256, body, size, offset, compressed)
     info = await grid.storage.put(key, _counted(grid, body), sha256=sha256, size=size)
     async with store.transaction(grid.sessions) as session:
-        await repo.record_blob(session, principal.account.id, sha256, info.size, utcnow())
+        await repo.record_blob(session, account_id, sha256, info.size, utcnow())
     return info.size
 
 
@@ -110,9 +110,9 @@ def _staging_path(grid: Grid, account_id: str, sha256: str) -> Path:
     return grid.settings.home / STAGING / safe_relpath(account_id) / f"{sha256}.part"
 
 
-async def upload_offset(grid: Grid, principal: domain.Principal, sha256: str) -> int:
+async def upload_offset(grid: Grid, account_id: str, sha256: str) -> int:
     """How many bytes of a resumable upload of this content the grid holds (0: none)."""
-    path = _staging_path(grid, principal.account.id, sha256)
+    path = _staging_path(grid, account_id, sha256)
     try:
         return path.stat().st_size
     except FileNotFoundError:
@@ -121,7 +121,7 @@ async def upload_offset(grid: Grid, principal: domain.Principal, sha256: str) ->
 
 async def _staged_upload(
     grid: Grid,
-    principal: domain.Principal,
+    account_id: str,
     sha256: str,
     body: AsyncIterator[bytes],
     size: int | None,
@@ -134,9 +134,9 @@ async def _staged_upload(
     upload is still incomplete."""
     if size is None:
         raise errors.InvalidRequest(f"this upload needs the {compression.SIZE_HEADER} header")
-    path = _staging_path(grid, principal.account.id, sha256)
+    path = _staging_path(grid, account_id, sha256)
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = blob_key(principal.account.id, sha256)
+    key = blob_key(account_id, sha256)
     with path.open("ab") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -165,7 +165,7 @@ async def _staged_upload(
         # hashed already: moved (not copied, not re-read) where the storage is on this disk
         info = await grid.storage.put_file(key, path, sha256=sha256, move=True, verified=True)
     async with store.transaction(grid.sessions) as session:
-        await repo.record_blob(session, principal.account.id, sha256, info.size, utcnow())
+        await repo.record_blob(session, account_id, sha256, info.size, utcnow())
     return info.size
 
 

@@ -46,6 +46,8 @@ class Dispatcher:
         self._started = utcnow()  # this worker's billing periods run back to back from here
         self._registered = False
         self._lease = timedelta(seconds=grid.settings.lease_s)
+        #: the worker holding each execution started here (ours, or the executor's node)
+        self._holders: dict[str, str] = {}
         grid.wake_dispatcher = self._work_queued
         grid.cancel_local = executor.cancel
 
@@ -136,10 +138,11 @@ class Dispatcher:
         return False
 
     async def _claim_one(self) -> bool:
+        holder = self.executor.place() or self._worker
         async with store.transaction(self._grid.sessions) as session:
             row = await repo.claim_next(
                 session,
-                worker=self._worker,
+                worker=holder,
                 now=utcnow(),
                 lease_s=self._lease.total_seconds(),
                 clock=utcnow,
@@ -179,17 +182,17 @@ class Dispatcher:
         )
         logger.info("claimed", extra={"action": "execution_claimed", "execution_id": row.id})
         self._grid.notifier.notify(row.id)
+        self._holders[row.id] = holder
         if row.tree_sha256 is not None and tree is None:
             # its files were found lost since it was submitted (``blobs.lose_blob``)
             await self._finish(spec, outcomes.tree_lost())
             return True
-        self.executor.start(
-            spec, plane.GridControlPlane(self._grid, spec, self._worker), self._finish
-        )
+        self.executor.start(spec, plane.GridControlPlane(self._grid, spec, holder), self._finish)
         return True
 
     async def _finish(self, spec: domain.ExecutionSpec, outcome: domain.Outcome) -> None:
-        await outcomes.record_outcome(self._grid, self._worker, spec, outcome)
+        holder = self._holders.pop(spec.execution_id, self._worker)
+        await outcomes.record_outcome(self._grid, holder, spec, outcome)
         self._wake.set()
 
     async def _lease_loop(self) -> None:
@@ -199,12 +202,16 @@ class Dispatcher:
                 await self._register()
             try:
                 await workers.heartbeat(self._grid, self._worker, utcnow())
+                await workers.seen(self._grid, self.executor.workers(utcnow()))
             except Exception:
                 logger.exception("heartbeat failed", extra={"action": "heartbeat_failed"})
             for execution_id in self.executor.running():
+                # Held for the executor's node too: while the node runs it (Ray reports a
+                # task whose node died as failed), the lease is kept from here.
+                holder = self._holders.get(execution_id, self._worker)
                 try:
                     until = utcnow() + self._lease
-                    cancel = await plane.renew_lease(self._grid, execution_id, self._worker, until)
+                    cancel = await plane.renew_lease(self._grid, execution_id, holder, until)
                 except Exception:
                     logger.exception("lease renewal failed", extra={"action": "lease_failed"})
                     continue

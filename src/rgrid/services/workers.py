@@ -47,6 +47,14 @@ async def register(grid: Grid, worker: domain.Worker) -> None:
         await repo.register(session, worker)
 
 
+async def seen(grid: Grid, workers: list[domain.Worker]) -> None:
+    """Put an executor's own workers (Ray nodes) on record, or renew their heartbeat; a node
+    seen again keeps the start of its billing periods."""
+    async with store.transaction(grid.sessions) as session:
+        for worker in workers:
+            await repo.register(session, worker, keep_started=True)
+
+
 async def heartbeat(grid: Grid, worker_id: str, now: datetime) -> None:
     async with store.transaction(grid.sessions) as session:
         await repo.heartbeat(session, worker_id, now)

@@ -34,9 +34,12 @@ def _domain(row: WorkerRow) -> domain.Worker:
     )
 
 
-async def register(session: AsyncSession, worker: domain.Worker) -> None:
+async def register(
+    session: AsyncSession, worker: domain.Worker, *, keep_started: bool = False
+) -> None:
     """Record a starting worker (the same id again, e.g. a restarted process that got the
-    same pid: its record is replaced)."""
+    same pid: its record is replaced). ``keep_started``: a worker seen again (a Ray node
+    after a server restart) keeps the start its billing periods run from."""
     values = {
         "id": worker.id,
         "node": worker.node,
@@ -51,7 +54,8 @@ async def register(session: AsyncSession, worker: domain.Worker) -> None:
         "pythons": list(worker.pythons),
     }
     statement = dialect_insert(session)(WorkerRow).values(**values)
-    update_values = {k: v for k, v in values.items() if k != "id"}
+    kept = {"id", "started_at"} if keep_started else {"id"}
+    update_values = {k: v for k, v in values.items() if k not in kept}
     await session.execute(
         statement.on_conflict_do_update(index_elements=["id"], set_=update_values)
     )

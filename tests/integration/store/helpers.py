@@ -18,7 +18,7 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
 
 async def upload(grid: Grid, principal: domain.Principal, data: bytes) -> str:
     sha = hashlib.sha256(data).hexdigest()
-    await blob_service.upload_blob(grid, principal, sha, _chunks(data), len(data))
+    await blob_service.upload_blob(grid, principal.account.id, sha, _chunks(data), len(data))
     return sha
 
 

@@ -32,7 +32,11 @@ ALLOWED: dict[str, set[str]] = {
     "services": {"store", "storage", "executor", "runner", "sandbox", "envs"},
     "store": set(),
     "storage": set(),
-    "executor": {"runner"},
+    "executor": {
+        "runner",
+        "sandbox",
+        "client",
+    },  # a node's runner reaches the control plane as a client does
     "runner": {"envs", "sandbox"},
     "envs": {"sandbox"},  # builds run in the sandbox, as scripts do
     "sandbox": set(),

@@ -29,7 +29,7 @@ async def upload_progress(
     sha256: Sha256Path, grid: GridDep, principal: CurrentPrincipal
 ) -> schemas.UploadProgress:
     """How much of a resumable upload of this content the grid already holds."""
-    offset = await service.upload_offset(grid, principal, sha256)
+    offset = await service.upload_offset(grid, principal.account.id, sha256)
     return schemas.UploadProgress(sha256=sha256, offset=offset)
 
 
@@ -47,7 +47,7 @@ async def upload(
     size = _header_int(request, compression.SIZE_HEADER if sized else "content-length")
     stored = await service.upload_blob(
         grid,
-        principal,
+        principal.account.id,
         sha256,
         request.stream(),
         size,
@@ -56,7 +56,7 @@ async def upload(
         offset=offset,
     )
     if stored is None:
-        held = await service.upload_offset(grid, principal, sha256)
+        held = await service.upload_offset(grid, principal.account.id, sha256)
         progress = schemas.UploadProgress(sha256=sha256, offset=held)
         return JSONResponse(schemas.dump(progress), status_code=202)
     return schemas.BlobStored(sha256=sha256, size=stored)

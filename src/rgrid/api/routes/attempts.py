@@ -1,0 +1,84 @@
+"""/api/v1/attempt: what a runner on another machine asks of the control plane for the one
+attempt its credential names (``services.attempts``): the execution's environment values, its
+inputs, appending its log lines, storing its outputs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import StreamingResponse
+from starlette.requests import HTTPConnection
+
+from rgrid import domain, schemas
+from rgrid.api.deps import GridDep
+from rgrid.services import attempts as service
+from rgrid.services import blobs, plane
+from rgrid.services.plane import Attempt
+
+router = APIRouter(prefix="/api/v1/attempt", tags=["attempt"])
+
+Sha256Path = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
+
+
+async def _attempt(connection: HTTPConnection, grid: GridDep) -> tuple[Attempt, str]:
+    scheme, _, credential = connection.headers.get("authorization", "").partition(" ")
+    token = credential.strip() if scheme.lower() == service.SCHEME else None
+    return await service.resolve(grid, token)
+
+
+AttemptDep = Annotated[tuple[Attempt, str], Depends(_attempt)]
+
+
+@router.get("/env")
+async def environment(grid: GridDep, attempt: AttemptDep) -> schemas.AttemptEnv:
+    """The execution's ``--env`` values (kept encrypted; never part of the task itself)."""
+    _, sealed = attempt
+    return schemas.AttemptEnv(env=grid.secrets.open(sealed))
+
+
+@router.get("/inputs/{sha256}")
+async def input_location(
+    sha256: Sha256Path, grid: GridDep, attempt: AttemptDep
+) -> schemas.AttemptInput:
+    who, _ = attempt
+    ref = await service.input_of(grid, who, sha256)
+    url = await service.input_url(grid, who, ref)
+    return schemas.AttemptInput(sha256=sha256, size=ref.size, url=url)
+
+
+@router.get("/inputs/{sha256}/content", response_class=StreamingResponse)
+async def input_content(
+    sha256: Sha256Path, grid: GridDep, attempt: AttemptDep
+) -> StreamingResponse:
+    who, _ = attempt
+    ref = await service.input_of(grid, who, sha256)
+    body = blobs.verified_read(grid, who.account_id, sha256, ref.size, f"input {ref.path!r}")
+    return StreamingResponse(
+        body,
+        media_type="application/octet-stream",
+        headers={"content-length": str(ref.size)},
+    )
+
+
+@router.post("/logs", status_code=204)
+async def append_logs(body: schemas.AttemptLogsIn, grid: GridDep, attempt: AttemptDep) -> None:
+    who, _ = attempt
+    segments = [
+        domain.LogSegment(s.first_seq, who.attempt, s.stream, s.ts, s.text, s.line_count)
+        for s in body.segments
+    ]
+    if segments:
+        await plane.append_logs(grid, who, segments)
+
+
+@router.put("/outputs/{sha256}", status_code=201)
+async def store_output(
+    sha256: Sha256Path, request: Request, grid: GridDep, attempt: AttemptDep
+) -> schemas.BlobStored:
+    """An output's bytes, verified against ``sha256`` as they arrive and streamed to storage."""
+    who, _ = attempt
+    raw = request.headers.get("content-length")
+    size = int(raw) if raw is not None and raw.isdigit() else None
+    stored = await service.store_output(grid, who, sha256, request.stream(), size)
+    return schemas.BlobStored(sha256=sha256, size=stored)

@@ -1,0 +1,318 @@
+"""RayExecutor: claimed executions run as Ray tasks on the nodes of a Ray cluster.
+
+Each node with CPUs is a worker of the grid (``ray:<node id>``) with one slot per CPU. The
+executor places each execution on a node with a free slot itself (so the claim records which
+worker runs it, and cost and billing are that node's), then submits one task pinned there,
+sized by its CPU and memory request. The task runs ``raynode.run_attempt``: the runner
+pipeline, talking to the control plane over HTTP with the attempt's own credential. Its return
+value is the outcome; a task that fails (its node died, its worker process was killed) is a
+``worker_lost`` outcome, retried on another node as any lost worker's executions are.
+
+A node is probed once when it joins (a zero-CPU task): its Pythons, its sandbox and rgrid's
+version. A node without bubblewrap or with another rgrid version gets no work; ``rgrid
+workers`` shows it and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from rgrid import __version__, domain, errors
+from rgrid.domain import ExecutionState, FailureClass
+from rgrid.executor import DoneCallback
+from rgrid.runner import ControlPlane
+
+logger = logging.getLogger(__name__)
+
+#: how often the cluster's nodes are looked at
+REFRESH_S = 2.0
+NAMESPACE = "rgrid"
+
+#: a credential for (execution id, attempt, worker id)
+CredentialFactory = Callable[[str, int, str], str]
+
+
+@dataclasses.dataclass
+class Node:
+    """A Ray node as the executor sees it."""
+
+    node_id: str
+    address: str
+    cpus: int
+    first_seen: datetime
+    busy: int = 0
+    #: what the probe found (None: not probed yet)
+    offers: dict[str, Any] | None = None
+    probing: bool = False
+
+    @property
+    def worker(self) -> str:
+        return f"ray:{self.node_id[:16]}"
+
+    @property
+    def unusable(self) -> str | None:
+        """Why this node gets no work (None: it does)."""
+        if self.offers is None:
+            return "not probed yet"
+        if self.offers.get("error"):
+            return str(self.offers["error"])
+        if self.offers.get("rgrid") != __version__:
+            return f"rgrid {self.offers.get('rgrid')} on the node, {__version__} on the server"
+        if not self.offers.get("bwrap"):
+            return "no bubblewrap (bwrap) on the node"
+        if not self.offers.get("pythons"):
+            return "no Python found on the node"
+        return None
+
+
+@dataclasses.dataclass
+class _Running:
+    spec: domain.ExecutionSpec
+    node: Node
+    ref: Any
+    task: asyncio.Task[None] | None = None
+    cancelled: bool = False
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        control_url: str,
+        credential: CredentialFactory,
+        price: tuple[int, float] = (0, 3600.0),
+    ) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise errors.MissingExtra(
+                "RGRID_EXECUTOR=ray:// needs Ray on the server",
+                hint="install rgrid's worker extra: pip install 'rgrid[worker]'",
+            ) from None
+        self._ray: Any = ray  # loaded here: the server imports Ray only when it uses it
+        self._address = address
+        self._control_url = control_url
+        self._credential = credential
+        self._price = price
+        self._nodes: dict[str, Node] = {}
+        self._running: dict[str, _Running] = {}
+        self._placed: Node | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        self._probes: set[asyncio.Task[None]] = set()
+        self.started = 0
+
+    # -- the cluster -----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Join the cluster and start watching its nodes; ``InvalidRequest`` when it cannot be
+        reached or has no CPU at all."""
+        await asyncio.to_thread(self._connect)
+        self._refresher = asyncio.create_task(self._refresh_loop(), name="ray-nodes")
+
+    def _connect(self) -> None:
+        ray = self._ray
+        try:
+            ray.init(
+                address=self._address,
+                namespace=NAMESPACE,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                configure_logging=False,
+            )
+        except Exception as exc:  # ConnectionError, TimeoutError, ValueError ...
+            raise errors.InvalidRequest(
+                f"the Ray cluster at {self._address!r} cannot be reached: {exc}",
+                hint="start it with `ray start --head` and give its address as ray://HOST:PORT",
+            ) from exc
+        if not ray.cluster_resources().get("CPU"):
+            ray.shutdown()
+            raise errors.InvalidRequest(
+                f"the Ray cluster at {self._address!r} has no CPUs to run scripts on",
+                hint="join worker nodes with `ray start --address HOST:PORT`",
+            )
+        self._refresh_nodes()
+
+    def _refresh_nodes(self) -> None:
+        seen: set[str] = set()
+        for info in self._ray.nodes():
+            cpus = int(info.get("Resources", {}).get("CPU", 0))
+            if not info.get("Alive") or cpus < 1:
+                continue
+            node_id = str(info["NodeID"])
+            seen.add(node_id)
+            if node_id not in self._nodes:
+                address = str(info.get("NodeManagerAddress", ""))
+                self._nodes[node_id] = Node(node_id, address, cpus, datetime.now(UTC))
+                logger.info("node joined", extra={"action": "node_joined", "node": node_id})
+        for node_id in set(self._nodes) - seen:
+            logger.warning("node gone", extra={"action": "node_gone", "node": node_id})
+            del self._nodes[node_id]
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self._refresh_nodes)
+                for node in list(self._nodes.values()):
+                    if node.offers is None and not node.probing:
+                        node.probing = True
+                        probe = asyncio.create_task(self._probe(node))
+                        self._probes.add(probe)
+                        probe.add_done_callback(self._probes.discard)
+            except Exception:
+                logger.exception("looking at the Ray cluster failed", extra={"action": "ray_nodes"})
+            await asyncio.sleep(REFRESH_S)
+
+    async def _probe(self, node: Node) -> None:
+        from rgrid.executor import raynode
+
+        ray = self._ray
+        probe = ray.remote(num_cpus=0, max_retries=0)(raynode.probe)
+        strategy = _pinned(node.node_id)
+        try:
+            node.offers = await probe.options(scheduling_strategy=strategy).remote()
+        except Exception as exc:
+            node.offers = {"error": f"the node could not run rgrid: {type(exc).__name__}: {exc}"}
+        finally:
+            node.probing = False
+        reason = node.unusable
+        if reason is not None:
+            logger.warning(
+                "node gets no work: %s",
+                reason,
+                extra={"action": "node_unusable", "node": node.node_id},
+            )
+
+    # -- the Executor protocol ---------------------------------------------------------------
+
+    @property
+    def slots(self) -> int:
+        return sum(node.cpus for node in self._usable())
+
+    def _usable(self) -> list[Node]:
+        return [node for node in self._nodes.values() if node.unusable is None]
+
+    def free_slots(self) -> int:
+        return sum(max(node.cpus - node.busy, 0) for node in self._usable())
+
+    def place(self) -> str | None:
+        """The worker (node) the next claimed execution will run on: the least busy node
+        with a free slot."""
+        free = [node for node in self._usable() if node.busy < node.cpus]
+        self._placed = min(free, key=lambda n: (n.busy / n.cpus, n.busy)) if free else None
+        return self._placed.worker if self._placed else None
+
+    def running(self) -> list[str]:
+        return list(self._running)
+
+    def start(self, spec: domain.ExecutionSpec, plane: ControlPlane, on_done: DoneCallback) -> None:
+        del plane  # the node talks to the control plane over HTTP (``raynode``)
+        node, self._placed = self._placed, None
+        assert node is not None, "place() comes before each start()"
+        from rgrid.executor import raynode
+
+        ray = self._ray
+        self.started += 1
+        node.busy += 1
+        credential = self._credential(spec.execution_id, spec.attempt, node.worker)
+        task = ray.remote(raynode.run_attempt).options(
+            num_cpus=1,
+            memory=spec.memory_bytes,
+            max_retries=0,  # a lost attempt is retried by the grid, as a new attempt
+            scheduling_strategy=_pinned(node.node_id),
+            name=f"rgrid {spec.execution_id} attempt {spec.attempt}",
+        )
+        # The --env values stay out of the task: the node fetches them with the credential.
+        ref = task.remote(dataclasses.replace(spec, env={}), self._control_url, credential)
+        running = _Running(spec, node, ref)
+        self._running[spec.execution_id] = running
+        running.task = asyncio.create_task(self._watch(running, on_done))
+
+    async def _watch(self, running: _Running, on_done: DoneCallback) -> None:
+        ray = self._ray
+        spec = running.spec
+        try:
+            outcome: domain.Outcome = await running.ref
+        except ray.exceptions.TaskCancelledError:
+            outcome = domain.Outcome(ExecutionState.CANCELLED, None, cause="cancelled while it ran")
+        except Exception as exc:  # the node died, its worker process was killed ...
+            logger.warning(
+                "a Ray task failed: %s",
+                exc,
+                extra={"action": "ray_task_failed", "execution_id": spec.execution_id},
+            )
+            outcome = domain.Outcome(
+                ExecutionState.FAILED,
+                domain.EXIT_RGRID_FAILURE,
+                FailureClass.WORKER_LOST,
+                cause=f"node {running.node.node_id[:12]} stopped running it ({type(exc).__name__})",
+                hint="not caused by the script; `rgrid retry ID` runs it again",
+            )
+        finally:
+            running.node.busy -= 1
+            self._running.pop(spec.execution_id, None)
+        if running.cancelled and outcome.state is not ExecutionState.SUCCEEDED:
+            outcome = dataclasses.replace(outcome, state=ExecutionState.CANCELLED)
+        await on_done(spec, outcome)
+
+    def cancel(self, execution_id: str) -> bool:
+        running = self._running.get(execution_id)
+        if running is None:
+            return False
+        running.cancelled = True
+        with contextlib.suppress(Exception):
+            self._ray.cancel(running.ref, force=True)
+        return True
+
+    def workers(self, now: datetime) -> list[domain.Worker]:
+        """The cluster's nodes as the grid records workers (usable or not)."""
+        price, period = self._price
+        return [
+            domain.Worker(
+                id=node.worker,
+                node=node.address,
+                executor=self.name,
+                slots=node.cpus,
+                hourly_price_micros=price,
+                billing_period_s=period,
+                started_at=node.first_seen,
+                heartbeat_at=now,
+                state="active",
+                sandbox=(
+                    str((node.offers or {}).get("sandbox", ""))
+                    if node.unusable is None
+                    else f"gets no work: {node.unusable}"
+                ),
+                pythons=tuple(f"python{v}" for v in (node.offers or {}).get("pythons", ())),
+            )
+            for node in self._nodes.values()
+        ]
+
+    async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        for execution_id in list(self._running):
+            running = self._running[execution_id]
+            with contextlib.suppress(Exception):
+                self._ray.cancel(running.ref, force=True)
+        tasks = [r.task for r in self._running.values() if r.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self._ray.shutdown)
+
+
+def _pinned(node_id: str) -> Any:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)

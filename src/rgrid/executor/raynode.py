@@ -1,0 +1,214 @@
+"""The node side of the Ray executor: one Ray task runs one attempt with the same runner
+pipeline as the local executor, talking to the control plane over HTTP with the attempt's own
+credential (``services.attempts``).
+
+Nothing secret travels in the task: its arguments are the execution's description without its
+``--env`` values, the control plane's URL and the credential; the values are fetched over HTTP
+once the task runs. Input bytes come straight from storage (an expiring URL the control plane
+hands out) or, when the storage has no such URLs, streamed through the control plane; never
+through Ray's object store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rgrid import domain, errors
+from rgrid.client.http import Transport, TransportError
+from rgrid.runner import RunnerConfig
+from rgrid.runner.configure import runner_config
+from rgrid.runner.pipeline import run_execution
+from rgrid.runner.workdir import sha256_file
+from rgrid.settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+#: how long a call keeps retrying while the control plane cannot be reached (a restart)
+UNREACHABLE_S = 60.0
+CHUNK = 1024 * 1024
+T = TypeVar("T")
+
+
+class HttpControlPlane:
+    """``runner.ControlPlane`` over HTTP, for the one attempt ``credential`` names."""
+
+    def __init__(self, base_url: str, credential: str) -> None:
+        self._base_url = base_url
+        self._headers = {"authorization": f"Attempt {credential}"}
+        self._logs = Transport(base_url)  # log appends in order, on one connection
+        self._logs.headers.update(self._headers)
+
+    def _transport(self) -> Transport:
+        transport = Transport(self._base_url)
+        transport.headers.update(self._headers)
+        return transport
+
+    async def environment(self) -> dict[str, str]:
+        body = await asyncio.to_thread(self._json, "GET", "/api/v1/attempt/env")
+        return {str(k): str(v) for k, v in body["env"].items()}
+
+    async def fetch_input(self, ref: domain.FileRef, dest: Path) -> None:
+        await asyncio.to_thread(self._fetch, ref, dest)
+
+    async def copy_inputs(self, placed: Sequence[tuple[domain.FileRef, Path]]) -> list[bool]:
+        return [False] * len(placed)  # no store shared with the grid: each is fetched
+
+    async def store_output(self, path: Path, rel: str) -> domain.FileRef:
+        sha, size = await asyncio.to_thread(self._put_output, path)
+        return domain.FileRef(rel, sha, size)
+
+    async def append_logs(self, segments: list[domain.LogSegment]) -> None:
+        body = {
+            "segments": [
+                {
+                    "first_seq": s.first_seq,
+                    "attempt": s.attempt,
+                    "stream": s.stream.value,
+                    "ts": s.ts.isoformat(),
+                    "text": s.text,
+                    "line_count": s.line_count,
+                }
+                for s in segments
+            ]
+        }
+        await asyncio.to_thread(
+            _retrying,
+            lambda: _check(self._logs.request("POST", "/api/v1/attempt/logs", json_body=body)),
+        )
+
+    def _json(self, method: str, path: str) -> Any:
+        transport = self._transport()
+        try:
+            return _retrying(lambda: _check(transport.request(method, path))).json()
+        finally:
+            transport.close()
+
+    def _fetch(self, ref: domain.FileRef, dest: Path) -> None:
+        where = self._json("GET", f"/api/v1/attempt/inputs/{ref.sha256}")
+        digest = hashlib.sha256()
+        with dest.open("wb") as out:
+            if where.get("url"):
+                with urllib.request.urlopen(where["url"], timeout=60) as response:
+                    _copy(response.read, out, digest)
+            else:
+                transport = self._transport()
+                try:
+                    path = f"/api/v1/attempt/inputs/{ref.sha256}/content"
+                    with transport.open("GET", path, timeout=60) as response:
+                        if response.status != 200:
+                            _check_status(response.status, response.read())
+                        _copy(response.read, out, digest)
+                finally:
+                    transport.close()
+        if digest.hexdigest() != ref.sha256:
+            dest.unlink(missing_ok=True)
+            raise errors.IntegrityError(f"input {ref.path!r} arrived damaged")
+
+    def _put_output(self, path: Path) -> tuple[str, int]:
+        sha = sha256_file(path)
+        size = path.stat().st_size
+        transport = self._transport()
+        try:
+            with path.open("rb") as body:
+                headers = {"content-length": str(size), "content-type": "application/octet-stream"}
+
+                def put() -> Any:
+                    body.seek(0)
+                    return _check(
+                        transport.request(
+                            "PUT",
+                            f"/api/v1/attempt/outputs/{sha}",
+                            body=body,
+                            headers=headers,
+                            timeout=600,
+                        )
+                    )
+
+                _retrying(put)
+        finally:
+            transport.close()
+        return sha, size
+
+
+def _copy(read: Callable[[int], bytes], out: Any, digest: Any) -> None:
+    while chunk := read(CHUNK):
+        digest.update(chunk)
+        out.write(chunk)
+
+
+def _check(response: Any) -> Any:
+    if response.status >= 300:
+        _check_status(response.status, response.body)
+    return response
+
+
+def _check_status(status: int, body: bytes) -> None:
+    try:
+        parsed = json.loads(body) if body else None
+    except ValueError:
+        parsed = None
+    error = errors.from_body(status, parsed)
+    if status == 401:  # the attempt is over: the same as losing the lease
+        raise errors.LeaseLost(error.message)
+    raise error
+
+
+def _retrying(call: Callable[[], T]) -> T:
+    """``call``, again after a connection failure (the control plane restarting) until
+    ``UNREACHABLE_S`` passes; the grid's answers (errors included) are returned at once."""
+    deadline = time.monotonic() + UNREACHABLE_S
+    delay = 0.2
+    while True:
+        try:
+            return call()
+        except TransportError:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+@functools.cache
+def node_config() -> RunnerConfig:
+    """This node's runner configuration, from its own ``RGRID_*`` settings (read once per
+    Ray worker process)."""
+    return runner_config(WorkerSettings())
+
+
+def run_attempt(spec: domain.ExecutionSpec, control_url: str, credential: str) -> domain.Outcome:
+    """The Ray task's body: run ``spec`` (without its ``--env`` values) on this node."""
+    return asyncio.run(_run(spec, control_url, credential))
+
+
+async def _run(spec: domain.ExecutionSpec, control_url: str, credential: str) -> domain.Outcome:
+    plane = HttpControlPlane(control_url, credential)
+    config = await asyncio.to_thread(node_config)
+    env = await plane.environment()
+    return await run_execution(dataclasses.replace(spec, env=env), plane, config, asyncio.Event())
+
+
+def probe() -> dict[str, Any]:
+    """What this node offers: its Pythons, its sandbox, rgrid's version (a zero-CPU task)."""
+    from rgrid import __version__, sandbox
+
+    config = node_config()
+    return {
+        "pythons": sorted(config.interpreters),
+        "default_python": config.default_python,
+        "sandbox": sandbox.detect().strength,
+        "bwrap": shutil.which("bwrap") is not None,
+        "rgrid": __version__,
+        "cpus": os.cpu_count() or 1,
+    }

@@ -1,0 +1,215 @@
+"""Scale-out on Ray (issue 16): the same CLI, scripts running on the nodes of a real Ray cluster
+(a head without CPUs and two one-CPU worker nodes on loopback), the control plane on
+PostgreSQL and a real S3 server, running no scripts itself."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.acceptance.conftest import json_of, new_account, run_id, status_of, wait_for
+from tests.conftest import Cli, LiveServer, fresh_postgres_database, make_server
+from tests.raycluster import RayCluster, start_ray_cluster  # before Ray: its settings
+from tests.s3server import S3Server, start_s3_server
+
+pytest.importorskip("ray", reason="the worker extra (make test installs it)")
+
+SECRET_KEY = "x" * 43 + "="  # a Fernet key: the test computes attempt credentials with it
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[RayCluster]:
+    with start_ray_cluster(workers=2) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    yield from start_s3_server()
+
+
+@pytest.fixture(scope="module")
+def cluster_server(
+    tmp_path_factory: pytest.TempPathFactory, ray_cluster: RayCluster, s3: S3Server
+) -> Iterator[LiveServer]:
+    s3.client().create_bucket(Bucket="cluster")
+    with fresh_postgres_database("rgrid_ray") as database:
+        server = make_server(
+            tmp_path_factory.mktemp("ray-grid"),
+            RGRID_DATABASE_URL=database,
+            RGRID_STORAGE_URL="s3://cluster/blobs",
+            RGRID_EXECUTOR=f"ray://{ray_cluster.address}",
+            RGRID_SECRET_KEY=SECRET_KEY,
+            RGRID_BILLING_PERIOD_S="5",
+            **s3.env(),
+        )
+        server.env.update(
+            {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+        )
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def ray_cli(cluster_server: LiveServer, workdir: Path) -> Cli:
+    admin = Cli(cwd=workdir, env=cluster_server.cli_env())
+    _, key = new_account(admin)
+    return Cli(cwd=workdir, env=cluster_server.cli_env(key))
+
+
+def _nodes(cluster: RayCluster) -> dict[str, str]:
+    """worker id → node id, for the cluster's worker nodes."""
+    return {f"ray:{node.node_id[:16]}": node.node_id for node in cluster.nodes}
+
+
+def test_a_script_runs_on_a_node_with_its_inputs_outputs_and_exit_code(
+    ray_cli: Cli, workdir: Path, ray_cluster: RayCluster
+) -> None:
+    (workdir / "data.csv").write_text("a,b\n1,2\n3,4\n")
+    (workdir / "job.py").write_text(
+        "import sys, os, pathlib\n"
+        "rows = open(sys.argv[1]).read().splitlines()\n"
+        "pathlib.Path('out').mkdir(exist_ok=True)\n"
+        "pathlib.Path('out/count.txt').write_text(str(len(rows)))\n"
+        "print('rows', len(rows), 'secret', os.environ['TOKEN'][:3] + '...')\n"
+        "print('to stderr', file=sys.stderr)\n"
+        "sys.exit(3)\n"
+    )
+    result = ray_cli("run", "--env", "TOKEN=hunter2-topsecret", "job.py", "data.csv")
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == "rows 3 secret hun...\n"
+    assert "to stderr" in result.stderr
+    assert (workdir / "out" / "count.txt").read_text() == "3"
+    status = status_of(ray_cli, run_id(result))
+    assert status["worker"] in _nodes(ray_cluster), status
+
+
+def test_workers_lists_each_node_with_its_slots_and_pythons(
+    ray_cli: Cli, ray_cluster: RayCluster
+) -> None:
+    def listed() -> list[dict[str, object]] | None:
+        rows = json_of(ray_cli("workers", "--json"))
+        ray_rows = [row for row in rows if str(row["name"]).startswith("ray:")]
+        return ray_rows if len(ray_rows) == 2 else None
+
+    rows = wait_for(listed, timeout=20)
+    assert {row["name"] for row in rows} == set(_nodes(ray_cluster))
+    for row in rows:
+        assert row["slots"] == 1
+        assert row["executor"] == "ray"
+        assert row["node"] == "127.0.0.1"
+        assert row["pythons"], row
+        assert "bubblewrap" in str(row["sandbox"]), row
+
+
+def test_a_batch_runs_on_both_nodes_never_more_at_once_than_their_cpus(
+    ray_cli: Cli, workdir: Path, ray_cluster: RayCluster
+) -> None:
+    data = workdir / "data"
+    data.mkdir()
+    for index in range(20):
+        (data / f"item{index:02d}.txt").write_text(f"item {index}\n")
+    (workdir / "job.py").write_text(
+        "import sys, time, pathlib\n"
+        "t0 = time.time(); time.sleep(0.3)\n"
+        "name = pathlib.Path(sys.argv[1]).name\n"
+        "pathlib.Path('out').mkdir(exist_ok=True)\n"
+        "pathlib.Path('out', name).write_text(open(sys.argv[1]).read().upper())\n"
+        "print(f'{t0} {time.time()}')\n"
+    )
+    result = ray_cli("run", "--batch", "data/*.txt", "--parallel", "10", "job.py", timeout=300)
+    assert result.returncode == 0, result.stderr
+    listed = json_of(ray_cli("list", "--json", "--limit", "50"))["data"]
+    items = [row for row in listed if row.get("batch_id")]
+    assert len(items) == 20
+    by_worker = collections.Counter(row["worker"] for row in items)
+    assert set(by_worker) == set(_nodes(ray_cluster)), by_worker  # both nodes ran items
+    spans = []
+    for row in items:
+        shown = ray_cli("logs", row["id"], "--raw")
+        start, end = map(float, shown.stdout.split())
+        spans.append((start, end))
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most <= 2, spans  # two CPUs in the cluster
+
+
+def test_the_env_secret_never_appears_in_rays_session_files(
+    ray_cli: Cli, workdir: Path, ray_cluster: RayCluster
+) -> None:
+    secret = "s3cr3t-" + hashlib.sha256(str(workdir).encode()).hexdigest()[:16]
+    (workdir / "show.py").write_text("import os\nprint(len(os.environ['API_TOKEN']))\n")
+    result = ray_cli("run", "--env", f"API_TOKEN={secret}", "show.py")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{len(secret)}\n"
+    found = subprocess.run(
+        ["grep", "-rl", "--binary-files=text", secret, str(ray_cluster.root)],
+        capture_output=True,
+        text=True,
+    )
+    assert found.stdout == "", found.stdout  # not in task arguments, logs, object spills
+
+
+def test_an_attempt_credential_opens_its_own_execution_only_and_ends_with_it(
+    ray_cli: Cli, workdir: Path, cluster_server: LiveServer, ray_cluster: RayCluster
+) -> None:
+    from rgrid.services import attempts
+    from rgrid.services.secrets import SecretBox
+
+    class _Grid:
+        secrets = SecretBox(SECRET_KEY.encode())
+
+    elsewhere = workdir.parent / "elsewhere"  # not in the project tree of the run below
+    elsewhere.mkdir()
+    (elsewhere / "other.txt").write_text("someone else's input\n")
+    (elsewhere / "cat.py").write_text("import sys\nprint(open(sys.argv[1]).read(), end='')\n")
+    other = Cli(cwd=elsewhere, env=ray_cli.env)("run", "cat.py", "other.txt")
+    assert other.returncode == 0, other.stderr
+    other_sha = hashlib.sha256(b"someone else's input\n").hexdigest()
+
+    (workdir / "wait.py").write_text("import time\nprint('started', flush=True)\ntime.sleep(30)\n")
+    (workdir / "mine.txt").write_text("mine\n")
+    started = ray_cli("run", "--detach", "wait.py", "mine.txt")
+    assert started.returncode == 0, started.stderr
+    execution_id = run_id(started)
+    status = wait_for(
+        lambda: (s := status_of(ray_cli, execution_id))["state"] == "running" and s, timeout=60
+    )
+    credential = attempts.issue(_Grid(), execution_id, status["attempt"], status["worker"])  # type: ignore[arg-type]
+    headers = {"authorization": f"Attempt {credential}"}
+    base = f"{cluster_server.url}/api/v1/attempt"
+    mine_sha = hashlib.sha256(b"mine\n").hexdigest()
+    with httpx.Client(timeout=10) as http:
+        assert http.get(f"{base}/inputs/{mine_sha}", headers=headers).status_code == 200
+        assert http.get(f"{base}/inputs/{other_sha}", headers=headers).status_code == 404
+        assert http.get(f"{base}/inputs/{other_sha}/content", headers=headers).status_code == 404
+        forged = credential[:-4] + ("0000" if not credential.endswith("0000") else "1111")
+        assert (
+            http.get(f"{base}/env", headers={"authorization": f"Attempt {forged}"}).status_code
+            == 401
+        )
+        ray_cli("cancel", execution_id)
+        wait_for(lambda: status_of(ray_cli, execution_id)["state"] == "cancelled", timeout=60)
+        assert http.get(f"{base}/env", headers=headers).status_code == 401
+        late = http.post(f"{base}/logs", headers=headers, json={"segments": []})
+        assert late.status_code == 401
+
+
+def test_ray_listens_on_loopback_only(ray_cluster: RayCluster) -> None:
+    listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+    pids = set(ray_cluster.all_pids())
+    wild = [
+        line
+        for line in listening.splitlines()
+        if any(f"pid={pid}," in line for pid in pids)
+        and not re.search(r"\s(127\.0\.0\.1|\[::ffff:127\.0\.0\.1\]|\[::1\]):\d+\s", line)
+    ]
+    assert wild == [], wild
