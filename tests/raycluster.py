@@ -48,8 +48,10 @@ class RayNode:
         ]
 
     def kill(self) -> None:
-        """The machine gone: SIGKILL its raylet (its worker processes die with it)."""
-        for pid in self.pids():
+        """The machine gone: SIGKILL its processes and everything they started (Ray's worker
+        processes, the sandboxes) at once."""
+        doomed = [pid for top in self.pids() for pid in (top, *_descendants(top))]
+        for pid in doomed:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
@@ -59,6 +61,7 @@ class RayCluster:
     cluster: Any
     root: Path
     nodes: list[RayNode]
+    dead: list[RayNode] = dataclasses.field(default_factory=list)
 
     @property
     def address(self) -> str:
@@ -72,6 +75,12 @@ class RayCluster:
         self.nodes.append(node)
         return node
 
+    def kill(self, node: RayNode) -> None:
+        """A machine gone: its processes SIGKILLed, and no longer one of the cluster's."""
+        node.kill()
+        self.nodes.remove(node)
+        self.dead.append(node)
+
     def all_pids(self) -> list[int]:
         head = self.cluster.head_node
         pids = [
@@ -80,7 +89,17 @@ class RayCluster:
             for info in infos
             if info.process is not None
         ]
-        return pids + [pid for node in self.nodes for pid in node.pids()]
+        return pids + [pid for node in self.nodes + self.dead for pid in node.pids()]
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as children:
+                for child in map(int, children.read().split()):
+                    found += [child, *_descendants(child)]
+    return found
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.acceptance.conftest import json_of, new_account, run_id, status_of, wait_for
-from tests.conftest import Cli, LiveServer, fresh_postgres_database, make_server
+from tests.conftest import RGRID_BIN, Cli, LiveServer, fresh_postgres_database, make_server
 from tests.raycluster import RayCluster, start_ray_cluster  # before Ray: its settings
 from tests.s3server import S3Server, start_s3_server
 
@@ -213,3 +213,64 @@ def test_ray_listens_on_loopback_only(ray_cluster: RayCluster) -> None:
         and not re.search(r"\s(127\.0\.0\.1|\[::ffff:127\.0\.0\.1\]|\[::1\]):\d+\s", line)
     ]
     assert wild == [], wild
+
+
+ITEM = """\
+import sys, time, pathlib
+print('start', pathlib.Path(sys.argv[1]).name, flush=True)
+time.sleep(4)
+pathlib.Path('out').mkdir(exist_ok=True)
+pathlib.Path('out', pathlib.Path(sys.argv[1]).name).write_text(open(sys.argv[1]).read().upper())
+print('done', flush=True)
+"""
+
+
+def test_a_node_killed_mid_batch_its_items_are_retried_on_the_other(
+    ray_cli: Cli, workdir: Path, ray_cluster: RayCluster
+) -> None:
+    data = workdir / "data"
+    data.mkdir()
+    for index in range(12):
+        (data / f"item{index:02d}.txt").write_text(f"item {index}\n")
+    (workdir / "job.py").write_text(ITEM)
+    victim = ray_cluster.nodes[0]
+    victim_worker = f"ray:{victim.node_id[:16]}"
+    batch = subprocess.Popen(
+        [str(RGRID_BIN), "run", "--batch", "data/*.txt", "--parallel", "4", "job.py"],
+        cwd=workdir,
+        env=ray_cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def started_on_victim() -> list[str]:
+        """Items running on the victim that already logged their first line."""
+        listed = json_of(ray_cli("list", "--json", "--limit", "50"))["data"]
+        on_victim = [
+            r["id"] for r in listed if r["state"] == "running" and r["worker"] == victim_worker
+        ]
+        return [i for i in on_victim if "start" in ray_cli("logs", i, "--raw").stdout]
+
+    caught = wait_for(started_on_victim, timeout=60, interval=0.2)
+    ray_cluster.kill(victim)
+    try:
+        out, err = batch.communicate(timeout=240)
+    finally:
+        ray_cluster.add_node("replacement")  # the next tests have two nodes again
+    assert batch.returncode == 0, err
+    for index in range(12):
+        name = f"item{index:02d}.txt"
+        got = workdir / "outputs" / f"item{index:02d}" / "out" / name
+        assert got.read_text() == f"ITEM {index}\n"  # every output, byte for byte
+    items = [
+        r for r in json_of(ray_cli("list", "--json", "--limit", "50"))["data"] if r["batch_id"]
+    ]
+    retried = [r for r in items if r["attempt"] > 1]
+    assert set(caught) <= {r["id"] for r in retried}
+    for row in retried:
+        assert row["state"] == "succeeded" and row["worker"] != victim_worker
+        first = ray_cli("logs", row["id"], "--attempt", "1", "--raw").stdout.splitlines()
+        assert first[:1] and first[0].startswith("start") and "done" not in first, first
+        last = ray_cli("logs", row["id"], "--attempt", str(row["attempt"]), "--raw").stdout
+        assert last.splitlines()[-1] == "done"

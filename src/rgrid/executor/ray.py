@@ -244,6 +244,9 @@ class RayExecutor:
         except ray.exceptions.TaskCancelledError:
             outcome = domain.Outcome(ExecutionState.CANCELLED, None, cause="cancelled while it ran")
         except Exception as exc:  # the node died, its worker process was killed ...
+            # No more work there until it answers a probe again: Ray takes seconds to call a
+            # node dead, and a retry placed on it meanwhile would be lost a second time.
+            running.node.offers = None
             logger.warning(
                 "a Ray task failed: %s",
                 exc,
