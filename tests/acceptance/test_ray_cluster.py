@@ -255,7 +255,7 @@ def test_a_node_killed_mid_batch_its_items_are_retried_on_the_other(
     caught = wait_for(started_on_victim, timeout=60, interval=0.2)
     ray_cluster.kill(victim)
     try:
-        out, err = batch.communicate(timeout=240)
+        _, err = batch.communicate(timeout=240)
     finally:
         ray_cluster.add_node("replacement")  # the next tests have two nodes again
     assert batch.returncode == 0, err
