@@ -126,7 +126,9 @@ def start_ray_cluster(workers: int = 2) -> Iterator[RayCluster]:
         cluster.wait_for_nodes()
         yield made
     finally:
-        for pid in made.all_pids():
+        # the agents and workers a raylet starts outlive it for a while: gather them first
+        doomed = [pid for top in made.all_pids() for pid in (top, *_descendants(top))]
+        for pid in doomed:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(root, ignore_errors=True)

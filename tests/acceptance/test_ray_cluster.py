@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import re
 import subprocess
 from collections.abc import Iterator
@@ -14,7 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.acceptance.conftest import json_of, new_account, run_id, status_of, wait_for
-from tests.conftest import RGRID_BIN, Cli, LiveServer, fresh_postgres_database, make_server
+from tests.conftest import (
+    RGRID_BIN,
+    Cli,
+    LiveServer,
+    free_port,
+    fresh_postgres_database,
+    make_server,
+)
 from tests.raycluster import RayCluster, start_ray_cluster  # before Ray: its settings
 from tests.s3server import S3Server, start_s3_server
 
@@ -99,7 +107,8 @@ def test_workers_lists_each_node_with_its_slots_and_pythons(
     def listed() -> list[dict[str, object]] | None:
         rows = json_of(ray_cli("workers", "--json"))
         ray_rows = [row for row in rows if str(row["name"]).startswith("ray:")]
-        return ray_rows if len(ray_rows) == 2 else None
+        probed = all(row["pythons"] for row in ray_rows)  # a node joining is probed first
+        return ray_rows if len(ray_rows) == 2 and probed else None
 
     rows = wait_for(listed, timeout=20)
     assert {row["name"] for row in rows} == set(_nodes(ray_cluster))
@@ -274,3 +283,117 @@ def test_a_node_killed_mid_batch_its_items_are_retried_on_the_other(
         assert first[:1] and first[0].startswith("start") and "done" not in first, first
         last = ray_cli("logs", row["id"], "--attempt", str(row["attempt"]), "--raw").stdout
         assert last.splitlines()[-1] == "done"
+
+
+SLOW = """\
+import sys, time, pathlib
+n = sys.argv[1]
+print('start', n, flush=True)
+time.sleep(1)
+pathlib.Path('out').mkdir(exist_ok=True)
+pathlib.Path('out', f'{n}.txt').write_text(f'done {n}\\n')
+print('end', n, flush=True)
+"""
+
+
+def test_the_server_killed_with_executions_on_ray_loses_none(
+    ray_cli: Cli, workdir: Path, cluster_server: LiveServer
+) -> None:
+    (workdir / "slow.py").write_text(SLOW)
+    ids = [ray_cli("run", "--detach", "slow.py", str(i)).stdout.strip() for i in range(10)]
+    assert all(i.startswith("exec_") for i in ids)
+    wait_for(lambda: any(status_of(ray_cli, i)["state"] == "succeeded" for i in ids), timeout=60)
+    cluster_server.kill()
+    cluster_server.start()
+
+    def all_done() -> list[dict[str, object]] | None:
+        by_id = {e["id"]: e for e in json_of(ray_cli("list", "--limit", "100", "--json"))["data"]}
+        states = [by_id[i] for i in ids]
+        return states if all(s["state"] in ("succeeded", "failed") for s in states) else None
+
+    states = wait_for(all_done, timeout=180, interval=1.0)
+    assert [s["state"] for s in states] == ["succeeded"] * 10
+    for n, execution_id in enumerate(ids):
+        lines = json_of(ray_cli("logs", execution_id, "--json"))
+        succeeded_attempt = states[n]["attempt"]
+        ends = [line["attempt"] for line in lines if line["text"] == f"end {n}\n"]
+        assert ends.count(succeeded_attempt) == 1
+        if len(ends) > 1:
+            assert max(ends[:-1]) < succeeded_attempt and ends[-1] == succeeded_attempt
+        got = workdir / "got" / str(n)
+        assert ray_cli("download", execution_id, "--output-dir", str(got)).returncode == 0
+        assert (got / "out" / f"{n}.txt").read_text() == f"done {n}\n"
+
+
+# 7. bad configuration: a clear error at start, nothing queued lost ---------------------------
+
+
+def _fails_to_start(server: LiveServer, message: str) -> None:
+    with pytest.raises(RuntimeError, match="server exited"):
+        server.start()
+    log = (server.home / "server.log").read_text()
+    assert message in log, log[-3000:]
+
+
+def _bad_server(tmp_path: Path, s3: S3Server, **settings: str) -> LiveServer:
+    server = make_server(tmp_path, **s3.env(), **settings)
+    server.env.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"})
+    return server
+
+
+def test_an_unreachable_ray_address_stops_the_grid_at_start(tmp_path: Path, s3: S3Server) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    server = _bad_server(tmp_path, s3, RGRID_EXECUTOR=f"ray://{address}")
+    _fails_to_start(server, f"the Ray cluster at '{address}' cannot be reached")
+
+
+def test_a_ray_cluster_without_cpus_stops_the_grid_at_start(tmp_path: Path, s3: S3Server) -> None:
+    with start_ray_cluster(workers=0) as empty:
+        server = _bad_server(tmp_path, s3, RGRID_EXECUTOR=f"ray://{empty.address}")
+        _fails_to_start(server, "has no CPUs to run scripts on")
+
+
+def test_ray_not_installed_names_the_extra(tmp_path: Path, s3: S3Server) -> None:
+    shadow = tmp_path / "no-ray" / "ray"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\")\n")
+    server = _bad_server(tmp_path, s3, RGRID_EXECUTOR="ray://127.0.0.1:6379")
+    server.env["PYTHONPATH"] = str(shadow.parent)
+    _fails_to_start(server, "pip install 'rgrid[worker]'")
+
+
+def test_a_bucket_the_grid_cannot_write_to_stops_it_at_start(tmp_path: Path, s3: S3Server) -> None:
+    client = s3.client()
+    client.create_bucket(Bucket="readonly-bucket")
+    deny = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": "arn:aws:s3:::readonly-bucket/*",
+            }
+        ],
+    }
+    client.put_bucket_policy(Bucket="readonly-bucket", Policy=json.dumps(deny))
+    server = _bad_server(tmp_path, s3, RGRID_STORAGE_URL="s3://readonly-bucket/blobs")
+    _fails_to_start(server, "could not write to the bucket")
+
+
+def test_a_bad_restart_loses_nothing_queued(
+    ray_cli: Cli, workdir: Path, cluster_server: LiveServer
+) -> None:
+    (workdir / "nap.py").write_text("import sys, time\ntime.sleep(3)\nprint('woke', sys.argv[1])\n")
+    ids = [ray_cli("run", "--detach", "nap.py", str(i)).stdout.strip() for i in range(4)]
+    cluster_server.kill()
+    good = cluster_server.env["RGRID_EXECUTOR"]
+    cluster_server.env["RGRID_EXECUTOR"] = f"ray://127.0.0.1:{free_port()}"
+    try:
+        _fails_to_start(cluster_server, "cannot be reached")
+    finally:
+        cluster_server.env["RGRID_EXECUTOR"] = good
+        cluster_server.start()
+    for n, execution_id in enumerate(ids):
+        wait_for(lambda i=execution_id: status_of(ray_cli, i)["state"] == "succeeded", timeout=120)
+        assert ray_cli("logs", execution_id, "--raw").stdout.splitlines()[-1] == f"woke {n}"

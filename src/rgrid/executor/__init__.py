@@ -69,8 +69,9 @@ def from_url(
     period) per node. Anything else is ``InvalidRequest``."""
     parsed = urlparse(url if "://" in url else f"{url}://")
     if parsed.scheme == "ray":
-        from rgrid.executor.ray import RayExecutor
+        from rgrid.executor.ray import RayExecutor, require_ray
 
+        require_ray()
         if not parsed.netloc or credential is None:
             raise errors.InvalidRequest(
                 f"executor URL {url!r}: give the Ray cluster's address",

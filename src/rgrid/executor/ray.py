@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 #: how often the cluster's nodes are looked at
 REFRESH_S = 2.0
+#: how long the head may take to answer at start
+CONNECT_S = 10.0
 NAMESPACE = "rgrid"
 
 #: a credential for (execution id, attempt, worker id)
@@ -91,14 +94,7 @@ class RayExecutor:
         credential: CredentialFactory,
         price: tuple[int, float] = (0, 3600.0),
     ) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise errors.MissingExtra(
-                "RGRID_EXECUTOR=ray:// needs Ray on the server",
-                hint="install rgrid's worker extra: pip install 'rgrid[worker]'",
-            ) from None
-        self._ray: Any = ray  # loaded here: the server imports Ray only when it uses it
+        self._ray: Any = require_ray()  # loaded here: the server imports Ray only when it uses it
         self._address = address
         self._control_url = control_url
         self._credential = credential
@@ -120,6 +116,14 @@ class RayExecutor:
 
     def _connect(self) -> None:
         ray = self._ray
+        host, _, port = self._address.rpartition(":")
+        try:  # Ray itself keeps retrying an address nobody answers at for minutes
+            socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_S).close()
+        except (OSError, ValueError) as exc:
+            raise errors.InvalidRequest(
+                f"the Ray cluster at {self._address!r} cannot be reached: {exc}",
+                hint="start it with `ray start --head` and give its address as ray://HOST:PORT",
+            ) from exc
         try:
             ray.init(
                 address=self._address,
@@ -313,6 +317,19 @@ class RayExecutor:
             await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self._ray.shutdown)
+
+
+def require_ray() -> Any:
+    """The ``ray`` module, or ``MissingExtra`` naming what to install."""
+    try:
+        import ray
+    except ImportError:
+        raise errors.MissingExtra(
+            "RGRID_EXECUTOR=ray:// needs Ray on the server, and it is not installed: "
+            "pip install 'rgrid[worker]'",
+            hint="install rgrid's worker extra: pip install 'rgrid[worker]'",
+        ) from None
+    return ray
 
 
 def _pinned(node_id: str) -> Any:

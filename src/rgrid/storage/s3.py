@@ -308,13 +308,22 @@ class S3Storage(FilesThroughPut, NoLocalFiles):
         )
 
     async def health(self) -> None:
-        """See ``ObjectStorage.health``: the bucket answers a read."""
+        """See ``ObjectStorage.health``: the bucket answers a read, and takes (and gives up) a
+        small object, so a bucket the grid cannot write to stops it at start, not at the first
+        upload."""
         await self._call(
             "reach the bucket",
             self.client.list_objects_v2,
             Bucket=self.bucket,
             Prefix=self.prefix,
             MaxKeys=1,
+        )
+        probe = f"{self.prefix}/.rgrid-write-check" if self.prefix else ".rgrid-write-check"
+        await self._call(
+            "write to the bucket", self.client.put_object, Bucket=self.bucket, Key=probe, Body=b""
+        )
+        await self._call(
+            "delete from the bucket", self.client.delete_object, Bucket=self.bucket, Key=probe
         )
 
 
