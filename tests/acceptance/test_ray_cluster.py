@@ -7,8 +7,10 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import os
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +30,8 @@ from tests.s3server import S3Server, start_s3_server
 
 pytest.importorskip("ray", reason="the worker extra (make test installs it)")
 
+MiB = 1024**2
+GiB = 1024**3
 SECRET_KEY = "x" * 43 + "="  # a Fernet key: the test computes attempt credentials with it
 
 
@@ -397,3 +401,70 @@ def test_a_bad_restart_loses_nothing_queued(
     for n, execution_id in enumerate(ids):
         wait_for(lambda i=execution_id: status_of(ray_cli, i)["state"] == "succeeded", timeout=120)
         assert ray_cli("logs", execution_id, "--raw").stdout.splitlines()[-1] == f"woke {n}"
+
+
+# 6. a 1 GiB input and output through a node ---------------------------------------------------
+
+COPY = """\
+import shutil, sys
+shutil.copyfile(sys.argv[1], "copy.bin")
+print("copied")
+"""
+
+
+def _runner_rss_mib() -> dict[int, float]:
+    """Resident memory of the Ray worker processes running an attempt now (their process
+    title is the task's name: ``ray::rgrid exec_… attempt N``)."""
+    found: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if not (entry / "cmdline").read_bytes().startswith(b"ray::rgrid exec_"):
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    found[int(entry.name)] = int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.timeout(600)  # 2 GiB through S3 and a node on a 2-core machine
+def test_a_gib_in_and_out_through_a_node_with_bounded_runner_memory(
+    ray_cli: Cli, workdir: Path
+) -> None:
+    big = workdir / "big.bin"
+    with big.open("wb") as handle:
+        block = os.urandom(64 * MiB)
+        for i in range(GiB // len(block)):
+            handle.write(bytes([i]) + block[1:])  # no two blocks alike
+    (workdir / "copy.py").write_text(COPY)
+    run = subprocess.Popen(
+        [str(RGRID_BIN), "run", "--yes", "copy.py", "big.bin"],
+        cwd=workdir,
+        env=ray_cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    peaks: dict[int, float] = {}
+    while run.poll() is None:
+        for pid, rss in _runner_rss_mib().items():
+            peaks[pid] = max(peaks.get(pid, 0.0), rss)
+        time.sleep(0.1)
+    out, err = run.communicate()
+    assert run.returncode == 0, err.decode()
+    assert out == b"copied\n"
+    assert (workdir / "copy.bin").stat().st_size == GiB
+    assert _sha256(workdir / "copy.bin") == _sha256(big)
+    assert peaks, "the node's runner was seen"
+    print(f"\nnode runner peak RSS: {max(peaks.values()):.0f} MiB")
+    assert max(peaks.values()) < 150, peaks
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(MiB):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from rgrid import domain, errors
 from rgrid.client.http import Transport, TransportError
+from rgrid.domain import ExecutionState, FailureClass
 from rgrid.runner import RunnerConfig
 from rgrid.runner.configure import runner_config
 from rgrid.runner.pipeline import run_execution
@@ -194,9 +195,20 @@ def run_attempt(spec: domain.ExecutionSpec, control_url: str, credential: str) -
 
 async def _run(spec: domain.ExecutionSpec, control_url: str, credential: str) -> domain.Outcome:
     plane = HttpControlPlane(control_url, credential)
-    config = await asyncio.to_thread(node_config)
-    env = await plane.environment()
-    return await run_execution(dataclasses.replace(spec, env=env), plane, config, asyncio.Event())
+    try:
+        config = await asyncio.to_thread(node_config)
+        env = await plane.environment()
+        return await run_execution(
+            dataclasses.replace(spec, env=env), plane, config, asyncio.Event()
+        )
+    except Exception as exc:  # the runner's own failure: reported, as the local executor does
+        logger.exception("runner failed", extra={"execution_id": spec.execution_id})
+        return domain.Outcome(
+            ExecutionState.FAILED,
+            domain.EXIT_RGRID_FAILURE,
+            FailureClass.INFRASTRUCTURE,
+            cause=f"the worker failed: {type(exc).__name__}: {exc}",
+        )
 
 
 def probe() -> dict[str, Any]:
