@@ -39,9 +39,15 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The local grid's acceptance tests for running, exit codes, live logs, dependencies, batches,
+# the cache and cost, run again unchanged against the cluster profile (PostgreSQL, S3, Ray).
+CLUSTER_PROFILE_TESTS := $(addprefix tests/acceptance/test_,run_basic.py exit_codes.py \
+	live_logs.py dependencies.py batches.py cache.py cost.py)
+
 pytest: install
 	@scripts/ensure-services --with-postgres
 	$(BIN)/pytest -q --durations=15
+	GRID_PROFILE=cluster $(BIN)/pytest -q --durations=5 $(CLUSTER_PROFILE_TESTS)
 
 test: lint typecheck pytest
 

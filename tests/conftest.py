@@ -82,6 +82,28 @@ class LiveServer:
             time.sleep(0.1)
         raise RuntimeError("server did not start")
 
+    def delete_blob(self, sha256: str) -> None:
+        """Delete a stored blob behind the grid's back, wherever it keeps them (its disk, or
+        the S3 bucket of the cluster profile)."""
+        storage = self.env.get("RGRID_STORAGE_URL", "")
+        if not storage.startswith("s3://"):
+            (blob,) = [p for p in self.home.rglob(sha256) if p.is_file()]
+            blob.unlink()
+            return
+        import boto3
+
+        bucket, _, prefix = storage.removeprefix("s3://").partition("/")
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.env["RGRID_S3_ENDPOINT_URL"],
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        (key,) = [o["Key"] for o in listed if o["Key"].endswith(sha256)]
+        client.delete_object(Bucket=bucket, Key=key)
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, sig)
@@ -111,13 +133,50 @@ def make_server(tmp: Path, **settings: str) -> LiveServer:
     return LiveServer(home=home, port=free_port(), env=env)
 
 
+#: ``GRID_PROFILE=cluster``: the shared grid of the acceptance tests is the cluster profile
+#: (PostgreSQL, the S3 test server, a Ray cluster of two one-CPU nodes), so the local grid's
+#: acceptance tests run unchanged against it (``make test`` does that for some modules)
+PROFILE = os.environ.get("GRID_PROFILE", "local")
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One grid shared by the acceptance tests of a session (tests must not depend on its history)."""
+    if PROFILE == "cluster":
+        yield from cluster_profile_server(tmp_path_factory.mktemp("grid"))
+        return
     server = make_server(tmp_path_factory.mktemp("grid"))
     server.start()
     yield server
     server.stop()
+
+
+def cluster_profile_server(tmp: Path, **settings: str) -> Iterator[LiveServer]:
+    """A grid on PostgreSQL, the S3 test server and a loopback Ray cluster of two one-CPU
+    nodes, the server itself running no scripts."""
+    from tests.raycluster import RAY_ENV, start_ray_cluster
+    from tests.s3server import start_s3_server
+
+    s3_servers = start_s3_server()
+    s3 = next(s3_servers)
+    s3.client().create_bucket(Bucket="cluster")
+    try:
+        with start_ray_cluster(workers=2) as cluster, fresh_postgres_database("rgrid_cl") as db:
+            server = make_server(
+                tmp,
+                RGRID_DATABASE_URL=db,
+                RGRID_STORAGE_URL="s3://cluster/blobs",
+                RGRID_EXECUTOR=f"ray://{cluster.address}",
+                **{**s3.env(), **settings},
+            )
+            server.env.update(RAY_ENV)
+            server.start()
+            try:
+                yield server
+            finally:
+                server.stop()
+    finally:
+        s3_servers.close()
 
 
 @dataclasses.dataclass

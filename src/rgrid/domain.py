@@ -178,6 +178,8 @@ class Outcome:
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: empty directories the run created (output files imply their own)
     output_dirs: tuple[str, ...] = ()
+    #: its environment was built for it (not found ready on its worker)
+    env_built: bool = False
 
 
 class LogSegment(NamedTuple):

@@ -150,8 +150,7 @@ def test_a_run_whose_outputs_are_gone_is_not_reused(
     first = account_cli("run", "main.py", "data.csv")
     assert first.returncode == 0, first.stderr
     sha = hashlib.sha256((workdir / "out" / "random.bin").read_bytes()).hexdigest()
-    (blob,) = [p for p in live_server.home.rglob(sha) if p.is_file()]
-    blob.unlink()  # as retention does when the outputs expire
+    live_server.delete_blob(sha)  # as retention does when the outputs expire
     # the output now lies in the project tree, which travels: this test's grid lost the blob
     # behind its database's back, so the local copy goes too (retention would have marked it
     # missing, and the CLI would upload it again)

@@ -98,7 +98,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await runs_on.open()
     dispatcher = Dispatcher(grid, runs_on, signals.from_engine(engine))
     dispatcher.start()
-    housekeeping = Housekeeping(grid, dispatcher.worker, dispatcher.started)
+    housekeeping = Housekeeping(grid, dispatcher.billed_workers)
     housekeeping.start()
     app.state.grid = grid
     app.state.dispatcher = dispatcher

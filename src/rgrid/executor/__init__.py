@@ -19,8 +19,13 @@ DoneCallback = Callable[[domain.ExecutionSpec, domain.Outcome], Awaitable[None]]
 
 class Executor(Protocol):
     name: str
+    #: executions run on workers of the executor's own (Ray nodes, see ``workers``), not in
+    #: the dispatcher's: the server is then no worker itself
+    remote: bool
     #: executions started so far (for /metrics)
     started: int
+    #: environments its own workers built (for /metrics; 0 when they are the server's)
+    env_builds: int
 
     @property
     def slots(self) -> int:

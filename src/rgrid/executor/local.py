@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 class LocalExecutor:
     name = "local"
+    remote = False
+    env_builds = 0  # the server's own environment cache counts them
 
     def __init__(self, *, slots: int, config: RunnerConfig) -> None:
         self.slots = slots

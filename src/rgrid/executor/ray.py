@@ -85,6 +85,7 @@ class _Running:
 
 class RayExecutor:
     name = "ray"
+    remote = True
 
     def __init__(
         self,
@@ -105,6 +106,7 @@ class RayExecutor:
         self._refresher: asyncio.Task[None] | None = None
         self._probes: set[asyncio.Task[None]] = set()
         self.started = 0
+        self.env_builds = 0
 
     # -- the cluster -----------------------------------------------------------------------
 
@@ -266,6 +268,7 @@ class RayExecutor:
         finally:
             running.node.busy -= 1
             self._running.pop(spec.execution_id, None)
+        self.env_builds += outcome.env_built
         if running.cancelled and outcome.state is not ExecutionState.SUCCEEDED:
             outcome = dataclasses.replace(outcome, state=ExecutionState.CANCELLED)
         await on_done(spec, outcome)

@@ -522,6 +522,7 @@ async def _run_staged(
             packages=env.packages,
             python_version=interpreter.full_version,
             reads=observed,
+            env_built=env.built_now,
         )
         if outcome.state is ExecutionState.CANCELLED:
             return outcome

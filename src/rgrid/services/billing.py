@@ -49,7 +49,10 @@ async def close_periods(grid: Grid, worker: str, worker_started: datetime, now: 
         hourly, _ = workers.pricing(record, grid.settings)
         period = timedelta(seconds=period_s)
         price = hourly * (period // timedelta(microseconds=1)) // US_PER_HOUR
-        start = await repo.last_closed_end(session, worker) or worker_started
+        # a recorded worker's periods run from its recorded start (a Ray node seen again
+        # after a restart keeps it)
+        first = worker_started if record is None else record.started_at
+        start = await repo.last_closed_end(session, worker) or first
         while start + period <= now:
             end = start + period
             run_us: dict[str, int] = {}
@@ -145,7 +148,11 @@ async def estimate(
         )
         active = await worker_repo.listed(session)
     # priced as the cheapest slot of the workers running now
-    cheapest = min(active, key=lambda w: w.hourly_price_micros / w.slots, default=None)
+    cheapest = min(
+        (w for w in active if w.slots > 0),
+        key=lambda w: w.hourly_price_micros / w.slots,
+        default=None,
+    )
     hourly, slots = workers.pricing(cheapest, grid.settings)
     same_content = [r for r in rows if script_sha256 and r.script_sha256 == script_sha256]
     chosen, basis = (same_content, "content") if same_content else (rows, "name")

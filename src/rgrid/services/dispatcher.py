@@ -86,9 +86,20 @@ class Dispatcher:
         except Exception:  # the database is gone: the heartbeat running out says it instead
             logger.exception("could not record the worker's stop", extra={"action": "worker_stop"})
 
+    def billed_workers(self) -> list[tuple[str, datetime]]:
+        """The workers whose billing periods this server closes, with their start: its own,
+        or the executor's nodes (their records keep their first start)."""
+        if self.executor.remote:
+            return [(node.id, node.started_at) for node in self.executor.workers(utcnow())]
+        return [(self._worker, self._started)]
+
     async def _register(self) -> None:
         """Put this server's worker on record (slots, price); until that succeeds (a database
-        down at start) every heartbeat tries again, and costs use the server's settings."""
+        down at start) every heartbeat tries again, and costs use the server's settings. A
+        server whose executor runs scripts elsewhere is no worker and registers nothing."""
+        if self.executor.remote:
+            self._registered = True
+            return
         local = workers.local(
             self._grid, self._worker, self.executor.name, self.executor.slots, self._started
         )
@@ -201,7 +212,8 @@ class Dispatcher:
             if not self._registered:
                 await self._register()
             try:
-                await workers.heartbeat(self._grid, self._worker, utcnow())
+                if not self.executor.remote:
+                    await workers.heartbeat(self._grid, self._worker, utcnow())
                 await workers.seen(self._grid, self.executor.workers(utcnow()))
             except Exception:
                 logger.exception("heartbeat failed", extra={"action": "heartbeat_failed"})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from rgrid.services import Grid, billing, retention, utcnow
@@ -15,13 +16,12 @@ logger = logging.getLogger(__name__)
 
 
 class Housekeeping:
-    """The janitor and the billing loop of one server (its worker ``worker``, whose billing
-    periods run back to back from ``started``)."""
+    """The janitor and the billing loop of one server: ``billed`` names the workers whose
+    periods it closes, each with the start its periods run back to back from."""
 
-    def __init__(self, grid: Grid, worker: str, started: datetime) -> None:
+    def __init__(self, grid: Grid, billed: Callable[[], list[tuple[str, datetime]]]) -> None:
         self._grid = grid
-        self._worker = worker
-        self._started = started
+        self._billed = billed
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -41,10 +41,11 @@ class Housekeeping:
         every = max(0.25, min(self._grid.settings.billing_period_s / 4, 60.0))
         while True:
             await asyncio.sleep(every)
-            try:
-                await billing.close_periods(self._grid, self._worker, self._started, utcnow())
-            except Exception:
-                logger.exception("billing failed", extra={"action": "billing_failed"})
+            for worker, started in self._billed():
+                try:
+                    await billing.close_periods(self._grid, worker, started, utcnow())
+                except Exception:
+                    logger.exception("billing failed", extra={"action": "billing_failed"})
 
     async def _janitor_loop(self) -> None:
         while True:

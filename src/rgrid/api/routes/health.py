@@ -38,8 +38,12 @@ async def health(grid: GridDep, response: Response) -> schemas.Health:
 async def metrics(grid: GridDep, request: Request) -> Response:
     registry = CollectorRegistry()
     gauge = Gauge("rgrid_executions", "Executions by state", ["state"], registry=registry)
-    builds = Counter("rgrid_env_builds", "Environments built by this server", registry=registry)
-    builds.inc(request.app.state.env_cache.builds)
+    builds = Counter(
+        "rgrid_env_builds", "Environments built by this server or its nodes", registry=registry
+    )
+    builds.inc(
+        request.app.state.env_cache.builds + request.app.state.dispatcher.executor.env_builds
+    )
     started = Counter(
         "rgrid_executions_started",
         "Executions this server's executor started (a cache hit starts none)",
