@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -122,6 +123,34 @@ def test_workers_lists_each_node_with_its_slots_and_pythons(
         assert row["node"] == "127.0.0.1"
         assert row["pythons"], row
         assert "bubblewrap" in str(row["sandbox"]), row
+    table = ray_cli("workers").stdout.splitlines()
+    for row in rows:
+        (line,) = [line for line in table if line.startswith(str(row["name"]))]
+        assert "127.0.0.1" in line and "bubblewrap" in line and "/1" in line, line
+    assert not [line for line in table if "host" in line.split()[0:1]]  # the server is none
+
+
+def test_each_node_bills_its_own_periods_and_costs_become_final(
+    ray_cli: Cli, workdir: Path, cluster_server: LiveServer
+) -> None:
+    (workdir / "work.py").write_text("import time\ntime.sleep(0.5)\nprint('ok')\n")
+    result = ray_cli("run", "work.py")
+    assert result.returncode == 0, result.stderr
+    execution_id = run_id(result)
+    status = wait_for(
+        lambda: (s := status_of(ray_cli, execution_id))["cost_final"] and s, timeout=60
+    )
+    assert status["cost_micros"] > 0, status
+    admin = {"Authorization": f"Bearer {cluster_server.admin_key}"}
+    periods = httpx.get(f"{cluster_server.url}/api/v1/billing/periods", headers=admin).json()
+    mine = [p for p in periods if any(s["execution_id"] == execution_id for s in p["shares"])]
+    assert mine and {p["worker"] for p in mine} == {status["worker"]}  # the node's own periods
+    # a node's periods run back to back from its first start: a 1-slot node at the grid's price
+    node_periods = sorted(
+        (p for p in periods if p["worker"] == status["worker"]), key=lambda p: p["start"]
+    )
+    for earlier, later in itertools.pairwise(node_periods):
+        assert earlier["end"] == later["start"]
 
 
 def test_a_batch_runs_on_both_nodes_never_more_at_once_than_their_cpus(
