@@ -35,3 +35,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def kill_processes_mentioning(text: str) -> int:
+    """SIGKILL every process whose command line mentions ``text`` (a Ray temp dir: how a bench
+    stops the Ray it started, never with `ray stop`, which stops every Ray of the machine)."""
+    import os
+    import signal
+
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if text.encode() in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+        except OSError:
+            continue
+    return killed

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import free_port, real_python
+from _common import free_port, kill_processes_mentioning, real_python
 
 RGRID = Path(sys.executable).parent / "rgrid"
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,8 +125,8 @@ def ray_figures(tmp: Path, python: str, inputs: Path, jobs: int) -> dict[str, fl
              f"http://127.0.0.1:{dashboard}", str(tmp / "ray-job.py"), str(inputs), str(jobs), "2"],
             env=env, check=True, capture_output=True, text=True,
         )  # fmt: skip
-    finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
+    finally:  # by its own temp dir: `ray stop` would stop every Ray of the machine
+        kill_processes_mentioning(str(tmp / "ray"))
     figures: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return figures
 

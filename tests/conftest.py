@@ -139,6 +139,18 @@ def make_server(tmp: Path, **settings: str) -> LiveServer:
 PROFILE = os.environ.get("GRID_PROFILE", "local")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In the cluster profile only the tests on the shared grid run again: a test that starts
+    a grid of its own ran against that grid already in the local run."""
+    if PROFILE != "cluster":
+        return
+    shared = [item for item in items if "live_server" in getattr(item, "fixturenames", ())]
+    others = [item for item in items if item not in shared]
+    if others:
+        config.hook.pytest_deselected(items=others)
+        items[:] = shared
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One grid shared by the acceptance tests of a session (tests must not depend on its history)."""

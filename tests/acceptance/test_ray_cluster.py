@@ -85,7 +85,7 @@ def _nodes(cluster: RayCluster) -> dict[str, str]:
 
 
 def test_a_script_runs_on_a_node_with_its_inputs_outputs_and_exit_code(
-    ray_cli: Cli, workdir: Path, ray_cluster: RayCluster
+    ray_cli: Cli, workdir: Path, ray_cluster: RayCluster, cluster_server: LiveServer
 ) -> None:
     (workdir / "data.csv").write_text("a,b\n1,2\n3,4\n")
     (workdir / "job.py").write_text(
@@ -104,6 +104,11 @@ def test_a_script_runs_on_a_node_with_its_inputs_outputs_and_exit_code(
     assert (workdir / "out" / "count.txt").read_text() == "3"
     status = status_of(ray_cli, run_id(result))
     assert status["worker"] in _nodes(ray_cluster), status
+    # the node asked where its inputs are and read them from the bucket itself
+    log = (cluster_server.home / "server.log").read_text()
+    data_sha = hashlib.sha256(b"a,b\n1,2\n3,4\n").hexdigest()
+    assert f"GET /api/v1/attempt/inputs/{data_sha} " in log
+    assert f"/api/v1/attempt/inputs/{data_sha}/content" not in log
 
 
 def test_workers_lists_each_node_with_its_slots_and_pythons(
@@ -257,10 +262,11 @@ def test_ray_listens_on_loopback_only(ray_cluster: RayCluster) -> None:
     assert wild == [], wild
 
 
+ITEMS = 8
 ITEM = """\
 import sys, time, pathlib
 print('start', pathlib.Path(sys.argv[1]).name, flush=True)
-time.sleep(4)
+time.sleep(3)
 pathlib.Path('out').mkdir(exist_ok=True)
 pathlib.Path('out', pathlib.Path(sys.argv[1]).name).write_text(open(sys.argv[1]).read().upper())
 print('done', flush=True)
@@ -272,7 +278,7 @@ def test_a_node_killed_mid_batch_its_items_are_retried_on_the_other(
 ) -> None:
     data = workdir / "data"
     data.mkdir()
-    for index in range(12):
+    for index in range(ITEMS):
         (data / f"item{index:02d}.txt").write_text(f"item {index}\n")
     (workdir / "job.py").write_text(ITEM)
     victim = ray_cluster.nodes[0]
@@ -301,7 +307,7 @@ def test_a_node_killed_mid_batch_its_items_are_retried_on_the_other(
     finally:
         ray_cluster.add_node("replacement")  # the next tests have two nodes again
     assert batch.returncode == 0, err
-    for index in range(12):
+    for index in range(ITEMS):
         name = f"item{index:02d}.txt"
         got = workdir / "outputs" / f"item{index:02d}" / "out" / name
         assert got.read_text() == f"ITEM {index}\n"  # every output, byte for byte

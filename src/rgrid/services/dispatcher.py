@@ -149,7 +149,10 @@ class Dispatcher:
         return False
 
     async def _claim_one(self) -> bool:
-        holder = self.executor.place() or self._worker
+        placed = self.executor.place()
+        if placed is None and self.executor.remote:
+            return False  # no node has room: nothing is claimed that could not start
+        holder = placed or self._worker
         async with store.transaction(self._grid.sessions) as session:
             row = await repo.claim_next(
                 session,
