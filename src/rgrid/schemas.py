@@ -536,16 +536,6 @@ class AttemptEnv:
 
 
 @_wire
-class AttemptInput:
-    """Where an input's bytes are: a direct, expiring storage URL, or None (then from
-    ``…/inputs/{sha256}/content``)."""
-
-    sha256: str
-    size: Size
-    url: str | None = None
-
-
-@_wire
 class LogSegmentIn:
     __pydantic_config__ = FORBID_EXTRA
     first_seq: Annotated[int, Range(1, INT64_MAX)]

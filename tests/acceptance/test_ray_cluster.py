@@ -107,8 +107,7 @@ def test_a_script_runs_on_a_node_with_its_inputs_outputs_and_exit_code(
     # the node asked where its inputs are and read them from the bucket itself
     log = (cluster_server.home / "server.log").read_text()
     data_sha = hashlib.sha256(b"a,b\n1,2\n3,4\n").hexdigest()
-    assert f"GET /api/v1/attempt/inputs/{data_sha} " in log
-    assert f"/api/v1/attempt/inputs/{data_sha}/content" not in log
+    assert f'"GET /api/v1/attempt/inputs/{data_sha} HTTP/1.1" 307' in log
 
 
 def test_workers_lists_each_node_with_its_slots_and_pythons(
@@ -235,9 +234,9 @@ def test_an_attempt_credential_opens_its_own_execution_only_and_ends_with_it(
     base = f"{cluster_server.url}/api/v1/attempt"
     mine_sha = hashlib.sha256(b"mine\n").hexdigest()
     with httpx.Client(timeout=10) as http:
-        assert http.get(f"{base}/inputs/{mine_sha}", headers=headers).status_code == 200
+        mine = http.get(f"{base}/inputs/{mine_sha}", headers=headers)
+        assert mine.status_code == 307 and mine.headers["location"].startswith("http://127.0.0.1")
         assert http.get(f"{base}/inputs/{other_sha}", headers=headers).status_code == 404
-        assert http.get(f"{base}/inputs/{other_sha}/content", headers=headers).status_code == 404
         forged = credential[:-4] + ("0000" if not credential.endswith("0000") else "1111")
         assert (
             http.get(f"{base}/env", headers={"authorization": f"Attempt {forged}"}).status_code

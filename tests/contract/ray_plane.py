@@ -35,8 +35,7 @@ class PlaneServer:
         app = Starlette(
             routes=[
                 Route("/api/v1/attempt/env", self._env),
-                Route("/api/v1/attempt/inputs/{sha}", self._input),
-                Route("/api/v1/attempt/inputs/{sha}/content", self._content),
+                Route("/api/v1/attempt/inputs/{sha}", self._content),
                 Route("/api/v1/attempt/logs", self._logs, methods=["POST"]),
                 Route("/api/v1/attempt/outputs/{sha}", self._output, methods=["PUT"]),
             ]
@@ -55,11 +54,6 @@ class PlaneServer:
     async def _env(self, request: Request) -> Response:
         self._plane(request)
         return JSONResponse({"env": {}})
-
-    async def _input(self, request: Request) -> Response:
-        sha = request.path_params["sha"]
-        data = self._plane(request).blobs[sha]
-        return JSONResponse({"sha256": sha, "size": len(data), "url": None})
 
     async def _content(self, request: Request) -> Response:
         return Response(self._plane(request).blobs[request.path_params["sha"]])

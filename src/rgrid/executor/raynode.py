@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -97,22 +98,25 @@ class HttpControlPlane:
             transport.close()
 
     def _fetch(self, ref: domain.FileRef, dest: Path) -> None:
-        where = self._json("GET", f"/api/v1/attempt/inputs/{ref.sha256}")
+        """One request: the control plane streams the bytes, or redirects to the storage's
+        own URL for them (S3), which is followed without the credential."""
+        request = urllib.request.Request(f"{self._base_url}/api/v1/attempt/inputs/{ref.sha256}")
+        request.add_unredirected_header("Authorization", self._headers["authorization"])
         digest = hashlib.sha256()
-        with dest.open("wb") as out:
-            if where.get("url"):
-                with urllib.request.urlopen(where["url"], timeout=60) as response:
+
+        def fetch() -> None:
+            try:
+                with (
+                    urllib.request.urlopen(request, timeout=60) as response,
+                    dest.open("wb") as out,
+                ):
                     _copy(response.read, out, digest)
-            else:
-                transport = self._transport()
-                try:
-                    path = f"/api/v1/attempt/inputs/{ref.sha256}/content"
-                    with transport.open("GET", path, timeout=60) as response:
-                        if response.status != 200:
-                            _check_status(response.status, response.read())
-                        _copy(response.read, out, digest)
-                finally:
-                    transport.close()
+            except urllib.error.HTTPError as exc:
+                _check_status(exc.code, exc.read())
+            except OSError as exc:  # the control plane restarting
+                raise TransportError(str(exc)) from exc
+
+        _retrying(fetch)
         if digest.hexdigest() != ref.sha256:
             dest.unlink(missing_ok=True)
             raise errors.IntegrityError(f"input {ref.path!r} arrived damaged")

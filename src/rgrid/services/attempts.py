@@ -8,6 +8,7 @@ its ``--env`` values, nothing else: no account, no other execution."""
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from rgrid.services.plane import Attempt
 from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
+from rgrid.store.executions import Held
 
 #: what the credential's HTTP header starts with: ``Authorization: Attempt <credential>``
 SCHEME = "attempt"
@@ -45,10 +47,10 @@ def issue(grid: Grid, execution_id: str, attempt: int, worker: str) -> str:
     return f"{claim}.{_mac(grid, claim)}"
 
 
-async def resolve(grid: Grid, credential: str | None) -> tuple[Attempt, str]:
-    """The attempt a credential was issued for, and its stored ``--env`` ciphertext, if that
-    attempt still holds its execution; ``Unauthorized`` otherwise (forged, malformed, or the
-    attempt is over)."""
+async def resolve(grid: Grid, credential: str | None) -> tuple[Attempt, Held]:
+    """The attempt a credential was issued for, and what its requests need of the execution,
+    if that attempt still holds it (one query); ``Unauthorized`` otherwise (forged,
+    malformed, or the attempt is over)."""
     refused = errors.Unauthorized("this attempt's credential is not valid (any more)")
     if not credential or credential.count(".") != 3:
         raise refused
@@ -61,31 +63,44 @@ async def resolve(grid: Grid, credential: str | None) -> tuple[Attempt, str]:
     except (ValueError, UnicodeDecodeError):
         raise refused from None
     async with store.transaction(grid.sessions) as session:
-        execution = await repo.get(session, execution_id)
-        if execution is None or not await repo.holds(session, execution_id, worker, attempt):
-            raise refused
-    return Attempt(execution.account_id, execution_id, attempt, worker), execution.env_ciphertext
+        found = await repo.held(session, execution_id, worker, attempt)
+    if found is None:
+        raise refused
+    return Attempt(found.account_id, execution_id, attempt, worker), found
 
 
-async def input_of(grid: Grid, who: Attempt, sha256: str) -> domain.FileRef:
+#: the inputs of executions asked about lately, by content (an execution's inputs never change)
+_INPUTS: collections.OrderedDict[str, dict[str, domain.FileRef]] = collections.OrderedDict()
+_INPUTS_KEPT = 256
+
+
+async def input_of(grid: Grid, who: Attempt, execution: Held, sha256: str) -> domain.FileRef:
     """The input of the attempt's execution with content ``sha256`` (a named input, its stdin
     or a file of its tree); ``NotFound`` for anything else, so a credential reads only its own
     execution's inputs."""
-    async with store.transaction(grid.sessions) as session:
-        execution = await repo.get(session, who.execution_id)
-        assert execution is not None  # ``resolve`` found it
-        named = await blob_repo.list_files(session, who.execution_id, domain.ArtifactKind.INPUT)
-        tree = (
-            await grid.trees.get(session, who.account_id, execution.tree_sha256)
-            if execution.tree_sha256 is not None
-            else None
-        )
-    for ref in (*named, *(tree.files if tree is not None else ())):
-        if ref.sha256 == sha256:
-            return ref
-    if execution.stdin_sha256 == sha256:
-        return domain.FileRef(domain.STDIN_PATH, sha256, execution.stdin_size or 0)
-    raise errors.NotFound(f"no input of {who.execution_id} has content {sha256[:12]}")
+    inputs = _INPUTS.get(who.execution_id)
+    if inputs is None:
+        async with store.transaction(grid.sessions) as session:
+            named = await blob_repo.list_files(session, who.execution_id, domain.ArtifactKind.INPUT)
+            tree = (
+                await grid.trees.get(session, who.account_id, execution.tree_sha256)
+                if execution.tree_sha256 is not None
+                else None
+            )
+        inputs = {ref.sha256: ref for ref in (*(tree.files if tree else ()), *named)}
+        if execution.stdin_sha256 is not None:
+            stdin = domain.FileRef(
+                domain.STDIN_PATH, execution.stdin_sha256, execution.stdin_size or 0
+            )
+            inputs.setdefault(stdin.sha256, stdin)
+        _INPUTS[who.execution_id] = inputs
+        while len(_INPUTS) > _INPUTS_KEPT:
+            _INPUTS.popitem(last=False)
+    _INPUTS.move_to_end(who.execution_id)
+    ref = inputs.get(sha256)
+    if ref is None:
+        raise errors.NotFound(f"no input of {who.execution_id} has content {sha256[:12]}")
+    return ref
 
 
 async def input_url(grid: Grid, who: Attempt, ref: domain.FileRef) -> str | None:

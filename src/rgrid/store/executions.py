@@ -412,6 +412,32 @@ async def holds(session: AsyncSession, execution_id: str, worker: str, attempt: 
     return found is not None
 
 
+class Held(NamedTuple):
+    """What a remote attempt's requests need of the execution it holds."""
+
+    account_id: str
+    env_ciphertext: str
+    tree_sha256: str | None
+    stdin_sha256: str | None
+    stdin_size: int | None
+
+
+async def held(session: AsyncSession, execution_id: str, worker: str, attempt: int) -> Held | None:
+    """The execution if ``worker``'s ``attempt`` still holds it (one query), else None."""
+    row = (
+        await session.execute(
+            select(
+                ExecutionRow.account_id,
+                ExecutionRow.env_ciphertext,
+                ExecutionRow.tree_sha256,
+                ExecutionRow.stdin_sha256,
+                ExecutionRow.stdin_size,
+            ).where(_held_by(execution_id, worker, attempt))
+        )
+    ).first()
+    return Held(*row) if row is not None else None
+
+
 async def advance_log(
     session: AsyncSession, execution_id: str, worker: str, attempt: int, seq: int
 ) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from starlette.requests import HTTPConnection
 
 from rgrid import domain, schemas
@@ -15,44 +15,42 @@ from rgrid.api.deps import GridDep
 from rgrid.services import attempts as service
 from rgrid.services import blobs, plane
 from rgrid.services.plane import Attempt
+from rgrid.store.executions import Held
 
 router = APIRouter(prefix="/api/v1/attempt", tags=["attempt"])
 
 Sha256Path = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
 
 
-async def _attempt(connection: HTTPConnection, grid: GridDep) -> tuple[Attempt, str]:
+async def _attempt(connection: HTTPConnection, grid: GridDep) -> tuple[Attempt, Held]:
     scheme, _, credential = connection.headers.get("authorization", "").partition(" ")
     token = credential.strip() if scheme.lower() == service.SCHEME else None
     return await service.resolve(grid, token)
 
 
-AttemptDep = Annotated[tuple[Attempt, str], Depends(_attempt)]
+AttemptDep = Annotated[tuple[Attempt, Held], Depends(_attempt)]
 
 
 @router.get("/env")
 async def environment(grid: GridDep, attempt: AttemptDep) -> schemas.AttemptEnv:
     """The execution's ``--env`` values (kept encrypted; never part of the task itself)."""
-    _, sealed = attempt
-    return schemas.AttemptEnv(env=grid.secrets.open(sealed))
+    _, execution = attempt
+    return schemas.AttemptEnv(env=grid.secrets.open(execution.env_ciphertext))
 
 
-@router.get("/inputs/{sha256}")
-async def input_location(
-    sha256: Sha256Path, grid: GridDep, attempt: AttemptDep
-) -> schemas.AttemptInput:
-    who, _ = attempt
-    ref = await service.input_of(grid, who, sha256)
+@router.get(
+    "/inputs/{sha256}",
+    response_class=StreamingResponse,
+    responses={307: {"description": "the bytes are at the storage URL in Location"}},
+)
+async def input_content(sha256: Sha256Path, grid: GridDep, attempt: AttemptDep) -> Response:
+    """The input's bytes: a redirect to an expiring storage URL where the storage has them
+    (S3), else streamed from storage through here, verified on the way."""
+    who, execution = attempt
+    ref = await service.input_of(grid, who, execution, sha256)
     url = await service.input_url(grid, who, ref)
-    return schemas.AttemptInput(sha256=sha256, size=ref.size, url=url)
-
-
-@router.get("/inputs/{sha256}/content", response_class=StreamingResponse)
-async def input_content(
-    sha256: Sha256Path, grid: GridDep, attempt: AttemptDep
-) -> StreamingResponse:
-    who, _ = attempt
-    ref = await service.input_of(grid, who, sha256)
+    if url is not None:
+        return RedirectResponse(url, status_code=307)
     body = blobs.verified_read(grid, who.account_id, sha256, ref.size, f"input {ref.path!r}")
     return StreamingResponse(
         body,
