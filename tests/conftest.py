@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -161,6 +162,17 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """One Ray cluster (a head without CPUs, two one-CPU nodes on loopback) for the session's
+    Ray tests: it takes seconds to start. Tests that kill a node add one back."""
+    pytest.importorskip("ray", reason="the worker extra (make test installs it)")
+    from tests.raycluster import start_ray_cluster
+
+    with start_ray_cluster(workers=2) as cluster:
+        yield cluster
 
 
 def cluster_profile_server(tmp: Path, **settings: str) -> Iterator[LiveServer]:

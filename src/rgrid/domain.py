@@ -142,6 +142,8 @@ class ExecutionSpec:
     stdin: FileRef | None = None
     #: the project tree below the named ``inputs`` (None: only those)
     tree: Tree | None = None
+    #: the worker that claimed it (a Ray node's id, or the server's own)
+    worker: str = ""
 
     @property
     def all_inputs(self) -> tuple[FileRef, ...]:

@@ -8,6 +8,7 @@ process, so a real HTTP server here serves those planes by the attempt routes th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from datetime import datetime
 
@@ -105,7 +106,9 @@ class ContractRayExecutor(RayExecutor):
     def start(self, spec: domain.ExecutionSpec, plane: ControlPlane, on_done: DoneCallback) -> None:
         assert isinstance(plane, FakeControlPlane)
         self._planes.planes[spec.execution_id] = plane
-        assert self.place() is not None, "no free slot on the cluster"
+        placements = self.place()
+        assert placements, "no free slot on the cluster"
+        spec = dataclasses.replace(spec, worker=placements[0].worker)
 
         async def done(spec: domain.ExecutionSpec, outcome: domain.Outcome) -> None:
             for ref in outcome.outputs:  # the node sends bytes by hash; the plane keeps names

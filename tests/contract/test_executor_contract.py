@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from tests.contract.ray_plane import ContractRayExecutor, PlaneServer
 from tests.fake_plane import FakeControlPlane
-from tests.raycluster import start_ray_cluster
+from tests.raycluster import RayCluster
 
 from rgrid import domain
 from rgrid.domain import ExecutionState
@@ -42,11 +42,11 @@ def config(worker_home: Path) -> Iterator[RunnerConfig]:
 
 
 @pytest.fixture(scope="module")
-def ray_setup() -> Iterator[tuple[str, PlaneServer]]:
-    """A Ray cluster of SLOTS one-CPU nodes and the HTTP server of the fake planes."""
-    pytest.importorskip("ray", reason="the worker extra (make test installs it)")
-    with start_ray_cluster(workers=SLOTS) as cluster, PlaneServer() as planes:
-        yield cluster.address, planes
+def ray_setup(ray_cluster: RayCluster) -> Iterator[tuple[str, PlaneServer]]:
+    """The session's Ray cluster (SLOTS one-CPU nodes) and the HTTP server of the fake planes."""
+    assert len(ray_cluster.nodes) == SLOTS
+    with PlaneServer() as planes:
+        yield ray_cluster.address, planes
 
 
 async def _local(config: RunnerConfig, request: pytest.FixtureRequest) -> Executor:

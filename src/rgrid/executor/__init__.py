@@ -8,13 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from urllib.parse import parse_qs, urlparse
 
 from rgrid import domain, errors
 from rgrid.runner import ControlPlane, RunnerConfig
 
 DoneCallback = Callable[[domain.ExecutionSpec, domain.Outcome], Awaitable[None]]
+
+
+class Placement(NamedTuple):
+    """A worker of the executor's own with room for one more execution."""
+
+    worker: str
+    #: the Python minor versions it offers ("3.11"): it claims only what it can run
+    pythons: frozenset[str]
 
 
 class Executor(Protocol):
@@ -37,9 +45,10 @@ class Executor(Protocol):
     def free_slots(self) -> int:
         """How many more executions ``start`` accepts right now."""
 
-    def place(self) -> str | None:
-        """The worker the next claimed execution will run on, to claim it for (None: the
-        dispatcher's own); the next ``start`` runs it there."""
+    def place(self) -> list[Placement]:
+        """Workers of its own with room for one more execution, best first, to claim for
+        (``ExecutionSpec.worker`` then says where ``start`` runs it); empty for an executor
+        that runs in the dispatcher's own worker, or when no node has room."""
 
     def start(self, spec: domain.ExecutionSpec, plane: ControlPlane, on_done: DoneCallback) -> None:
         """Begin running ``spec``; ``on_done`` is awaited exactly once with its outcome."""

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from rgrid import domain
 from rgrid.domain import ExecutionState, FailureClass
-from rgrid.executor import DoneCallback
+from rgrid.executor import DoneCallback, Placement
 from rgrid.runner import ControlPlane, RunnerConfig
 from rgrid.runner.pipeline import remove_abandoned, run_execution
 
@@ -34,8 +34,8 @@ class LocalExecutor:
     def free_slots(self) -> int:
         return self.slots - len(self._tasks)
 
-    def place(self) -> str | None:
-        return None  # in the dispatcher's own worker
+    def place(self) -> list[Placement]:
+        return []  # in the dispatcher's own worker
 
     def workers(self, now: datetime) -> list[domain.Worker]:  # noqa: ARG002 (the protocol's)
         return []  # the dispatcher's own worker is its record

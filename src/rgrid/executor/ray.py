@@ -26,7 +26,7 @@ from typing import Any
 
 from rgrid import __version__, domain, errors
 from rgrid.domain import ExecutionState, FailureClass
-from rgrid.executor import DoneCallback
+from rgrid.executor import DoneCallback, Placement
 from rgrid.runner import ControlPlane
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,6 @@ class RayExecutor:
         self._price = price
         self._nodes: dict[str, Node] = {}
         self._running: dict[str, _Running] = {}
-        self._placed: Node | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._probes: set[asyncio.Task[None]] = set()
         self.started = 0
@@ -209,20 +208,23 @@ class RayExecutor:
     def free_slots(self) -> int:
         return sum(max(node.cpus - node.busy, 0) for node in self._usable())
 
-    def place(self) -> str | None:
-        """The worker (node) the next claimed execution will run on: the least busy node
-        with a free slot."""
-        free = [node for node in self._usable() if node.busy < node.cpus]
-        self._placed = min(free, key=lambda n: (n.busy / n.cpus, n.busy)) if free else None
-        return self._placed.worker if self._placed else None
+    def place(self) -> list[Placement]:
+        """The nodes with a free slot, least busy first, each with the Pythons it offers."""
+        free = sorted(
+            (node for node in self._usable() if node.busy < node.cpus),
+            key=lambda n: (n.busy / n.cpus, n.busy),
+        )
+        return [
+            Placement(node.worker, frozenset((node.offers or {}).get("pythons", ())))
+            for node in free
+        ]
 
     def running(self) -> list[str]:
         return list(self._running)
 
     def start(self, spec: domain.ExecutionSpec, plane: ControlPlane, on_done: DoneCallback) -> None:
         del plane  # the node talks to the control plane over HTTP (``raynode``)
-        node, self._placed = self._placed, None
-        assert node is not None, "place() comes before each start()"
+        (node,) = [node for node in self._nodes.values() if node.worker == spec.worker]
         from rgrid.executor import raynode
 
         ray = self._ray

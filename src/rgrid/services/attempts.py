@@ -21,6 +21,8 @@ from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
 from rgrid.store.executions import Held
 
+__all__ = ["SCHEME", "Held", "input_of", "input_url", "issue", "resolve", "store_output"]
+
 #: what the credential's HTTP header starts with: ``Authorization: Attempt <credential>``
 SCHEME = "attempt"
 _PURPOSE = "attempt-credential-v1"

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from rgrid import domain, store
 from rgrid.domain import ArtifactKind
-from rgrid.executor import Executor
+from rgrid.executor import Executor, Placement
 from rgrid.services import Grid, outcomes, plane, recovery, utcnow, workers
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
@@ -149,18 +149,25 @@ class Dispatcher:
         return False
 
     async def _claim_one(self) -> bool:
-        placed = self.executor.place()
-        if placed is None and self.executor.remote:
-            return False  # no node has room: nothing is claimed that could not start
-        holder = placed or self._worker
+        # Our own worker runs anything; an executor's nodes each claim what they can run,
+        # so a node without an execution's Python never gets it while another node has room.
+        candidates: list[Placement | None] = (
+            list(self.executor.place()) if self.executor.remote else [None]
+        )
+        row = None
         async with store.transaction(self._grid.sessions) as session:
-            row = await repo.claim_next(
-                session,
-                worker=holder,
-                now=utcnow(),
-                lease_s=self._lease.total_seconds(),
-                clock=utcnow,
-            )
+            for placement in candidates:
+                holder = placement.worker if placement else self._worker
+                row = await repo.claim_next(
+                    session,
+                    worker=holder,
+                    now=utcnow(),
+                    lease_s=self._lease.total_seconds(),
+                    clock=utcnow,
+                    pythons=placement.pythons if placement else None,
+                )
+                if row is not None:
+                    break
             if row is None:
                 return False
             inputs = await blob_repo.list_files(session, row.id, ArtifactKind.INPUT)
@@ -193,6 +200,7 @@ class Dispatcher:
                 else None
             ),
             tree=tree,
+            worker=holder,
         )
         logger.info("claimed", extra={"action": "execution_claimed", "execution_id": row.id})
         self._grid.notifier.notify(row.id)

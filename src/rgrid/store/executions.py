@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -213,8 +213,10 @@ async def claim_next(
     now: datetime,
     lease_s: float,
     clock: Callable[[], datetime] | None = None,
+    pythons: frozenset[str] | None = None,
 ) -> domain.Execution | None:
-    """Atomically move the oldest waiting execution to running for ``worker``.
+    """Atomically move the oldest waiting execution to running for ``worker`` (one that
+    asks for no particular Python, or for one of ``pythons`` when given: minor versions).
 
     One ``UPDATE … WHERE id = (SELECT … [FOR UPDATE SKIP LOCKED]) RETURNING`` statement, so two
     claimers can never get the same row (SQLite serialises writers; PostgreSQL skips locked rows).
@@ -234,12 +236,22 @@ async def claim_next(
         .scalar_subquery()
     )
     parallel = select(BatchRow.parallel).where(BatchRow.id == ExecutionRow.batch_id)
+    runnable = (
+        or_(
+            ExecutionRow.python_version.is_(None),
+            *(ExecutionRow.python_version == minor for minor in sorted(pythons)),
+            *(ExecutionRow.python_version.like(f"{minor}.%") for minor in sorted(pythons)),
+        )
+        if pythons is not None
+        else true()
+    )
     pick = (
         select(ExecutionRow.id)
         .where(
             ExecutionRow.state.in_(waiting),
             ExecutionRow.queued_at <= now,
             or_(ExecutionRow.batch_id.is_(None), running_in_batch < parallel.scalar_subquery()),
+            runnable,
         )
         .order_by(ExecutionRow.queued_at, ExecutionRow.batch_index, ExecutionRow.id)
         .limit(1)

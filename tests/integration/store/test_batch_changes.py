@@ -55,3 +55,42 @@ async def test_a_follower_gets_only_the_items_that_changed(grid: Grid) -> None:
     async with store.transaction(grid.sessions) as session:
         changed = await batch_repo.current_items(session, batch.id, changed_after=claimed_at)
     assert [(e.batch_input, e.state) for e in changed] == [("c.csv", ExecutionState.CANCELLED)]
+
+
+async def test_a_worker_claims_only_what_its_pythons_can_run(grid: Grid) -> None:
+    """A Ray node claims executions asking for no particular Python or for one it offers: an
+    execution it cannot run stays queued for a node that can."""
+    from sqlalchemy import update
+
+    from rgrid.store.models import ExecutionRow
+
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    script = await upload(grid, admin, b"print(1)\n")
+    spec = schemas.BatchCreate(
+        script="main.py",
+        files=[schemas.FileIn(path="main.py", sha256=script, size=9)],
+        items=[schemas.BatchItemIn(input=name, args=[], files=[]) for name in ("a", "b", "c")],
+        parallel=3,
+    )
+    batch = await service.submit_batch(grid, admin, spec)
+    _, items, _ = await service.batch_changes(grid, admin, batch.id, None)
+    wanted = {"a": "3.12", "b": "3.11.7", "c": None}  # b: a retry records the full version
+    async with store.transaction(grid.sessions) as session:
+        for item in items:
+            await session.execute(
+                update(ExecutionRow)
+                .where(ExecutionRow.id == item.id)
+                .values(python_version=wanted[str(item.batch_input)])
+            )
+
+    async def claim(pythons: frozenset[str]) -> str | None:
+        async with store.transaction(grid.sessions) as session:
+            row = await repo.claim_next(
+                session, worker="ray:n", now=datetime.now(UTC), lease_s=30, pythons=pythons
+            )
+        return row.batch_input if row else None
+
+    assert await claim(frozenset({"3.11"})) == "b"
+    assert await claim(frozenset({"3.11"})) == "c"
+    assert await claim(frozenset({"3.11"})) is None  # a waits: it asks for 3.12
+    assert await claim(frozenset({"3.12", "3.11"})) == "a"

@@ -14,8 +14,8 @@ from rgrid import domain, schemas
 from rgrid.api.deps import GridDep
 from rgrid.services import attempts as service
 from rgrid.services import blobs, plane
+from rgrid.services.attempts import Held
 from rgrid.services.plane import Attempt
-from rgrid.store.executions import Held
 
 router = APIRouter(prefix="/api/v1/attempt", tags=["attempt"])
 
