@@ -104,6 +104,8 @@ class RayExecutor:
         self._running: dict[str, _Running] = {}
         self._refresher: asyncio.Task[None] | None = None
         self._probes: set[asyncio.Task[None]] = set()
+        self._reporting: set[asyncio.Future[None]] = set()
+        self._remote: Any = None
         self.started = 0
         self.env_builds = 0
 
@@ -222,16 +224,29 @@ class RayExecutor:
     def running(self) -> list[str]:
         return list(self._running)
 
+    def _run_attempt(self) -> Any:
+        """``raynode.run_attempt`` as a Ray remote function, made once (Ray ships its
+        definition to the cluster once, not with every task)."""
+        if self._remote is None:
+            from rgrid.executor import raynode
+
+            self._remote = self._ray.remote(raynode.run_attempt)
+        return self._remote
+
     def start(self, spec: domain.ExecutionSpec, plane: ControlPlane, on_done: DoneCallback) -> None:
         del plane  # the node talks to the control plane over HTTP (``raynode``)
-        (node,) = [node for node in self._nodes.values() if node.worker == spec.worker]
-        from rgrid.executor import raynode
-
-        ray = self._ray
+        found = [node for node in self._nodes.values() if node.worker == spec.worker]
+        if not found:  # it left the cluster since it was placed: the grid retries elsewhere
+            gone = _lost(spec.worker, "the node left the cluster before the run started")
+            report = asyncio.ensure_future(on_done(spec, gone))
+            self._reporting.add(report)
+            report.add_done_callback(self._reporting.discard)
+            return
+        (node,) = found
         self.started += 1
         node.busy += 1
         credential = self._credential(spec.execution_id, spec.attempt, node.worker)
-        task = ray.remote(raynode.run_attempt).options(
+        task = self._run_attempt().options(
             num_cpus=1,
             memory=spec.memory_bytes,
             max_retries=0,  # a lost attempt is retried by the grid, as a new attempt
@@ -260,12 +275,8 @@ class RayExecutor:
                 exc,
                 extra={"action": "ray_task_failed", "execution_id": spec.execution_id},
             )
-            outcome = domain.Outcome(
-                ExecutionState.FAILED,
-                domain.EXIT_RGRID_FAILURE,
-                FailureClass.WORKER_LOST,
-                cause=f"node {running.node.node_id[:12]} stopped running it ({type(exc).__name__})",
-                hint="not caused by the script; `rgrid retry ID` runs it again",
+            outcome = _lost(
+                running.node.worker, f"the node stopped running it ({type(exc).__name__})"
             )
         finally:
             running.node.busy -= 1
@@ -322,6 +333,16 @@ class RayExecutor:
             await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self._ray.shutdown)
+
+
+def _lost(worker: str, why: str) -> domain.Outcome:
+    return domain.Outcome(
+        ExecutionState.FAILED,
+        domain.EXIT_RGRID_FAILURE,
+        FailureClass.WORKER_LOST,
+        cause=f"{worker}: {why}",
+        hint="not caused by the script; `rgrid retry ID` runs it again",
+    )
 
 
 def require_ray() -> Any:
