@@ -21,7 +21,9 @@ def server() -> None:
 )
 @click.option("--log-level", default="warning", show_default=True)
 def run_server(host: str, port: int, log_level: str) -> None:
-    """Run the server in the foreground (configuration from RGRID_* variables)."""
+    """Run the server in the foreground (configuration from RGRID_* variables: the database,
+    the storage, and where scripts run: RGRID_EXECUTOR=local, or ray://HEAD:PORT for the
+    nodes of a Ray cluster; docs/operating.md lists them all)."""
     import logging
 
     try:
