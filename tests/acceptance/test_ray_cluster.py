@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.acceptance.conftest import json_of, new_account, run_id, status_of, wait_for
+from tests.acceptance.test_resume import sha256_of
 from tests.conftest import (
     RGRID_BIN,
     Cli,
@@ -474,15 +475,7 @@ def test_a_gib_in_and_out_through_a_node_with_bounded_runner_memory(
     assert run.returncode == 0, err.decode()
     assert out == b"copied\n"
     assert (workdir / "copy.bin").stat().st_size == GiB
-    assert _sha256(workdir / "copy.bin") == _sha256(big)
+    assert sha256_of(workdir / "copy.bin") == sha256_of(big)
     assert peaks, "the node's runner was seen"
     print(f"\nnode runner peak RSS: {max(peaks.values()):.0f} MiB")
     assert max(peaks.values()) < 150, peaks
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(MiB):
-            digest.update(chunk)
-    return digest.hexdigest()
