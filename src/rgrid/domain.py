@@ -201,6 +201,17 @@ class LogSegment(NamedTuple):
         return self.first_seq + self.line_count - 1
 
 
+def worker_lost(cause: str) -> Outcome:
+    """The outcome of an attempt whose worker went away (retried while retries are left)."""
+    return Outcome(
+        ExecutionState.FAILED,
+        EXIT_RGRID_FAILURE,
+        FailureClass.WORKER_LOST,
+        cause=cause,
+        hint="not caused by the script; `rgrid retry ID` runs it again",
+    )
+
+
 def segment_lines(text: str) -> list[str]:
     """The lines of a segment's text: each keeps its newline; a text without a final newline
     is a single line (a piece of a long line, or a last line without newline)."""

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rgrid import __version__, domain, errors
-from rgrid.domain import ExecutionState, FailureClass
+from rgrid.domain import ExecutionState
 from rgrid.executor import DoneCallback, Placement
 from rgrid.runner import ControlPlane
 
@@ -146,11 +146,13 @@ class RayExecutor:
                 f"the Ray cluster at {self._address!r} has no CPUs to run scripts on",
                 hint="join worker nodes with `ray start --address HOST:PORT`",
             )
-        self._refresh_nodes()
+        self._apply_nodes(ray.nodes())
 
-    def _refresh_nodes(self) -> None:
+    def _apply_nodes(self, infos: list[dict[str, Any]]) -> None:
+        """Bring the node table up to what Ray reports (on the event loop: the dispatcher
+        reads the table there)."""
         seen: set[str] = set()
-        for info in self._ray.nodes():
+        for info in infos:
             cpus = int(info.get("Resources", {}).get("CPU", 0))
             if not info.get("Alive") or cpus < 1:
                 continue
@@ -167,7 +169,7 @@ class RayExecutor:
     async def _refresh_loop(self) -> None:
         while True:
             try:
-                await asyncio.to_thread(self._refresh_nodes)
+                self._apply_nodes(await asyncio.to_thread(self._ray.nodes))
                 for node in list(self._nodes.values()):
                     if node.offers is None and not node.probing:
                         node.probing = True
@@ -237,7 +239,7 @@ class RayExecutor:
         del plane  # the node talks to the control plane over HTTP (``raynode``)
         found = [node for node in self._nodes.values() if node.worker == spec.worker]
         if not found:  # it left the cluster since it was placed: the grid retries elsewhere
-            gone = _lost(spec.worker, "the node left the cluster before the run started")
+            gone = domain.worker_lost(f"{spec.worker}: the node left the cluster before it started")
             report = asyncio.ensure_future(on_done(spec, gone))
             self._reporting.add(report)
             report.add_done_callback(self._reporting.discard)
@@ -275,8 +277,8 @@ class RayExecutor:
                 exc,
                 extra={"action": "ray_task_failed", "execution_id": spec.execution_id},
             )
-            outcome = _lost(
-                running.node.worker, f"the node stopped running it ({type(exc).__name__})"
+            outcome = domain.worker_lost(
+                f"{running.node.worker}: the node stopped running it ({type(exc).__name__})"
             )
         finally:
             running.node.busy -= 1
@@ -325,24 +327,12 @@ class RayExecutor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
         for execution_id in list(self._running):
-            running = self._running[execution_id]
-            with contextlib.suppress(Exception):
-                self._ray.cancel(running.ref, force=True)
+            self.cancel(execution_id)
         tasks = [r.task for r in self._running.values() if r.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self._ray.shutdown)
-
-
-def _lost(worker: str, why: str) -> domain.Outcome:
-    return domain.Outcome(
-        ExecutionState.FAILED,
-        domain.EXIT_RGRID_FAILURE,
-        FailureClass.WORKER_LOST,
-        cause=f"{worker}: {why}",
-        hint="not caused by the script; `rgrid retry ID` runs it again",
-    )
 
 
 def require_ray() -> Any:

@@ -63,14 +63,7 @@ async def record_outcome(
     return True
 
 
-def worker_lost(cause: str) -> domain.Outcome:
-    return domain.Outcome(
-        ExecutionState.FAILED,
-        domain.EXIT_RGRID_FAILURE,
-        FailureClass.WORKER_LOST,
-        cause=cause,
-        hint="not caused by the script; `rgrid retry ID` runs it again",
-    )
+worker_lost = domain.worker_lost
 
 
 def tree_lost() -> domain.Outcome:
