@@ -444,9 +444,34 @@ class Worker:
     billing_period_s: float
     started_at: datetime
     heartbeat_at: datetime
-    state: str  # active, stopped, lost
+    #: active, stopped, lost; an autoscaled node's: provisioning, active, draining,
+    #: terminated, dead
+    state: str
     sandbox: str = ""
     pythons: tuple[str, ...] = ()
+    #: an autoscaled node's provider, its id there and its kind (None: not autoscaled)
+    provider: str | None = None
+    provider_id: str | None = None
+    kind: str | None = None
+    #: when it was terminated or found dead (its last period is the one holding this)
+    ended_at: datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoscalerStatus:
+    """Where the autoscaler stands, for ``rgrid workers``."""
+
+    provider: str
+    kind: str
+    min_nodes: int
+    max_nodes: int
+    #: the policy's last word on the fleet ("3 nodes, 0 of 3 slots free, 12 queued; …")
+    status: str
+    #: the last error of the provider and when it happened (None: none)
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    #: creating waits until then after provider errors (None: it does not)
+    backoff_until: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True)

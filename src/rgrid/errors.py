@@ -19,6 +19,7 @@
     ├── StorageError                STORAGE_ERROR        500  (blob storage adapter failures)
     ├── SandboxError                SANDBOX_ERROR        500  (could not start the sandbox)
     ├── DependencyError             DEPENDENCY_ERROR     422  (an environment could not be built)
+    ├── ProviderError               PROVIDER_ERROR       502  (a cloud provider refused or failed)
     ├── MissingExtra                MISSING_EXTRA        500  (an optional dependency is not installed)
     ├── ConnectionFailed            CONNECTION_FAILED    (client side: the grid cannot be reached)
     └── UsageError                  USAGE_ERROR          (client side: bad local input)
@@ -186,6 +187,13 @@ class DependencyError(RgridError):
 
     code = "DEPENDENCY_ERROR"
     status = 422
+
+
+class ProviderError(RgridError):
+    """The machine provider refused or failed (quota, API down, bad token)."""
+
+    code = "PROVIDER_ERROR"
+    status = 502
 
 
 class MissingExtra(RgridError):

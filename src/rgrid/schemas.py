@@ -435,6 +435,34 @@ class WorkerPublic:
     executor: str = ""
     hourly_price_micros: int = 0
     heartbeat_at: datetime | None = None
+    #: when it started (an autoscaled node: was created); its billing periods run from here
+    started_at: datetime | None = None
+    #: an autoscaled node's provider, its id there and its kind
+    provider: str | None = None
+    provider_id: str | None = None
+    kind: str | None = None
+    #: the end of its current billing period (None: it ended)
+    period_end: datetime | None = None
+    #: when it was terminated or found dead
+    ended_at: datetime | None = None
+
+
+@_wire
+class AutoscalerPublic:
+    """Where the autoscaler stands (``enabled`` false: this server runs none)."""
+
+    enabled: bool
+    provider: str = ""
+    kind: str = ""
+    min_nodes: int = 0
+    max_nodes: int = 0
+    #: the policy's last word on the fleet
+    status: str = ""
+    #: the provider's last error (shown for ten minutes after it was overcome)
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    #: creating new nodes waits until then after provider errors
+    backoff_until: datetime | None = None
 
 
 @_wire

@@ -7,7 +7,7 @@ import socket
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import DirectoryPath, Field
+from pydantic import DirectoryPath, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rgrid import bounds
@@ -101,6 +101,40 @@ class ServerSettings(WorkerSettings):
     max_body_bytes: int = Field(default=bounds.MAX_BODY_BYTES, ge=64 * 1024)
     #: a bearer token that may read /metrics (besides an admin key); none: admin keys only
     metrics_token: str | None = None
+
+    # -- the autoscaler (docs/autoscaling.md); only with RGRID_EXECUTOR=ray://
+    #: who makes machines: ``local`` (Ray worker nodes as processes on this host), ``hetzner``
+    #: (Hetzner Cloud), or ``MODULE:CLASS`` (a provider of your own); none: no autoscaler
+    autoscale_provider: str | None = None
+    #: the kind of machine to create (local: ``cpuN``; hetzner: a server type such as cx22)
+    autoscale_kind: str | None = None
+    autoscale_min_nodes: int = Field(default=0, ge=0)
+    autoscale_max_nodes: int = Field(default=10, ge=0)
+    #: the most the autoscaled fleet may cost an hour, in micros (none: only max nodes bound it)
+    autoscale_max_hourly_micros: int | None = Field(default=None, ge=0)
+    #: how long queued work may take to drain before another node is worth it
+    autoscale_horizon_s: float = Field(default=300.0, gt=0)
+    autoscale_join_timeout_s: float = Field(default=600.0, gt=0)
+    autoscale_heartbeat_timeout_s: float = Field(default=60.0, gt=0)
+    #: an idle node is drained and terminated this long before its billing period ends
+    autoscale_drain_before_end_s: float = Field(default=120.0, gt=0)
+    #: the run time assumed while none has been seen
+    autoscale_default_duration_s: float = Field(default=60.0, gt=0)
+    #: how often the autoscaler looks at the queue and the fleet
+    autoscale_tick_s: float = Field(default=5.0, gt=0)
+    #: the Ray address new nodes join (default: the executor's HOST:PORT)
+    autoscale_join_address: str | None = None
+    #: the Hetzner Cloud API token (never logged)
+    hetzner_token: SecretStr | None = None
+    hetzner_endpoint: str = "https://api.hetzner.cloud/v1"
+    hetzner_location: str = "fsn1"
+    hetzner_image: str = "ubuntu-24.04"
+    #: SSH key names given to new servers (comma-separated; none: no key)
+    hetzner_ssh_keys: str = ""
+    #: the label value marking this grid's servers (``rgrid-grid=<value>``)
+    hetzner_label: str = "rgrid"
+    #: what the servers' cloud-init installs with pip (default: this rgrid's worker extra)
+    hetzner_install: str | None = None
 
     @property
     def retention(self) -> timedelta:

@@ -30,7 +30,7 @@ from rgrid.api.routes import (
     workers,
 )
 from rgrid.runner.configure import runner_config
-from rgrid.services import Grid, retention
+from rgrid.services import Grid, autoscaling, retention
 from rgrid.services import attempts as attempt_credentials
 from rgrid.services.accounts import bootstrap_admin
 from rgrid.services.dispatcher import Dispatcher
@@ -95,10 +95,16 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         credential=functools.partial(attempt_credentials.issue, grid),
         price=(settings.hourly_price_micros, settings.billing_period_s),
     )
+    scaler = autoscaling.prepare(grid, runs_on)
     await runs_on.open()
     dispatcher = Dispatcher(grid, runs_on, signals.from_engine(engine))
+    if scaler is not None:
+        await scaler.open()
+        scaler.start()
     dispatcher.start()
-    housekeeping = Housekeeping(grid, dispatcher.billed_workers)
+    housekeeping = Housekeeping(
+        grid, lambda: dispatcher.billed_workers() + (scaler.billed() if scaler else [])
+    )
     housekeeping.start()
     app.state.grid = grid
     app.state.dispatcher = dispatcher
@@ -107,6 +113,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await housekeeping.close()
+        if scaler is not None:
+            await scaler.close()
         await dispatcher.close()
         await engine.dispose()
 

@@ -155,29 +155,18 @@ def revoke_key(key_id: str) -> None:
 @click.command()
 @json_option
 def workers(as_json: bool) -> None:
-    """The worker pool: each worker (a Ray node, or the server's own slots) with its address,
-    state, slots busy/total, price, sandbox and Python runtimes."""
+    """The worker pool: each worker (a Ray node, or the server's own slots) with its state,
+    slots busy/total, price, the end of its billing period, its provider id and kind when the
+    autoscaler made it, its sandbox and Python runtimes; then where the autoscaler stands."""
     from rgrid.cli.context import connect
 
-    items = connect().workers()
-    if as_json:
+    client = connect()
+    items = client.workers()
+    if as_json:  # the workers only (the autoscaler's state: GET /api/v1/autoscaler)
         render.emit_json(items)
         return
-    render.line(
-        f"{'WORKER':<24} {'NODE':<16} {'STATE':<8} {'SLOTS':>7}  {'PRICE/H':>10}  "
-        f"{'SANDBOX':<12} RUNTIMES"
-    )
-    for w in items:
-        price = render.money(w.hourly_price_micros)
-        # the sandbox's name ("bubblewrap: what it isolates ..."), or why a node gets no work
-        sandbox = w.sandbox.partition(":")[0] if not w.sandbox.startswith("gets no work") else ""
-        line = (
-            f"{w.name:<24} {w.node[:16]:<16} {w.state:<8} {w.busy:>3}/{w.slots:<3}  {price:>10}  "
-            f"{sandbox or '-':<12} " + ", ".join(w.pythons)
-        )
-        if w.sandbox.startswith("gets no work"):
-            line += f"  ({w.sandbox})"
-        render.line(line)
+    render.worker_table(items)
+    render.autoscaler(client.autoscaler())
 
 
 COMMANDS = [init, doctor, workers, accounts, keys]

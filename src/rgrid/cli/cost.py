@@ -49,6 +49,12 @@ def cost(ctx: click.Context, since: str | None, until: str | None, by: str, as_j
         f"{'total':<24} {total['executions']:>10} "
         f"{render.duration(total['compute_us'] / 1e6):>10} {render.money(total['cost_micros']):>14}"
     )
+    idle = report.get("idle")
+    if idle and idle["periods"]:
+        render.line(
+            f"idle: {render.money(idle['micros'])} over {idle['periods']} paid billing periods "
+            "in which no execution ran (charged to no account)"
+        )
 
 
 @cost.group()

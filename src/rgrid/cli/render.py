@@ -297,3 +297,40 @@ def artifact_table(items: Sequence[schemas.ArtifactPublic]) -> None:
     line(f"{'SIZE':>10}  {'SHA256':<12}  {'EXPIRES':<19}  PATH")
     for a in items:
         line(f"{size(a.size):>10}  {a.sha256[:12]}  {when(a.expires_at):<19}  {a.path}")
+
+
+def worker_table(items: Sequence[schemas.WorkerPublic]) -> None:
+    line(
+        f"{'WORKER':<24} {'STATE':<12} {'SLOTS':>7}  {'PRICE/H':>10}  {'PERIOD ENDS':<8}  "
+        f"{'PROVIDER ID':<16} {'KIND':<8} {'NODE':<16} {'SANDBOX':<12} RUNTIMES"
+    )
+    for w in items:
+        # the sandbox's name ("bubblewrap: what it isolates ..."), or why a node gets no work
+        # (or, for one that ended, why)
+        note = w.sandbox if w.sandbox.startswith("gets no work") or w.ended_at else ""
+        sandbox = "" if note else w.sandbox.partition(":")[0]
+        ends = w.period_end.astimezone().strftime("%H:%M:%S") if w.period_end else "-"
+        text = (
+            f"{w.name:<24} {w.state:<12} {w.busy:>3}/{w.slots:<3}  "
+            f"{money(w.hourly_price_micros):>10}  {ends:<8}  "
+            f"{(w.provider_id or '-')[:16]:<16} {(w.kind or '-')[:8]:<8} "
+            f"{(w.node or '-')[:16]:<16} {sandbox or '-':<12} " + ", ".join(w.pythons)
+        )
+        if w.ended_at:
+            note = f"{note or w.state} at {when(w.ended_at)}"
+        line(text + (f"  ({note})" if note else ""))
+
+
+def autoscaler(scaler: schemas.AutoscalerPublic) -> None:
+    """The autoscaler's state under the worker table: its last decision, and the provider's
+    last error while creating backs off or for a while after."""
+    if not scaler.enabled:
+        return
+    line(
+        f"autoscaler: {scaler.provider}, {scaler.kind}, "
+        f"{scaler.min_nodes}-{scaler.max_nodes} nodes: {scaler.status}"
+    )
+    if scaler.last_error:
+        line(f"  provider error at {when(scaler.last_error_at)}: {clean(scaler.last_error)}")
+    if scaler.backoff_until:
+        line(f"  creating nodes is backing off until {when(scaler.backoff_until)}")

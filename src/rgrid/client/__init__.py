@@ -123,6 +123,10 @@ class Client:
         data = self._request("GET", "/api/v1/workers").json()
         return [schemas.load(schemas.WorkerPublic, w) for w in data]
 
+    def autoscaler(self) -> schemas.AutoscalerPublic:
+        data = self._request("GET", "/api/v1/autoscaler").json()
+        return schemas.load(schemas.AutoscalerPublic, data)
+
     # -- blobs ----------------------------------------------------------------------------
     def missing_blobs(self, hashes: list[str]) -> list[str]:
         body = schemas.BlobsQuery(sha256=hashes)

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rgrid import __version__, domain, errors
+from rgrid.autoscaler import NODE_RESOURCE_PREFIX
 from rgrid.domain import ExecutionState
 from rgrid.executor import DoneCallback, Placement
 from rgrid.runner import ControlPlane
@@ -53,10 +54,14 @@ class Node:
     #: what the probe found (None: not probed yet)
     offers: dict[str, Any] | None = None
     probing: bool = False
+    #: the autoscaler's name for it (its ``rgrid-node-<name>`` resource); None: joined by hand
+    name: str | None = None
+    #: given no new work (the autoscaler is about to terminate it)
+    draining: bool = False
 
     @property
     def worker(self) -> str:
-        return f"ray:{self.node_id[:16]}"
+        return self.name or f"ray:{self.node_id[:16]}"
 
     @property
     def unusable(self) -> str | None:
@@ -72,6 +77,20 @@ class Node:
         if not self.offers.get("pythons"):
             return "no Python found on the node"
         return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """A node the autoscaler made, as the cluster has it now."""
+
+    name: str
+    address: str
+    cpus: int
+    busy: int
+    #: why it gets no work (None: it does)
+    unusable: str | None
+    sandbox: str
+    pythons: tuple[str, ...]
 
 
 @dataclasses.dataclass
@@ -108,6 +127,8 @@ class RayExecutor:
         self._remote: Any = None
         self.started = 0
         self.env_builds = 0
+        #: an autoscaler keeps the records of the nodes it made (``members``)
+        self.autoscaled = False
 
     # -- the cluster -----------------------------------------------------------------------
 
@@ -140,7 +161,8 @@ class RayExecutor:
                 f"the Ray cluster at {self._address!r} cannot be reached: {exc}",
                 hint="start it with `ray start --head` and give its address as ray://HOST:PORT",
             ) from exc
-        if not ray.cluster_resources().get("CPU"):
+        if not self.autoscaled and not ray.cluster_resources().get("CPU"):
+            # (with an autoscaler a cluster of only its head is fine: nodes come with work)
             ray.shutdown()
             raise errors.InvalidRequest(
                 f"the Ray cluster at {self._address!r} has no CPUs to run scripts on",
@@ -160,7 +182,9 @@ class RayExecutor:
             seen.add(node_id)
             if node_id not in self._nodes:
                 address = str(info.get("NodeManagerAddress", ""))
-                self._nodes[node_id] = Node(node_id, address, cpus, datetime.now(UTC))
+                node = Node(node_id, address, cpus, datetime.now(UTC))
+                node.name = _node_name(info.get("Resources", {}))
+                self._nodes[node_id] = node
                 logger.info("node joined", extra={"action": "node_joined", "node": node_id})
         for node_id in set(self._nodes) - seen:
             logger.warning("node gone", extra={"action": "node_gone", "node": node_id})
@@ -209,13 +233,16 @@ class RayExecutor:
     def _usable(self) -> list[Node]:
         return [node for node in self._nodes.values() if node.unusable is None]
 
+    def _serving(self) -> list[Node]:
+        return [node for node in self._usable() if not node.draining]
+
     def free_slots(self) -> int:
-        return sum(max(node.cpus - node.busy, 0) for node in self._usable())
+        return sum(max(node.cpus - node.busy, 0) for node in self._serving())
 
     def place(self) -> list[Placement]:
         """The nodes with a free slot, least busy first, each with the Pythons it offers."""
         free = sorted(
-            (node for node in self._usable() if node.busy < node.cpus),
+            (node for node in self._serving() if node.busy < node.cpus),
             key=lambda n: (n.busy / n.cpus, n.busy),
         )
         return [
@@ -297,8 +324,33 @@ class RayExecutor:
             self._ray.cancel(running.ref, force=True)
         return True
 
+    # -- what the autoscaler sees and does (``services.autoscaling``) --------------------------
+
+    def members(self) -> dict[str, Member]:
+        """The nodes the autoscaler made that are in the cluster now, by name."""
+        return {
+            node.name: Member(
+                node.name,
+                node.address,
+                node.cpus,
+                node.busy,
+                node.unusable,
+                str((node.offers or {}).get("sandbox", "")),
+                tuple(f"python{v}" for v in (node.offers or {}).get("pythons", ())),
+            )
+            for node in self._nodes.values()
+            if node.name is not None
+        }
+
+    def set_draining(self, name: str, draining: bool) -> None:
+        """Give the node ``name`` no new work (or work again); what runs there goes on."""
+        for node in self._nodes.values():
+            if node.name == name:
+                node.draining = draining
+
     def workers(self, now: datetime) -> list[domain.Worker]:
-        """The cluster's nodes as the grid records workers (usable or not)."""
+        """The cluster's nodes as the grid records workers (usable or not); with an
+        autoscaler, the nodes it made are left out: it keeps their records itself."""
         price, period = self._price
         return [
             domain.Worker(
@@ -319,6 +371,7 @@ class RayExecutor:
                 pythons=tuple(f"python{v}" for v in (node.offers or {}).get("pythons", ())),
             )
             for node in self._nodes.values()
+            if not (self.autoscaled and node.name is not None)
         ]
 
     async def close(self) -> None:
@@ -346,6 +399,14 @@ def require_ray() -> Any:
             hint="install rgrid's worker extra: pip install 'rgrid[worker]'",
         ) from None
     return ray
+
+
+def _node_name(resources: dict[str, Any]) -> str | None:
+    """The autoscaler's name for a node, from its ``rgrid-node-<name>`` resource."""
+    for resource in resources:
+        if resource.startswith(NODE_RESOURCE_PREFIX):
+            return resource.removeprefix(NODE_RESOURCE_PREFIX)
+    return None
 
 
 def _pinned(node_id: str) -> Any:

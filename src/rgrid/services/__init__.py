@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from rgrid import domain
 from rgrid.services.events import Notifier
 from rgrid.services.secrets import SecretBox
 from rgrid.services.treecache import TreeCache
@@ -50,3 +51,5 @@ class Grid:
     trees: TreeCache = dataclasses.field(default_factory=TreeCache)
     #: whether the storage deletes blobs unwritten for long by itself (an S3 lifecycle rule)
     blobs_age_out: bool = False
+    #: where the autoscaler stands (None: this server runs none)
+    autoscaler: domain.AutoscalerStatus | None = None

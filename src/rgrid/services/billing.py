@@ -53,7 +53,9 @@ async def close_periods(grid: Grid, worker: str, worker_started: datetime, now: 
         # after a restart keeps it)
         first = worker_started if record is None else record.started_at
         start = await repo.last_closed_end(session, worker) or first
-        while start + period <= now:
+        # a node that ended is billed up to the end of the period it ended in, and no further
+        ended = None if record is None else record.ended_at
+        while start + period <= now and (ended is None or start < ended):
             end = start + period
             run_us: dict[str, int] = {}
             for execution_id, run_start, run_end in await repo.spans(session, worker, start, end):
@@ -131,6 +133,18 @@ async def cost_report(
             )
         group["cost_micros"] += execution.cost_micros or 0
     return [groups[key] for key in sorted(groups)]
+
+
+async def idle_report(
+    grid: Grid, principal: domain.Principal, since: datetime | None, until: datetime | None
+) -> dict[str, int] | None:
+    """The grid's idle cost — paid periods in which nothing ran, charged to no account — in
+    [since, until): for an admin key only (None for anyone else)."""
+    if not principal.account.is_admin:
+        return None
+    async with store.transaction(grid.sessions) as session:
+        periods, micros = await repo.idle_between(session, since, until)
+    return {"periods": periods, "micros": micros}
 
 
 DEFAULT_ESTIMATE_US = 10_000_000  # with no history at all: 10 s an item, said as such

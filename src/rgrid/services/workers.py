@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from rgrid import domain, store
 from rgrid.sandbox import detect
-from rgrid.services import Grid
+from rgrid.services import Grid, utcnow
 from rgrid.settings import ServerSettings
 from rgrid.store import workers as repo
 
@@ -79,12 +79,27 @@ async def mark_stale(grid: Grid, now: datetime) -> list[str]:
     return gone
 
 
+#: how long a node the autoscaler terminated (or found dead) is still listed
+ENDED_SHOWN = timedelta(hours=1)
+
+
 async def listing(grid: Grid) -> list[tuple[domain.Worker, int]]:
-    """The active workers, each with how many executions it runs now."""
+    """The workers that are there (active; an autoscaled node also provisioning or
+    draining) and the nodes that ended within ``ENDED_SHOWN``, each with how many executions
+    it runs now."""
     async with store.transaction(grid.sessions) as session:
-        active = await repo.listed(session)
+        listed = await repo.listed(session, repo.LIVE, ended_since=utcnow() - ENDED_SHOWN)
         busy = await repo.busy(session)
-    return [(worker, busy.get(worker.id, 0)) for worker in active]
+    return [(worker, busy.get(worker.id, 0)) for worker in listed]
+
+
+def period_end(worker: domain.Worker, now: datetime) -> datetime | None:
+    """The end of the worker's current billing period (periods run back to back from its
+    start); None for one that ended."""
+    if worker.ended_at is not None or worker.state not in repo.LIVE:
+        return None
+    period = timedelta(seconds=worker.billing_period_s)
+    return worker.started_at + (max(now - worker.started_at, timedelta(0)) // period + 1) * period
 
 
 async def of(grid: Grid, worker_ids: list[str]) -> dict[str, domain.Worker]:
@@ -95,5 +110,10 @@ async def of(grid: Grid, worker_ids: list[str]) -> dict[str, domain.Worker]:
 async def pythons(grid: Grid) -> list[str]:
     """The Python runtimes the active workers offer ("python3.11"), this server's own while
     none is on record yet."""
-    offered = {python for worker, _ in await listing(grid) for python in worker.pythons}
+    offered = {
+        python
+        for worker, _ in await listing(grid)
+        if worker.state == repo.ACTIVE
+        for python in worker.pythons
+    }
     return sorted(offered or {f"python{v}" for v in grid.pythons})

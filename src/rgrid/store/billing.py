@@ -127,3 +127,18 @@ async def periods(session: AsyncSession) -> list[BillingPeriodRow]:
 async def shares_of(session: AsyncSession) -> list[CostShareRow]:
     rows = await session.scalars(select(CostShareRow).order_by(CostShareRow.period_start))
     return list(rows)
+
+
+async def idle_between(
+    session: AsyncSession, since: datetime | None, until: datetime | None
+) -> tuple[int, int]:
+    """Closed periods starting in [since, until) with idle cost: how many, and their sum."""
+    query = select(func.count(), func.coalesce(func.sum(BillingPeriodRow.idle_micros), 0)).where(
+        BillingPeriodRow.idle_micros > 0
+    )
+    if since is not None:
+        query = query.where(BillingPeriodRow.start >= since)
+    if until is not None:
+        query = query.where(BillingPeriodRow.start < until)
+    count, micros = (await session.execute(query)).one()
+    return int(count), int(micros)

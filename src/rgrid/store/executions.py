@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true, update
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -590,3 +590,47 @@ async def state_counts(session: AsyncSession) -> dict[str, int]:
         select(ExecutionRow.state, func.count()).group_by(ExecutionRow.state)
     )
     return {str(state): int(count) for state, count in rows}
+
+
+async def waiting_demand(session: AsyncSession) -> int:
+    """How many waiting executions could start now if there were slots: every waiting one
+    outside a batch, and per batch no more than its ``parallel`` less its running items."""
+    waiting = [state.value for state in domain.WAITING_STATES]
+    loose = await session.scalar(
+        select(func.count()).where(ExecutionRow.state.in_(waiting), ExecutionRow.batch_id.is_(None))
+    )
+    per_batch = await session.execute(
+        select(
+            ExecutionRow.batch_id,
+            func.sum(case((ExecutionRow.state.in_(waiting), 1), else_=0)),
+            func.sum(case((ExecutionRow.state == ExecutionState.RUNNING.value, 1), else_=0)),
+            BatchRow.parallel,
+        )
+        .join(BatchRow, BatchRow.id == ExecutionRow.batch_id)
+        .where(ExecutionRow.state.in_([*waiting, ExecutionState.RUNNING.value]))
+        .group_by(ExecutionRow.batch_id, BatchRow.parallel)
+    )
+    batched = sum(
+        max(min(int(w or 0), int(parallel) - int(r or 0)), 0) for _, w, r, parallel in per_batch
+    )
+    return int(loose or 0) + batched
+
+
+async def recent_run_seconds(session: AsyncSession, limit: int) -> list[float]:
+    """Run times of the latest finished executions that really ran, oldest first."""
+    rows = await session.execute(
+        select(ExecutionRow.started_at, ExecutionRow.finished_at)
+        .where(
+            ExecutionRow.state.in_([ExecutionState.SUCCEEDED.value, ExecutionState.FAILED.value]),
+            ExecutionRow.cached_from.is_(None),
+            ExecutionRow.started_at.is_not(None),
+            ExecutionRow.finished_at.is_not(None),
+        )
+        .order_by(ExecutionRow.finished_at.desc())
+        .limit(limit)
+    )
+    return [
+        (finished - started).total_seconds()
+        for started, finished in reversed(list(rows))
+        if started is not None and finished is not None
+    ]

@@ -229,10 +229,17 @@ class WorkerRow(Base):
     #: its billing periods run back to back from here
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    #: active, stopped (said goodbye), lost (stopped answering)
+    #: active, stopped (said goodbye), lost (stopped answering); an autoscaled node's:
+    #: provisioning, active, draining, terminated, dead
     state: Mapped[str] = mapped_column(String(16))
     sandbox: Mapped[str] = mapped_column(Text, default="")
     pythons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: an autoscaled node's provider ("local", "hetzner"), its id there and its kind
+    provider: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    provider_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    kind: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: when it was terminated or found dead: its last billing period is the one holding this
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class TreeRow(Base):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain
@@ -16,6 +16,13 @@ from rgrid.store.models import ExecutionRow, WorkerRow
 ACTIVE = "active"
 STOPPED = "stopped"
 LOST = "lost"
+#: an autoscaled node's states besides active (``autoscaler.policy.NodeState``)
+PROVISIONING = "provisioning"
+DRAINING = "draining"
+TERMINATED = "terminated"
+DEAD = "dead"
+#: the states of a worker that is (or is about to be) there
+LIVE = (PROVISIONING, ACTIVE, DRAINING)
 
 
 def _domain(row: WorkerRow) -> domain.Worker:
@@ -31,6 +38,10 @@ def _domain(row: WorkerRow) -> domain.Worker:
         state=row.state,
         sandbox=row.sandbox,
         pythons=tuple(row.pythons or ()),
+        provider=row.provider,
+        provider_id=row.provider_id,
+        kind=row.kind,
+        ended_at=row.ended_at,
     )
 
 
@@ -52,6 +63,10 @@ async def register(
         "state": worker.state,
         "sandbox": worker.sandbox,
         "pythons": list(worker.pythons),
+        "provider": worker.provider,
+        "provider_id": worker.provider_id,
+        "kind": worker.kind,
+        "ended_at": worker.ended_at,
     }
     statement = dialect_insert(session)(WorkerRow).values(**values)
     kept = {"id", "started_at"} if keep_started else {"id"}
@@ -86,9 +101,29 @@ async def by_ids(session: AsyncSession, worker_ids: Sequence[str]) -> dict[str, 
     return {row.id: _domain(row) for row in rows}
 
 
-async def listed(session: AsyncSession, states: Sequence[str] = (ACTIVE,)) -> list[domain.Worker]:
+async def listed(
+    session: AsyncSession, states: Sequence[str] = (ACTIVE,), *, ended_since: datetime | None = None
+) -> list[domain.Worker]:
+    """The workers in ``states``, and those that ended at ``ended_since`` or later."""
+    wanted: ColumnElement[bool] = WorkerRow.state.in_(list(states))
+    if ended_since is not None:
+        wanted = or_(wanted, WorkerRow.ended_at >= ended_since)
+    rows = await session.scalars(select(WorkerRow).where(wanted).order_by(WorkerRow.id))
+    return [_domain(row) for row in rows]
+
+
+async def of_provider(
+    session: AsyncSession, provider: str, ended_since: datetime
+) -> list[domain.Worker]:
+    """The nodes an autoscaler with this provider made that are live or ended at
+    ``ended_since`` or later, oldest first."""
     rows = await session.scalars(
-        select(WorkerRow).where(WorkerRow.state.in_(list(states))).order_by(WorkerRow.id)
+        select(WorkerRow)
+        .where(
+            WorkerRow.provider == provider,
+            or_(WorkerRow.state.in_(LIVE), WorkerRow.ended_at >= ended_since),
+        )
+        .order_by(WorkerRow.started_at)
     )
     return [_domain(row) for row in rows]
 
@@ -96,7 +131,11 @@ async def listed(session: AsyncSession, states: Sequence[str] = (ACTIVE,)) -> li
 async def stale(session: AsyncSession, before: datetime) -> list[domain.Worker]:
     """Active workers whose last heartbeat is older than ``before``."""
     rows = await session.scalars(
-        select(WorkerRow).where(WorkerRow.state == ACTIVE, WorkerRow.heartbeat_at < before)
+        select(WorkerRow).where(
+            WorkerRow.state == ACTIVE,
+            WorkerRow.heartbeat_at < before,
+            WorkerRow.provider.is_(None),  # an autoscaled node's state is the autoscaler's
+        )
     )
     return [_domain(row) for row in rows]
 

@@ -28,14 +28,17 @@ FOUNDATION = {
 ALLOWED: dict[str, set[str]] = {
     "cli": {"client", "envs", "sandbox"},
     "client": {"envs"},  # the import → distribution table, to infer requirements
-    "api": {"services", "store", "storage", "executor", "runner", "sandbox", "envs"},
-    "services": {"store", "storage", "executor", "runner", "sandbox", "envs"},
+    "api": {"services", "store", "storage", "executor", "runner", "sandbox", "envs", "autoscaler"},
+    "services": {"store", "storage", "executor", "runner", "sandbox", "envs", "autoscaler"},
+    # the policy and the machine providers: below the services, beside the executor
+    "autoscaler": set(),
     "store": set(),
     "storage": set(),
     "executor": {
         "runner",
         "sandbox",
         "client",
+        "autoscaler",  # a Ray node's name is the autoscaler's resource
     },  # a node's runner reaches the control plane as a client does
     "runner": {"envs", "sandbox"},
     "envs": {"sandbox"},  # builds run in the sandbox, as scripts do

@@ -24,15 +24,12 @@ async def cost(
     until: datetime | None = None,
     by: str = "day",
 ) -> dict[str, Any]:
-    """Your executions' cost grouped by day, batch or metadata:KEY, and the total."""
-    groups = await service.cost_report(
-        grid,
-        principal,
-        since=bounds.utc_time(since, "since"),
-        until=bounds.utc_time(until, "until"),
-        by=by,
-    )
+    """Your executions' cost grouped by day, batch or metadata:KEY, and the total; with an
+    admin key also the grid's idle cost (paid periods in which nothing ran)."""
+    since, until = bounds.utc_time(since, "since"), bounds.utc_time(until, "until")
+    groups = await service.cost_report(grid, principal, since=since, until=until, by=by)
     return {
+        "idle": await service.idle_report(grid, principal, since, until),
         "by": by,
         "groups": groups,
         "total": {

@@ -1,0 +1,173 @@
+"""The autoscaler (issue 17) with the ``local`` provider: a real Ray cluster that starts as a head
+without CPUs, real ``ray start`` worker nodes the grid creates and deletes as processes, a
+billing period of 20 s so whole periods pass during the test, and the same CLI a user types."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.acceptance.conftest import json_of, new_account, wait_for
+from tests.conftest import Cli, LiveServer, make_server
+from tests.raycluster import RAY_ENV, RayCluster, start_ray_cluster
+
+pytest.importorskip("ray", reason="the worker extra (make test installs it)")
+
+PERIOD_S = 20.0
+DRAIN_BEFORE_END_S = 5.0
+TICK_S = 1.0
+#: EUR 3.60 an hour: a 20 s period costs 20,000 micros
+HOURLY_MICROS = 3_600_000
+PERIOD_MICROS = 20_000
+REPO = Path(__file__).resolve().parents[2]
+
+ITEM = """\
+import sys, time, pathlib
+name = pathlib.Path(sys.argv[1]).name
+print('start', name, flush=True)
+time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 1.0)
+pathlib.Path('out').mkdir(exist_ok=True)
+pathlib.Path('out', name).write_text(open(sys.argv[1]).read().upper())
+print('done', name, flush=True)
+"""
+
+
+def autoscaled_server(tmp: Path, cluster: RayCluster, **settings: str) -> LiveServer:
+    server = make_server(
+        tmp,
+        RGRID_EXECUTOR=f"ray://{cluster.address}",
+        RGRID_AUTOSCALE_PROVIDER=settings.pop("provider", "local"),
+        RGRID_AUTOSCALE_KIND="cpu1",
+        RGRID_AUTOSCALE_MAX_NODES="3",
+        RGRID_AUTOSCALE_TICK_S=str(TICK_S),
+        RGRID_AUTOSCALE_HORIZON_S="5",
+        RGRID_AUTOSCALE_DEFAULT_DURATION_S="2",
+        RGRID_AUTOSCALE_DRAIN_BEFORE_END_S=str(DRAIN_BEFORE_END_S),
+        RGRID_AUTOSCALE_JOIN_TIMEOUT_S="90",
+        RGRID_AUTOSCALE_HEARTBEAT_TIMEOUT_S="30",
+        RGRID_BILLING_PERIOD_S=str(PERIOD_S),
+        RGRID_HOURLY_PRICE_MICROS=str(HOURLY_MICROS),
+        **settings,
+    )
+    server.env.update(RAY_ENV)
+    server.env["PYTHONPATH"] = str(REPO)  # the flaky provider of this test lives in tests/
+    return server
+
+
+def stop_nodes(server: LiveServer) -> None:
+    """Stop whatever node processes a server's local provider left (it leaves them running
+    when it stops, so a restart goes on using their paid hours)."""
+    from rgrid.autoscaler.local import stop_tree
+
+    for record in (server.home / "nodes").glob("*/node.json"):
+        stop_tree(int(json.loads(record.read_text())["pid"]))
+
+
+@pytest.fixture(scope="module")
+def head() -> Iterator[RayCluster]:
+    with start_ray_cluster(workers=0) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def scaled(tmp_path_factory: pytest.TempPathFactory, head: RayCluster) -> Iterator[LiveServer]:
+    server = autoscaled_server(tmp_path_factory.mktemp("autoscaled"), head)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        stop_nodes(server)
+
+
+def cli_for(server: LiveServer, workdir: Path) -> Cli:
+    admin = Cli(cwd=workdir, env=server.cli_env())
+    _, key = new_account(admin)
+    return Cli(cwd=workdir, env=server.cli_env(key))
+
+
+def nodes_of(server: LiveServer) -> list[dict[str, Any]]:
+    cli = Cli(cwd=server.home, env=server.cli_env())
+    return [w for w in json_of(cli("workers", "--json")) if w["provider"]]
+
+
+def batch_of(workdir: Path, items: int) -> None:
+    data = workdir / "data"
+    data.mkdir()
+    for index in range(items):
+        (data / f"item{index:02d}.txt").write_text(f"item {index}\n")
+    (workdir / "job.py").write_text(ITEM)
+
+
+def all_ended(server: LiveServer) -> list[dict[str, Any]] | None:
+    nodes = nodes_of(server)
+    return nodes if nodes and all(n["state"] in ("terminated", "dead") for n in nodes) else None
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+@pytest.mark.timeout(600)
+def test_a_batch_brings_nodes_that_leave_at_the_end_of_their_paid_period(
+    scaled: LiveServer, workdir: Path
+) -> None:
+    cli = cli_for(scaled, workdir)
+    assert nodes_of(scaled) == []  # the cluster starts with its head only
+    batch_of(workdir, 40)
+    result = cli("run", "--batch", "data/*.txt", "--parallel", "10", "job.py", timeout=600)
+    assert result.returncode == 0, result.stderr
+    for index in range(40):
+        got = workdir / "outputs" / f"item{index:02d}" / "out" / f"item{index:02d}.txt"
+        assert got.read_text() == f"ITEM {index}\n"
+
+    nodes = wait_for(lambda: all_ended(scaled), timeout=3 * PERIOD_S + 30, interval=1)
+    assert 1 <= len(nodes) <= 3
+    assert all(n["state"] == "terminated" and n["kind"] == "cpu1" for n in nodes), nodes
+    items = list(json_of(cli("list", "--json", "--limit", "100"))["data"])
+    assert len(items) == 40 and {r["state"] for r in items} == {"succeeded"}
+    by_node = {n["name"]: n for n in nodes}
+    assert {r["worker"] for r in items} <= set(by_node), "every item ran on an autoscaled node"
+    for name, node in by_node.items():
+        created, ended = at(node["started_at"]), at(node["ended_at"])
+        # never inside a paid period: in its last seconds, just before it ends
+        into = (ended - created).total_seconds() % PERIOD_S
+        assert PERIOD_S - DRAIN_BEFORE_END_S - 2 * TICK_S <= into < PERIOD_S, (name, into)
+        # never while busy: everything that ran there had finished
+        ran_there = [r for r in items if r["worker"] == name]
+        assert all(at(r["finished_at"]) <= ended for r in ran_there)
+    _check_periods(scaled, by_node)
+
+
+def _check_periods(server: LiveServer, nodes: dict[str, dict[str, Any]]) -> None:
+    """Every period of every node closed, back to back from its creation to the period it
+    ended in; each one's price is the sum of its executions' shares and its idle cost."""
+    admin = {"Authorization": f"Bearer {server.admin_key}"}
+
+    def closed() -> list[dict[str, Any]] | None:
+        periods = httpx.get(f"{server.url}/api/v1/billing/periods", headers=admin).json()
+        mine = [p for p in periods if p["worker"] in nodes]
+        ends: dict[str, datetime] = {}
+        for p in mine:
+            ends[p["worker"]] = max(ends.get(p["worker"], at(p["end"])), at(p["end"]))
+        done = all(name in ends and ends[name] >= at(n["ended_at"]) for name, n in nodes.items())
+        return mine if done else None
+
+    periods = wait_for(closed, timeout=PERIOD_S + 15, interval=1)
+    for name in nodes:
+        own = sorted((p for p in periods if p["worker"] == name), key=lambda p: p["start"])
+        start = at(nodes[name]["started_at"])
+        for period in own:
+            assert at(period["start"]) == start and at(period["end"]) == start + timedelta(
+                seconds=PERIOD_S
+            )
+            start = at(period["end"])
+            assert period["price_micros"] == PERIOD_MICROS
+            shares = sum(s["micros"] for s in period["shares"])
+            assert shares + period["idle_micros"] == period["price_micros"], period
+        assert start - timedelta(seconds=PERIOD_S) <= at(nodes[name]["ended_at"]) < start
