@@ -4,17 +4,23 @@ billing period of 20 s so whole periods pass during the test, and the same CLI a
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from tests.acceptance.conftest import json_of, new_account, wait_for
-from tests.conftest import Cli, LiveServer, make_server
+from tests.conftest import RGRID_BIN, Cli, LiveServer, make_server
 from tests.raycluster import RAY_ENV, RayCluster, start_ray_cluster
+
+from rgrid.autoscaler.local import descendants
 
 pytest.importorskip("ray", reason="the worker extra (make test installs it)")
 
@@ -28,11 +34,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 ITEM = """\
 import sys, time, pathlib
-name = pathlib.Path(sys.argv[1]).name
+path = sys.argv[-1]  # the batch's file comes after the script's own arguments
+name = pathlib.Path(path).name
 print('start', name, flush=True)
-time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 1.0)
+time.sleep(float(sys.argv[1]) if len(sys.argv) > 2 else 1.0)
 pathlib.Path('out').mkdir(exist_ok=True)
-pathlib.Path('out', name).write_text(open(sys.argv[1]).read().upper())
+pathlib.Path('out', name).write_text(open(path).read().upper())
 print('done', name, flush=True)
 """
 
@@ -171,3 +178,132 @@ def _check_periods(server: LiveServer, nodes: dict[str, dict[str, Any]]) -> None
             shares = sum(s["micros"] for s in period["shares"])
             assert shares + period["idle_micros"] == period["price_micros"], period
         assert start - timedelta(seconds=PERIOD_S) <= at(nodes[name]["ended_at"]) < start
+
+
+@pytest.mark.timeout(600)
+def test_a_node_killed_mid_batch_is_replaced_and_its_items_retried(
+    scaled: LiveServer, workdir: Path
+) -> None:
+    cli = cli_for(scaled, workdir)
+    batch_of(workdir, 12)
+    batch = subprocess.Popen(
+        [str(RGRID_BIN), "run", "--batch", "data/*.txt", "--parallel", "6", "job.py", "4"],
+        cwd=workdir,
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def started() -> tuple[str, list[str]] | None:
+            """A node running items that already logged their first line, and those items."""
+            listed = json_of(cli("list", "--json", "--limit", "50"))["data"]
+            for row in listed:
+                if row["state"] == "running" and "start" in cli("logs", row["id"], "--raw").stdout:
+                    same = [r["id"] for r in listed if r["worker"] == row["worker"]]
+                    return row["worker"], same
+            return None
+
+        victim, caught = wait_for(started, timeout=120, interval=0.5)
+        killed_at = datetime.now(UTC)
+        record = json.loads((scaled.home / "nodes" / victim / "node.json").read_text())
+        for pid in [record["pid"], *descendants(record["pid"])]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # the machine is gone: no goodbye
+        _, err = batch.communicate(timeout=300)
+    finally:
+        if batch.poll() is None:
+            batch.kill()
+    assert batch.returncode == 0, err
+    for index in range(12):
+        got = workdir / "outputs" / f"item{index:02d}" / "out" / f"item{index:02d}.txt"
+        assert got.read_text() == f"ITEM {index}\n"
+    nodes = {n["name"]: n for n in nodes_of(scaled)}
+    assert nodes[victim]["state"] == "dead"
+    assert any(at(n["started_at"]) > killed_at for n in nodes.values()), "a replacement came"
+    items = {r["id"]: r for r in json_of(cli("list", "--json", "--limit", "50"))["data"]}
+    for execution_id in caught:
+        row = items[execution_id]
+        assert row["state"] == "succeeded"
+        if row["attempt"] > 1:
+            assert row["worker"] != victim
+    assert any(items[i]["attempt"] > 1 for i in caught), "what ran on the killed node ran again"
+
+
+@pytest.fixture
+def flaky(tmp_path_factory: pytest.TempPathFactory, head: RayCluster) -> Iterator[LiveServer]:
+    server = autoscaled_server(
+        tmp_path_factory.mktemp("flaky"),
+        head,
+        provider="tests.acceptance.flaky_provider:FlakyLocalProvider",
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        stop_nodes(server)
+
+
+@pytest.mark.timeout(300)
+def test_a_provider_that_refuses_twice_is_backed_off_from_and_the_reason_shown(
+    flaky: LiveServer, workdir: Path
+) -> None:
+    cli = cli_for(flaky, workdir)
+    batch_of(workdir, 4)
+    result = cli("run", "--batch", "data/*.txt", "--parallel", "4", "job.py", "0.2", timeout=240)
+    assert result.returncode == 0, result.stderr
+    shown = cli("workers").stdout
+    assert "autoscaler: local, cpu1, 0-3 nodes" in shown
+    assert "quota exceeded: the test refuses create 2" in shown
+    log = (flaky.home / "server.log").read_text().splitlines()
+    refused = [_stamp(line) for line in log if "quota exceeded" in line and "WARNING" in line]
+    created = [_stamp(line) for line in log if "node created" in line]
+    assert len(refused) == 2 and created
+    # backed off: 2 s after the first refusal, 4 s after the second
+    assert (refused[1] - refused[0]).total_seconds() >= 2.0
+    assert (created[0] - refused[1]).total_seconds() >= 4.0
+
+
+def _stamp(line: str) -> datetime:
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"RGRID_AUTOSCALE_PROVIDER": "azure"}, "unknown autoscaler provider 'azure'"),
+        (
+            {"RGRID_AUTOSCALE_PROVIDER": "no_such_module:Provider"},
+            "autoscaler provider 'no_such_module:Provider' cannot be loaded",
+        ),
+        ({"RGRID_AUTOSCALE_PROVIDER": "hetzner"}, "RGRID_HETZNER_TOKEN is not set"),
+        (
+            {"RGRID_AUTOSCALE_KIND": "gpu8"},
+            "the autoscaler's provider offers no machine of kind 'gpu8'",
+        ),
+        (
+            {"RGRID_AUTOSCALE_MIN_NODES": "4", "RGRID_AUTOSCALE_MAX_NODES": "2"},
+            "RGRID_AUTOSCALE_MAX_NODES (2) is below RGRID_AUTOSCALE_MIN_NODES (4)",
+        ),
+        (
+            {"RGRID_EXECUTOR": "local"},
+            "the autoscaler adds nodes to a Ray cluster, and the executor is 'local'",
+        ),
+    ],
+)
+def test_a_bad_autoscaler_configuration_stops_the_grid_at_start(
+    tmp_path: Path, settings: dict[str, str], message: str
+) -> None:
+    defaults = {
+        "RGRID_EXECUTOR": "ray://127.0.0.1:9",  # never reached: the configuration fails first
+        "RGRID_AUTOSCALE_PROVIDER": "local",
+    }
+    server = make_server(tmp_path, **{**defaults, **settings})
+    server.env.update(RAY_ENV)
+    with pytest.raises(RuntimeError, match="server exited"):
+        server.start()
+    log = (server.home / "server.log").read_text()
+    assert message in log, log[-3000:]
+    assert not (server.home / "nodes").exists() or not any((server.home / "nodes").iterdir())

@@ -96,10 +96,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         price=(settings.hourly_price_micros, settings.billing_period_s),
     )
     scaler = autoscaling.prepare(grid, runs_on)
+    if scaler is not None:  # its configuration is checked before the cluster is joined
+        await scaler.open()
     await runs_on.open()
     dispatcher = Dispatcher(grid, runs_on, signals.from_engine(engine))
     if scaler is not None:
-        await scaler.open()
         scaler.start()
     dispatcher.start()
     housekeeping = Housekeeping(

@@ -25,6 +25,7 @@ from pathlib import Path
 from rgrid import errors
 from rgrid.autoscaler import ProviderNode, node_resource
 from rgrid.autoscaler.policy import NodeKind
+from rgrid.runner import mounts
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +160,8 @@ class LocalProvider:
         if process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=STOP_GRACE_S)
+        # a node killed mid-run leaves its executions' mounts: its disk goes with it
+        mounts.unmount_all_under(folder)
         with contextlib.suppress(OSError):  # its log stays for a look at why it went
             (self._root / LOGS).mkdir(exist_ok=True)
             (folder / "ray.log").rename(self._root / LOGS / f"{name}.log")

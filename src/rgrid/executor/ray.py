@@ -129,6 +129,8 @@ class RayExecutor:
         self.env_builds = 0
         #: an autoscaler keeps the records of the nodes it made (``members``)
         self.autoscaled = False
+        #: the names of the nodes it made (the only autoscaled nodes this grid uses)
+        self.owned: frozenset[str] = frozenset()
 
     # -- the cluster -----------------------------------------------------------------------
 
@@ -234,7 +236,12 @@ class RayExecutor:
         return [node for node in self._nodes.values() if node.unusable is None]
 
     def _serving(self) -> list[Node]:
-        return [node for node in self._usable() if not node.draining]
+        return [node for node in self._usable() if not node.draining and self._ours(node)]
+
+    def _ours(self, node: Node) -> bool:
+        """Whether the node is this grid's to use: one joined by hand, or one its autoscaler
+        made (another grid's autoscaled node on the same cluster is not)."""
+        return node.name is None or not self.autoscaled or node.name in self.owned
 
     def free_slots(self) -> int:
         return sum(max(node.cpus - node.busy, 0) for node in self._serving())

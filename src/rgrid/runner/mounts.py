@@ -10,6 +10,7 @@ import errno
 import functools
 import logging
 import os
+import re
 from pathlib import Path
 
 from rgrid import errors
@@ -85,3 +86,23 @@ def mount_tmpfs(target: Path) -> None:
     """A tmpfs (mode 1777, as /tmp is) at ``target``: its pages are charged to the memory
     cgroup of whoever writes them, so a script's /tmp still counts against its ``--memory``."""
     _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+
+
+def unmount_all_under(root: Path) -> int:
+    """Detach every mount below ``root``, deepest first (what a killed worker left: its
+    executions' overlays and scratch tmpfs); how many there were."""
+    prefix = os.fsencode(root.resolve()) + b"/"
+    try:
+        with open("/proc/self/mountinfo", "rb") as info:
+            # field 5 is the mount point, with space, tab, newline and backslash octal-escaped
+            points = [_unescape(line.split()[4]) for line in info if len(line.split()) > 4]
+    except OSError:
+        return 0
+    below = sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
+    for point in below:
+        unmount(Path(os.fsdecode(point)))
+    return len(below)
+
+
+def _unescape(field: bytes) -> bytes:
+    return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field)

@@ -55,6 +55,8 @@ class Cluster(Protocol):
     """What the autoscaler needs of the executor (``RayExecutor``)."""
 
     autoscaled: bool
+    #: the nodes the autoscaler made and has not ended: the executor uses no other named node
+    owned: frozenset[str]
 
     def members(self) -> dict[str, Member]: ...
 
@@ -179,6 +181,9 @@ class Autoscaler:
         for name, machine in (machines or {}).items():
             if name not in self._nodes:  # made before a restart, not on record
                 self._nodes[name] = _Node(machine, NodeState.PROVISIONING)
+        self._cluster.owned = frozenset(
+            name for name, node in self._nodes.items() if node.state in LIVE
+        )
         for name, node in self._nodes.items():
             if node.state not in LIVE:
                 continue

@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "api": {"services", "store", "storage", "executor", "runner", "sandbox", "envs", "autoscaler"},
     "services": {"store", "storage", "executor", "runner", "sandbox", "envs", "autoscaler"},
     # the policy and the machine providers: below the services, beside the executor
-    "autoscaler": set(),
+    "autoscaler": {"runner"},  # a local node deleted unmounts what its runner left
     "store": set(),
     "storage": set(),
     "executor": {
