@@ -21,6 +21,7 @@ from tests.conftest import RGRID_BIN, Cli, LiveServer, make_server
 from tests.raycluster import RAY_ENV, RayCluster, start_ray_cluster
 
 from rgrid.autoscaler.local import descendants
+from rgrid.money import format_micros
 
 pytest.importorskip("ray", reason="the worker extra (make test installs it)")
 
@@ -148,10 +149,16 @@ def test_a_batch_brings_nodes_that_leave_at_the_end_of_their_paid_period(
         # never while busy: everything that ran there had finished
         ran_there = [r for r in items if r["worker"] == name]
         assert all(at(r["finished_at"]) <= ended for r in ran_there)
-    _check_periods(scaled, by_node)
+    periods = _check_periods(scaled, by_node)
+    # the paid periods in which nothing ran are the grid's idle cost, shown to an admin
+    idle = [p["idle_micros"] for p in periods if p["idle_micros"]]
+    assert idle, "each node stayed idle for the rest of its last period"
+    shown = Cli(cwd=workdir, env=scaled.cli_env())("cost").stdout
+    expected = f"idle: {format_micros(sum(idle))} over {len(idle)} paid billing periods"
+    assert expected in shown, shown
 
 
-def _check_periods(server: LiveServer, nodes: dict[str, dict[str, Any]]) -> None:
+def _check_periods(server: LiveServer, nodes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Every period of every node closed, back to back from its creation to the period it
     ended in; each one's price is the sum of its executions' shares and its idle cost."""
     admin = {"Authorization": f"Bearer {server.admin_key}"}
@@ -178,6 +185,7 @@ def _check_periods(server: LiveServer, nodes: dict[str, dict[str, Any]]) -> None
             shares = sum(s["micros"] for s in period["shares"])
             assert shares + period["idle_micros"] == period["price_micros"], period
         assert start - timedelta(seconds=PERIOD_S) <= at(nodes[name]["ended_at"]) < start
+    return periods
 
 
 @pytest.mark.timeout(600)

@@ -23,7 +23,8 @@ def server() -> None:
 def run_server(host: str, port: int, log_level: str) -> None:
     """Run the server in the foreground (configuration from RGRID_* variables: the database,
     the storage, and where scripts run: RGRID_EXECUTOR=local, or ray://HEAD:PORT for the
-    nodes of a Ray cluster; docs/operating.md lists them all)."""
+    nodes of a Ray cluster, which RGRID_AUTOSCALE_PROVIDER=local|hetzner grows and shrinks
+    with the queue; docs/operating.md lists them all)."""
     import logging
 
     try:

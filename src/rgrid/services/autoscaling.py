@@ -166,6 +166,7 @@ class Autoscaler:
         )
         for action in plan.actions:
             await self._act(action, now)
+        self._cluster.owned = frozenset(n for n, node in self._nodes.items() if node.state in LIVE)
         await self._record(now)
         self._publish(plan.status)
         return plan
@@ -181,9 +182,6 @@ class Autoscaler:
         for name, machine in (machines or {}).items():
             if name not in self._nodes:  # made before a restart, not on record
                 self._nodes[name] = _Node(machine, NodeState.PROVISIONING)
-        self._cluster.owned = frozenset(
-            name for name, node in self._nodes.items() if node.state in LIVE
-        )
         for name, node in self._nodes.items():
             if node.state not in LIVE:
                 continue
