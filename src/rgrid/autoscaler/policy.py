@@ -192,11 +192,14 @@ def _free(node: NodeView) -> int:
 
 
 def _dead(node: NodeView, now: float, config: ScalingConfig) -> str | None:
-    if node.seen_at is None:
+    if node.state is NodeState.PROVISIONING:
+        # (one in the cluster whose probe fails, e.g. without bubblewrap, never joins either)
         if now - node.created_at > config.join_timeout_s:
             return f"did not join the cluster within {config.join_timeout_s:.0f} s"
         return None
-    if now - node.seen_at > config.heartbeat_timeout_s:
+    if node.seen_at is None or now - node.seen_at > config.heartbeat_timeout_s:
+        if node.seen_at is None:
+            return "never seen alive"
         return f"not seen alive for {now - node.seen_at:.0f} s"
     return None
 

@@ -119,7 +119,11 @@ class Autoscaler:
                 billing_period_s=record.billing_period_s,
                 created_at=record.started_at,
             )
-            self._nodes[record.id] = _Node(machine, NodeState(record.state))
+            taken = _Node(machine, NodeState(record.state))
+            if taken.state is not NodeState.PROVISIONING:
+                # a fresh heartbeat window: the cluster is looked at from now on
+                taken.seen_at = time.time()
+            self._nodes[record.id] = taken
         self._publish("starting")
 
     def start(self) -> None:
@@ -189,11 +193,14 @@ class Autoscaler:
                 await self._end(name, node, NodeState.DEAD, "gone at the provider")
                 continue
             node.member = members.get(name)
-            if node.member is not None and node.member.unusable is None:
-                node.seen_at = now
-                if node.state is NodeState.PROVISIONING:
-                    node.state = NodeState.ACTIVE
-                    logger.info("node joined", extra={"action": "node_active", "node": name})
+            # the executor's flag follows the state (after a restart it knows of no draining)
+            self._cluster.set_draining(name, node.state is NodeState.DRAINING)
+            if node.member is None:
+                continue
+            node.seen_at = now  # alive in the cluster; it gets work once its probe answers
+            if node.state is NodeState.PROVISIONING and node.member.unusable is None:
+                node.state = NodeState.ACTIVE
+                logger.info("node joined", extra={"action": "node_active", "node": name})
 
     async def _act(self, action: Create | Drain | Undrain | Terminate, now: float) -> None:
         if isinstance(action, Create):
@@ -238,7 +245,7 @@ class Autoscaler:
         except errors.ProviderError as exc:
             self._failed(exc, time.time(), backoff=False)
             return
-        if state is NodeState.DEAD and node.seen_at is None:
+        if state is NodeState.DEAD and node.state is NodeState.PROVISIONING:
             # a machine that never joined counts against creating: a broken image or
             # network would otherwise buy machine after machine
             self._failures += 1

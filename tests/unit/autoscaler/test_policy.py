@@ -228,3 +228,10 @@ def test_a_fleet_at_its_minimum_keeps_a_node_while_another_is_going() -> None:
     plan = decide(3530.0, [going, other], 0, [], config)
     assert of(Terminate, plan.actions) == ["a"]
     assert of(Drain, plan.actions) == []
+
+
+def test_a_node_in_the_cluster_that_never_gets_work_is_dead_at_the_join_timeout() -> None:
+    # seen alive (its probe ran) but not usable (no bubblewrap): it stays provisioning
+    unusable = node("a", state=NodeState.PROVISIONING, created=0.0, seen=590.0)
+    assert of(Terminate, decide(590.0, [unusable], 1, [], CONFIG).actions) == []
+    assert of(Terminate, decide(601.0, [unusable], 1, [], CONFIG).actions) == ["a"]
