@@ -229,7 +229,10 @@ def _scale_up(
     if config.max_hourly_micros is not None and kind.hourly_price_micros > 0:
         spend = sum(n.hourly_price_micros for n in live)
         room = min(room, (config.max_hourly_micros - spend) // kind.hourly_price_micros)
-    status = f"{len(live)} nodes, {free} of {capacity} slots free, {queued_slots} queued"
+    status = (
+        f"{len(live)} node{'' if len(live) == 1 else 's'}, "
+        f"{free} of {capacity} slots free, {queued_slots} queued"
+    )
     if want > room:
         bound = "nodes" if room == config.max_nodes - len(live) else "hourly spend"
         status += f"; at the maximum {bound}, {want - max(room, 0)} more would help"

@@ -14,8 +14,10 @@ from tests.integration.store.helpers import submit_script
 from rgrid import errors, store
 from rgrid.autoscaler.memory import InMemoryProvider
 from rgrid.autoscaler.policy import Create
+from rgrid.executor import from_url
 from rgrid.executor.ray import Member
-from rgrid.services import Grid, billing, utcnow
+from rgrid.runner.configure import runner_config
+from rgrid.services import Grid, autoscaling, billing, utcnow
 from rgrid.services import accounts as account_service
 from rgrid.services.autoscaling import Autoscaler
 from rgrid.store import workers as worker_repo
@@ -170,3 +172,44 @@ async def test_a_provider_down_at_start_stops_the_grid_with_a_clear_error(
     provider.down = True
     with pytest.raises(errors.InvalidRequest, match="cannot be used: the provider's API"):
         await Autoscaler(scaled_grid, StandInCluster(), provider).open()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"autoscale_provider": "azure"}, "unknown autoscaler provider 'azure'"),
+        (
+            {"autoscale_provider": "no_such_module:Provider"},
+            "autoscaler provider 'no_such_module:Provider' cannot be loaded",
+        ),
+        ({"autoscale_provider": "hetzner"}, "RGRID_HETZNER_TOKEN is not set"),
+        ({"autoscale_kind": "gpu8"}, "the autoscaler's provider offers no machine of kind 'gpu8'"),
+        (
+            {"autoscale_min_nodes": 4, "autoscale_max_nodes": 2},
+            "RGRID_AUTOSCALE_MAX_NODES (2) is below RGRID_AUTOSCALE_MIN_NODES (4)",
+        ),
+        (
+            {"executor": "local"},
+            "the autoscaler adds nodes to a Ray cluster, and the executor is 'local'",
+        ),
+    ],
+)
+async def test_a_configuration_that_cannot_work_is_refused_before_anything_starts(
+    grid: Grid, settings: dict[str, object], message: str
+) -> None:
+    """What the server runs at start (``prepare``, then ``open``) with each bad value; no
+    machine is made, no cluster joined (the Ray address is never reached)."""
+    update = {"executor": "ray://127.0.0.1:9", "autoscale_provider": "local", **settings}
+    grid.settings = grid.settings.model_copy(update=update)
+    executor = from_url(
+        grid.settings.executor,
+        runner_config(grid.settings),
+        control_url="http://127.0.0.1:1",
+        credential=lambda *_: "",
+    )
+    with pytest.raises(errors.InvalidRequest) as raised:
+        scaler = autoscaling.prepare(grid, executor)
+        assert scaler is not None
+        await scaler.open()
+    assert message in raised.value.message
+    assert not (grid.settings.home / "nodes").exists()
