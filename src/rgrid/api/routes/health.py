@@ -71,6 +71,8 @@ async def metrics(grid: GridDep, request: Request) -> Response:
         "rgrid_worker_busy", "Slots in use of each active worker", ["worker"], registry=registry
     )
     for worker, running in await workers.listing(grid):
+        if worker.ended_at is not None:  # an autoscaled node that was terminated
+            continue
         slots.labels(worker=worker.id).set(worker.slots)
         busy.labels(worker=worker.id).set(running)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
