@@ -18,7 +18,8 @@ from rgrid.autoscaler import node_resource
 #: where the worker's venv lives on the server
 VENV = "/opt/rgrid"
 UNIT = "rgrid-node"
-APT_PACKAGES = ("bubblewrap", "python3-venv", "python3-pip")
+#: the sandbox (bubblewrap, slirp4netns for its own network) and a venv for rgrid
+APT_PACKAGES = ("bubblewrap", "slirp4netns", "python3-venv", "python3-pip")
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 # a host name or IPv4 address, or a bracketed IPv6 address; then a port

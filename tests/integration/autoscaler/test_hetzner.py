@@ -462,7 +462,7 @@ def test_cloud_init_installs_the_worker_and_runs_ray_as_a_service() -> None:
 
     config = yaml.safe_load(text)
     assert text.startswith("#cloud-config\n")
-    assert config["packages"] == ["bubblewrap", "python3-venv", "python3-pip"]
+    assert config["packages"] == ["bubblewrap", "slirp4netns", "python3-venv", "python3-pip"]
     assert config["runcmd"] == [
         "python3 -m venv /opt/rgrid",
         "/opt/rgrid/bin/pip install --no-input 'rgrid[worker]==0.1.0'",
