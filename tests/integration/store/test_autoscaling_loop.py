@@ -5,13 +5,14 @@ real ones run in tests/acceptance/test_autoscaling.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
 from tests.integration.store.conftest import ADMIN_KEY
 from tests.integration.store.helpers import submit_script
 
-from rgrid import errors, store
+from rgrid import domain, errors, store
 from rgrid.autoscaler.memory import InMemoryProvider
 from rgrid.autoscaler.policy import Create
 from rgrid.executor import from_url
@@ -56,7 +57,7 @@ async def queue(grid: Grid, count: int) -> None:
         await submit_script(grid, admin, f"print({n})")
 
 
-async def records(grid: Grid) -> dict[str, object]:
+async def records(grid: Grid) -> dict[str, domain.Worker]:
     async with store.transaction(grid.sessions) as session:
         found = await worker_repo.of_provider(session, "memory", utcnow() - timedelta(days=1))
     return {w.id: w for w in found}
@@ -213,3 +214,37 @@ async def test_a_configuration_that_cannot_work_is_refused_before_anything_start
         await scaler.open()
     assert message in raised.value.message
     assert not (grid.settings.home / "nodes").exists()
+
+
+async def test_a_node_that_ran_nothing_is_idle_cost_of_the_grid_shown_to_admins(
+    scaled_grid: Grid,
+) -> None:
+    """A node on which nothing ran for two whole periods and a started one: three idle
+    periods at its price, charged to no account, in an admin's cost report only."""
+    scaled_grid.settings = scaled_grid.settings.model_copy(update={"autoscale_min_nodes": 1})
+    provider, cluster = InMemoryProvider(), StandInCluster()
+    scaler = Autoscaler(scaled_grid, cluster, provider)
+    await scaler.open()
+    await scaler.tick()  # the minimum: one node, and no work for it
+    (name,) = provider.machines
+    cluster.join(name)
+    await scaler.tick()
+    del provider.machines[name]
+    cluster.joined.clear()
+    await scaler.tick()  # gone
+    record = (await records(scaled_grid))[name]
+    assert record.ended_at is not None
+    started = record.ended_at - timedelta(hours=2.5)  # as if created 2.5 periods before
+    async with store.transaction(scaled_grid.sessions) as session:
+        await worker_repo.register(session, dataclasses.replace(record, started_at=started))
+    later = utcnow() + timedelta(hours=1)
+    assert await billing.close_periods(scaled_grid, name, started, later) == 3
+    admin = await account_service.authenticate(scaled_grid, ADMIN_KEY)
+    price = provider.offered["small"].hourly_price_micros
+    assert await billing.idle_report(scaled_grid, admin, None, None) == {
+        "periods": 3,
+        "micros": 3 * price,
+    }
+    _, key = await account_service.create_account(scaled_grid, admin, "someone", False)
+    someone = await account_service.authenticate(scaled_grid, key)
+    assert await billing.idle_report(scaled_grid, someone, None, None) is None
