@@ -129,6 +129,76 @@ class SpendingLimitPublic:
 
 
 @_wire
+class CostGroup:
+    """One group of ``rgrid cost``: a day, a batch or a metadata value."""
+
+    group: str
+    executions: int
+    compute_us: int
+    #: final costs, and provisional ones of executions whose periods are not closed yet
+    cost_micros: int
+
+
+@_wire
+class CostTotal:
+    executions: int
+    compute_us: int
+    cost_micros: int
+
+
+@_wire
+class IdleCost:
+    """Paid billing periods in which no execution ran: the grid's cost, charged to no
+    account (shown to admin keys only)."""
+
+    periods: int
+    micros: int
+
+
+@_wire
+class CostReport:
+    #: day, batch or metadata:KEY
+    by: str
+    groups: list[CostGroup]
+    total: CostTotal
+    idle: IdleCost | None = None
+
+
+@_wire
+class EstimatePublic:
+    """Run-time statistics of earlier runs of a script, and the price they would run at."""
+
+    #: what they are based on: content (the same script bytes), name, or default (no history)
+    basis: str
+    runs: int
+    median_us: int
+    p90_us: int
+    hourly_price_micros: int
+    slots: int
+
+
+@_wire
+class CostShare:
+    execution_id: str
+    #: its run time inside the period
+    run_us: int
+    micros: int
+
+
+@_wire
+class BillingPeriodPublic:
+    """A closed billing period of a worker: its price split over the executions that ran in
+    it; what no execution used is idle."""
+
+    worker: str
+    start: datetime
+    end: datetime
+    price_micros: int
+    idle_micros: int
+    shares: list[CostShare]
+
+
+@_wire
 class UploadProgress:
     """A resumable upload: how many bytes the grid holds; send the rest from ``offset``."""
 

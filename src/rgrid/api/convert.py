@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rgrid import domain, schemas
 from rgrid.services import limits
 
@@ -125,3 +127,25 @@ def spending_limit(current: limits.Limit) -> schemas.SpendingLimitPublic:
         spent_micros=current.spent_micros,
         period_start=current.period_start,
     )
+
+
+def cost_report(
+    by: str, groups: list[dict[str, Any]], idle: dict[str, int] | None
+) -> schemas.CostReport:
+    """``rgrid cost``'s report: the groups, their total, and the grid's idle cost (admins)."""
+    typed = [schemas.CostGroup(**group) for group in groups]
+    return schemas.CostReport(
+        by=by,
+        groups=typed,
+        total=schemas.CostTotal(
+            executions=sum(g.executions for g in typed),
+            compute_us=sum(g.compute_us for g in typed),
+            cost_micros=sum(g.cost_micros for g in typed),
+        ),
+        idle=schemas.IdleCost(**idle) if idle is not None else None,
+    )
+
+
+def billing_period(period: dict[str, Any]) -> schemas.BillingPeriodPublic:
+    shares = [schemas.CostShare(**share) for share in period["shares"]]
+    return schemas.BillingPeriodPublic(**{**period, "shares": shares})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from fastapi import APIRouter
 
@@ -23,29 +22,21 @@ async def cost(
     since: datetime | None = None,
     until: datetime | None = None,
     by: str = "day",
-) -> dict[str, Any]:
+) -> schemas.CostReport:
     """Your executions' cost grouped by day, batch or metadata:KEY, and the total; with an
     admin key also the grid's idle cost (paid periods in which nothing ran)."""
     since, until = bounds.utc_time(since, "since"), bounds.utc_time(until, "until")
     groups = await service.cost_report(grid, principal, since=since, until=until, by=by)
-    return {
-        "idle": await service.idle_report(grid, principal, since, until),
-        "by": by,
-        "groups": groups,
-        "total": {
-            "executions": sum(g["executions"] for g in groups),
-            "compute_us": sum(g["compute_us"] for g in groups),
-            "cost_micros": sum(g["cost_micros"] for g in groups),
-        },
-    }
+    idle = await service.idle_report(grid, principal, since, until)
+    return convert.cost_report(by, groups, idle)
 
 
 @router.get("/estimate")
 async def estimate(
     script: str, grid: GridDep, principal: CurrentPrincipal, sha256: str | None = None
-) -> dict[str, Any]:
+) -> schemas.EstimatePublic:
     """Run-time statistics of your earlier runs of a script, for `rgrid estimate`."""
-    return await service.estimate(grid, principal, script, sha256)
+    return schemas.EstimatePublic(**await service.estimate(grid, principal, script, sha256))
 
 
 @router.get("/cost/limit")
@@ -70,6 +61,6 @@ async def remove_limit(grid: GridDep, principal: CurrentPrincipal) -> None:
 
 
 @router.get("/billing/periods")
-async def periods(grid: GridDep, principal: CurrentPrincipal) -> list[dict[str, Any]]:
+async def periods(grid: GridDep, principal: CurrentPrincipal) -> list[schemas.BillingPeriodPublic]:
     """Closed billing periods of every worker with their split (admin key only)."""
-    return await service.periods_report(grid, principal)
+    return [convert.billing_period(p) for p in await service.periods_report(grid, principal)]
