@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 @click.pass_context
 def cost(ctx: click.Context, since: str | None, until: str | None, by: str, as_json: bool) -> None:
     """What your executions cost: per group, executions, compute time and cost; a total.
-    Amounts are exact (integer micros, 1 EUR = 1,000,000); running ones count so far.
+    Amounts are exact (integer micros, 1 EUR = 1,000,000); running ones count so far. With an
+    admin key also the grid's idle cost: paid billing periods in which nothing ran.
     `rgrid cost limit` sets a spending limit."""
     from rgrid.cli.context import connect
 
