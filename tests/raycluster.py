@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rgrid.runner import mounts
+
 RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -131,4 +133,6 @@ def start_ray_cluster(workers: int = 2) -> Iterator[RayCluster]:
         for pid in doomed:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        # what the killed runners had mounted (overlays, scratch tmpfs) would outlive the test
+        mounts.unmount_all_under(root)
         shutil.rmtree(root, ignore_errors=True)
