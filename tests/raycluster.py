@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rgrid.autoscaler.local import descendants
 from rgrid.runner import mounts
 
 RAY_ENV = {
@@ -52,7 +53,7 @@ class RayNode:
     def kill(self) -> None:
         """The machine gone: SIGKILL its processes and everything they started (Ray's worker
         processes, the sandboxes) at once."""
-        doomed = [pid for top in self.pids() for pid in (top, *_descendants(top))]
+        doomed = [pid for top in self.pids() for pid in (top, *descendants(top))]
         for pid in doomed:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -94,16 +95,6 @@ class RayCluster:
         return pids + [pid for node in self.nodes + self.dead for pid in node.pids()]
 
 
-def _descendants(pid: int) -> list[int]:
-    found: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as children:
-                for child in map(int, children.read().split()):
-                    found += [child, *_descendants(child)]
-    return found
-
-
 @contextlib.contextmanager
 def start_ray_cluster(workers: int = 2) -> Iterator[RayCluster]:
     os.environ.update(RAY_ENV)
@@ -129,7 +120,7 @@ def start_ray_cluster(workers: int = 2) -> Iterator[RayCluster]:
         yield made
     finally:
         # the agents and workers a raylet starts outlive it for a while: gather them first
-        doomed = [pid for top in made.all_pids() for pid in (top, *_descendants(top))]
+        doomed = [pid for top in made.all_pids() for pid in (top, *descendants(top))]
         for pid in doomed:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

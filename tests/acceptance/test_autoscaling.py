@@ -67,13 +67,19 @@ def autoscaled_server(tmp: Path, cluster: RayCluster, **settings: str) -> LiveSe
     return server
 
 
-def stop_nodes(server: LiveServer) -> None:
-    """Stop whatever node processes a server's local provider left (it leaves them running
-    when it stops, so a restart goes on using their paid hours)."""
+def running(server: LiveServer) -> Iterator[LiveServer]:
+    """The server while it runs; then whatever node processes its local provider left are
+    stopped too (it leaves them running when it stops, so a restart goes on using their
+    paid hours)."""
     from rgrid.autoscaler.local import stop_tree
 
-    for record in (server.home / "nodes").glob("*/node.json"):
-        stop_tree(int(json.loads(record.read_text())["pid"]))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        for record in (server.home / "nodes").glob("*/node.json"):
+            stop_tree(int(json.loads(record.read_text())["pid"]))
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +90,7 @@ def head() -> Iterator[RayCluster]:
 
 @pytest.fixture(scope="module")
 def scaled(tmp_path_factory: pytest.TempPathFactory, head: RayCluster) -> Iterator[LiveServer]:
-    server = autoscaled_server(tmp_path_factory.mktemp("autoscaled"), head)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        stop_nodes(server)
+    yield from running(autoscaled_server(tmp_path_factory.mktemp("autoscaled"), head))
 
 
 def cli_for(server: LiveServer, workdir: Path) -> Cli:
@@ -244,17 +244,8 @@ def test_a_node_killed_mid_batch_is_replaced_and_its_items_retried(
 
 @pytest.fixture
 def flaky(tmp_path_factory: pytest.TempPathFactory, head: RayCluster) -> Iterator[LiveServer]:
-    server = autoscaled_server(
-        tmp_path_factory.mktemp("flaky"),
-        head,
-        provider="tests.acceptance.flaky_provider:FlakyLocalProvider",
-    )
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        stop_nodes(server)
+    provider = "tests.acceptance.flaky_provider:FlakyLocalProvider"
+    yield from running(autoscaled_server(tmp_path_factory.mktemp("flaky"), head, provider=provider))
 
 
 @pytest.mark.timeout(300)

@@ -176,7 +176,7 @@ def decide(
             serving.append(node)
 
     typical = typical_duration(durations, config)
-    want, status = _scale_up(now, live, serving, queued_slots, typical, config)
+    want, status = _scale_up(live, serving, queued_slots, typical, config)
     if want and create_blocked_until is not None and now < create_blocked_until:
         status = f"{status}; creating is backing off for {create_blocked_until - now:.0f} s"
     elif want:
@@ -205,7 +205,6 @@ def _dead(node: NodeView, now: float, config: ScalingConfig) -> str | None:
 
 
 def _scale_up(
-    now: float,
     live: list[NodeView],
     serving: list[NodeView],
     queued_slots: int,
@@ -213,7 +212,6 @@ def _scale_up(
     config: ScalingConfig,
 ) -> tuple[int, str]:
     """How many nodes to create, and the fleet's status line."""
-    del now
     capacity = sum(n.slots for n in serving)
     free = sum(_free(n) for n in serving)
     kind = config.kind

@@ -64,6 +64,11 @@ class Node:
         return self.name or f"ray:{self.node_id[:16]}"
 
     @property
+    def pythons(self) -> tuple[str, ...]:
+        """The runtimes its probe found ("python3.11")."""
+        return tuple(f"python{v}" for v in (self.offers or {}).get("pythons", ()))
+
+    @property
     def unusable(self) -> str | None:
         """Why this node gets no work (None: it does)."""
         if self.offers is None:
@@ -343,7 +348,7 @@ class RayExecutor:
                 node.busy,
                 node.unusable,
                 str((node.offers or {}).get("sandbox", "")),
-                tuple(f"python{v}" for v in (node.offers or {}).get("pythons", ())),
+                node.pythons,
             )
             for node in self._nodes.values()
             if node.name is not None
@@ -375,7 +380,7 @@ class RayExecutor:
                     if node.unusable is None
                     else f"gets no work: {node.unusable}"
                 ),
-                pythons=tuple(f"python{v}" for v in (node.offers or {}).get("pythons", ())),
+                pythons=node.pythons,
             )
             for node in self._nodes.values()
             if not (self.autoscaled and node.name is not None)

@@ -95,7 +95,7 @@ def unmount_all_under(root: Path) -> int:
     try:
         with open("/proc/self/mountinfo", "rb") as info:
             # field 5 is the mount point, with space, tab, newline and backslash octal-escaped
-            points = [_unescape(line.split()[4]) for line in info if len(line.split()) > 4]
+            points = [_unescape(f[4]) for f in map(bytes.split, info) if len(f) > 4]
     except OSError:
         return 0
     below = sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)

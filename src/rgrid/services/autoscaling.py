@@ -71,6 +71,8 @@ class _Node:
     ended_at: datetime | None = None
     member: Member | None = None
     reason: str = ""
+    #: its end is on record (nothing about it changes any more)
+    recorded_end: bool = False
 
 
 class Autoscaler:
@@ -276,7 +278,9 @@ class Autoscaler:
         stamp = datetime.fromtimestamp(now, UTC)
         async with store.transaction(self._grid.sessions) as session:
             for name, node in self._nodes.items():
-                await worker_repo.register(session, self._worker(name, node, stamp))
+                if not node.recorded_end:  # an ended node's record no longer changes
+                    await worker_repo.register(session, self._worker(name, node, stamp))
+                    node.recorded_end = node.ended_at is not None
         for name, node in list(self._nodes.items()):
             if node.ended_at is not None:
                 period = timedelta(seconds=node.machine.billing_period_s)
