@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from rgrid import domain
-from rgrid.services import Grid
+from rgrid import domain, errors
+from rgrid.services import Grid, consoles
 from rgrid.services import accounts as account_service
 
 
@@ -27,8 +27,41 @@ def _bearer(connection: HTTPConnection) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
+#: the console's session cookie; over HTTPS the ``__Host-`` form (Secure, this host only)
+SESSION_COOKIES = ("__Host-rgrid_session", "rgrid_session")
+CSRF_HEADER = "x-csrf-token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def session_cookie(connection: HTTPConnection) -> str | None:
+    return next((connection.cookies[n] for n in SESSION_COOKIES if n in connection.cookies), None)
+
+
+def check_same_origin(connection: HTTPConnection) -> None:
+    """A browser names the page that sent a request in ``Origin``: a console request (cookie
+    auth) from another site is refused, as is a WebSocket opened by another site's page."""
+    origin = connection.headers.get("origin")
+    if origin is None:
+        return
+    host = connection.headers.get("host", "")
+    if origin.partition("://")[2] != host:
+        raise errors.Forbidden("a console request from another site is refused")
+
+
 async def get_principal(connection: HTTPConnection, grid: GridDep) -> domain.Principal:
-    return await account_service.authenticate(grid, _bearer(connection))
+    """A bearer API key (the CLI), else the console's session cookie: then a request that
+    changes something must come from this site and carry the session's CSRF token."""
+    bearer = _bearer(connection)
+    cookie = session_cookie(connection) if bearer is None else None
+    if cookie is None:
+        return await account_service.authenticate(grid, bearer)
+    principal, csrf = await consoles.resume(grid, cookie)
+    is_websocket = connection.scope["type"] == "websocket"
+    if is_websocket or connection.scope.get("method") not in _SAFE_METHODS:
+        check_same_origin(connection)
+    if not is_websocket and connection.scope.get("method") not in _SAFE_METHODS:
+        consoles.check_csrf(csrf, connection.headers.get(CSRF_HEADER))
+    return principal
 
 
 async def check_metrics_access(connection: HTTPConnection, grid: GridDep) -> None:

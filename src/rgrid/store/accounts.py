@@ -22,7 +22,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _account(row: AccountRow) -> domain.Account:
+def account_of(row: AccountRow) -> domain.Account:
     return domain.Account(
         id=row.id, name=row.name, is_admin=row.is_admin, created_at=row.created_at
     )
@@ -46,12 +46,12 @@ async def insert_account(
     row = AccountRow(id=account_id, name=name, is_admin=is_admin, created_at=now)
     session.add(row)
     await session.flush()
-    return _account(row)
+    return account_of(row)
 
 
 async def get_account(session: AsyncSession, account_id: str) -> domain.Account | None:
     row = await session.get(AccountRow, account_id)
-    return _account(row) if row else None
+    return account_of(row) if row else None
 
 
 async def count_accounts(session: AsyncSession) -> int:
@@ -91,7 +91,7 @@ async def authenticate(session: AsyncSession, key: str, now: datetime) -> domain
                 )
             account = await session.get(AccountRow, row.account_id)
             assert account is not None
-            return domain.Principal(account=_account(account), key_id=row.id)
+            return domain.Principal(account=account_of(account), key_id=row.id)
     return None
 
 

@@ -32,6 +32,8 @@ def _run_sync(coro: Coroutine[Any, Any, None]) -> None:
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 TABLES = [
+    "console_links",
+    "console_sessions",
     "cost_shares",
     "billing_periods",
     "runs",

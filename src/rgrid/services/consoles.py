@@ -1,0 +1,99 @@
+"""Signing in to the web console: browser sessions made from an API key or from a one-time
+link that `rgrid console` asks for, and the CSRF token that guards their state changes."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from datetime import timedelta
+
+from rgrid import domain, errors, store
+from rgrid.services import Grid, utcnow
+from rgrid.services import accounts as account_service
+from rgrid.store import consoles as repo
+
+#: a session lasts a working day; signing out, or revoking its key, ends it sooner
+SESSION_TTL = timedelta(hours=12)
+#: a sign-in link is opened by the browser `rgrid console` starts, within seconds
+LINK_TTL = timedelta(minutes=2)
+TOKEN_BYTES = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsoleSession:
+    token: str
+    csrf: str
+    principal: domain.Principal
+
+
+def _token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+async def _open(grid: Grid, principal: domain.Principal) -> ConsoleSession:
+    token, csrf, now = _token(), _token(), utcnow()
+    async with store.transaction(grid.sessions) as session:
+        await repo.insert_session(
+            session,
+            token=token,
+            key_id=principal.key_id,
+            csrf=csrf,
+            now=now,
+            expires=now + SESSION_TTL,
+        )
+    return ConsoleSession(token, csrf, principal)
+
+
+async def sign_in_with_key(grid: Grid, key: str) -> ConsoleSession:
+    return await _open(grid, await account_service.authenticate(grid, key.strip()))
+
+
+async def make_link(grid: Grid, principal: domain.Principal) -> str:
+    """A one-time token for ``/console/signin?token=…``, signing in as ``principal``'s key."""
+    token = _token()
+    async with store.transaction(grid.sessions) as session:
+        await repo.insert_link(
+            session, token=token, key_id=principal.key_id, expires=utcnow() + LINK_TTL
+        )
+    return token
+
+
+async def sign_in_with_link(grid: Grid, token: str) -> ConsoleSession:
+    async with store.transaction(grid.sessions) as session:
+        key_id = await repo.use_link(session, token, utcnow()) if token else None
+    if key_id is None:
+        raise errors.Unauthorized(
+            "this sign-in link is not valid (used already, expired or unknown)",
+            hint="run `rgrid console` again, or sign in with an API key",
+        )
+    async with store.transaction(grid.sessions) as session:
+        principal = await repo.principal_of_key(session, key_id)
+    if principal is None:
+        raise errors.Unauthorized("the API key of this sign-in link was revoked")
+    return await _open(grid, principal)
+
+
+async def resume(grid: Grid, token: str) -> tuple[domain.Principal, str]:
+    """The principal and CSRF token of a session cookie. Raises ``Unauthorized`` when the
+    session ended, expired or its key was revoked."""
+    async with store.transaction(grid.sessions) as session:
+        found = await repo.find_session(session, token, utcnow())
+    if found is None:
+        raise errors.Unauthorized(
+            "the console session ended (signed out, expired, or its API key was revoked)",
+            hint="sign in again",
+        )
+    return found
+
+
+def check_csrf(expected: str, given: str | None) -> None:
+    if not given or not secrets.compare_digest(expected.encode(), given.encode()):
+        raise errors.Forbidden(
+            "a console request that changes something needs the session's CSRF token",
+            hint="send it in the X-CSRF-Token header",
+        )
+
+
+async def sign_out(grid: Grid, token: str) -> None:
+    async with store.transaction(grid.sessions) as session:
+        await repo.end_session(session, token, utcnow())
