@@ -28,6 +28,7 @@ from rgrid.services import (
 from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
+from rgrid.store.executions import ListNarrowing as ListNarrowing
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_ARGS = 10_000
@@ -379,6 +380,7 @@ async def list_executions(
     cursor: tuple[datetime, str] | None,
     limit: int,
     batch: str | None = None,
+    narrow: ListNarrowing | None = None,
 ) -> list[domain.Execution]:
     async with store.transaction(grid.sessions) as session:
         batch_id = None
@@ -395,6 +397,7 @@ async def list_executions(
             cursor=cursor,
             limit=limit,
             batch_id=batch_id,
+            narrow=narrow,
         )
     return await with_running_cost(grid, page)
 

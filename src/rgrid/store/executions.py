@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -154,6 +155,16 @@ async def get(session: AsyncSession, execution_id: str) -> domain.Execution | No
     return (await _hydrate(session, [row]))[0] if row else None
 
 
+@dataclasses.dataclass(frozen=True)
+class ListNarrowing:
+    """The list's further filters (the console's): created before ``until``, by script name,
+    by id prefix."""
+
+    until: datetime | None = None
+    script: str | None = None
+    id_prefix: str | None = None
+
+
 def _list_query(
     account_id: str,
     states: Sequence[ExecutionState],
@@ -161,6 +172,7 @@ def _list_query(
     since: datetime | None,
     cursor: tuple[datetime, str] | None,
     batch_id: str | None = None,
+    narrow: ListNarrowing | None = None,
 ) -> Select[ExecutionRow]:
     query = select(ExecutionRow).where(ExecutionRow.account_id == account_id)
     if batch_id is not None:
@@ -169,6 +181,13 @@ def _list_query(
         query = query.where(ExecutionRow.state.in_([s.value for s in states]))
     if since is not None:
         query = query.where(ExecutionRow.created_at >= since)
+    if narrow is not None:
+        if narrow.until is not None:
+            query = query.where(ExecutionRow.created_at < narrow.until)
+        if narrow.script is not None:
+            query = query.where(ExecutionRow.script == narrow.script)
+        if narrow.id_prefix:
+            query = query.where(starts_with(ExecutionRow.id, narrow.id_prefix))
     for key, value in metadata.items():
         query = query.where(
             select(ExecutionMetadataRow.execution_id)
@@ -200,9 +219,11 @@ async def list_page(
     cursor: tuple[datetime, str] | None = None,
     limit: int = 50,
     batch_id: str | None = None,
+    narrow: ListNarrowing | None = None,
 ) -> list[domain.Execution]:
     """Newest first; pass the last item's (created_at, id) as ``cursor`` for the next page."""
-    query = _list_query(account_id, states, metadata or {}, since, cursor, batch_id).limit(limit)
+    query = _list_query(account_id, states, metadata or {}, since, cursor, batch_id, narrow)
+    query = query.limit(limit)
     return await _hydrate(session, list((await session.scalars(query)).all()))
 
 

@@ -6,6 +6,7 @@ import base64
 import json
 from datetime import datetime
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, StreamingResponse
@@ -83,7 +84,13 @@ async def list_executions(
     batch: str | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    until: datetime | None = None,
+    script: Annotated[str | None, Query(max_length=bounds.MAX_NAME_CHARS)] = None,
+    id_prefix: Annotated[str | None, Query(max_length=40, pattern=r"^[A-Za-z0-9_]*$")] = None,
 ) -> schemas.ExecutionsPublic:
+    """Newest first, one page at a time (pass ``next_cursor`` back as ``cursor``), narrowed
+    by state, batch, metadata KEY=VALUE, creation time (``since`` ≤ t < ``until``), script
+    name and id prefix."""
     items = await service.list_executions(
         grid,
         principal,
@@ -93,6 +100,9 @@ async def list_executions(
         batch=batch,
         cursor=_decode_cursor(cursor),
         limit=limit,
+        narrow=service.ListNarrowing(
+            until=bounds.utc_time(until, "until"), script=script or None, id_prefix=id_prefix
+        ),
     )
     next_cursor = _encode_cursor(items[-1]) if len(items) == limit else None
     data = [convert.execution(e) for e in items]
@@ -149,10 +159,24 @@ async def download_output(
     compress = compression.ENCODING in accepted and compression.worth_compressing(
         artifact.path, artifact.size
     )
-    headers = {"x-rgrid-sha256": artifact.sha256, compression.SIZE_HEADER: str(artifact.size)}
+    headers = {
+        "x-rgrid-sha256": artifact.sha256,
+        compression.SIZE_HEADER: str(artifact.size),
+        # a browser (the console's download link) saves it under its own name
+        "content-disposition": _attachment(artifact.path),
+    }
     if compress:
         headers["content-encoding"] = compression.ENCODING
     else:
         headers["content-length"] = str(artifact.size)
     body = blob_service.sent(grid, stream, compress=compress)
     return StreamingResponse(body, media_type="application/octet-stream", headers=headers)
+
+
+def _attachment(path: str) -> str:
+    """``Content-Disposition`` naming the file (RFC 6266: an ASCII fallback and the UTF-8 name)."""
+    name = path.rsplit("/", 1)[-1]
+    fallback = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name
+    )
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
