@@ -44,7 +44,18 @@ typecheck: install
 CLUSTER_PROFILE_TESTS := $(addprefix tests/acceptance/test_,run_basic.py exit_codes.py \
 	live_logs.py dependencies.py batches.py cache.py cost.py)
 
-pytest: install
+# The browser tests' accessibility checker (axe-core), a pinned release from the npm registry
+# (npm checks its integrity); the tests inject it into each console page.
+AXE_VERSION := 4.10.3
+AXE := .tools/axe-core-$(AXE_VERSION)/axe.min.js
+
+$(AXE):
+	@mkdir -p $(dir $@)
+	cd $(dir $@) && npm pack --silent axe-core@$(AXE_VERSION) >/dev/null \
+		&& tar -xzf axe-core-$(AXE_VERSION).tgz package/axe.min.js \
+		&& mv package/axe.min.js . && rm -rf package axe-core-$(AXE_VERSION).tgz
+
+pytest: install $(AXE)
 	@scripts/ensure-services --with-postgres
 	$(BIN)/pytest -q --durations=15
 	GRID_PROFILE=cluster $(BIN)/pytest -q --durations=5 $(CLUSTER_PROFILE_TESTS)

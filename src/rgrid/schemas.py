@@ -648,3 +648,29 @@ class LogSegmentIn:
 class AttemptLogsIn:
     __pydantic_config__ = FORBID_EXTRA
     segments: list[LogSegmentIn]
+
+
+@_wire
+class ConsoleSignIn:
+    """Signing in to the web console with a pasted API key."""
+
+    __pydantic_config__ = FORBID_EXTRA
+    key: str
+
+
+@_wire
+class ConsoleSessionPublic:
+    """The signed-in console session: who it is, and the token its state changes carry."""
+
+    account: AccountPublic
+    #: send it as the X-CSRF-Token header with every POST, PUT and DELETE
+    csrf: str
+
+
+@_wire
+class ConsoleLinkPublic:
+    """A one-time sign-in link for the web console (`rgrid console` opens it)."""
+
+    #: the link's path on this server, with its token
+    path: str
+    expires_at: datetime

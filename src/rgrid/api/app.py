@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from rgrid import __version__, executor, sandbox, storage, store
+from rgrid.api import console
 from rgrid.api import errors as api_errors
 from rgrid.api.bodylimit import BodyLimit
 from rgrid.api.routes import (
@@ -132,6 +133,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.settings = settings = settings or ServerSettings()
     api_errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # before the console's pages, whose /console/{kind}/{id} would match a static path
+    app.mount("/console/static", console.static_files(), name="console-static")
     for router in (
         health.router,
         accounts.router,
@@ -143,6 +146,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         workers.router,
         billing.router,
         attempts.router,
+        console.api,
+        console.pages,
     ):
         app.include_router(router)
     return app

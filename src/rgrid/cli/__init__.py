@@ -25,7 +25,9 @@ COMMAND_MODULES = {
     "server": "rgrid.cli.server",
     "cost": "rgrid.cli.cost",
     "estimate": "rgrid.cli.cost",
-    **dict.fromkeys(("init", "doctor", "workers", "accounts", "keys"), "rgrid.cli.admin"),
+    **dict.fromkeys(
+        ("init", "doctor", "workers", "accounts", "keys", "console"), "rgrid.cli.admin"
+    ),
 }
 
 

@@ -169,4 +169,30 @@ def workers(as_json: bool) -> None:
     render.autoscaler(client.autoscaler())
 
 
-COMMANDS = [init, doctor, workers, accounts, keys]
+@click.command()
+@click.option(
+    "--no-browser", is_flag=True, help="Print the sign-in link instead of opening a browser."
+)
+def console(no_browser: bool) -> None:
+    """Open the grid's web console in the browser, already signed in.
+
+    The link signs in once and expires in two minutes; anyone holding it before then signs in
+    as your key, so --no-browser prints it for you alone to open. Or open /console on the grid
+    and paste an API key.
+    """
+    from rgrid.cli.context import connect
+
+    url = connect().console_link()
+    if no_browser:
+        click.echo(url)
+        return
+    import webbrowser
+
+    if webbrowser.open(url):
+        render.info("opened the console in your browser (the link signs in once)")
+    else:
+        render.info("no browser to open here; open this link (it signs in once, for 2 minutes):")
+        click.echo(url)
+
+
+COMMANDS = [init, doctor, workers, accounts, keys, console]

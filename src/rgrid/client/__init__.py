@@ -127,6 +127,11 @@ class Client:
         data = self._request("GET", "/api/v1/autoscaler").json()
         return schemas.load(schemas.AutoscalerPublic, data)
 
+    def console_link(self) -> str:
+        """A one-time URL that signs a browser in to the grid's web console as this key."""
+        link = self._post("/api/v1/console/links", schemas.ConsoleLinkPublic, idempotent=False)
+        return self.base_url + link.path
+
     # -- blobs ----------------------------------------------------------------------------
     def missing_blobs(self, hashes: list[str]) -> list[str]:
         body = schemas.BlobsQuery(sha256=hashes)
