@@ -1,64 +1,85 @@
-"""Filler history for scale tests: thousands of finished executions written straight into a
-grid's database (running them would take an hour). They are ordinary rows: the API lists,
-filters and pages them like any other; only their runs never happened."""
+"""Filler history for scale tests and benches: thousands of finished executions written
+straight into a grid's database (running them would take an hour). They are ordinary rows:
+the API lists, filters and pages them like any other; only their runs never happened."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy import insert
 
+from rgrid import store
 from rgrid.store.models import ExecutionMetadataRow, ExecutionRow
 
 SEEDED_SCRIPTS = ("seed_a.py", "seed_b.py")
+CHUNK = 5000
+
+
+def _row(i: int, account_id: str, created: datetime) -> dict[str, Any]:
+    failed = i % 7 == 0
+    return {
+        "id": f"exec_seed{i:07d}",
+        "account_id": account_id,
+        "state": "failed" if failed else "succeeded",
+        "script": SEEDED_SCRIPTS[i % 2],
+        "args": [f"item-{i}"],
+        "env_ciphertext": "",
+        "env_names": [],
+        "timeout_s": 60.0,
+        "memory_bytes": 2**30,
+        "disk_bytes": 10 * 2**30,
+        "dirs": [],
+        "output_dirs": [],
+        "network": True,
+        "exit_code": 1 if failed else 0,
+        "failure_class": "script_error" if failed else None,
+        "cause": "the script exited with code 1" if failed else None,
+        "attempt": 1,
+        "created_at": created,
+        "queued_at": created,
+        "started_at": created,
+        "finished_at": created + timedelta(seconds=2),
+        "updated_at": created + timedelta(seconds=2),
+        "last_seq": 0,
+        "cancel_requested": False,
+        "requirements": [],
+        "dependency_source": "none",
+        "packages": [],
+        "max_retries": 2,
+        "superseded": False,
+        "cost_micros": 5,
+        "cost_final": True,
+    }
+
+
+async def seed_executions_async(
+    database_url: str, account_id: str, count: int, *, days: int = 20
+) -> None:
+    """``count`` finished executions of ``account_id``, spread over the last ``days`` days:
+    every seventh failed, the others succeeded; each with metadata ``shard=N%4``."""
+    engine = store.make_engine(database_url)
+    now = datetime.now(UTC)
+    step = timedelta(seconds=days * 86400 / count)
+    start = now - timedelta(days=days)
+    try:
+        for first in range(0, count, CHUNK):
+            numbers = range(first, min(first + CHUNK, count))
+            async with store.transaction(store.session_factory(engine)) as session:
+                await session.execute(
+                    insert(ExecutionRow), [_row(i, account_id, start + i * step) for i in numbers]
+                )
+                await session.execute(
+                    insert(ExecutionMetadataRow),
+                    [
+                        {"execution_id": f"exec_seed{i:07d}", "key": "shard", "value": str(i % 4)}
+                        for i in numbers
+                    ],
+                )
+    finally:
+        await engine.dispose()
 
 
 def seed_executions(database_url: str, account_id: str, count: int, *, days: int = 20) -> None:
-    """``count`` finished executions of ``account_id``, spread over the last ``days`` days:
-    every seventh failed, the others succeeded; each with metadata ``shard=N%4``."""
-    engine = sa.create_engine(database_url)
-    now = datetime.now(UTC)
-    rows, metadata = [], []
-    for i in range(count):
-        created = now - timedelta(days=days) + timedelta(seconds=i * days * 86400 / count)
-        execution_id = f"exec_seed{i:07d}"
-        failed = i % 7 == 0
-        rows.append(
-            ExecutionRow(
-                id=execution_id,
-                account_id=account_id,
-                state="failed" if failed else "succeeded",
-                script=SEEDED_SCRIPTS[i % 2],
-                args=[f"item-{i}"],
-                env_ciphertext="",
-                env_names=[],
-                timeout_s=60,
-                memory_bytes=2**30,
-                network=True,
-                exit_code=1 if failed else 0,
-                failure_class="script_error" if failed else None,
-                cause="the script exited with code 1" if failed else None,
-                attempt=1,
-                created_at=created,
-                queued_at=created,
-                started_at=created,
-                finished_at=created + timedelta(seconds=2),
-                last_seq=0,
-                cancel_requested=False,
-                requirements=[],
-                dependency_source="none",
-                packages=[],
-                max_retries=2,
-                cost_micros=5,
-                cost_final=True,
-            )
-        )
-        metadata.append(
-            ExecutionMetadataRow(execution_id=execution_id, key="shard", value=str(i % 4))
-        )
-    with Session(engine) as session, session.begin():
-        session.add_all(rows)
-        session.flush()
-        session.add_all(metadata)
-    engine.dispose()
+    asyncio.run(seed_executions_async(database_url, account_id, count, days=days))

@@ -576,3 +576,41 @@ def test_the_console_needs_no_network_but_the_grid(grid: LiveServer) -> None:
         assert asset in shell.text
         assert httpx.get(grid.url + asset, timeout=10).status_code == 200
     assert "http://" not in shell.text.replace(grid.url, "") and "https://" not in shell.text
+
+
+def test_over_https_the_cookie_is_secure_and_other_sites_are_refused(
+    grid: LiveServer, user: Cli
+) -> None:
+    """Behind a TLS proxy (X-Forwarded-Proto from loopback) the cookie is ``__Host-`` and
+    Secure; a sign-in or a log WebSocket from another site's page is refused."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    key = user.env["RGRID_TEST_KEY"]
+    signed = httpx.post(
+        f"{grid.url}/console/session", json={"key": key}, headers={"x-forwarded-proto": "https"}
+    )
+    assert signed.status_code == 201, signed.text
+    cookie = signed.headers["set-cookie"]
+    assert cookie.startswith("__Host-rgrid_session=")
+    assert "; Secure" in cookie and "; HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+    assert "csrf" in signed.json() and key not in signed.text
+
+    foreign = httpx.post(
+        f"{grid.url}/console/session", json={"key": key}, headers={"origin": "http://evil.example"}
+    )
+    assert foreign.status_code == 403
+    plain = httpx.post(f"{grid.url}/console/session", json={"key": key})
+    token = plain.cookies["rgrid_session"]
+    stream = f"ws://127.0.0.1:{grid.port}/api/v1/executions/exec_seed0000001/logs/stream"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(
+            stream,
+            origin="http://evil.example",
+            additional_headers={"cookie": f"rgrid_session={token}"},
+        )
+    assert refused.value.response.status_code == 403
+    with connect(
+        stream, origin=grid.url, additional_headers={"cookie": f"rgrid_session={token}"}
+    ) as ws:
+        assert json.loads(ws.recv())["done"] is True  # a seeded execution: ended, no lines

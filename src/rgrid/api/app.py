@@ -147,6 +147,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         billing.router,
         attempts.router,
         console.api,
+        console.sessions,
         console.pages,
     ):
         app.include_router(router)

@@ -34,6 +34,8 @@ SECURITY_HEADERS = {
 }
 
 pages = APIRouter(prefix="/console", include_in_schema=False)
+#: signing in and out: JSON, in the OpenAPI document like the rest of the API
+sessions = APIRouter(prefix="/console", tags=["console"])
 api = APIRouter(prefix="/api/v1/console", tags=["console"])
 
 
@@ -74,7 +76,7 @@ async def make_link(grid: GridDep, principal: CurrentPrincipal) -> schemas.Conso
     )
 
 
-@pages.post("/session", status_code=201)
+@sessions.post("/session", status_code=201)
 async def sign_in(
     body: schemas.ConsoleSignIn, request: Request, response: Response, grid: GridDep
 ) -> schemas.ConsoleSessionPublic:
@@ -84,7 +86,7 @@ async def sign_in(
     return _session_public(session)
 
 
-@pages.get("/session")
+@sessions.get("/session")
 async def current_session(request: Request, grid: GridDep) -> schemas.ConsoleSessionPublic:
     token = session_cookie(request)
     if token is None:
@@ -93,7 +95,7 @@ async def current_session(request: Request, grid: GridDep) -> schemas.ConsoleSes
     return schemas.ConsoleSessionPublic(account=convert.account(principal.account), csrf=csrf)
 
 
-@pages.post("/signout", status_code=204)
+@sessions.post("/signout", status_code=204)
 async def sign_out(request: Request, grid: GridDep, _principal: CurrentPrincipal) -> Response:
     token = session_cookie(request)
     if token is None:  # signed in by a bearer key: there is no session to end

@@ -571,12 +571,13 @@ async function batchPage(id) {
     const latest = latestItems(items);
     const count = (state) => latest.filter((i) => i.state === state).length;
     const done = count("succeeded");
-    const bad = count("failed") + count("cancelled");
+    const bad = count("failed");
+    const cancelled = count("cancelled");
     const running = count("running");
-    const queued = latest.length - done - bad - running;
+    const queued = latest.length - done - bad - cancelled - running;
     const bar = h("div", { class: "progress", role: "img",
       "aria-label": `${done} done, ${bad} failed, ${running} running, ${queued} queued of ${batch.total}` });
-    for (const [cls, n] of [["done", done], ["failed", bad], ["running", running]]) {
+    for (const [cls, n] of [["done", done], ["failed", bad + cancelled], ["running", running]]) {
       const span = h("span", { class: cls });
       span.style.width = `${batch.total ? (100 * n) / batch.total : 0}%`;
       bar.append(span);
@@ -584,9 +585,11 @@ async function batchPage(id) {
     fill(progress, h("h2", { id: "progress-h" }, "Progress"), bar,
       h("ul", { class: "counts", id: "counts" },
         h("li", {}, h("strong", {}, done), " done"), h("li", {}, h("strong", {}, bad), " failed"),
+        cancelled ? h("li", {}, h("strong", {}, cancelled), " cancelled") : null,
         h("li", {}, h("strong", {}, running), " running"), h("li", {}, h("strong", {}, queued), " queued"),
         h("li", {}, `of ${batch.total} · `, h("code", {}, batch.script), ` · parallel ${batch.parallel} · `, money(batch.cost_micros))));
-    const failures = latest.filter((i) => i.state === "failed" || i.state === "cancelled");
+    // as `rgrid retry --batch ID --failed-only`: the failed items, not the cancelled ones
+    const failures = latest.filter((i) => i.state === "failed");
     fill(actions,
       h("button", { type: "button", disabled: failures.length === 0, onclick: retryFailed }, `Retry failed (${failures.length})`),
       batch.done ? null : h("button", { type: "button", class: "danger", onclick: cancel }, "Cancel"),
