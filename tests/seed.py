@@ -5,6 +5,7 @@ the API lists, filters and pages them like any other; only their runs never happ
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -82,4 +83,8 @@ async def seed_executions_async(
 
 
 def seed_executions(database_url: str, account_id: str, count: int, *, days: int = 20) -> None:
-    asyncio.run(seed_executions_async(database_url, account_id, count, days=days))
+    """The same from synchronous code, in a thread of its own: the caller may be inside an
+    event loop already (Playwright's sync API runs one)."""
+    seeding = seed_executions_async(database_url, account_id, count, days=days)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, seeding).result()

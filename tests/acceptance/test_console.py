@@ -115,6 +115,13 @@ def test_sign_in_with_a_key_lists_cli_runs_with_filters_and_pages(page: Page, us
     assert failed.returncode == 2
     failed_id = run_id(failed)
 
+    page.goto("/console/")
+    page.fill("#api-key", "rg_" + "x" * 40)  # a key of the right shape that is no key
+    page.press("#api-key", "Enter")
+    page.wait_for_selector("[role=alert]")
+    assert "not valid" in page.inner_text("[role=alert]")
+    assert page.is_hidden("#nav")
+
     sign_in(page, user.env["RGRID_TEST_KEY"])
     started = time.monotonic()
     page.goto("/console/executions")
@@ -145,6 +152,9 @@ def test_sign_in_with_a_key_lists_cli_runs_with_filters_and_pages(page: Page, us
     page.goto(f"/console/executions?id={failed_id[:9]}")
     page.wait_for_selector("#executions tbody tr")
     assert failed_id in listed_ids(page)
+    page.goto("/console/executions?id=exec-1%25")  # not an id's characters: said, not crashed
+    page.wait_for_selector("[role=alert]")
+    assert "id_prefix" in page.inner_text("[role=alert]") or "422" in page.inner_text("main")
     page.goto("/console/executions?id=exec_nothing")
     page.wait_for_selector("#executions p.muted")
     assert "No executions match" in page.inner_text("#executions")
