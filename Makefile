@@ -55,9 +55,12 @@ $(AXE):
 		&& tar -xzf axe-core-$(AXE_VERSION).tgz package/axe.min.js \
 		&& mv package/axe.min.js . && rm -rf package axe-core-$(AXE_VERSION).tgz
 
+# Two workers: most tests wait on subprocesses, servers and sleeps, so two run in about 60 %
+# of the time of one (a module runs whole on one worker; the Ray modules share one: see
+# tests/conftest.py). The cluster profile runs in one (each worker would start a Ray cluster).
 pytest: install $(AXE)
 	@scripts/ensure-services --with-postgres
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q --durations=15 -n 2 --dist loadgroup
 	GRID_PROFILE=cluster $(BIN)/pytest -q --durations=5 $(CLUSTER_PROFILE_TESTS)
 
 test: lint typecheck pytest

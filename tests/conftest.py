@@ -140,9 +140,21 @@ def make_server(tmp: Path, **settings: str) -> LiveServer:
 PROFILE = os.environ.get("GRID_PROFILE", "local")
 
 
+#: the modules on the session's Ray cluster: one xdist worker runs them all, so one cluster
+#: starts (a second would take seconds and two more raylets on a 2-core machine)
+RAY_MODULES = frozenset({"test_ray_cluster.py", "test_autoscaling.py", "test_executor_contract.py"})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In the cluster profile only the tests on the shared grid run again: a test that starts
+    """Under pytest-xdist (`make test` runs two workers with ``--dist loadgroup``) a module runs
+    whole on one worker, so its module-scoped grid or browser starts once.
+
+    In the cluster profile only the tests on the shared grid run again: a test that starts
     a grid of its own ran against that grid already in the local run."""
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        group = "ray" if module.rsplit("/", 1)[-1] in RAY_MODULES else module
+        item.add_marker(pytest.mark.xdist_group(group))
     if PROFILE != "cluster":
         return
     shared = [item for item in items if "live_server" in getattr(item, "fixturenames", ())]

@@ -487,15 +487,21 @@ def test_rgrid_console_signs_in_once_by_link(browser: Browser, grid: LiveServer,
 # ------------------------------------------------------------------------------------------ 7
 
 
+@pytest.fixture(scope="module")
 def console_pages(user: Cli) -> dict[str, str]:
-    listed = json_of(user("list", "--json", "--limit", "200"))["data"]
-    batch = next(e["batch_id"] for e in listed if e.get("batch_id"))
-    ended = next(
-        e["id"] for e in listed if e["state"] == "succeeded" and not e["id"].startswith("exec_seed")
-    )
+    """Every page, each with something on it: a batch of two made here (the tests may run in
+    any order), one of its items as the execution page."""
+    folder = user.cwd / "pages"
+    write(folder, "items.py", "import sys\nprint('item', sys.argv[1])\n")
+    for name in ("one", "two"):
+        write(folder, f"in/{name}.txt", name)
+    made = Cli(cwd=folder, env=user.env)("run", "--batch", "in/*.txt", "--json", "items.py")
+    assert made.returncode == 0, made.stderr
+    batch = json.loads(made.stdout.strip().splitlines()[-1])["batch"]
+    item = json_of(user("list", "--batch", batch, "--json"))["data"][0]["id"]
     return {
         "executions": "/console/executions",
-        "execution": f"/console/executions/{ended}",
+        "execution": f"/console/executions/{item}",
         "batch": f"/console/batches/{batch}",
         "cost": "/console/cost",
         "workers": "/console/workers",
@@ -503,7 +509,7 @@ def console_pages(user: Cli) -> dict[str, str]:
 
 
 def test_every_page_passes_an_accessibility_check(
-    browser: Browser, grid: LiveServer, user: Cli
+    browser: Browser, grid: LiveServer, user: Cli, console_pages: dict[str, str]
 ) -> None:
     axe = _axe_source()
     # axe is injected as an inline script: the console's CSP would refuse it, rightly
@@ -514,7 +520,7 @@ def test_every_page_passes_an_accessibility_check(
         page.wait_for_selector("#api-key")
         found = {"sign-in": _axe_run(page, axe)}
         sign_in(page, user.env["RGRID_TEST_KEY"])
-        for name, path in console_pages(user).items():
+        for name, path in console_pages.items():
             page.goto(path)
             page.wait_for_selector("main h1")
             page.wait_for_load_state("networkidle")
@@ -538,7 +544,7 @@ def _axe_run(page: Page, axe: str) -> list[dict[str, Any]]:
 
 
 def test_a_phone_sized_screen_and_the_keyboard_reach_everything(
-    browser: Browser, grid: LiveServer, user: Cli
+    browser: Browser, grid: LiveServer, user: Cli, console_pages: dict[str, str]
 ) -> None:
     context = browser.new_context(
         base_url=grid.url, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
@@ -551,7 +557,7 @@ def test_a_phone_sized_screen_and_the_keyboard_reach_everything(
         page.keyboard.type(user.env["RGRID_TEST_KEY"])
         page.keyboard.press("Enter")
         page.wait_for_selector("#executions tbody tr")
-        for name, path in console_pages(user).items():
+        for name, path in console_pages.items():
             page.goto(path)
             page.wait_for_selector("main h1")
             page.wait_for_load_state("networkidle")

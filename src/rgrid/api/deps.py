@@ -28,7 +28,9 @@ def _bearer(connection: HTTPConnection) -> str | None:
 
 
 #: the console's session cookie; over HTTPS the ``__Host-`` form (Secure, this host only)
-SESSION_COOKIES = ("__Host-rgrid_session", "rgrid_session")
+SECURE_SESSION_COOKIE = "__Host-rgrid_session"
+SESSION_COOKIE = "rgrid_session"
+SESSION_COOKIES = (SECURE_SESSION_COOKIE, SESSION_COOKIE)
 CSRF_HEADER = "x-csrf-token"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -6,6 +6,7 @@ instead of a bearer key (``rgrid.api.deps``)."""
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from typing import Annotated
 
@@ -15,7 +16,15 @@ from fastapi.staticfiles import StaticFiles
 
 from rgrid import errors, schemas
 from rgrid.api import convert
-from rgrid.api.deps import CurrentPrincipal, GridDep, check_same_origin, session_cookie
+from rgrid.api.deps import (
+    SECURE_SESSION_COOKIE,
+    SESSION_COOKIE,
+    SESSION_COOKIES,
+    CurrentPrincipal,
+    GridDep,
+    check_same_origin,
+    session_cookie,
+)
 from rgrid.services import batches as batch_service
 from rgrid.services import consoles, utcnow
 from rgrid.services import executions as execution_service
@@ -43,15 +52,20 @@ def static_files() -> StaticFiles:
     return StaticFiles(directory=str(STATIC))
 
 
+@functools.cache
+def _shell_html() -> str:
+    return (STATIC / "index.html").read_text()
+
+
 def _shell(status: int = 200) -> HTMLResponse:
-    html = (STATIC / "index.html").read_text()
-    return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+    """The one page every console path is served (its script draws the page the path names)."""
+    return HTMLResponse(_shell_html(), status_code=status, headers=SECURITY_HEADERS)
 
 
 def _set_session(request: Request, response: Response, session: consoles.ConsoleSession) -> None:
     secure = request.url.scheme == "https"
     response.set_cookie(
-        "__Host-rgrid_session" if secure else "rgrid_session",
+        SECURE_SESSION_COOKIE if secure else SESSION_COOKIE,
         session.token,
         max_age=int(consoles.SESSION_TTL.total_seconds()),
         path="/",
@@ -80,6 +94,7 @@ async def make_link(grid: GridDep, principal: CurrentPrincipal) -> schemas.Conso
 async def sign_in(
     body: schemas.ConsoleSignIn, request: Request, response: Response, grid: GridDep
 ) -> schemas.ConsoleSessionPublic:
+    """Exchange an API key for a console session (an HttpOnly cookie) and its CSRF token."""
     check_same_origin(request)
     session = await consoles.sign_in_with_key(grid, body.key)
     _set_session(request, response, session)
@@ -88,6 +103,7 @@ async def sign_in(
 
 @sessions.get("/session")
 async def current_session(request: Request, grid: GridDep) -> schemas.ConsoleSessionPublic:
+    """Who the console's session cookie signs in as, and its CSRF token (401: none)."""
     token = session_cookie(request)
     if token is None:
         raise errors.Unauthorized("not signed in to the console", hint="sign in with an API key")
@@ -97,13 +113,14 @@ async def current_session(request: Request, grid: GridDep) -> schemas.ConsoleSes
 
 @sessions.post("/signout", status_code=204)
 async def sign_out(request: Request, grid: GridDep, _principal: CurrentPrincipal) -> Response:
+    """End the console session (it needs the session's CSRF token)."""
     token = session_cookie(request)
     if token is None:  # signed in by a bearer key: there is no session to end
         raise errors.InvalidRequest("no console session to sign out of")
     await consoles.sign_out(grid, token)
     response = Response(status_code=204)
-    for name in ("__Host-rgrid_session", "rgrid_session"):
-        response.delete_cookie(name, path="/", secure=name.startswith("__Host-"))
+    for name in SESSION_COOKIES:
+        response.delete_cookie(name, path="/", secure=name == SECURE_SESSION_COOKIE)
     return response
 
 
@@ -137,6 +154,8 @@ async def _visible(request: Request, grid: GridDep, kind: str, object_id: str) -
             await batch_service.get_batch(grid, principal, object_id)
     except errors.NotFound:
         return False
+    except errors.RgridError:  # e.g. an ambiguous prefix: the page shows what the API says
+        return True
     return True
 
 

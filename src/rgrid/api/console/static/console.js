@@ -448,6 +448,8 @@ async function executionPage(id) {
   };
   await refresh();
   followLog(id, log, logState, refresh);
+  // queued → running, the worker, the cost so far: the facts follow the execution too
+  every(3000, async () => { if (!TERMINAL.has(execution.state)) await refresh(); });
 }
 
 function executionFacts(e) {
