@@ -182,6 +182,8 @@ class Outcome:
     output_dirs: tuple[str, ...] = ()
     #: its environment was built for it (not found ready on its worker)
     env_built: bool = False
+    #: whether the script (or anything it started) used the network; None: not observed
+    network_used: bool | None = None
 
 
 class LogSegment(NamedTuple):
@@ -317,6 +319,9 @@ class Execution:
     #: what the run did to its files ({"read": [...], "written": [...]}); None: not observed
     reads: dict[str, list[str]] | None = None
     lease_expires_at: datetime | None = None
+    #: whether the run used the network (a hit: whether the run it reuses did); None: not
+    #: observed (the host's network, an older grid) or not ended
+    network_used: bool | None = None
 
     @property
     def log_source(self) -> str:
@@ -340,6 +345,8 @@ class Reused:
     packages: tuple[str, ...] = ()
     python_version: str | None = None
     output_dirs: tuple[str, ...] = ()
+    #: whether that run used the network (reused anyway: the user asked for ``cache always``)
+    network_used: bool | None = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -415,6 +422,7 @@ class NewExecution:
             cached_from=None,
             cost_micros=None,
             cost_final=False,
+            network_used=None,
         )
         if reused is not None:  # nothing runs: finished now, as the run it reuses
             columns.update(
@@ -428,6 +436,7 @@ class NewExecution:
                 cost_micros=0,  # nothing ran
                 cost_final=True,
                 output_dirs=list(reused.output_dirs),
+                network_used=reused.network_used,
             )
         return columns
 

@@ -100,3 +100,9 @@ class Stream(StrEnum):
 class ArtifactKind(StrEnum):
     INPUT = "input"
     OUTPUT = "output"
+
+
+#: how the result cache answers a run (``rgrid run --cache``; ``cache =`` in .rgrid/config.toml,
+#: where true is "auto" and false "off"): "auto" reuses an identical earlier run unless it used
+#: the network, "always" even then (its network access is deterministic), "off" never
+CACHE_MODES = ("auto", "always", "off")

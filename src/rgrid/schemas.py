@@ -229,6 +229,9 @@ class ExecutionCreate:
     max_retries: Count = 2
     #: reuse an identical earlier succeeded run's result (SPEC §12); False: ``--no-cache``
     cache: bool = True
+    #: reuse it even if it used the network (``--cache always``: its network access is known
+    #: to be deterministic); by default such a run is not reused
+    cache_always: bool = False
     #: what the script reads on stdin; None: nothing (it gets end-of-file at once)
     stdin: StdinIn | None = None
     #: where the script runs (SPEC §4.2): this absolute directory of the user's machine holds
@@ -297,6 +300,9 @@ class ExecutionPublic:
     stdin_size: int | None = None
     #: empty directories the run created (its output files imply their own directories)
     output_dirs: list[str] = dataclasses.field(default_factory=list)
+    #: whether the script (or anything it started) used the network; None: not observed, or
+    #: not ended. The result cache does not reuse a run that did (unless ``--cache always``).
+    network_used: bool | None = None
 
 
 @_wire
@@ -329,6 +335,7 @@ class BatchCreate:
     runtime: str | None = None
     max_retries: Count = 2
     cache: bool = True
+    cache_always: bool = False
     #: where the script runs (SPEC §4.2): this absolute directory of the user's machine holds
     #: the execution's tree; None: the grid's own work directory
     cwd: str | None = None

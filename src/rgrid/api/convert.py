@@ -47,6 +47,7 @@ def execution(e: domain.Execution) -> schemas.ExecutionPublic:
         batch_input=e.batch_input,
         cached_from=e.cached_from,
         cache=e.cache_note,
+        network_used=e.network_used,
         cost_micros=e.cost_micros,
         cost_final=e.cost_final,
         stdin_size=e.stdin_size,

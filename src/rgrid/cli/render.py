@@ -12,6 +12,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
+from rgrid.enums import ExecutionState
 from rgrid.money import format_micros
 from rgrid.text import printable
 
@@ -229,9 +230,16 @@ def cost_label(e: schemas.ExecutionPublic) -> str:
 
 
 def cache_label(e: schemas.ExecutionPublic) -> str:
-    """``hit from exec_…``, or the grid's note on why it missed."""
+    """``hit from exec_…``; whether a later identical run may reuse this one; or the grid's
+    note on why it missed."""
     if e.cached_from:
-        return f"hit from {e.cached_from}"
+        suffix = " (it used the network; reused as --cache always asks)" if e.network_used else ""
+        return f"hit from {e.cached_from}{suffix}"
+    if e.state is ExecutionState.SUCCEEDED and e.network:
+        if e.network_used:
+            return "not reusable (it used the network)"
+        if e.network_used is None:
+            return "not reusable (whether it used the network was not observed)"
     return e.cache or "-"
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from rgrid.client.bundle import Bundle, LocalFile
     from rgrid.client.runs import Downloads, UploadReport
 from rgrid.cli.options import Duration, Size, key_values
+from rgrid.enums import CACHE_MODES
 
 MANIFEST_NOTICE_FILES = 50
 MANIFEST_NOTICE_BYTES = 20 * 1000**2
@@ -143,10 +144,17 @@ STDERR_TAIL_LINES = 20
     help="With --batch: one JSON object per state change, and a summary.",
 )
 @click.option(
+    "--cache",
+    "cache_mode",
+    type=click.Choice(CACHE_MODES),
+    help="Reuse an identical earlier run's result: auto (the default: not one that used the "
+    "network), always (even then: its network access is deterministic), off "
+    '[.rgrid/config.toml: cache = "auto"|"always"|"off"].',
+)
+@click.option(
     "--no-cache",
     is_flag=True,
-    help="Run even if an identical earlier run succeeded (its result is reused otherwise; "
-    "`cache = false` in .rgrid/config.toml turns that off for a project).",
+    help="Run even if an identical earlier run succeeded (the same as --cache off).",
 )
 @click.option("--yes", is_flag=True, help="Skip confirmations (large uploads).")
 def run(
@@ -169,6 +177,7 @@ def run(
     parallel: int,
     flat: bool,
     as_json: bool,
+    cache_mode: str | None,
     no_cache: bool,
     yes: bool,
 ) -> None:
@@ -177,9 +186,10 @@ def run(
     Piped or redirected stdin becomes the script's stdin (not with --batch); a terminal's
     gives it end-of-file."""
     from rgrid import bounds
-    from rgrid.client.config import project_settings
+    from rgrid.client.config import project_cache_mode, project_settings
 
     project = project_settings()
+    cache = "off" if no_cache else cache_mode or project_cache_mode(project)
     env_values = key_values(env, "--env", local_fallback=True)
     labels = key_values(metadata, "--metadata")
     bounds.check_env(env_values)  # the grid's own checks, before anything is uploaded
@@ -194,7 +204,8 @@ def run(
         "network": network,
         "runtime": runtime,
         "max_retries": max_retries,
-        "cache": not no_cache and project.get("cache", True) is True,
+        "cache": cache != "off",
+        "cache_always": cache == "always",
     }
     where = Place(output_dir, remote_only, detach)
     if patterns:
@@ -305,7 +316,11 @@ def _run_one(
         render.info(
             f"cached: the same script, inputs, arguments, environment and dependencies "
             f"succeeded as {execution.cached_from}; its result is reused (--no-cache runs it again)"
+            + ("; it used the network (--cache always)" if execution.network_used else "")
         )
+    elif execution.cache and "not reused" in execution.cache:
+        # an identical run succeeded but is not reused (it used the network): say why this runs
+        render.info(f"running it again: {execution.cache.removeprefix('miss: ')}")
     if where.detach:
         click.echo(execution.id)
         render.info(f"follow it with `rgrid logs {execution.id} --follow`")

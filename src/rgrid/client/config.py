@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from rgrid import errors
+from rgrid.enums import CACHE_MODES
 
 DEFAULT_PROFILE = "default"
 
@@ -83,7 +84,7 @@ def write_profile(name: str, api_url: str, api_key: str) -> Path:
 PROJECT_CONFIG = Path(".rgrid") / "config.toml"
 #: the project settings ``.rgrid/config.toml`` may hold, and their types
 PROJECT_KEYS: dict[str, type | tuple[type, ...]] = {
-    "cache": bool,
+    "cache": (bool, str),
     #: the project tree's budget (SPEC §4.1): a size ("100MiB" or bytes) and a file count
     "tree_budget": (str, int),
     "tree_budget_files": int,
@@ -112,7 +113,20 @@ def project_settings(start: Path | None = None) -> dict[str, object]:
             raise errors.UsageError(
                 f"{path}: unknown setting {key!r}", hint=f"known: {', '.join(PROJECT_KEYS)}"
             )
+        if key == "cache" and not (isinstance(value, bool) or value in CACHE_MODES):
+            raise errors.UsageError(
+                f'{path}: cache must be true, false, "auto", "always" or "off", not {value!r}'
+            )
         if not isinstance(value, wanted):
             kind = wanted.__name__ if isinstance(wanted, type) else "size"
             raise errors.UsageError(f"{path}: {key} must be a {kind}, not {value!r}")
     return values
+
+
+def project_cache_mode(settings: dict[str, object]) -> str:
+    """The project's cache mode (one of ``CACHE_MODES``); "auto" when it names none."""
+    value = settings.get("cache", "auto")
+    if isinstance(value, bool):
+        return "auto" if value else "off"
+    assert isinstance(value, str) and value in CACHE_MODES  # project_settings checked it
+    return value

@@ -523,6 +523,7 @@ async def _run_staged(
             python_version=interpreter.full_version,
             reads=observed,
             env_built=env.built_now,
+            network_used=result.network_used,
         )
         if outcome.state is ExecutionState.CANCELLED:
             return outcome

@@ -122,6 +122,9 @@ class SandboxResult:
     max_rss_bytes: int | None
     #: a bound the process ran into, if any (it may still have exited by itself)
     limit_hit: LimitHit | None = None
+    #: whether it (or anything it started) opened a connection or sent a datagram; None: not
+    #: observed (the host's network, or a sandbox without network namespaces)
+    network_used: bool | None = None
 
     @property
     def exit_code(self) -> int:

@@ -109,9 +109,11 @@ class BwrapSandbox:
         async with contextlib.AsyncExitStack() as stack:
             launcher = await launch.take()
             stack.callback(launcher.finish)  # once the sandbox is gone
+            traffic_before: int | None = None
             if mode is NetworkMode.ISOLATED:
                 namespace = await stack.enter_async_context(network.shared_pool().namespace())
                 await launcher.call(functools.partial(network.join, namespace.path))
+                traffic_before = await launcher.call(network.traffic)
             if run_as is not None:
                 given = [] if spec.workdir_ready else [spec.workdir]
                 for directory in (*given, *(host for host, _ in spec.rw_binds)):
@@ -147,7 +149,21 @@ class BwrapSandbox:
             result = _normalise(result, status)
             if (group := handshake.group) is not None and result.limit_hit is None:
                 result = dataclasses.replace(result, limit_hit=_group_limit(group.report()))
-            return result
+            return dataclasses.replace(
+                result, network_used=await _network_used(mode, launcher, traffic_before)
+            )
+
+
+async def _network_used(
+    mode: NetworkMode | None, launcher: launch.Launcher, before: int | None
+) -> bool | None:
+    """Network off: none was used. Its own namespace: its counters moved (every process of it
+    is dead by now, so they are final). The host's network: not observed."""
+    if mode is None:
+        return False
+    if before is None:
+        return None
+    return await launcher.call(network.traffic) > before
 
 
 def describe(mode: NetworkMode) -> str:
@@ -164,6 +180,10 @@ def describe(mode: NetworkMode) -> str:
         if mode is NetworkMode.ISOLATED
         else "the host's network, loopback included"
     )
+    if mode is NetworkMode.ISOLATED and network.host_loopback():
+        reach += (
+            f", and the host's loopback at {network.SLIRP_GATEWAY} ({network.HOST_LOOPBACK_ENV})"
+        )
     return f"{STRENGTH}; {user}; {group}; network on: {reach}"
 
 

@@ -36,6 +36,10 @@ from rgrid import errors
 logger = logging.getLogger(__name__)
 
 NETNS_DIR = Path("/run/netns")
+#: an operator's opt-in: sandboxes reach the host's loopback services at slirp's gateway
+#: 10.0.2.2 (a grid on a developer's machine, tests); never the host's other addresses
+HOST_LOOPBACK_ENV = "RGRID_SANDBOX_HOST_LOOPBACK"
+SLIRP_GATEWAY = "10.0.2.2"
 NAME_PREFIX = "rgrid-"
 SLIRP_DNS = "10.0.2.3"
 SLIRP_MTU = 65520
@@ -106,6 +110,43 @@ def join(path: Path) -> None:
         os.close(fd)
 
 
+#: the counters of /proc/net/snmp (protocol, field) and /proc/net/snmp6 that move only when a
+#: process of the namespace opens a TCP connection, accepts one, sends a UDP datagram (a DNS
+#: lookup is one) or a ping. The kernel's own IPv6 router and neighbour messages are ICMPv6
+#: of other types: a namespace nobody uses keeps these still.
+SNMP_COUNTERS = frozenset(
+    {
+        ("Tcp", "ActiveOpens"),
+        ("Tcp", "PassiveOpens"),
+        ("Udp", "OutDatagrams"),
+        ("UdpLite", "OutDatagrams"),
+        ("Icmp", "OutEchos"),
+    }
+)
+SNMP6_COUNTERS = frozenset({"Udp6OutDatagrams", "UdpLite6OutDatagrams", "Icmp6OutEchos"})
+
+
+def traffic() -> int:
+    """The sum of those counters in the calling thread's network namespace: compared before and
+    after a script ran in a namespace of its own, it tells whether the script, a subprocess or
+    C code in it used the network (a connection to the namespace's own loopback counts too)."""
+    here = Path("/proc/thread-self/net")
+    total = 0
+    lines = (here / "snmp").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=True):
+        protocol, _, fields = names.partition(": ")
+        numbers = values.partition(": ")[2].split()
+        for field, number in zip(fields.split(), numbers, strict=True):
+            if (protocol, field) in SNMP_COUNTERS:
+                total += int(number)
+    with contextlib.suppress(FileNotFoundError):  # a kernel without IPv6
+        for line in (here / "snmp6").read_text().splitlines():
+            field, _, number = line.partition(" ")
+            if field in SNMP6_COUNTERS:
+                total += int(number)
+    return total
+
+
 def host_addresses() -> list[str]:
     """This host's own IPv4 addresses (each blocked: a service bound to 0.0.0.0 listens there)."""
     ip = shutil.which("ip")
@@ -141,6 +182,11 @@ def resolv_conf() -> Path:
     path.chmod(0o644)
     directory.chmod(0o755)
     return path
+
+
+def host_loopback() -> bool:
+    """Whether ``RGRID_SANDBOX_HOST_LOOPBACK`` opens the host's loopback to sandboxes."""
+    return os.environ.get(HOST_LOOPBACK_ENV, "").strip().lower() in ("1", "on", "true", "yes")
 
 
 def problem() -> str | None:
@@ -228,7 +274,7 @@ def _start_slirp(name: str) -> tuple[subprocess.Popen[bytes], int]:
                 "slirp4netns",
                 "--configure",
                 f"--mtu={SLIRP_MTU}",
-                "--disable-host-loopback",
+                *([] if host_loopback() else ["--disable-host-loopback"]),
                 "--netns-type=path",
                 f"--ready-fd={ready_write}",
                 f"--exit-fd={exit_read}",

@@ -119,7 +119,9 @@ async def submit_batch(
             network=spec.network,
         )
         items, artifacts, metadata = _items(spec, named, tree, common, keyer)
-        items = await _reuse_results(grid, session, spec.cache, items, artifacts)
+        items = await _reuse_results(
+            grid, session, spec.cache, items, artifacts, networked=spec.cache_always
+        )
         await repo.insert_items(session, [item.columns() for item in items], artifacts, metadata)
         result = await repo.to_batch(session, batch)
     if any(item.reused is None for item in items):
@@ -133,6 +135,8 @@ async def _reuse_results(
     use_cache: bool,
     items: list[domain.NewExecution],
     artifacts: list[dict[str, Any]],
+    *,
+    networked: bool = False,
 ) -> list[domain.NewExecution]:
     """The items, those an identical earlier succeeded run already answered made finished
     results of it (their outputs added to ``artifacts``)."""
@@ -142,12 +146,14 @@ async def _reuse_results(
     keys = [
         cache.CacheKey(i.cache_key or "", i.cache_parts or {}, i.cache_base or "") for i in items
     ]
-    verdicts = await reuse.lookup(grid, session, account_id, keys)
+    verdicts = await reuse.lookup(grid, session, account_id, keys, networked=networked)
     answered = []
     for item in items:
-        hit = verdicts[item.cache_key or ""].hit
+        verdict = verdicts[item.cache_key or ""]
+        hit = verdict.hit
         if hit is None:
-            answered.append(dataclasses.replace(item, cache_note="miss"))
+            note = "miss" if verdict.why is None else f"miss: {verdict.why}"
+            answered.append(dataclasses.replace(item, cache_note=note))
             continue
         source, outputs = hit
         answered.append(item.answered_by(cache.reused(source)))

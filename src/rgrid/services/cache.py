@@ -204,6 +204,7 @@ def reused(source: domain.Execution) -> domain.Reused:
         packages=tuple(source.packages or ()),
         python_version=source.python_version,
         output_dirs=tuple(source.output_dirs or ()),
+        network_used=source.network_used,
     )
 
 

@@ -144,7 +144,9 @@ async def submit(
         new = dataclasses.replace(
             new, cache_key=key.digest, cache_parts=key.parts, cache_base=key.base
         )
-        new, outputs = await _answer_from_cache(grid, session, new, key, spec.cache)
+        new, outputs = await _answer_from_cache(
+            grid, session, new, key, spec.cache, networked=spec.cache_always
+        )
         execution = await repo.insert(session, new, spec.metadata)
         await blob_repo.add_artifacts(session, new.id, ArtifactKind.INPUT, files, new.created_at)
         if new.reused is not None:
@@ -220,12 +222,15 @@ async def _answer_from_cache(
     new: domain.NewExecution,
     key: cache.CacheKey,
     use_cache: bool,
+    *,
+    networked: bool = False,
 ) -> tuple[domain.NewExecution, list[domain.FileRef]]:
     """The execution answered by an earlier identical run, with that run's outputs; else as
     it was, with a note saying why the cache did not answer."""
     if not use_cache:
         return dataclasses.replace(new, cache_note="bypassed (--no-cache)"), []
-    verdict = (await reuse.lookup(grid, session, new.account_id, [key]))[key.digest]
+    found = await reuse.lookup(grid, session, new.account_id, [key], networked=networked)
+    verdict = found[key.digest]
     if verdict.hit is None:
         note = await cache.miss_note(grid, session, new.account_id, new.script, key, verdict.why)
         return dataclasses.replace(new, cache_note=note), []

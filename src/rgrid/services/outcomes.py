@@ -164,6 +164,7 @@ def _final(outcome: domain.Outcome, ended: datetime) -> dict[str, Any]:
         if reads is None
         else {"read": list(reads.read), "written": list(reads.written)},
         "output_dirs": list(outcome.output_dirs),
+        "network_used": outcome.network_used,
     }
     if outcome.packages:
         values["packages"] = list(outcome.packages)

@@ -73,11 +73,18 @@ def _files(parts: Mapping[str, Any]) -> dict[str, str]:
 
 
 async def lookup(
-    grid: Grid, session: AsyncSession, account_id: str, keys: Sequence[CacheKey]
+    grid: Grid,
+    session: AsyncSession,
+    account_id: str,
+    keys: Sequence[CacheKey],
+    *,
+    networked: bool = False,
 ) -> dict[str, Verdict]:
     """For each key (by digest), this account's newest succeeded run that can serve it and
     whose outputs are all still kept. Checks the run with the same key, then at most
-    ``CANDIDATES`` observed runs with the same base, newest first."""
+    ``CANDIDATES`` observed runs with the same base, newest first. A run that used the network
+    (or may have: not observed) serves only when ``networked`` (``--cache always``): what it
+    fetched may have changed since."""
     exact = await repo.cached_results(session, account_id, sorted({k.digest for k in keys}))
     similar = await repo.observed_runs(
         session, account_id, sorted({k.base for k in keys}), CANDIDATES
@@ -88,8 +95,33 @@ async def lookup(
     for key in keys:
         same = exact.get(key.digest)
         others = [row for row in similar.get(key.base, []) if same is None or row.id != same.id]
-        verdicts[key.digest] = await _verdict(grid, session, account_id, key, same, others, outputs)
+        blocked = (same is not None and not networked and network_note(same)) or None
+        if not networked:
+            same = None if blocked else same
+            others = [row for row in others if network_note(row) is None]
+        verdict = await _verdict(grid, session, account_id, key, same, others, outputs)
+        if verdict.hit is None and blocked:
+            # it would have been a hit: say why it runs again
+            verdict = Verdict(None, blocked)
+        verdicts[key.digest] = verdict
     return verdicts
+
+
+def network_note(row: domain.Execution) -> str | None:
+    """Why ``row``, an identical earlier run, is not reused for using the network; None: it
+    did not (network off, or observed to open no connection)."""
+    if not row.network or row.network_used is False:
+        return None
+    source = row.cached_from or row.id
+    if row.network_used:
+        return (
+            f"{source} used the network, so its result is not reused "
+            '(`--cache always` or cache = "always" in .rgrid/config.toml reuses such runs)'
+        )
+    return (
+        f"{source} may have used the network (not observed where it ran), so its result is "
+        "not reused (`--cache always` reuses it)"
+    )
 
 
 async def _verdict(

@@ -74,6 +74,7 @@ def to_domain(row: ExecutionRow, metadata: Mapping[str, str]) -> domain.Executio
         cache_base=row.cache_base,
         reads=row.reads,
         lease_expires_at=row.lease_expires_at,
+        network_used=row.network_used,
     )
 
 

@@ -185,6 +185,9 @@ class ExecutionRow(Base):
     # its cost in micros so far (every attempt's run time on its worker), and whether final
     cost_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     cost_final: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: whether the run opened a connection or sent a datagram (observed in its own network
+    #: namespace); NULL: not observed, or it has not ended. The cache does not reuse such runs.
+    network_used: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     # piped stdin (a blob unless empty); NULL: none, the script gets end-of-file at once
     stdin_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     stdin_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -459,6 +459,60 @@ async def test_bwrap_leaves_no_cgroup_behind(
     assert wait_until_gone(marker) == []
 
 
+QUIET = "print('no network here')"
+UDP_DATAGRAM = """
+import socket
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"?", ("10.0.2.3", 53))  # a DNS query's way
+"""
+SUBPROCESS_CONNECT = f"""
+import subprocess
+connect = "import socket\\ntry: socket.create_connection(('10.0.2.2', 9), timeout=2)\\nexcept OSError: pass"
+subprocess.run([{PYTHON!r}, "-c", connect], check=True)
+"""
+OWN_LOOPBACK = """
+import socket
+with socket.create_server(("127.0.0.1", 0)) as server:
+    socket.create_connection(server.getsockname()).close()
+"""
+
+
+@pytest.mark.parametrize(
+    ("code", "used"),
+    [(QUIET, False), (UDP_DATAGRAM, True), (SUBPROCESS_CONNECT, True), (OWN_LOOPBACK, True)],
+    ids=["quiet", "udp-datagram", "subprocess-connect", "own-loopback"],
+)
+async def test_network_use_is_observed_in_the_scripts_namespace(
+    workdir: Path, code: str, used: bool
+) -> None:
+    """Counted by the kernel in the script's namespace: a datagram (a DNS query), a connection attempt by a
+    subprocess, even one to itself; a script that opens nothing leaves the counters still
+    (the namespace is reused: what the run before did does not count)."""
+    box = BwrapSandbox(network_mode=NetworkMode.ISOLATED)
+    done = await run(box, workdir, code)
+    assert done.result.returncode == 0, done.output
+    assert done.result.network_used is used
+    again = await run(box, workdir, QUIET)  # the same pooled namespace, a quiet script
+    assert again.result.network_used is False
+
+
+@pytest.mark.parametrize(
+    ("sandbox", "mode", "network_on", "expected"),
+    [
+        (BwrapSandbox(network_mode=NetworkMode.ISOLATED), "isolated", False, False),
+        (BwrapSandbox(network_mode=NetworkMode.HOST), "host", True, None),
+        (ProcessSandbox(), "process", True, None),
+    ],
+    ids=["network-off", "host-network", "process-sandbox"],
+)
+async def test_network_use_off_or_not_observable(
+    workdir: Path, sandbox: Sandbox, mode: str, network_on: bool, expected: bool | None
+) -> None:
+    """Network off: nothing can have been used. The host's network or no namespaces: the grid
+    cannot tell (None), and the result cache treats such a run as one that may have."""
+    done = await run(sandbox, workdir, UDP_DATAGRAM, network=network_on)
+    assert done.result.network_used is expected, mode
+
+
 async def test_isolated_network_reaches_the_package_index(workdir: Path) -> None:
     """The internet works: a package's index page over HTTPS, name resolved inside."""
     code = """

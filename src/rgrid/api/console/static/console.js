@@ -454,8 +454,12 @@ async function executionPage(id) {
 
 function executionFacts(e) {
   const cache = e.cached_from
-    ? h("span", {}, "answered from the cache: ", executionLink(e.cached_from))
-    : e.cache;
+    ? h("span", {}, "answered from the cache: ", executionLink(e.cached_from),
+      e.network_used ? " (it used the network; reused as --cache always asks)" : "")
+    : e.state === "succeeded" && e.network && e.network_used !== false
+      ? (e.network_used ? "not reusable (it used the network)"
+        : "not reusable (whether it used the network was not observed)")
+      : e.cache;
   const failure = e.failure_class
     ? h("span", {}, h("strong", {}, e.failure_class), e.cause ? ` — ${e.cause}` : "",
       e.hint ? h("div", { class: "hint" }, e.hint) : null)
