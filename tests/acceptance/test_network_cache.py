@@ -187,3 +187,17 @@ def test_a_bad_cache_setting_is_refused_naming_the_choices_and_submits_nothing(
     assert result.returncode != 0, result.stderr
     assert said in result.stderr
     assert json_of(user("list", "--json"))["data"] == []
+
+
+def test_installing_dependencies_is_not_the_scripts_network_use(user: Cli) -> None:
+    """The environment is built from the package index before the script runs, in a sandbox
+    of its own: a script that itself opens nothing stays reusable."""
+    (user.cwd / "requirements.txt").write_text("six\n")
+    (user.cwd / "uses_six.py").write_text("import six\nprint('six', six.__version__)\n")
+    first = user("run", "uses_six.py", timeout=300)
+    assert first.returncode == 0 and first.stdout.startswith("six 1."), first.stderr
+    status = status_of(user, run_id(first))
+    assert any(p.startswith("six==") for p in status["packages"])
+    assert status["network_used"] is False
+    second = user("run", "uses_six.py")
+    assert status_of(user, run_id(second))["cached_from"] == run_id(first)
