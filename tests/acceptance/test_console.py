@@ -259,6 +259,36 @@ def test_a_running_executions_log_is_live_and_resumes_after_the_socket_is_cut(
     shot(page, "execution-live")
 
 
+def test_cancel_from_the_pages_of_a_running_execution_and_batch(page: Page, user: Cli) -> None:
+    write(user.cwd, "sleepy.py", "import time\nprint('started', flush=True)\ntime.sleep(60)\n")
+    submitted = user("run", "--detach", "--no-cache", "sleepy.py")
+    execution_id = submitted.stdout.strip().split()[-1]
+    sign_in(page, user.env["RGRID_TEST_KEY"])
+    page.goto(f"/console/executions/{execution_id}")
+    page.wait_for_selector("#log .stdout")  # running
+    page.get_by_role("button", name="Cancel").click()
+    page.wait_for_function(
+        "() => document.querySelector('#summary-h + dl')?.textContent.includes('cancelled')"
+    )
+    assert status_of(user, execution_id)["state"] == "cancelled"
+
+    for name in ("x", "y", "z"):
+        write(user.cwd, f"slow/{name}.txt", name)
+    batch = user("run", "--batch", "slow/*.txt", "--parallel", "1", "--detach", "sleepy.py")
+    assert batch.returncode == 0, batch.stderr
+    batch_id = batch.stdout.strip().split()[-1]
+    page.goto(f"/console/batches/{batch_id}")
+    page.wait_for_function(
+        "() => document.getElementById('counts')?.textContent.includes('1 running')"
+    )
+    page.get_by_role("button", name="Cancel").click()
+    page.wait_for_function(
+        "() => document.getElementById('counts')?.textContent.includes('3 cancelled')"
+    )
+    items = json_of(user("list", "--batch", batch_id, "--json"))["data"]
+    assert sorted(i["state"] for i in items) == ["cancelled"] * 3
+
+
 # ------------------------------------------------------------------------------------------ 3
 
 
