@@ -135,3 +135,29 @@ def utc_time(value: datetime | None, name: str) -> datetime | None:
         return value.astimezone(UTC)
     except OverflowError as exc:
         raise errors.InvalidRequest(f"{name} is out of range") from exc
+
+
+#: the variables a run's surroundings may carry besides the time zone (SPEC §4)
+LOCALE_NAME = re.compile(r"LANG|LANGUAGE|LC_[A-Z]+")
+MAX_LOCALE_ENTRIES = 16
+MAX_SURROUNDING_CHARS = 200
+_SURROUNDING_VALUE = re.compile(r"[\x21-\x7e]*")  # printable ASCII without blanks
+
+
+def check_surroundings(time_zone: str | None, locale: Mapping[str, str]) -> None:
+    """A run's time zone and locale variables: names LANG, LANGUAGE or LC_*, at most
+    ``MAX_LOCALE_ENTRIES``; values of printable ASCII, at most ``MAX_SURROUNDING_CHARS``."""
+    if len(locale) > MAX_LOCALE_ENTRIES:
+        _refuse(
+            f"at most {MAX_LOCALE_ENTRIES} locale variables, not {len(locale)}",
+            "MAX_LOCALE_ENTRIES",
+            len(locale),
+        )
+    for name, value in (("TZ", time_zone or ""), *locale.items()):
+        if name != "TZ" and not LOCALE_NAME.fullmatch(name):
+            _refuse(f"{name[:40]!r} is not a locale variable (LANG, LANGUAGE, LC_*)", "LOCALE_NAME")
+        if len(value) > MAX_SURROUNDING_CHARS or not _SURROUNDING_VALUE.fullmatch(value):
+            _refuse(
+                f"{name} must be printable ASCII of at most {MAX_SURROUNDING_CHARS} characters",
+                "MAX_SURROUNDING_CHARS",
+            )

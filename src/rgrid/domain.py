@@ -144,6 +144,12 @@ class ExecutionSpec:
     tree: Tree | None = None
     #: the worker that claimed it (a Ray node's id, or the server's own)
     worker: str = ""
+    #: the user's time zone ("Europe/Berlin", a POSIX TZ; None: UTC) and locale variables
+    time_zone: str | None = None
+    locale: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: the user's terminal ({"columns", "lines", "stdout", "stderr", "term", "colorterm"}):
+    #: the script's streams that go to it are pseudo-terminals; None: pipes
+    terminal: dict[str, Any] | None = None
 
     @property
     def all_inputs(self) -> tuple[FileRef, ...]:
@@ -322,6 +328,8 @@ class Execution:
     #: whether the run used the network (a hit: whether the run it reuses did); None: not
     #: observed (the host's network, an older grid) or not ended
     network_used: bool | None = None
+    #: {"time_zone": …, "locale": {…}}: the user's surroundings it runs in; None: defaults
+    surroundings: dict[str, Any] | None = None
 
     @property
     def log_source(self) -> str:
@@ -388,6 +396,8 @@ class NewExecution:
     batch_index: int | None = None
     batch_input: str | None = None
     retry_of: str | None = None
+    #: {"time_zone": …, "locale": {…}} (``schemas.Surroundings``); None: UTC and C.UTF-8
+    surroundings: dict[str, Any] | None = None
     reused: Reused | None = None
 
     def answered_by(self, reused: Reused) -> NewExecution:

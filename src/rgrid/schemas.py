@@ -207,6 +207,37 @@ class UploadProgress:
 
 
 @_wire
+class Terminal:
+    """The terminal ``rgrid run`` writes to: the script gets a pseudo-terminal of this size
+    for each of its streams that goes to it, so colours, progress bars and ``isatty()``
+    behave as under ``python`` there."""
+
+    __pydantic_config__ = FORBID_EXTRA
+    columns: Annotated[int, Range(0, 10_000)] = 80
+    lines: Annotated[int, Range(0, 10_000)] = 24
+    #: the script's stdout is a terminal; its stderr is one
+    stdout: bool = True
+    stderr: bool = True
+    #: ``$TERM`` and ``$COLORTERM`` of the user's shell
+    term: str | None = None
+    colorterm: str | None = None
+
+
+@_wire
+class Surroundings:
+    """What the user's shell gives a script besides ``--env`` (SPEC §4): its time zone and
+    locale, so that dates and numbers come out as under ``python`` there."""
+
+    __pydantic_config__ = FORBID_EXTRA
+    #: ``$TZ``, else the zone of the user's clock by name ("Europe/Berlin"); None: UTC
+    time_zone: str | None = None
+    #: ``LANG``, ``LANGUAGE`` and ``LC_*`` as the user's environment has them
+    locale: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: the user's terminal, when the CLI's stdout or stderr is one (None: neither)
+    terminal: Terminal | None = None
+
+
+@_wire
 class ExecutionCreate:
     __pydantic_config__ = FORBID_EXTRA
     script: str
@@ -232,6 +263,8 @@ class ExecutionCreate:
     #: reuse it even if it used the network (``--cache always``: its network access is known
     #: to be deterministic); by default such a run is not reused
     cache_always: bool = False
+    #: the user's time zone and locale (None: an older client; UTC and C.UTF-8)
+    surroundings: Surroundings | None = None
     #: what the script reads on stdin; None: nothing (it gets end-of-file at once)
     stdin: StdinIn | None = None
     #: where the script runs (SPEC §4.2): this absolute directory of the user's machine holds
@@ -336,6 +369,7 @@ class BatchCreate:
     max_retries: Count = 2
     cache: bool = True
     cache_always: bool = False
+    surroundings: Surroundings | None = None
     #: where the script runs (SPEC §4.2): this absolute directory of the user's machine holds
     #: the execution's tree; None: the grid's own work directory
     cwd: str | None = None

@@ -186,6 +186,7 @@ def run(
     Piped or redirected stdin becomes the script's stdin (not with --batch); a terminal's
     gives it end-of-file."""
     from rgrid import bounds
+    from rgrid.client import surroundings
     from rgrid.client.config import project_cache_mode, project_settings
 
     project = project_settings()
@@ -206,6 +207,7 @@ def run(
         "max_retries": max_retries,
         "cache": cache != "off",
         "cache_always": cache == "always",
+        "surroundings": surroundings.detect(),
     }
     where = Place(output_dir, remote_only, detach)
     if patterns:
@@ -309,6 +311,10 @@ def _run_one(
         client = connect()
         report = upload_bundle(client, bundle, [stdin] if stdin and stdin.size else [])
     options = {**options, "requirements": deps.requirements, "dependency_source": deps.source}
+    if not where.detach:  # its output comes to this terminal: the script writes to one too
+        from rgrid.client.surroundings import terminal
+
+        options["surroundings"] = dataclasses.replace(options["surroundings"], terminal=terminal())
     execution = _submit_one(client, bundle, stdin, options, report)
     if deps.requirements:
         render.info(f"dependencies ({deps.source}): {', '.join(deps.requirements)}")

@@ -12,6 +12,7 @@ import shutil
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 from rgrid import domain, errors, sandbox
 from rgrid.domain import ExecutionState, FailureClass
@@ -28,6 +29,7 @@ from rgrid.runner.places import (
     left_in_tmp,
     scan_outside,
 )
+from rgrid.runner.surroundings import script_surroundings
 from rgrid.runner.workdir import OutputScan, find_outputs
 from rgrid.sandbox import bwrap, reads
 from rgrid.text import printable
@@ -41,14 +43,16 @@ SANDBOX_HOME = "/tmp"
 CPUS_PER_EXECUTION = 1.0
 
 
-def _sandbox_env(user_env: dict[str, str], python_bin: Path) -> dict[str, str]:
-    """A scrubbed environment: nothing of the grid's own, the user's ``--env`` on top."""
+def _sandbox_env(
+    user_env: dict[str, str], python_bin: Path, surroundings: dict[str, str]
+) -> dict[str, str]:
+    """A scrubbed environment: nothing of the grid's own; the user's time zone and locale
+    (``runner.surroundings``), and the user's ``--env`` on top."""
     env = {
         "PATH": f"{python_bin}:/usr/local/bin:/usr/bin:/bin",
         "HOME": SANDBOX_HOME,
         "TMPDIR": "/tmp",
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
+        **surroundings,
         # Output must reach the user line by line, as it would on a terminal.
         "PYTHONUNBUFFERED": "1",
         "PYTHONIOENCODING": "utf-8",
@@ -63,6 +67,7 @@ def _sandbox_spec(
     layout: Layout,
     config: RunnerConfig,
     staged: Staged,
+    surroundings: dict[str, str],
 ) -> sandbox.SandboxSpec:
     env_root = SANDBOX_ENV_PATH if layout.mounted else env.root
     python = env_root / "bin" / "python"
@@ -73,7 +78,7 @@ def _sandbox_spec(
         workdir=layout.workdir,
         workdir_inside=layout.cwd_inside,
         rw_binds=layout.rw_binds(),
-        env=_sandbox_env(spec.env, python.parent),
+        env=_sandbox_env(spec.env, python.parent, surroundings),
         ro_binds=(
             (env.interpreter.prefix, env.interpreter.prefix),
             (env.root, SANDBOX_ENV_PATH),
@@ -92,6 +97,18 @@ def _sandbox_spec(
         ),
         workdir_ready=staged.overlay is not None,
         tmp_dir=layout.tmp,
+        terminal=_terminal(spec.terminal),
+    )
+
+
+def _terminal(given: dict[str, Any] | None) -> sandbox.TerminalSpec | None:
+    if not given:
+        return None
+    return sandbox.TerminalSpec(
+        columns=int(given.get("columns", 80)),
+        lines=int(given.get("lines", 24)),
+        stdout=bool(given.get("stdout")),
+        stderr=bool(given.get("stderr")),
     )
 
 
@@ -496,13 +513,16 @@ async def _run_staged(
         max_bytes=config.max_log_bytes,
     )
     async with shipper:
+        surroundings, warnings = script_surroundings(spec.time_zone, spec.locale, spec.terminal)
+        for warning in warnings:
+            shipper.system(warning)
         try:
             async with config.env_cache.environment(
                 spec.requirements, interpreter, shipper.setup
             ) as env:
                 result, observed = await _run_observed(
                     box,
-                    _sandbox_spec(spec, env, layout, config, staged),
+                    _sandbox_spec(spec, env, layout, config, staged, surroundings),
                     await _watch(spec, staged, box, config),
                     shipper,
                     cancel,

@@ -92,6 +92,19 @@ class SandboxSpec:
     #: a tmpfs of the caller's (mode 1777) that is the script's /tmp, so the caller can see
     #: what was left there; None: a private tmpfs (the process sandbox ignores it)
     tmp_dir: Path | None = None
+    #: the streams that are pseudo-terminals of this size (None: both are pipes)
+    terminal: TerminalSpec | None = None
+
+
+@dataclass(frozen=True)
+class TerminalSpec:
+    """Pseudo-terminals for the script's stdout and/or stderr: ``isatty()`` is true there and
+    the size is the user's. Output processing is off: the log holds the bytes it wrote."""
+
+    columns: int = 80
+    lines: int = 24
+    stdout: bool = True
+    stderr: bool = True
 
 
 class LimitHit(StrEnum):

@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import os
 import resource
 import shutil
@@ -24,6 +25,7 @@ from rgrid.sandbox import (
     SandboxResult,
     SandboxSpec,
     cgroups,
+    cpus,
     launch,
     network,
     process,
@@ -68,6 +70,8 @@ class Plan:
     status_fd: int | None = None
     info_fd: int | None = None
     block_fd: int | None = None
+    #: the CPUs it runs on (``cpus.CpuSets``): the only ones its /sys says are online
+    cpus: tuple[int, ...] | None = None
 
 
 class BwrapSandbox:
@@ -109,6 +113,11 @@ class BwrapSandbox:
         async with contextlib.AsyncExitStack() as stack:
             launcher = await launch.take()
             stack.callback(launcher.finish)  # once the sandbox is gone
+            chosen = cpus.shared().take(math.ceil(spec.cpus)) if spec.cpus else None
+            if chosen:
+                stack.callback(cpus.shared().give_back, chosen)
+                # on the launcher's own thread: bwrap and the script inherit its affinity
+                await launcher.call(functools.partial(os.sched_setaffinity, 0, chosen))
             traffic_before: int | None = None
             if mode is NetworkMode.ISOLATED:
                 namespace = await stack.enter_async_context(network.shared_pool().namespace())
@@ -130,7 +139,12 @@ class BwrapSandbox:
                 # an emptied group go, and the execution need not wait for that
                 stack.callback(handshake.discard_group)
             plan = Plan(
-                mode, run_as, handshake.status_write, handshake.info_write, handshake.block_read
+                mode,
+                run_as,
+                handshake.status_write,
+                handshake.info_write,
+                handshake.block_read,
+                chosen,
             )
             argv = [executable, *command_args(spec, plan)]
             try:
@@ -388,6 +402,9 @@ def isolation_args(mode: NetworkMode | None, run_as: int | None = None) -> list[
         args += ["--cap-drop", "ALL"]
     # No --new-session: the script must stay in our process group so the group kill reaches it.
     args += ["--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--tmpfs", "/tmp"]
+    # POSIX shared memory and semaphores (multiprocessing's locks and queues) live here; a
+    # tmpfs charged to the execution's memory limit, like /tmp
+    args += ["--perms", "01777", "--tmpfs", "/dev/shm"]
     for path in SYSTEM_PATHS:
         if os.path.islink(path):
             args += ["--symlink", os.readlink(path), path]
@@ -448,6 +465,9 @@ def command_args(spec: SandboxSpec, plan: Plan | None = None) -> list[str]:
     # outer places first: a directory mounted inside another mounted one must come after it
     for option, host, dest in sorted(mounts, key=lambda mount: len(mount[2].parts)):
         args += [option, str(host), str(dest)]
+    if plan.cpus:
+        args += _parents([cpus.ONLINE])
+        args += ["--ro-bind", str(cpus.online_file(plan.cpus)), cpus.ONLINE]
     args += ["--chdir", str(inside)]
     args += ["--remount-ro", "/"]  # last: bwrap creates mount points in the root tmpfs
     for option, fd in (

@@ -12,7 +12,9 @@ import logging
 import os
 import resource
 import signal
+import struct
 import subprocess
+import termios
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -20,7 +22,15 @@ from pathlib import Path
 from typing import IO
 
 from rgrid import errors
-from rgrid.sandbox import LimitHit, OutputCallback, SandboxResult, SandboxSpec, limits, lines
+from rgrid.sandbox import (
+    LimitHit,
+    OutputCallback,
+    SandboxResult,
+    SandboxSpec,
+    TerminalSpec,
+    limits,
+    lines,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -159,12 +169,13 @@ def _spawn(
         stdin = spec.stdin_path.open("rb") if spec.stdin_path is not None else None
     except OSError as exc:
         raise errors.SandboxError(f"could not open the stdin {spec.stdin_path}: {exc}") from exc
+    terminals = _Terminals(spec.terminal)
     try:
         process = subprocess.Popen(
             argv,
             stdin=stdin if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=terminals.follower("stdout"),
+            stderr=terminals.follower("stderr"),
             cwd=spec.workdir,
             env=spec.env,
             start_new_session=True,
@@ -172,14 +183,59 @@ def _spawn(
             pass_fds=pass_fds,
         )
     except (OSError, subprocess.SubprocessError) as exc:
+        terminals.close_leaders()
         raise errors.SandboxError(f"could not start {argv[0]}: {exc}") from exc
     finally:
         if stdin is not None:
             stdin.close()  # the child has its own copy
+        terminals.close_followers()  # the child has its own
+    terminals.attach(process)
     logger.debug("started process %d", process.pid, extra={"action": "sandbox_started"})
     for pipe in (process.stdout, process.stderr):
         _widen(pipe)
     return process
+
+
+class _Terminals:
+    """Pseudo-terminals for the streams ``spec.terminal`` asks for: the child writes to the
+    follower side (a terminal to it, of the user's size); we read the leader side like a
+    pipe. Output processing is off (no ``\n`` → ``\r\n``): what is read is what it wrote."""
+
+    def __init__(self, terminal: TerminalSpec | None) -> None:
+        self._pairs: dict[str, tuple[int, int]] = {}
+        if terminal is None:
+            return
+        wanted = [
+            name for name, on in (("stdout", terminal.stdout), ("stderr", terminal.stderr)) if on
+        ]
+        for name in wanted:
+            leader, follower = os.openpty()
+            attributes = termios.tcgetattr(follower)
+            attributes[1] &= ~termios.OPOST
+            termios.tcsetattr(follower, termios.TCSANOW, attributes)
+            size = struct.pack("HHHH", terminal.lines, terminal.columns, 0, 0)
+            fcntl.ioctl(follower, termios.TIOCSWINSZ, size)
+            os.set_blocking(leader, False)
+            self._pairs[name] = (leader, follower)
+
+    def follower(self, stream: str) -> int:
+        pair = self._pairs.get(stream)
+        return pair[1] if pair is not None else subprocess.PIPE
+
+    def close_followers(self) -> None:
+        for _, follower in self._pairs.values():
+            with contextlib.suppress(OSError):
+                os.close(follower)
+
+    def close_leaders(self) -> None:
+        for leader, _ in self._pairs.values():
+            with contextlib.suppress(OSError):
+                os.close(leader)
+
+    def attach(self, process: subprocess.Popen[bytes]) -> None:
+        """The leaders as the process's stdout/stderr, read as its pipes are."""
+        for name, (leader, _) in self._pairs.items():
+            setattr(process, name, open(leader, "rb", buffering=0))
 
 
 async def readable(fd: int, timeout_s: float | None = None) -> bool:

@@ -12,7 +12,7 @@ from rgrid import domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
 from rgrid.paths import safe_input_path
 from rgrid.services import Grid, cache, places, reuse, runtimes, trees, utcnow
-from rgrid.services.executions import _validate, cancel, new_execution, retry
+from rgrid.services.executions import _validate, cancel, new_execution, retry, surroundings_of
 from rgrid.store import batches as repo
 from rgrid.store import blobs as blob_repo
 
@@ -22,6 +22,7 @@ MAX_INPUT_CHARS = 4096
 
 
 def _validate_batch(spec: schemas.BatchCreate, max_items: int) -> None:
+    surroundings_of(spec)
     if not spec.items:
         raise errors.InvalidRequest("a batch needs at least one item")
     if len(spec.items) > max_items:
@@ -117,6 +118,7 @@ async def submit_batch(
             preset=spec.runtime,
             python=runtime.python,
             network=spec.network,
+            surroundings=common.surroundings,
         )
         items, artifacts, metadata = _items(spec, named, tree, common, keyer)
         items = await _reuse_results(

@@ -40,6 +40,9 @@ PART_NAMES = {
     "runtime": "the runtime",
     "network": "the network setting",
     "stdin": "stdin",
+    "time_zone": "the time zone",
+    "locale": "the locale",
+    "terminal": "the terminal",
     "args": "the arguments",
     "env": "an environment variable",
     "modules": "a local module",
@@ -75,6 +78,7 @@ def cache_key(
     network: bool,
     stdin: str | None = None,
     tree: str | None = None,
+    surroundings: Mapping[str, Any] | None = None,
 ) -> CacheKey:
     """The key of a run. Files are the script, the modules beside it and the inputs; a ``.py``
     file that no argument names counts as a module, anything else as an input. ``stdin``: the
@@ -94,6 +98,16 @@ def cache_key(
         parts["stdin"] = stdin
     if tree is not None:
         parts[TREE_PART] = tree
+    # A script's output may depend on its time zone and locale (a date, a number's format):
+    # they are part of the key whenever the user has any, so a run never reuses one made for
+    # another zone; runs without any keep the keys they had before these were sent
+    if surroundings:
+        if surroundings.get("time_zone") is not None:
+            parts["time_zone"] = surroundings["time_zone"]
+        if surroundings.get("locale"):
+            parts["locale"] = dict(surroundings["locale"])
+        if surroundings.get("terminal"):  # colours, widths, isatty(): output differs on one
+            parts["terminal"] = dict(surroundings["terminal"])
     return key_of(secret, parts)
 
 
@@ -143,6 +157,7 @@ def keyer_for(
     python: str | None,
     network: bool,
     stdin: domain.FileRef | None = None,
+    surroundings: Mapping[str, Any] | None = None,
 ) -> Keyer:
     """The cache key of a submission's runs (one, or a batch's items), from each run's
     arguments and files; everything else is the submission's."""
@@ -163,6 +178,7 @@ def keyer_for(
             network=network,
             stdin=stdin.sha256 if stdin is not None and stdin.size else None,
             tree=tree.sha256 if tree is not None else None,
+            surroundings=surroundings,
         )
 
     return key

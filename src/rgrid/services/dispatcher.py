@@ -201,6 +201,9 @@ class Dispatcher:
             ),
             tree=tree,
             worker=holder,
+            time_zone=(row.surroundings or {}).get("time_zone"),
+            locale=dict((row.surroundings or {}).get("locale") or {}),
+            terminal=(row.surroundings or {}).get("terminal"),
         )
         logger.info("claimed", extra={"action": "execution_claimed", "execution_id": row.id})
         self._grid.notifier.notify(row.id)

@@ -6,6 +6,7 @@ import dataclasses
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -90,6 +91,7 @@ def _validate_limits(spec: schemas.ExecutionCreate) -> None:
 
 def _validate(spec: schemas.ExecutionCreate) -> None:
     _validate_limits(spec)
+    surroundings_of(spec)
     paths = [str(safe_input_path(f.path)) for f in spec.files]
     if len(set(paths)) != len(paths):
         raise errors.InvalidRequest("the same path is given twice in files")
@@ -140,6 +142,7 @@ async def submit(
             python=runtime.python,
             network=spec.network,
             stdin=stdin,
+            surroundings=new.surroundings,
         )(spec.args, files, tree)  # the tree by its digest: reuse compares trees file by file
         new = dataclasses.replace(
             new, cache_key=key.digest, cache_parts=key.parts, cache_base=key.base
@@ -181,6 +184,25 @@ async def _inputs(
     return tree, files, stdin
 
 
+def surroundings_of(
+    spec: schemas.ExecutionCreate | schemas.BatchCreate,
+) -> dict[str, Any] | None:
+    """The submission's time zone and locale as stored (checked); None when it names none."""
+    given = spec.surroundings
+    if given is None or (given.time_zone is None and not given.locale and not given.terminal):
+        return None
+    bounds.check_surroundings(given.time_zone, given.locale)
+    stored: dict[str, Any] = {
+        "time_zone": given.time_zone,
+        "locale": dict(sorted(given.locale.items())),
+    }
+    if (terminal := given.terminal) is not None and (terminal.stdout or terminal.stderr):
+        bounds.check_surroundings(terminal.term, {})
+        bounds.check_surroundings(terminal.colorterm, {})
+        stored["terminal"] = dataclasses.asdict(terminal)
+    return stored
+
+
 def new_execution(
     grid: Grid,
     account_id: str,
@@ -213,6 +235,7 @@ def new_execution(
         mounts=places.mounts(spec),
         idempotency_key=spec.idempotency_key,
         tree_sha256=tree.sha256 if tree is not None else None,
+        surroundings=surroundings_of(spec),
     )
 
 

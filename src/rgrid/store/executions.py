@@ -75,6 +75,7 @@ def to_domain(row: ExecutionRow, metadata: Mapping[str, str]) -> domain.Executio
         reads=row.reads,
         lease_expires_at=row.lease_expires_at,
         network_used=row.network_used,
+        surroundings=row.surroundings,
     )
 
 

@@ -188,6 +188,8 @@ class ExecutionRow(Base):
     #: whether the run opened a connection or sent a datagram (observed in its own network
     #: namespace); NULL: not observed, or it has not ended. The cache does not reuse such runs.
     network_used: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    #: the user's time zone and locale: {"time_zone": …, "locale": {…}}; NULL: the defaults
+    surroundings: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # piped stdin (a blob unless empty); NULL: none, the script gets end-of-file at once
     stdin_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     stdin_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -24,7 +24,16 @@ from pathlib import Path
 import pytest
 
 from rgrid import errors
-from rgrid.sandbox import Sandbox, SandboxResult, SandboxSpec, cgroups, detect, launch, network
+from rgrid.sandbox import (
+    Sandbox,
+    SandboxResult,
+    SandboxSpec,
+    TerminalSpec,
+    cgroups,
+    detect,
+    launch,
+    network,
+)
 from rgrid.sandbox.bwrap import BwrapSandbox, NetworkMode
 from rgrid.sandbox.lines import block_lines
 from rgrid.sandbox.process import ProcessSandbox
@@ -511,6 +520,47 @@ async def test_network_use_off_or_not_observable(
     cannot tell (None), and the result cache treats such a run as one that may have."""
     done = await run(sandbox, workdir, UDP_DATAGRAM, network=network_on)
     assert done.result.network_used is expected, mode
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+@pytest.mark.parametrize(
+    ("terminal", "expected"),
+    [
+        (TerminalSpec(120, 40), "True True os.terminal_size(columns=120, lines=40)"),
+        (
+            TerminalSpec(80, 24, stdout=True, stderr=False),
+            "True False os.terminal_size(columns=80, lines=24)",
+        ),
+        (None, "False False -"),
+    ],
+    ids=["both", "stdout-only", "pipes"],
+)
+async def test_streams_are_terminals_of_the_users_size_when_asked(
+    workdir: Path, sandbox: Sandbox, terminal: TerminalSpec | None, expected: str
+) -> None:
+    """A terminal per stream keeps stdout and stderr apart; output processing is off, so the
+    bytes are the script's (no \\r added before \\n)."""
+    code = """
+    import os, sys
+    size = os.get_terminal_size(1) if os.isatty(1) else "-"
+    print(os.isatty(1), os.isatty(2), size)
+    print("to stderr", file=sys.stderr)
+    """
+    done = await run(sandbox, workdir, code, terminal=terminal)
+    assert done.result.returncode == 0, done.output
+    assert done.stream("stdout") == [expected.encode() + b"\n"]
+    assert done.stream("stderr") == [b"to stderr\n"]
+
+
+async def test_a_one_cpu_execution_sees_one_cpu(workdir: Path) -> None:
+    code = """
+    import os
+    print(os.cpu_count(), len(os.sched_getaffinity(0)))
+    """
+    done = await run(BwrapSandbox(), workdir, code, cpus=1.0)
+    assert done.text("stdout") == "1 1\n", done.output
+    unbounded = await run(BwrapSandbox(), workdir, code)
+    assert unbounded.text("stdout") == f"{os.cpu_count()} {len(os.sched_getaffinity(0))}\n"
 
 
 async def test_isolated_network_reaches_the_package_index(workdir: Path) -> None:
