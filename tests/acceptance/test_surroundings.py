@@ -52,6 +52,15 @@ def test_time_zone_and_locale_as_under_python(
     assert rgrid.code == python.code == 0, rgrid.stderr
     assert rgrid.stdout == python.stdout
     assert zone.encode() in rgrid.stdout and rgrid.stderr == python.stderr
+    # and as a user sees it, in a terminal
+    import sys
+
+    here = tmp_path / "here"
+    local = in_a_terminal([sys.executable, "clock.py"], here, env)
+    remote = in_a_terminal(
+        [str(Path(sys.executable).parent / "rgrid"), "run", "clock.py"], here, env
+    )
+    assert without_rgrid_lines(remote) == local
 
 
 def test_the_zone_of_the_local_clock_is_sent_when_tz_is_unset(
