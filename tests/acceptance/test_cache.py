@@ -191,7 +191,9 @@ def test_no_cache_flag_and_project_config_run_it_again(
     (workdir / ".rgrid" / "config.toml").write_text('cache = "no"\n')
     listed = len(json_of(account_cli("list", "--json"))["data"])
     bad = account_cli("run", "main.py", "data.csv")
-    assert bad.returncode == 1 and "cache must be a bool" in bad.stderr
+    assert (
+        bad.returncode == 1 and 'cache must be true, false, "auto", "always" or "off"' in bad.stderr
+    )
     (workdir / ".rgrid" / "config.toml").write_text("cahce = false\n")
     typo = account_cli("run", "main.py", "data.csv")
     assert typo.returncode == 1 and "unknown setting 'cahce'" in typo.stderr
