@@ -26,16 +26,18 @@ def zoneinfo_dir() -> Path:
 
 
 def known_zone(zone: str) -> bool:
-    """Whether this worker can give a script ``zone``: a file of its zone database (by name or
-    path, as glibc reads ``TZ``), or a POSIX rule that needs none."""
+    """Whether this worker can give a script ``zone``: a file of its zone database (by name,
+    or by a path inside it, as glibc reads ``TZ``), or a POSIX rule that needs none. A user's
+    zone never makes the grid read a file outside its zone database."""
     name = zone.removeprefix(":")
     if not name:
         return True  # TZ="" is UTC to glibc
-    base = zoneinfo_dir()
-    path = Path(name) if name.startswith("/") else base / name
-    if ".." not in Path(name).parts and path.is_file():
-        return path.read_bytes()[:4] == b"TZif"
-    return not zone.startswith(":") and POSIX_TZ.fullmatch(zone) is not None
+    base = zoneinfo_dir().resolve()
+    path = (Path(name) if name.startswith("/") else base / name).resolve()
+    if path.is_relative_to(base) and path.is_file():
+        with path.open("rb") as data:
+            return data.read(4) == b"TZif"
+    return not zone.startswith((":", "/")) and POSIX_TZ.fullmatch(zone) is not None
 
 
 def _normal(locale_name: str) -> str:

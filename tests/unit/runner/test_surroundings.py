@@ -21,6 +21,8 @@ from rgrid.runner.surroundings import known_locale, known_zone, script_surroundi
         ("Mars/Olympus", False),
         ("../../etc/passwd", False),
         ("/etc/passwd", False),
+        ("/dev/zero", False),
+        ("/usr/share/zoneinfo/../../../etc/passwd", False),
         (":nonsense", False),
     ],
 )
