@@ -9,7 +9,7 @@ import concurrent.futures
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
 from rgrid import store
 from rgrid.store.models import ExecutionMetadataRow, ExecutionRow
@@ -78,6 +78,9 @@ async def seed_executions_async(
                         for i in numbers
                     ],
                 )
+        async with engine.begin() as connection:
+            # the statistics autovacuum keeps on a grid that grew over weeks, not in one go
+            await connection.execute(text("ANALYZE"))
     finally:
         await engine.dispose()
 
