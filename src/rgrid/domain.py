@@ -264,6 +264,8 @@ class Principal:
 
     account: Account
     key_id: str
+    #: the console session it came with (its cookie's token); None: a bearer key
+    session: str | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 from fastapi import Depends
@@ -36,7 +37,11 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def session_cookie(connection: HTTPConnection) -> str | None:
-    return next((connection.cookies[n] for n in SESSION_COOKIES if n in connection.cookies), None)
+    """The session cookie's token. Over HTTPS only the ``__Host-`` cookie counts: a plain one
+    may have been planted by a sibling domain or over plain HTTP."""
+    secure = connection.url.scheme in ("https", "wss")
+    names = (SECURE_SESSION_COOKIE,) if secure else SESSION_COOKIES
+    return next((connection.cookies[n] for n in names if n in connection.cookies), None)
 
 
 def check_same_origin(connection: HTTPConnection) -> None:
@@ -58,6 +63,7 @@ async def get_principal(connection: HTTPConnection, grid: GridDep) -> domain.Pri
     if cookie is None:
         return await account_service.authenticate(grid, bearer)
     principal, csrf = await consoles.resume(grid, cookie)
+    principal = dataclasses.replace(principal, session=cookie)
     is_websocket = connection.scope["type"] == "websocket"
     if is_websocket or connection.scope.get("method") not in _SAFE_METHODS:
         check_same_origin(connection)

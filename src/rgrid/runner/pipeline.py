@@ -513,7 +513,9 @@ async def _run_staged(
         max_bytes=config.max_log_bytes,
     )
     async with shipper:
-        surroundings, warnings = script_surroundings(spec.time_zone, spec.locale, spec.terminal)
+        surroundings, warnings = await asyncio.to_thread(
+            script_surroundings, spec.time_zone, spec.locale, spec.terminal
+        )
         for warning in warnings:
             shipper.system(warning)
         try:

@@ -113,11 +113,13 @@ class BwrapSandbox:
         async with contextlib.AsyncExitStack() as stack:
             launcher = await launch.take()
             stack.callback(launcher.finish)  # once the sandbox is gone
-            chosen = cpus.shared().take(math.ceil(spec.cpus)) if spec.cpus else None
-            if chosen:
-                stack.callback(cpus.shared().give_back, chosen)
+            chosen: tuple[int, ...] | None = None
+            if spec.cpus:
+                taken, holder = await asyncio.to_thread(cpus.shared().take, math.ceil(spec.cpus))
+                stack.callback(cpus.shared().give_back, taken, holder)
                 # on the launcher's own thread: bwrap and the script inherit its affinity
-                await launcher.call(functools.partial(os.sched_setaffinity, 0, chosen))
+                await launcher.call(functools.partial(os.sched_setaffinity, 0, taken))
+                chosen = taken
             traffic_before: int | None = None
             if mode is NetworkMode.ISOLATED:
                 namespace = await stack.enter_async_context(network.shared_pool().namespace())

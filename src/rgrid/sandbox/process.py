@@ -169,8 +169,9 @@ def _spawn(
         stdin = spec.stdin_path.open("rb") if spec.stdin_path is not None else None
     except OSError as exc:
         raise errors.SandboxError(f"could not open the stdin {spec.stdin_path}: {exc}") from exc
-    terminals = _Terminals(spec.terminal)
+    terminals = _Terminals()
     try:
+        terminals.open(spec.terminal)
         process = subprocess.Popen(
             argv,
             stdin=stdin if stdin is not None else subprocess.DEVNULL,
@@ -185,6 +186,9 @@ def _spawn(
     except (OSError, subprocess.SubprocessError) as exc:
         terminals.close_leaders()
         raise errors.SandboxError(f"could not start {argv[0]}: {exc}") from exc
+    except BaseException:
+        terminals.close_leaders()
+        raise
     finally:
         if stdin is not None:
             stdin.close()  # the child has its own copy
@@ -201,8 +205,11 @@ class _Terminals:
     follower side (a terminal to it, of the user's size); we read the leader side like a
     pipe. Output processing is off (no ``\n`` → ``\r\n``): what is read is what it wrote."""
 
-    def __init__(self, terminal: TerminalSpec | None) -> None:
+    def __init__(self) -> None:
         self._pairs: dict[str, tuple[int, int]] = {}
+
+    def open(self, terminal: TerminalSpec | None) -> None:
+        """One pair per stream asked for; on a failure the caller closes what was opened."""
         if terminal is None:
             return
         wanted = [
@@ -210,13 +217,13 @@ class _Terminals:
         ]
         for name in wanted:
             leader, follower = os.openpty()
+            self._pairs[name] = (leader, follower)  # closed by the caller if a step fails
             attributes = termios.tcgetattr(follower)
             attributes[1] &= ~termios.OPOST
             termios.tcsetattr(follower, termios.TCSANOW, attributes)
             size = struct.pack("HHHH", terminal.lines, terminal.columns, 0, 0)
             fcntl.ioctl(follower, termios.TIOCSWINSZ, size)
             os.set_blocking(leader, False)
-            self._pairs[name] = (leader, follower)
 
     def follower(self, stream: str) -> int:
         pair = self._pairs.get(stream)

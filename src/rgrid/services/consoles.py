@@ -86,6 +86,14 @@ async def resume(grid: Grid, token: str) -> tuple[domain.Principal, str]:
     return found
 
 
+async def ensure_active(grid: Grid, principal: domain.Principal) -> None:
+    """Raises ``Unauthorized`` once the principal's key is revoked or, for a console session,
+    once the session ended (signed out, expired): a live log re-checks this as it streams."""
+    await account_service.ensure_key_active(grid, principal)
+    if principal.session is not None:
+        await resume(grid, principal.session)
+
+
 def check_csrf(expected: str, given: str | None) -> None:
     if not given or not secrets.compare_digest(expected.encode(), given.encode()):
         raise errors.Forbidden(
@@ -97,3 +105,10 @@ def check_csrf(expected: str, given: str | None) -> None:
 async def sign_out(grid: Grid, token: str) -> None:
     async with store.transaction(grid.sessions) as session:
         await repo.end_session(session, token, utcnow())
+
+
+async def forget_ended(grid: Grid) -> int:
+    """Delete sessions and sign-in links that can no longer be used (ended, expired, or a
+    link used up): the retention janitor calls it. Returns how many rows went."""
+    async with store.transaction(grid.sessions) as session:
+        return await repo.delete_ended(session, utcnow())

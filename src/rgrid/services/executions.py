@@ -368,6 +368,8 @@ RETRY_COPIED = (
     "max_retries",
     "stdin_sha256",
     "stdin_size",
+    # its time zone, locale and terminal: part of the key it is stored under (cache_parts)
+    "surroundings",
 )
 
 

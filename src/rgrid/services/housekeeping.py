@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from rgrid.services import Grid, billing, retention, utcnow
+from rgrid.services import Grid, billing, consoles, retention, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -52,5 +52,6 @@ class Housekeeping:
             await asyncio.sleep(retention.sweep_every_s(self._grid))
             try:
                 await retention.sweep(self._grid)
+                await consoles.forget_ended(self._grid)
             except Exception:
                 logger.exception("retention sweep failed", extra={"action": "sweep_failed"})

@@ -7,8 +7,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 
 from rgrid import domain, store
-from rgrid.services import Grid
-from rgrid.services.accounts import ensure_key_active
+from rgrid.services import Grid, consoles
 from rgrid.services.executions import get
 from rgrid.store import executions as repo
 from rgrid.store import logs as log_repo
@@ -92,7 +91,7 @@ async def _pages(
     with grid.notifier.listening(execution_id) as changes:
         while True:
             if loop.time() >= next_check:
-                await ensure_key_active(grid, principal)
+                await consoles.ensure_active(grid, principal)
                 next_check = loop.time() + KEY_CHECK_S
             page = await _page(grid, execution_id, after, STREAM_BATCH, None)
             if page.lines or page.done:

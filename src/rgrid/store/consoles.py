@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain
@@ -93,3 +93,19 @@ async def principal_of_key(session: AsyncSession, key_id: str) -> domain.Princip
         )
     ).first()
     return None if row is None else domain.Principal(account=account_of(row[1]), key_id=key_id)
+
+
+async def delete_ended(session: AsyncSession, now: datetime) -> int:
+    """Sessions that ended or expired and links used or expired, deleted."""
+
+    sessions = await session.execute(
+        delete(ConsoleSessionRow).where(
+            or_(ConsoleSessionRow.ended_at.is_not(None), ConsoleSessionRow.expires_at <= now)
+        )
+    )
+    links = await session.execute(
+        delete(ConsoleLinkRow).where(
+            or_(ConsoleLinkRow.used_at.is_not(None), ConsoleLinkRow.expires_at <= now)
+        )
+    )
+    return int(sessions.rowcount or 0) + int(links.rowcount or 0)  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@ link, ended by signing out, by expiry and by revoking the key; the CSRF token ch
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -102,3 +103,28 @@ def test_a_missing_or_wrong_csrf_token_is_forbidden(given: str | None) -> None:
     with pytest.raises(errors.Forbidden, match="CSRF"):
         consoles.check_csrf("y" * 43, given)
     consoles.check_csrf("y" * 43, "y" * 43)
+
+
+async def test_ended_sessions_and_used_links_are_forgotten_and_a_live_one_kept(grid: Grid) -> None:
+    key, _ = await _user(grid)
+    live, ended = [await consoles.sign_in_with_key(grid, key) for _ in range(2)]
+    await consoles.sign_out(grid, ended.token)
+    principal = await account_service.authenticate(grid, key)
+    used = await consoles.make_link(grid, principal)
+    await consoles.sign_in_with_link(grid, used)  # a third session, live
+    await consoles.make_link(grid, principal)  # unused, unexpired: kept
+    assert await consoles.forget_ended(grid) == 2  # the ended session, the used link
+    await consoles.resume(grid, live.token)
+    async with store.transaction(grid.sessions) as db:
+        assert len((await db.scalars(select(ConsoleLinkRow))).all()) == 1
+
+
+async def test_a_live_log_of_a_session_that_ended_is_refused(grid: Grid) -> None:
+    key, _ = await _user(grid)
+    session = await consoles.sign_in_with_key(grid, key)
+    principal = dataclasses.replace(session.principal, session=session.token)
+    await consoles.ensure_active(grid, principal)
+    await consoles.sign_out(grid, session.token)
+    with pytest.raises(errors.Unauthorized):
+        await consoles.ensure_active(grid, principal)
+    await consoles.ensure_active(grid, session.principal)  # the key alone is still fine

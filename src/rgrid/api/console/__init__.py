@@ -128,7 +128,11 @@ async def sign_out(request: Request, grid: GridDep, _principal: CurrentPrincipal
 async def sign_in_by_link(
     request: Request, grid: GridDep, token: Annotated[str, Query(max_length=200)] = ""
 ) -> Response:
-    """Where `rgrid console` sends the browser: the link is used up, the session begins."""
+    """Where `rgrid console` sends the browser: the link is used up, the session begins.
+    A link followed from another site's page is refused (it could sign a visitor in to the
+    sender's account): browsers say where a navigation came from in ``Sec-Fetch-Site``."""
+    if request.headers.get("sec-fetch-site", "none") not in ("none", "same-origin"):
+        return _shell(403)
     try:
         session = await consoles.sign_in_with_link(grid, token)
     except errors.Unauthorized:

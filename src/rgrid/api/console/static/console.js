@@ -267,7 +267,14 @@ function showSignIn(message) {
 }
 
 async function signOut() {
-  try { await api("/console/signout", { method: "POST" }); } catch (error) { /* ended already */ }
+  try {
+    await api("/console/signout", { method: "POST" });
+  } catch (error) {
+    if (error.status !== 401) { // 401: it had ended already
+      document.getElementById("main").prepend(errorBox({ message: `Not signed out: ${error.message}`, hint: error.hint }));
+      return;
+    }
+  }
   signedOut("You are signed out.");
   history.pushState(null, "", "/console/");
 }
@@ -513,6 +520,7 @@ function followLog(id, log, logState, onEnd) {
   let stopped = false;
   let retryMs = 250;
   let timer = null;
+  let failures = 0; // connections in a row that closed without opening
   const connect = () => {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     socket = new WebSocket(`${scheme}://${location.host}${API}/executions/${encodeURIComponent(id)}/logs/stream?after=${lastSeq}`);
@@ -542,8 +550,18 @@ function followLog(id, log, logState, onEnd) {
         onEnd().catch(() => {});
       }
     };
-    socket.onclose = () => {
+    let opened = false;
+    socket.addEventListener("open", () => { opened = true; failures = 0; });
+    socket.onclose = async () => {
       if (stopped) return;
+      failures = opened ? 0 : failures + 1;
+      if (failures >= 3) {
+        // refused rather than cut (signed out, gone): ask the API what is wrong, say so
+        try { await api(`/executions/${encodeURIComponent(id)}`); } catch (error) {
+          logState.textContent = `The log cannot be followed: ${error.message}`;
+          return;
+        }
+      }
       logState.textContent = "Connection lost; resuming…";
       timer = setTimeout(connect, retryMs);
       retryMs = Math.min(retryMs * 2, 5000);
