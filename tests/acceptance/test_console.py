@@ -513,6 +513,13 @@ def test_rgrid_console_signs_in_once_by_link(browser: Browser, grid: LiveServer,
     finally:
         first.close()
         second.close()
+    # a link another site's page sends a visitor to would sign them in as the sender: refused,
+    # and the link stays unused for its owner
+    fresh = user("console", "--no-browser").stdout.strip()
+    lured = httpx.get(fresh, headers={"sec-fetch-site": "cross-site"}, follow_redirects=False)
+    assert lured.status_code == 403 and "set-cookie" not in lured.headers
+    owner = httpx.get(fresh, headers={"sec-fetch-site": "none"}, follow_redirects=False)
+    assert owner.status_code == 303 and "rgrid_session=" in owner.headers["set-cookie"]
 
 
 # ------------------------------------------------------------------------------------------ 7
@@ -642,6 +649,16 @@ def test_over_https_the_cookie_is_secure_and_other_sites_are_refused(
     assert cookie.startswith("__Host-rgrid_session=")
     assert "; Secure" in cookie and "; HttpOnly" in cookie and "samesite=strict" in cookie.lower()
     assert "csrf" in signed.json() and key not in signed.text
+
+    over_https = {"x-forwarded-proto": "https"}
+    secure = signed.cookies["__Host-rgrid_session"]
+    assert httpx.get(
+        f"{grid.url}/console/session", headers=over_https, cookies={"__Host-rgrid_session": secure}
+    ).is_success
+    planted = httpx.get(  # a plain cookie a sibling domain could have set: not over HTTPS
+        f"{grid.url}/console/session", headers=over_https, cookies={"rgrid_session": secure}
+    )
+    assert planted.status_code == 401
 
     foreign = httpx.post(
         f"{grid.url}/console/session", json={"key": key}, headers={"origin": "http://evil.example"}

@@ -276,3 +276,14 @@ def test_piped_output_is_not_a_terminal_as_before(cli: Cli) -> None:
     (cli.cwd / "tty.py").write_text("import sys\nprint(sys.stdout.isatty(), sys.stderr.isatty())\n")
     result = cli("run", "--no-cache", "tty.py")
     assert result.stdout == "False False\n"
+
+
+def test_a_retry_runs_in_the_same_time_zone(cli: Cli) -> None:
+    """A retry copies the surroundings its cache key names: it never answers for another zone."""
+    (cli.cwd / "clock.py").write_text(CLOCK)
+    cli.env.update(TZ="Asia/Tokyo")
+    first = cli("run", "--no-cache", "clock.py")
+    cli.env.update(TZ="America/New_York")  # the retry's own shell has another zone
+    again = cli("retry", "--force", run_id(first))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout and "Asia/Tokyo" in again.stdout
