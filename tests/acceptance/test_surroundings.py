@@ -270,6 +270,13 @@ def test_a_colour_library_and_a_progress_bar_draw_the_same_screen(
     assert screen == final_screen(local)
     assert "alert and fine True True" in "".join(c for c, _, _ in screen[0])  # two terminals
     assert ("a", "red", True) in screen[0]  # bold red
+    # the stored log keeps what the script wrote, escape sequences included
+    import re
+
+    execution_id = re.findall(rb"exec_[a-z0-9]+", remote)[-1].decode()
+    stored = cli("logs", execution_id, "--raw", "--stdout-only")
+    assert "\x1b[1;31malert\x1b[0m" in stored.stdout
+    assert "\x1b[2KWorking" in stored.stdout and "100%" in stored.stdout  # the bar, as drawn
 
 
 def test_piped_output_is_not_a_terminal_as_before(cli: Cli) -> None:
