@@ -459,6 +459,12 @@ async function executionPage(id) {
   every(3000, async () => { if (!TERMINAL.has(execution.state)) await refresh(); });
 }
 
+// as the CLI says it: a run too short to cost a micro is "< €0.000001", a cache hit costs nothing
+function costOf(e) {
+  const ran = !e.cached_from && (e.duration_s || 0) > 0;
+  return e.cost_micros === 0 && ran ? "< €0.000001" : money(e.cost_micros);
+}
+
 function executionFacts(e) {
   const cache = e.cached_from
     ? h("span", {}, "answered from the cache: ", executionLink(e.cached_from),
@@ -487,7 +493,7 @@ function executionFacts(e) {
     ["Retry of", e.retry_of ? h("span", {}, executionLink(e.retry_of), e.retry_reason ? ` (${e.retry_reason})` : "") : null],
     ["Batch", e.batch_id ? h("span", {}, batchLink(e.batch_id), ` item ${e.batch_index}`, e.batch_input ? ` (${e.batch_input})` : "") : null],
     ["Cache", cache],
-    ["Cost", h("span", {}, money(e.cost_micros), e.cost_micros === null ? "" : e.cost_final ? " (final)" : " (provisional)")],
+    ["Cost", h("span", {}, costOf(e), e.cost_micros === null ? "" : e.cost_final ? " (final)" : " (provisional)")],
     ["Metadata", metadata.length ? h("ul", {}, metadata.map(([k, v]) => h("li", {}, h("code", {}, `${k}=${v}`)))) : null],
     ["Python", e.python_version],
     ["Dependencies", e.requirements.length
