@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated
 
 from fastapi import Depends
@@ -36,11 +35,15 @@ CSRF_HEADER = "x-csrf-token"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def is_secure(connection: HTTPConnection) -> bool:
+    """Whether the request came over HTTPS (a TLS proxy's ``X-Forwarded-Proto`` counts)."""
+    return connection.url.scheme in ("https", "wss")
+
+
 def session_cookie(connection: HTTPConnection) -> str | None:
     """The session cookie's token. Over HTTPS only the ``__Host-`` cookie counts: a plain one
     may have been planted by a sibling domain or over plain HTTP."""
-    secure = connection.url.scheme in ("https", "wss")
-    names = (SECURE_SESSION_COOKIE,) if secure else SESSION_COOKIES
+    names = (SECURE_SESSION_COOKIE,) if is_secure(connection) else SESSION_COOKIES
     return next((connection.cookies[n] for n in names if n in connection.cookies), None)
 
 
@@ -63,12 +66,11 @@ async def get_principal(connection: HTTPConnection, grid: GridDep) -> domain.Pri
     if cookie is None:
         return await account_service.authenticate(grid, bearer)
     principal, csrf = await consoles.resume(grid, cookie)
-    principal = dataclasses.replace(principal, session=cookie)
-    is_websocket = connection.scope["type"] == "websocket"
-    if is_websocket or connection.scope.get("method") not in _SAFE_METHODS:
+    websocket = connection.scope["type"] == "websocket"
+    if websocket or connection.scope["method"] not in _SAFE_METHODS:
         check_same_origin(connection)
-    if not is_websocket and connection.scope.get("method") not in _SAFE_METHODS:
-        consoles.check_csrf(csrf, connection.headers.get(CSRF_HEADER))
+        if not websocket:
+            consoles.check_csrf(csrf, connection.headers.get(CSRF_HEADER))
     return principal
 
 

@@ -7,6 +7,8 @@ import dataclasses
 import secrets
 from datetime import timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from rgrid import domain, errors, store
 from rgrid.services import Grid, utcnow
 from rgrid.services import accounts as account_service
@@ -30,26 +32,28 @@ def _token() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
 
 
-async def _open(grid: Grid, principal: domain.Principal) -> ConsoleSession:
+async def _open(session: AsyncSession, principal: domain.Principal) -> ConsoleSession:
     token, csrf, now = _token(), _token(), utcnow()
-    async with store.transaction(grid.sessions) as session:
-        await repo.insert_session(
-            session,
-            token=token,
-            key_id=principal.key_id,
-            csrf=csrf,
-            now=now,
-            expires=now + SESSION_TTL,
-        )
+    await repo.insert_session(
+        session,
+        token=token,
+        key_id=principal.key_id,
+        csrf=csrf,
+        now=now,
+        expires=now + SESSION_TTL,
+    )
     return ConsoleSession(token, csrf, principal)
 
 
 async def sign_in_with_key(grid: Grid, key: str) -> ConsoleSession:
-    return await _open(grid, await account_service.authenticate(grid, key.strip()))
+    principal = await account_service.authenticate(grid, key.strip())
+    async with store.transaction(grid.sessions) as session:
+        return await _open(session, principal)
 
 
 async def make_link(grid: Grid, principal: domain.Principal) -> str:
-    """A one-time token for ``/console/signin?token=…``, signing in as ``principal``'s key."""
+    """A one-time token for ``/console/signin?token=…``, signing in as ``principal``'s key
+    (for ``LINK_TTL``)."""
     token = _token()
     async with store.transaction(grid.sessions) as session:
         await repo.insert_link(
@@ -59,23 +63,24 @@ async def make_link(grid: Grid, principal: domain.Principal) -> str:
 
 
 async def sign_in_with_link(grid: Grid, token: str) -> ConsoleSession:
+    """The link used up and a session opened, in one transaction."""
     async with store.transaction(grid.sessions) as session:
         key_id = await repo.use_link(session, token, utcnow()) if token else None
+        principal = await repo.principal_of_key(session, key_id) if key_id else None
+        opened = await _open(session, principal) if principal else None
     if key_id is None:
         raise errors.Unauthorized(
             "this sign-in link is not valid (used already, expired or unknown)",
             hint="run `rgrid console` again, or sign in with an API key",
         )
-    async with store.transaction(grid.sessions) as session:
-        principal = await repo.principal_of_key(session, key_id)
-    if principal is None:
+    if opened is None:
         raise errors.Unauthorized("the API key of this sign-in link was revoked")
-    return await _open(grid, principal)
+    return opened
 
 
 async def resume(grid: Grid, token: str) -> tuple[domain.Principal, str]:
-    """The principal and CSRF token of a session cookie. Raises ``Unauthorized`` when the
-    session ended, expired or its key was revoked."""
+    """The principal (carrying the session) and CSRF token of a session cookie. Raises
+    ``Unauthorized`` when the session ended, expired or its key was revoked."""
     async with store.transaction(grid.sessions) as session:
         found = await repo.find_session(session, token, utcnow())
     if found is None:
@@ -83,15 +88,18 @@ async def resume(grid: Grid, token: str) -> tuple[domain.Principal, str]:
             "the console session ended (signed out, expired, or its API key was revoked)",
             hint="sign in again",
         )
-    return found
+    principal, csrf = found
+    return dataclasses.replace(principal, session=token), csrf
 
 
 async def ensure_active(grid: Grid, principal: domain.Principal) -> None:
     """Raises ``Unauthorized`` once the principal's key is revoked or, for a console session,
-    once the session ended (signed out, expired): a live log re-checks this as it streams."""
-    await account_service.ensure_key_active(grid, principal)
+    once the session ended (signed out, expired): a live log re-checks this as it streams.
+    A session is live only while its key is (one query checks both)."""
     if principal.session is not None:
         await resume(grid, principal.session)
+    else:
+        await account_service.ensure_key_active(grid, principal)
 
 
 def check_csrf(expected: str, given: str | None) -> None:

@@ -65,22 +65,16 @@ async def insert_link(session: AsyncSession, *, token: str, key_id: str, expires
 async def use_link(session: AsyncSession, token: str, now: datetime) -> str | None:
     """Mark an unused, unexpired link used and return its key id; None if it is not one.
     The conditional UPDATE makes a second use lose even when two arrive at once."""
-    wanted = hash_key(token)
-    used = await session.execute(
+    return await session.scalar(
         update(ConsoleLinkRow)
         .where(
-            ConsoleLinkRow.token_hash == wanted,
+            ConsoleLinkRow.token_hash == hash_key(token),
             ConsoleLinkRow.used_at.is_(None),
             ConsoleLinkRow.expires_at > now,
         )
         .values(used_at=now)
+        .returning(ConsoleLinkRow.key_id)
     )
-    if used.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    key_id = await session.scalar(
-        select(ConsoleLinkRow.key_id).where(ConsoleLinkRow.token_hash == wanted)
-    )
-    return key_id
 
 
 async def principal_of_key(session: AsyncSession, key_id: str) -> domain.Principal | None:

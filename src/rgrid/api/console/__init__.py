@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from rgrid import errors, schemas
+from rgrid import domain, errors, schemas
 from rgrid.api import convert
 from rgrid.api.deps import (
     SECURE_SESSION_COOKIE,
@@ -23,6 +23,8 @@ from rgrid.api.deps import (
     CurrentPrincipal,
     GridDep,
     check_same_origin,
+    get_principal,
+    is_secure,
     session_cookie,
 )
 from rgrid.services import batches as batch_service
@@ -63,7 +65,7 @@ def _shell(status: int = 200) -> HTMLResponse:
 
 
 def _set_session(request: Request, response: Response, session: consoles.ConsoleSession) -> None:
-    secure = request.url.scheme == "https"
+    secure = is_secure(request)
     response.set_cookie(
         SECURE_SESSION_COOKIE if secure else SESSION_COOKIE,
         session.token,
@@ -75,19 +77,16 @@ def _set_session(request: Request, response: Response, session: consoles.Console
     )
 
 
-def _session_public(session: consoles.ConsoleSession) -> schemas.ConsoleSessionPublic:
-    return schemas.ConsoleSessionPublic(
-        account=convert.account(session.principal.account), csrf=session.csrf
-    )
+def _session_public(principal: domain.Principal, csrf: str) -> schemas.ConsoleSessionPublic:
+    return schemas.ConsoleSessionPublic(account=convert.account(principal.account), csrf=csrf)
 
 
 @api.post("/links", status_code=201)
 async def make_link(grid: GridDep, principal: CurrentPrincipal) -> schemas.ConsoleLinkPublic:
     """A one-time link that signs a browser in to the console as this key (valid 2 minutes)."""
+    expires = utcnow() + consoles.LINK_TTL
     token = await consoles.make_link(grid, principal)
-    return schemas.ConsoleLinkPublic(
-        path=f"/console/signin?token={token}", expires_at=utcnow() + consoles.LINK_TTL
-    )
+    return schemas.ConsoleLinkPublic(path=f"/console/signin?token={token}", expires_at=expires)
 
 
 @sessions.post("/session", status_code=201)
@@ -98,7 +97,7 @@ async def sign_in(
     check_same_origin(request)
     session = await consoles.sign_in_with_key(grid, body.key)
     _set_session(request, response, session)
-    return _session_public(session)
+    return _session_public(session.principal, session.csrf)
 
 
 @sessions.get("/session")
@@ -107,17 +106,15 @@ async def current_session(request: Request, grid: GridDep) -> schemas.ConsoleSes
     token = session_cookie(request)
     if token is None:
         raise errors.Unauthorized("not signed in to the console", hint="sign in with an API key")
-    principal, csrf = await consoles.resume(grid, token)
-    return schemas.ConsoleSessionPublic(account=convert.account(principal.account), csrf=csrf)
+    return _session_public(*await consoles.resume(grid, token))
 
 
 @sessions.post("/signout", status_code=204)
-async def sign_out(request: Request, grid: GridDep, _principal: CurrentPrincipal) -> Response:
+async def sign_out(grid: GridDep, principal: CurrentPrincipal) -> Response:
     """End the console session (it needs the session's CSRF token)."""
-    token = session_cookie(request)
-    if token is None:  # signed in by a bearer key: there is no session to end
+    if principal.session is None:  # signed in by a bearer key: there is no session to end
         raise errors.InvalidRequest("no console session to sign out of")
-    await consoles.sign_out(grid, token)
+    await consoles.sign_out(grid, principal.session)
     response = Response(status_code=204)
     for name in SESSION_COOKIES:
         response.delete_cookie(name, path="/", secure=name == SECURE_SESSION_COOKIE)
@@ -143,12 +140,9 @@ async def sign_in_by_link(
 
 
 async def _visible(request: Request, grid: GridDep, kind: str, object_id: str) -> bool:
-    """Whether the signed-in account may see the object (no session: the shell decides)."""
-    token = session_cookie(request)
-    if token is None:
-        return True
+    """Whether the signed-in account may see the object (not signed in: the shell decides)."""
     try:
-        principal, _ = await consoles.resume(grid, token)
+        principal = await get_principal(request, grid)
     except errors.Unauthorized:
         return True
     try:
