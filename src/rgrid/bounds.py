@@ -144,19 +144,29 @@ MAX_SURROUNDING_CHARS = 200
 _SURROUNDING_VALUE = re.compile(r"[\x21-\x7e]*")  # printable ASCII without blanks
 
 
-def check_surroundings(time_zone: str | None, locale: Mapping[str, str]) -> None:
-    """A run's time zone and locale variables: names LANG, LANGUAGE or LC_*, at most
-    ``MAX_LOCALE_ENTRIES``; values of printable ASCII, at most ``MAX_SURROUNDING_CHARS``."""
+def surrounding_value_ok(value: str) -> bool:
+    """Whether the grid takes ``value`` as a time zone, locale or terminal variable (the CLI
+    leaves out what it would refuse)."""
+    return len(value) <= MAX_SURROUNDING_CHARS and _SURROUNDING_VALUE.fullmatch(value) is not None
+
+
+def check_surroundings(
+    time_zone: str | None, locale: Mapping[str, str], others: Mapping[str, str | None] = {}
+) -> None:
+    """A run's time zone, locale variables (names LANG, LANGUAGE or LC_*, at most
+    ``MAX_LOCALE_ENTRIES``) and ``others`` by name (TERM …): values of printable ASCII, at
+    most ``MAX_SURROUNDING_CHARS``."""
     if len(locale) > MAX_LOCALE_ENTRIES:
         _refuse(
             f"at most {MAX_LOCALE_ENTRIES} locale variables, not {len(locale)}",
             "MAX_LOCALE_ENTRIES",
             len(locale),
         )
-    for name, value in (("TZ", time_zone or ""), *locale.items()):
-        if name != "TZ" and not LOCALE_NAME.fullmatch(name):
+    for name in locale:
+        if not LOCALE_NAME.fullmatch(name):
             _refuse(f"{name[:40]!r} is not a locale variable (LANG, LANGUAGE, LC_*)", "LOCALE_NAME")
-        if len(value) > MAX_SURROUNDING_CHARS or not _SURROUNDING_VALUE.fullmatch(value):
+    for name, value in {"TZ": time_zone, **locale, **others}.items():
+        if not surrounding_value_ok(value or ""):
             _refuse(
                 f"{name} must be printable ASCII of at most {MAX_SURROUNDING_CHARS} characters",
                 "MAX_SURROUNDING_CHARS",

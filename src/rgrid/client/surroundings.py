@@ -5,17 +5,14 @@ part of the result-cache key."""
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from rgrid import schemas
+from rgrid import bounds, schemas
 
 LOCALTIME = Path("/etc/localtime")
 TIMEZONE_FILE = Path("/etc/timezone")
-_LOCALE_NAME = re.compile(r"LANG|LANGUAGE|LC_[A-Z]+")
-_VALUE = re.compile(r"[\x21-\x7e]{0,200}")
 
 
 def local_zone() -> str | None:
@@ -44,10 +41,10 @@ def detect(environ: Mapping[str, str] | None = None) -> schemas.Surroundings:
     locale = {
         name: value
         for name, value in environ.items()
-        if _LOCALE_NAME.fullmatch(name) and _VALUE.fullmatch(value)
+        if bounds.LOCALE_NAME.fullmatch(name) and bounds.surrounding_value_ok(value)
     }
     return schemas.Surroundings(
-        time_zone=zone if zone is None or _VALUE.fullmatch(zone) else None, locale=locale
+        time_zone=zone if zone is None or bounds.surrounding_value_ok(zone) else None, locale=locale
     )
 
 
@@ -65,7 +62,7 @@ def terminal(environ: Mapping[str, str] | None = None) -> schemas.Terminal | Non
 
     def valid(name: str) -> str | None:
         value = environ.get(name)
-        return value if value is not None and _VALUE.fullmatch(value) else None
+        return value if value is not None and bounds.surrounding_value_ok(value) else None
 
     return schemas.Terminal(
         columns=max(0, min(size.columns, 10_000)),

@@ -113,13 +113,7 @@ class BwrapSandbox:
         async with contextlib.AsyncExitStack() as stack:
             launcher = await launch.take()
             stack.callback(launcher.finish)  # once the sandbox is gone
-            chosen: tuple[int, ...] | None = None
-            if spec.cpus:
-                taken, holder = await asyncio.to_thread(cpus.shared().take, math.ceil(spec.cpus))
-                stack.callback(cpus.shared().give_back, taken, holder)
-                # on the launcher's own thread: bwrap and the script inherit its affinity
-                await launcher.call(functools.partial(os.sched_setaffinity, 0, taken))
-                chosen = taken
+            chosen = await _pin(stack, launcher, spec.cpus) if spec.cpus else None
             traffic_before: int | None = None
             if mode is NetworkMode.ISOLATED:
                 namespace = await stack.enter_async_context(network.shared_pool().namespace())
@@ -168,6 +162,17 @@ class BwrapSandbox:
             return dataclasses.replace(
                 result, network_used=await _network_used(mode, launcher, traffic_before)
             )
+
+
+async def _pin(
+    stack: contextlib.AsyncExitStack, launcher: launch.Launcher, count: float
+) -> tuple[int, ...]:
+    """Take CPUs for the sandbox (given back with ``stack``) and pin the launcher's thread to
+    them: bwrap and the script inherit its affinity."""
+    chosen, holder = await asyncio.to_thread(cpus.shared().take, math.ceil(count))
+    stack.callback(cpus.shared().give_back, chosen, holder)
+    await launcher.call(functools.partial(os.sched_setaffinity, 0, chosen))
+    return chosen
 
 
 async def _network_used(

@@ -187,18 +187,23 @@ async def _inputs(
 def surroundings_of(
     spec: schemas.ExecutionCreate | schemas.BatchCreate,
 ) -> dict[str, Any] | None:
-    """The submission's time zone and locale as stored (checked); None when it names none."""
+    """The submission's time zone, locale and terminal as stored (checked); None when it
+    names none."""
     given = spec.surroundings
     if given is None or (given.time_zone is None and not given.locale and not given.terminal):
         return None
-    bounds.check_surroundings(given.time_zone, given.locale)
+    terminal = (
+        given.terminal
+        if given.terminal and (given.terminal.stdout or given.terminal.stderr)
+        else None
+    )
+    others = {"TERM": terminal.term, "COLORTERM": terminal.colorterm} if terminal else {}
+    bounds.check_surroundings(given.time_zone, given.locale, others)
     stored: dict[str, Any] = {
         "time_zone": given.time_zone,
         "locale": dict(sorted(given.locale.items())),
     }
-    if (terminal := given.terminal) is not None and (terminal.stdout or terminal.stderr):
-        bounds.check_surroundings(terminal.term, {})
-        bounds.check_surroundings(terminal.colorterm, {})
+    if terminal is not None:
         stored["terminal"] = dataclasses.asdict(terminal)
     return stored
 

@@ -598,7 +598,7 @@ async function batchPage(id) {
     draw(answer.batch);
   };
   const draw = (batch) => {
-    const latest = latestItems(items);
+    const latest = [...items.values()].sort((a, b) => a.index - b.index);
     const count = (state) => latest.filter((i) => i.state === state).length;
     const done = count("succeeded");
     const bad = count("failed");
@@ -653,10 +653,6 @@ async function batchPage(id) {
   };
   await load();
   every(2000, load);
-}
-
-function latestItems(items) {
-  return [...items.values()].sort((a, b) => a.index - b.index);
 }
 
 // ---------------------------------------------------------------- cost
