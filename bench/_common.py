@@ -54,3 +54,61 @@ def kill_processes_mentioning(text: str) -> int:
         except OSError:
             continue
     return killed
+
+
+def start_server(home: Path, database: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """``rgrid server run`` of this environment on a free loopback port with ``home`` as its
+    RGRID_HOME (and ``database`` as its store, if given), once it answers; and its URL."""
+    import os
+
+    import httpx
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+    env["RGRID_HOME"] = str(home)
+    if database:
+        env["RGRID_DATABASE_URL"] = database
+    log = (home / "server.log").open("ab")
+    rgrid = Path(sys.executable).parent / "rgrid"
+    process = subprocess.Popen(
+        [str(rgrid), "server", "run", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise SystemExit("the server did not start")
+
+
+def postgres_database(name: str) -> str:
+    """A fresh database ``name`` on the local PostgreSQL (dropped first if it is there)."""
+    import asyncio
+
+    import asyncpg
+
+    async def create() -> None:
+        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+
+    asyncio.run(create())
+    return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
+def new_account(url: str, home: Path, name: str) -> tuple[str, str]:
+    """An account made with the grid's admin key: its API key and its id."""
+    import httpx
+
+    admin = (home / "admin.key").read_text().strip()
+    made = httpx.post(
+        f"{url}/api/v1/accounts", json={"name": name}, headers={"authorization": f"Bearer {admin}"}
+    ).json()
+    return made["key"], made["account"]["id"]

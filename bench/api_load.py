@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import httpx
-from _common import free_port
+from _common import new_account, postgres_database, start_server
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -69,43 +69,6 @@ request = function()
   return submit()
 end
 """
-
-
-def start_server(home: Path, database: str | None) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
-    env["RGRID_HOME"] = str(home)
-    if database:
-        env["RGRID_DATABASE_URL"] = database
-    log = (home / "server.log").open("ab")
-    process = subprocess.Popen(
-        [str(RGRID), "server", "run", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit("the server did not start")
-
-
-def postgres_database(name: str) -> str:
-    import asyncpg
-
-    async def create() -> None:
-        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        await conn.close()
-
-    asyncio.run(create())
-    return f"postgresql://postgres@127.0.0.1:5432/{name}"
 
 
 def rss_mib(pid: int) -> float:
@@ -217,13 +180,7 @@ def measure(kind_of_db: str, seconds: int) -> None:
         database = postgres_database("rgrid_bench_load") if kind_of_db == "postgres" else None
         process, url = start_server(home, database)
         try:
-            admin = (home / "admin.key").read_text().strip()
-            made = httpx.post(
-                f"{url}/api/v1/accounts",
-                json={"name": "load"},
-                headers={"authorization": f"Bearer {admin}"},
-            ).json()
-            key, account = made["key"], made["account"]["id"]
+            key, account = new_account(url, home, "load")
             seed_executions(database or f"sqlite:///{home / 'rgrid.db'}", account, EXECUTIONS)
             log_id, submit = prepare(url, key, home)
             rss_before = rss_mib(process.pid)

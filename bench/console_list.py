@@ -9,17 +9,14 @@ the console's filters. Prints milliseconds per request (median of 20) and the ra
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from _common import free_port
+from _common import new_account, postgres_database, start_server
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -35,43 +32,6 @@ QUERIES = {
     "id prefix": "limit=50&id_prefix=exec_seed00012",
     "last 24 h": "limit=50&since={day_ago}",
 }
-
-
-def start_server(home: Path, database: str | None) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
-    env["RGRID_HOME"] = str(home)
-    if database:
-        env["RGRID_DATABASE_URL"] = database
-    log = (home / "server.log").open("ab")
-    process = subprocess.Popen(
-        [str(RGRID), "server", "run", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit("the server did not start")
-
-
-def postgres_database(name: str) -> str:
-    import asyncpg
-
-    async def create() -> None:
-        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        await conn.close()
-
-    asyncio.run(create())
-    return f"postgresql://postgres@127.0.0.1:5432/{name}"
 
 
 def median_ms(client: httpx.Client, path: str) -> float:
@@ -91,22 +51,15 @@ def measure(size: int, database_kind: str) -> dict[str, float]:
         )
         process, url = start_server(home, database)
         try:
-            admin = (home / "admin.key").read_text().strip()
-            made = httpx.post(
-                f"{url}/api/v1/accounts",
-                json={"name": "bench"},
-                headers={"authorization": f"Bearer {admin}"},
-            ).json()
+            key, account = new_account(url, home, "bench")
             started = time.perf_counter()
-            seed_executions(
-                database or f"sqlite:///{home / 'rgrid.db'}", made["account"]["id"], size
-            )
+            seed_executions(database or f"sqlite:///{home / 'rgrid.db'}", account, size)
             print(
                 f"  seeded {size:,} on {database_kind} in {time.perf_counter() - started:.1f} s",
                 file=sys.stderr,
             )
             day_ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 86400))
-            headers = {"authorization": f"Bearer {made['key']}"}
+            headers = {"authorization": f"Bearer {key}"}
             with httpx.Client(base_url=f"{url}/api/v1", headers=headers, timeout=30) as client:
                 results = {
                     name: median_ms(client, "/executions?" + query.format(day_ago=day_ago))
