@@ -401,17 +401,25 @@ async def test_bwrap_network_modes_and_the_hosts_services(
 
 
 async def test_isolated_network_blocks_private_ranges_and_keeps_dns(workdir: Path) -> None:
-    code = """
-    import socket
-    for host in ("10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "10.0.2.2"):
-        try:
-            socket.create_connection((host, 80), timeout=3).close()
-            print(host, "connected")
-        except OSError as exc:
-            print(host, "failed", exc.errno)
-    print(open("/etc/resolv.conf").read().strip())
-    """
-    done = await run(BwrapSandbox(network_mode=NetworkMode.ISOLATED), workdir, code)
+    """The private ranges, and the host's loopback at slirp's gateway: a service listening on
+    127.0.0.1 here (a port of the test's, not 80, which the machine's network may answer for
+    any address) is not reached."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        code = f"""
+        import socket
+        for host, port in (("10.1.2.3", 80), ("172.16.0.1", 80), ("192.168.1.1", 80),
+                           ("169.254.169.254", 80), ("{network.SLIRP_GATEWAY}", {port})):
+            try:
+                socket.create_connection((host, port), timeout=3).close()
+                print(host, "connected")
+            except OSError as exc:
+                print(host, "failed", exc.errno)
+        print(open("/etc/resolv.conf").read().strip())
+        """
+        done = await run(BwrapSandbox(network_mode=NetworkMode.ISOLATED), workdir, code)
     lines = done.text("stdout").splitlines()
     assert all(" failed " in line for line in lines[:5]), lines
     assert lines[5] == f"nameserver {network.SLIRP_DNS}"
