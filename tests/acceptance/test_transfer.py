@@ -203,3 +203,61 @@ def test_big_transfers_show_progress_on_a_terminal_only(account_cli: Cli, workdi
     piped = account_cli("run", "--no-cache", "copy.py", "big.zip")  # stderr is a pipe
     assert piped.returncode == 0 and "uploading" not in piped.stderr
     assert "downloading" not in piped.stderr
+
+
+def test_a_file_rewritten_while_it_is_sent_is_named_and_nothing_is_stored(
+    live_server: LiveServer, workdir: Path
+) -> None:
+    """Hashed, then rewritten (a database in use) before it was sent: the grid refuses bytes
+    that do not match, and the user is told which file, not a blob's key. (Only appended to,
+    the bytes that were hashed are sent: they still match.)"""
+    from rgrid import errors
+    from rgrid.client import Client
+    from rgrid.client.bundle import LocalFile
+    from rgrid.client.runs import upload_files
+
+    growing = workdir / "growing.log"
+    growing.write_bytes(b"first line\n")
+    hashed = LocalFile("growing.log", growing, hashlib.sha256(b"first line\n").hexdigest(), 11)
+    growing.write_bytes(b"FIRST LINE\nsecond line\n")  # rewritten after the CLI hashed it
+    client = Client(live_server.url, live_server.admin_key)
+    try:
+        try:
+            upload_files(client, [hashed])
+        except errors.UsageError as exc:
+            assert str(exc) == f"{growing} changed while rgrid was sending it"
+            assert exc.hint is not None and ".rgridignore" in exc.hint
+        else:
+            raise AssertionError("a changed file was accepted")
+        assert client.missing_blobs([hashed.sha256]) == [hashed.sha256]  # nothing stored
+    finally:
+        client.close()
+
+
+def test_a_file_shortened_while_it_is_sent_is_named_too(
+    live_server: LiveServer, workdir: Path
+) -> None:
+    from rgrid import errors
+    from rgrid.client import Client
+    from rgrid.client.bundle import LocalFile
+    from rgrid.client.runs import upload_files
+
+    shrinking = workdir / "shrinking.log"
+    content = b"a line\n" * 1000
+    shrinking.write_bytes(content)
+    hashed = LocalFile(
+        "shrinking.log", shrinking, hashlib.sha256(content).hexdigest(), len(content)
+    )
+    shrinking.write_bytes(b"a line\n")
+    client = Client(live_server.url, live_server.admin_key)
+    try:
+        try:
+            upload_files(client, [hashed])
+        except errors.UsageError as exc:
+            assert str(exc) == f"{shrinking} changed while rgrid was sending it"
+        else:
+            raise AssertionError("a shortened file was accepted")
+        # the connection was closed, not left half sent: the next request works
+        assert client.missing_blobs([hashed.sha256]) == [hashed.sha256]
+    finally:
+        client.close()

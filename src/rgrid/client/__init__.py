@@ -169,6 +169,9 @@ class Client:
             def body(offset: int = offset, compress: bool = compress) -> IO[bytes]:
                 handle: IO[bytes] = path.open("rb")
                 handle.seek(offset)
+                # exactly the bytes hashed, even if the file has grown or shrunk since: the
+                # grid then refuses what no longer matches instead of the request breaking
+                handle = cast(IO[bytes], _Exactly(handle, size - offset))
                 if self.on_progress is not None:
                     metered = _Metered(handle, offset, size, path.name, self.on_progress)
                     handle = cast(IO[bytes], metered)
@@ -491,6 +494,36 @@ class _Reporter:
             self._reported = self.done
             self._ended = self.done >= self._total
             self._callback(self._verb, self._name, self.done, self._total)
+
+
+class _Exactly(io.RawIOBase):
+    """The first ``length`` bytes of a file being uploaded; ``errors.IntegrityError`` if it
+    ends before them (it was shortened after it was hashed)."""
+
+    def __init__(self, inner: IO[bytes], length: int) -> None:
+        super().__init__()
+        self._inner = inner
+        self._left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = self._left if size < 0 else min(size, self._left)
+        data = self._inner.read(wanted) if wanted else b""
+        if len(data) < wanted and not data:
+            raise errors.IntegrityError(f"{self._left} bytes fewer than when it was read")
+        self._left -= len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._inner.close()
+        super().close()
 
 
 class _Metered(io.RawIOBase):

@@ -98,6 +98,9 @@ class Transport:
         except (OSError, http.client.HTTPException) as exc:
             self.close()  # a stale keep-alive connection or a dead server: start afresh next time
             raise TransportError(str(exc) or type(exc).__name__) from exc
+        except BaseException:
+            self.close()  # the body's reader failed: the request went out half sent
+            raise
         try:
             yield response
             if not response.isclosed():

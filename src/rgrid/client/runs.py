@@ -42,7 +42,16 @@ def upload_files(client: Client, files: Sequence[LocalFile]) -> UploadReport:
     missing = client.missing_blobs(list(by_hash)) if by_hash else []
     for sha in missing:
         entry = by_hash[sha]
-        client.upload_blob(sha, Path(entry.source), entry.size)
+        try:
+            client.upload_blob(sha, Path(entry.source), entry.size)
+        except errors.IntegrityError as exc:
+            # the grid refused bytes that no longer match the file's hash: something wrote to
+            # the file after the CLI read it (a log being written, a database in use)
+            raise errors.UsageError(
+                f"{entry.source} changed while rgrid was sending it",
+                hint="run again once nothing writes to it, or leave it out of the project "
+                "(.rgridignore)",
+            ) from exc
     sent = sum(by_hash[sha].size for sha in missing)
     return UploadReport(len(missing), sent, len(by_hash) - len(missing))
 
