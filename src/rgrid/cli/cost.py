@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from rgrid import schemas
 from rgrid.cli import render
 from rgrid.cli.options import utc_time
 from rgrid.money import slot_cost
 
 if TYPE_CHECKING:
+    from rgrid import schemas
     from rgrid.client import Client
 
 
