@@ -12,6 +12,7 @@ and PostgreSQL's plan for the list query. The baseline the issue names: the repl
 own load test, 26 requests/s at 100 concurrent clients.
 
     .venv/bin/python bench/api_load.py [--databases sqlite,postgres] [--seconds 5]
+        [--workloads status,list,logs,mixed] [--connections 10,100,500]
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from tests.seed import seed_executions  # noqa: E402
 RGRID = Path(sys.executable).parent / "rgrid"
 EXECUTIONS = 100_000
 CONCURRENCY = (10, 100, 500)
+WORKLOADS = ("status", "list", "logs", "mixed")
 BASELINE_RPS = 26.0  # the replaced product, 100 concurrent clients
 
 LUA = """
@@ -174,7 +176,12 @@ async def list_plan(database: str, account_id: str) -> str:
     return "\n".join(row[0] for row in rows)
 
 
-def measure(kind_of_db: str, seconds: int) -> None:
+def measure(
+    kind_of_db: str,
+    seconds: int,
+    workloads: tuple[str, ...] = WORKLOADS,
+    concurrency: tuple[int, ...] = CONCURRENCY,
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         database = postgres_database("rgrid_bench_load") if kind_of_db == "postgres" else None
@@ -188,12 +195,12 @@ def measure(kind_of_db: str, seconds: int) -> None:
             print(
                 f"{'workload':<8} {'conns':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs 26/s':>9}"
             )
-            for kind in ("status", "list", "logs", "mixed"):
+            for kind in workloads:
                 lua = home / f"{kind}.lua"
                 lua.write_text(
                     LUA.format(key=key, log_id=log_id, submit=submit, n=EXECUTIONS, kind=kind)
                 )
-                for connections in CONCURRENCY:
+                for connections in concurrency:
                     settle(url)
                     got = wrk(url, lua, connections, seconds)
                     errors = int(got["bad"] + got["socket"])
@@ -218,9 +225,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--databases", default="sqlite,postgres")
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--connections", default=",".join(map(str, CONCURRENCY)))
     args = parser.parse_args()
+    workloads = tuple(args.workloads.split(","))
+    concurrency = tuple(int(c) for c in args.connections.split(","))
     for kind in args.databases.split(","):
-        measure(kind, args.seconds)
+        measure(kind, args.seconds, workloads, concurrency)
 
 
 if __name__ == "__main__":

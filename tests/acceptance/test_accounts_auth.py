@@ -6,10 +6,12 @@ import configparser
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 
+import httpx
 from tests.acceptance.conftest import json_of, new_account, run_id
-from tests.conftest import RGRID_BIN, Cli, CliResult, LiveServer, require_tool
+from tests.conftest import RGRID_BIN, Cli, CliResult, LiveServer, make_server, require_tool
 
 
 def _init(env: dict[str, str], cwd: Path, key: str, *args: str) -> CliResult:
@@ -95,3 +97,40 @@ def test_doctor_reports_sandbox_python_and_grid(cli: Cli, live_server: LiveServe
     assert not any(line.startswith("[FAIL]") for line in result.stdout.splitlines())
     forced = Cli(cli.cwd, {**cli.env, "RGRID_COMPRESSION": "always"})("doctor")
     assert "zstd compression on (RGRID_COMPRESSION=always)" in forced.stdout
+
+
+def test_a_key_revoked_through_one_server_is_refused_by_the_other_within_seconds(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A grid process believes a key it authenticated for KEY_CACHE_S (a client's hundreds of
+    requests a second are not each a database transaction); the process a key is revoked
+    through forgets it at once, every other one within KEY_CACHE_S (docs/decisions.md)."""
+    from rgrid.services.keycache import KEY_CACHE_S
+
+    shared = {"RGRID_DATABASE_URL": postgres_url, "RGRID_SECRET_KEY": "x" * 43 + "="}
+    servers = [make_server(tmp_path / name, **shared) for name in ("a", "b")]
+    servers[0].start()
+    admin = servers[0].admin_key
+    servers[1].env["RGRID_ADMIN_KEY"] = admin  # the second server joins the first one's grid
+    servers[1].start()
+    try:
+        made = httpx.post(
+            f"{servers[0].url}/api/v1/keys",
+            json={"name": "soon revoked"},
+            headers={"authorization": f"Bearer {admin}"},
+        ).json()
+        mine = {"authorization": f"Bearer {made['key']}"}
+        for server in servers:  # each process now holds it as authenticated
+            assert httpx.get(f"{server.url}/api/v1/me", headers=mine).status_code == 200
+        revoked = httpx.post(
+            f"{servers[0].url}/api/v1/keys/{made['info']['id']}/revoke", headers=mine
+        )
+        assert revoked.status_code == 200, revoked.text
+        assert httpx.get(f"{servers[0].url}/api/v1/me", headers=mine).status_code == 401
+        deadline = time.monotonic() + KEY_CACHE_S + 3
+        while httpx.get(f"{servers[1].url}/api/v1/me", headers=mine).status_code != 401:
+            assert time.monotonic() < deadline, "the other server still accepts a revoked key"
+            time.sleep(0.1)
+    finally:
+        for server in servers:
+            server.stop()

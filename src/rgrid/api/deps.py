@@ -12,10 +12,16 @@ from rgrid.services import Grid, consoles
 from rgrid.services import accounts as account_service
 
 
-def get_grid(connection: HTTPConnection) -> Grid:
+def grid_of(connection: HTTPConnection) -> Grid:
     grid = connection.app.state.grid
     assert isinstance(grid, Grid)
     return grid
+
+
+async def get_grid(connection: HTTPConnection) -> Grid:
+    # async although it awaits nothing: FastAPI runs a plain def dependency in a worker
+    # thread, a thread hop on every request
+    return grid_of(connection)
 
 
 GridDep = Annotated[Grid, Depends(get_grid)]

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rgrid import domain
 from rgrid.services.events import Notifier
+from rgrid.services.keycache import KeyCache
 from rgrid.services.secrets import SecretBox
 from rgrid.services.treecache import TreeCache
 from rgrid.settings import ServerSettings
@@ -49,6 +50,8 @@ class Grid:
     transfers: Transfers = dataclasses.field(default_factory=Transfers)
     #: project trees' listings recently used (``services.trees``)
     trees: TreeCache = dataclasses.field(default_factory=TreeCache)
+    #: API keys authenticated in the last seconds (``services.accounts``)
+    keys: KeyCache = dataclasses.field(default_factory=KeyCache)
     #: whether the storage deletes blobs unwritten for long by itself (an S3 lifecycle rule)
     blobs_age_out: bool = False
     #: where the autoscaler stands (None: this server runs none)

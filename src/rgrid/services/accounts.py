@@ -25,6 +25,10 @@ async def authenticate(grid: Grid, key: str | None) -> domain.Principal:
         raise errors.Unauthorized(
             "missing or malformed API key", hint="run `rgrid init` or set RGRID_API_KEY"
         )
+    digest = repo.hash_key(key)
+    cached = grid.keys.get(digest)
+    if cached is not None:
+        return cached
     async with store.transaction(grid.sessions) as session:
         principal = await repo.authenticate(session, key, utcnow())
     if principal is None:
@@ -32,6 +36,7 @@ async def authenticate(grid: Grid, key: str | None) -> domain.Principal:
             "the API key is not valid (unknown or revoked)",
             hint="run `rgrid init` with a valid key, or check RGRID_API_KEY",
         )
+    grid.keys.remember(digest, principal)
     return principal
 
 
@@ -142,4 +147,5 @@ async def revoke_key(grid: Grid, principal: domain.Principal, key_id: str) -> do
             raise errors.NotFound(f"no key {key_id!r}")
         revoked = await repo.revoke_key(session, key_id, utcnow())
         assert revoked is not None
-        return revoked
+    grid.keys.forget_key(key_id)
+    return revoked

@@ -379,7 +379,7 @@ RETRY_COPIED = (
 
 
 async def get(grid: Grid, principal: domain.Principal, id_or_prefix: str) -> domain.Execution:
-    async with store.transaction(grid.sessions) as session:
+    async with store.reading(grid.sessions) as session:
         execution = await repo.resolve(session, principal.account.id, id_or_prefix)
     return (await with_running_cost(grid, [execution]))[0]
 

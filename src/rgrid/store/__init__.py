@@ -38,7 +38,9 @@ def make_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     if url.startswith("postgresql"):
-        return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        # A pool of fixed size: overflow connections are closed when given back, so under a
+        # load wider than the pool every request would open a connection (a handshake each).
+        return create_async_engine(url, pool_size=20, max_overflow=0, pool_pre_ping=True)
     raise errors.InvalidRequest(
         f"unsupported database URL {url.split(':', 1)[0]!r}",
         hint="use sqlite:///PATH or postgresql://USER@HOST/DB",
@@ -100,6 +102,19 @@ async def transaction(
     """One session, committed on success, rolled back on error; store errors wrapped."""
     with wrap_errors():
         async with factory() as session, session.begin():
+            yield session
+
+
+@contextlib.asynccontextmanager
+async def reading(
+    factory: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """One session for reads only, in autocommit: no BEGIN and COMMIT around its statements
+    (two round trips of a status read's four), each statement reading its own snapshot.
+    Nothing written in it is committed: never use it to write."""
+    with wrap_errors():
+        async with factory() as session:
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             yield session
 
 

@@ -76,11 +76,14 @@ async def insert_key(
 
 async def authenticate(session: AsyncSession, key: str, now: datetime) -> domain.Principal | None:
     """The principal owning an unrevoked key, recording its use; None for anything else."""
-    rows = await session.scalars(
-        select(ApiKeyRow).where(ApiKeyRow.prefix == key[:KEY_PREFIX_CHARS])
+    # the key and its account in one round trip: every request of every client asks this
+    found = await session.execute(
+        select(ApiKeyRow, AccountRow)
+        .join(AccountRow, AccountRow.id == ApiKeyRow.account_id)
+        .where(ApiKeyRow.prefix == key[:KEY_PREFIX_CHARS])
     )
     wanted = hash_key(key)
-    for row in rows:
+    for row, account in found:
         # Constant-time compare: the prefix lookup must not turn into a timing oracle on the rest.
         if hmac.compare_digest(row.key_hash, wanted) and row.revoked_at is None:
             # A write per request would serialise every call on SQLite: minute precision is
@@ -89,8 +92,6 @@ async def authenticate(session: AsyncSession, key: str, now: datetime) -> domain
                 await session.execute(
                     update(ApiKeyRow).where(ApiKeyRow.id == row.id).values(last_used_at=now)
                 )
-            account = await session.get(AccountRow, row.account_id)
-            assert account is not None
             return domain.Principal(account=account_of(account), key_id=row.id)
     return None
 

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 
 from rgrid import bounds, errors, schemas
 from rgrid.api import errors as api_errors
-from rgrid.api.deps import CurrentPrincipal, GridDep, get_grid, get_principal
+from rgrid.api.deps import CurrentPrincipal, GridDep, get_principal, grid_of
 from rgrid.services import logs as service
 from rgrid.services.logs import LogPage
 
@@ -38,7 +38,7 @@ async def read_logs(
 async def stream_logs(websocket: WebSocket, execution_id: str) -> None:
     """Relay ``services.logs.open_stream`` as JSON messages: pages of lines, the last with
     ``done``. Errors before the stream starts are answered as HTTP errors (SPEC §13 body)."""
-    grid = get_grid(websocket)
+    grid = grid_of(websocket)
     try:
         after = _after(websocket.query_params.get("after", "0"))
         principal = await get_principal(websocket, grid)
