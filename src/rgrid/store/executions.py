@@ -7,7 +7,18 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -79,14 +90,21 @@ def to_domain(row: ExecutionRow, metadata: Mapping[str, str]) -> domain.Executio
     )
 
 
+# Built once: every status read runs these two, and building a statement (and its cache key,
+# by which SQLAlchemy finds the compiled SQL) costs more than the query on a busy grid.
+_METADATA_OF = select(
+    ExecutionMetadataRow.execution_id, ExecutionMetadataRow.key, ExecutionMetadataRow.value
+).where(ExecutionMetadataRow.execution_id.in_(bindparam("ids", expanding=True)))
+_ONE_OF_ACCOUNT = select(ExecutionRow).where(
+    ExecutionRow.account_id == bindparam("account_id"), ExecutionRow.id == bindparam("id")
+)
+
+
 async def _metadata(session: AsyncSession, ids: Sequence[str]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {i: {} for i in ids}
     if ids:
-        rows = await session.scalars(
-            select(ExecutionMetadataRow).where(ExecutionMetadataRow.execution_id.in_(ids))
-        )
-        for row in rows:
-            out[row.execution_id][row.key] = row.value
+        for execution_id, key, value in await session.execute(_METADATA_OF, {"ids": list(ids)}):
+            out[execution_id][key] = value
     return out
 
 
@@ -124,9 +142,9 @@ async def resolve(session: AsyncSession, account_id: str, id_or_prefix: str) -> 
 
     Raises ``NotFound`` (also for other accounts' ids) or ``AmbiguousId``.
     """
-    scoped = select(ExecutionRow).where(ExecutionRow.account_id == account_id)
-    row = await session.scalar(scoped.where(ExecutionRow.id == id_or_prefix))
+    row = await session.scalar(_ONE_OF_ACCOUNT, {"account_id": account_id, "id": id_or_prefix})
     if row is None and id_or_prefix:
+        scoped = select(ExecutionRow).where(ExecutionRow.account_id == account_id)
         rows = (
             await session.scalars(
                 scoped.where(starts_with(ExecutionRow.id, id_or_prefix))
