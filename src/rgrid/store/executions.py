@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -247,24 +248,11 @@ async def list_page(
     return await _hydrate(session, list((await session.scalars(query)).all()))
 
 
-async def claim_next(
-    session: AsyncSession,
-    *,
-    worker: str,
-    now: datetime,
-    lease_s: float,
-    clock: Callable[[], datetime] | None = None,
-    pythons: frozenset[str] | None = None,
-) -> domain.Execution | None:
-    """Atomically move the oldest waiting execution to running for ``worker`` (one that
-    asks for no particular Python, or for one of ``pythons`` when given: minor versions).
-
-    One ``UPDATE … WHERE id = (SELECT … [FOR UPDATE SKIP LOCKED]) RETURNING`` statement, so two
-    claimers can never get the same row (SQLite serialises writers; PostgreSQL skips locked rows).
-    A batch item is only picked while fewer than the batch's ``parallel`` items run; on
-    PostgreSQL that count is re-checked under a lock of the batch row, so concurrent claimers
-    cannot overbook it.
-    """
+@functools.lru_cache(maxsize=32)
+def _claim_statement(postgres: bool, pythons: frozenset[str] | None) -> Any:
+    """``claim_next``'s UPDATE, built once per database kind and set of Pythons (building it,
+    its correlated subqueries and its cache key cost milliseconds of the grid's one event loop
+    per claim); the time, the worker and the lease's end are bound per call."""
     waiting = [state.value for state in domain.WAITING_STATES]
     running = aliased(ExecutionRow)
     running_in_batch = (
@@ -286,6 +274,8 @@ async def claim_next(
         if pythons is not None
         else true()
     )
+    columns = ExecutionRow.__table__.c
+    now = bindparam("claim_now", type_=columns.queued_at.type)
     pick = (
         select(ExecutionRow.id)
         .where(
@@ -297,25 +287,51 @@ async def claim_next(
         .order_by(ExecutionRow.queued_at, ExecutionRow.batch_index, ExecutionRow.id)
         .limit(1)
     )
-    postgres = session.get_bind().dialect.name == "postgresql"
     if postgres:
         pick = pick.with_for_update(skip_locked=True, of=ExecutionRow)
-    statement = (
+    return (
         update(ExecutionRow)
         .where(ExecutionRow.id == pick.scalar_subquery())
         .where(ExecutionRow.state.in_(waiting))
         .values(
             state=ExecutionState.RUNNING.value,
-            worker=worker,
+            worker=bindparam("claim_worker", type_=columns.worker.type),
             started_at=now,
-            lease_expires_at=now + timedelta(seconds=lease_s),
+            lease_expires_at=bindparam("claim_lease_until", type_=columns.lease_expires_at.type),
             attempt=ExecutionRow.attempt + 1,
         )
         .returning(ExecutionRow)
         .execution_options(synchronize_session=False)
     )
+
+
+async def claim_next(
+    session: AsyncSession,
+    *,
+    worker: str,
+    now: datetime,
+    lease_s: float,
+    clock: Callable[[], datetime] | None = None,
+    pythons: frozenset[str] | None = None,
+) -> domain.Execution | None:
+    """Atomically move the oldest waiting execution to running for ``worker`` (one that
+    asks for no particular Python, or for one of ``pythons`` when given: minor versions).
+
+    One ``UPDATE … WHERE id = (SELECT … [FOR UPDATE SKIP LOCKED]) RETURNING`` statement, so two
+    claimers can never get the same row (SQLite serialises writers; PostgreSQL skips locked rows).
+    A batch item is only picked while fewer than the batch's ``parallel`` items run; on
+    PostgreSQL that count is re-checked under a lock of the batch row, so concurrent claimers
+    cannot overbook it.
+    """
+    postgres = session.get_bind().dialect.name == "postgresql"
+    bound = {
+        "claim_now": now,
+        "claim_worker": worker,
+        "claim_lease_until": now + timedelta(seconds=lease_s),
+    }
     savepoint = await session.begin_nested()
-    row = (await session.execute(statement)).scalars().first()
+    statement = _claim_statement(postgres, pythons)
+    row = (await session.execute(statement, bound)).scalars().first()
     if row is not None and row.batch_id is not None and postgres:
         await session.execute(
             select(BatchRow.id).where(BatchRow.id == row.batch_id).with_for_update()
