@@ -511,7 +511,7 @@ class _Exactly(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         wanted = self._left if size < 0 else min(size, self._left)
         data = self._inner.read(wanted) if wanted else b""
-        if len(data) < wanted and not data:
+        if wanted and not data:
             raise errors.IntegrityError(f"{self._left} bytes fewer than when it was read")
         self._left -= len(data)
         return data

@@ -417,7 +417,7 @@ async def list_executions(
     batch: str | None = None,
     narrow: ListNarrowing | None = None,
 ) -> list[domain.Execution]:
-    async with store.transaction(grid.sessions) as session:
+    async with store.reading(grid.sessions) as session:
         batch_id = None
         if batch is not None:
             from rgrid.store import batches as batch_repo

@@ -35,7 +35,9 @@ class LogPage:
 async def _page(
     grid: Grid, execution_id: str, after: int, limit: int, attempt: int | None
 ) -> LogPage:
-    async with store.transaction(grid.sessions) as session:
+    # read-only: no transaction (on PostgreSQL each statement read its own snapshot anyway;
+    # the lines are stored before the state that ends an execution)
+    async with store.reading(grid.sessions) as session:
         current = await repo.get(session, execution_id)
         assert current is not None
         lines = await log_repo.read(
