@@ -171,7 +171,7 @@ class Client:
                 handle.seek(offset)
                 # exactly the bytes hashed, even if the file has grown or shrunk since: the
                 # grid then refuses what no longer matches instead of the request breaking
-                handle = cast(IO[bytes], _Exactly(handle, size - offset))
+                handle = cast(IO[bytes], _Exactly(handle, max(0, size - offset)))
                 if self.on_progress is not None:
                     metered = _Metered(handle, offset, size, path.name, self.on_progress)
                     handle = cast(IO[bytes], metered)

@@ -45,8 +45,9 @@ def upload_files(client: Client, files: Sequence[LocalFile]) -> UploadReport:
         try:
             client.upload_blob(sha, Path(entry.source), entry.size)
         except errors.IntegrityError as exc:
-            # the grid refused bytes that no longer match the file's hash: something wrote to
-            # the file after the CLI read it (a log being written, a database in use)
+            if not _changed(Path(entry.source), sha, entry.size):
+                raise  # the file is as it was hashed: the bytes were damaged on the way
+            # something wrote to the file after the CLI read it (a database in use)
             raise errors.UsageError(
                 f"{entry.source} changed while rgrid was sending it",
                 hint="run again once nothing writes to it, or leave it out of the project "
@@ -54,6 +55,16 @@ def upload_files(client: Client, files: Sequence[LocalFile]) -> UploadReport:
             ) from exc
     sent = sum(by_hash[sha].size for sha in missing)
     return UploadReport(len(missing), sent, len(by_hash) - len(missing))
+
+
+def _changed(path: Path, sha256: str, size: int) -> bool:
+    """Whether the file no longer holds what was hashed (read again: only after a refusal)."""
+    from rgrid.client.hashcache import sha256_file
+
+    try:
+        return path.stat().st_size != size or sha256_file(path) != sha256
+    except (OSError, errors.UsageError):
+        return True  # gone or unreadable since: it changed
 
 
 def submit_with_tree(

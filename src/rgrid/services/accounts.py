@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 
 from rgrid import bounds, domain, errors, store
 from rgrid.services import Grid, utcnow
@@ -29,6 +30,7 @@ async def authenticate(grid: Grid, key: str | None) -> domain.Principal:
     cached = grid.keys.get(digest)
     if cached is not None:
         return cached
+    looked_up_at = time.monotonic()
     async with store.transaction(grid.sessions) as session:
         principal = await repo.authenticate(session, key, utcnow())
     if principal is None:
@@ -36,7 +38,7 @@ async def authenticate(grid: Grid, key: str | None) -> domain.Principal:
             "the API key is not valid (unknown or revoked)",
             hint="run `rgrid init` with a valid key, or check RGRID_API_KEY",
         )
-    grid.keys.remember(digest, principal)
+    grid.keys.remember(digest, principal, looked_up_at)
     return principal
 
 

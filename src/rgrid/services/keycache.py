@@ -10,6 +10,9 @@ from rgrid import domain
 #: through another process of the same grid stops working within this time
 KEY_CACHE_S = 2.0
 CACHED_KEYS = 4096
+#: how long a key revoked through this process is remembered as such: a lookup that began
+#: before the revocation and ends after it must not put the key back
+REVOKED_MEMORY_S = 60.0
 
 
 class KeyCache:
@@ -22,6 +25,8 @@ class KeyCache:
         self._ttl_s = ttl_s
         self._size = size
         self._known: dict[str, tuple[float, domain.Principal]] = {}
+        #: key id -> when it was revoked through this process (monotonic)
+        self._revoked: dict[str, float] = {}
 
     def get(self, digest: str) -> domain.Principal | None:
         found = self._known.get(digest)
@@ -33,7 +38,12 @@ class KeyCache:
             return None
         return principal
 
-    def remember(self, digest: str, principal: domain.Principal) -> None:
+    def remember(self, digest: str, principal: domain.Principal, looked_up_at: float) -> None:
+        """Keep ``principal``, found by a lookup that began at ``looked_up_at`` (monotonic),
+        unless its key was revoked through this process since."""
+        revoked = self._revoked.get(principal.key_id)
+        if revoked is not None and revoked >= looked_up_at:
+            return  # the lookup read the key before its revocation committed
         if len(self._known) >= self._size:
             now = time.monotonic()
             self._known = {d: kept for d, kept in self._known.items() if kept[0] > now}
@@ -42,4 +52,7 @@ class KeyCache:
         self._known[digest] = (time.monotonic() + self._ttl_s, principal)
 
     def forget_key(self, key_id: str) -> None:
+        now = time.monotonic()
+        self._revoked = {k: at for k, at in self._revoked.items() if now - at < REVOKED_MEMORY_S}
+        self._revoked[key_id] = now
         self._known = {d: kept for d, kept in self._known.items() if kept[1].key_id != key_id}

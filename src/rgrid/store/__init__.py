@@ -109,12 +109,15 @@ async def transaction(
 async def reading(
     factory: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
-    """One session for reads only, in autocommit: no BEGIN and COMMIT around its statements
-    (two round trips of a status read's four), each statement reading its own snapshot.
-    Nothing written in it is committed: never use it to write."""
+    """One session for reads only, in autocommit on PostgreSQL: no BEGIN and COMMIT around its
+    statements (two round trips of a status read's four), each statement reading its own
+    snapshot. Nothing written in it is committed: never use it to write."""
     with wrap_errors():
         async with factory() as session:
-            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            # SQLite's driver begins no transaction for a SELECT anyway: switching its
+            # connection to autocommit and back would only cost calls to aiosqlite's thread
+            if session.get_bind().dialect.name != "sqlite":
+                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             yield session
 
 
