@@ -92,6 +92,22 @@ def test_status_human_and_json(account_cli: Cli, workdir: Path) -> None:
     assert status_of(account_cli, execution_id[:10])["id"] == execution_id
 
 
+def test_status_and_list_show_arguments_as_a_shell_takes_them(
+    account_cli: Cli, workdir: Path
+) -> None:
+    """``"two words"`` was one argument: shown joined with spaces it read as two."""
+    (workdir / "echo.py").write_text("import sys\nprint(sys.argv[1:])\n")
+    execution_id = run_id(account_cli("run", "echo.py", "two words", "it's"))
+    fields = {
+        line[:10].strip(): line[10:].strip()
+        for line in account_cli("status", execution_id).stdout.splitlines()
+        if line
+    }
+    assert fields["script"] == "echo.py 'two words' 'it'\"'\"'s'"
+    listed = account_cli("list", "--limit", "1").stdout.splitlines()[1]
+    assert listed.startswith(execution_id) and listed.endswith("echo.py 'two words' 'it'\"'\"'s'")
+
+
 def test_list_filters_and_limits(account_cli: Cli, workdir: Path) -> None:
     labelled, failed, plain = _three_executions(account_cli, workdir)
 

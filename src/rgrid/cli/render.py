@@ -159,11 +159,18 @@ def state_label(e: schemas.ExecutionPublic) -> str:
     return e.state.value
 
 
+def command_line(e: schemas.ExecutionPublic) -> str:
+    """The script and its arguments as a shell would take them (``'two words'`` stays one)."""
+    import shlex  # not on rgrid --help's path
+
+    return shlex.join([e.script, *e.args])
+
+
 def execution(e: schemas.ExecutionPublic) -> None:
     rows = [
         ("id", e.id),
         ("state", state_label(e)),
-        ("script", " ".join([e.script, *e.args])),
+        ("script", command_line(e)),
         ("exit code", "-" if e.exit_code is None else str(e.exit_code)),
         ("cause", e.cause or "-"),
         ("hint", e.hint or "-"),
@@ -252,7 +259,7 @@ def execution_table(items: Sequence[schemas.ExecutionPublic]) -> None:
         code = "-" if e.exit_code is None else str(e.exit_code)
         line(
             f"{e.id:<22} {state_label(e):<26} {code:>4} {duration(e.duration_s):>9}  "
-            f"{when(e.created_at):<19}  {' '.join([e.script, *e.args])[:60]}"
+            f"{when(e.created_at):<19}  {command_line(e)[:60]}"
         )
 
 
