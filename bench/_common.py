@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -29,6 +31,29 @@ def timed(argv: Sequence[str], runs: int, cwd: Path, env: dict[str, str]) -> lis
         if done.returncode != 0:
             raise SystemExit(f"{argv} failed: {done.stderr.decode()[-500:]}")
     return samples
+
+
+#: the one-line script of the start-up benches
+HELLO = 'print("hello from", __name__)\n'
+
+
+def median_ms(samples: Sequence[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def p90_ms(samples: Sequence[float]) -> float:
+    return sorted(samples)[max(int(len(samples) * 0.9) - 1, 0)] * 1000
+
+
+def hello_project(tmp: Path) -> tuple[Path, dict[str, str]]:
+    """``tmp/project`` holding hello.py, and the environment of a user whose local grid and
+    home are in ``tmp`` (no RGRID_* variable of the shell)."""
+    project = tmp / "project"
+    project.mkdir()
+    (project / "hello.py").write_text(HELLO)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+    env.update(RGRID_HOME=str(tmp / "home"), HOME=str(tmp / "user"))
+    return project, env
 
 
 def free_port() -> int:

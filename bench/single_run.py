@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import real_python, timed
+from _common import HELLO, hello_project, median_ms, p90_ms, real_python, timed
 
 BIN = Path(sys.executable).parent
 TREE_FILES = 2000
@@ -67,8 +66,7 @@ def rss_mib(pid: int) -> float:
 
 
 def row(name: str, samples: list[float], base: float | None) -> str:
-    med = statistics.median(samples) * 1000
-    p90 = sorted(samples)[int(len(samples) * 0.9) - 1] * 1000
+    med, p90 = median_ms(samples), p90_ms(samples)
     extra = f"{med - base:+8.1f}" if base is not None else f"{'':>8}"
     return f"{name:<34} {med:9.1f} {p90:9.1f} {extra}"
 
@@ -78,20 +76,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     runs = parser.parse_args().runs
     tmp = Path(tempfile.mkdtemp(prefix="rgrid-bench-"))
-    project = tmp / "project"
-    project.mkdir()
-    (project / "hello.py").write_text('print("hello from", __name__)\n')
+    project, env = hello_project(tmp)
     tree = tmp / "tree-project"
     for i in range(TREE_FILES):
         folder = tree / f"d{i // 100:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"f{i:04d}.bin").write_bytes(os.urandom(TREE_FILE_BYTES))
-    (tree / "hello.py").write_text('print("hello from", __name__)\n')
+    (tree / "hello.py").write_text(HELLO)
     old = time.time() - 60  # an existing project: older than the hash cache's racy window
     for path in tree.rglob("*"):
         os.utime(path, (old, old))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
-    env.update(RGRID_HOME=str(tmp / "home"), HOME=str(tmp / "user"))
     python = real_python()
     try:
         subprocess.run([str(RGRID), "server", "start"], env=env, check=True, capture_output=True)
@@ -118,7 +112,7 @@ def main() -> None:
     finally:
         subprocess.run([str(RGRID), "server", "stop"], env=env, capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
-    base = statistics.median(bare) * 1000
+    base = median_ms(bare)
     print(f"single_run: {runs} runs each, warm local grid, {os.cpu_count()} cores")
     print(f"{'command':<34} {'median ms':>9} {'p90 ms':>9} {'vs bare':>8}")
     print(row(f"python3 hello.py ({Path(python).name})", bare, None))
@@ -127,14 +121,14 @@ def main() -> None:
     print(row("rgrid run hello.py", rgrid, base))
     print(row("rgrid run hello.py, 2,000-file tree", in_tree, base))
     print(row("rgrid --help", helps, None))
-    tree_extra = (statistics.median(in_tree) - statistics.median(rgrid)) * 1000
+    tree_extra = median_ms(in_tree) - median_ms(rgrid)
     print(f"\n2,000-file tree (20 MB) over an empty project: {tree_extra:+.0f} ms (goal <= 20 ms)")
-    overhead = statistics.median(rgrid) * 1000 - base
+    overhead = median_ms(rgrid) - base
     print(
         f"\nrgrid overhead over bare python: {overhead:.0f} ms (goal <= 300 ms); "
-        f"ratio {statistics.median(rgrid) * 1000 / base:.1f}x"
+        f"ratio {median_ms(rgrid) / base:.1f}x"
     )
-    print(f"rgrid --help: {statistics.median(helps) * 1000:.0f} ms (goal <= 200 ms)")
+    print(f"rgrid --help: {median_ms(helps):.0f} ms (goal <= 200 ms)")
     print(f"grid idle RSS: {idle:.0f} MiB (goal <= 150 MiB)")
 
 

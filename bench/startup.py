@@ -18,24 +18,15 @@ import argparse
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _common import real_python, timed
+from _common import hello_project, median_ms, p90_ms, real_python, timed
 
 BIN = Path(sys.executable).parent
 RGRID = str(BIN / "rgrid")
-
-
-def median_ms(samples: list[float]) -> float:
-    return statistics.median(samples) * 1000
-
-
-def p90_ms(samples: list[float]) -> float:
-    return sorted(samples)[max(int(len(samples) * 0.9) - 1, 0)] * 1000
 
 
 def top_imports(argv: list[str], cwd: Path, env: dict[str, str], count: int = 6) -> str:
@@ -62,11 +53,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     runs = parser.parse_args().runs
     tmp = Path(tempfile.mkdtemp(prefix="rgrid-bench-"))
-    project = tmp / "project"
-    project.mkdir()
-    (project / "hello.py").write_text('print("hello from", __name__)\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
-    env.update(RGRID_HOME=str(tmp / "home"), HOME=str(tmp / "user"))
+    project, env = hello_project(tmp)
     python = real_python()
     commands = {
         "python -c pass (venv)": [sys.executable, "-c", "pass"],
