@@ -12,6 +12,7 @@ import socket
 from pathlib import Path
 
 import httpx
+import pytest
 import zstandard
 from tests.acceptance.conftest import run_on_a_terminal
 from tests.conftest import Cli, LiveServer
@@ -205,59 +206,38 @@ def test_big_transfers_show_progress_on_a_terminal_only(account_cli: Cli, workdi
     assert "downloading" not in piped.stderr
 
 
-def test_a_file_rewritten_while_it_is_sent_is_named_and_nothing_is_stored(
-    live_server: LiveServer, workdir: Path
+@pytest.mark.parametrize(
+    ("hashed_bytes", "sent_bytes"),
+    [
+        # rewritten (a database in use): the grid refuses bytes that do not match
+        (b"first line\n", b"FIRST LINE\nsecond line\n"),
+        # shortened: the CLI stops the request itself and closes its connection
+        (b"a line\n" * 1000, b"a line\n"),
+    ],
+    ids=["rewritten", "shortened"],
+)
+def test_a_file_changed_while_it_is_sent_is_named_and_nothing_is_stored(
+    live_server: LiveServer, workdir: Path, hashed_bytes: bytes, sent_bytes: bytes
 ) -> None:
-    """Hashed, then rewritten (a database in use) before it was sent: the grid refuses bytes
-    that do not match, and the user is told which file, not a blob's key. (Only appended to,
-    the bytes that were hashed are sent: they still match.)"""
+    """Hashed, then changed before it was sent: the user is told which file, not a blob's key.
+    (Only appended to, the bytes that were hashed are sent: they still match.)"""
     from rgrid import errors
     from rgrid.client import Client
     from rgrid.client.bundle import LocalFile
     from rgrid.client.runs import upload_files
 
-    growing = workdir / "growing.log"
-    growing.write_bytes(b"first line\n")
-    hashed = LocalFile("growing.log", growing, hashlib.sha256(b"first line\n").hexdigest(), 11)
-    growing.write_bytes(b"FIRST LINE\nsecond line\n")  # rewritten after the CLI hashed it
+    changing = workdir / "changing.log"
+    changing.write_bytes(hashed_bytes)
+    sha = hashlib.sha256(hashed_bytes).hexdigest()
+    hashed = LocalFile("changing.log", changing, sha, len(hashed_bytes))
+    changing.write_bytes(sent_bytes)  # after the CLI hashed it
     client = Client(live_server.url, live_server.admin_key)
     try:
-        try:
+        with pytest.raises(errors.UsageError) as refused:
             upload_files(client, [hashed])
-        except errors.UsageError as exc:
-            assert str(exc) == f"{growing} changed while rgrid was sending it"
-            assert exc.hint is not None and ".rgridignore" in exc.hint
-        else:
-            raise AssertionError("a changed file was accepted")
-        assert client.missing_blobs([hashed.sha256]) == [hashed.sha256]  # nothing stored
-    finally:
-        client.close()
-
-
-def test_a_file_shortened_while_it_is_sent_is_named_too(
-    live_server: LiveServer, workdir: Path
-) -> None:
-    from rgrid import errors
-    from rgrid.client import Client
-    from rgrid.client.bundle import LocalFile
-    from rgrid.client.runs import upload_files
-
-    shrinking = workdir / "shrinking.log"
-    content = b"a line\n" * 1000
-    shrinking.write_bytes(content)
-    hashed = LocalFile(
-        "shrinking.log", shrinking, hashlib.sha256(content).hexdigest(), len(content)
-    )
-    shrinking.write_bytes(b"a line\n")
-    client = Client(live_server.url, live_server.admin_key)
-    try:
-        try:
-            upload_files(client, [hashed])
-        except errors.UsageError as exc:
-            assert str(exc) == f"{shrinking} changed while rgrid was sending it"
-        else:
-            raise AssertionError("a shortened file was accepted")
-        # the connection was closed, not left half sent: the next request works
+        assert str(refused.value) == f"{changing} changed while rgrid was sending it"
+        assert refused.value.hint is not None and ".rgridignore" in refused.value.hint
+        # nothing stored, and the connection was not left half sent: the next request works
         assert client.missing_blobs([hashed.sha256]) == [hashed.sha256]
     finally:
         client.close()

@@ -496,25 +496,15 @@ class _Reporter:
             self._callback(self._verb, self._name, self.done, self._total)
 
 
-class _Exactly(io.RawIOBase):
-    """The first ``length`` bytes of a file being uploaded; ``errors.IntegrityError`` if it
-    ends before them (it was shortened after it was hashed)."""
+class _Reading(io.RawIOBase):
+    """A file being uploaded, read through ``read`` (which a subclass defines)."""
 
-    def __init__(self, inner: IO[bytes], length: int) -> None:
+    def __init__(self, inner: IO[bytes]) -> None:
         super().__init__()
         self._inner = inner
-        self._left = length
 
     def readable(self) -> bool:
         return True
-
-    def read(self, size: int = -1) -> bytes:
-        wanted = self._left if size < 0 else min(size, self._left)
-        data = self._inner.read(wanted) if wanted else b""
-        if wanted and not data:
-            raise errors.IntegrityError(f"{self._left} bytes fewer than when it was read")
-        self._left -= len(data)
-        return data
 
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
@@ -526,7 +516,24 @@ class _Exactly(io.RawIOBase):
         super().close()
 
 
-class _Metered(io.RawIOBase):
+class _Exactly(_Reading):
+    """The first ``length`` bytes of a file being uploaded; ``errors.IntegrityError`` if it
+    ends before them (it was shortened after it was hashed)."""
+
+    def __init__(self, inner: IO[bytes], length: int) -> None:
+        super().__init__(inner)
+        self._left = length
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = self._left if size < 0 else min(size, self._left)
+        data = self._inner.read(wanted) if wanted else b""
+        if wanted and not data:
+            raise errors.IntegrityError(f"{self._left} bytes fewer than when it was read")
+        self._left -= len(data)
+        return data
+
+
+class _Metered(_Reading):
     """A file being uploaded that reports how much of it was read."""
 
     def __init__(
@@ -537,26 +544,13 @@ class _Metered(io.RawIOBase):
         name: str,
         callback: Callable[[str, str, int, int], None],
     ) -> None:
-        super().__init__()
-        self._inner = inner
+        super().__init__(inner)
         self._report = _Reporter("uploading", name, total, callback, done=offset)
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, size: int = -1) -> bytes:
         data = self._inner.read(size)
         self._report.advance(len(data))
         return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        self._inner.close()
-        super().close()
 
 
 def _checked(response: Response) -> Response:

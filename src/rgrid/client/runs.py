@@ -11,6 +11,7 @@ from typing import TypeVar
 from rgrid import errors, schemas
 from rgrid.client import Client
 from rgrid.client.bundle import Bundle, LocalFile
+from rgrid.client.hashcache import sha256_file
 from rgrid.enums import EXIT_RGRID_FAILURE, ExecutionState, FailureClass
 
 EXIT_CANCELLED = 130
@@ -59,8 +60,6 @@ def upload_files(client: Client, files: Sequence[LocalFile]) -> UploadReport:
 
 def _changed(path: Path, sha256: str, size: int) -> bool:
     """Whether the file no longer holds what was hashed (read again: only after a refusal)."""
-    from rgrid.client.hashcache import sha256_file
-
     try:
         return path.stat().st_size != size or sha256_file(path) != sha256
     except (OSError, errors.UsageError):
