@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import re
@@ -32,6 +31,8 @@ from pathlib import Path
 
 import httpx
 from _common import new_account, postgres_database, start_server
+
+from rgrid import digests
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -97,10 +98,10 @@ def prepare(url: str, key: str, home: Path) -> tuple[str, str]:
     (project / "hello.py").write_bytes(script)
     hello = cli(url, key, project, "run", "hello.py")
     assert hello.returncode == 0, hello.stderr
-    sha = hashlib.sha256(script).hexdigest()
+    sha = digests.of_bytes(script)
     submit = {
         "script": "hello.py",
-        "files": [{"path": "hello.py", "sha256": sha, "size": len(script)}],
+        "files": [{"path": "hello.py", "digest": sha, "size": len(script)}],
         "cwd": str(project),
     }
     # run once as submitted under load, so that every later submit is a cache hit: what is

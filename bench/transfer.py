@@ -5,7 +5,7 @@ Two files of the same size: random bytes named ``.zip`` (incompressible: sent as
 CSV (compressible: rgrid sends it raw to this loopback grid, as by default, and again
 zstd-compressed, as to a remote grid, with ``RGRID_COMPRESSION=always``; curl sends it raw).
 rgrid's upload is the CLI's own code (``Client.upload_blob``: hashing done before, as the CLI does, is not timed); its
-download is ``Client.download`` of an output the grid holds. One sha256 pass over the file is
+download is ``Client.download`` of an output the grid holds. One BLAKE3 pass over the file is
 timed too: the grid verifies every upload, and the CLI every download, so that is a floor under
 rgrid's time that curl (which verifies nothing) does not pay. Both run in a child process whose
 peak RSS is read from /proc; the server's peak RSS is its VmHWM.
@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from rgrid.runner.workdir import sha256_file
+from rgrid import digests
 
 RGRID = Path(sys.executable).parent / "rgrid"
 CHUNK = 1024 * 1024
@@ -134,8 +134,8 @@ def measure(
     (tmp / "curl.out").unlink()
     (served / name).unlink()
     started = time.perf_counter()
-    sha256_file(path)  # the floor under any verified transfer: one sha256 pass
-    rows.append((name, "sha256 only", time.perf_counter() - started, None))
+    digests.of_file(path)  # the floor under any verified transfer: one BLAKE3 pass
+    rows.append((name, "blake3 only", time.perf_counter() - started, None))
     size = str(path.stat().st_size)
     ways = [("", env)] + ([(" zstd", zstd)] if name.endswith(".csv") else [])
     for suffix, how_env in ways:  # zstd: as to a remote grid (to this loopback one: raw)
@@ -144,7 +144,7 @@ def measure(
     for suffix, how_env in ways:
         down = child(how_env, project, "down", execution, f"copy_{name}", str(fetched))
         rows.append((name, "rgrid download" + suffix, down["seconds"], down["rss_mib"]))
-        assert sha256_file(fetched / f"copy_{name}") == digest
+        assert digests.of_file(fetched / f"copy_{name}") == digest
         (fetched / f"copy_{name}").unlink()
     return rows
 
@@ -193,7 +193,7 @@ def main() -> None:
         pid = json.loads((tmp / "home" / "server.json").read_text())["pid"]
         for path in files:
             name = path.name
-            digest = sha256_file(path)
+            digest = digests.of_file(path)
             ran = subprocess.run(  # the grid holds a copy of the file as an output
                 [str(RGRID), "run", "--remote-only", "--no-cache", "duplicate.py", name],
                 cwd=project,
@@ -231,7 +231,7 @@ def main() -> None:
         print(
             f"{name}: hashing alone (which the grid must do before it accepts an upload, and the "
             f"CLI before it accepts a download) runs at "
-            f"{by[(name, 'curl PUT')] / by[(name, 'sha256 only')]:.0%} of curl PUT's speed"
+            f"{by[(name, 'curl PUT')] / by[(name, 'blake3 only')]:.0%} of curl PUT's speed"
         )
     print(
         f"data.csv compressed (as to a remote grid): upload "

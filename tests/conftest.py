@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from rgrid.storage import blob_key
+
 RGRID_BIN = Path(sys.executable).parent / "rgrid"
 SERVER_START_TIMEOUT_S = 60.0
 
@@ -34,6 +36,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def blob_name(digest: str) -> str:
+    """The last part of the storage key a blob with content address ``digest`` has (its file's
+    name on the grid's disk)."""
+    return blob_key("any", digest).rsplit("/", 1)[1]
 
 
 @dataclasses.dataclass
@@ -83,12 +91,12 @@ class LiveServer:
             time.sleep(0.1)
         raise RuntimeError("server did not start")
 
-    def delete_blob(self, sha256: str) -> None:
+    def delete_blob(self, digest: str) -> None:
         """Delete a stored blob behind the grid's back, wherever it keeps them (its disk, or
         the S3 bucket of the cluster profile)."""
         storage = self.env.get("RGRID_STORAGE_URL", "")
         if not storage.startswith("s3://"):
-            (blob,) = [p for p in self.home.rglob(sha256) if p.is_file()]
+            (blob,) = [p for p in self.home.rglob(blob_name(digest)) if p.is_file()]
             blob.unlink()
             return
         import boto3
@@ -102,7 +110,7 @@ class LiveServer:
             region_name="us-east-1",
         )
         listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
-        (key,) = [o["Key"] for o in listed if o["Key"].endswith(sha256)]
+        (key,) = [o["Key"] for o in listed if o["Key"].endswith("/" + blob_name(digest))]
         client.delete_object(Bucket=bucket, Key=key)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:

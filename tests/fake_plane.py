@@ -4,18 +4,17 @@ served from a dict, outputs and log segments kept in lists, each checked as the 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from rgrid import domain, errors
+from rgrid import digests, domain, errors
 
 
 class FakeControlPlane:
     """``runner.ControlPlane`` for one execution."""
 
     def __init__(self, blobs: dict[str, bytes] | None = None) -> None:
-        #: contents by sha256, as the grid's storage would hold them
+        #: contents by digest, as the grid's storage would hold them
         self.blobs = dict(blobs or {})
         self.outputs: dict[str, bytes] = {}
         self.segments: list[domain.LogSegment] = []
@@ -23,16 +22,16 @@ class FakeControlPlane:
 
     @staticmethod
     def ref(path: str, data: bytes) -> domain.FileRef:
-        return domain.FileRef(path, hashlib.sha256(data).hexdigest(), len(data))
+        return domain.FileRef(path, digests.of_bytes(data), len(data))
 
     def add(self, path: str, data: bytes) -> domain.FileRef:
         """Hold ``data`` as a blob; its reference under ``path``."""
         ref = self.ref(path, data)
-        self.blobs[ref.sha256] = data
+        self.blobs[ref.digest] = data
         return ref
 
     async def fetch_input(self, ref: domain.FileRef, dest: Path) -> None:
-        data = self.blobs.get(ref.sha256)
+        data = self.blobs.get(ref.digest)
         if data is None:
             raise errors.BlobCorrupt(f"input {ref.path!r} is lost")
         dest.write_bytes(data)

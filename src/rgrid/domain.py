@@ -22,7 +22,6 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_" + "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_RANDOM_CHARS))
 
 
-from rgrid.digests import tree_digest  # noqa: E402  (the CLI imports it without the domain)
 from rgrid.enums import (  # noqa: E402  (re-exported: the domain's vocabulary)
     EXIT_RGRID_FAILURE,
     EXIT_TIMEOUT,
@@ -51,7 +50,6 @@ __all__ = [
     "FailureClass",
     "Stream",
     "can_transition",
-    "tree_digest",
 ]
 
 
@@ -60,17 +58,17 @@ class FileRef:
     """A file of an execution's work directory: relative path + content hash."""
 
     path: str
-    sha256: str
+    digest: str
     size: int
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Tree:
-    """A project tree (SPEC §4.1) as the grid keeps it: stored once, named by ``tree_digest``,
+    """A project tree (SPEC §4.1) as the grid keeps it: stored once, named by ``digests.of_tree``,
     shared by every execution (and batch item) that carries it. Immutable, so what is derived
     from it is computed once per tree, not once per execution."""
 
-    sha256: str
+    digest: str
     files: tuple[FileRef, ...]
     #: directories that no file implies (relative POSIX paths)
     dirs: tuple[str, ...] = ()
@@ -319,8 +317,8 @@ class Execution:
     env_ciphertext: str = dataclasses.field(default="", repr=False)
     argv0: str | None = None
     mount_roots: tuple[str, ...] = ()
-    stdin_sha256: str | None = None
-    tree_sha256: str | None = None
+    stdin_digest: str | None = None
+    tree_digest: str | None = None
     cache_key: str | None = None
     cache_parts: dict[str, Any] | None = None
     cache_base: str | None = None
@@ -386,9 +384,9 @@ class NewExecution:
     #: {"roots": [...], "named": [...]}, or None
     mounts: dict[str, list[str]] | None = None
     idempotency_key: str | None = None
-    stdin_sha256: str | None = None
+    stdin_digest: str | None = None
     stdin_size: int | None = None
-    tree_sha256: str | None = None
+    tree_digest: str | None = None
     cache_key: str | None = None
     cache_parts: dict[str, Any] | None = None
     cache_base: str | None = None
@@ -500,7 +498,7 @@ class Artifact:
     execution_id: str
     kind: ArtifactKind
     path: str
-    sha256: str
+    digest: str
     size: int
     created_at: datetime
     expires_at: datetime | None

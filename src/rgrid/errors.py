@@ -2,7 +2,7 @@
 
     RgridError                      code INTERNAL        500
     ├── InvalidRequest              VALIDATION_ERROR     422
-    │   ├── IntegrityError          INTEGRITY_ERROR      422  (bytes do not match their sha256)
+    │   ├── IntegrityError          INTEGRITY_ERROR      422  (bytes do not match their digest)
     │   ├── UnsafePath              UNSAFE_PATH          422  (.., absolute, NUL: zip-slip)
     │   └── TreeUnknown             TREE_UNKNOWN         422  (send the project tree first)
     ├── Unauthorized                UNAUTHORIZED         401
@@ -69,7 +69,7 @@ class InvalidRequest(RgridError):
 
 
 class IntegrityError(InvalidRequest):
-    """The received bytes do not match their sha256."""
+    """The received bytes do not match their digest."""
 
     code = "INTEGRITY_ERROR"
 

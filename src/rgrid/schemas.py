@@ -57,7 +57,7 @@ def _wire(cls: type[T]) -> type[T]:
 class FileIn:
     __pydantic_config__ = FORBID_EXTRA
     path: str
-    sha256: str
+    digest: str
     size: Size
     #: only part of the project tree (named by no argument, module or --include): not in the
     #: result-cache key while the grid cannot tell which files a run read (SPEC §12)
@@ -69,20 +69,20 @@ class StdinIn:
     """Piped stdin, uploaded as a blob like any input. An empty one (size 0) needs no blob."""
 
     __pydantic_config__ = FORBID_EXTRA
-    sha256: str
+    digest: str
     size: Size
 
 
 @_wire
 class BlobsQuery:
     __pydantic_config__ = FORBID_EXTRA
-    sha256: list[str]
+    digests: list[str]
 
 
 @_wire
 class TreeIn:
     """A project tree (SPEC §4.1), sent once: its files (already uploaded) and the directories
-    no file implies. Its name is ``domain.tree_digest`` of them."""
+    no file implies. Its name is ``digests.of_tree`` of them."""
 
     __pydantic_config__ = FORBID_EXTRA
     files: list[FileIn] = dataclasses.field(default_factory=list)
@@ -91,7 +91,7 @@ class TreeIn:
 
 @_wire
 class TreePublic:
-    sha256: str
+    digest: str
     files: int
     bytes: int
 
@@ -103,11 +103,11 @@ class BlobsMissing:
 
 @_wire
 class BlobStored:
-    sha256: str
+    digest: str
     size: int
 
 
-#: headers of a resumable upload (PUT /blobs/{sha256}): marks it, and where this piece starts
+#: headers of a resumable upload (PUT /blobs/{digest}): marks it, and where this piece starts
 RESUMABLE_HEADER = "x-rgrid-resumable"
 OFFSET_HEADER = "x-rgrid-offset"
 
@@ -202,7 +202,7 @@ class BillingPeriodPublic:
 class UploadProgress:
     """A resumable upload: how many bytes the grid holds; send the rest from ``offset``."""
 
-    sha256: str
+    digest: str
     offset: int
 
 
@@ -279,7 +279,7 @@ class ExecutionCreate:
     named_outside: list[str] = dataclasses.field(default_factory=list)
     #: directories of the project tree to create that no file implies (relative POSIX paths)
     dirs: list[str] = dataclasses.field(default_factory=list)
-    #: the project tree (its ``domain.tree_digest``), sent before with PUT /api/v1/trees; an
+    #: the project tree (its ``digests.of_tree``), sent before with PUT /api/v1/trees; an
     #: unknown one is ``TREE_UNKNOWN``. Files in ``files`` are the run's named ones.
     tree: str | None = None
 
@@ -463,7 +463,7 @@ class LogsPublic:
 class ArtifactPublic:
     path: str
     kind: ArtifactKind
-    sha256: str
+    digest: str
     size: int
     created_at: datetime
     expires_at: datetime | None

@@ -6,7 +6,6 @@ what another account sees."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
 import threading
@@ -19,7 +18,7 @@ import pytest
 from tests.acceptance.conftest import new_account, run_id
 from tests.conftest import Cli, LiveServer, make_server
 
-from rgrid import bounds
+from rgrid import bounds, digests
 
 MiB = 1024**2
 
@@ -36,7 +35,7 @@ def _error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
 
 
 def _upload(server: LiveServer, key: str, content: bytes) -> str:
-    sha = hashlib.sha256(content).hexdigest()
+    sha = digests.of_bytes(content)
     response = httpx.put(f"{server.url}/api/v1/blobs/{sha}", content=content, headers=_auth(key))
     assert response.status_code == 201, response.text
     return sha
@@ -46,7 +45,7 @@ def _submit_body(server: LiveServer, key: str, **fields: Any) -> dict[str, Any]:
     """A valid submit of an uploaded one-line script, with ``fields`` added or replaced."""
     script = b"print('hi')\n"
     sha = _upload(server, key, script)
-    body = {"script": "s.py", "files": [{"path": "s.py", "sha256": sha, "size": len(script)}]}
+    body = {"script": "s.py", "files": [{"path": "s.py", "digest": sha, "size": len(script)}]}
     return {**body, **fields}
 
 
@@ -159,12 +158,12 @@ def test_a_chunked_body_is_refused_once_it_passes_the_limit(
 
 def test_blob_uploads_are_not_bound_by_the_body_limit(live_server: LiveServer, key: str) -> None:
     content = b"x" * (bounds.MAX_BODY_BYTES + MiB)
-    sha = hashlib.sha256(content).hexdigest()
+    sha = digests.of_bytes(content)
     response = httpx.put(
         f"{live_server.url}/api/v1/blobs/{sha}", content=content, headers=_auth(key), timeout=60
     )
     assert response.status_code == 201, response.text
-    assert response.json() == {"sha256": sha, "size": len(content)}
+    assert response.json() == {"digest": sha, "size": len(content)}
 
 
 def test_too_much_metadata_is_refused_quickly_and_others_are_served(
@@ -305,7 +304,7 @@ def test_a_body_that_cannot_be_decoded_is_a_validation_error(
 
 
 def test_huge_blob_offsets_are_refused(live_server: LiveServer, key: str) -> None:
-    sha = "0" * 64
+    sha = "blake3:" + "0" * 64
     for headers in ({"x-rgrid-offset": str(2**70)}, {"x-rgrid-offset": "-1"}):
         response = httpx.put(
             f"{live_server.url}/api/v1/blobs/{sha}", content=b"x", headers={**_auth(key), **headers}
@@ -355,7 +354,7 @@ def test_the_cli_refuses_a_too_long_env_value_before_uploading(
     assert result.stderr.startswith("error: the value of BIG is"), result.stderr
     missing = httpx.post(
         f"{live_server.url}/api/v1/blobs/missing",
-        json={"sha256": [hashlib.sha256(script.encode()).hexdigest()]},
+        json={"digests": [digests.of_bytes(script.encode())]},
         headers=_auth(key),
     )
     assert missing.json()["missing"] != []  # nothing was uploaded

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 from datetime import UTC, datetime
@@ -11,6 +10,8 @@ from pathlib import Path
 import httpx
 from tests.acceptance.conftest import json_of, run_id
 from tests.conftest import Cli, CliResult, LiveServer
+
+from rgrid import digests
 
 
 def _error_lines(result: CliResult) -> list[str]:
@@ -29,7 +30,7 @@ def _execution_count(cli: Cli) -> int:
 def _missing(live_server: LiveServer, key: str, hashes: list[str]) -> list[str]:
     response = httpx.post(
         f"{live_server.url}/api/v1/blobs/missing",
-        json={"sha256": hashes},
+        json={"digests": hashes},
         headers={"Authorization": f"Bearer {key}"},
     )
     assert response.status_code == 200, response.text
@@ -62,7 +63,7 @@ def test_argument_naming_a_fifo_is_refused_before_anything_is_sent(
     assert any(line.startswith("hint: ") for line in lines[1:]), result.stderr
     assert result.stdout == ""
     assert _execution_count(account_cli) == 0
-    sha = hashlib.sha256(script.encode()).hexdigest()
+    sha = digests.of_bytes(script.encode())
     assert _missing(live_server, account_cli.env["RGRID_API_KEY"], [sha]) == [sha]
 
 
@@ -84,7 +85,7 @@ def test_argument_naming_an_unreadable_file_is_refused(account_cli: Cli, workdir
 
 
 def test_blob_whose_bytes_do_not_match_its_hash_is_refused(live_server: LiveServer) -> None:
-    claimed = hashlib.sha256(b"the bytes that were promised").hexdigest()
+    claimed = digests.of_bytes(b"the bytes that were promised")
     headers = {"Authorization": f"Bearer {live_server.admin_key}"}
 
     response = httpx.put(
@@ -115,10 +116,10 @@ def test_unsafe_output_names_are_refused_and_nothing_is_written(
     now = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
     with sqlite3.connect(live_server.home / "rgrid.db") as db:
         db.executemany(
-            "INSERT INTO artifacts (execution_id, kind, path, sha256, size, created_at, expires_at)"
+            "INSERT INTO artifacts (execution_id, kind, path, digest, size, created_at, expires_at)"
             " VALUES (?, 'output', ?, ?, ?, ?, NULL)",
             [
-                (execution_id, path, safe["sha256"], safe["size"], now)
+                (execution_id, path, safe["digest"], safe["size"], now)
                 for path in ("../escaped.txt", str(tmp_path / "absolute.txt"))
             ],
         )

@@ -5,7 +5,6 @@ Every test drives the installed ``rgrid`` binary against a real grid server (no 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import random
@@ -29,6 +28,8 @@ from tests.acceptance.conftest import (
     wait_for,
 )
 from tests.conftest import RGRID_BIN, Cli, CliResult, LiveServer
+
+from rgrid import digests
 
 BATCH_LINE = re.compile(r"^rgrid: (batch_[A-Za-z0-9]+): (\d+) items")
 STATE_LINE = re.compile(
@@ -532,7 +533,7 @@ def _nothing_submitted(cli: Cli) -> None:
 def _missing(live_server: LiveServer, key: str, hashes: list[str]) -> list[str]:
     response = httpx.post(
         f"{live_server.url}/api/v1/blobs/missing",
-        json={"sha256": hashes},
+        json={"digests": hashes},
         headers={"Authorization": f"Bearer {key}"},
     )
     assert response.status_code == 200, response.text
@@ -569,7 +570,7 @@ def test_bad_batch_input_is_a_clear_error_and_nothing_is_submitted(
         content = f"{i}\n".encode()
         (many / f"f{i:05d}.csv").write_bytes(content)
         if i % 1000 == 0:
-            hashes.append(hashlib.sha256(content).hexdigest())
+            hashes.append(digests.of_bytes(content))
     started = time.monotonic()
     too_many = account_cli("run", "--batch", "many/*.csv", "s.py")
     elapsed = time.monotonic() - started
@@ -581,7 +582,7 @@ def test_bad_batch_input_is_a_clear_error_and_nothing_is_submitted(
 
     _nothing_submitted(account_cli)
     key = account_cli.env["RGRID_API_KEY"]
-    script_sha = hashlib.sha256(script.encode()).hexdigest()
+    script_sha = digests.of_bytes(script.encode())
     assert sorted(_missing(live_server, key, [script_sha, *hashes])) == sorted(
         [script_sha, *hashes]
     )

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.acceptance.test_resume import sha256_of
 from tests.conftest import RGRID_BIN, Cli, make_server
+
+from rgrid import digests
 
 GiB = 1024**3
 MiB = 1024**2
@@ -61,7 +62,7 @@ def test_two_gib_in_and_out_with_bounded_memory(tmp_path: Path) -> None:
         assert cli.returncode == 0, err.decode()
         assert out == b"copied\n"
         assert (workdir / "copy.zip").stat().st_size == 2 * GiB
-        assert sha256_of(workdir / "copy.zip") == sha256_of(big)
+        assert digests.of_file(workdir / "copy.zip") == digests.of_file(big)
         assert server.process is not None
         server_peak = peak_rss_mib(server.process.pid)
         assert cli_peak < 150, cli_peak

@@ -6,7 +6,6 @@ The malicious package (``tests.build_probe``) is served to the grid through ``RG
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -19,12 +18,13 @@ from tests.acceptance.test_dependencies import builds
 from tests.build_probe import PROBE, VERSION, make_sdist
 from tests.conftest import Cli, LiveServer, make_server, require_tool
 
+from rgrid import digests
 from rgrid.envs.build import PASSED_SETTINGS
 
 ADMIN_KEY = "rg_acceptance-admin-key-that-a-build-must-not-see"
 
 
-def tree_digest(root: Path) -> dict[str, str]:
+def of_tree(root: Path) -> dict[str, str]:
     """Every file under ``root`` and a hash of its content (symlinks by their target)."""
     found = {}
     for dirpath, _dirs, files in os.walk(root):
@@ -33,7 +33,7 @@ def tree_digest(root: Path) -> dict[str, str]:
             if path.is_symlink():
                 found[str(path.relative_to(root))] = f"-> {os.readlink(path)}"
             else:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                digest = digests.of_bytes(path.read_bytes())
                 found[str(path.relative_to(root))] = digest
     return found
 
@@ -69,7 +69,7 @@ def test_a_malicious_build_backend_sees_nothing_of_the_grid(
     assert cli("run", "plain.py").returncode == 0
     other_envs = [server.home / "envs" / name for name in env_dirs(server)]
     assert len(other_envs) == 1
-    other_before = tree_digest(other_envs[0])
+    other_before = of_tree(other_envs[0])
     secret_before = (server.home / "secret.key").read_bytes()
     loopback = [("127.0.0.1", server.port), ("127.0.0.1", 5432)]  # the grid, PostgreSQL
     make_sdist(Path(server.env["RGRID_FIND_LINKS"]), server.home, other_envs, loopback)
@@ -111,7 +111,7 @@ def test_a_malicious_build_backend_sees_nothing_of_the_grid(
     assert environ["HOME"] != server.env["HOME"] and ".build-" in environ["HOME"]
     # and on the host, afterwards: nothing was changed where the build was not allowed to write
     assert not list(server.home.rglob("pwned*"))
-    assert tree_digest(other_envs[0]) == other_before
+    assert of_tree(other_envs[0]) == other_before
     assert (server.home / "secret.key").read_bytes() == secret_before
     assert len(env_dirs(server)) == 2  # the other environment and the new one, no leftovers
 
@@ -142,7 +142,7 @@ def test_a_direct_reference_to_a_work_directory_is_refused_at_submit(
         headers={"authorization": f"Bearer {key}"},
         json={
             "script": "s.py",
-            "files": [{"path": "s.py", "sha256": "0" * 64, "size": 15}],
+            "files": [{"path": "s.py", "digest": "blake3:" + "0" * 64, "size": 15}],
             "requirements": [f"evil @ file://{evil}"],
         },
         timeout=10,

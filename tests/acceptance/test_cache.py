@@ -7,13 +7,14 @@ random bytes, so an output that comes back byte-identical was not produced by a 
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
 import httpx
 from tests.acceptance.conftest import json_of, new_account, run_id, status_of
 from tests.conftest import Cli, LiveServer
+
+from rgrid import digests
 
 #: prints its arguments and an env value, writes random bytes (so a re-run is visible)
 SCRIPT = """\
@@ -77,8 +78,8 @@ def test_an_identical_run_is_served_without_running_anything(
     assert status["worker"] is None
     assert cache_line(account_cli, again_id) == f"hit from {first_id}"
     outputs = json_of(account_cli("outputs", again_id, "--json"))
-    assert [(o["path"], o["sha256"]) for o in outputs] == [
-        ("out/random.bin", hashlib.sha256(original).hexdigest())
+    assert [(o["path"], o["digest"]) for o in outputs] == [
+        ("out/random.bin", digests.of_bytes(original))
     ]
     listed = account_cli("list").stdout
     assert re.search(rf"{again_id} +succeeded \(cached\)", listed), listed
@@ -149,7 +150,7 @@ def test_a_run_whose_outputs_are_gone_is_not_reused(
     project(workdir)
     first = account_cli("run", "main.py", "data.csv")
     assert first.returncode == 0, first.stderr
-    sha = hashlib.sha256((workdir / "out" / "random.bin").read_bytes()).hexdigest()
+    sha = digests.of_bytes((workdir / "out" / "random.bin").read_bytes())
     live_server.delete_blob(sha)  # as retention does when the outputs expire
     # the output now lies in the project tree, which travels: this test's grid lost the blob
     # behind its database's back, so the local copy goes too (retention would have marked it
@@ -228,10 +229,10 @@ def test_accounts_share_no_cache_entries_and_no_blobs(
     alice_only, nobody = b"alice's secret bytes\n", b"nobody has these bytes\n"
     (workdir / "secret.txt").write_bytes(alice_only)
     assert alice("run", "main.py", "secret.txt").returncode == 0
-    hashes = [hashlib.sha256(d).hexdigest() for d in (alice_only, nobody)]
+    hashes = [digests.of_bytes(d) for d in (alice_only, nobody)]
     headers = {"Authorization": f"Bearer {key_b}"}
     asked = httpx.post(
-        f"{live_server.url}/api/v1/blobs/missing", json={"sha256": hashes}, headers=headers
+        f"{live_server.url}/api/v1/blobs/missing", json={"digests": hashes}, headers=headers
     )
     assert asked.status_code == 200 and asked.json()["missing"] == hashes
     puts = [

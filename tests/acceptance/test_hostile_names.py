@@ -3,7 +3,6 @@ end with the real CLI against a real grid."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -12,7 +11,9 @@ from pathlib import Path
 
 import pytest
 from tests.acceptance.conftest import run_id, run_on_a_terminal, status_of
-from tests.conftest import Cli, LiveServer
+from tests.conftest import Cli, LiveServer, blob_name
+
+from rgrid import digests
 
 QUIET_THEN_PRINT = (
     "import time\nprint('before', flush=True)\ntime.sleep(8)\nprint('after', flush=True)\n"
@@ -159,8 +160,8 @@ def test_control_characters_in_tenant_text_are_escaped_in_every_human_line(
 
 def _blob_file(server: LiveServer, data: bytes) -> Path:
     """Where the grid's local storage keeps this content."""
-    sha = hashlib.sha256(data).hexdigest()
-    [path] = [p for p in (server.home / "blobs").rglob(sha) if p.is_file()]
+    sha = digests.of_bytes(data)
+    [path] = [p for p in (server.home / "blobs").rglob(blob_name(sha)) if p.is_file()]
     return path
 
 

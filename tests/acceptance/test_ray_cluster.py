@@ -12,13 +12,13 @@ import os
 import re
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from tests.acceptance.conftest import json_of, new_account, run_id, status_of, wait_for
-from tests.acceptance.test_resume import sha256_of
 from tests.conftest import (
     RGRID_BIN,
     Cli,
@@ -29,6 +29,8 @@ from tests.conftest import (
 )
 from tests.raycluster import RayCluster, start_ray_cluster  # before Ray: its settings
 from tests.s3server import S3Server, start_s3_server
+
+from rgrid import digests
 
 pytest.importorskip("ray", reason="the worker extra (make test installs it)")
 
@@ -101,8 +103,9 @@ def test_a_script_runs_on_a_node_with_its_inputs_outputs_and_exit_code(
     assert status["worker"] in _nodes(ray_cluster), status
     # the node asked where its inputs are and read them from the bucket itself
     log = (cluster_server.home / "server.log").read_text()
-    data_sha = hashlib.sha256(b"a,b\n1,2\n3,4\n").hexdigest()
-    assert f'"GET /api/v1/attempt/inputs/{data_sha} HTTP/1.1" 307' in log
+    data_sha = digests.of_bytes(b"a,b\n1,2\n3,4\n")
+    path = urllib.parse.quote(f"/api/v1/attempt/inputs/{data_sha}")  # as uvicorn logs it
+    assert f'"GET {path} HTTP/1.1" 307' in log
 
 
 def test_workers_lists_each_node_with_its_slots_and_pythons(
@@ -214,7 +217,7 @@ def test_an_attempt_credential_opens_its_own_execution_only_and_ends_with_it(
     (elsewhere / "cat.py").write_text("import sys\nprint(open(sys.argv[1]).read(), end='')\n")
     other = Cli(cwd=elsewhere, env=ray_cli.env)("run", "cat.py", "other.txt")
     assert other.returncode == 0, other.stderr
-    other_sha = hashlib.sha256(b"someone else's input\n").hexdigest()
+    other_sha = digests.of_bytes(b"someone else's input\n")
 
     (workdir / "wait.py").write_text("import time\nprint('started', flush=True)\ntime.sleep(30)\n")
     (workdir / "mine.txt").write_text("mine\n")
@@ -227,7 +230,7 @@ def test_an_attempt_credential_opens_its_own_execution_only_and_ends_with_it(
     credential = attempts.issue(_Grid(), execution_id, status["attempt"], status["worker"])  # type: ignore[arg-type]
     headers = {"authorization": f"Attempt {credential}"}
     base = f"{cluster_server.url}/api/v1/attempt"
-    mine_sha = hashlib.sha256(b"mine\n").hexdigest()
+    mine_sha = digests.of_bytes(b"mine\n")
     with httpx.Client(timeout=10) as http:
         mine = http.get(f"{base}/inputs/{mine_sha}", headers=headers)
         assert mine.status_code == 307 and mine.headers["location"].startswith("http://127.0.0.1")
@@ -475,7 +478,7 @@ def test_a_gib_in_and_out_through_a_node_with_bounded_runner_memory(
     assert run.returncode == 0, err.decode()
     assert out == b"copied\n"
     assert (workdir / "copy.bin").stat().st_size == GiB
-    assert sha256_of(workdir / "copy.bin") == sha256_of(big)
+    assert digests.of_file(workdir / "copy.bin") == digests.of_file(big)
     assert peaks, "the node's runner was seen"
     print(f"\nnode runner peak RSS: {max(peaks.values()):.0f} MiB")
     assert max(peaks.values()) < 150, peaks

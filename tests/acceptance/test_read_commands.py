@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,6 +15,8 @@ from tests.acceptance.conftest import (
     wait_for,
 )
 from tests.conftest import Cli
+
+from rgrid import digests
 
 #: alternating streams, paced so the order the grid records is the order they were written
 CHATTY = """\
@@ -191,19 +192,19 @@ def test_outputs_human_and_json(account_cli: Cli, workdir: Path) -> None:
     execution_id = run_id(result)
 
     listed = json_of(account_cli("outputs", execution_id, "--json"))
-    assert [(o["path"], o["size"], o["sha256"]) for o in listed] == [
-        ("result.txt", 7, hashlib.sha256(b"result\n").hexdigest())
+    assert [(o["path"], o["size"], o["digest"]) for o in listed] == [
+        ("result.txt", 7, digests.of_bytes(b"result\n"))
     ]
     human = account_cli("outputs", execution_id[:10])
     assert human.returncode == 0, human.stderr
     rows = human.stdout.splitlines()
-    assert rows[0].split() == ["SIZE", "SHA256", "EXPIRES", "PATH"]
+    assert rows[0].split() == ["SIZE", "DIGEST", "EXPIRES", "PATH"]
     expires = datetime.fromisoformat(listed[0]["expires_at"])
     created = datetime.fromisoformat(listed[0]["created_at"])
     assert expires - created == timedelta(days=30)  # the default retention
     shown = expires.astimezone().strftime("%Y-%m-%d %H:%M:%S")
     assert re.fullmatch(
-        r"\s*7 B\s+" + listed[0]["sha256"][:12] + rf"\s+{shown}\s+result\.txt", rows[1]
+        r"\s*7 B\s+" + listed[0]["digest"][:19] + rf"\s+{shown}\s+result\.txt", rows[1]
     )
 
     (workdir / "nothing.py").write_text("print('no files')\n")

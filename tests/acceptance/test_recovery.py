@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +19,8 @@ from tests.acceptance.conftest import (
     wait_for,
 )
 from tests.conftest import RGRID_BIN, Cli, LiveServer, make_server
+
+from rgrid import digests
 
 SLOW = """\
 import sys, time
@@ -202,12 +203,12 @@ def test_two_servers_on_one_postgres_database_never_claim_twice(
     try:
         headers = {"authorization": f"Bearer {key}"}
         script = b"print('x')\n"
-        sha = hashlib.sha256(script).hexdigest()
+        sha = digests.of_bytes(script)
         with httpx.Client(base_url=servers[0].url, headers=headers, timeout=30) as api:
             assert api.put(f"/api/v1/blobs/{sha}", content=script).status_code == 201
             body = {
                 "script": "s.py",
-                "files": [{"path": "s.py", "sha256": sha, "size": len(script)}],
+                "files": [{"path": "s.py", "digest": sha, "size": len(script)}],
                 "requirements": [],
                 "dependency_source": "none",
                 "cache": False,  # every one must run, not reuse an earlier one's result

@@ -3,7 +3,6 @@ instead of starting over (issue 8)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import signal
@@ -15,15 +14,9 @@ import httpx
 from tests.acceptance.conftest import run_id, status_of
 from tests.conftest import RGRID_BIN, Cli, LiveServer
 
+from rgrid import digests
+
 SIZE = 768 * 1024 * 1024  # big enough to be caught halfway on a fast loopback
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def wire_received(server: LiveServer) -> int:
@@ -36,7 +29,7 @@ def wire_received(server: LiveServer) -> int:
 def missing(server: LiveServer, key: str, sha: str) -> bool:
     answer = httpx.post(
         f"{server.url}/api/v1/blobs/missing",
-        json={"sha256": [sha]},
+        json={"digests": [sha]},
         headers={"Authorization": f"Bearer {key}"},
     )
     return answer.json()["missing"] == [sha]
@@ -50,7 +43,7 @@ def test_a_killed_upload_stores_nothing_and_the_next_run_resumes_it(
     with big.open("wb") as handle:
         for _ in range(SIZE // (64 * 1024 * 1024)):
             handle.write(os.urandom(64 * 1024 * 1024))
-    digest = sha256_of(big)
+    digest = digests.of_file(big)
     key = account_cli.env["RGRID_API_KEY"]
     staged = list((live_server.home / "uploads").glob(f"*/{digest}.part"))
     assert staged == []

@@ -4,14 +4,15 @@ the result cache no longer serves the run, and its log and record stay."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from tests.acceptance.conftest import json_of, run_id, status_of, wait_for
-from tests.conftest import Cli, LiveServer, make_server
+from tests.conftest import Cli, LiveServer, blob_name, make_server
+
+from rgrid import digests
 
 RETENTION_S = 3.0
 SCRIPT = "import os\nos.makedirs('out', exist_ok=True)\nopen('out/r.bin', 'wb').write(os.urandom(32))\nprint('made it')\n"
@@ -39,11 +40,11 @@ def test_expired_outputs_are_removed_refused_and_not_reused(
     execution_id = run_id(first)
     (output,) = json_of(cli("outputs", execution_id, "--json"))
     blobs = short_retention.home / "blobs"
-    assert [p for p in blobs.rglob(output["sha256"]) if p.is_file()]
+    assert [p for p in blobs.rglob(blob_name(output["digest"])) if p.is_file()]
 
     # the janitor runs every second here; give it the period plus a few rounds
     wait_for(
-        lambda: not [p for p in blobs.rglob(output["sha256"]) if p.is_file()] or None,
+        lambda: not [p for p in blobs.rglob(blob_name(output["digest"])) if p.is_file()] or None,
         timeout=RETENTION_S + 10,
         interval=0.2,
     )
@@ -68,4 +69,4 @@ def test_expired_outputs_are_removed_refused_and_not_reused(
     assert again.returncode == 0 and "rgrid: cached" not in again.stderr
     assert status_of(cli, run_id(again))["cached_from"] is None
     produced = (workdir / "out" / "r.bin").read_bytes()
-    assert hashlib.sha256(produced).hexdigest() != output["sha256"]  # really ran again
+    assert digests.of_bytes(produced) != output["digest"]  # really ran again

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -11,6 +10,8 @@ from pathlib import Path
 
 from tests.acceptance.conftest import run_id
 from tests.conftest import Cli
+
+from rgrid import digests
 
 LIST_TREE = """\
 import os, sys
@@ -140,8 +141,8 @@ def test_remote_only_keeps_outputs_on_the_grid_until_downloaded(cli: Cli, workdi
     for path in OUTPUT_FILES:
         assert path in listed.stdout
     listed_json = json.loads(cli("outputs", execution_id, "--json").stdout)
-    assert {item["path"]: item["sha256"] for item in listed_json} == {
-        path: hashlib.sha256(data).hexdigest() for path, data in OUTPUT_FILES.items()
+    assert {item["path"]: item["digest"] for item in listed_json} == {
+        path: digests.of_bytes(data) for path, data in OUTPUT_FILES.items()
     }
 
     everything = cli("download", execution_id, "--output-dir", "all")

@@ -3,7 +3,6 @@ against a real S3 server (moto's server mode) on loopback (issue 8)."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.acceptance.conftest import run_id
-from tests.conftest import Cli, make_server
+from tests.conftest import Cli, blob_name, make_server
 from tests.s3server import S3Server, start_s3_server
+
+from rgrid import digests
 
 SCRIPT = """\
 import os, sys
@@ -51,7 +52,7 @@ def test_an_execution_runs_end_to_end_with_its_blobs_in_s3(
         listed = client.list_objects_v2(Bucket="grid", Prefix="team-a/blobs/")["Contents"]
         names = {o["Key"].rsplit("/", 1)[-1] for o in listed}
         for content in (data, data[::-1], SCRIPT.encode()):
-            assert hashlib.sha256(content).hexdigest() in names  # inputs and outputs in S3
+            assert blob_name(digests.of_bytes(content)) in names  # inputs and outputs in S3
         assert not (server.home / "blobs").exists()  # nothing kept on the grid's disk
         # the 10 MiB output came straight from the bucket (a presigned URL), not via the grid
         metrics = server.metrics()

@@ -140,7 +140,7 @@ def test_the_grid_refuses_surroundings_it_cannot_take(
 
     body = {
         "script": "a.py",
-        "files": [{"path": "a.py", "sha256": "0" * 64, "size": 1}],
+        "files": [{"path": "a.py", "digest": "blake3:" + "0" * 64, "size": 1}],
         "surroundings": surroundings,
     }
     answer = httpx.post(

@@ -17,6 +17,8 @@ import zstandard
 from tests.acceptance.conftest import run_on_a_terminal
 from tests.conftest import Cli, LiveServer
 
+from rgrid import digests
+
 MB = 1000 * 1000
 COPY = """\
 import os, shutil, sys
@@ -149,7 +151,7 @@ def _raw_put(server: LiveServer, sha: str, body: bytes, *, announced: int) -> by
 def _missing(server: LiveServer, sha: str) -> bool:
     answer = httpx.post(
         f"{server.url}/api/v1/blobs/missing",
-        json={"sha256": [sha]},
+        json={"digests": [sha]},
         headers={"Authorization": f"Bearer {server.admin_key}"},
     )
     return answer.json()["missing"] == [sha]
@@ -157,7 +159,7 @@ def _missing(server: LiveServer, sha: str) -> bool:
 
 def test_broken_bodies_are_rejected_and_store_nothing(live_server: LiveServer) -> None:
     data = os.urandom(64 * 1024) + b"a,b,c\n" * 400_000
-    sha = hashlib.sha256(data).hexdigest()
+    sha = digests.of_bytes(data)
     packed = zstandard.ZstdCompressor().compress(data)
     zstd = {"content-encoding": "zstd", "x-rgrid-size": str(len(data))}
 
@@ -170,7 +172,7 @@ def test_broken_bodies_are_rejected_and_store_nothing(live_server: LiveServer) -
     assert corrupt.status_code == 422, corrupt.text
     unknown = _put(live_server, sha, packed, **{"content-encoding": "br"})
     assert unknown.status_code == 422 and "Content-Encoding" in unknown.text
-    wrong = _put(live_server, hashlib.sha256(b"other").hexdigest(), packed, **zstd)
+    wrong = _put(live_server, digests.of_bytes(b"other"), packed, **zstd)
     assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "INTEGRITY_ERROR"
     assert _missing(live_server, sha)
 
@@ -228,7 +230,7 @@ def test_a_file_changed_while_it_is_sent_is_named_and_nothing_is_stored(
 
     changing = workdir / "changing.log"
     changing.write_bytes(hashed_bytes)
-    sha = hashlib.sha256(hashed_bytes).hexdigest()
+    sha = digests.of_bytes(hashed_bytes)
     hashed = LocalFile("changing.log", changing, sha, len(hashed_bytes))
     changing.write_bytes(sent_bytes)  # after the CLI hashed it
     client = Client(live_server.url, live_server.admin_key)
@@ -238,6 +240,6 @@ def test_a_file_changed_while_it_is_sent_is_named_and_nothing_is_stored(
         assert str(refused.value) == f"{changing} changed while rgrid was sending it"
         assert refused.value.hint is not None and ".rgridignore" in refused.value.hint
         # nothing stored, and the connection was not left half sent: the next request works
-        assert client.missing_blobs([hashed.sha256]) == [hashed.sha256]
+        assert client.missing_blobs([hashed.digest]) == [hashed.digest]
     finally:
         client.close()

@@ -5,7 +5,6 @@ a tree whose files expired is sent anew by the next run."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -14,9 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.acceptance.conftest import new_account, run_id, wait_for
-from tests.conftest import Cli, LiveServer, make_server
+from tests.conftest import Cli, LiveServer, blob_name, make_server
 
-from rgrid.digests import tree_digest
+from rgrid import digests
+from rgrid.digests import of_tree
 
 READER = """\
 import os
@@ -70,7 +70,7 @@ def _auth(key: str) -> dict[str, str]:
 
 
 def _upload(server: LiveServer, key: str, content: bytes) -> str:
-    sha = hashlib.sha256(content).hexdigest()
+    sha = digests.of_bytes(content)
     response = httpx.put(f"{server.url}/api/v1/blobs/{sha}", content=content, headers=_auth(key))
     assert response.status_code in (200, 201), response.text
     return sha
@@ -88,18 +88,18 @@ def test_bad_trees_are_refused_and_a_tree_is_its_accounts_own(
     _, other_key = new_account(cli)
     script = _upload(live_server, key, b"print(open('a.txt').read())\n")
     data = _upload(live_server, key, b"tree data\n")
-    files = [{"path": "a.txt", "sha256": data, "size": 10}]
-    digest = tree_digest([("a.txt", data, 10)], ["empty"])
+    files = [{"path": "a.txt", "digest": data, "size": 10}]
+    digest = of_tree([("a.txt", data, 10)], ["empty"])
     trees = f"{live_server.url}/api/v1/trees"
 
     wrong = httpx.put(
-        f"{trees}/{'0' * 64}", json={"files": files, "dirs": ["empty"]}, headers=_auth(key)
+        f"{trees}/blake3:{'0' * 64}", json={"files": files, "dirs": ["empty"]}, headers=_auth(key)
     )
     assert _error(wrong)[:2] == (422, "VALIDATION_ERROR")
     assert digest in _error(wrong)[2]
     for bad in ("../a.txt", "/etc/passwd", "x//a.txt", "./a.txt"):
-        listing = [{"path": bad, "sha256": data, "size": 10}]
-        name = tree_digest([(bad, data, 10)], [])
+        listing = [{"path": bad, "digest": data, "size": 10}]
+        name = of_tree([(bad, data, 10)], [])
         refused = httpx.put(f"{trees}/{name}", json={"files": listing}, headers=_auth(key))
         assert _error(refused)[:2] == (422, "UNSAFE_PATH"), bad
     for listing, dirs in (
@@ -107,18 +107,18 @@ def test_bad_trees_are_refused_and_a_tree_is_its_accounts_own(
         ([("a.txt", data, 10)], ["a.txt"]),
         ([("a.txt", "../" + "0" * 61, 10)], []),  # not a content hash
     ):
-        body = {"files": [{"path": p, "sha256": h, "size": n} for p, h, n in listing]}
-        name = tree_digest(listing, dirs)
+        body = {"files": [{"path": p, "digest": h, "size": n} for p, h, n in listing]}
+        name = of_tree(listing, dirs)
         bad = httpx.put(f"{trees}/{name}", json={**body, "dirs": dirs}, headers=_auth(key))
         assert _error(bad)[:2] == (422, "VALIDATION_ERROR"), listing
-    unknown_blob = [{"path": "b.txt", "sha256": "1" * 64, "size": 3}]
-    name = tree_digest([("b.txt", "1" * 64, 3)], [])
+    unknown_blob = [{"path": "b.txt", "digest": "blake3:" + "1" * 64, "size": 3}]
+    name = of_tree([("b.txt", "blake3:" + "1" * 64, 3)], [])
     missing = httpx.put(f"{trees}/{name}", json={"files": unknown_blob}, headers=_auth(key))
     assert _error(missing)[:2] == (422, "VALIDATION_ERROR") and "b.txt" in _error(missing)[2]
 
     run = {
         "script": "main.py",
-        "files": [{"path": "main.py", "sha256": script, "size": 28}],
+        "files": [{"path": "main.py", "digest": script, "size": 28}],
         "tree": digest,
     }
     executions = f"{live_server.url}/api/v1/executions"
@@ -130,7 +130,7 @@ def test_bad_trees_are_refused_and_a_tree_is_its_accounts_own(
         f"{trees}/{digest}", json={"files": files, "dirs": ["empty"]}, headers=_auth(key)
     )
     assert stored.status_code == 200 and stored.json() == {
-        "sha256": digest,
+        "digest": digest,
         "files": 1,
         "bytes": 10,
     }
@@ -140,7 +140,7 @@ def test_bad_trees_are_refused_and_a_tree_is_its_accounts_own(
     assert again.status_code == 200  # idempotent
     both = {
         **run,
-        "files": [*run["files"], {"path": "a.txt", "sha256": data, "size": 10, "tree": True}],
+        "files": [*run["files"], {"path": "a.txt", "digest": data, "size": 10, "tree": True}],
     }
     mixed = httpx.post(executions, json=both, headers=_auth(key))
     assert _error(mixed)[:2] == (422, "VALIDATION_ERROR")
@@ -180,13 +180,13 @@ def test_a_tree_whose_files_expired_is_sent_anew(
     cli = Cli(cwd=workdir, env={**short_retention.cli_env(), "RGRID_DEBUG": "1"})
     first = cli("run", "read.py")
     assert first.returncode == 0 and ": sent" in first.stderr, first.stderr
-    data = hashlib.sha256(b"file 1/3\n").hexdigest()
+    data = digests.of_bytes(b"file 1/3\n")
     blobs = short_retention.home / "blobs"
-    assert [p for p in blobs.rglob(data) if p.is_file()]
+    assert [p for p in blobs.rglob(blob_name(data)) if p.is_file()]
 
     # the janitor runs every second here: the period plus a few rounds
     wait_for(
-        lambda: not [p for p in blobs.rglob(data) if p.is_file()] or None,
+        lambda: not [p for p in blobs.rglob(blob_name(data)) if p.is_file()] or None,
         timeout=RETENTION_S + 10,
         interval=0.2,
     )

@@ -79,7 +79,7 @@ class PlaneServer:
         self._plane(request)
         data = await request.body()
         self.stored[request.path_params["sha"]] = data
-        return JSONResponse({"sha256": request.path_params["sha"], "size": len(data)})
+        return JSONResponse({"digest": request.path_params["sha"], "size": len(data)})
 
     def __enter__(self) -> PlaneServer:
         self._thread.start()
@@ -112,7 +112,7 @@ class ContractRayExecutor(RayExecutor):
 
         async def done(spec: domain.ExecutionSpec, outcome: domain.Outcome) -> None:
             for ref in outcome.outputs:  # the node sends bytes by hash; the plane keeps names
-                plane.outputs[ref.path] = self._planes.stored[ref.sha256]
+                plane.outputs[ref.path] = self._planes.stored[ref.digest]
             await on_done(spec, outcome)
 
         super().start(spec, plane, done)

@@ -8,12 +8,13 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.s3server import MIN_PART_BYTES, S3Server, start_s3_server
 
-from rgrid import errors
-from rgrid.storage import CHUNK_SIZE, BlobInfo, ObjectStorage
+from rgrid import digests, errors
+from rgrid.storage import CHUNK_SIZE, BlobInfo, ObjectStorage, blob_key
 from rgrid.storage.local import LocalStorage
 from rgrid.storage.memory import InMemoryStorage
 from rgrid.storage.s3 import PART_SIZE, S3Storage
@@ -57,7 +58,7 @@ async def read_all(storage: ObjectStorage, key: str, offset: int = 0) -> bytes:
 
 
 def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return digests.of_bytes(data)
 
 
 def visible_files(storage: ObjectStorage) -> list[str]:
@@ -81,26 +82,26 @@ async def assert_nothing_stored(storage: ObjectStorage, key: str) -> None:
 
 async def test_round_trip_multi_chunk_blob(storage: ObjectStorage) -> None:
     info = await storage.put(KEY, chunked(BIG))
-    assert info == BlobInfo(key=KEY, size=len(BIG), sha256=sha(BIG))
+    assert info == BlobInfo(key=KEY, size=len(BIG), digest=sha(BIG))
     assert await read_all(storage, KEY) == BIG
     assert await storage.stat(KEY) == info
 
 
 async def test_empty_blob(storage: ObjectStorage) -> None:
-    info = await storage.put("empty", chunked(b""), sha256=sha(b""), size=0)
-    assert info == BlobInfo(key="empty", size=0, sha256=sha(b""))
+    info = await storage.put("empty", chunked(b""), digest=sha(b""), size=0)
+    assert info == BlobInfo(key="empty", size=0, digest=sha(b""))
     assert await read_all(storage, "empty") == b""
 
 
-async def test_put_with_correct_sha256_and_size(storage: ObjectStorage) -> None:
-    info = await storage.put(KEY, chunked(BIG), sha256=sha(BIG), size=len(BIG))
-    assert info.sha256 == sha(BIG)
+async def test_put_with_correct_digest_and_size(storage: ObjectStorage) -> None:
+    info = await storage.put(KEY, chunked(BIG), digest=sha(BIG), size=len(BIG))
+    assert info.digest == sha(BIG)
     assert info.size == len(BIG)
 
 
-async def test_put_with_wrong_sha256_stores_nothing(storage: ObjectStorage) -> None:
+async def test_put_with_wrong_digest_stores_nothing(storage: ObjectStorage) -> None:
     with pytest.raises(errors.IntegrityError):
-        await storage.put(KEY, chunked(BIG), sha256=sha(b"something else"))
+        await storage.put(KEY, chunked(BIG), digest=sha(b"something else"))
     await assert_nothing_stored(storage, KEY)
 
 
@@ -112,9 +113,9 @@ async def test_put_with_wrong_size_stores_nothing(storage: ObjectStorage, delta:
 
 
 @pytest.mark.parametrize("bad", ["ABC", "A" * 64, "g" * 64, "a" * 63])
-async def test_malformed_sha256_is_invalid_request(storage: ObjectStorage, bad: str) -> None:
+async def test_malformed_digest_is_invalid_request(storage: ObjectStorage, bad: str) -> None:
     with pytest.raises(errors.InvalidRequest) as info:
-        await storage.put(KEY, chunked(b"x"), sha256=bad)
+        await storage.put(KEY, chunked(b"x"), digest=bad)
     assert info.value.code == "VALIDATION_ERROR"
     await assert_nothing_stored(storage, KEY)
 
@@ -170,7 +171,7 @@ async def test_cancelled_put_stores_nothing(storage: ObjectStorage) -> None:
 async def test_failed_overwrite_keeps_the_old_blob(storage: ObjectStorage) -> None:
     old = await storage.put(KEY, chunked(b"old content"))
     with pytest.raises(errors.IntegrityError):
-        await storage.put(KEY, chunked(BIG), sha256=sha(b"nope"))
+        await storage.put(KEY, chunked(BIG), digest=sha(b"nope"))
     assert await storage.stat(KEY) == old
     assert await read_all(storage, KEY) == b"old content"
 
@@ -211,11 +212,13 @@ async def test_delete_is_idempotent(storage: ObjectStorage) -> None:
     await assert_nothing_stored(storage, KEY)
 
 
-async def test_content_addressed_key(storage: ObjectStorage) -> None:
-    digest = sha(BIG)
-    key = f"blobs/acct/{digest[:2]}/{digest}"
-    assert await storage.put(key, chunked(BIG), sha256=digest) == BlobInfo(key, len(BIG), digest)
-    assert await storage.stat(key) == BlobInfo(key, len(BIG), digest)
+@pytest.mark.parametrize("algorithm", digests.ALGORITHMS)
+async def test_content_addressed_key(storage: ObjectStorage, algorithm: str) -> None:
+    digest = digests.of_bytes(BIG, algorithm)  # sha256: content stored before BLAKE3
+    key = blob_key("acct", digest)
+    assert await storage.put(key, chunked(BIG), digest=digest) == BlobInfo(key, len(BIG), digest)
+    assert await storage.stat(key, algorithm=algorithm) == BlobInfo(key, len(BIG), digest)
+    assert [c async for c in storage.open(key)] and await read_all(storage, key) == BIG
 
 
 def unsafe_calls(storage: ObjectStorage, key: str, tmp_path: Path) -> Iterable[Awaitable[object]]:
@@ -226,7 +229,7 @@ def unsafe_calls(storage: ObjectStorage, key: str, tmp_path: Path) -> Iterable[A
     yield storage.stat(key)
     yield storage.delete(key)
     yield storage.copy_to_file(key, tmp_path / "dest.bin")
-    yield storage.copy_to_files([(key, "0" * 64, tmp_path / "dest.bin")])
+    yield storage.copy_to_files([(key, "blake3:" + "0" * 64, tmp_path / "dest.bin")])
     yield storage.put_file(key, src)
 
 
@@ -256,8 +259,8 @@ async def test_copy_to_file_is_an_independent_copy(storage: ObjectStorage, tmp_p
 async def test_copy_to_files_copies_only_what_it_can_vouch_for(
     storage: ObjectStorage, tmp_path: Path
 ) -> None:
-    """Bulk copies: a stored blob under its true sha256 may be copied (the local disk does);
-    a missing blob or a wrong sha256 never is, and leaves no file."""
+    """Bulk copies: a stored blob under its true digest may be copied (the local disk does);
+    a missing blob or a wrong digest never is, and leaves no file."""
     await storage.put(KEY, chunked(BIG))
     work = tmp_path / "work"
     work.mkdir()
@@ -288,7 +291,7 @@ async def test_copy_to_file_missing_is_not_found(storage: ObjectStorage, tmp_pat
 async def test_put_file(storage: ObjectStorage, tmp_path: Path) -> None:
     src = tmp_path / "upload.bin"
     src.write_bytes(BIG)
-    info = await storage.put_file(KEY, src, sha256=sha(BIG))
+    info = await storage.put_file(KEY, src, digest=sha(BIG))
     assert info == BlobInfo(KEY, len(BIG), sha(BIG))
     assert await read_all(storage, KEY) == BIG
 
@@ -297,7 +300,7 @@ async def test_put_file_verifies(storage: ObjectStorage, tmp_path: Path) -> None
     src = tmp_path / "upload.bin"
     src.write_bytes(BIG)
     with pytest.raises(errors.IntegrityError):
-        await storage.put_file(KEY, src, sha256=sha(b"other"))
+        await storage.put_file(KEY, src, digest=sha(b"other"))
     await assert_nothing_stored(storage, KEY)
 
 
@@ -310,7 +313,7 @@ async def test_put_file_missing_source_is_not_found(storage: ObjectStorage, tmp_
 async def test_concurrent_puts_of_same_content(storage: ObjectStorage) -> None:
     digest = sha(BIG)
     results = await asyncio.gather(
-        *(storage.put(KEY, chunked(BIG), sha256=digest, size=len(BIG)) for _ in range(3))
+        *(storage.put(KEY, chunked(BIG), digest=digest, size=len(BIG)) for _ in range(3))
     )
     assert results == [BlobInfo(KEY, len(BIG), digest)] * 3
     assert await storage.stat(KEY) == BlobInfo(KEY, len(BIG), digest)
@@ -346,7 +349,7 @@ async def test_download_url_serves_the_blob_or_is_none(storage: ObjectStorage) -
 async def test_put_file_with_move_takes_the_file(storage: ObjectStorage, tmp_path: Path) -> None:
     src = tmp_path / "staged.bin"
     src.write_bytes(BIG)
-    info = await storage.put_file(KEY, src, sha256=sha(BIG), move=True)
+    info = await storage.put_file(KEY, src, digest=sha(BIG), move=True)
     assert info == BlobInfo(KEY, len(BIG), sha(BIG))
     assert not src.exists()
     assert await read_all(storage, KEY) == BIG
@@ -354,7 +357,7 @@ async def test_put_file_with_move_takes_the_file(storage: ObjectStorage, tmp_pat
     bad = tmp_path / "bad.bin"
     bad.write_bytes(b"not what was announced")
     with pytest.raises(errors.IntegrityError):
-        await storage.put_file("other/key", bad, sha256=sha(BIG), move=True)
+        await storage.put_file("other/key", bad, digest=sha(BIG), move=True)
     assert await storage.stat("other/key") is None
 
 
@@ -363,7 +366,7 @@ async def test_put_file_verified_moves_without_rereading(
 ) -> None:
     src = tmp_path / "hashed.bin"
     src.write_bytes(BIG)
-    info = await storage.put_file(KEY, src, sha256=sha(BIG), move=True, verified=True)
+    info = await storage.put_file(KEY, src, digest=sha(BIG), move=True, verified=True)
     assert info == BlobInfo(KEY, len(BIG), sha(BIG))
     assert not src.exists()
     assert await read_all(storage, KEY) == BIG
@@ -385,8 +388,52 @@ async def test_rewrite_keeps_the_blob_and_restarts_its_age(storage: ObjectStorag
         assert before is not None
         after = storage.client.head_object(Bucket=storage.bucket, Key=storage._name(KEY))
         assert after["LastModified"] > before["LastModified"]
-        assert after["Metadata"] == {"sha256": info.sha256}  # the sidecar is not needed now
+        assert after["Metadata"] == {"digest": info.digest}  # the sidecar is not needed now
         assert visible_files(storage) == [storage._name(KEY)]
+
+
+async def test_s3_objects_stored_before_blake3_read_as_sha256_addresses(
+    s3_server: S3Server,
+) -> None:
+    client = s3_server.client()
+    bucket = f"legacy-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    storage = S3Storage(bucket, "p", client=client)
+    old = hashlib.sha256(BIG).hexdigest()
+    # as the grid stored them then: the hash in the object's metadata, or (uploaded in
+    # parts) in a sidecar object under .sha256/
+    client.put_object(Bucket=bucket, Key="p/whole", Body=BIG, Metadata={"sha256": old})
+    client.put_object(Bucket=bucket, Key="p/parts", Body=BIG)
+    client.put_object(Bucket=bucket, Key="p/.sha256/parts", Body=old.encode())
+
+    for key in ("whole", "parts"):
+        assert await storage.stat(key) == BlobInfo(key, len(BIG), f"sha256:{old}")
+        assert await read_all(storage, key) == BIG
+    await storage.rewrite("parts")  # the address moves into the metadata, the sidecar goes
+    head = client.head_object(Bucket=bucket, Key="p/parts")
+    assert head["Metadata"] == {"digest": f"sha256:{old}"}
+    await storage.delete("whole")
+    names = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
+    assert names == ["p/parts"]
+
+
+@pytest.mark.parametrize("part_size", [PART_SIZE, MIN_PART_BYTES])
+async def test_every_s3_write_carries_s3s_own_crc32(s3_server: S3Server, part_size: int) -> None:
+    client = s3_server.client()
+    bucket = f"crc-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    sent: list[tuple[str, bool]] = []
+
+    def record(request: Any, **_: Any) -> None:
+        if request.method == "PUT":
+            sent.append((request.url, "x-amz-checksum-crc32" in request.headers))
+
+    client.meta.events.register("before-send.s3.PutObject", record)
+    client.meta.events.register("before-send.s3.UploadPart", record)
+    storage = S3Storage(bucket, "p", client=client, part_size=part_size)
+    await storage.put(KEY, chunked(BIG), digest=sha(BIG))
+    assert sent and all(carried for _, carried in sent), sent
+    assert len(sent) >= (2 if part_size == MIN_PART_BYTES else 1)
 
 
 async def test_expire_unwritten_is_a_lifecycle_rule_on_s3_only(storage: ObjectStorage) -> None:
@@ -430,7 +477,7 @@ async def test_rewrite_of_a_big_blob_copies_it_in_parts(s3_server: S3Server) -> 
     storage = S3Storage(bucket, "p", client=client, part_size=MIN_PART_BYTES)
     data = random.Random(5).randbytes(9 * CHUNK_SIZE)
     info = await storage.put(KEY, chunked(data))
-    assert len(visible_files(storage)) == 2  # the blob and its sha256 sidecar (sent in parts)
+    assert len(visible_files(storage)) == 2  # the blob and its digest sidecar (sent in parts)
     await storage.rewrite(KEY)
     assert await storage.stat(KEY) == info
     assert await read_all(storage, KEY) == data

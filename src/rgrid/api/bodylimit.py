@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rgrid import errors
 from rgrid.api import errors as api_errors
 
-#: ``PUT /api/v1/blobs/{sha256}`` and a node's ``PUT /api/v1/attempt/outputs/{sha256}``:
+#: ``PUT /api/v1/blobs/{digest}`` and a node's ``PUT /api/v1/attempt/outputs/{digest}``:
 #: streamed to storage, never buffered
 BLOB_UPLOAD = re.compile(r"/api/v1/(blobs|attempt/outputs)/[^/]+")
 

@@ -98,7 +98,7 @@ def artifact(a: domain.Artifact) -> schemas.ArtifactPublic:
     return schemas.ArtifactPublic(
         path=a.path,
         kind=a.kind,
-        sha256=a.sha256,
+        digest=a.digest,
         size=a.size,
         created_at=a.created_at,
         expires_at=a.expires_at,

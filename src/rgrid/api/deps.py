@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Path
 from starlette.requests import HTTPConnection
 
-from rgrid import domain, errors
+from rgrid import digests, domain, errors
 from rgrid.services import Grid, consoles
 from rgrid.services import accounts as account_service
 
@@ -25,6 +25,8 @@ async def get_grid(connection: HTTPConnection) -> Grid:
 
 
 GridDep = Annotated[Grid, Depends(get_grid)]
+#: a content address in a URL path (``blake3:<hex>``, or ``sha256:<hex>`` for older content)
+DigestPath = Annotated[str, Path(pattern=f"^{digests.PATTERN}$")]
 
 
 def _bearer(connection: HTTPConnection) -> str | None:

@@ -62,7 +62,7 @@ def submit(
     spec = schemas.BatchCreate(
         script=bundle.script,
         files=[
-            schemas.FileIn(path=f.rel, sha256=f.sha256, size=f.size) for f in bundle.named_files
+            schemas.FileIn(path=f.rel, digest=f.digest, size=f.size) for f in bundle.named_files
         ],
         tree=bundle.tree_digest,
         items=batch.items,

@@ -125,9 +125,9 @@ def estimate_lines(
     client: Client, name: str, script: Path, items: int, parallel: int | None
 ) -> list[str]:
     """The estimate for ``items`` runs of ``script``, as lines to show."""
-    import hashlib
+    from rgrid import digests
 
-    stats = client.estimate(name, hashlib.sha256(script.read_bytes()).hexdigest())
+    stats = client.estimate(name, digests.of_bytes(script.read_bytes()))
     at = parallel or (10 if items > 1 else 1)
     price, slots = stats["hourly_price_micros"], stats["slots"]
     median, p90 = stats["median_us"], stats["p90_us"]

@@ -309,9 +309,9 @@ def artifact_table(items: Sequence[schemas.ArtifactPublic]) -> None:
     if not items:
         click.echo("no outputs", err=True)
         return
-    line(f"{'SIZE':>10}  {'SHA256':<12}  {'EXPIRES':<19}  PATH")
+    line(f"{'SIZE':>10}  {'DIGEST':<19}  {'EXPIRES':<19}  PATH")
     for a in items:
-        line(f"{size(a.size):>10}  {a.sha256[:12]}  {when(a.expires_at):<19}  {a.path}")
+        line(f"{size(a.size):>10}  {a.digest[:19]}  {when(a.expires_at):<19}  {a.path}")
 
 
 def worker_table(items: Sequence[schemas.WorkerPublic]) -> None:

@@ -357,11 +357,11 @@ def _submit_one(
         script=bundle.script,
         args=bundle.args,
         files=[
-            schemas.FileIn(path=f.rel, sha256=f.sha256, size=f.size) for f in bundle.named_files
+            schemas.FileIn(path=f.rel, digest=f.digest, size=f.size) for f in bundle.named_files
         ],
         tree=bundle.tree_digest,
         idempotency_key=str(uuid.uuid4()),
-        stdin=schemas.StdinIn(sha256=stdin.sha256, size=stdin.size) if stdin else None,
+        stdin=schemas.StdinIn(digest=stdin.digest, size=stdin.size) if stdin else None,
         cwd=bundle.cwd,
         argv0=bundle.argv0,
         mount_roots=bundle.mount_roots,

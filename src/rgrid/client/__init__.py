@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar, cast
 from urllib.parse import quote, urlencode, urlsplit
 
-from rgrid import compression, errors, schemas
+from rgrid import compression, digests, errors, schemas
 from rgrid.client.http import CHUNK, Response, Transport, TransportError
 from rgrid.paths import join_under
 
@@ -134,21 +134,21 @@ class Client:
 
     # -- blobs ----------------------------------------------------------------------------
     def missing_blobs(self, hashes: list[str]) -> list[str]:
-        body = schemas.BlobsQuery(sha256=hashes)
+        body = schemas.BlobsQuery(digests=hashes)
         return self._post("/api/v1/blobs/missing", schemas.BlobsMissing, body).missing
 
-    def put_tree(self, sha256: str, tree: schemas.TreeIn) -> schemas.TreePublic:
+    def put_tree(self, digest: str, tree: schemas.TreeIn) -> schemas.TreePublic:
         """Store a project tree whose files are uploaded (idempotent)."""
-        path = f"/api/v1/trees/{sha256}"
+        path = f"/api/v1/trees/{digest}"
         answer = self._request("PUT", path, json_body=schemas.dump(tree))
         return schemas.load(schemas.TreePublic, answer.json())
 
-    def upload_blob(self, sha256: str, path: Path, size: int) -> None:
-        """Stream a file to the grid; the grid verifies it against ``sha256``. Over 1 MiB and
+    def upload_blob(self, digest: str, path: Path, size: int) -> None:
+        """Stream a file to the grid; the grid verifies it against ``digest``. Over 1 MiB and
         not compressed already, it travels zstd-compressed (chunked, the size in a header).
         Over ``RESUMABLE_BYTES`` the upload is resumable: after a cut connection (or a killed
         CLI) the next attempt sends only what the grid does not hold yet."""
-        url = f"/api/v1/blobs/{sha256}"
+        url = f"/api/v1/blobs/{digest}"
         resumable = size > RESUMABLE_BYTES
         for attempt in range(1, RETRIES + 1):
             offset = 0
@@ -240,10 +240,10 @@ class Client:
         report: dict[str, Any] = self._request("GET", "/api/v1/cost", params=params).json()
         return report
 
-    def estimate(self, script: str, sha256: str) -> dict[str, Any]:
+    def estimate(self, script: str, digest: str) -> dict[str, Any]:
         """Run-time statistics of the account's earlier runs of ``script``."""
         answer = self._request(
-            "GET", "/api/v1/estimate", params={"script": script, "sha256": sha256}
+            "GET", "/api/v1/estimate", params={"script": script, "digest": digest}
         )
         stats: dict[str, Any] = answer.json()
         return stats
@@ -338,7 +338,7 @@ class Client:
         dest_root: Path,
         target: Path | None = None,
     ) -> Path:
-        """Stream one output to ``dest_root/<path>``: temp name, sha256 check, rename.
+        """Stream one output to ``dest_root/<path>``: temp name, digest check, rename.
 
         Refuses unsafe names (``..``, absolute, NUL) with ``errors.UnsafePath`` before writing.
         An ``OSError`` means this file system cannot hold the file there (a name it does not
@@ -405,7 +405,7 @@ class Client:
         dest: Path,
         compressed: bool,
     ) -> None:
-        """Stream a response body to ``dest``: temp name, sha256 check, rename. Local file
+        """Stream a response body to ``dest``: temp name, digest check, rename. Local file
         errors come out as ``_LocalFailure``, apart from the connection's own."""
         import tempfile
 
@@ -420,11 +420,11 @@ class Client:
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.fchmod(fd, _new_file_mode())  # mkstemp's 0600, as a file the script wrote
             with os.fdopen(fd, "wb") as handle:
-                digest = hashlib.sha256()
+                hasher = digests.Hasher.like(artifact.digest)
                 report = _Reporter("downloading", dest.name, artifact.size, self.on_progress)
 
                 def keep(piece: bytes) -> None:
-                    digest.update(piece)
+                    hasher.update(piece)
                     with _local():
                         handle.write(piece)
                     report.advance(len(piece))
@@ -441,7 +441,7 @@ class Client:
                         raise TransportError(
                             f"the body broke off after {report.done} of {artifact.size} bytes"
                         )
-                if digest.hexdigest() != artifact.sha256:
+                if hasher.result() != artifact.digest:
                     raise errors.IntegrityError(f"{artifact.path} arrived corrupted; try again")
                 with _local():
                     os.replace(tmp_name, dest)

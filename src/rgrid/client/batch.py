@@ -75,7 +75,7 @@ def plan(
             schemas.BatchItemIn(
                 input=str(path),
                 args=item_args,
-                files=[schemas.FileIn(path=entry.rel, sha256=entry.sha256, size=entry.size)],
+                files=[schemas.FileIn(path=entry.rel, digest=entry.digest, size=entry.size)],
             )
         )
     return BatchPlan(bundle, items, bundle.batch_files)
@@ -219,6 +219,6 @@ def current_inputs(
     placed = place_files(chosen)
     upload_bundle(client, Bundle(script="", args=[], files=placed))
     return {
-        str(path): schemas.FileIn(path=entry.rel, sha256=entry.sha256, size=entry.size)
+        str(path): schemas.FileIn(path=entry.rel, digest=entry.digest, size=entry.size)
         for path, entry in zip(chosen, placed, strict=True)
     }

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from rgrid import errors
 from rgrid.client import tree as project_tree
-from rgrid.client.hashcache import UNREADABLE_HINT, HashCache, sha256_file
+from rgrid.client.hashcache import UNREADABLE_HINT, HashCache, digest_file
 from rgrid.paths import check_mount_root
 
 SKIP_DIRS = frozenset({"__pycache__", ".git", ".venv", "venv", ".mypy_cache", ".pytest_cache"})
@@ -33,7 +33,7 @@ class LocalFile(NamedTuple):
     rel: str  # relative to the working directory, or absolute (outside it)
     #: where it is on this machine (a str for the project tree's files)
     source: Path | str
-    sha256: str
+    digest: str
     size: int
     #: part of the project tree (named by no argument, not the script or a module of it)
     tree: bool = False
@@ -89,12 +89,12 @@ class Bundle:
 
     @functools.cached_property
     def tree_digest(self) -> str | None:
-        """The project tree's name on the grid (``domain.tree_digest``); None: no tree."""
+        """The project tree's name on the grid (``digests.of_tree``); None: no tree."""
         if not self.dirs and not any(f.tree for f in self.files):
             return None
-        from rgrid.digests import tree_digest
+        from rgrid.digests import of_tree
 
-        return tree_digest(((f.rel, f.sha256, f.size) for f in self.tree_files), self.dirs)
+        return of_tree(((f.rel, f.digest, f.size) for f in self.tree_files), self.dirs)
 
 
 def _check_regular(path: Path) -> None:
@@ -208,8 +208,8 @@ def _file_entry(
     _check_regular(path)
     rel = placer.place(path, root)
     info = path.stat()
-    sha = hashes.sha256(path, info) if hashes else sha256_file(path)
-    return LocalFile(rel=rel, source=path, sha256=sha, size=info.st_size)
+    sha = hashes.digest(path, info) if hashes else digest_file(path)
+    return LocalFile(rel=rel, source=path, digest=sha, size=info.st_size)
 
 
 def _path_arg(arg: str) -> tuple[str, str] | None:
@@ -351,7 +351,7 @@ def _add_tree(
         sha = known(path, info)
         if sha is None:
             try:
-                sha = hashes.sha256(path, info)
+                sha = hashes.digest(path, info)
             except errors.UsageError:
                 unreadable += 1
                 continue

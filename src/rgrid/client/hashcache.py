@@ -1,7 +1,8 @@
 """The CLI's hash cache: a file whose size, mtime, ctime and inode have not changed since it was
 hashed is not read again (re-sending an unchanged tree costs a ``stat`` a file).
 
-One file a project directory, ``~/.rgrid/hashes/<digest of its absolute path>.marshal``,
+One file a project directory, ``~/.rgrid/hashes/<sha256 of its absolute path>.blake3.marshal``
+(named for the algorithm it holds: a cache of another algorithm's addresses is never read),
 keyed by absolute path, in ``marshal``'s format (it loads several times faster than JSON: a tree
 of thousands of files is looked up on every run). Best effort: an unreadable or corrupt cache is
 ignored and rewritten.
@@ -15,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from rgrid import errors
+from rgrid import digests, errors
 
 HASH_CHUNK = 1024 * 1024
 #: a file changed this recently may still change within its timestamp's granularity (coarse on
@@ -23,31 +24,28 @@ HASH_CHUNK = 1024 * 1024
 RACY_S = 2.0
 UNREADABLE_HINT = "rgrid uploads file arguments: make the file readable, or pass another one"
 
-Entry = tuple[int, int, int, int, str]  # size, mtime_ns, ctime_ns, inode, sha256
+Entry = tuple[int, int, int, int, str]  # size, mtime_ns, ctime_ns, inode, digest
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def digest_file(path: Path) -> str:
+    """The file's content address (``digests.DEFAULT``); ``UsageError`` if it cannot be read."""
     try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(HASH_CHUNK):
-                digest.update(chunk)
+        return digests.of_file(path, chunk=HASH_CHUNK)
     except OSError as exc:
         raise errors.UsageError(
             f"cannot read {path}: {exc.strerror or exc}", hint=UNREADABLE_HINT
         ) from exc
-    return digest.hexdigest()
 
 
 def default_location(project: Path) -> Path:
     from rgrid.client.config import rgrid_dir
 
     name = hashlib.sha256(os.fsencode(project)).hexdigest()[:24]
-    return rgrid_dir() / "hashes" / f"{name}.marshal"
+    return rgrid_dir() / "hashes" / f"{name}.{digests.DEFAULT}.marshal"
 
 
 class HashCache:
-    """sha256 of files by (path, size, mtime_ns, ctime_ns, inode); ``hashed`` counts the files
+    """digest of files by (path, size, mtime_ns, ctime_ns, inode); ``hashed`` counts the files
     actually read, ``hits`` those answered from the cache."""
 
     def __init__(self, location: Path | None) -> None:
@@ -65,8 +63,8 @@ class HashCache:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def sha256(self, path: Path | str, info: os.stat_result | None = None) -> str:
-        """The file's sha256 (``info``: its ``stat``, when the caller has it already)."""
+    def digest(self, path: Path | str, info: os.stat_result | None = None) -> str:
+        """The file's digest (``info``: its ``stat``, when the caller has it already)."""
         absolute = path if isinstance(path, str) and path[:1] == "/" else os.path.abspath(path)
         info = info or os.stat(absolute)
         key = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
@@ -75,15 +73,15 @@ class HashCache:
             self.hits += 1
             self._seen[absolute] = old
             return old[4]
-        sha = sha256_file(Path(absolute))
+        sha = digest_file(Path(absolute))
         self.hashed += 1
         if time.time_ns() - info.st_mtime_ns > RACY_S * 1e9:
             self._seen[absolute] = (*key, sha)
         return sha
 
     def known(self, path: str, info: os.stat_result) -> str | None:
-        """The sha256 of absolute ``path`` if the cache holds it for this ``stat``, else None
-        (``sha256`` then reads it). The tree walk asks this for thousands of files a run."""
+        """The digest of absolute ``path`` if the cache holds it for this ``stat``, else None
+        (``digest`` then reads it). The tree walk asks this for thousands of files a run."""
         old = self._old.get(path)
         if type(old) is tuple and old[:4] == (
             info.st_size,

@@ -8,10 +8,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from rgrid import errors, schemas
+from rgrid import digests, errors, schemas
 from rgrid.client import Client
 from rgrid.client.bundle import Bundle, LocalFile
-from rgrid.client.hashcache import sha256_file
 from rgrid.enums import EXIT_RGRID_FAILURE, ExecutionState, FailureClass
 
 EXIT_CANCELLED = 130
@@ -39,7 +38,7 @@ def upload_bundle(client: Client, bundle: Bundle, extra: Sequence[LocalFile] = (
 
 def upload_files(client: Client, files: Sequence[LocalFile]) -> UploadReport:
     """Send only the blobs the grid lacks, each once."""
-    by_hash = {f.sha256: f for f in files}
+    by_hash = {f.digest: f for f in files}
     missing = client.missing_blobs(list(by_hash)) if by_hash else []
     for sha in missing:
         entry = by_hash[sha]
@@ -58,11 +57,11 @@ def upload_files(client: Client, files: Sequence[LocalFile]) -> UploadReport:
     return UploadReport(len(missing), sent, len(by_hash) - len(missing))
 
 
-def _changed(path: Path, sha256: str, size: int) -> bool:
+def _changed(path: Path, digest: str, size: int) -> bool:
     """Whether the file no longer holds what was hashed (read again: only after a refusal)."""
     try:
-        return path.stat().st_size != size or sha256_file(path) != sha256
-    except (OSError, errors.UsageError):
+        return path.stat().st_size != size or not digests.file_matches(path, digest)
+    except OSError:
         return True  # gone or unreadable since: it changed
 
 
@@ -77,7 +76,7 @@ def submit_with_tree(
     except errors.TreeUnknown:
         pass
     else:
-        known = len({f.sha256 for f in bundle.tree_files})
+        known = len({f.digest for f in bundle.tree_files})
         return answer, dataclasses.replace(named, already_there=named.already_there + known)
     sent = upload_files(client, bundle.tree_files)
     assert bundle.tree_digest is not None
@@ -85,7 +84,7 @@ def submit_with_tree(
         bundle.tree_digest,
         schemas.TreeIn(
             files=[
-                schemas.FileIn(path=f.rel, sha256=f.sha256, size=f.size) for f in bundle.tree_files
+                schemas.FileIn(path=f.rel, digest=f.digest, size=f.size) for f in bundle.tree_files
             ],
             dirs=bundle.dirs,
         ),
@@ -228,15 +227,9 @@ def download_outputs(
 
 def same_content(path: Path, artifact: schemas.ArtifactPublic) -> bool:
     """Whether ``path`` is a regular file holding exactly the artifact's bytes."""
-    import hashlib
-
     if path.is_symlink() or not path.is_file() or path.stat().st_size != artifact.size:
         return False
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest() == artifact.sha256
+    return digests.file_matches(path, artifact.digest)
 
 
 def exit_code_for(execution: schemas.ExecutionPublic) -> int:

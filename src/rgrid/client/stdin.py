@@ -5,7 +5,6 @@ then uploaded like any input blob, so neither side ever holds it whole in memory
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import select
 import stat
@@ -13,7 +12,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from rgrid import errors
+from rgrid import digests, errors
 from rgrid.client.bundle import LocalFile
 
 CHUNK = 1024 * 1024
@@ -55,7 +54,7 @@ def spooled(fd: int = 0, on_quiet: Callable[[], None] | None = None) -> Iterator
     """Read ``fd`` to its end into a temporary file, hashing it on the way; yields it as a
     ``LocalFile`` named ``STDIN_NAME`` (removed on exit). ``on_quiet`` is called once if
     nothing arrives for ``QUIET_NOTICE_S`` (a pipe nobody writes to would wait forever)."""
-    digest = hashlib.sha256()
+    hasher = digests.Hasher()
     size = 0
     handle, name = tempfile.mkstemp(prefix="rgrid-stdin-")
     path = Path(name)
@@ -64,10 +63,10 @@ def spooled(fd: int = 0, on_quiet: Callable[[], None] | None = None) -> Iterator
             if on_quiet is not None and not _ready(fd, QUIET_NOTICE_S):
                 on_quiet()
             while chunk := _read(fd):
-                digest.update(chunk)
+                hasher.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
-        yield LocalFile(rel=STDIN_NAME, source=path, sha256=digest.hexdigest(), size=size)
+        yield LocalFile(rel=STDIN_NAME, source=path, digest=hasher.result(), size=size)
     finally:
         path.unlink(missing_ok=True)
 

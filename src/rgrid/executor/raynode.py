@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -26,13 +25,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rgrid import domain, errors
+from rgrid import digests, domain, errors
 from rgrid.client.http import Transport, TransportError
 from rgrid.domain import ExecutionState, FailureClass
 from rgrid.runner import RunnerConfig
 from rgrid.runner.configure import runner_config
 from rgrid.runner.pipeline import run_execution
-from rgrid.runner.workdir import sha256_file
 from rgrid.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -100,29 +98,30 @@ class HttpControlPlane:
     def _fetch(self, ref: domain.FileRef, dest: Path) -> None:
         """One request: the control plane streams the bytes, or redirects to the storage's
         own URL for them (S3), which is followed without the credential."""
-        request = urllib.request.Request(f"{self._base_url}/api/v1/attempt/inputs/{ref.sha256}")
+        request = urllib.request.Request(f"{self._base_url}/api/v1/attempt/inputs/{ref.digest}")
         request.add_unredirected_header("Authorization", self._headers["authorization"])
-        digest = hashlib.sha256()
+        hashers: list[digests.Hasher] = []
 
         def fetch() -> None:
+            hashers[:] = [digests.Hasher.like(ref.digest)]  # a retry starts the file over
             try:
                 with (
                     urllib.request.urlopen(request, timeout=60) as response,
                     dest.open("wb") as out,
                 ):
-                    _copy(response.read, out, digest)
+                    _copy(response.read, out, hashers[0])
             except urllib.error.HTTPError as exc:
                 _check_status(exc.code, exc.read())
             except OSError as exc:  # the control plane restarting
                 raise TransportError(str(exc)) from exc
 
         _retrying(fetch)
-        if digest.hexdigest() != ref.sha256:
+        if hashers[0].result() != ref.digest:
             dest.unlink(missing_ok=True)
             raise errors.IntegrityError(f"input {ref.path!r} arrived damaged")
 
     def _put_output(self, path: Path) -> tuple[str, int]:
-        sha = sha256_file(path)
+        sha = digests.of_file(path)
         size = path.stat().st_size
         transport = self._transport()
         try:
@@ -147,9 +146,9 @@ class HttpControlPlane:
         return sha, size
 
 
-def _copy(read: Callable[[int], bytes], out: Any, digest: Any) -> None:
+def _copy(read: Callable[[int], bytes], out: Any, hasher: digests.Hasher) -> None:
     while chunk := read(CHUNK):
-        digest.update(chunk)
+        hasher.update(chunk)
         out.write(chunk)
 
 

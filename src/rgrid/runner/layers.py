@@ -3,7 +3,8 @@
 Copying a project of thousands of files into every execution's work directory costs a file
 operation each (tenths of a millisecond apiece on a busy disk). Instead the tree an execution
 was given (``domain.Tree``: the files its arguments name are not in it) is built once into
-``<work_root>/.layers/<the tree's digest>`` and the execution's work directory is an overlay:
+``<work_root>/.layers/<the tree's digest, with - for :>`` (an overlay's options separate
+directories with ":", so no layer's path holds one) and the execution's work directory is an overlay:
 that layer below, read-only, and an empty directory of its own above, where everything the
 script writes lands. A file the script changes is first copied up by the kernel; the layer never
 changes, so the next run of the same tree, or the next item of a batch, mounts it as it is.
@@ -24,6 +25,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -33,6 +35,8 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 LAYERS_DIR = ".layers"
+#: a layer's directory: its tree's digest with "-" for ":" (or a bare sha256 hex, from before)
+_LAYER_RE = re.compile(r"(?:(?:blake3|sha256)-)?[0-9a-f]{64}")
 #: layers kept besides those in use (least recently used ones go first)
 KEEP = 8
 
@@ -58,7 +62,7 @@ class Layers:
         self.root.mkdir(mode=0o700, exist_ok=True)
         lock = self._lock_shared(key)
         try:
-            path = self.root / key
+            path = self.root / _dir_name(key)
             yield Layer(path, key) if path.is_dir() else None
         finally:
             os.close(lock)
@@ -74,7 +78,7 @@ class Layers:
         """Give the built tree to the sandbox's user and move it into place (an existing layer
         of the same key, built meanwhile by another execution, is kept and ``scratch`` goes)."""
         give(scratch, self._owner)
-        target = self.root / key
+        target = self.root / _dir_name(key)
         try:
             scratch.rename(target)
         except OSError as exc:
@@ -91,7 +95,9 @@ class Layers:
     def evict(self) -> None:
         """Remove the least recently used layers beyond ``keep`` that nobody holds."""
         try:
-            entries = [e for e in os.scandir(self.root) if e.is_dir() and len(e.name) == 64]
+            entries = [
+                e for e in os.scandir(self.root) if e.is_dir() and _LAYER_RE.fullmatch(e.name)
+            ]
         except FileNotFoundError:
             return
         entries.sort(key=lambda e: e.stat().st_mtime_ns, reverse=True)
@@ -121,7 +127,7 @@ class Layers:
         """A shared lock on ``key``'s lock file, that file being the one in place (an evictor
         removes the file after taking it exclusively: a lock on a removed file protects
         nothing, so that case is retried)."""
-        path = self.root / f"{key}.lock"
+        path = self.root / f"{_dir_name(key)}.lock"
         while True:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             fcntl.flock(fd, fcntl.LOCK_SH)
@@ -131,6 +137,10 @@ class Layers:
             except FileNotFoundError:
                 pass
             os.close(fd)
+
+
+def _dir_name(key: str) -> str:
+    return key.replace(":", "-")
 
 
 def _age_s(path: Path) -> float:

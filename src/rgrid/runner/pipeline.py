@@ -252,7 +252,7 @@ async def _layer(
 ) -> layers.Layer:
     """The tree's layer, held for the rest of the execution; built now if it is new."""
     store = layers.Layers(config.work_root / layers.LAYERS_DIR, bwrap.SANDBOX_UID)
-    key = tree.sha256
+    key = tree.digest
     held = await asyncio.to_thread(_hold, stack, store, key)
     if held is not None:
         return held

@@ -16,10 +16,9 @@ import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
-from rgrid import domain, errors
+from rgrid import digests, domain, errors
 from rgrid.paths import covers_system, join_under, safe_abspath
 from rgrid.runner import mounts
-from rgrid.runner.workdir import sha256_file
 
 FALLBACK_DIR = "_inputs"
 #: how many of the files written outside every named path a warning names
@@ -146,7 +145,7 @@ def scan_outside(layout: Layout, inputs: Mapping[str, domain.FileRef]) -> Outsid
             if (
                 given is not None
                 and given.size == info.st_size
-                and sha256_file(path) == given.sha256
+                and digests.file_matches(path, given.digest)
             ):
                 continue
             if any(PurePosixPath(absolute).is_relative_to(n) for n in named):

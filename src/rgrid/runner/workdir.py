@@ -8,27 +8,17 @@ them untouched, are not read again. Anything else is compared by content.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import stat
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
-from rgrid import domain
+from rgrid import digests, domain
 from rgrid.paths import join_under
 
 SKIP_DIRS = frozenset({"__pycache__"})
-HASH_CHUNK = 1024 * 1024
 #: characters: the longest output path the grid records (its database column)
 MAX_OUTPUT_PATH = 4096
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 #: (size, mtime_ns, inode) of an input as it was put in place
@@ -139,7 +129,7 @@ def find_outputs(
         given = inputs.get(rel)
         if given is not None and (
             placed.get(rel) == stamp(info)
-            or (given.size == info.st_size and sha256_file(full) == given.sha256)
+            or (given.size == info.st_size and digests.file_matches(full, given.digest))
         ):
             continue
         if len(chosen) >= max_files or total + info.st_size > max_bytes:

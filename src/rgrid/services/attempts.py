@@ -76,8 +76,8 @@ _INPUTS: collections.OrderedDict[str, dict[str, domain.FileRef]] = collections.O
 _INPUTS_KEPT = 256
 
 
-async def input_of(grid: Grid, who: Attempt, execution: Held, sha256: str) -> domain.FileRef:
-    """The input of the attempt's execution with content ``sha256`` (a named input, its stdin
+async def input_of(grid: Grid, who: Attempt, execution: Held, digest: str) -> domain.FileRef:
+    """The input of the attempt's execution with content ``digest`` (a named input, its stdin
     or a file of its tree); ``NotFound`` for anything else, so a credential reads only its own
     execution's inputs."""
     inputs = _INPUTS.get(who.execution_id)
@@ -85,40 +85,40 @@ async def input_of(grid: Grid, who: Attempt, execution: Held, sha256: str) -> do
         async with store.transaction(grid.sessions) as session:
             named = await blob_repo.list_files(session, who.execution_id, domain.ArtifactKind.INPUT)
             tree = (
-                await grid.trees.get(session, who.account_id, execution.tree_sha256)
-                if execution.tree_sha256 is not None
+                await grid.trees.get(session, who.account_id, execution.tree_digest)
+                if execution.tree_digest is not None
                 else None
             )
-        inputs = {ref.sha256: ref for ref in (*(tree.files if tree else ()), *named)}
-        if execution.stdin_sha256 is not None:
+        inputs = {ref.digest: ref for ref in (*(tree.files if tree else ()), *named)}
+        if execution.stdin_digest is not None:
             stdin = domain.FileRef(
-                domain.STDIN_PATH, execution.stdin_sha256, execution.stdin_size or 0
+                domain.STDIN_PATH, execution.stdin_digest, execution.stdin_size or 0
             )
-            inputs.setdefault(stdin.sha256, stdin)
+            inputs.setdefault(stdin.digest, stdin)
         _INPUTS[who.execution_id] = inputs
         while len(_INPUTS) > _INPUTS_KEPT:
             _INPUTS.popitem(last=False)
     _INPUTS.move_to_end(who.execution_id)
-    ref = inputs.get(sha256)
+    ref = inputs.get(digest)
     if ref is None:
-        raise errors.NotFound(f"no input of {who.execution_id} has content {sha256[:12]}")
+        raise errors.NotFound(f"no input of {who.execution_id} has content {digest[:12]}")
     return ref
 
 
 async def input_url(grid: Grid, who: Attempt, ref: domain.FileRef) -> str | None:
     """A direct, expiring URL to the input's bytes in storage (None: the storage has none, the
     bytes come through ``blobs.verified_read``)."""
-    return await grid.storage.download_url(blob_key(who.account_id, ref.sha256), INPUT_URL_S)
+    return await grid.storage.download_url(blob_key(who.account_id, ref.digest), INPUT_URL_S)
 
 
 async def store_output(
-    grid: Grid, who: Attempt, sha256: str, chunks: AsyncIterator[bytes], size: int | None
+    grid: Grid, who: Attempt, digest: str, chunks: AsyncIterator[bytes], size: int | None
 ) -> int:
-    """Store an output's streamed bytes, verified against ``sha256``; refused for a stale
+    """Store an output's streamed bytes, verified against ``digest``; refused for a stale
     attempt. Its size."""
     async with store.transaction(grid.sessions) as session:
         if not await repo.holds(session, who.execution_id, who.worker, who.attempt):
             raise errors.LeaseLost(f"attempt {who.attempt} of {who.execution_id} is over")
-    stored = await blobs.upload_blob(grid, who.account_id, sha256, chunks, size)
+    stored = await blobs.upload_blob(grid, who.account_id, digest, chunks, size)
     assert stored is not None  # not resumable: whole or an error
     return stored

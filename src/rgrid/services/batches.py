@@ -85,12 +85,12 @@ async def submit_batch(
         tree, named = await trees.of_submission(
             grid, session, account_id, spec.tree, spec.files, spec.dirs
         )
-        hashes = {f.sha256 for f in named} | {f.sha256 for i in spec.items for f in i.files}
+        hashes = {f.digest for f in named} | {f.digest for i in spec.items for f in i.files}
         present = await blob_repo.present_blobs(session, account_id, sorted(hashes))
         if missing := hashes - present:
             raise errors.InvalidRequest(
                 f"{len(missing)} file contents not uploaded",
-                hint="upload the blobs with PUT /api/v1/blobs/{sha256} first",
+                hint="upload the blobs with PUT /api/v1/blobs/{digest} first",
             )
         now = utcnow()
         batch = repo.BatchRow(
@@ -164,7 +164,7 @@ async def _reuse_results(
                 "execution_id": item.id,
                 "kind": ArtifactKind.OUTPUT.value,
                 "path": a.path,
-                "sha256": a.sha256,
+                "digest": a.digest,
                 "size": a.size,
                 "created_at": item.created_at,
             }
@@ -182,12 +182,12 @@ def _items(
 ) -> tuple[list[domain.NewExecution], list[dict[str, Any]], list[dict[str, Any]]]:
     """Each item's execution, input artifacts (its own files and the named ones all share; the
     tree's are the tree's) and metadata."""
-    shared = [(str(safe_input_path(f.path)), f.sha256, f.size) for f in named]
+    shared = [(str(safe_input_path(f.path)), f.digest, f.size) for f in named]
     in_tree = tree.by_path if tree is not None else {}
     items, artifacts, metadata = [], [], []
     for index, item in enumerate(spec.items):
         execution_id = domain.new_id("exec")
-        own = [(str(safe_input_path(f.path)), f.sha256, f.size) for f in item.files]
+        own = [(str(safe_input_path(f.path)), f.digest, f.size) for f in item.files]
         paths = {f[0] for f in own}
         if clash := next((path for path in paths if path in in_tree), None):
             raise errors.InvalidRequest(f"{clash!r} is both an item's file and in the tree")
@@ -211,7 +211,7 @@ def _items(
                     "execution_id": execution_id,
                     "kind": ArtifactKind.INPUT.value,
                     "path": path,
-                    "sha256": sha,
+                    "digest": sha,
                     "size": size,
                     "created_at": common.created_at,
                 }
@@ -288,7 +288,7 @@ async def retry_batch(
         if item.state not in wanted:
             continue
         fixed = (inputs or {}).get(item.batch_input or "")
-        swap = {fixed.path: domain.FileRef(fixed.path, fixed.sha256, fixed.size)} if fixed else None
+        swap = {fixed.path: domain.FileRef(fixed.path, fixed.digest, fixed.size)} if fixed else None
         made.append(
             await retry(grid, principal, item.id, force=False, in_batch=True, replacements=swap)
         )

@@ -152,7 +152,7 @@ ESTIMATE_HISTORY = 200
 
 
 async def estimate(
-    grid: Grid, principal: domain.Principal, script: str, script_sha256: str | None
+    grid: Grid, principal: domain.Principal, script: str, script_digest: str | None
 ) -> dict[str, Any]:
     """Median and p90 run time of this account's earlier succeeded runs of the script — by
     content when there are any, else by file name, else a stated default — and the price."""
@@ -168,7 +168,7 @@ async def estimate(
         default=None,
     )
     hourly, slots = workers.pricing(cheapest, grid.settings)
-    same_content = [r for r in rows if script_sha256 and r.script_sha256 == script_sha256]
+    same_content = [r for r in rows if script_digest and r.script_digest == script_digest]
     chosen, basis = (same_content, "content") if same_content else (rows, "name")
     durations = sorted(r.run_us for r in chosen)
     if not durations:

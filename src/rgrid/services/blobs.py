@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import IO
 
-from rgrid import compression, domain, errors, store
+from rgrid import compression, digests, domain, errors, store
 from rgrid.paths import safe_relpath
 from rgrid.services import Grid, utcnow
-from rgrid.storage import CHUNK_SIZE, Verifier, blob_key, validate_sha256, writeback
+from rgrid.storage import CHUNK_SIZE, Verifier, blob_key, validate_digest, writeback
 from rgrid.store import blobs as repo
 
 logger = logging.getLogger(__name__)
@@ -32,7 +31,7 @@ async def missing_blobs(
     if len(hashes) > MAX_QUERY:
         raise errors.InvalidRequest(f"ask about at most {MAX_QUERY} hashes at once")
     for sha in hashes:
-        validate_sha256(sha)
+        validate_digest(sha)
     async with store.transaction(grid.sessions) as session:
         present = await repo.present_blobs(session, principal.account.id, hashes)
     return list(dict.fromkeys(h for h in hashes if h not in present))
@@ -41,7 +40,7 @@ async def missing_blobs(
 async def upload_blob(
     grid: Grid,
     account_id: str,
-    sha256: str,
+    digest: str,
     chunks: AsyncIterator[bytes],
     size: int | None,
     encoding: str | None = None,
@@ -53,21 +52,21 @@ async def upload_blob(
 
     ``encoding`` "zstd": the body is compressed, decompressed here as it arrives (``size`` is
     then the decompressed size). Raises ``IntegrityError`` when the bytes do not hash to
-    ``sha256`` or the compressed stream is corrupt or truncated (nothing is stored).
+    ``digest`` or the compressed stream is corrupt or truncated (nothing is stored).
     """
     if encoding not in (None, "identity", compression.ENCODING):
         raise errors.InvalidRequest(
             f"unsupported Content-Encoding {encoding!r}", hint="send zstd or no encoding"
         )
-    key = blob_key(account_id, sha256)
+    key = blob_key(account_id, digest)
     body = _received(grid, chunks)
     compressed = encoding == compression.ENCODING
     if resumable or offset or compressed:
         # decompressed to disk as it arrives: memory stays bounded whatever the ratio
-        return await _staged_upload(grid, account_id, sha256, body, size, offset, compressed)
-    info = await grid.storage.put(key, _counted(grid, body), sha256=sha256, size=size)
+        return await _staged_upload(grid, account_id, digest, body, size, offset, compressed)
+    info = await grid.storage.put(key, _counted(grid, body), digest=digest, size=size)
     async with store.transaction(grid.sessions) as session:
-        await repo.record_blob(session, account_id, sha256, info.size, utcnow())
+        await repo.record_blob(session, account_id, digest, info.size, utcnow())
     return info.size
 
 
@@ -105,14 +104,14 @@ async def sent(grid: Grid, chunks: AsyncIterator[bytes], *, compress: bool) -> A
         yield tail
 
 
-def _staging_path(grid: Grid, account_id: str, sha256: str) -> Path:
-    validate_sha256(sha256)
-    return grid.settings.home / STAGING / safe_relpath(account_id) / f"{sha256}.part"
+def _staging_path(grid: Grid, account_id: str, digest: str) -> Path:
+    validate_digest(digest)
+    return grid.settings.home / STAGING / safe_relpath(account_id) / f"{digest}.part"
 
 
-async def upload_offset(grid: Grid, account_id: str, sha256: str) -> int:
+async def upload_offset(grid: Grid, account_id: str, digest: str) -> int:
     """How many bytes of a resumable upload of this content the grid holds (0: none)."""
-    path = _staging_path(grid, account_id, sha256)
+    path = _staging_path(grid, account_id, digest)
     try:
         return path.stat().st_size
     except FileNotFoundError:
@@ -122,7 +121,7 @@ async def upload_offset(grid: Grid, account_id: str, sha256: str) -> int:
 async def _staged_upload(
     grid: Grid,
     account_id: str,
-    sha256: str,
+    digest: str,
     body: AsyncIterator[bytes],
     size: int | None,
     offset: int,
@@ -130,13 +129,13 @@ async def _staged_upload(
 ) -> int | None:
     """Append this piece, decompressed if need be, to the staged upload (kept as it arrives,
     so a cut connection loses nothing), hashing it on the way; once all ``size`` bytes are
-    there and match ``sha256``, store the blob. Returns the stored size, or None while the
+    there and match ``digest``, store the blob. Returns the stored size, or None while the
     upload is still incomplete."""
     if size is None:
         raise errors.InvalidRequest(f"this upload needs the {compression.SIZE_HEADER} header")
-    path = _staging_path(grid, account_id, sha256)
+    path = _staging_path(grid, account_id, digest)
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = blob_key(account_id, sha256)
+    key = blob_key(account_id, digest)
     with path.open("ab") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -147,7 +146,7 @@ async def _staged_upload(
             raise errors.Conflict(
                 f"the upload continues at byte {held}, not {offset}", details={"offset": held}
             )
-        verifier = Verifier(key, sha256=sha256, size=size)
+        verifier = Verifier(key, digest=digest, size=size)
         try:
             if held:  # resumed: the bytes held from before count towards the hash
                 await asyncio.to_thread(_hash_file, path, held, verifier)
@@ -163,9 +162,9 @@ async def _staged_upload(
             path.unlink(missing_ok=True)
             raise
         # hashed already: moved (not copied, not re-read) where the storage is on this disk
-        info = await grid.storage.put_file(key, path, sha256=sha256, move=True, verified=True)
+        info = await grid.storage.put_file(key, path, digest=digest, move=True, verified=True)
     async with store.transaction(grid.sessions) as session:
-        await repo.record_blob(session, account_id, sha256, info.size, utcnow())
+        await repo.record_blob(session, account_id, digest, info.size, utcnow())
     return info.size
 
 
@@ -242,47 +241,48 @@ def _to_disk(sink: Callable[[bytes], None], handle: IO[bytes]) -> Callable[[byte
     return put
 
 
-async def lose_blob(grid: Grid, account_id: str, sha256: str, what: str) -> errors.BlobCorrupt:
+async def lose_blob(grid: Grid, account_id: str, digest: str, what: str) -> errors.BlobCorrupt:
     """Content found lost or damaged on read: forget it (its row, so ``/blobs/missing`` asks
     for it again, and whatever bytes are left) and return the error that says so."""
     logger.error(
-        "blob lost", extra={"action": "blob_lost", "account_id": account_id, "sha256": sha256}
+        "blob lost", extra={"action": "blob_lost", "account_id": account_id, "digest": digest}
     )
     async with store.transaction(grid.sessions) as session:
-        await repo.forget_blobs(session, [(account_id, sha256)])
-    await grid.storage.delete(blob_key(account_id, sha256))
+        await repo.forget_blobs(session, [(account_id, digest)])
+    await grid.storage.delete(blob_key(account_id, digest))
     return errors.BlobCorrupt(
-        f"{what} is lost or damaged on the grid (sha256 {sha256[:12]}…)",
+        f"{what} is lost or damaged on the grid (digest {digest[:12]}…)",
         hint="run the same `rgrid run` again: it uploads its inputs anew and recreates outputs",
-        details={"sha256": sha256},
+        details={"digest": digest},
     )
 
 
-async def check_blob(grid: Grid, account_id: str, sha256: str, size: int, what: str) -> None:
-    """Before serving a blob: it exists with the size and sha256 recorded (the storage's own
+async def check_blob(grid: Grid, account_id: str, digest: str, size: int, what: str) -> None:
+    """Before serving a blob: it exists with the size and digest recorded (the storage's own
     record; local storage re-hashes a file changed since it was written), else
     ``BlobCorrupt`` and the blob is marked missing."""
-    info = await grid.storage.stat(blob_key(account_id, sha256))
-    if info is None or info.size != size or info.sha256 != sha256:
-        raise await lose_blob(grid, account_id, sha256, what)
+    key = blob_key(account_id, digest)
+    info = await grid.storage.stat(key, algorithm=digests.algorithm_of(digest))
+    if info is None or info.size != size or info.digest != digest:
+        raise await lose_blob(grid, account_id, digest, what)
 
 
 async def verified_read(
-    grid: Grid, account_id: str, sha256: str, size: int, what: str
+    grid: Grid, account_id: str, digest: str, size: int, what: str
 ) -> AsyncIterator[bytes]:
     """A blob's bytes, hashed as they go: the last chunk is held back until the whole matches,
     so damaged content never arrives complete (the response breaks off, and the blob is
     marked missing for the next request to say so)."""
-    digest = hashlib.sha256()
+    hasher = digests.Hasher.like(digest)
     seen = 0
     held: bytes | None = None
-    async for chunk in grid.storage.open(blob_key(account_id, sha256)):
+    async for chunk in grid.storage.open(blob_key(account_id, digest)):
         if held is not None:
             yield held
-        digest.update(chunk)
+        hasher.update(chunk)
         seen += len(chunk)
         held = chunk
-    if seen != size or digest.hexdigest() != sha256:
-        raise await lose_blob(grid, account_id, sha256, what)
+    if seen != size or hasher.result() != digest:
+        raise await lose_blob(grid, account_id, digest, what)
     if held is not None:
         yield held

@@ -49,7 +49,7 @@ PART_NAMES = {
     "inputs": "an input",
     "tree": "the project tree",
 }
-#: the parts holding files (path → sha256); the rest is the key's base
+#: the parts holding files (path → digest); the rest is the key's base
 FILE_PARTS = ("modules", "inputs")
 #: the part naming the project tree by its digest: its files, listed, count as FILE_PARTS
 TREE_PART = "tree"
@@ -82,11 +82,11 @@ def cache_key(
 ) -> CacheKey:
     """The key of a run. Files are the script, the modules beside it and the inputs; a ``.py``
     file that no argument names counts as a module, anything else as an input. ``stdin``: the
-    sha256 of a non-empty piped stdin (a part only then, so keys without one are as before);
+    digest of a non-empty piped stdin (a part only then, so keys without one are as before);
     ``tree``: the digest of the project tree the run carries (its files are not listed in the
     key: ``with_tree`` lists them where two runs' trees differ)."""
     parts: dict[str, Any] = {
-        "script": next((f.sha256 for f in files if f.path == script), ""),
+        "script": next((f.digest for f in files if f.path == script), ""),
         **file_parts(files, script, args),
         "dependencies": sorted(requirements),
         "runtime": runtime,
@@ -120,7 +120,7 @@ def file_parts(
     for ref in files:
         if ref.path != script:
             module = ref.path.endswith(".py") and ref.path not in named
-            parts["modules" if module else "inputs"][ref.path] = ref.sha256
+            parts["modules" if module else "inputs"][ref.path] = ref.digest
     return parts
 
 
@@ -176,8 +176,8 @@ def keyer_for(
             requirements=requirements,
             runtime=runtime,
             network=network,
-            stdin=stdin.sha256 if stdin is not None and stdin.size else None,
-            tree=tree.sha256 if tree is not None else None,
+            stdin=stdin.digest if stdin is not None and stdin.size else None,
+            tree=tree.digest if tree is not None else None,
             surroundings=surroundings,
         )
 
@@ -202,7 +202,7 @@ def explain_miss(now: Mapping[str, Any], before: Mapping[str, Any]) -> str | Non
 
 
 def rekeyed(secret: bytes, parts: Mapping[str, Any], files: Mapping[str, str]) -> CacheKey:
-    """An earlier key with some files' contents replaced (``files``: path → sha256)."""
+    """An earlier key with some files' contents replaced (``files``: path → digest)."""
     new = json.loads(json.dumps(parts))
     for path, sha in files.items():
         for part in ("modules", "inputs"):

@@ -172,8 +172,8 @@ class Dispatcher:
                 return False
             inputs = await blob_repo.list_files(session, row.id, ArtifactKind.INPUT)
             tree = None
-            if row.tree_sha256 is not None:
-                tree = await self._grid.trees.get(session, row.account_id, row.tree_sha256)
+            if row.tree_digest is not None:
+                tree = await self._grid.trees.get(session, row.account_id, row.tree_digest)
         spec = domain.ExecutionSpec(
             execution_id=row.id,
             account_id=row.account_id,
@@ -195,8 +195,8 @@ class Dispatcher:
             # the minor version picks the interpreter; a finished attempt recorded the full one
             python=".".join((row.python_version or "").split(".")[:2]) or None,
             stdin=(
-                domain.FileRef(domain.STDIN_PATH, row.stdin_sha256, row.stdin_size or 0)
-                if row.stdin_sha256 is not None
+                domain.FileRef(domain.STDIN_PATH, row.stdin_digest, row.stdin_size or 0)
+                if row.stdin_digest is not None
                 else None
             ),
             tree=tree,
@@ -208,7 +208,7 @@ class Dispatcher:
         logger.info("claimed", extra={"action": "execution_claimed", "execution_id": row.id})
         self._grid.notifier.notify(row.id)
         self._holders[row.id] = holder
-        if row.tree_sha256 is not None and tree is None:
+        if row.tree_digest is not None and tree is None:
             # its files were found lost since it was submitted (``blobs.lose_blob``)
             await self._finish(spec, outcomes.tree_lost())
             return True

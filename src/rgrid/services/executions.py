@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rgrid import bounds, domain, errors, schemas, store
+from rgrid import bounds, digests, domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
 from rgrid.money import slot_cost
 from rgrid.paths import safe_input_path, safe_relpath
@@ -31,7 +30,6 @@ from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
 from rgrid.store.executions import ListNarrowing as ListNarrowing
 
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_ARGS = 10_000
 MAX_FILES = 100_000
 MAX_DIRS = 100_000
@@ -42,8 +40,8 @@ MIN_DISK_BYTES = 1024**2
 MAX_DISK_BYTES = 100 * 1024**4
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 MAX_RETRIES = 10
-#: the sha256 of no bytes: an empty stdin, which needs no blob
-EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+#: the digest of no bytes: an empty stdin, which needs no blob
+EMPTY_DIGESTS = frozenset(digests.of_bytes(b"", algorithm) for algorithm in digests.ALGORITHMS)
 
 
 def _check(ok: bool, message: str) -> None:
@@ -65,15 +63,16 @@ def _validate_limits(spec: schemas.ExecutionCreate) -> None:
         "disk must be between 1 MiB and 100 TiB",
     )
     _check(
-        all(SHA256.match(f.sha256) and f.size >= 0 for f in spec.files), "invalid file hash or size"
+        all(digests.is_digest(f.digest) and f.size >= 0 for f in spec.files),
+        "invalid file hash or size",
     )
     if spec.stdin is not None:
         _check(
-            bool(SHA256.match(spec.stdin.sha256)) and spec.stdin.size >= 0,
+            digests.is_digest(spec.stdin.digest) and spec.stdin.size >= 0,
             "invalid stdin hash or size",
         )
         _check(
-            spec.stdin.size > 0 or spec.stdin.sha256 == EMPTY_SHA256,
+            spec.stdin.size > 0 or spec.stdin.digest in EMPTY_DIGESTS,
             "an empty stdin has the hash of no bytes",
         )
     bounds.check_metadata(spec.metadata)
@@ -130,7 +129,7 @@ async def submit(
             new_execution(grid, account_id, spec, runtime.python, requirements, tree),
             id=domain.new_id("exec"),
             args=tuple(spec.args),
-            stdin_sha256=stdin.sha256 if stdin is not None else None,
+            stdin_digest=stdin.digest if stdin is not None else None,
             stdin_size=stdin.size if stdin is not None else None,
         )
         key = cache.keyer_for(
@@ -170,17 +169,17 @@ async def _inputs(
     )
     _check_apart(named, tree)
     stdin = _stdin_ref(spec.stdin)
-    needed = [(f.path, f.sha256) for f in named]
+    needed = [(f.path, f.digest) for f in named]
     if stdin is not None and stdin.size:  # an empty stdin needs no blob
-        needed.append((stdin.path, stdin.sha256))
+        needed.append((stdin.path, stdin.digest))
     present = await blob_repo.present_blobs(session, account_id, [sha for _, sha in needed])
     absent = sorted({path for path, sha in needed if sha not in present})
     if absent:
         raise errors.InvalidRequest(
             f"file contents not uploaded: {', '.join(absent[:5])}",
-            hint="upload the blobs with PUT /api/v1/blobs/{sha256} first",
+            hint="upload the blobs with PUT /api/v1/blobs/{digest} first",
         )
-    files = [domain.FileRef(str(safe_input_path(f.path)), f.sha256, f.size) for f in named]
+    files = [domain.FileRef(str(safe_input_path(f.path)), f.digest, f.size) for f in named]
     return tree, files, stdin
 
 
@@ -239,7 +238,7 @@ def new_execution(
         argv0=spec.argv0,
         mounts=places.mounts(spec),
         idempotency_key=spec.idempotency_key,
-        tree_sha256=tree.sha256 if tree is not None else None,
+        tree_digest=tree.digest if tree is not None else None,
         surroundings=surroundings_of(spec),
     )
 
@@ -264,7 +263,7 @@ async def _answer_from_cache(
         return dataclasses.replace(new, cache_note=note), []
     source, outputs = verdict.hit
     answered = new.answered_by(cache.reused(source))
-    return answered, [domain.FileRef(a.path, a.sha256, a.size) for a in outputs]
+    return answered, [domain.FileRef(a.path, a.digest, a.size) for a in outputs]
 
 
 def _check_apart(named: list[schemas.FileIn], tree: domain.Tree | None) -> None:
@@ -276,7 +275,7 @@ def _check_apart(named: list[schemas.FileIn], tree: domain.Tree | None) -> None:
 def _stdin_ref(stdin: schemas.StdinIn | None) -> domain.FileRef | None:
     if stdin is None:
         return None
-    return domain.FileRef(domain.STDIN_PATH, stdin.sha256, stdin.size)
+    return domain.FileRef(domain.STDIN_PATH, stdin.digest, stdin.size)
 
 
 async def retry(
@@ -322,7 +321,7 @@ async def retry(
         if source.cache_key is not None and source.cache_parts is not None:
             # a retry always runs, but its result may serve later identical runs
             secret = grid.secrets.derive(cache.KEY_PURPOSE)
-            key = cache.rekeyed(secret, source.cache_parts, {p: f.sha256 for p, f in new.items()})
+            key = cache.rekeyed(secret, source.cache_parts, {p: f.digest for p, f in new.items()})
             made = dataclasses.replace(
                 made,
                 cache_key=key.digest,
@@ -343,9 +342,9 @@ async def retry(
         files = [new.get(ref.path) or ref for ref in inputs]
         if new:
             present = await blob_repo.present_blobs(
-                session, principal.account.id, [f.sha256 for f in new.values()]
+                session, principal.account.id, [f.digest for f in new.values()]
             )
-            if missing := {f.sha256 for f in new.values()} - present:
+            if missing := {f.digest for f in new.values()} - present:
                 raise errors.InvalidRequest(f"{len(missing)} file contents not uploaded")
         await blob_repo.add_artifacts(session, made.id, ArtifactKind.INPUT, files, now)
     grid.wake_dispatcher()
@@ -364,14 +363,14 @@ RETRY_COPIED = (
     "disk_bytes",
     "cwd",
     "argv0",
-    "tree_sha256",
+    "tree_digest",
     "network",
     "requirements",
     "dependency_source",
     "runtime",
     "python_version",
     "max_retries",
-    "stdin_sha256",
+    "stdin_digest",
     "stdin_size",
     # its time zone, locale and terminal: part of the key it is stored under (cache_parts)
     "surroundings",
@@ -507,11 +506,11 @@ async def output_source(
     storage can (S3 presigned URLs); None: stream it through the grid."""
     artifact = await find_output(grid, principal, id_or_prefix, path)
     await blobs.check_blob(
-        grid, principal.account.id, artifact.sha256, artifact.size, f"output {artifact.path!r}"
+        grid, principal.account.id, artifact.digest, artifact.size, f"output {artifact.path!r}"
     )
     if artifact.size < DIRECT_DOWNLOAD_BYTES:
         return artifact, None
-    key = blob_key(principal.account.id, artifact.sha256)
+    key = blob_key(principal.account.id, artifact.digest)
     return artifact, await grid.storage.download_url(key, DIRECT_DOWNLOAD_EXPIRES_S)
 
 
@@ -519,7 +518,7 @@ def output_stream(
     grid: Grid, principal: domain.Principal, artifact: domain.Artifact
 ) -> AsyncIterator[bytes]:
     what = f"output {artifact.path!r}"
-    return blobs.verified_read(grid, principal.account.id, artifact.sha256, artifact.size, what)
+    return blobs.verified_read(grid, principal.account.id, artifact.digest, artifact.size, what)
 
 
 async def open_output(

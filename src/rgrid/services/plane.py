@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
-from rgrid import domain, errors, store
+from rgrid import digests, domain, errors, store
 from rgrid.services import Grid, blobs, utcnow
 from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
@@ -53,19 +53,18 @@ def _stale(who: Attempt, what: str) -> errors.LeaseLost:
 
 
 async def fetch_input(grid: Grid, who: Attempt, ref: domain.FileRef, dest: Path) -> None:
-    """The input's bytes, verified: a blob gone from storage or not matching its sha256 is
+    """The input's bytes, verified: a blob gone from storage or not matching its digest is
     ``BlobCorrupt`` and marked missing, so the next `rgrid run` uploads it again."""
-    from rgrid.runner.workdir import sha256_file
 
     account = who.account_id
     what = f"input {ref.path!r}"
     try:
-        await grid.storage.copy_to_file(blob_key(account, ref.sha256), dest)
+        await grid.storage.copy_to_file(blob_key(account, ref.digest), dest)
     except errors.NotFound:
-        raise await blobs.lose_blob(grid, account, ref.sha256, what) from None
-    if await asyncio.to_thread(sha256_file, dest) != ref.sha256:
+        raise await blobs.lose_blob(grid, account, ref.digest, what) from None
+    if not await asyncio.to_thread(digests.file_matches, dest, ref.digest):
         dest.unlink(missing_ok=True)
-        raise await blobs.lose_blob(grid, account, ref.sha256, what)
+        raise await blobs.lose_blob(grid, account, ref.digest, what)
 
 
 async def copy_inputs(
@@ -74,23 +73,22 @@ async def copy_inputs(
     """Inputs copied in one go where the storage vouches for their content (see
     ``runner.ControlPlane.copy_inputs``)."""
     account = who.account_id
-    wanted = [(blob_key(account, ref.sha256), ref.sha256, dest) for ref, dest in placed]
+    wanted = [(blob_key(account, ref.digest), ref.digest, dest) for ref, dest in placed]
     return await grid.storage.copy_to_files(wanted)
 
 
 async def store_output(grid: Grid, who: Attempt, path: Path, rel: str) -> domain.FileRef:
     """Store the file at ``path`` (taken away) as output ``rel``; refused for a stale
     attempt."""
-    from rgrid.runner.workdir import sha256_file
 
     async with store.transaction(grid.sessions) as session:
         if not await repo.holds(session, who.execution_id, who.worker, who.attempt):
             raise _stale(who, "output")
-    sha = await asyncio.to_thread(sha256_file, path)
+    sha = await asyncio.to_thread(digests.of_file, path)
     key = blob_key(who.account_id, sha)
     # the work directory is discarded after collection: the file is given away, and on the
     # storage's disk renamed into place without a second copy or hash
-    info = await grid.storage.put_file(key, path, sha256=sha, move=True, verified=True)
+    info = await grid.storage.put_file(key, path, digest=sha, move=True, verified=True)
     async with store.transaction(grid.sessions) as session:
         await blob_repo.record_blob(session, who.account_id, sha, info.size, utcnow())
     return domain.FileRef(rel, sha, info.size)

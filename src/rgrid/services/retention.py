@@ -64,7 +64,7 @@ def storage_expiry_days(grid: Grid) -> int:
     return math.ceil(grid.settings.retention_days) + 1
 
 
-Blobs = list[tuple[str, str]]  # (account id, sha256)
+Blobs = list[tuple[str, str]]  # (account id, digest)
 
 
 async def sweep(grid: Grid, now: datetime | None = None) -> int:
@@ -123,8 +123,8 @@ async def _in_batches(
     while True:
         async with store.transaction(grid.sessions) as session:
             batch = await pick(session)
-        for account_id, sha256 in batch:
-            await act(blob_key(account_id, sha256))
+        for account_id, digest in batch:
+            await act(blob_key(account_id, digest))
         if batch:
             async with store.transaction(grid.sessions) as session:
                 await settle(session, batch)

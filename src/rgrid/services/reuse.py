@@ -37,7 +37,7 @@ def mismatch(
     source: str,
 ) -> str | None:
     """Why the observed run ``source`` (key parts ``then``, what it did to its files, its
-    outputs as path → sha256) cannot serve a run with key parts ``now`` of the same base;
+    outputs as path → digest) cannot serve a run with key parts ``now`` of the same base;
     None: it can.
 
     A file it read must hold the same bytes. One it opened only for writing must hold the same
@@ -142,7 +142,7 @@ async def _verdict(
     for row in others:
         kept = outputs.get(row.id, [])
         assert row.cache_parts is not None and row.reads is not None
-        produced = {a.path: a.sha256 for a in kept}
+        produced = {a.path: a.digest for a in kept}
         both = await comparable(grid, session, account_id, key.parts, row.cache_parts)
         if both is None:
             why = why or f"the project tree of {row.id} is no longer kept"
@@ -160,7 +160,7 @@ async def _usable(grid: Grid, account_id: str, kept: list[domain.Artifact]) -> b
         return False
     # a blob damaged since (local storage re-hashes a changed file) is as good as gone
     for artifact in kept:
-        info = await grid.storage.stat(blob_key(account_id, artifact.sha256))
-        if info is None or info.sha256 != artifact.sha256:
+        info = await grid.storage.stat(blob_key(account_id, artifact.digest))
+        if info is None or info.digest != artifact.digest:
             return False
     return True

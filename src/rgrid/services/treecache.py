@@ -25,18 +25,18 @@ class TreeCache:
         )
 
     def remember(self, account_id: str, tree: domain.Tree) -> domain.Tree:
-        key = (account_id, tree.sha256)
+        key = (account_id, tree.digest)
         self._trees[key] = tree
         self._trees.move_to_end(key)
         while len(self._trees) > self._size:
             self._trees.popitem(last=False)
         return tree
 
-    async def get(self, session: AsyncSession, account_id: str, sha256: str) -> domain.Tree | None:
+    async def get(self, session: AsyncSession, account_id: str, digest: str) -> domain.Tree | None:
         """The tree's listing (from memory when recently used), or None if it is not stored."""
-        cached = self._trees.get((account_id, sha256))
+        cached = self._trees.get((account_id, digest))
         if cached is not None:
-            self._trees.move_to_end((account_id, sha256))
+            self._trees.move_to_end((account_id, digest))
             return cached
-        tree = await repo.load(session, account_id, sha256)
+        tree = await repo.load(session, account_id, digest)
         return self.remember(account_id, tree) if tree is not None else None

@@ -6,7 +6,6 @@ the protocol.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -14,24 +13,24 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
-from rgrid import errors
+from rgrid import digests, errors
 
 CHUNK_SIZE = 1024 * 1024  # bytes: open() yields at most this much at a time
 MAX_KEY_LENGTH = 1024  # characters
 MAX_SEGMENT_LENGTH = 200  # characters: leaves room for backend suffixes under NAME_MAX (255)
 
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9._-]+")
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _SCHEMES = "file:///absolute/path, memory://, s3://bucket/prefix"
 
 
 @dataclass(frozen=True)
 class BlobInfo:
-    """One stored blob: its key, its size in bytes and its sha256 as lowercase hex."""
+    """One stored blob: its key, its size in bytes and its content address
+    (``digests``: ``blake3:<hex>``, or ``sha256:<hex>`` for a blob stored before BLAKE3)."""
 
     key: str
     size: int
-    sha256: str
+    digest: str
 
 
 class ObjectStorage(Protocol):
@@ -47,13 +46,13 @@ class ObjectStorage(Protocol):
         key: str,
         chunks: AsyncIterator[bytes],
         *,
-        sha256: str | None = None,
+        digest: str | None = None,
         size: int | None = None,
     ) -> BlobInfo:
         """Stream ``chunks`` into the blob at ``key`` and return what was stored.
 
-        When ``sha256`` (64 lowercase hex) and/or ``size`` (bytes) are given, the received bytes
-        must match them, else ``errors.IntegrityError``; a malformed ``sha256`` is
+        When ``digest`` (a content address) and/or ``size`` (bytes) are given, the received bytes
+        must match them, else ``errors.IntegrityError``; a malformed ``digest`` is
         ``errors.InvalidRequest``. The blob becomes visible atomically, only once complete and
         verified: a mismatch, an exception from ``chunks`` or a cancellation leaves nothing behind.
         Putting identical content again is harmless, also concurrently. ``chunks`` is closed (if it
@@ -69,8 +68,10 @@ class ObjectStorage(Protocol):
         """
         ...
 
-    async def stat(self, key: str) -> BlobInfo | None:
-        """Size and sha256 of the blob at ``key``, or None when there is none."""
+    async def stat(self, key: str, *, algorithm: str = digests.DEFAULT) -> BlobInfo | None:
+        """Size and content address of the blob at ``key``, or None when there is none.
+        ``algorithm``: what to hash with where the storage must hash the blob again (its record
+        lost); a recorded address is returned as recorded."""
         ...
 
     async def delete(self, key: str) -> None:
@@ -86,8 +87,8 @@ class ObjectStorage(Protocol):
         ...
 
     async def copy_to_files(self, blobs: Sequence[tuple[str, str, Path]]) -> list[bool]:
-        """Copy each ``(key, sha256, dest)`` blob to ``dest`` (its parent exists) in one go
-        where this storage knows, without reading it again, that the blob holds ``sha256``.
+        """Copy each ``(key, digest, dest)`` blob to ``dest`` (its parent exists) in one go
+        where this storage knows, without reading it again, that the blob holds ``digest``.
         Each is an independent copy, as with ``copy_to_file``. Returns, per blob, whether it
         was copied (the caller fetches and verifies the others one by one); a backend that
         cannot vouch for its blobs returns all False."""
@@ -98,7 +99,7 @@ class ObjectStorage(Protocol):
         key: str,
         src: Path,
         *,
-        sha256: str | None = None,
+        digest: str | None = None,
         move: bool = False,
         verified: bool = False,
     ) -> BlobInfo:
@@ -106,7 +107,7 @@ class ObjectStorage(Protocol):
 
         With ``move`` the caller gives ``src`` away: a backend on the same filesystem may
         rename it into place instead of copying it (it is gone afterwards either way, unless
-        the put fails). ``verified``: the caller has hashed ``src`` to ``sha256`` itself and
+        the put fails). ``verified``: the caller has hashed ``src`` to ``digest`` itself and
         nothing else writes it, so a backend that does not read it anyway need not re-read
         it. ``errors.NotFound`` when ``src`` does not exist.
         """
@@ -166,26 +167,29 @@ def _key_problem(key: str) -> str | None:
     return None
 
 
-def validate_sha256(sha256: str) -> str:
-    """Return ``sha256`` if it is 64 lowercase hex digits, else raise ``errors.InvalidRequest``."""
-    if not _SHA256_RE.fullmatch(sha256):
+def validate_digest(digest: str) -> str:
+    """Return ``digest`` if it is a content address (``blake3:`` or ``sha256:`` and 64
+    lowercase hex digits), else raise ``errors.InvalidRequest``."""
+    if not digests.is_digest(digest):
         raise errors.InvalidRequest(
-            f"not a sha256 (64 lowercase hex digits): {sha256!r}", details={"sha256": sha256}
+            f"not a content address (blake3: or sha256: and 64 lowercase hex digits): {digest!r}",
+            details={"digest": digest},
         )
-    return sha256
+    return digest
 
 
 class Verifier:
-    """Hashes and counts a byte stream, and checks it against the sha256 and size promised."""
+    """Hashes and counts a byte stream, and checks it against the digest and size promised
+    (hashing with the algorithm the promised digest names; without one, ``digests.DEFAULT``)."""
 
-    def __init__(self, key: str, *, sha256: str | None, size: int | None) -> None:
+    def __init__(self, key: str, *, digest: str | None, size: int | None) -> None:
         if size is not None and size < 0:
             raise errors.InvalidRequest(f"size must be >= 0, got {size}")
         self.key = key
-        self.expected_sha256 = None if sha256 is None else validate_sha256(sha256)
+        self.expected_digest = None if digest is None else validate_digest(digest)
         self.expected_size = size
         self.size = 0
-        self._hash = hashlib.sha256()
+        self._hash = digests.Hasher.like(digest) if digest else digests.Hasher()
 
     def update(self, data: bytes) -> None:
         """Account for ``data``; ``errors.IntegrityError`` once the promised size is exceeded."""
@@ -195,13 +199,13 @@ class Verifier:
         self._hash.update(data)
 
     def finish(self) -> BlobInfo:
-        """The verified blob's info; ``errors.IntegrityError`` if the size or sha256 differ."""
+        """The verified blob's info; ``errors.IntegrityError`` if the size or digest differ."""
         if self.expected_size is not None and self.size != self.expected_size:
             raise self._mismatch("size", self.expected_size, self.size)
-        digest = self._hash.hexdigest()
-        if self.expected_sha256 is not None and digest != self.expected_sha256:
-            raise self._mismatch("sha256", self.expected_sha256, digest)
-        return BlobInfo(key=self.key, size=self.size, sha256=digest)
+        digest = self._hash.result()
+        if self.expected_digest is not None and digest != self.expected_digest:
+            raise self._mismatch("digest", self.expected_digest, digest)
+        return BlobInfo(key=self.key, size=self.size, digest=digest)
 
     def _mismatch(self, what: str, expected: object, actual: object) -> errors.IntegrityError:
         return errors.IntegrityError(
@@ -210,18 +214,23 @@ class Verifier:
         )
 
 
-def blob_key(account_id: str, sha256: str) -> str:
-    """The content-addressed key of an account's blob: ``blobs/<account>/<sha[:2]>/<sha>``.
+def blob_key(account_id: str, digest: str) -> str:
+    """The content-addressed key of an account's blob: ``blobs/<account>/<hex[:2]>/<hex>`` for
+    a sha256 address (where blobs were stored before BLAKE3), ``blobs/<account>/<hex[:2]>/<hex>.b3``
+    for a BLAKE3 one (the same bytes under either address are two blobs: a key names one
+    algorithm's address only).
 
-    ``errors.InvalidRequest`` for a malformed sha256, ``errors.UnsafePath`` for an account id that
+    ``errors.InvalidRequest`` for a malformed digest, ``errors.UnsafePath`` for an account id that
     is not a single safe key segment (or starts with ``.``).
     """
-    validate_sha256(sha256)
+    validate_digest(digest)
     if "/" in account_id or account_id.startswith("."):
         raise errors.UnsafePath(
             f"unsafe account id {account_id!r} in a blob key", details={"account_id": account_id}
         )
-    return validate_key(f"blobs/{account_id}/{sha256[:2]}/{sha256}")
+    hex_ = digests.hex_of(digest)
+    suffix = "" if digests.algorithm_of(digest) == "sha256" else ".b3"
+    return validate_key(f"blobs/{account_id}/{hex_[:2]}/{hex_}{suffix}")
 
 
 def from_url(url: str) -> ObjectStorage:

@@ -119,13 +119,13 @@ class FilesThroughPut:
         key: str,
         src: Path,
         *,
-        sha256: str | None = None,
+        digest: str | None = None,
         move: bool = False,
         verified: bool = False,  # noqa: ARG002 (the bytes are read to be stored anyway)
     ) -> BlobInfo:
         """See ``ObjectStorage.put_file`` (``move``: ``src`` is removed once stored)."""
         chunks = iter_file(src, label=f"local file {src.name!r}")
-        info = await self.put(key, chunks, sha256=sha256)
+        info = await self.put(key, chunks, digest=digest)
         if move:
             src.unlink(missing_ok=True)
         return info

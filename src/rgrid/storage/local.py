@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -15,14 +14,14 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from rgrid import errors
+from rgrid import digests, errors
 from rgrid.storage import CHUNK_SIZE, BlobInfo, Verifier, _stream, validate_key, writeback
 from rgrid.storage._stream import wrap_os_errors as _wrap_errors
 
 logger = logging.getLogger(__name__)
 
 TMP_DIR = ".tmp"  # in-flight writes; inside root so that the final rename is atomic
-META_DIR = ".meta"  # sidecars: .meta/<key>.json holds the sha256 verified when the blob was written
+META_DIR = ".meta"  # sidecars: .meta/<key>.json holds the digest verified when the blob was written
 _META_SUFFIX = ".json"
 
 
@@ -30,9 +29,9 @@ class LocalStorage(_stream.FilesThroughPut, _stream.ServedByTheGrid):
     """``ObjectStorage`` on a local filesystem under ``root`` (created on first use).
 
     ``root/<key>`` holds a blob's bytes. It appears only by an atomic rename from ``root/.tmp`` once
-    the data is complete, verified and fsynced. Its sha256 is kept in ``root/.meta/<key>.json``
+    the data is complete, verified and fsynced. Its digest is kept in ``root/.meta/<key>.json``
     together with the size, inode and mtime it describes: a sidecar that no longer matches the file
-    (a crash, a racing overwrite) is ignored and the sha256 recomputed. Blocking I/O runs in worker
+    (a crash, a racing overwrite) is ignored and the digest recomputed. Blocking I/O runs in worker
     threads; no blob is ever held whole in memory.
     """
 
@@ -55,13 +54,13 @@ class LocalStorage(_stream.FilesThroughPut, _stream.ServedByTheGrid):
         key: str,
         chunks: AsyncIterator[bytes],
         *,
-        sha256: str | None = None,
+        digest: str | None = None,
         size: int | None = None,
     ) -> BlobInfo:
         """See ``ObjectStorage.put``; data is written to ``.tmp`` and renamed into place."""
         async with _stream.closing(chunks):
             path = self._path(key)
-            verifier = Verifier(key, sha256=sha256, size=size)
+            verifier = Verifier(key, digest=digest, size=size)
             info = await self._receive(path, verifier, chunks)
         logger.debug("blob stored", extra={"action": "blob_stored", "key": key, "size": info.size})
         return info
@@ -106,7 +105,7 @@ class LocalStorage(_stream.FilesThroughPut, _stream.ServedByTheGrid):
     def _write_meta(self, info: BlobInfo, st: os.stat_result) -> None:
         # Not fsynced: a lost or torn sidecar only costs a re-hash in stat().
         record = {
-            "sha256": info.sha256,
+            "digest": info.digest,
             "size": st.st_size,
             "ino": st.st_ino,
             "mtime_ns": st.st_mtime_ns,
@@ -124,23 +123,24 @@ class LocalStorage(_stream.FilesThroughPut, _stream.ServedByTheGrid):
             async for chunk in chunks:
                 yield chunk
 
-    async def stat(self, key: str) -> BlobInfo | None:
-        """See ``ObjectStorage.stat``; re-hashes (and rewrites the sidecar) if that is stale."""
+    async def stat(self, key: str, *, algorithm: str = digests.DEFAULT) -> BlobInfo | None:
+        """See ``ObjectStorage.stat``; re-hashes with ``algorithm`` (and rewrites the sidecar)
+        if that is stale."""
         path = self._path(key)
         with _wrap_errors(f"stat blob {key!r}"):
-            return await asyncio.to_thread(self._stat, key, path)
+            return await asyncio.to_thread(self._stat, key, path, algorithm)
 
-    def _stat(self, key: str, path: Path) -> BlobInfo | None:
+    def _stat(self, key: str, path: Path, algorithm: str) -> BlobInfo | None:
         try:
             st = path.stat()
         except (FileNotFoundError, NotADirectoryError):
             return None
         if not stat_mode.S_ISREG(st.st_mode):
             return None
-        sha256 = self._read_meta(key, st)
-        if sha256 is not None:
-            return BlobInfo(key=key, size=st.st_size, sha256=sha256)
-        return self._rehash(key, path)
+        digest = self._read_meta(key, st)
+        if digest is not None:
+            return BlobInfo(key=key, size=st.st_size, digest=digest)
+        return self._rehash(key, path, algorithm)
 
     def _read_meta(self, key: str, st: os.stat_result) -> str | None:
         try:
@@ -150,18 +150,22 @@ class LocalStorage(_stream.FilesThroughPut, _stream.ServedByTheGrid):
         current = {"size": st.st_size, "ino": st.st_ino, "mtime_ns": st.st_mtime_ns}
         if not isinstance(record, dict) or any(record.get(k) != v for k, v in current.items()):
             return None
-        sha256 = record.get("sha256")
-        return sha256 if isinstance(sha256, str) else None
+        digest = record.get("digest")
+        if digest is None and isinstance(legacy := record.get("sha256"), str):
+            digest = f"sha256:{legacy}"  # written before BLAKE3
+        return digest if isinstance(digest, str) else None
 
-    def _rehash(self, key: str, path: Path) -> BlobInfo | None:
+    def _rehash(self, key: str, path: Path, algorithm: str) -> BlobInfo | None:
         try:
             fh = path.open("rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         with fh:
             st = os.fstat(fh.fileno())
-            digest = hashlib.file_digest(fh, "sha256")
-        info = BlobInfo(key=key, size=st.st_size, sha256=digest.hexdigest())
+            hasher = digests.Hasher(algorithm)
+            while piece := fh.read(CHUNK_SIZE):
+                hasher.update(piece)
+        info = BlobInfo(key=key, size=st.st_size, digest=hasher.result())
         self._write_meta(info, st)
         logger.info("blob re-hashed", extra={"action": "blob_rehashed", "key": key})
         return info
@@ -187,7 +191,7 @@ class LocalStorage(_stream.FilesThroughPut, _stream.ServedByTheGrid):
             )
 
     async def copy_to_files(self, blobs: Sequence[tuple[str, str, Path]]) -> list[bool]:
-        """See ``ObjectStorage.copy_to_files``: a blob whose sidecar vouches for its sha256 is
+        """See ``ObjectStorage.copy_to_files``: a blob whose sidecar vouches for its digest is
         copied (kernel-side), all on one thread; any other is left to ``copy_to_file``."""
         for key, _, _ in blobs:
             validate_key(key)
@@ -195,15 +199,15 @@ class LocalStorage(_stream.FilesThroughPut, _stream.ServedByTheGrid):
             return await asyncio.to_thread(self._copy_all, blobs)
 
     def _copy_all(self, blobs: Sequence[tuple[str, str, Path]]) -> list[bool]:
-        return [self._copy_vouched(key, sha256, dest) for key, sha256, dest in blobs]
+        return [self._copy_vouched(key, digest, dest) for key, digest, dest in blobs]
 
-    def _copy_vouched(self, key: str, sha256: str, dest: Path) -> bool:
+    def _copy_vouched(self, key: str, digest: str, dest: Path) -> bool:
         path = self.root / key
         try:
             st = path.stat()
         except (FileNotFoundError, NotADirectoryError):
             return False
-        if not stat_mode.S_ISREG(st.st_mode) or self._read_meta(key, st) != sha256:
+        if not stat_mode.S_ISREG(st.st_mode) or self._read_meta(key, st) != digest:
             return False
         _stream.replace_atomically(dest, lambda tmp: _copy(key, path, tmp))
         return True
@@ -213,7 +217,7 @@ class LocalStorage(_stream.FilesThroughPut, _stream.ServedByTheGrid):
         key: str,
         src: Path,
         *,
-        sha256: str | None = None,
+        digest: str | None = None,
         move: bool = False,
         verified: bool = False,
     ) -> BlobInfo:
@@ -221,13 +225,13 @@ class LocalStorage(_stream.FilesThroughPut, _stream.ServedByTheGrid):
         hashed (unless ``verified``), synced and renamed into place rather than copied."""
         if move:
             with _wrap_errors(f"write blob {key!r}"):
-                moved = await asyncio.to_thread(self._adopt, key, src, sha256, verified)
+                moved = await asyncio.to_thread(self._adopt, key, src, digest, verified)
             if moved is not None:
                 return moved
-        return await super().put_file(key, src, sha256=sha256, move=move)
+        return await super().put_file(key, src, digest=digest, move=move)
 
-    def _adopt(self, key: str, src: Path, sha256: str | None, verified: bool) -> BlobInfo | None:
-        """Verify ``src`` (unless ``verified`` against ``sha256``) and rename it to the blob;
+    def _adopt(self, key: str, src: Path, digest: str | None, verified: bool) -> BlobInfo | None:
+        """Verify ``src`` (unless ``verified`` against ``digest``) and rename it to the blob;
         None if it lives on another filesystem."""
         path = self._path(key)
         try:
@@ -238,10 +242,10 @@ class LocalStorage(_stream.FilesThroughPut, _stream.ServedByTheGrid):
             st = os.fstat(fh.fileno())
             if st.st_dev != self._device():
                 return None
-            if verified and sha256 is not None:
-                info = BlobInfo(key=key, size=st.st_size, sha256=sha256)
+            if verified and digest is not None:
+                info = BlobInfo(key=key, size=st.st_size, digest=digest)
             else:
-                verifier = Verifier(key, sha256=sha256, size=None)
+                verifier = Verifier(key, digest=digest, size=None)
                 while data := fh.read(CHUNK_SIZE):
                     verifier.update(data)
                 info = verifier.finish()

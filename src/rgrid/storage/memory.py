@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from rgrid import errors
+from rgrid import digests, errors
 from rgrid.storage import CHUNK_SIZE, BlobInfo, Verifier, _stream, validate_key
 
 
@@ -29,13 +29,13 @@ class InMemoryStorage(_stream.FilesThroughPut, _stream.NoLocalFiles, _stream.Ser
         key: str,
         chunks: AsyncIterator[bytes],
         *,
-        sha256: str | None = None,
+        digest: str | None = None,
         size: int | None = None,
     ) -> BlobInfo:
         """See ``ObjectStorage.put``; the blob is stored by one dict assignment once verified."""
         async with _stream.closing(chunks):
             validate_key(key)
-            verifier = Verifier(key, sha256=sha256, size=size)
+            verifier = Verifier(key, digest=digest, size=size)
             parts: list[bytes] = []
             async with contextlib.aclosing(_stream.rechunk(chunks)) as pieces:
                 async for data in pieces:
@@ -54,7 +54,12 @@ class InMemoryStorage(_stream.FilesThroughPut, _stream.NoLocalFiles, _stream.Ser
             yield data[start : start + CHUNK_SIZE]
             await asyncio.sleep(0)  # let other tasks run between chunks, as real I/O would
 
-    async def stat(self, key: str) -> BlobInfo | None:
+    async def stat(
+        self,
+        key: str,
+        *,
+        algorithm: str = digests.DEFAULT,  # noqa: ARG002 (every blob here carries its digest)
+    ) -> BlobInfo | None:
         """See ``ObjectStorage.stat``."""
         entry = self._blobs.get(validate_key(key))
         return entry[0] if entry else None

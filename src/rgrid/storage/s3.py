@@ -5,9 +5,9 @@ client (``AWS_ENDPOINT_URL``/``RGRID_S3_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, �
 client is blocking, so every call runs in a worker thread.
 
 A put is verified before it becomes visible: small blobs are buffered (at most one part) and
-sent with one ``PutObject`` once their sha256 and size check out; larger ones go up as a
+sent with one ``PutObject`` once their digest and size check out; larger ones go up as a
 multipart upload whose parts are sent as they arrive, and the upload is completed — the moment
-the object appears — only after the whole stream was verified, else aborted. The sha256 is kept
+the object appears — only after the whole stream was verified, else aborted. The digest is kept
 in the object's metadata, so ``stat`` needs no read.
 """
 
@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rgrid import errors
+from rgrid import digests, errors
 from rgrid.storage import CHUNK_SIZE, BlobInfo, Verifier, validate_key
 from rgrid.storage._stream import (
     FilesThroughPut,
@@ -33,9 +33,12 @@ from rgrid.storage._stream import (
 
 #: multipart part size (S3's minimum is 5 MiB, except for the last part)
 PART_SIZE = 8 * 1024 * 1024
-SHA256_META = "sha256"
-#: where the sha256 of a blob uploaded in parts is kept (keys starting with "." are ours)
-META_PREFIX = ".sha256/"
+DIGEST_META = "digest"
+#: where the digest of a blob uploaded in parts is kept (keys starting with "." are ours)
+META_PREFIX = ".digest/"
+#: the same, for blobs stored before BLAKE3: their bare sha256 hex
+LEGACY_META = "sha256"
+LEGACY_PREFIX = ".sha256/"
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
@@ -96,7 +99,7 @@ class S3Storage(FilesThroughPut, NoLocalFiles):
         return self._client
 
     def _name(self, key: str) -> str:
-        if not key.startswith(META_PREFIX):
+        if not key.startswith((META_PREFIX, LEGACY_PREFIX)):
             validate_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
@@ -112,13 +115,13 @@ class S3Storage(FilesThroughPut, NoLocalFiles):
         key: str,
         chunks: AsyncIterator[bytes],
         *,
-        sha256: str | None = None,
+        digest: str | None = None,
         size: int | None = None,
     ) -> BlobInfo:
         """See ``ObjectStorage.put``."""
         name = self._name(key)
         async with closing(chunks):
-            verifier = Verifier(key, sha256=sha256, size=size)
+            verifier = Verifier(key, digest=digest, size=size)
             buffer = bytearray()
             upload: _Multipart | None = None
             try:
@@ -138,12 +141,12 @@ class S3Storage(FilesThroughPut, NoLocalFiles):
                         Bucket=self.bucket,
                         Key=name,
                         Body=bytes(buffer),
-                        Metadata={SHA256_META: info.sha256},
+                        Metadata={DIGEST_META: info.digest},
                     )
                 else:
                     if buffer:
                         await upload.send(bytes(buffer))
-                    await upload.complete(info.sha256)
+                    await upload.complete(info.digest)
                     upload = None
                 return info
             finally:
@@ -177,7 +180,12 @@ class S3Storage(FilesThroughPut, NoLocalFiles):
         finally:
             stream.close()
 
-    async def stat(self, key: str) -> BlobInfo | None:
+    async def stat(
+        self,
+        key: str,
+        *,
+        algorithm: str = digests.DEFAULT,  # noqa: ARG002 (every object carries its digest)
+    ) -> BlobInfo | None:
         """See ``ObjectStorage.stat``."""
         name = self._name(key)
 
@@ -194,16 +202,36 @@ class S3Storage(FilesThroughPut, NoLocalFiles):
         found = await asyncio.to_thread(head)
         if found is None:
             return None
-        sha256 = found["Metadata"].get(SHA256_META)
-        if sha256 is None:  # uploaded in parts: its hash is in the sidecar
+        metadata = found["Metadata"]
+        if DIGEST_META in metadata:
+            digest = metadata[DIGEST_META]
+        elif LEGACY_META in metadata:
+            digest = f"sha256:{metadata[LEGACY_META]}"
+        else:  # uploaded in parts: its hash is in the sidecar
+            digest = await self._sidecar(key)
+        return BlobInfo(key, int(found["ContentLength"]), digest)
+
+    async def _sidecar(self, key: str) -> str:
+        try:
             sidecar = await self._call(
                 f"read blob {key!r}",
                 self.client.get_object,
                 Bucket=self.bucket,
                 Key=self._name(META_PREFIX + key),
             )
-            sha256 = (await asyncio.to_thread(sidecar["Body"].read)).decode()
-        return BlobInfo(key, int(found["ContentLength"]), sha256)
+        except errors.StorageError as exc:
+            if exc.__cause__ is None or not _missing(exc.__cause__):  # type: ignore[arg-type]
+                raise
+            sidecar = await self._call(
+                f"read blob {key!r}",
+                self.client.get_object,
+                Bucket=self.bucket,
+                Key=self._name(LEGACY_PREFIX + key),
+            )
+            legacy: bytes = await asyncio.to_thread(sidecar["Body"].read)
+            return f"sha256:{legacy.decode()}"
+        stored: bytes = await asyncio.to_thread(sidecar["Body"].read)
+        return stored.decode()
 
     async def delete(self, key: str) -> None:
         """See ``ObjectStorage.delete``."""
@@ -211,12 +239,13 @@ class S3Storage(FilesThroughPut, NoLocalFiles):
         await self._call(
             f"delete blob {key!r}", self.client.delete_object, Bucket=self.bucket, Key=name
         )
-        await self._call(
-            f"delete blob {key!r}",
-            self.client.delete_object,
-            Bucket=self.bucket,
-            Key=self._name(META_PREFIX + key),
-        )
+        for prefix in (META_PREFIX, LEGACY_PREFIX):
+            await self._call(
+                f"delete blob {key!r}",
+                self.client.delete_object,
+                Bucket=self.bucket,
+                Key=self._name(prefix + key),
+            )
 
     async def copy_to_file(self, key: str, dest: Path) -> None:
         """See ``ObjectStorage.copy_to_file``."""
@@ -286,7 +315,7 @@ class S3Storage(FilesThroughPut, NoLocalFiles):
         return True
 
     async def rewrite(self, key: str) -> None:
-        """See ``ObjectStorage.rewrite``: copied onto itself (in parts past 5 GiB), the sha256
+        """See ``ObjectStorage.rewrite``: copied onto itself (in parts past 5 GiB), the digest
         moved into the object's metadata, so its sidecar, if any, goes."""
         info = await self.stat(key)
         if info is None:
@@ -298,14 +327,15 @@ class S3Storage(FilesThroughPut, NoLocalFiles):
             CopySource={"Bucket": self.bucket, "Key": name},
             Bucket=self.bucket,
             Key=name,
-            ExtraArgs={"Metadata": {SHA256_META: info.sha256}, "MetadataDirective": "REPLACE"},
+            ExtraArgs={"Metadata": {DIGEST_META: info.digest}, "MetadataDirective": "REPLACE"},
         )
-        await self._call(
-            f"rewrite blob {key!r}",
-            self.client.delete_object,
-            Bucket=self.bucket,
-            Key=self._name(META_PREFIX + key),
-        )
+        for prefix in (META_PREFIX, LEGACY_PREFIX):
+            await self._call(
+                f"rewrite blob {key!r}",
+                self.client.delete_object,
+                Bucket=self.bucket,
+                Key=self._name(prefix + key),
+            )
 
     async def health(self) -> None:
         """See ``ObjectStorage.health``: the bucket answers a read, and takes (and gives up) a
@@ -357,7 +387,7 @@ class _Multipart:
         )
         self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
 
-    async def complete(self, sha256: str) -> None:
+    async def complete(self, digest: str) -> None:
         # A multipart object takes its metadata when the upload starts, before the hash is
         # known: the verified hash goes into a small sidecar object first, then the blob appears.
         await self._storage._call(
@@ -365,7 +395,7 @@ class _Multipart:
             self._storage.client.put_object,
             Bucket=self._storage.bucket,
             Key=self._storage._name(META_PREFIX + self._key),
-            Body=sha256.encode(),
+            Body=digest.encode(),
         )
         await self._storage._call(
             f"write blob {self._key!r}",

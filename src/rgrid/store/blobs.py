@@ -21,8 +21,8 @@ async def present_blobs(session: AsyncSession, account_id: str, hashes: Sequence
     for start in range(0, len(unique), 500):  # stay under bind-parameter limits
         chunk = unique[start : start + 500]
         rows = await session.scalars(
-            select(BlobRow.sha256).where(
-                BlobRow.account_id == account_id, BlobRow.sha256.in_(chunk)
+            select(BlobRow.digest).where(
+                BlobRow.account_id == account_id, BlobRow.digest.in_(chunk)
             )
         )
         found.update(rows)
@@ -30,13 +30,13 @@ async def present_blobs(session: AsyncSession, account_id: str, hashes: Sequence
 
 
 async def record_blob(
-    session: AsyncSession, account_id: str, sha256: str, size: int, now: datetime
+    session: AsyncSession, account_id: str, digest: str, size: int, now: datetime
 ) -> None:
     """Idempotent, also when several uploads of the same content race."""
     insert = dialect_insert(session)
     await session.execute(
         insert(BlobRow)
-        .values(account_id=account_id, sha256=sha256, size=size, created_at=now)
+        .values(account_id=account_id, digest=digest, size=size, created_at=now)
         .on_conflict_do_nothing()
     )
 
@@ -45,7 +45,7 @@ ARTIFACT_COLUMNS = (
     ArtifactRow.execution_id,
     ArtifactRow.kind,
     ArtifactRow.path,
-    ArtifactRow.sha256,
+    ArtifactRow.digest,
     ArtifactRow.size,
     ArtifactRow.created_at,
     ArtifactRow.expires_at,
@@ -57,7 +57,7 @@ def _artifact(row: Any) -> domain.Artifact:  # an ArtifactRow, or a Row of ARTIF
         execution_id=row.execution_id,
         kind=domain.ArtifactKind(row.kind),
         path=row.path,
-        sha256=row.sha256,
+        digest=row.digest,
         size=row.size,
         created_at=row.created_at,
         expires_at=row.expires_at,
@@ -76,7 +76,7 @@ async def add_artifacts(
             "execution_id": execution_id,
             "kind": kind.value,
             "path": ref.path,
-            "sha256": ref.sha256,
+            "digest": ref.digest,
             "size": ref.size,
             "created_at": now,
         }
@@ -100,14 +100,14 @@ async def list_artifacts(
 async def list_files(
     session: AsyncSession, execution_id: str, kind: domain.ArtifactKind
 ) -> list[domain.FileRef]:
-    """An execution's inputs or outputs as path, sha256 and size only: what a worker needs,
+    """An execution's inputs or outputs as path, digest and size only: what a worker needs,
     read without the rest of each row (an execution of a project tree has thousands)."""
     rows = await session.execute(
-        select(ArtifactRow.path, ArtifactRow.sha256, ArtifactRow.size)
+        select(ArtifactRow.path, ArtifactRow.digest, ArtifactRow.size)
         .where(ArtifactRow.execution_id == execution_id, ArtifactRow.kind == kind.value)
         .order_by(ArtifactRow.path)
     )
-    return [domain.FileRef(path, sha256, size) for path, sha256, size in rows]
+    return [domain.FileRef(path, digest, size) for path, digest, size in rows]
 
 
 async def outputs_of(
@@ -135,11 +135,11 @@ def _in_use(cutoff: datetime) -> ColumnElement[bool]:
     ``BlobRow``)."""
     live = ExecutionRow.state.in_([s.value for s in domain.ExecutionState if not s.terminal])
     as_artifact = (
-        select(ArtifactRow.sha256)
+        select(ArtifactRow.digest)
         .join(ExecutionRow, ExecutionRow.id == ArtifactRow.execution_id)
         .where(
             ExecutionRow.account_id == BlobRow.account_id,
-            ArtifactRow.sha256 == BlobRow.sha256,
+            ArtifactRow.digest == BlobRow.digest,
             or_(ArtifactRow.created_at > cutoff, live),
         )
         .exists()
@@ -148,22 +148,22 @@ def _in_use(cutoff: datetime) -> ColumnElement[bool]:
         select(ExecutionRow.id)
         .where(
             ExecutionRow.account_id == BlobRow.account_id,
-            ExecutionRow.stdin_sha256 == BlobRow.sha256,
+            ExecutionRow.stdin_digest == BlobRow.digest,
             or_(ExecutionRow.created_at > cutoff, live),
         )
         .exists()
     )
     # a file of a project tree that an execution carries, as long as that execution's inputs
     in_tree = (
-        select(TreeFileRow.sha256)
+        select(TreeFileRow.digest)
         .join(
             ExecutionRow,
             (ExecutionRow.account_id == TreeFileRow.account_id)
-            & (ExecutionRow.tree_sha256 == TreeFileRow.tree_sha256),
+            & (ExecutionRow.tree_digest == TreeFileRow.tree_digest),
         )
         .where(
             TreeFileRow.account_id == BlobRow.account_id,
-            TreeFileRow.sha256 == BlobRow.sha256,
+            TreeFileRow.digest == BlobRow.digest,
             or_(ExecutionRow.created_at > cutoff, live),
         )
         .exists()
@@ -174,7 +174,7 @@ def _in_use(cutoff: datetime) -> ColumnElement[bool]:
 async def unreferenced_blobs(
     session: AsyncSession, cutoff: datetime, limit: int
 ) -> list[tuple[str, str]]:
-    """(account, sha256) of blobs recorded before ``cutoff`` that no artifact references which
+    """(account, digest) of blobs recorded before ``cutoff`` that no artifact references which
     was recorded after it or belongs to an execution not yet ended."""
     return await _oldest(session, limit, BlobRow.created_at <= cutoff, ~_in_use(cutoff))
 
@@ -182,7 +182,7 @@ async def unreferenced_blobs(
 async def blobs_in_use(
     session: AsyncSession, cutoff: datetime, written_before: datetime, limit: int
 ) -> list[tuple[str, str]]:
-    """(account, sha256) of blobs recorded (or rewritten) before ``written_before`` that an
+    """(account, digest) of blobs recorded (or rewritten) before ``written_before`` that an
     artifact still uses (as ``unreferenced_blobs`` counts use, with ``cutoff``)."""
     return await _oldest(session, limit, BlobRow.created_at <= written_before, _in_use(cutoff))
 
@@ -190,9 +190,9 @@ async def blobs_in_use(
 async def _oldest(
     session: AsyncSession, limit: int, *conditions: ColumnElement[bool]
 ) -> list[tuple[str, str]]:
-    """(account, sha256) of up to ``limit`` blobs meeting ``conditions``, oldest first."""
+    """(account, digest) of up to ``limit`` blobs meeting ``conditions``, oldest first."""
     rows = await session.execute(
-        select(BlobRow.account_id, BlobRow.sha256)
+        select(BlobRow.account_id, BlobRow.digest)
         .where(*conditions)
         .order_by(BlobRow.created_at)
         .limit(limit)
@@ -204,10 +204,10 @@ async def mark_rewritten(
     session: AsyncSession, blobs: Sequence[tuple[str, str]], now: datetime
 ) -> None:
     """These blobs were written anew at ``now``: their age starts over."""
-    for account_id, sha256 in blobs:
+    for account_id, digest in blobs:
         await session.execute(
             update(BlobRow)
-            .where(BlobRow.account_id == account_id, BlobRow.sha256 == sha256)
+            .where(BlobRow.account_id == account_id, BlobRow.digest == digest)
             .values(created_at=now)
         )
 
@@ -221,8 +221,8 @@ async def forget_blobs(
     forget the project trees holding any of them (they are to be sent anew)."""
     from rgrid.store import trees
 
-    for account_id, sha256 in blobs:
-        query = delete(BlobRow).where(BlobRow.account_id == account_id, BlobRow.sha256 == sha256)
+    for account_id, digest in blobs:
+        query = delete(BlobRow).where(BlobRow.account_id == account_id, BlobRow.digest == digest)
         if created_after is not None:
             query = query.where(BlobRow.created_at > created_after)
         await session.execute(query)

@@ -79,8 +79,8 @@ def to_domain(row: ExecutionRow, metadata: Mapping[str, str]) -> domain.Executio
         env_ciphertext=row.env_ciphertext,
         argv0=row.argv0,
         mount_roots=tuple((row.mounts or {}).get("roots", ())),
-        stdin_sha256=row.stdin_sha256,
-        tree_sha256=row.tree_sha256,
+        stdin_digest=row.stdin_digest,
+        tree_digest=row.tree_digest,
         cache_key=row.cache_key,
         cache_parts=row.cache_parts,
         cache_base=row.cache_base,
@@ -486,8 +486,8 @@ class Held(NamedTuple):
 
     account_id: str
     env_ciphertext: str
-    tree_sha256: str | None
-    stdin_sha256: str | None
+    tree_digest: str | None
+    stdin_digest: str | None
     stdin_size: int | None
 
 
@@ -498,8 +498,8 @@ async def held(session: AsyncSession, execution_id: str, worker: str, attempt: i
             select(
                 ExecutionRow.account_id,
                 ExecutionRow.env_ciphertext,
-                ExecutionRow.tree_sha256,
-                ExecutionRow.stdin_sha256,
+                ExecutionRow.tree_digest,
+                ExecutionRow.stdin_digest,
                 ExecutionRow.stdin_size,
             ).where(_held_by(execution_id, worker, attempt))
         )
@@ -609,7 +609,7 @@ async def for_cost(
 
 
 class PastRun(NamedTuple):
-    script_sha256: str | None
+    script_digest: str | None
     run_us: int
 
 

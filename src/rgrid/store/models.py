@@ -22,6 +22,11 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from rgrid import digests
+
+#: a content address column holds "blake3:" or "sha256:" and 64 hex digits
+DIGEST_CHARS = digests.MAX_LENGTH
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every backend (SQLite drops the offset)."""
@@ -102,7 +107,7 @@ class BlobRow(Base):
     __tablename__ = "blobs"
 
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
-    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(DIGEST_CHARS), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -118,8 +123,8 @@ class ExecutionRow(Base):
         Index("ix_executions_cache", "account_id", "cache_key"),
         Index("ix_executions_cache_base", "account_id", "cache_base"),
         Index("ix_executions_account_script", "account_id", "script", "created_at"),
-        Index("ix_executions_stdin", "account_id", "stdin_sha256"),
-        Index("ix_executions_tree", "account_id", "tree_sha256"),
+        Index("ix_executions_stdin", "account_id", "stdin_digest"),
+        Index("ix_executions_tree", "account_id", "tree_digest"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -191,10 +196,10 @@ class ExecutionRow(Base):
     #: the user's time zone and locale: {"time_zone": …, "locale": {…}}; NULL: the defaults
     surroundings: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # piped stdin (a blob unless empty); NULL: none, the script gets end-of-file at once
-    stdin_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    stdin_digest: Mapped[str | None] = mapped_column(String(DIGEST_CHARS), nullable=True)
     stdin_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     #: the project tree it carries (``TreeRow``); NULL: only its named files
-    tree_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    tree_digest: Mapped[str | None] = mapped_column(String(DIGEST_CHARS), nullable=True)
     # stamped on every insert and update: a batch's followers ask only for what changed
     updated_at: Mapped[datetime | None] = mapped_column(
         UTCDateTime, nullable=True, default=_now, onupdate=_now
@@ -230,14 +235,14 @@ class ExecutionMetadataRow(Base):
 
 class ArtifactRow(Base):
     __tablename__ = "artifacts"
-    __table_args__ = (Index("ix_artifacts_sha256", "sha256"),)  # retention: who still uses a blob
+    __table_args__ = (Index("ix_artifacts_digest", "digest"),)  # retention: who still uses a blob
 
     execution_id: Mapped[str] = mapped_column(
         ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
     )
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     path: Mapped[str] = mapped_column(String(4096), primary_key=True)
-    sha256: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(DIGEST_CHARS))
     size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -274,12 +279,12 @@ class WorkerRow(Base):
 
 class TreeRow(Base):
     """A project tree (``domain.Tree``), stored once per account and shared by the executions
-    that name it (``ExecutionRow.tree_sha256``)."""
+    that name it (``ExecutionRow.tree_digest``)."""
 
     __tablename__ = "trees"
 
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
-    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(DIGEST_CHARS), primary_key=True)
     #: directories that no file implies
     dirs: Mapped[list[str]] = mapped_column(JSON, default=list)
     file_count: Mapped[int] = mapped_column(Integer)
@@ -290,12 +295,12 @@ class TreeRow(Base):
 class TreeFileRow(Base):
     __tablename__ = "tree_files"
     # retention: which trees hold a blob
-    __table_args__ = (Index("ix_tree_files_blob", "account_id", "sha256"),)
+    __table_args__ = (Index("ix_tree_files_blob", "account_id", "digest"),)
 
     account_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tree_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tree_digest: Mapped[str] = mapped_column(String(DIGEST_CHARS), primary_key=True)
     path: Mapped[str] = mapped_column(String(4096), primary_key=True)
-    sha256: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(DIGEST_CHARS))
     size: Mapped[int] = mapped_column(BigInteger)
 
 

@@ -13,9 +13,9 @@ from rgrid.store import dialect_insert
 from rgrid.store.models import TreeFileRow, TreeRow
 
 
-async def known(session: AsyncSession, account_id: str, sha256: str) -> bool:
+async def known(session: AsyncSession, account_id: str, digest: str) -> bool:
     row = await session.scalar(
-        select(TreeRow.sha256).where(TreeRow.account_id == account_id, TreeRow.sha256 == sha256)
+        select(TreeRow.digest).where(TreeRow.account_id == account_id, TreeRow.digest == digest)
     )
     return row is not None
 
@@ -27,23 +27,23 @@ async def add(session: AsyncSession, account_id: str, tree: domain.Tree, now: da
         dialect_insert(session)(TreeRow)
         .values(
             account_id=account_id,
-            sha256=tree.sha256,
+            digest=tree.digest,
             dirs=list(tree.dirs),
             file_count=len(tree.files),
             total_bytes=sum(ref.size for ref in tree.files),
             created_at=now,
         )
         .on_conflict_do_nothing()
-        .returning(TreeRow.sha256)
+        .returning(TreeRow.digest)
     )
     if created.scalar() is None:
         return False
     rows = [
         {
             "account_id": account_id,
-            "tree_sha256": tree.sha256,
+            "tree_digest": tree.digest,
             "path": ref.path,
-            "sha256": ref.sha256,
+            "digest": ref.digest,
             "size": ref.size,
         }
         for ref in tree.files
@@ -53,40 +53,40 @@ async def add(session: AsyncSession, account_id: str, tree: domain.Tree, now: da
     return True
 
 
-async def load(session: AsyncSession, account_id: str, sha256: str) -> domain.Tree | None:
+async def load(session: AsyncSession, account_id: str, digest: str) -> domain.Tree | None:
     """The stored tree, or None."""
     dirs = await session.scalar(
-        select(TreeRow.dirs).where(TreeRow.account_id == account_id, TreeRow.sha256 == sha256)
+        select(TreeRow.dirs).where(TreeRow.account_id == account_id, TreeRow.digest == digest)
     )
     if dirs is None:
         return None
     rows = await session.execute(
-        select(TreeFileRow.path, TreeFileRow.sha256, TreeFileRow.size)
-        .where(TreeFileRow.account_id == account_id, TreeFileRow.tree_sha256 == sha256)
+        select(TreeFileRow.path, TreeFileRow.digest, TreeFileRow.size)
+        .where(TreeFileRow.account_id == account_id, TreeFileRow.tree_digest == digest)
         .order_by(TreeFileRow.path)
     )
     files = tuple(domain.FileRef(path, sha, size) for path, sha, size in rows)
-    return domain.Tree(sha256, files, tuple(dirs))
+    return domain.Tree(digest, files, tuple(dirs))
 
 
 async def forget_holding(session: AsyncSession, blobs: Sequence[tuple[str, str]]) -> list[str]:
-    """Forget the trees that hold any of these (account, sha256) blobs, which are going: a run
+    """Forget the trees that hold any of these (account, digest) blobs, which are going: a run
     naming such a tree again is told to send it anew. Returns the trees' digests."""
     gone: set[tuple[str, str]] = set()
-    for account_id, sha256 in blobs:
+    for account_id, digest in blobs:
         holders = await session.scalars(
-            select(TreeFileRow.tree_sha256)
-            .where(TreeFileRow.account_id == account_id, TreeFileRow.sha256 == sha256)
+            select(TreeFileRow.tree_digest)
+            .where(TreeFileRow.account_id == account_id, TreeFileRow.digest == digest)
             .distinct()
         )
         gone.update((account_id, tree) for tree in holders)
     for account_id, tree in sorted(gone):
         await session.execute(
             delete(TreeFileRow).where(
-                TreeFileRow.account_id == account_id, TreeFileRow.tree_sha256 == tree
+                TreeFileRow.account_id == account_id, TreeFileRow.tree_digest == tree
             )
         )
         await session.execute(
-            delete(TreeRow).where(TreeRow.account_id == account_id, TreeRow.sha256 == tree)
+            delete(TreeRow).where(TreeRow.account_id == account_id, TreeRow.digest == tree)
         )
     return sorted(tree for _, tree in gone)

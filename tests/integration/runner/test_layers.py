@@ -7,14 +7,14 @@ import os
 import time
 from pathlib import Path
 
-from rgrid import domain
+from rgrid import digests
 from rgrid.runner import layers, mounts
 
 OWNER = 65534
 
 
 def build(store: layers.Layers, name: str) -> layers.Layer:
-    key = domain.tree_digest([(f"{name}/file.txt", "0" * 64, 1)], ())
+    key = digests.of_tree([(f"{name}/file.txt", "blake3:" + "0" * 64, 1)], ())
     with store.hold(key) as held:
         assert held is None
         scratch = store.scratch()
@@ -56,11 +56,14 @@ def test_eviction_keeps_the_most_recent_and_every_held_layer(tmp_path: Path) -> 
         store.evict()
         assert oldest.path.is_dir()  # in use: an execution's overlay is on it
     assert not middle.path.exists()
-    assert not (store.root / f"{middle.key}.lock").exists()
+    assert not (store.root / f"{middle.path.name}.lock").exists()
     assert newest.path.is_dir()
     store.evict()  # no longer held, and not among the most recent one
     assert not oldest.path.exists()
-    assert sorted(p.name for p in store.root.iterdir()) == [newest.key, f"{newest.key}.lock"]
+    name = newest.path.name
+    assert sorted(p.name for p in store.root.iterdir()) == [name, f"{name}.lock"]
+    # an overlay's options separate directories with ":": no layer's path may hold one
+    assert ":" in newest.key and ":" not in name
 
 
 def test_a_used_layer_counts_as_recent(tmp_path: Path) -> None:

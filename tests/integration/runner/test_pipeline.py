@@ -14,7 +14,7 @@ import pytest
 from tests.fake_plane import FakeControlPlane
 
 from rgrid import domain
-from rgrid.digests import tree_digest
+from rgrid.digests import of_tree
 from rgrid.domain import ExecutionState, FailureClass
 from rgrid.runner import RunnerConfig
 from rgrid.runner.configure import runner_config
@@ -92,7 +92,7 @@ async def test_a_tree_is_materialised_below_the_named_files(config: RunnerConfig
     plane = FakeControlPlane()
     files = [plane.add(f"data/t{i}.txt", f"tree {i}\n".encode()) for i in range(3)]
     tree = domain.Tree(
-        tree_digest(((f.path, f.sha256, f.size) for f in files), ["models"]),
+        of_tree(((f.path, f.digest, f.size) for f in files), ["models"]),
         tuple(files),
         ("models",),
     )
@@ -175,7 +175,7 @@ async def test_a_cancel_stops_the_run(config: RunnerConfig) -> None:
 async def test_a_lost_input_fails_the_run_as_an_input_error(config: RunnerConfig) -> None:
     plane = FakeControlPlane()
     spec = spec_of(plane, "print(1)\n", files={"data/gone.txt": b"gone\n"})
-    del plane.blobs[spec.inputs[1].sha256]
+    del plane.blobs[spec.inputs[1].digest]
 
     outcome = await run(spec, plane, config)
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator
 
-from rgrid import domain, schemas
+from rgrid import digests, domain, schemas
 from rgrid.services import Grid
 from rgrid.services import blobs as blob_service
 from rgrid.services import executions as service
@@ -17,7 +16,7 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
 
 
 async def upload(grid: Grid, principal: domain.Principal, data: bytes) -> str:
-    sha = hashlib.sha256(data).hexdigest()
+    sha = digests.of_bytes(data)
     await blob_service.upload_blob(grid, principal.account.id, sha, _chunks(data), len(data))
     return sha
 
@@ -32,7 +31,7 @@ async def submit_script(
 ) -> domain.Execution:
     entries = {"main.py": source.encode(), **(files or {})}
     refs = [
-        schemas.FileIn(path=path, sha256=await upload(grid, principal, data), size=len(data))
+        schemas.FileIn(path=path, digest=await upload(grid, principal, data), size=len(data))
         for path, data in entries.items()
     ]
     spec = schemas.ExecutionCreate(script="main.py", files=refs, **options)  # type: ignore[arg-type]

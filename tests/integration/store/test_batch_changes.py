@@ -25,11 +25,11 @@ async def test_a_follower_gets_only_the_items_that_changed(grid: Grid) -> None:
     items = []
     for name in ("a.csv", "b.csv", "c.csv"):
         sha = await upload(grid, admin, name.encode())
-        file = schemas.FileIn(path=f"_inputs/{name}", sha256=sha, size=len(name))
+        file = schemas.FileIn(path=f"_inputs/{name}", digest=sha, size=len(name))
         items.append(schemas.BatchItemIn(input=name, args=[file.path], files=[file]))
     spec = schemas.BatchCreate(
         script="main.py",
-        files=[schemas.FileIn(path="main.py", sha256=script, size=31)],
+        files=[schemas.FileIn(path="main.py", digest=script, size=31)],
         items=items,
         parallel=2,
     )
@@ -68,7 +68,7 @@ async def test_a_worker_claims_only_what_its_pythons_can_run(grid: Grid) -> None
     script = await upload(grid, admin, b"print(1)\n")
     spec = schemas.BatchCreate(
         script="main.py",
-        files=[schemas.FileIn(path="main.py", sha256=script, size=9)],
+        files=[schemas.FileIn(path="main.py", digest=script, size=9)],
         items=[schemas.BatchItemIn(input=name, args=[], files=[]) for name in ("a", "b", "c")],
         parallel=3,
     )

@@ -141,7 +141,7 @@ async def test_a_stale_attempt_can_neither_log_nor_store_nor_finish(
     good_file = tmp_path / "good.txt"
     good_file.write_text("attempt 2's\n")
     good = await second_plane.store_output(good_file, "out/good.txt")
-    stale_ref = domain.FileRef("out/stale.txt", good.sha256, good.size)
+    stale_ref = domain.FileRef("out/stale.txt", good.digest, good.size)
     success = domain.Outcome(ExecutionState.SUCCEEDED, 0, None)
 
     assert not await record_outcome(

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tests.integration.store.conftest import ADMIN_KEY
 from tests.integration.store.helpers import submit_script, upload
 
-from rgrid import errors, schemas, store
+from rgrid import digests, errors, schemas, store
 from rgrid.domain import ExecutionState
 from rgrid.services import Grid
 from rgrid.services import accounts as account_service
@@ -22,14 +22,15 @@ from rgrid.store.models import ExecutionRow
 async def test_submit_needs_uploaded_blobs_and_safe_paths(grid: Grid) -> None:
     admin = await account_service.authenticate(grid, ADMIN_KEY)
     missing = schemas.ExecutionCreate(
-        script="main.py", files=[schemas.FileIn(path="main.py", sha256="0" * 64, size=1)]
+        script="main.py",
+        files=[schemas.FileIn(path="main.py", digest="blake3:" + "0" * 64, size=1)],
     )
     with pytest.raises(errors.InvalidRequest, match="not uploaded"):
         await service.submit(grid, admin, missing)
     sha = await upload(grid, admin, b"print(1)\n")
     for bad in ("../main.py", "/main.py", "a/../../main.py"):
         spec = schemas.ExecutionCreate(
-            script=bad, files=[schemas.FileIn(path=bad, sha256=sha, size=9)]
+            script=bad, files=[schemas.FileIn(path=bad, digest=sha, size=9)]
         )
         with pytest.raises(errors.UnsafePath):
             await service.submit(grid, admin, spec)
@@ -37,14 +38,14 @@ async def test_submit_needs_uploaded_blobs_and_safe_paths(grid: Grid) -> None:
     for roots in ([], ["/etc"], ["/"], ["/opt"]):
         spec = schemas.ExecutionCreate(
             script="/etc/main.py",
-            files=[schemas.FileIn(path="/etc/main.py", sha256=sha, size=9)],
+            files=[schemas.FileIn(path="/etc/main.py", digest=sha, size=9)],
             mount_roots=roots,
         )
         with pytest.raises(errors.UnsafePath):
             await service.submit(grid, admin, spec)
     bad_env = schemas.ExecutionCreate(
         script="main.py",
-        files=[schemas.FileIn(path="main.py", sha256=sha, size=9)],
+        files=[schemas.FileIn(path="main.py", digest=sha, size=9)],
         env={"A-B": "x"},
     )
     with pytest.raises(errors.InvalidRequest, match="environment variable"):
@@ -220,26 +221,26 @@ async def test_a_thousand_items_two_engines_each_claimed_once(
 
 async def test_stdin_needs_its_blob_unless_empty_and_a_retry_keeps_it(grid: Grid) -> None:
     admin = await account_service.authenticate(grid, ADMIN_KEY)
-    absent = schemas.StdinIn(sha256="0" * 64, size=5)
+    absent = schemas.StdinIn(digest="blake3:" + "0" * 64, size=5)
     with pytest.raises(errors.InvalidRequest, match="not uploaded: <stdin>"):
         await submit_script(grid, admin, "print(1)\n", stdin=absent)
     with pytest.raises(errors.InvalidRequest, match="empty stdin"):
         await submit_script(
-            grid, admin, "print(1)\n", stdin=schemas.StdinIn(sha256=absent.sha256, size=0)
+            grid, admin, "print(1)\n", stdin=schemas.StdinIn(digest=absent.digest, size=0)
         )
-    empty = schemas.StdinIn(sha256=service.EMPTY_SHA256, size=0)
+    empty = schemas.StdinIn(digest=digests.of_bytes(b""), size=0)
     assert (await submit_script(grid, admin, "print(1)\n", stdin=empty)).stdin_size == 0
     assert (await submit_script(grid, admin, "print(1)\n")).stdin_size is None
 
     sha = await upload(grid, admin, b"a,b\n1,2\n")
     original = await submit_script(
-        grid, admin, "print(2)\n", stdin=schemas.StdinIn(sha256=sha, size=8)
+        grid, admin, "print(2)\n", stdin=schemas.StdinIn(digest=sha, size=8)
     )
     assert original.stdin_size == 8
     await service.cancel(grid, admin, original.id)
     again = await service.retry(grid, admin, original.id, force=True)
     async with store.transaction(grid.sessions) as session:
         rows = [await repo.get_row(session, e.id) for e in (original, again)]
-    assert [(r.stdin_sha256, r.stdin_size) for r in rows if r] == [(sha, 8)] * 2
+    assert [(r.stdin_digest, r.stdin_size) for r in rows if r] == [(sha, 8)] * 2
     assert rows[0] and rows[1] and rows[1].cache_parts == rows[0].cache_parts
     assert rows[0].cache_parts and rows[0].cache_parts["stdin"] == sha

@@ -62,7 +62,7 @@ async def test_the_janitor_deletes_only_blobs_nothing_live_references(grid: Grid
         e.id: (await service.list_artifacts(grid, admin, e.id, ArtifactKind.INPUT))[1]
         for e in (old, new, waiting)
     }
-    sha = {e_id: {a.path: a.sha256 for a in arts} for e_id, arts in scripts.items()}
+    sha = {e_id: {a.path: a.digest for a in arts} for e_id, arts in scripts.items()}
     gone = {sha[old.id]["main.py"], output}
     kept = {sha[new.id]["main.py"], sha[new.id]["data.csv"], sha[waiting.id]["main.py"]}
     assert deleted == len(gone)
@@ -121,17 +121,17 @@ async def test_blobs_in_use_are_rewritten_where_the_storage_expires_old_objects(
     await age(grid, waiting.id, 31, ExecutionState.QUEUED)  # every blob row: 40 days old
     await age(grid, done.id, 31, ExecutionState.SUCCEEDED)
     _, inputs = await service.list_artifacts(grid, admin, waiting.id, ArtifactKind.INPUT)
-    in_use = sorted(a.sha256 for a in inputs)
+    in_use = sorted(a.digest for a in inputs)
     _, (done_script,) = await service.list_artifacts(grid, admin, done.id, ArtifactKind.INPUT)
 
-    def written(sha256: str) -> object:
-        name = f"blobs/{blob_key(account, sha256)}"
+    def written(digest: str) -> object:
+        name = f"blobs/{blob_key(account, digest)}"
         return client.head_object(Bucket=bucket, Key=name)["LastModified"]
 
     before = {sha: written(sha) for sha in in_use}
     await asyncio.sleep(1.1)  # S3 times have whole seconds
     assert await retention.sweep(grid) == 1  # the finished run's script only
-    assert await grid.storage.stat(blob_key(account, done_script.sha256)) is None
+    assert await grid.storage.stat(blob_key(account, done_script.digest)) is None
     for sha in in_use:
         assert written(sha) > before[sha]  # rewritten: the rule's clock starts over
         assert await grid.storage.stat(blob_key(account, sha)) is not None
@@ -154,7 +154,7 @@ async def test_a_stdin_blob_is_kept_as_long_as_the_executions_inputs(grid: Grid)
     ):
         data = f"stdin of the {label} run\n".encode()
         sha = await upload(grid, admin, data)
-        stdin = schemas.StdinIn(sha256=sha, size=len(data))
+        stdin = schemas.StdinIn(digest=sha, size=len(data))
         execution = await submit_script(grid, admin, f"print({label!r})\n", stdin=stdin)
         await age(grid, execution.id, days, state)
         async with store.transaction(grid.sessions) as session:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Iterator
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rgrid import errors
+from rgrid import digests, errors
 from rgrid.client import stdin
 
 
@@ -74,7 +73,7 @@ def test_spooling_hashes_every_byte_and_removes_the_file(pipe: Pipe) -> None:
     thread.start()
     quiet: list[bool] = []
     with stdin.spooled(pipe.read, on_quiet=lambda: quiet.append(True)) as spooled:
-        assert (spooled.size, spooled.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+        assert (spooled.size, spooled.digest) == (len(data), digests.of_bytes(data))
         assert spooled.source.read_bytes() == data
         assert spooled.rel == stdin.STDIN_NAME
     thread.join()

@@ -3,12 +3,11 @@ hashed (named), or it did not (the bytes were damaged on the way: the grid's own
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
 
-from rgrid import errors
+from rgrid import digests, errors
 from rgrid.client.bundle import LocalFile
 from rgrid.client.runs import upload_files
 
@@ -19,13 +18,13 @@ class RefusingGrid:
     def missing_blobs(self, hashes: list[str]) -> list[str]:
         return hashes
 
-    def upload_blob(self, sha256: str, path: Path, size: int) -> None:
-        raise errors.IntegrityError(f"blob: expected sha256 {sha256}, received something else")
+    def upload_blob(self, digest: str, path: Path, size: int) -> None:
+        raise errors.IntegrityError(f"blob: expected digest {digest}, received something else")
 
 
 def hashed(path: Path, content: bytes) -> LocalFile:
     path.write_bytes(content)
-    return LocalFile(path.name, path, hashlib.sha256(content).hexdigest(), len(content))
+    return LocalFile(path.name, path, digests.of_bytes(content), len(content))
 
 
 def test_an_unchanged_file_keeps_the_grids_error(tmp_path: Path) -> None:

@@ -31,7 +31,9 @@ async def test_an_outcome_that_cannot_be_recorded_ends_the_execution_as_failed()
             raise UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed")
         recorded.append(outcome)
 
-    given = domain.Outcome(ExecutionState.SUCCEEDED, 0, outputs=(domain.FileRef("a", "0" * 64, 1),))
+    given = domain.Outcome(
+        ExecutionState.SUCCEEDED, 0, outputs=(domain.FileRef("a", "blake3:" + "0" * 64, 1),)
+    )
     await _report(_spec(), given, on_done)
     assert [(o.state, o.failure_class, o.outputs) for o in recorded] == [
         (ExecutionState.FAILED, FailureClass.INFRASTRUCTURE, ())

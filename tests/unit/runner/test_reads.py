@@ -17,7 +17,7 @@ SPEC = domain.ExecutionSpec(
     script="main.py",
     args=(),
     env={},
-    inputs=(domain.FileRef("main.py", "a" * 64, 1),),
+    inputs=(domain.FileRef("main.py", "blake3:" + "a" * 64, 1),),
     timeout_s=10,
     memory_bytes=2**30,
     network=False,
@@ -67,7 +67,7 @@ async def test_a_run_with_files_outside_its_working_directory_is_not_observed(
 ) -> None:
     """Those are mounted from a mirror the observer does not watch yet: whole-input rule."""
     outside = dataclasses.replace(
-        SPEC, inputs=(*SPEC.inputs, domain.FileRef("/data/x.csv", "b" * 64, 1))
+        SPEC, inputs=(*SPEC.inputs, domain.FileRef("/data/x.csv", "blake3:" + "b" * 64, 1))
     )
     assert await pipeline._watch(outside, staged(tmp_path), _Box("bwrap"), _Config(True)) is None  # type: ignore[arg-type]
     assert observer.watched == []

@@ -12,9 +12,9 @@ SECRET = b"k" * 32
 
 def key_files() -> list[FileRef]:
     return [
-        FileRef("main.py", "a" * 64, 10),
-        FileRef("helper.py", "b" * 64, 10),
-        FileRef("data/x.csv", "c" * 64, 10),
+        FileRef("main.py", "blake3:" + "a" * 64, 10),
+        FileRef("helper.py", "blake3:" + "b" * 64, 10),
+        FileRef("data/x.csv", "blake3:" + "c" * 64, 10),
     ]
 
 
@@ -39,16 +39,23 @@ def test_the_same_run_has_the_same_key_and_order_does_not_matter() -> None:
 
 
 def test_every_part_changes_the_key_and_is_named() -> None:
-    files = [FileRef("main.py", "a" * 64, 10), FileRef("helper.py", "b" * 64, 10)]
+    files = [
+        FileRef("main.py", "blake3:" + "a" * 64, 10),
+        FileRef("helper.py", "blake3:" + "b" * 64, 10),
+    ]
     cases = {
-        "the script changed": key(files=[FileRef("main.py", "d" * 64, 10), *key_files()[1:]]),
+        "the script changed": key(
+            files=[FileRef("main.py", "blake3:" + "d" * 64, 10), *key_files()[1:]]
+        ),
         "a local module changed: helper.py": key(
-            files=[key_files()[0], FileRef("helper.py", "d" * 64, 10), key_files()[2]]
+            files=[key_files()[0], FileRef("helper.py", "blake3:" + "d" * 64, 10), key_files()[2]]
         ),
         "a local module was added: util.py": key(
-            files=[*key_files(), FileRef("util.py", "e" * 64, 1)]
+            files=[*key_files(), FileRef("util.py", "blake3:" + "e" * 64, 1)]
         ),
-        "an input changed: data/x.csv": key(files=[*files, FileRef("data/x.csv", "d" * 64, 10)]),
+        "an input changed: data/x.csv": key(
+            files=[*files, FileRef("data/x.csv", "blake3:" + "d" * 64, 10)]
+        ),
         "an input was removed: data/x.csv": key(files=files),
         "the arguments changed": key(args=["data/x.csv", "--slow"]),
         "an environment variable changed: TOKEN": key(env={"TOKEN": "other"}),
@@ -56,7 +63,7 @@ def test_every_part_changes_the_key_and_is_named() -> None:
         "the dependencies changed": key(requirements=["pyyaml"]),
         "the runtime changed": key(runtime="/3.12"),
         "the network setting changed": key(network=False),
-        "stdin changed": key(stdin="f" * 64),
+        "stdin changed": key(stdin="blake3:" + "f" * 64),
     }
     for reason, changed in cases.items():
         assert changed.digest != key().digest, reason
@@ -86,8 +93,8 @@ def test_a_py_file_named_by_an_argument_is_an_input() -> None:
 
 
 def test_rekeyed_with_new_input_contents_equals_a_fresh_key() -> None:
-    fresh = key(files=[*key_files()[:2], FileRef("data/x.csv", "f" * 64, 10)])
-    assert rekeyed(SECRET, key().parts, {"data/x.csv": "f" * 64}) == fresh
+    fresh = key(files=[*key_files()[:2], FileRef("data/x.csv", "blake3:" + "f" * 64, 10)])
+    assert rekeyed(SECRET, key().parts, {"data/x.csv": "blake3:" + "f" * 64}) == fresh
     assert rekeyed(SECRET, key().parts, {}).digest == key().digest
 
 
@@ -96,7 +103,10 @@ def test_stdin_is_a_part_only_when_given() -> None:
     hit); two different stdins differ, and so does one against none."""
     assert "stdin" not in key().parts
     assert key(stdin=None).digest == key().digest
-    assert key(stdin="1" * 64).digest == key(stdin="1" * 64).digest
-    assert key(stdin="1" * 64).digest != key(stdin="2" * 64).digest
-    assert explain_miss(key(stdin="2" * 64).parts, key(stdin="1" * 64).parts) == "stdin changed"
-    assert explain_miss(key().parts, key(stdin="1" * 64).parts) == "stdin changed"
+    assert key(stdin="blake3:" + "1" * 64).digest == key(stdin="blake3:" + "1" * 64).digest
+    assert key(stdin="blake3:" + "1" * 64).digest != key(stdin="blake3:" + "2" * 64).digest
+    assert (
+        explain_miss(key(stdin="blake3:" + "2" * 64).parts, key(stdin="blake3:" + "1" * 64).parts)
+        == "stdin changed"
+    )
+    assert explain_miss(key().parts, key(stdin="blake3:" + "1" * 64).parts) == "stdin changed"

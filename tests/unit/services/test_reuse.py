@@ -7,7 +7,7 @@ from typing import Any
 
 from rgrid.services.reuse import mismatch
 
-A, B, C, D = "a" * 64, "b" * 64, "c" * 64, "d" * 64
+A, B, C, D = "blake3:" + "a" * 64, "blake3:" + "b" * 64, "blake3:" + "c" * 64, "blake3:" + "d" * 64
 
 
 def parts(**inputs: str) -> dict[str, Any]:

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 from rgrid import errors
-from rgrid.storage import blob_key, from_url, validate_key, validate_sha256
+from rgrid.storage import blob_key, from_url, validate_digest, validate_key
 from rgrid.storage.local import LocalStorage
 from rgrid.storage.memory import InMemoryStorage
 
-SHA = "ab" + "0" * 62
+HEX = "ab" + "0" * 62
+SHA = "blake3:" + HEX
 
 
 def test_file_url_gives_local_storage(tmp_path: Path) -> None:
@@ -66,11 +67,16 @@ def test_unknown_schemes_name_the_accepted_ones(url: str) -> None:
 
 
 def test_blob_key_layout() -> None:
-    assert blob_key("acct_1", SHA) == f"blobs/acct_1/ab/{SHA}"
+    assert blob_key("acct_1", SHA) == f"blobs/acct_1/ab/{HEX}.b3"
+    # where blobs were stored before BLAKE3: their sha256 addresses keep their keys
+    assert blob_key("acct_1", f"sha256:{HEX}") == f"blobs/acct_1/ab/{HEX}"
 
 
-@pytest.mark.parametrize("bad", ["", "ab", SHA.upper(), SHA + "0", SHA[:-1] + "g", f" {SHA[1:]}"])
-def test_blob_key_refuses_malformed_sha256(bad: str) -> None:
+@pytest.mark.parametrize(
+    "bad",
+    ["", "ab", HEX, f"md5:{HEX}", SHA.upper(), SHA + "0", SHA[:-1] + "g", f" {SHA[1:]}"],
+)
+def test_blob_key_refuses_malformed_digest(bad: str) -> None:
     with pytest.raises(errors.InvalidRequest) as info:
         blob_key("acct", bad)
     assert info.value.code == "VALIDATION_ERROR"
@@ -82,7 +88,7 @@ def test_blob_key_refuses_unsafe_account_ids(account: str) -> None:
         blob_key(account, SHA)
 
 
-@pytest.mark.parametrize("key", ["a", "a/b/c", "x.tar.gz", "a-b_c.d/e", "a/.b", "a/b..c", SHA])
+@pytest.mark.parametrize("key", ["a", "a/b/c", "x.tar.gz", "a-b_c.d/e", "a/.b", "a/b..c", HEX])
 def test_safe_keys(key: str) -> None:
     assert validate_key(key) == key
 
@@ -101,7 +107,7 @@ def test_overlong_key() -> None:
         validate_key("/".join(["abcdefghi"] * 103))
 
 
-def test_validate_sha256() -> None:
-    assert validate_sha256(SHA) == SHA
+def test_validate_digest() -> None:
+    assert validate_digest(SHA) == SHA
     with pytest.raises(errors.InvalidRequest):
-        validate_sha256("xyz")
+        validate_digest("xyz")

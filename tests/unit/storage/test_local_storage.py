@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rgrid import errors
+from rgrid import digests, errors
 from rgrid.storage import BlobInfo
 from rgrid.storage.local import LocalStorage
 
@@ -25,14 +25,14 @@ def storage(tmp_path: Path) -> LocalStorage:
 
 
 def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return digests.of_bytes(data)
 
 
 async def test_layout_on_disk(storage: LocalStorage) -> None:
     await storage.put("a/b/c.bin", one(b"hello"))
     assert (storage.root / "a/b/c.bin").read_bytes() == b"hello"
     meta = json.loads((storage.root / ".meta/a/b/c.bin.json").read_text())
-    assert meta["sha256"] == sha(b"hello")
+    assert meta["digest"] == sha(b"hello")
     assert list((storage.root / ".tmp").iterdir()) == []
 
 
@@ -40,8 +40,31 @@ async def test_stat_uses_the_sidecar(storage: LocalStorage) -> None:
     await storage.put("k", one(b"hello"))
     meta = storage.root / ".meta/k.json"
     record = json.loads(meta.read_text())
-    meta.write_text(json.dumps({**record, "sha256": "f" * 64}))  # planted: proves it is read
-    assert await storage.stat("k") == BlobInfo("k", 5, "f" * 64)
+    meta.write_text(
+        json.dumps({**record, "digest": "blake3:" + "f" * 64})
+    )  # planted: proves it is read
+    assert await storage.stat("k") == BlobInfo("k", 5, "blake3:" + "f" * 64)
+
+
+async def test_a_sidecar_written_before_blake3_reads_as_a_sha256_address(
+    storage: LocalStorage,
+) -> None:
+    await storage.put("k", one(b"hello"))
+    meta = storage.root / ".meta/k.json"
+    record = json.loads(meta.read_text())
+    del record["digest"]
+    old = hashlib.sha256(b"hello").hexdigest()
+    meta.write_text(json.dumps({**record, "sha256": old}))  # as the grid wrote it then
+    assert await storage.stat("k") == BlobInfo("k", 5, f"sha256:{old}")
+
+
+async def test_a_lost_sidecar_is_rebuilt_with_the_algorithm_asked_for(
+    storage: LocalStorage,
+) -> None:
+    await storage.put("k", one(b"hello"), digest=digests.of_bytes(b"hello", "sha256"))
+    (storage.root / ".meta/k.json").unlink()
+    info = await storage.stat("k", algorithm="sha256")
+    assert info == BlobInfo("k", 5, digests.of_bytes(b"hello", "sha256"))
 
 
 @pytest.mark.parametrize("damage", ["delete", "garbage", "stale"])
@@ -57,7 +80,7 @@ async def test_stat_rehashes_without_a_valid_sidecar(storage: LocalStorage, dama
     expected = await storage.stat("k")
     data = (storage.root / "k").read_bytes()
     assert expected == BlobInfo("k", len(data), sha(data))
-    assert json.loads(meta.read_text())["sha256"] == sha(data)  # healed
+    assert json.loads(meta.read_text())["digest"] == sha(data)  # healed
 
 
 async def test_stat_of_a_directory_is_none(storage: LocalStorage) -> None:

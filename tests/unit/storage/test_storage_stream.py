@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from rgrid import errors
+from rgrid import digests, errors
 from rgrid.storage import Verifier, _stream
 
 
@@ -27,15 +26,15 @@ async def test_rechunk_keeps_the_tail() -> None:
 
 
 def test_verifier_reports_the_mismatch() -> None:
-    verifier = Verifier("k", sha256="0" * 64, size=None)
+    verifier = Verifier("k", digest="blake3:" + "0" * 64, size=None)
     verifier.update(b"data")
     with pytest.raises(errors.IntegrityError) as info:
         verifier.finish()
-    assert info.value.details["actual"] == hashlib.sha256(b"data").hexdigest()
+    assert info.value.details["actual"] == digests.of_bytes(b"data")
 
 
 def test_verifier_fails_as_soon_as_the_size_is_exceeded() -> None:
-    verifier = Verifier("k", sha256=None, size=3)
+    verifier = Verifier("k", digest=None, size=3)
     verifier.update(b"abc")
     with pytest.raises(errors.IntegrityError):
         verifier.update(b"d")
@@ -43,7 +42,7 @@ def test_verifier_fails_as_soon_as_the_size_is_exceeded() -> None:
 
 def test_verifier_refuses_negative_size() -> None:
     with pytest.raises(errors.InvalidRequest):
-        Verifier("k", sha256=None, size=-1)
+        Verifier("k", digest=None, size=-1)
 
 
 async def test_iter_file_from_offset(tmp_path: Path) -> None:

@@ -6,20 +6,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from starlette.requests import HTTPConnection
 
 from rgrid import domain, schemas
-from rgrid.api.deps import GridDep
+from rgrid.api.deps import DigestPath, GridDep
 from rgrid.services import attempts as service
 from rgrid.services import blobs, plane
 from rgrid.services.attempts import Held
 from rgrid.services.plane import Attempt
 
 router = APIRouter(prefix="/api/v1/attempt", tags=["attempt"])
-
-Sha256Path = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
 
 
 async def _attempt(connection: HTTPConnection, grid: GridDep) -> tuple[Attempt, Held]:
@@ -39,19 +37,19 @@ async def environment(grid: GridDep, attempt: AttemptDep) -> schemas.AttemptEnv:
 
 
 @router.get(
-    "/inputs/{sha256}",
+    "/inputs/{digest}",
     response_class=StreamingResponse,
     responses={307: {"description": "the bytes are at the storage URL in Location"}},
 )
-async def input_content(sha256: Sha256Path, grid: GridDep, attempt: AttemptDep) -> Response:
+async def input_content(digest: DigestPath, grid: GridDep, attempt: AttemptDep) -> Response:
     """The input's bytes: a redirect to an expiring storage URL where the storage has them
     (S3), else streamed from storage through here, verified on the way."""
     who, execution = attempt
-    ref = await service.input_of(grid, who, execution, sha256)
+    ref = await service.input_of(grid, who, execution, digest)
     url = await service.input_url(grid, who, ref)
     if url is not None:
         return RedirectResponse(url, status_code=307)
-    body = blobs.verified_read(grid, who.account_id, sha256, ref.size, f"input {ref.path!r}")
+    body = blobs.verified_read(grid, who.account_id, digest, ref.size, f"input {ref.path!r}")
     return StreamingResponse(
         body,
         media_type="application/octet-stream",
@@ -70,13 +68,13 @@ async def append_logs(body: schemas.AttemptLogsIn, grid: GridDep, attempt: Attem
         await plane.append_logs(grid, who, segments)
 
 
-@router.put("/outputs/{sha256}", status_code=201)
+@router.put("/outputs/{digest}", status_code=201)
 async def store_output(
-    sha256: Sha256Path, request: Request, grid: GridDep, attempt: AttemptDep
+    digest: DigestPath, request: Request, grid: GridDep, attempt: AttemptDep
 ) -> schemas.BlobStored:
-    """An output's bytes, verified against ``sha256`` as they arrive and streamed to storage."""
+    """An output's bytes, verified against ``digest`` as they arrive and streamed to storage."""
     who, _ = attempt
     raw = request.headers.get("content-length")
     size = int(raw) if raw is not None and raw.isdigit() else None
-    stored = await service.store_output(grid, who, sha256, request.stream(), size)
-    return schemas.BlobStored(sha256=sha256, size=stored)
+    stored = await service.store_output(grid, who, digest, request.stream(), size)
+    return schemas.BlobStored(digest=digest, size=stored)

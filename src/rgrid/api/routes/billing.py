@@ -33,10 +33,10 @@ async def cost(
 
 @router.get("/estimate")
 async def estimate(
-    script: str, grid: GridDep, principal: CurrentPrincipal, sha256: str | None = None
+    script: str, grid: GridDep, principal: CurrentPrincipal, digest: str | None = None
 ) -> schemas.EstimatePublic:
     """Run-time statistics of your earlier runs of a script, for `rgrid estimate`."""
-    return schemas.EstimatePublic(**await service.estimate(grid, principal, script, sha256))
+    return schemas.EstimatePublic(**await service.estimate(grid, principal, script, digest))
 
 
 @router.get("/cost/limit")

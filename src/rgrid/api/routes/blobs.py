@@ -2,40 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from rgrid import bounds, compression, errors, schemas
-from rgrid.api.deps import CurrentPrincipal, GridDep
+from rgrid.api.deps import CurrentPrincipal, DigestPath, GridDep
 from rgrid.services import blobs as service
 
 router = APIRouter(prefix="/api/v1/blobs", tags=["blobs"])
 RESUMABLE_HEADER, OFFSET_HEADER = schemas.RESUMABLE_HEADER, schemas.OFFSET_HEADER
-
-Sha256Path = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
 
 
 @router.post("/missing")
 async def missing(
     body: schemas.BlobsQuery, grid: GridDep, principal: CurrentPrincipal
 ) -> schemas.BlobsMissing:
-    return schemas.BlobsMissing(missing=await service.missing_blobs(grid, principal, body.sha256))
+    return schemas.BlobsMissing(missing=await service.missing_blobs(grid, principal, body.digests))
 
 
-@router.get("/{sha256}/upload")
+@router.get("/{digest}/upload")
 async def upload_progress(
-    sha256: Sha256Path, grid: GridDep, principal: CurrentPrincipal
+    digest: DigestPath, grid: GridDep, principal: CurrentPrincipal
 ) -> schemas.UploadProgress:
     """How much of a resumable upload of this content the grid already holds."""
-    offset = await service.upload_offset(grid, principal.account.id, sha256)
-    return schemas.UploadProgress(sha256=sha256, offset=offset)
+    offset = await service.upload_offset(grid, principal.account.id, digest)
+    return schemas.UploadProgress(digest=digest, offset=offset)
 
 
-@router.put("/{sha256}", status_code=201, response_model=None)
+@router.put("/{digest}", status_code=201, response_model=None)
 async def upload(
-    sha256: Sha256Path, request: Request, grid: GridDep, principal: CurrentPrincipal
+    digest: DigestPath, request: Request, grid: GridDep, principal: CurrentPrincipal
 ) -> schemas.BlobStored | JSONResponse:
     """The content, whole; or, with ``x-rgrid-resumable: 1`` and ``x-rgrid-size``, a piece
     starting at ``x-rgrid-offset`` (202 and the offset reached until it is complete)."""
@@ -48,7 +44,7 @@ async def upload(
     stored = await service.upload_blob(
         grid,
         principal.account.id,
-        sha256,
+        digest,
         request.stream(),
         size,
         encoding=encoding,
@@ -56,10 +52,10 @@ async def upload(
         offset=offset,
     )
     if stored is None:
-        held = await service.upload_offset(grid, principal.account.id, sha256)
-        progress = schemas.UploadProgress(sha256=sha256, offset=held)
+        held = await service.upload_offset(grid, principal.account.id, digest)
+        progress = schemas.UploadProgress(digest=digest, offset=held)
         return JSONResponse(schemas.dump(progress), status_code=202)
-    return schemas.BlobStored(sha256=sha256, size=stored)
+    return schemas.BlobStored(digest=digest, size=stored)
 
 
 def _header_int(request: Request, name: str) -> int | None:

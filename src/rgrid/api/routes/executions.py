@@ -160,7 +160,7 @@ async def download_output(
         artifact.path, artifact.size
     )
     headers = {
-        "x-rgrid-sha256": artifact.sha256,
+        "x-rgrid-digest": artifact.digest,
         compression.SIZE_HEADER: str(artifact.size),
         # a browser (the console's download link) saves it under its own name
         "content-disposition": _attachment(artifact.path),
