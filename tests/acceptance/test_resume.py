@@ -45,7 +45,7 @@ def test_a_killed_upload_stores_nothing_and_the_next_run_resumes_it(
             handle.write(os.urandom(64 * 1024 * 1024))
     digest = digests.of_file(big)
     key = account_cli.env["RGRID_API_KEY"]
-    staged = list((live_server.home / "uploads").glob(f"*/{digest}.part"))
+    staged = list((live_server.home / "uploads").glob(f"*/{digests.hex_of(digest)}.blake3.part"))
     assert staged == []
 
     before = wire_received(live_server)
@@ -68,7 +68,7 @@ def test_a_killed_upload_stores_nothing_and_the_next_run_resumes_it(
     assert cut_at < SIZE
 
     assert missing(live_server, key, digest)  # no blob: nothing half-written is visible
-    (part,) = list((live_server.home / "uploads").glob(f"*/{digest}.part"))
+    (part,) = list((live_server.home / "uploads").glob(f"*/{digests.hex_of(digest)}.blake3.part"))
     held = part.stat().st_size
     assert 0 < held < SIZE
 

@@ -82,7 +82,7 @@ def upload_report(uploaded: int, uploaded_bytes: int, already: int) -> str:
 def tree_debug(digest: str | None, sent: bool) -> None:
     """With RGRID_DEBUG, whether the project tree had to be sent or the grid held it."""
     if digest is not None and os.environ.get("RGRID_DEBUG"):
-        info(f"project tree {digest[:12]}: {'sent' if sent else 'already on the grid'}")
+        info(f"project tree {digest[:19]}: {'sent' if sent else 'already on the grid'}")
 
 
 def tree_notices(report: TreeReport) -> list[str]:

@@ -101,7 +101,7 @@ async def input_of(grid: Grid, who: Attempt, execution: Held, digest: str) -> do
     _INPUTS.move_to_end(who.execution_id)
     ref = inputs.get(digest)
     if ref is None:
-        raise errors.NotFound(f"no input of {who.execution_id} has content {digest[:12]}")
+        raise errors.NotFound(f"no input of {who.execution_id} has content {digest[:19]}")
     return ref
 
 

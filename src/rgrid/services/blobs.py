@@ -106,7 +106,9 @@ async def sent(grid: Grid, chunks: AsyncIterator[bytes], *, compress: bool) -> A
 
 def _staging_path(grid: Grid, account_id: str, digest: str) -> Path:
     validate_digest(digest)
-    return grid.settings.home / STAGING / safe_relpath(account_id) / f"{digest}.part"
+    # "<hex>.<algorithm>.part": no ":" in a file name (not every file system takes one)
+    name = f"{digests.hex_of(digest)}.{digests.algorithm_of(digest)}.part"
+    return grid.settings.home / STAGING / safe_relpath(account_id) / name
 
 
 async def upload_offset(grid: Grid, account_id: str, digest: str) -> int:
@@ -251,7 +253,7 @@ async def lose_blob(grid: Grid, account_id: str, digest: str, what: str) -> erro
         await repo.forget_blobs(session, [(account_id, digest)])
     await grid.storage.delete(blob_key(account_id, digest))
     return errors.BlobCorrupt(
-        f"{what} is lost or damaged on the grid (digest {digest[:12]}…)",
+        f"{what} is lost or damaged on the grid (digest {digest[:19]}…)",
         hint="run the same `rgrid run` again: it uploads its inputs anew and recreates outputs",
         details={"digest": digest},
     )

@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rgrid import domain
+from rgrid import digests, domain
 from rgrid.domain import ExecutionState
 from rgrid.services import Grid
 from rgrid.store import executions as repo
@@ -186,6 +186,11 @@ def keyer_for(
 
 def explain_miss(now: Mapping[str, Any], before: Mapping[str, Any]) -> str | None:
     """Which part of the key differs from an earlier run's (``None``: nothing differs)."""
+    script_now, script_then = str(now.get("script")), str(before.get("script"))
+    if digests.is_digest(script_now) and digests.is_digest(script_then):
+        now_by, then_by = digests.algorithm_of(script_now), digests.algorithm_of(script_then)
+        if now_by != then_by:
+            return f"that run's files were hashed with {then_by}, these with {now_by}"
     for part, label in PART_NAMES.items():
         mine, theirs = now.get(part), before.get(part)
         if mine == theirs:

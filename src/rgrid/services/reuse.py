@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rgrid import domain
+from rgrid import digests, domain
 from rgrid.services import Grid, retention
 from rgrid.services.cache import CANDIDATES, FILE_PARTS, CacheKey, comparable
 from rgrid.storage import blob_key
@@ -160,7 +160,8 @@ async def _usable(grid: Grid, account_id: str, kept: list[domain.Artifact]) -> b
         return False
     # a blob damaged since (local storage re-hashes a changed file) is as good as gone
     for artifact in kept:
-        info = await grid.storage.stat(blob_key(account_id, artifact.digest))
+        key = blob_key(account_id, artifact.digest)
+        info = await grid.storage.stat(key, algorithm=digests.algorithm_of(artifact.digest))
         if info is None or info.digest != artifact.digest:
             return False
     return True

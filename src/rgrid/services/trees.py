@@ -84,7 +84,7 @@ async def resolve(
         return None
     if not await repo.known(session, account_id, digest):
         raise errors.TreeUnknown(
-            f"the grid does not hold the project tree {digest[:12]}…",
+            f"the grid does not hold the project tree {digest[:19]}…",
             hint="send it with PUT /api/v1/trees/{digest} (the CLI does), then submit again",
         )
     tree = await grid.trees.get(session, account_id, digest)

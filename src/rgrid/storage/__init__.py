@@ -70,8 +70,8 @@ class ObjectStorage(Protocol):
 
     async def stat(self, key: str, *, algorithm: str = digests.DEFAULT) -> BlobInfo | None:
         """Size and content address of the blob at ``key``, or None when there is none.
-        ``algorithm``: what to hash with where the storage must hash the blob again (its record
-        lost); a recorded address is returned as recorded."""
+        ``algorithm``: the address's algorithm, to hash with where the storage must hash the
+        blob again (its record lost, or of another algorithm)."""
         ...
 
     async def delete(self, key: str) -> None:

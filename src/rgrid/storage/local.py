@@ -138,9 +138,10 @@ class LocalStorage(_stream.FilesThroughPut, _stream.ServedByTheGrid):
         if not stat_mode.S_ISREG(st.st_mode):
             return None
         digest = self._read_meta(key, st)
-        if digest is not None:
+        if digest is not None and digests.algorithm_of(digest) == algorithm:
             return BlobInfo(key=key, size=st.st_size, digest=digest)
-        return self._rehash(key, path, algorithm)
+        # a valid record of another algorithm stays: it names the key's own address
+        return self._rehash(key, path, algorithm, keep_record=digest is not None)
 
     def _read_meta(self, key: str, st: os.stat_result) -> str | None:
         try:
@@ -155,7 +156,9 @@ class LocalStorage(_stream.FilesThroughPut, _stream.ServedByTheGrid):
             digest = f"sha256:{legacy}"  # written before BLAKE3
         return digest if isinstance(digest, str) else None
 
-    def _rehash(self, key: str, path: Path, algorithm: str) -> BlobInfo | None:
+    def _rehash(
+        self, key: str, path: Path, algorithm: str, *, keep_record: bool = False
+    ) -> BlobInfo | None:
         try:
             fh = path.open("rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -166,7 +169,8 @@ class LocalStorage(_stream.FilesThroughPut, _stream.ServedByTheGrid):
             while piece := fh.read(CHUNK_SIZE):
                 hasher.update(piece)
         info = BlobInfo(key=key, size=st.st_size, digest=hasher.result())
-        self._write_meta(info, st)
+        if not keep_record:
+            self._write_meta(info, st)
         logger.info("blob re-hashed", extra={"action": "blob_rehashed", "key": key})
         return info
 

@@ -1,5 +1,5 @@
 """The web console's browser sessions and one-time sign-in links. Tokens are stored only as
-digest hashes; a session is valid only while the API key it signed in with is not revoked."""
+sha256 hashes; a session is valid only while the API key it signed in with is not revoked."""
 
 from __future__ import annotations
 

@@ -110,3 +110,12 @@ def test_stdin_is_a_part_only_when_given() -> None:
         == "stdin changed"
     )
     assert explain_miss(key().parts, key(stdin="blake3:" + "1" * 64).parts) == "stdin changed"
+
+
+def test_a_run_hashed_with_another_algorithm_is_explained_as_such() -> None:
+    old = [FileRef(f.path, "sha256:" + f.digest.partition(":")[2], f.size) for f in key_files()]
+    assert key(files=old).digest != key().digest
+    assert (
+        explain_miss(key().parts, key(files=old).parts)
+        == "that run's files were hashed with sha256, these with blake3"
+    )

@@ -55,7 +55,10 @@ async def test_a_sidecar_written_before_blake3_reads_as_a_sha256_address(
     del record["digest"]
     old = hashlib.sha256(b"hello").hexdigest()
     meta.write_text(json.dumps({**record, "sha256": old}))  # as the grid wrote it then
-    assert await storage.stat("k") == BlobInfo("k", 5, f"sha256:{old}")
+    assert await storage.stat("k", algorithm="sha256") == BlobInfo("k", 5, f"sha256:{old}")
+    # asked for another algorithm's address: hashed again, and the record is left as it was
+    assert await storage.stat("k") == BlobInfo("k", 5, digests.of_bytes(b"hello"))
+    assert json.loads(meta.read_text())["sha256"] == old
 
 
 async def test_a_lost_sidecar_is_rebuilt_with_the_algorithm_asked_for(

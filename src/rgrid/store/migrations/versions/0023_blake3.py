@@ -74,10 +74,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     # Content hashed with BLAKE3 has no sha256 address: it cannot go back, only be refused.
     bind = op.get_bind()
-    for table, _, column in RENAMES:
-        found = bind.execute(
-            sa.text(f"SELECT 1 FROM {table} WHERE {column} LIKE 'blake3:%' LIMIT 1")
-        ).first()
+    checks = [(table, f"{column} LIKE 'blake3:%'") for table, _, column in RENAMES]
+    checks.append(("executions", "CAST(cache_parts AS TEXT) LIKE '%blake3:%'"))
+    for table, condition in checks:
+        found = bind.execute(sa.text(f"SELECT 1 FROM {table} WHERE {condition} LIMIT 1")).first()
         if found is not None:
             raise RuntimeError(
                 f"{table} holds BLAKE3 addresses, which the older schema cannot name"
@@ -116,10 +116,21 @@ def _rename(*, forward: bool) -> None:
 
 
 def _rewrite_cache_parts(change: Any) -> None:
+    """Rewrite the file parts of every stored cache key, a page of executions at a time."""
     bind = op.get_bind()
-    rows = bind.execute(
-        sa.text("SELECT id, cache_parts FROM executions WHERE cache_parts IS NOT NULL")
-    ).all()
+    after = ""
+    while rows := bind.execute(
+        sa.text(
+            "SELECT id, cache_parts FROM executions WHERE cache_parts IS NOT NULL AND id > :after "
+            "ORDER BY id LIMIT 1000"
+        ),
+        {"after": after},
+    ).all():
+        after = rows[-1][0]
+        _rewrite_page(bind, rows, change)
+
+
+def _rewrite_page(bind: Any, rows: Sequence[Any], change: Any) -> None:
     for execution_id, stored in rows:
         parts = json.loads(stored) if isinstance(stored, str) else stored
         if not isinstance(parts, dict):
