@@ -97,13 +97,21 @@ def make_files(root: Path, size: int) -> tuple[Path, Path]:
     return archive, table
 
 
+def settled() -> None:
+    """Write back what earlier steps left dirty (gigabytes of page cache), so that each step is
+    timed on its own transfer, not on the kernel flushing the step before it."""
+    os.sync()
+
+
 def timed(argv: list[str], **kw: object) -> float:
+    settled()
     start = time.perf_counter()
     subprocess.run(argv, check=True, capture_output=True, **kw)  # type: ignore[call-overload]
     return time.perf_counter() - start
 
 
 def child(env: dict[str, str], cwd: Path, *args: str) -> dict[str, float]:
+    settled()
     out = subprocess.run(
         [sys.executable, "-c", CHILD, *args], env=env, cwd=cwd, capture_output=True, text=True
     )
@@ -133,6 +141,7 @@ def measure(
     rows += [(name, "curl PUT", put, None), (name, "curl GET", get, None)]
     (tmp / "curl.out").unlink()
     (served / name).unlink()
+    settled()
     started = time.perf_counter()
     digests.of_file(path)  # the floor under any verified transfer: one BLAKE3 pass
     rows.append((name, "blake3 only", time.perf_counter() - started, None))
