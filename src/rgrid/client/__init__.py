@@ -17,7 +17,7 @@ from typing import IO, Any, TypeVar, cast
 from urllib.parse import quote, urlencode, urlsplit
 
 from rgrid import compression, digests, errors, schemas
-from rgrid.client.http import CHUNK, Response, Transport, TransportError
+from rgrid.client.http import CHUNK, DEFAULT_TIMEOUT_S, Response, Transport, TransportError
 from rgrid.paths import join_under
 
 T = TypeVar("T")
@@ -28,6 +28,10 @@ RETRY_MAX_S = 4.0
 RETRY_STATUSES = frozenset({502, 503, 504})
 #: uploads bigger than this resume where they stopped instead of starting over
 RESUMABLE_BYTES = 8 * 1024 * 1024
+#: bytes a second a grid is assumed to store at least, once it holds an upload: it answers only
+#: after the blob is in its storage (to S3 that is a second transfer), so a big upload's answer
+#: is waited for this much longer than a small one's (1 GiB: 30 + 64 s)
+STORE_BYTES_PER_S = 16 * 1024 * 1024
 #: answers by which the grid sends a download straight to storage
 REDIRECTS = frozenset({302, 303, 307})
 
@@ -179,7 +183,12 @@ class Client:
 
             try:
                 sent = self._request(
-                    "PUT", url, body=body, headers=headers, idempotent=not resumable
+                    "PUT",
+                    url,
+                    body=body,
+                    headers=headers,
+                    idempotent=not resumable,
+                    timeout=DEFAULT_TIMEOUT_S + size / STORE_BYTES_PER_S,
                 )
                 if sent.status != 202:  # 202: the grid holds part of it; send the rest
                     return
