@@ -31,6 +31,8 @@ TICK_S = 1.0
 #: EUR 3.60 an hour: a 12 s period costs 12,000 micros
 HOURLY_MICROS = 3_600_000
 PERIOD_MICROS = 12_000
+#: 12 items of 4 s: about 9 still queued when the first node running one is killed
+ITEMS_AFTER_A_KILL = 12
 REPO = Path(__file__).resolve().parents[2]
 
 ITEM = """\
@@ -196,9 +198,13 @@ def test_a_node_killed_mid_batch_is_replaced_and_its_items_retried(
     scaled: LiveServer, workdir: Path
 ) -> None:
     cli = cli_for(scaled, workdir)
-    batch_of(workdir, 8)
+    # Enough work queued when the node dies that the nodes left cannot drain it within the
+    # horizon (5 s): only then does the queue need a replacement. The killed node is noticed
+    # at once (its process is gone at the provider). With 8 items of 3 s, at times only 3
+    # were still queued (3 x 3 s on 2 slots: 4.5 s) and rightly no node came.
+    batch_of(workdir, ITEMS_AFTER_A_KILL)
     batch = subprocess.Popen(
-        [str(RGRID_BIN), "run", "--batch", "data/*.txt", "--parallel", "4", "job.py", "3"],
+        [str(RGRID_BIN), "run", "--batch", "data/*.txt", "--parallel", "4", "job.py", "4"],
         cwd=workdir,
         env=cli.env,
         stdout=subprocess.PIPE,
@@ -227,7 +233,7 @@ def test_a_node_killed_mid_batch_is_replaced_and_its_items_retried(
         if batch.poll() is None:
             batch.kill()
     assert batch.returncode == 0, err
-    for index in range(8):
+    for index in range(ITEMS_AFTER_A_KILL):
         got = workdir / "outputs" / f"item{index:02d}" / "out" / f"item{index:02d}.txt"
         assert got.read_text() == f"ITEM {index}\n"
     nodes = {n["name"]: n for n in nodes_of(scaled)}
