@@ -259,13 +259,19 @@ async def lose_blob(grid: Grid, account_id: str, digest: str, what: str) -> erro
     )
 
 
-async def check_blob(grid: Grid, account_id: str, digest: str, size: int, what: str) -> None:
-    """Before serving a blob: it exists with the size and digest recorded (the storage's own
-    record; local storage re-hashes a file changed since it was written), else
-    ``BlobCorrupt`` and the blob is marked missing."""
+async def holds(grid: Grid, account_id: str, digest: str, size: int | None = None) -> bool:
+    """Whether the storage holds the blob with this content address (and ``size``), by its
+    own record: local storage re-hashes a file changed since it was written, with the
+    algorithm the address names."""
     key = blob_key(account_id, digest)
     info = await grid.storage.stat(key, algorithm=digests.algorithm_of(digest))
-    if info is None or info.size != size or info.digest != digest:
+    return info is not None and info.digest == digest and size in (None, info.size)
+
+
+async def check_blob(grid: Grid, account_id: str, digest: str, size: int, what: str) -> None:
+    """Before serving a blob: it exists with the size and digest recorded (``holds``), else
+    ``BlobCorrupt`` and the blob is marked missing."""
+    if not await holds(grid, account_id, digest, size):
         raise await lose_blob(grid, account_id, digest, what)
 
 

@@ -10,10 +10,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rgrid import digests, domain
-from rgrid.services import Grid, retention
+from rgrid import domain
+from rgrid.services import Grid, blobs, retention
 from rgrid.services.cache import CANDIDATES, FILE_PARTS, CacheKey, comparable
-from rgrid.storage import blob_key
 from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
 
@@ -160,8 +159,6 @@ async def _usable(grid: Grid, account_id: str, kept: list[domain.Artifact]) -> b
         return False
     # a blob damaged since (local storage re-hashes a changed file) is as good as gone
     for artifact in kept:
-        key = blob_key(account_id, artifact.digest)
-        info = await grid.storage.stat(key, algorithm=digests.algorithm_of(artifact.digest))
-        if info is None or info.digest != artifact.digest:
+        if not await blobs.holds(grid, account_id, artifact.digest):
             return False
     return True

@@ -212,26 +212,32 @@ class S3Storage(FilesThroughPut, NoLocalFiles):
         return BlobInfo(key, int(found["ContentLength"]), digest)
 
     async def _sidecar(self, key: str) -> str:
-        try:
-            sidecar = await self._call(
-                f"read blob {key!r}",
-                self.client.get_object,
+        """The digest in the blob's sidecar object (a bare sha256 hex in a legacy one)."""
+        for prefix, algorithm in ((META_PREFIX, ""), (LEGACY_PREFIX, "sha256:")):
+            try:
+                sidecar = await self._call(
+                    f"read blob {key!r}",
+                    self.client.get_object,
+                    Bucket=self.bucket,
+                    Key=self._name(prefix + key),
+                )
+            except errors.StorageError as exc:
+                cause = exc.__cause__
+                if prefix == LEGACY_PREFIX or cause is None or not _missing(cause):  # type: ignore[arg-type]
+                    raise
+                continue
+            stored: bytes = await asyncio.to_thread(sidecar["Body"].read)
+            return algorithm + stored.decode()
+        raise AssertionError("unreachable")
+
+    async def _drop_sidecars(self, key: str, action: str) -> None:
+        for prefix in (META_PREFIX, LEGACY_PREFIX):
+            await self._call(
+                f"{action} blob {key!r}",
+                self.client.delete_object,
                 Bucket=self.bucket,
-                Key=self._name(META_PREFIX + key),
+                Key=self._name(prefix + key),
             )
-        except errors.StorageError as exc:
-            if exc.__cause__ is None or not _missing(exc.__cause__):  # type: ignore[arg-type]
-                raise
-            sidecar = await self._call(
-                f"read blob {key!r}",
-                self.client.get_object,
-                Bucket=self.bucket,
-                Key=self._name(LEGACY_PREFIX + key),
-            )
-            legacy: bytes = await asyncio.to_thread(sidecar["Body"].read)
-            return f"sha256:{legacy.decode()}"
-        stored: bytes = await asyncio.to_thread(sidecar["Body"].read)
-        return stored.decode()
 
     async def delete(self, key: str) -> None:
         """See ``ObjectStorage.delete``."""
@@ -239,13 +245,7 @@ class S3Storage(FilesThroughPut, NoLocalFiles):
         await self._call(
             f"delete blob {key!r}", self.client.delete_object, Bucket=self.bucket, Key=name
         )
-        for prefix in (META_PREFIX, LEGACY_PREFIX):
-            await self._call(
-                f"delete blob {key!r}",
-                self.client.delete_object,
-                Bucket=self.bucket,
-                Key=self._name(prefix + key),
-            )
+        await self._drop_sidecars(key, "delete")
 
     async def copy_to_file(self, key: str, dest: Path) -> None:
         """See ``ObjectStorage.copy_to_file``."""
@@ -329,13 +329,7 @@ class S3Storage(FilesThroughPut, NoLocalFiles):
             Key=name,
             ExtraArgs={"Metadata": {DIGEST_META: info.digest}, "MetadataDirective": "REPLACE"},
         )
-        for prefix in (META_PREFIX, LEGACY_PREFIX):
-            await self._call(
-                f"rewrite blob {key!r}",
-                self.client.delete_object,
-                Bucket=self.bucket,
-                Key=self._name(prefix + key),
-            )
+        await self._drop_sidecars(key, "rewrite")
 
     async def health(self) -> None:
         """See ``ObjectStorage.health``: the bucket answers a read, and takes (and gives up) a
