@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rgrid import bounds
 
+MAX_API_PROCESSES = 64
 LEASE_S = 30.0  # a running execution's lease; renewed every third of it
 DEFAULT_TIMEOUT_S = 3600.0
 DEFAULT_MEMORY_BYTES = 2 * 1024**3
@@ -74,6 +75,9 @@ class ServerSettings(WorkerSettings):
     storage_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8765
+    #: processes answering the API on the one port: the main one (which also dispatches and
+    #: runs scripts) and N-1 that only answer requests; more than one needs PostgreSQL
+    api_processes: int = Field(default=1, ge=1, le=MAX_API_PROCESSES)
     slots: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     #: where claimed executions run (``executor.from_url``): ``local`` (this host's slots) or
     #: ``ray://HOST:PORT`` (the nodes of a Ray cluster)

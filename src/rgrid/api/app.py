@@ -8,14 +8,16 @@ import functools
 import logging
 import os
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rgrid import __version__, executor, sandbox, storage, store
-from rgrid.api import console
+from rgrid.api import console, processes
 from rgrid.api import errors as api_errors
 from rgrid.api.bodylimit import BodyLimit
 from rgrid.api.routes import (
@@ -30,6 +32,7 @@ from rgrid.api.routes import (
     trees,
     workers,
 )
+from rgrid.runner import RunnerConfig
 from rgrid.runner.configure import runner_config
 from rgrid.services import Grid, autoscaling, retention
 from rgrid.services import attempts as attempt_credentials
@@ -38,6 +41,7 @@ from rgrid.services.dispatcher import Dispatcher
 from rgrid.services.events import Notifier
 from rgrid.services.housekeeping import Housekeeping
 from rgrid.services.secrets import SecretBox
+from rgrid.services.siblings import Report, Siblings
 from rgrid.settings import ServerSettings
 from rgrid.store import signals
 
@@ -60,13 +64,9 @@ def read_or_create_admin_key(home: Path) -> str:
     return path.read_text().strip()
 
 
-@contextlib.asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: ServerSettings = app.state.settings
-    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(settings.home, 0o700)
-    engine = store.make_engine(settings.resolved_database_url)
-    await store.upgrade(engine)
+async def _open_grid(settings: ServerSettings, engine: AsyncEngine) -> tuple[Grid, RunnerConfig]:
+    """The parts every process of the server has: the store, the storage, keys and secrets,
+    and the runner configuration (the Python versions a submit may ask for)."""
     blob_storage = storage.from_url(settings.resolved_storage_url)
     await blob_storage.health()
     grid = Grid(
@@ -80,11 +80,24 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             else SecretBox.from_file(settings.home / "secret.key")
         ),
     )
-    await bootstrap_admin(grid, settings.admin_key or read_or_create_admin_key(settings.home))
-    grid.blobs_age_out = await blob_storage.expire_unwritten(retention.storage_expiry_days(grid))
     config = await asyncio.to_thread(runner_config, settings)
     grid.pythons = tuple(config.interpreters)
     grid.default_python = config.default_python
+    return grid, config
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The main process: it migrates the store, dispatches and runs scripts, keeps house, and
+    starts the API-only processes (``--api-processes``) once all that is up."""
+    settings: ServerSettings = app.state.settings
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(settings.home, 0o700)
+    engine = store.make_engine(settings.resolved_database_url)
+    await store.upgrade(engine)
+    grid, config = await _open_grid(settings, engine)
+    await bootstrap_admin(grid, settings.admin_key or read_or_create_admin_key(settings.home))
+    grid.blobs_age_out = await grid.storage.expire_unwritten(retention.storage_expiry_days(grid))
     box = sandbox.detect()
     if box.name != "bwrap":
         logger.warning("sandbox is weaker: %s", box.strength, extra={"action": "weak_sandbox"})
@@ -108,12 +121,32 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         grid, lambda: dispatcher.billed_workers() + (scaler.billed() if scaler else [])
     )
     housekeeping.start()
+
+    def report() -> Report:
+        return _report(
+            grid,
+            main=True,
+            started=runs_on.started,
+            env_builds=(config.env_cache.builds + runs_on.env_builds),
+        )
+
+    # the socket `rgrid server run` bound: the API processes share it (none: one process)
+    listener: socket.socket | None = getattr(app.state, "listener", None)
+    api_processes = None
+    if settings.api_processes > 1 and listener is not None:
+        api_processes = processes.ApiProcesses(settings, listener)
+    grid.siblings = Siblings(settings.home, os.getpid(), report, shared=bool(api_processes))
+    grid.siblings.start()
+    if api_processes is not None:
+        grid.notifier.forward = api_processes.forward
+        await api_processes.start()
     app.state.grid = grid
-    app.state.dispatcher = dispatcher
-    app.state.env_cache = config.env_cache
     try:
         yield
     finally:
+        if api_processes is not None:
+            await api_processes.close()
+        await grid.siblings.close(main=True)
         await housekeeping.close()
         if scaler is not None:
             await scaler.close()
@@ -121,16 +154,66 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.dispose()
 
 
-def create_app(settings: ServerSettings | None = None) -> FastAPI:
-    """Build the API; the grid's parts are created in the lifespan, never at import."""
+@contextlib.asynccontextmanager
+async def _api_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """An API-only process: the main one has migrated the store and runs everything else; a
+    submit or a cancel here reaches the dispatchers through the database's work signal."""
+    settings: ServerSettings = app.state.settings
+    engine = store.make_engine(settings.resolved_database_url)
+    grid, _config = await _open_grid(settings, engine)
+    signal = signals.from_engine(engine)
+    signal.start(lambda: None)
+    grid.wake_dispatcher = signal.publish
+
+    def cancel_elsewhere(_execution_id: str) -> bool:
+        signal.publish()  # the holder looks at its executions' cancel requests when woken
+        return False
+
+    grid.cancel_local = cancel_elsewhere
+    grid.siblings = Siblings(
+        settings.home, app.state.main_pid, lambda: _report(grid, main=False), shared=True
+    )
+    grid.siblings.start()
+    following = asyncio.create_task(processes.follow_main(grid.notifier.notify))
+    app.state.grid = grid
+    try:
+        yield
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+        await grid.siblings.close(main=False)
+        await signal.close()
+        await engine.dispose()
+
+
+def _report(grid: Grid, *, main: bool, started: int = 0, env_builds: int = 0) -> Report:
+    transfers = grid.transfers
+    return Report(
+        pid=os.getpid(),
+        main=main,
+        received_wire=transfers.received_wire,
+        received=transfers.received,
+        sent_wire=transfers.sent_wire,
+        sent=transfers.sent,
+        started=started,
+        env_builds=env_builds,
+        autoscaler=grid.autoscaler,
+    )
+
+
+def create_app(settings: ServerSettings | None = None, *, main_pid: int | None = None) -> FastAPI:
+    """Build the API; the grid's parts are created in the lifespan, never at import. With
+    ``main_pid`` it is an API-only process of that main process's server."""
     app = FastAPI(
         title="rgrid",
         version=__version__,
-        lifespan=_lifespan,
+        lifespan=_lifespan if main_pid is None else _api_lifespan,
         generate_unique_id_function=_operation_id,
         responses=api_errors.RESPONSES,
     )
     app.state.settings = settings = settings or ServerSettings()
+    app.state.main_pid = main_pid
     api_errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # before the console's pages, whose /console/{kind}/{id} would match a static path

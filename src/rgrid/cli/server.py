@@ -6,6 +6,10 @@ import click
 
 from rgrid.cli import render
 
+#: ``rgrid.settings.MAX_API_PROCESSES``, which is not imported here: pydantic would slow
+#: every rgrid command's start (a test keeps the two equal)
+MAX_API_PROCESSES = 64
+
 
 @click.group()
 def server() -> None:
@@ -20,7 +24,16 @@ def server() -> None:
     "--port", type=int, default=8765, show_default=True, envvar="RGRID_PORT", help="[RGRID_PORT]"
 )
 @click.option("--log-level", default="warning", show_default=True)
-def run_server(host: str, port: int, log_level: str) -> None:
+@click.option(
+    "--api-processes",
+    type=click.IntRange(1, MAX_API_PROCESSES),
+    default=1,
+    show_default=True,
+    envvar="RGRID_API_PROCESSES",
+    help="Processes answering the API on the port: this one, which also runs scripts, and "
+    "N-1 that only answer requests (more than one needs PostgreSQL). [RGRID_API_PROCESSES]",
+)
+def run_server(host: str, port: int, log_level: str, api_processes: int) -> None:
     """Run the server in the foreground (configuration from RGRID_* variables: the database,
     the storage, and where scripts run: RGRID_EXECUTOR=local, or ray://HEAD:PORT for the
     nodes of a Ray cluster, which RGRID_AUTOSCALE_PROVIDER=local|hetzner grows and shrinks
@@ -28,27 +41,31 @@ def run_server(host: str, port: int, log_level: str) -> None:
     import logging
 
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError as exc:
         from rgrid import errors
 
         raise errors.MissingExtra("the grid server needs: pip install 'rgrid[server]'") from exc
     import os
 
+    from rgrid.settings import ServerSettings
+
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # the grid's settings see where it listens (the URL worker nodes reach it at by default)
     os.environ["RGRID_HOST"], os.environ["RGRID_PORT"] = host, str(port)
-    uvicorn.run(
-        "rgrid.api.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        log_level=log_level,
-        ws="websockets",
-        lifespan="on",
-    )
+    os.environ["RGRID_API_PROCESSES"] = str(api_processes)
+    settings = ServerSettings()
+    if api_processes > 1 and not settings.resolved_database_url.startswith("postgres"):
+        raise click.UsageError(
+            "--api-processes above 1 needs PostgreSQL (RGRID_DATABASE_URL=postgresql://…): "
+            "with SQLite one process writes at a time, and a submit to another process "
+            "would wait for the dispatcher's next poll"
+        )
+    from rgrid.api.processes import serve
+
+    serve(settings, log_level=log_level)
 
 
 @server.command()

@@ -15,6 +15,7 @@ from rgrid import domain
 from rgrid.services.events import Notifier
 from rgrid.services.keycache import KeyCache
 from rgrid.services.secrets import SecretBox
+from rgrid.services.siblings import Siblings
 from rgrid.services.treecache import TreeCache
 from rgrid.settings import ServerSettings
 from rgrid.storage import ObjectStorage
@@ -54,5 +55,7 @@ class Grid:
     keys: KeyCache = dataclasses.field(default_factory=KeyCache)
     #: whether the storage deletes blobs unwritten for long by itself (an S3 lifecycle rule)
     blobs_age_out: bool = False
-    #: where the autoscaler stands (None: this server runs none)
+    #: where the autoscaler stands (None: this process runs none)
     autoscaler: domain.AutoscalerStatus | None = None
+    #: the figures of this server's processes as a whole (set by the app's lifespan)
+    siblings: Siblings | None = None

@@ -28,6 +28,8 @@ from rgrid.store.signals.local import InProcessWorkSignal
 logger = logging.getLogger(__name__)
 
 POLL_S = 1.0
+#: after a work signal, cancels asked through another server are looked for at most this often
+CANCEL_CHECK_GAP_S = 0.5
 RECOVERY_EVERY_S = 2.0
 
 
@@ -36,6 +38,7 @@ class Dispatcher:
         self._grid = grid
         self.executor = executor
         self._wake = asyncio.Event()
+        self._signalled = asyncio.Event()  # another process published: maybe a cancel
         # reaches the other servers of the database too, so an idle one starts a submit at once
         self._signal = signal or InProcessWorkSignal()
         self._tasks: list[asyncio.Task[None]] = []
@@ -65,10 +68,11 @@ class Dispatcher:
         self._signal.publish()
 
     def start(self) -> None:
-        self._signal.start(self._wake.set)
+        self._signal.start(self._on_signal)
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="dispatcher-claim"),
             asyncio.create_task(self._lease_loop(), name="dispatcher-lease"),
+            asyncio.create_task(self._cancel_loop(), name="dispatcher-cancels"),
             asyncio.create_task(self._recovery_loop(), name="dispatcher-recovery"),
         ]
 
@@ -243,6 +247,27 @@ class Dispatcher:
                     continue
                 if cancel is None or cancel:
                     self.executor.cancel(execution_id)
+
+    def _on_signal(self) -> None:
+        self._wake.set()
+        self._signalled.set()
+
+    async def _cancel_loop(self) -> None:
+        """A cancel asked through another process of the server (``--api-processes``) or
+        another server comes with a work signal: stop the script then, not at the next lease
+        renewal (every third of the lease)."""
+        while True:
+            await self._signalled.wait()
+            self._signalled.clear()
+            running = list(self.executor.running())
+            try:
+                cancelled = await plane.cancels_asked(self._grid, running) if running else []
+            except Exception:
+                logger.exception("cancel check failed", extra={"action": "cancel_check_failed"})
+                cancelled = []
+            for execution_id in cancelled:
+                self.executor.cancel(execution_id)
+            await asyncio.sleep(CANCEL_CHECK_GAP_S)
 
     async def _recovery_loop(self) -> None:
         while True:

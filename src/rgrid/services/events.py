@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 MAX_WAIT_S = 0.5
 
@@ -33,10 +33,14 @@ class Listener:
 class Notifier:
     def __init__(self) -> None:
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        #: also tell the server's other processes (set by the main process of several)
+        self.forward: Callable[[str], None] | None = None
 
     def notify(self, execution_id: str) -> None:
         for event in self._waiters.get(execution_id, ()):
             event.set()
+        if self.forward is not None:
+            self.forward(execution_id)
 
     @contextlib.contextmanager
     def listening(self, execution_id: str) -> Iterator[Listener]:

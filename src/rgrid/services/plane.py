@@ -30,6 +30,12 @@ async def renew_lease(grid: Grid, execution_id: str, worker: str, until: datetim
         return await repo.renew_lease(session, execution_id, worker, until)
 
 
+async def cancels_asked(grid: Grid, execution_ids: list[str]) -> list[str]:
+    """Which of these executions a cancel was asked for (through any server)."""
+    async with store.reading(grid.sessions) as session:
+        return await repo.cancel_requested(session, execution_ids)
+
+
 class Attempt(NamedTuple):
     """Who asks: one attempt of one execution, run by one worker."""
 

@@ -377,6 +377,16 @@ async def renew_lease(
     return None if value is None else bool(value)
 
 
+async def cancel_requested(session: AsyncSession, execution_ids: list[str]) -> list[str]:
+    """Which of these executions a cancel was asked for."""
+    ids = await session.scalars(
+        select(ExecutionRow.id).where(
+            ExecutionRow.id.in_(execution_ids), ExecutionRow.cancel_requested.is_(True)
+        )
+    )
+    return list(ids)
+
+
 async def expired_leases(session: AsyncSession, now: datetime) -> list[domain.Execution]:
     rows = await session.scalars(
         select(ExecutionRow).where(

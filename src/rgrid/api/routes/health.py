@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -35,31 +35,31 @@ async def health(grid: GridDep, response: Response) -> schemas.Health:
 
 
 @router.get("/metrics", dependencies=[MetricsAccess], responses={200: PROMETHEUS_TEXT})
-async def metrics(grid: GridDep, request: Request) -> Response:
+async def metrics(grid: GridDep) -> Response:
     registry = CollectorRegistry()
     gauge = Gauge("rgrid_executions", "Executions by state", ["state"], registry=registry)
+    # the server's processes as a whole (--api-processes), not only the one answering
+    assert grid.siblings is not None
+    server = grid.siblings.whole()
     builds = Counter(
         "rgrid_env_builds", "Environments built by this server or its nodes", registry=registry
     )
-    builds.inc(
-        request.app.state.env_cache.builds + request.app.state.dispatcher.executor.env_builds
-    )
+    builds.inc(server.env_builds)
     started = Counter(
         "rgrid_executions_started",
         "Executions this server's executor started (a cache hit starts none)",
         registry=registry,
     )
-    started.inc(request.app.state.dispatcher.executor.started)
-    transfers = grid.transfers
+    started.inc(server.started)
     for name, value, text in (
         (
             "rgrid_blob_wire_bytes_received",
-            transfers.received_wire,
+            server.received_wire,
             "Blob body bytes received on the wire",
         ),
-        ("rgrid_blob_bytes_received", transfers.received, "Blob bytes received, decompressed"),
-        ("rgrid_output_wire_bytes_sent", transfers.sent_wire, "Output bytes sent on the wire"),
-        ("rgrid_output_bytes_sent", transfers.sent, "Output bytes sent, before compression"),
+        ("rgrid_blob_bytes_received", server.received, "Blob bytes received, decompressed"),
+        ("rgrid_output_wire_bytes_sent", server.sent_wire, "Output bytes sent on the wire"),
+        ("rgrid_output_bytes_sent", server.sent, "Output bytes sent, before compression"),
     ):
         Counter(name, text, registry=registry).inc(value)
     for state, count in (await health_service.state_counts(grid)).items():

@@ -55,7 +55,8 @@ async def workers(grid: GridDep, _principal: CurrentPrincipal) -> list[schemas.W
 @router.get("/autoscaler")
 async def autoscaler(grid: GridDep, _principal: CurrentPrincipal) -> schemas.AutoscalerPublic:
     """Where this server's autoscaler stands: its last decision and provider error."""
-    status = grid.autoscaler
+    # the main process runs it: another of the server's processes knows it from its report
+    status = grid.autoscaler or (grid.siblings.whole().autoscaler if grid.siblings else None)
     if status is None:
         return schemas.AutoscalerPublic(enabled=False)
     return schemas.AutoscalerPublic(enabled=True, **dataclasses.asdict(status))
