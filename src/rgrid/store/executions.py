@@ -91,13 +91,16 @@ def to_domain(row: ExecutionRow, metadata: Mapping[str, str]) -> domain.Executio
     )
 
 
-# Built once: every status read runs these two, and building a statement (and its cache key,
-# by which SQLAlchemy finds the compiled SQL) costs more than the query on a busy grid.
+# Built once: every status read runs one of these, and building a statement (and its cache
+# key, by which SQLAlchemy finds the compiled SQL) costs more than the query on a busy grid.
 _METADATA_OF = select(
     ExecutionMetadataRow.execution_id, ExecutionMetadataRow.key, ExecutionMetadataRow.value
 ).where(ExecutionMetadataRow.execution_id.in_(bindparam("ids", expanding=True)))
-_ONE_OF_ACCOUNT = select(ExecutionRow).where(
-    ExecutionRow.account_id == bindparam("account_id"), ExecutionRow.id == bindparam("id")
+#: one execution of an account with its metadata, a row per entry (one query, not two)
+_ONE_OF_ACCOUNT = (
+    select(ExecutionRow, ExecutionMetadataRow.key, ExecutionMetadataRow.value)
+    .outerjoin(ExecutionMetadataRow, ExecutionMetadataRow.execution_id == ExecutionRow.id)
+    .where(ExecutionRow.account_id == bindparam("account_id"), ExecutionRow.id == bindparam("id"))
 )
 
 
@@ -143,8 +146,14 @@ async def resolve(session: AsyncSession, account_id: str, id_or_prefix: str) -> 
 
     Raises ``NotFound`` (also for other accounts' ids) or ``AmbiguousId``.
     """
-    row = await session.scalar(_ONE_OF_ACCOUNT, {"account_id": account_id, "id": id_or_prefix})
-    if row is None and id_or_prefix:
+    found = (
+        await session.execute(_ONE_OF_ACCOUNT, {"account_id": account_id, "id": id_or_prefix})
+    ).all()
+    if found:
+        metadata = {key: value for _, key, value in found if key is not None}
+        return to_domain(found[0][0], metadata)
+    row = None
+    if id_or_prefix:
         scoped = select(ExecutionRow).where(ExecutionRow.account_id == account_id)
         rows = (
             await session.scalars(
