@@ -1,7 +1,6 @@
-"""Acceptance: ``rgrid server run --api-processes N`` — one port answered by the main process and
-API-only processes on PostgreSQL (issue 19, item 4). Each API process is found by its command
-line; stopping the main process with SIGSTOP leaves only them to answer, which is how these
-tests send a request through one."""
+"""Acceptance: ``rgrid server run --api-processes N`` on PostgreSQL (issue 19, item 4): N
+processes answer the API on one port while the main process runs the scripts, so every request
+here goes through an API process. Each is found by its command line."""
 
 from __future__ import annotations
 
@@ -38,14 +37,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
             RGRID_LEASE_S="60",
         )
         grid.start()
-        wait_for(lambda: api_processes(grid), timeout=30)
+        wait_for(lambda: len(api_processes(grid)) == 2, timeout=30)
         yield grid
         grid.stop()
 
 
 def api_processes(server: LiveServer) -> list[int]:
-    """The API-only processes of ``server`` (``… rgrid.api.processes FD MAIN_PID LEVEL``). One
-    still starting holds the connections it is handed in the socket's queue, not refused."""
+    """The API processes of ``server`` (``… -m rgrid.api.processes MAIN_PID LEVEL``)."""
     assert server.process is not None
     return [
         pid for pid, command in processes_with(API_PROCESS) if f" {server.process.pid} " in command
@@ -53,7 +51,7 @@ def api_processes(server: LiveServer) -> list[int]:
 
 
 class MainStopped:
-    """The main process held with SIGSTOP: only the API processes accept and answer."""
+    """The main process held with SIGSTOP: it runs nothing, the API processes still answer."""
 
     def __init__(self, server: LiveServer) -> None:
         assert server.process is not None
@@ -154,11 +152,12 @@ def _counter(text: str, name: str) -> float:
 
 
 def test_a_dead_api_process_is_started_again(server: LiveServer) -> None:
-    (first,) = api_processes(server)
+    first, second = api_processes(server)
     os.kill(first, signal.SIGKILL)
-    again = wait_for(lambda: [p for p in api_processes(server) if p != first], timeout=30)
-    assert len(again) == 1
-    assert get(server, "/health").status_code == 200
+    wait_for(lambda: first not in api_processes(server) and len(api_processes(server)) == 2)
+    for _ in range(6):  # on fresh connections, whichever process each lands on
+        assert get(server, "/health").status_code == 200
+    assert second in api_processes(server)
 
 
 def test_stopping_the_server_stops_its_api_processes(tmp_path: Path) -> None:
@@ -166,7 +165,7 @@ def test_stopping_the_server_stops_its_api_processes(tmp_path: Path) -> None:
         grid = make_server(tmp_path, RGRID_DATABASE_URL=database, RGRID_API_PROCESSES="3")
         grid.start()
         assert grid.process is not None
-        children = wait_for(lambda: len(api_processes(grid)) == 2 and api_processes(grid))
+        children = wait_for(lambda: len(api_processes(grid)) == 3 and api_processes(grid))
         os.kill(grid.process.pid, signal.SIGTERM)  # the main process only, as systemd would
         # uvicorn shuts down gracefully, then ends by the signal it caught
         assert grid.process.wait(30) == -signal.SIGTERM
@@ -174,7 +173,7 @@ def test_stopping_the_server_stops_its_api_processes(tmp_path: Path) -> None:
         wait_for(lambda: not any(_alive(p) for p in children), timeout=15)
 
         grid.start()  # killed outright, it cannot stop them: they notice and stop
-        children = wait_for(lambda: len(api_processes(grid)) == 2 and api_processes(grid))
+        children = wait_for(lambda: len(api_processes(grid)) == 3 and api_processes(grid))
         os.kill(grid.process.pid, signal.SIGKILL)
         grid.process.wait(30)
         wait_for(lambda: not any(_alive(p) for p in children), timeout=15)
@@ -221,3 +220,26 @@ def test_the_cli_knows_the_settings_bound() -> None:
     from rgrid.cli import server as server_cli
 
     assert server_cli.MAX_API_PROCESSES == settings.MAX_API_PROCESSES
+
+
+def test_a_taken_port_stops_the_server_at_once(tmp_path: Path) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        base = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+        done = subprocess.run(
+            [str(RGRID_BIN), "server", "run", "--port", str(port), "--api-processes", "2"],
+            env={
+                **base,
+                "RGRID_HOME": str(tmp_path / "home"),
+                # never reached: the port is checked before the store is opened
+                "RGRID_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Address already in use" in done.stderr

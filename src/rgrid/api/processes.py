@@ -1,15 +1,18 @@
-"""The server's processes on one listening socket (``rgrid server run --api-processes N``).
+"""The server as several processes (``rgrid server run --api-processes N``, N > 1).
 
-One event loop answers at most one core's worth of requests. The main process binds the port,
-migrates the store and starts its dispatcher; once it is up it starts N-1 API-only processes
-(``python -m rgrid.api.processes FD MAIN_PID LOG_LEVEL``) that inherit the bound socket, so the
-kernel hands each new connection to whichever process accepts first, the way uvicorn's and
-gunicorn's workers share one. A process that dies is started again; when the main process
-stops, it stops them, and one whose main process is gone stops by itself.
+One event loop answers at most one core's worth of requests. With N > 1 the main process
+migrates the store, dispatches and runs scripts, keeps house and runs the autoscaler, and
+answers no request itself: it starts N API processes (``python -m rgrid.api.processes
+MAIN_PID LOG_LEVEL``) that each listen on the server's port with ``SO_REUSEPORT``, so the
+kernel spreads new connections evenly over them (one shared socket let whichever process woke
+first take a whole burst of connections). The main process holds the port bound, not
+listening, from its start: a port taken by another program stops it at once, and no one else
+can take it meanwhile. A process that dies is started again; when the main process stops, it
+stops them, and one whose main process is gone stops by itself.
 
-The main process runs the scripts, so it is where an execution changes: it writes each changed
-execution's id to the API processes' standard input, and their followers (``rgrid run``'s
-live log, ``rgrid wait``) wake at once instead of at their next look at the store.
+The main process is where an execution changes (its scripts run there): it writes each
+changed execution's id to the API processes' standard input, and their followers (``rgrid
+run``'s live log, ``rgrid wait``) wake at once instead of at their next look at the store.
 """
 
 from __future__ import annotations
@@ -52,23 +55,49 @@ def uvicorn_server(app: Any, *, host: str, port: int, log_level: str) -> Any:
     return uvicorn.Server(config)
 
 
+def bind(host: str, port: int, *, shared: bool) -> socket.socket:
+    """A socket bound to the server's address; ``shared``: with ``SO_REUSEPORT``, as all the
+    processes of a server of several bind it (the kernel refuses a process of another user).
+    Made with the protocol number that ``getaddrinfo`` gives, which asyncio needs to see to
+    turn Nagle's algorithm off on each connection (without it a kept-alive connection waited
+    40 ms for each answer's second write)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def serve(settings: ServerSettings, *, log_level: str) -> None:
     """Run the server's main process (``rgrid server run``) until it is stopped."""
     from rgrid.api.app import create_app
 
     app = create_app(settings)
     server = uvicorn_server(app, host=settings.host, port=settings.port, log_level=log_level)
-    # bound here, not by uvicorn, so that the API processes inherit the same socket
-    app.state.listener = listener = server.config.bind_socket()
-    server.run(sockets=[listener])
+    shared = settings.api_processes > 1
+    try:
+        # several processes: held here, not listened on (the API processes listen)
+        sock = bind(settings.host, settings.port, shared=shared)
+    except OSError as exc:
+        logger.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
+        sys.exit(1)
+    with sock:
+        server.run(sockets=[] if shared else [sock])
 
 
 class ApiProcesses:
-    """The main process's side: start the API-only processes, restart one that dies, stop all."""
+    """The main process's side: start the API processes, restart one that dies, stop all."""
 
-    def __init__(self, settings: ServerSettings, listener: socket.socket) -> None:
-        self._count = settings.api_processes - 1
-        self._listener = listener
+    def __init__(self, settings: ServerSettings) -> None:
+        self._count = settings.api_processes
         self._log_level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
         self._tasks: list[asyncio.Task[None]] = []
         self._running: dict[int, asyncio.subprocess.Process] = {}
@@ -88,10 +117,8 @@ class ApiProcesses:
                 sys.executable,
                 "-m",
                 "rgrid.api.processes",
-                str(self._listener.fileno()),
                 str(os.getpid()),
                 self._log_level,
-                pass_fds=(self._listener.fileno(),),
                 stdin=asyncio.subprocess.PIPE,
             )
             self._running[index] = process
@@ -159,19 +186,20 @@ def _stop_with(main_pid: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """An API-only process: ``FD MAIN_PID LOG_LEVEL`` (started by ``ApiProcesses``)."""
-    fd, main_pid, log_level = int(argv[0]), int(argv[1]), argv[2]
+    """An API process: ``MAIN_PID LOG_LEVEL`` (started by ``ApiProcesses``)."""
+    main_pid, log_level = int(argv[0]), argv[1]
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from rgrid.api.app import create_app
 
     threading.Thread(target=_stop_with, args=(main_pid,), daemon=True).start()
-    listener = socket.socket(fileno=fd)
     settings = ServerSettings()
     app = create_app(settings, main_pid=main_pid)
     server = uvicorn_server(app, host=settings.host, port=settings.port, log_level=log_level)
-    server.run(sockets=[listener])
+    # bound now, listened on once the lifespan is up: no connection waits for a process that
+    # is still starting
+    server.run(sockets=[bind(settings.host, settings.port, shared=True)])
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ def server() -> None:
     default=1,
     show_default=True,
     envvar="RGRID_API_PROCESSES",
-    help="Processes answering the API on the port: this one, which also runs scripts, and "
-    "N-1 that only answer requests (more than one needs PostgreSQL). [RGRID_API_PROCESSES]",
+    help="Processes answering the API on the port; above 1 (PostgreSQL only) this process "
+    "runs the scripts and answers none itself. [RGRID_API_PROCESSES]",
 )
 def run_server(host: str, port: int, log_level: str, api_processes: int) -> None:
     """Run the server in the foreground (configuration from RGRID_* variables: the database,
