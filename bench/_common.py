@@ -81,9 +81,12 @@ def kill_processes_mentioning(text: str) -> int:
     return killed
 
 
-def start_server(home: Path, database: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    home: Path, database: str | None = None, **settings: str
+) -> tuple[subprocess.Popen[bytes], str]:
     """``rgrid server run`` of this environment on a free loopback port with ``home`` as its
-    RGRID_HOME (and ``database`` as its store, if given), once it answers; and its URL."""
+    RGRID_HOME (and ``database`` as its store, if given; ``settings``: more RGRID_* variables),
+    once it answers; and its URL."""
     import os
 
     import httpx
@@ -93,6 +96,7 @@ def start_server(home: Path, database: str | None = None) -> tuple[subprocess.Po
     env["RGRID_HOME"] = str(home)
     if database:
         env["RGRID_DATABASE_URL"] = database
+    env.update(settings)
     log = (home / "server.log").open("ab")
     rgrid = Path(sys.executable).parent / "rgrid"
     process = subprocess.Popen(

@@ -7,12 +7,14 @@ connections for a few seconds:
 - logs: ``GET /executions/{id}/logs?after=K&limit=100`` of a real 2,000-line log;
 - mixed: 80 % status, 10 % list, 5 % logs, 5 % submits (answered by the result cache).
 
-Prints requests/s, p50 and p99 latency and errors per row, the server's memory before and after,
-and PostgreSQL's plan for the list query. The baseline the issue names: the replaced product's
-own load test, 26 requests/s at 100 concurrent clients.
+Prints requests/s, p50 and p99 latency and errors per row, the server's memory before and after
+(of all its processes), and PostgreSQL's plan for the list query. On PostgreSQL the server runs
+once as one process and once with ``--api-processes 2`` (two processes answering the API, the
+main one running scripts). The baseline the issue names: the replaced product's own load test,
+26 requests/s at 100 concurrent clients.
 
     .venv/bin/python bench/api_load.py [--databases sqlite,postgres] [--seconds 5]
-        [--workloads status,list,logs,mixed] [--connections 10,100,500]
+        [--workloads status,list,logs,mixed] [--connections 10,100,500] [--api-processes 1,2]
 """
 
 from __future__ import annotations
@@ -75,10 +77,14 @@ end
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """The resident memory of process ``pid`` and its children (the API processes)."""
+    total = 0.0
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for each in (pid, *map(int, children)):
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
 def cli(url: str, key: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -182,17 +188,21 @@ def measure(
     seconds: int,
     workloads: tuple[str, ...] = WORKLOADS,
     concurrency: tuple[int, ...] = CONCURRENCY,
+    api_processes: int = 1,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         database = postgres_database("rgrid_bench_load") if kind_of_db == "postgres" else None
-        process, url = start_server(home, database)
+        process, url = start_server(home, database, RGRID_API_PROCESSES=str(api_processes))
         try:
             key, account = new_account(url, home, "load")
             seed_executions(database or f"sqlite:///{home / 'rgrid.db'}", account, EXECUTIONS)
             log_id, submit = prepare(url, key, home)
             rss_before = rss_mib(process.pid)
-            print(f"\n{kind_of_db}: {EXECUTIONS:,} executions, wrk -t2 -d{seconds}s per row")
+            print(
+                f"\n{kind_of_db}, --api-processes {api_processes}: {EXECUTIONS:,} executions,"
+                f" wrk -t2 -d{seconds}s per row"
+            )
             print(
                 f"{'workload':<8} {'conns':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs 26/s':>9}"
             )
@@ -228,11 +238,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--connections", default=",".join(map(str, CONCURRENCY)))
+    parser.add_argument(
+        "--api-processes", default="1,2", help="PostgreSQL only; SQLite runs one process"
+    )
     args = parser.parse_args()
     workloads = tuple(args.workloads.split(","))
     concurrency = tuple(int(c) for c in args.connections.split(","))
     for kind in args.databases.split(","):
-        measure(kind, args.seconds, workloads, concurrency)
+        counts = [int(n) for n in args.api_processes.split(",")] if kind == "postgres" else [1]
+        for count in counts:
+            measure(kind, args.seconds, workloads, concurrency, count)
 
 
 if __name__ == "__main__":
