@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.sql.elements import SQLCoreOperations
 
 from rgrid import errors
+from rgrid.store.pool import FairAsyncPool
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def make_engine(url: str) -> AsyncEngine:
     if url.startswith("postgresql"):
         # A pool of fixed size: overflow connections are closed when given back, so under a
         # load wider than the pool every request would open a connection (a handshake each).
-        engine = create_async_engine(url, pool_size=20, max_overflow=0)
+        engine = create_async_engine(url, poolclass=FairAsyncPool, pool_size=20, max_overflow=0)
         event.listen(engine.sync_engine.pool, "checkin", _note_checkin)
         event.listen(engine.sync_engine.pool, "checkout", _check_alive)
         return engine
