@@ -7,7 +7,8 @@ connections for a few seconds:
 - logs: ``GET /executions/{id}/logs?after=K&limit=100`` of a real 2,000-line log;
 - mixed: 80 % status, 10 % list, 5 % logs, 5 % submits (answered by the result cache).
 
-Prints requests/s, p50 and p99 latency and errors per row, the server's memory before and after
+Prints requests/s, p50 and p99 latency, errors (non-2xx answers, refused or dropped
+connections) and answers slower than wrk's 2 s timeout per row, the server's memory before and after
 (of all its processes), and PostgreSQL's plan for the list query. On PostgreSQL the server runs
 once as one process and once with ``--api-processes 2`` (two processes answering the API, the
 main one running scripts). The baseline the issue names: the replaced product's own load test,
@@ -162,7 +163,10 @@ def wrk(url: str, lua: Path, connections: int, seconds: int) -> dict[str, float]
         "p50": ms("50%"),
         "p99": ms("99%"),
         "bad": float(non_2xx.group(1)) if non_2xx else 0.0,
-        "socket": float(sum(int(g) for g in errors.groups())) if errors else 0.0,
+        # connect, read and write errors: the server refused or dropped a request
+        "socket": float(sum(int(g) for g in errors.groups()[:3])) if errors else 0.0,
+        # answers slower than wrk's 2 s, which it stops waiting for
+        "slow": float(errors.group(4)) if errors else 0.0,
     }
 
 
@@ -204,7 +208,7 @@ def measure(
                 f" wrk -t2 -d{seconds}s per row"
             )
             print(
-                f"{'workload':<8} {'conns':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs 26/s':>9}"
+                f"{'workload':<8} {'conns':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'> 2 s':>6} {'vs 26/s':>9}"
             )
             for kind in workloads:
                 lua = home / f"{kind}.lua"
@@ -217,7 +221,8 @@ def measure(
                     errors = int(got["bad"] + got["socket"])
                     print(
                         f"{kind:<8} {connections:>6} {got['rps']:>9.0f} {got['p50']:>8.1f} "
-                        f"{got['p99']:>8.1f} {errors:>7} {got['rps'] / BASELINE_RPS:>8.1f}x"
+                        f"{got['p99']:>8.1f} {errors:>7} {int(got['slow']):>6} "
+                        f"{got['rps'] / BASELINE_RPS:>8.1f}x"
                     )
             print(
                 f"server memory: {rss_before:.0f} MiB before, {rss_mib(process.pid):.0f} MiB after"
