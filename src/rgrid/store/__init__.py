@@ -36,7 +36,11 @@ def make_engine(url: str) -> AsyncEngine:
     """An async engine for ``sqlite+aiosqlite:///…`` or ``postgresql+asyncpg://…`` URLs."""
     url = _async_url(url)
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_async_engine(
+            url,
+            poolclass=FairAsyncPool,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     if url.startswith("postgresql"):
