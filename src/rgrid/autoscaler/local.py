@@ -22,7 +22,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rgrid import errors
+from rgrid import errors, proc
 from rgrid.autoscaler import ProviderNode, node_resource
 from rgrid.autoscaler.policy import NodeKind
 from rgrid.runner import mounts
@@ -135,7 +135,7 @@ class LocalProvider:
         for record_path in sorted(self._root.glob(f"*/{RECORD}")):
             with contextlib.suppress(OSError, ValueError, KeyError):
                 record = json.loads(record_path.read_text())
-                if _alive(int(record["pid"])):
+                if proc.alive(int(record["pid"])):
                     found.append(
                         ProviderNode(
                             provider_id=record_path.parent.name,
@@ -178,7 +178,7 @@ def stop_tree(pid: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(each, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
-    while time.monotonic() < deadline and any(_alive(each) for each in doomed):
+    while time.monotonic() < deadline and any(proc.alive(each) for each in doomed):
         time.sleep(0.1)
     for each in [*doomed, *(d for p in doomed for d in descendants(p))]:
         with contextlib.suppress(ProcessLookupError):
@@ -193,12 +193,3 @@ def descendants(pid: int) -> list[int]:
                 for child in map(int, children.read().split()):
                     found += [child, *descendants(child)]
     return found
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False

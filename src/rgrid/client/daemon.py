@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from rgrid import errors
+from rgrid import errors, proc
 from rgrid.envs.passed import PASSED_SETTINGS
 
 START_TIMEOUT_S = 30.0
@@ -62,16 +62,6 @@ def _state_path(home: Path) -> Path:
     return home / "server.json"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _healthy(url: str) -> bool:
     """The server answers /health (used while starting it)."""
     from rgrid.client.http import Transport, TransportError
@@ -106,7 +96,7 @@ def status(home: Path) -> DaemonInfo | None:
         info = DaemonInfo(url=str(state["url"]), pid=int(state["pid"]), home=home)
     except (OSError, ValueError, KeyError):
         return None
-    return info if _alive(info.pid) and _listening(info.url) else None
+    return info if proc.alive(info.pid) and _listening(info.url) else None
 
 
 @contextlib.contextmanager
@@ -178,10 +168,10 @@ def stop(home: Path) -> DaemonInfo | None:
         return None
     os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while _alive(info.pid) and time.monotonic() < deadline:
+    while proc.alive(info.pid) and time.monotonic() < deadline:
         _reap(info.pid)
         time.sleep(0.05)
-    if _alive(info.pid):
+    if proc.alive(info.pid):
         os.kill(info.pid, signal.SIGKILL)
     _state_path(home).unlink(missing_ok=True)
     return info

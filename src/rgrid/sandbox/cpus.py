@@ -21,6 +21,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from rgrid import proc
+
 #: where glibc's ``get_nprocs`` (``os.cpu_count()``) reads the CPUs that are online
 ONLINE = "/sys/devices/system/cpu/online"
 #: the host-wide record of who runs on which CPU (root: a root-only place)
@@ -43,7 +45,7 @@ def _registry() -> Path | None:
 
 def _alive(holder: str) -> bool:
     pid = holder.split("-", 1)[0]
-    return pid.isdigit() and Path(f"/proc/{pid}").exists()
+    return pid.isdigit() and proc.alive(int(pid))
 
 
 class CpuSets:

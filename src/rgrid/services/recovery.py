@@ -5,10 +5,9 @@ host that no longer exists."""
 from __future__ import annotations
 
 import logging
-import os
 from datetime import datetime
 
-from rgrid import store
+from rgrid import proc, store
 from rgrid.services import Grid
 from rgrid.services.outcomes import settle, worker_lost
 from rgrid.store import executions as repo
@@ -54,10 +53,4 @@ def _alive(worker: str | None) -> bool:
     pid = (worker or "").rpartition(":")[2]
     if not pid.isdigit():
         return True  # not one of ours: only its lease can tell
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return proc.alive(int(pid))

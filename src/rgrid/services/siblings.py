@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rgrid import domain
+from rgrid import domain, proc
 
 logger = logging.getLogger(__name__)
 
@@ -139,18 +139,8 @@ class Siblings:
         reports = []
         for path in self._folder.glob("*.json"):
             pid = int(path.stem) if path.stem.isdigit() else 0
-            if pid in (0, os.getpid()) or not _alive(pid):
+            if pid in (0, os.getpid()) or not proc.alive(pid):
                 continue
             with contextlib.suppress(OSError, ValueError, TypeError):
                 reports.append(Report.from_json(path.read_text()))
         return reports
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -17,6 +17,7 @@ FOUNDATION = {
     "paths",
     "compression",
     "money",
+    "proc",
     "text",
     "bounds",
     "settings",

@@ -1,0 +1,13 @@
+"""What this host's ``/proc`` says of a process (Linux, as the grid's sandbox is)."""
+
+from __future__ import annotations
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not ended (a zombie, ended but not yet reaped by
+    its parent, has). Whoever owns it: no signal is sent."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
