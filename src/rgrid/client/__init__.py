@@ -6,7 +6,6 @@ import contextlib
 import fcntl
 import glob
 import hashlib
-import http.client
 import io
 import os
 import time
@@ -17,7 +16,14 @@ from typing import IO, Any, TypeVar, cast
 from urllib.parse import quote, urlencode, urlsplit
 
 from rgrid import compression, digests, errors, schemas
-from rgrid.client.http import CHUNK, DEFAULT_TIMEOUT_S, Response, Transport, TransportError
+from rgrid.client.http import (
+    CHUNK,
+    DEFAULT_TIMEOUT_S,
+    Incoming,
+    Response,
+    Transport,
+    TransportError,
+)
 from rgrid.paths import join_under
 
 T = TypeVar("T")
@@ -409,7 +415,7 @@ class Client:
 
     def _save(
         self,
-        response: http.client.HTTPResponse,
+        response: Incoming,
         artifact: schemas.ArtifactPublic,
         dest: Path,
         compressed: bool,
@@ -446,7 +452,7 @@ class Client:
                 else:
                     while chunk := response.read(CHUNK):
                         keep(chunk)
-                    if report.done < artifact.size:  # http.client ends a short body silently
+                    if report.done < artifact.size:  # an answer shorter than the output
                         raise TransportError(
                             f"the body broke off after {report.done} of {artifact.size} bytes"
                         )
