@@ -56,20 +56,19 @@ def uvicorn_server(app: Any, *, host: str, port: int, log_level: str) -> Any:
 
 
 def bind(host: str, port: int, *, shared: bool) -> socket.socket:
-    """A socket bound to the server's address; ``shared``: with ``SO_REUSEPORT``, as all the
-    processes of a server of several bind it (the kernel refuses a process of another user).
-    Made with the protocol number that ``getaddrinfo`` gives, which asyncio needs to see to
-    turn Nagle's algorithm off on each connection (without it a kept-alive connection waited
-    40 ms for each answer's second write)."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
+    """A socket bound to the server's address, IPv6 when the host has a colon (as uvicorn
+    binds: ``localhost`` is 127.0.0.1); ``shared``: with ``SO_REUSEPORT``, as all the processes
+    of a server of several bind it (the kernel refuses a process of another user). Made with
+    the TCP protocol number, which asyncio needs to see to turn Nagle's algorithm off on each
+    connection: uvicorn's ``bind_socket`` leaves it 0, and a kept-alive connection then waited
+    40 ms (the client's delayed ACK) for each answer's second write."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if shared:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
-        sock.bind(address)
+        sock.bind((host, port))
     except OSError:
         sock.close()
         raise

@@ -44,3 +44,11 @@ def test_the_processes_of_a_server_bind_one_port_and_others_cannot() -> None:
         second.listen()
         with pytest.raises(OSError, match="in use"):
             bind("127.0.0.1", port, shared=False)
+
+
+def test_a_host_name_binds_ipv4_and_an_address_with_colons_ipv6() -> None:
+    """As uvicorn binds: ``localhost`` is 127.0.0.1 even where it resolves to ::1 first (a
+    server there would not answer clients of 127.0.0.1)."""
+    with bind("localhost", 0, shared=False) as v4, bind("::1", 0, shared=False) as v6:
+        assert v4.getsockname()[0] == "127.0.0.1"
+        assert v6.family == socket.AF_INET6
