@@ -50,7 +50,7 @@ def uvicorn_server(app: Any, *, host: str, port: int, log_level: str) -> Any:
     import uvicorn
 
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, ws="websockets", lifespan="on"
+        app, host=host, port=port, log_level=log_level, ws="websockets-sansio", lifespan="on"
     )
     return uvicorn.Server(config)
 
