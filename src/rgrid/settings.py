@@ -75,8 +75,8 @@ class ServerSettings(WorkerSettings):
     storage_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8765
-    #: processes answering the API on the one port: the main one (which also dispatches and
-    #: runs scripts) and N-1 that only answer requests; more than one needs PostgreSQL
+    #: processes answering the API on the port; above 1 (PostgreSQL only) the main process
+    #: runs the scripts and answers none itself (``api.processes``)
     api_processes: int = Field(default=1, ge=1, le=MAX_API_PROCESSES)
     slots: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     #: where claimed executions run (``executor.from_url``): ``local`` (this host's slots) or

@@ -124,10 +124,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     def report() -> Report:
         return _report(
-            grid,
-            main=True,
-            started=runs_on.started,
-            env_builds=(config.env_cache.builds + runs_on.env_builds),
+            grid, started=runs_on.started, env_builds=config.env_cache.builds + runs_on.env_builds
         )
 
     # several: this process answers no request, its API processes do (`processes.serve`)
@@ -146,7 +143,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if api_processes is not None:
             await api_processes.close()
-        await grid.siblings.close(main=True)
+        await grid.siblings.close()
         await housekeeping.close()
         if scaler is not None:
             await scaler.close()
@@ -170,9 +167,7 @@ async def _api_lifespan(app: FastAPI) -> AsyncIterator[None]:
         return False
 
     grid.cancel_local = cancel_elsewhere
-    grid.siblings = Siblings(
-        settings.home, app.state.main_pid, lambda: _report(grid, main=False), shared=True
-    )
+    grid.siblings = Siblings(settings.home, app.state.main_pid, lambda: _report(grid), shared=True)
     grid.siblings.start()
     following = asyncio.create_task(processes.follow_main(grid.notifier.notify))
     app.state.grid = grid
@@ -183,7 +178,7 @@ async def _api_lifespan(app: FastAPI) -> AsyncIterator[None]:
         following.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await following
-        await grid.siblings.close(main=False)
+        await grid.siblings.close()
         await signal.close()
         await engine.dispose()
 
@@ -203,11 +198,9 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, GC_OLDER_THRESHOLD, GC_OLDER_THRESHOLD)
 
 
-def _report(grid: Grid, *, main: bool, started: int = 0, env_builds: int = 0) -> Report:
+def _report(grid: Grid, *, started: int = 0, env_builds: int = 0) -> Report:
     transfers = grid.transfers
     return Report(
-        pid=os.getpid(),
-        main=main,
         received_wire=transfers.received_wire,
         received=transfers.received,
         sent_wire=transfers.sent_wire,

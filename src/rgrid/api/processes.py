@@ -45,6 +45,13 @@ FORWARD_BUFFER_BYTES = 64 * 1024
 PARENT_CHECK_S = 0.5
 
 
+def log_to_stderr(level: str) -> None:
+    """Every process of the server logs to its standard error, in one format."""
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
 def uvicorn_server(app: Any, *, host: str, port: int, log_level: str) -> Any:
     """The uvicorn server every process of the grid runs (the same settings in each)."""
     import uvicorn
@@ -187,9 +194,7 @@ def _stop_with(main_pid: int) -> None:
 def main(argv: list[str]) -> None:
     """An API process: ``MAIN_PID LOG_LEVEL`` (started by ``ApiProcesses``)."""
     main_pid, log_level = int(argv[0]), argv[1]
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_to_stderr(log_level)
     from rgrid.api.app import create_app
 
     threading.Thread(target=_stop_with, args=(main_pid,), daemon=True).start()

@@ -38,8 +38,6 @@ def run_server(host: str, port: int, log_level: str, api_processes: int) -> None
     the storage, and where scripts run: RGRID_EXECUTOR=local, or ray://HEAD:PORT for the
     nodes of a Ray cluster, which RGRID_AUTOSCALE_PROVIDER=local|hetzner grows and shrinks
     with the queue; docs/operating.md lists them all)."""
-    import logging
-
     try:
         import uvicorn  # noqa: F401
     except ImportError as exc:
@@ -48,11 +46,10 @@ def run_server(host: str, port: int, log_level: str, api_processes: int) -> None
         raise errors.MissingExtra("the grid server needs: pip install 'rgrid[server]'") from exc
     import os
 
+    from rgrid.api.processes import log_to_stderr, serve
     from rgrid.settings import ServerSettings
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_to_stderr(log_level)
     # the grid's settings see where it listens (the URL worker nodes reach it at by default)
     os.environ["RGRID_HOST"], os.environ["RGRID_PORT"] = host, str(port)
     os.environ["RGRID_API_PROCESSES"] = str(api_processes)
@@ -63,8 +60,6 @@ def run_server(host: str, port: int, log_level: str, api_processes: int) -> None
             "with SQLite one process writes at a time, and a submit to another process "
             "would wait for the dispatcher's next poll"
         )
-    from rgrid.api.processes import serve
-
     serve(settings, log_level=log_level)
 
 

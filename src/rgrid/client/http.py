@@ -64,13 +64,11 @@ class Incoming:
         self._left: int | None = None  # bytes of the body still to come (None: until the end)
         if method == "HEAD" or self.status in (204, 304) or self.status < 200:
             self._left = 0
-        elif self._chunked:
-            self._left = None
-        elif length is not None:
+        elif length is not None and not self._chunked:  # chunks say where a body ends
             if not length.strip().isdigit():
                 raise ProtocolError(f"an invalid Content-Length: {length!r}")
             self._left = int(length)
-        else:
+        elif not self._chunked:
             self.will_close = True  # the body ends with the connection
         self._done = self._left == 0
 
@@ -81,17 +79,14 @@ class Incoming:
         return self._done
 
     def read(self, amount: int | None = None) -> bytes:
-        """Up to ``amount`` bytes of the body (all of it without), b"" at its end. A body
-        read whole that breaks off raises ``ProtocolError``; a piece comes back short, as a
-        file's last piece does, and the caller counts what arrived."""
+        """Up to ``amount`` bytes of the body (all of it without), b"" at its end; a body that
+        breaks off before its length or its last chunk raises ``ProtocolError``."""
         if self._done:
             return b""
         if amount is None or amount < 0:
             pieces = []
             while piece := self.read(CHUNK):
                 pieces.append(piece)
-            if self._left not in (None, 0) or (self._chunked and not self._done):
-                raise ProtocolError("the answer broke off")
             return b"".join(pieces)
         if self._chunked:
             return self._read_chunked(amount)

@@ -32,10 +32,8 @@ RUN_DIRECTORY = "run"
 
 @dataclasses.dataclass(frozen=True)
 class Report:
-    """One process's figures."""
+    """One process's figures (its pid is its file's name)."""
 
-    pid: int
-    main: bool
     #: blob body bytes on the wire and decoded (``services.Transfers``' four counters)
     received_wire: int = 0
     received: int = 0
@@ -61,6 +59,10 @@ class Report:
         return cls(**fields)
 
 
+#: the figures summed over the processes (all of a report's but the autoscaler's status)
+COUNTERS = tuple(f.name for f in dataclasses.fields(Report) if f.name != "autoscaler")
+
+
 def _iso(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -79,6 +81,7 @@ class Siblings:
         self, home: Path, main_pid: int, report: Callable[[], Report], *, shared: bool
     ) -> None:
         self._folder = folder(home, main_pid)
+        self._main = main_pid == os.getpid()
         self._report = report
         self._shared = shared
         self._task: asyncio.Task[None] | None = None
@@ -88,14 +91,13 @@ class Siblings:
         own = self._report()
         if not self._shared:
             return own
-        counters = ("received_wire", "received", "sent_wire", "sent", "started", "env_builds")
-        totals = {name: getattr(own, name) for name in counters}
-        autoscaler = own.autoscaler
+        totals = {name: getattr(own, name) for name in COUNTERS}
+        autoscaler = own.autoscaler  # one process, the main one, runs it
         for other in self.others():
-            for name in counters:
+            for name in COUNTERS:
                 totals[name] += getattr(other, name)
             autoscaler = autoscaler or other.autoscaler
-        return Report(pid=own.pid, main=own.main, autoscaler=autoscaler, **totals)
+        return Report(autoscaler=autoscaler, **totals)
 
     @property
     def path(self) -> Path:
@@ -122,14 +124,14 @@ class Siblings:
             except OSError:  # a full disk: the figures are late, the requests still answered
                 logger.exception("could not write the process report", extra={"action": "report"})
 
-    async def close(self, *, main: bool) -> None:
+    async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if not self._shared:
             return
-        if main:
+        if self._main:  # the folder is the main process's: it goes with it
             shutil.rmtree(self._folder, ignore_errors=True)
         else:
             self.path.unlink(missing_ok=True)

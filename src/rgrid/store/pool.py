@@ -37,7 +37,9 @@ class FairQueue(AsyncAdaptedQueue[Any]):
         self.put_nowait(item)  # the pool never holds more than it made: never full
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        if not any(not w.done() for w in self._waiters):
+        while self._waiters and self._waiters[0].done():  # gave up (one served left the line)
+            self._waiters.popleft()
+        if not self._waiters:  # nobody waits before this request
             try:
                 return self._queue.get_nowait()
             except asyncio.QueueEmpty:

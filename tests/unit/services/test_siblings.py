@@ -3,7 +3,6 @@ files in a temporary folder."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -24,9 +23,9 @@ STATUS = domain.AutoscalerStatus(
 
 
 def test_a_report_reads_back_as_written() -> None:
-    report = Report(pid=7, main=True, received=5, sent=3, started=2, autoscaler=STATUS)
+    report = Report(received=5, sent=3, started=2, autoscaler=STATUS)
     assert Report.from_json(report.to_json()) == report
-    assert Report.from_json(Report(pid=8, main=False).to_json()).autoscaler is None
+    assert Report.from_json(Report().to_json()).autoscaler is None
 
 
 def test_the_whole_adds_live_siblings_and_leaves_out_the_dead(tmp_path: Path) -> None:
@@ -36,13 +35,13 @@ def test_the_whole_adds_live_siblings_and_leaves_out_the_dead(tmp_path: Path) ->
     try:
         run = folder(tmp_path, 1)
         run.mkdir(parents=True)
-        main = Report(pid=sleeper.pid, main=True, received=100, started=4, autoscaler=STATUS)
+        main = Report(received=100, started=4, autoscaler=STATUS)
         (run / f"{sleeper.pid}.json").write_text(main.to_json())
-        gone = Report(pid=dead.pid, main=False, received=1_000_000)
+        gone = Report(received=1_000_000)
         (run / f"{dead.pid}.json").write_text(gone.to_json())
         (run / "junk.json").write_text("{")
 
-        own = Report(pid=os.getpid(), main=False, received=10, sent=7)
+        own = Report(received=10, sent=7)
         siblings = Siblings(tmp_path, 1, lambda: own, shared=True)
         siblings.publish()  # its own file is not counted twice
         whole = siblings.whole()

@@ -55,8 +55,8 @@ async def workers(grid: GridDep, _principal: CurrentPrincipal) -> list[schemas.W
 @router.get("/autoscaler")
 async def autoscaler(grid: GridDep, _principal: CurrentPrincipal) -> schemas.AutoscalerPublic:
     """Where this server's autoscaler stands: its last decision and provider error."""
-    # the main process runs it: another of the server's processes knows it from its report
-    status = grid.autoscaler or (grid.siblings.whole().autoscaler if grid.siblings else None)
+    # the main process runs it: the server's other processes know it from its report
+    status = grid.siblings.whole().autoscaler if grid.siblings else grid.autoscaler
     if status is None:
         return schemas.AutoscalerPublic(enabled=False)
     return schemas.AutoscalerPublic(enabled=True, **dataclasses.asdict(status))
