@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import threading
 import types
 import typing
 from collections.abc import Callable
@@ -46,11 +47,48 @@ Size = Annotated[int, Range(0, INT64_MAX)]
 Count = Annotated[int, Range(0, INT32_MAX)]
 
 
-# Only __init__ is generated: each generated method costs a compile at import, and the CLI
-# imports these on every command (``repr``/``eq``/``frozen`` for ~30 classes ≈ 50 ms).
+# Every CLI command imports this module, and making a dataclass compiles its generated methods:
+# ~0.4 ms a class, 20 ms or more for all of them, most of which a command never uses. So a wire
+# model becomes a dataclass when it is first used (``built``), and only ``__init__`` is
+# generated (``repr``/``eq``/``frozen`` would triple the cost). The server builds them all before
+# FastAPI reads their fields (``build_all``).
+_WIRE: set[type] = set()
+_BUILDING = threading.Lock()
+
+
 @typing.dataclass_transform(kw_only_default=True)
 def _wire(cls: type[T]) -> type[T]:
-    return dataclasses.dataclass(kw_only=True, repr=False, eq=False)(cls)
+    if any(base in _WIRE for base in cls.__mro__[1:]):
+        raise TypeError(f"{cls.__name__}: a wire model cannot extend another one")
+    setattr(cls, "__init__", _build_then_init)  # noqa: B010 (mypy: no assigning to a method)
+    _WIRE.add(cls)
+    return cls
+
+
+def _build_then_init(self: Any, **values: Any) -> None:
+    """A wire model's ``__init__`` until it is built: builds it, then runs the real one."""
+    built(type(self)).__init__(self, **values)
+
+
+def built(cls: type[T]) -> type[T]:
+    """The wire model ``cls``, made a dataclass if it is not yet one."""
+    if "__dataclass_fields__" not in cls.__dict__:
+        with _BUILDING:
+            if "__dataclass_fields__" not in cls.__dict__:  # not built by another thread meanwhile
+                delattr(cls, "__init__")  # the dataclass keeps an __init__ of the class's own
+                dataclasses.dataclass(kw_only=True, repr=False, eq=False)(cls)
+    return cls
+
+
+def build_all() -> None:
+    """Make every wire model a dataclass now (the server: FastAPI reads their fields)."""
+    for cls in list(_WIRE):
+        built(cls)
+
+
+def is_wire(kind: Any) -> bool:
+    """Whether ``kind`` is a wire model class (built yet or not)."""
+    return isinstance(kind, type) and kind in _WIRE
 
 
 @_wire
@@ -639,7 +677,7 @@ def _converter(kind: Any) -> Converter:
         return lambda value: [item(v) for v in value]
     if origin is dict:
         return dict
-    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+    if is_wire(kind):
         return lambda value: load(kind, value)
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
         return kind
@@ -653,7 +691,7 @@ def _converter(kind: Any) -> Converter:
 @functools.cache
 def _fields(cls: type[Any]) -> dict[str, Converter]:
     hints = typing.get_type_hints(cls)
-    return {f.name: _converter(hints[f.name]) for f in dataclasses.fields(cls)}
+    return {f.name: _converter(hints[f.name]) for f in dataclasses.fields(built(cls))}
 
 
 def load(cls: type[T], data: Any) -> T:
