@@ -31,8 +31,46 @@ COMMAND_MODULES = {
 }
 
 
+#: what `rgrid --help` says of each command: the first paragraph of its help, kept here so that
+#: listing the commands imports none of their modules (a test holds the two equal)
+SUMMARIES = {
+    "accounts": "Accounts (admin key only).",
+    "cancel": "Cancel a queued or running execution (its whole process group is killed), or "
+    "every unfinished item of a batch.",
+    "console": "Open the grid's web console in the browser, already signed in.",
+    "cost": "What your executions cost: per group, executions, compute time and cost; a total.",
+    "doctor": "What this machine offers: sandbox, Python, uv, the grid and its storage.",
+    "download": "Download an execution's outputs, keeping their relative paths.",
+    "estimate": "What running SCRIPT over N items would cost and take, from your earlier runs "
+    "of it.",
+    "init": "Ask for an API key, check it against the grid, save it to ~/.rgrid/credentials "
+    "(0600).",
+    "keys": "API keys.",
+    "list": "Your executions, newest first.",
+    "logs": "The execution's output lines in order (out| stdout, err| stderr, rgrid| and "
+    "setup| rgrid's own); with --follow, then live until it ends.",
+    "outputs": "The output files of an execution.",
+    "retry": "Run an execution again (same script, inputs and settings) under a new id; or the "
+    "failed items of a batch, inside the batch (outputs land where the originals' would "
+    "have).",
+    "run": "Run SCRIPT with ARGS on the grid: live output, outputs downloaded, the script's "
+    "exit code.",
+    "server": "The grid server (the local daemon starts by itself on first use).",
+    "status": "State, times, worker, exit code and failure of an execution, or the progress of "
+    "a batch.",
+    "wait": "Stream an execution's output until it ends, download its outputs, exit with its "
+    "code; for a batch: follow it, download what is missing, exit 0 / 1 all failed / 3 some "
+    "failed.",
+    "workers": "The worker pool: each worker (a Ray node, or the server's own slots) with its "
+    "state, slots busy/total, price, the end of its billing period, its provider id and kind "
+    "when the autoscaler made it, its sandbox and Python runtimes; then where the autoscaler "
+    "stands.",
+}
+
+
 class LazyGroup(click.Group):
-    """Commands load their module on first use: `rgrid run` does not import the admin code."""
+    """Commands load their module on first use: `rgrid run` does not import the admin code, and
+    `rgrid --help` none of them."""
 
     def list_commands(self, _ctx: click.Context) -> list[str]:
         return sorted(COMMAND_MODULES)
@@ -43,6 +81,14 @@ class LazyGroup(click.Group):
             return None
         commands: list[click.Command] = importlib.import_module(module).COMMANDS
         return next(c for c in commands if c.name == cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """As click lists them, shortened by click's own rule, from ``SUMMARIES``."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        stand_ins = [click.Command(name, help=SUMMARIES[name]) for name in names]
+        with formatter.section("Commands"):
+            formatter.write_dl([(c.name or "", c.get_short_help_str(limit)) for c in stand_ins])
 
 
 @click.group(

@@ -1,0 +1,53 @@
+"""`rgrid --help` lists the commands from their summaries, without importing a command's module:
+the list must read exactly as click would render it from the commands themselves."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import click
+import pytest
+
+from rgrid import cli
+
+#: which command modules `rgrid --help` imported, in a fresh interpreter
+FRESH = """
+import json, sys
+from rgrid.cli import COMMAND_MODULES, main
+sys.argv = ["rgrid", "--help"]
+try:
+    main()
+except SystemExit:
+    pass
+print(json.dumps(sorted(set(COMMAND_MODULES.values()) & set(sys.modules))), file=sys.stderr)
+"""
+
+
+def _commands_section(width: int, *, eager: bool) -> str:
+    ctx = click.Context(cli.cli, info_name="rgrid", max_content_width=width)
+    formatter = ctx.make_formatter()
+    if eager:  # click's own listing: every command object, its help shortened by click
+        click.Group.format_commands(cli.cli, ctx, formatter)
+    else:
+        cli.cli.format_commands(ctx, formatter)
+    return formatter.getvalue()
+
+
+def test_every_command_has_a_summary() -> None:
+    assert sorted(cli.SUMMARIES) == sorted(cli.COMMAND_MODULES)
+
+
+@pytest.mark.parametrize("width", [52, 60, 72, 80, 100, 140])
+def test_the_list_reads_as_click_renders_it_from_the_commands(
+    width: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", str(width))
+    assert _commands_section(width, eager=False) == _commands_section(width, eager=True)
+
+
+def test_help_imports_no_command_module() -> None:
+    done = subprocess.run([sys.executable, "-c", FRESH], capture_output=True, text=True, check=True)
+    assert "Commands:" in done.stdout and "  run " in done.stdout
+    assert json.loads(done.stderr.strip().splitlines()[-1]) == []
