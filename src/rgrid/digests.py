@@ -10,7 +10,6 @@ byte no longer holds up a transfer.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -60,6 +59,8 @@ def _new(algorithm: str) -> _Hash:
         # measured no faster (4 GB/s either way, in 1 MiB pieces).
         return blake3()
     if algorithm == "sha256":
+        import hashlib  # here: loading OpenSSL costs a command's start more than all else here
+
         return hashlib.sha256()
     raise ValueError(f"unknown hash algorithm {algorithm!r}")
 

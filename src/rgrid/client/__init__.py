@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import glob
-import hashlib
 import io
 import os
 import time
@@ -583,6 +581,8 @@ def _part_prefix(dest: Path) -> str:
     """The start of the temp names of downloads to ``dest``: short whatever the name (a name
     of 255 bytes is legal, and the temp name beside it must fit NAME_MAX too), and the same
     for every download of ``dest``, so abandoned ones can be found."""
+    import hashlib  # here: OpenSSL's load is a tenth of a command's start, and few commands download
+
     tag = hashlib.sha256(os.fsencode(dest.name)).hexdigest()[:16]
     return f".rgrid-{tag}."
 
@@ -590,6 +590,8 @@ def _part_prefix(dest: Path) -> str:
 def _remove_abandoned_parts(dest: Path) -> None:
     """Delete the temp files an earlier download of ``dest`` left when its process died
     (SIGKILL, power loss). A live download holds a lock on its temp file; a dead one's is gone."""
+    import glob
+
     for part in dest.parent.glob(f"{glob.escape(_part_prefix(dest))}*.part"):
         try:
             fd = os.open(part, os.O_RDONLY)

@@ -6,10 +6,9 @@ Order: ``RGRID_API_URL``/``RGRID_API_KEY``; else the profile (``RGRID_PROFILE``,
 
 from __future__ import annotations
 
-import configparser
-import dataclasses
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from rgrid import errors
 from rgrid.enums import CACHE_MODES
@@ -30,8 +29,7 @@ def local_home() -> Path:
     return Path(value).expanduser() if value else rgrid_dir() / "local"
 
 
-@dataclasses.dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):  # not a dataclass: its generated methods cost every command ms
     api_url: str | None  # None: the local grid (started on demand)
     api_key: str | None
     source: str  # where the values came from, for `rgrid doctor` and messages
@@ -41,6 +39,8 @@ def _profile(name: str) -> dict[str, str]:
     path = credentials_path()
     if not path.exists():
         return {}
+    import configparser  # here: most commands run without a credentials file
+
     parser = configparser.ConfigParser()
     try:
         parser.read(path)
@@ -70,6 +70,8 @@ def write_profile(name: str, api_url: str, api_key: str) -> Path:
     """Save a profile to ``~/.rgrid/credentials`` (mode 0600, other profiles kept)."""
     path = credentials_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    import configparser
+
     parser = configparser.ConfigParser()
     if path.exists():
         parser.read(path)

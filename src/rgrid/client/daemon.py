@@ -7,20 +7,20 @@ State lives in ``RGRID_HOME``: ``server.json`` (pid, url), ``server.log``, ``adm
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from rgrid import errors, proc
+from rgrid.client.http import connect
 from rgrid.envs.passed import PASSED_SETTINGS
 
 START_TIMEOUT_S = 30.0
@@ -47,8 +47,7 @@ KEPT_NAMES = frozenset(
 KEPT_PREFIXES = ("RGRID_", "LC_", "AWS_")
 
 
-@dataclasses.dataclass(frozen=True)
-class DaemonInfo:
+class DaemonInfo(NamedTuple):  # not a dataclass: its generated methods cost every command ms
     url: str
     pid: int
     home: Path
@@ -83,7 +82,7 @@ def _listening(url: str) -> bool:
     """
     parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), 1.0):
+        with connect(parts.hostname or "127.0.0.1", parts.port or 80, 1.0):
             return True
     except OSError:
         return False
@@ -121,6 +120,8 @@ def start(home: Path, port: int | None = None) -> tuple[DaemonInfo, bool]:
             return running, False
         port = port or _free_port()
         url = f"http://127.0.0.1:{port}"
+        import subprocess  # here: only a start needs it, and most commands find the grid running
+
         with (home / "server.log").open("ab") as log:
             process = subprocess.Popen(
                 # -P: the working directory is not put on sys.path (RGRID_HOME holds no code)

@@ -153,11 +153,18 @@ def _headers(reader: IO[bytes]) -> dict[str, str]:
     raise ProtocolError("an answer with too many headers")
 
 
+def connect(host: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to ``host``. An ASCII name goes to the resolver as bytes: given a str,
+    it first loads the IDNA codec (and unicodedata), a millisecond of every command's start."""
+    name: Any = host.encode("ascii") if host.isascii() else host  # getaddrinfo takes bytes too
+    return socket.create_connection((name, port), timeout=timeout)
+
+
 class _Connection:
     """One open socket to the grid, and the reader of its answers."""
 
     def __init__(self, host: str, port: int, https: bool, timeout: float) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = connect(host, port, timeout)
         try:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if https:

@@ -156,3 +156,37 @@ def test_request_bodies_json_file_and_stream(serve: Callable[..., RawServer]) ->
     assert b"transfer-encoding: chunked" in stream_request
     assert stream_request.endswith(b"<6>abcdef<0>")
     assert b"content-length: 0" in empty
+
+
+#: in a fresh interpreter: connect by name and by address, then whether the IDNA codec loaded
+CONNECT_FRESH = """
+import socket, sys
+from rgrid.client.http import connect
+server = socket.create_server(("127.0.0.1", 0))
+port = server.getsockname()[1]
+for host in ("127.0.0.1", "localhost"):
+    with connect(host, port, 2.0) as sock:
+        print(host, sock.getpeername()[0])
+print("idna", "encodings.idna" in sys.modules)
+"""
+
+
+def test_connect_by_name_or_address_without_the_idna_codec() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", CONNECT_FRESH], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.splitlines() == [
+        "127.0.0.1 127.0.0.1",
+        "localhost 127.0.0.1",
+        "idna False",
+    ]
+
+
+def test_connect_to_a_name_that_does_not_resolve_is_an_os_error() -> None:
+    from rgrid.client.http import connect
+
+    with pytest.raises(OSError):
+        connect("no-such-host.invalid", 80, 2.0)
