@@ -15,6 +15,9 @@ import click
 
 from rgrid import __version__, errors
 
+#: the widest help click writes, however wide the terminal
+MAX_HELP_WIDTH = 100
+
 #: each command and the module defining it, imported only when that command runs (or for help)
 COMMAND_MODULES = {
     "run": "rgrid.cli.run",
@@ -93,7 +96,7 @@ class LazyGroup(click.Group):
 
 @click.group(
     cls=LazyGroup,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": MAX_HELP_WIDTH},
 )
 @click.version_option(__version__, prog_name="rgrid")
 def cli() -> None:
@@ -109,9 +112,27 @@ def cli() -> None:
     """
 
 
+def help_width() -> int:
+    """The width click's help takes: the terminal's (as ``shutil.get_terminal_size`` finds it:
+    COLUMNS, else the terminal of stdout, else 80), at most ``MAX_HELP_WIDTH``, less 2, at least
+    50. Found here because click would import shutil for it, and shutil loads the bz2 and lzma
+    modules: a few milliseconds of every `rgrid --help`."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+        columns = columns or 80
+    return max(min(columns, MAX_HELP_WIDTH) - 2, 50)
+
+
 def main() -> None:
     try:
-        cli.main(standalone_mode=False)
+        cli.main(standalone_mode=False, terminal_width=help_width())
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -51,3 +51,47 @@ def test_help_imports_no_command_module() -> None:
     done = subprocess.run([sys.executable, "-c", FRESH], capture_output=True, text=True, check=True)
     assert "Commands:" in done.stdout and "  run " in done.stdout
     assert json.loads(done.stderr.strip().splitlines()[-1]) == []
+
+
+def _click_width() -> int:
+    """The width click's own help formatter takes when none is given."""
+    import shutil
+
+    return max(min(shutil.get_terminal_size().columns, cli.MAX_HELP_WIDTH) - 2, 50)
+
+
+@pytest.mark.parametrize("columns", [None, "", "0", "-5", "wide", "30", "79", "80", "101", "250"])
+def test_help_width_is_the_one_click_would_take(
+    columns: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert cli.help_width() == _click_width()
+
+
+#: in a process whose stdout is a terminal of a given size
+ON_A_TERMINAL = """
+import shutil
+from rgrid import cli
+print(cli.help_width(), max(min(shutil.get_terminal_size().columns, 100) - 2, 50))
+"""
+
+
+@pytest.mark.parametrize("columns", [40, 90, 132])
+def test_help_width_on_a_terminal(columns: int) -> None:
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    subprocess.run([sys.executable, "-c", ON_A_TERMINAL], stdout=follower, env=env, check=True)
+    os.close(follower)
+    shown = os.read(leader, 1000).decode().split()
+    os.close(leader)
+    assert shown[0] == shown[1] == str(max(min(columns, 100) - 2, 50))
