@@ -8,7 +8,6 @@ import contextlib
 import os
 import select
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -54,6 +53,8 @@ def spooled(fd: int = 0, on_quiet: Callable[[], None] | None = None) -> Iterator
     """Read ``fd`` to its end into a temporary file, hashing it on the way; yields it as a
     ``LocalFile`` named ``STDIN_NAME`` (removed on exit). ``on_quiet`` is called once if
     nothing arrives for ``QUIET_NOTICE_S`` (a pipe nobody writes to would wait forever)."""
+    import tempfile  # here: only piped stdin needs it, and it costs a run's start milliseconds
+
     hasher = digests.Hasher()
     size = 0
     handle, name = tempfile.mkstemp(prefix="rgrid-stdin-")
