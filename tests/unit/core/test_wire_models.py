@@ -101,3 +101,26 @@ def test_a_model_cannot_extend_another() -> None:
             b: int
 
     schemas._WIRE.discard(Base)
+
+
+#: an instance pickled here, unpickled and dumped where its class was never built
+UNPICKLED = """
+import pickle, sys, json
+from rgrid import schemas
+value = pickle.loads(bytes.fromhex(sys.argv[1]))
+assert "__dataclass_fields__" not in type(value).__dict__
+print(json.dumps(schemas.dump(value)))
+"""
+
+
+def test_an_instance_unpickled_where_its_model_was_never_built_still_dumps() -> None:
+    import pickle
+
+    stored = schemas.BlobStored(digest="blake3:ab", size=3)
+    done = subprocess.run(
+        [sys.executable, "-c", UNPICKLED, pickle.dumps(stored).hex()],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(done.stdout) == {"digest": "blake3:ab", "size": 3}
