@@ -7,7 +7,8 @@ zstd-compressed, as to a remote grid, with ``RGRID_COMPRESSION=always``; curl se
 rgrid's upload is the CLI's own code (``Client.upload_blob``: hashing done before, as the CLI does, is not timed); its
 download is ``Client.download`` of an output the grid holds. One BLAKE3 pass over the file is
 timed too: the grid verifies every upload, and the CLI every download, so that is a floor under
-rgrid's time that curl (which verifies nothing) does not pay. Both run in a child process whose
+rgrid's time that curl (which verifies nothing) does not pay; so is a copy made durable with
+fsync (``cp + fsync``) under an upload, since the grid holds nothing it could lose. Both run in a child process whose
 peak RSS is read from /proc; the server's peak RSS is its VmHWM.
 
 Usage: .venv/bin/python bench/transfer.py [--mib 1024]
@@ -51,6 +52,14 @@ else:
 seconds = time.perf_counter() - start
 peak = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
 print(json.dumps({"seconds": seconds, "rss_mib": int(peak) / 1024}))
+"""
+
+DURABLE_COPY = """\
+import os, shutil, sys
+with open(sys.argv[1], "rb") as src, open(sys.argv[2], "wb") as dest:
+    shutil.copyfileobj(src, dest, 1024 * 1024)
+    dest.flush()
+    os.fsync(dest.fileno())
 """
 
 COPY = """\
@@ -135,6 +144,11 @@ def measure(
     served, fetched = tmp / "served", tmp / "fetched"
     rows: list[tuple[str, str, float, float | None]] = []
     rows.append((name, "cp", timed(["cp", str(path), str(tmp / "cp.out")]), None))
+    (tmp / "cp.out").unlink()
+    # the floor under any durable upload: the grid must have the bytes on disk (fsync) before
+    # it says it holds them; curl PUT's server never waits for the disk
+    durable = timed([sys.executable, "-c", DURABLE_COPY, str(path), str(tmp / "cp.out")])
+    rows.append((name, "cp + fsync", durable, None))
     (tmp / "cp.out").unlink()
     put = timed(["curl", "-sf", "-H", "Expect:", "-T", str(path), f"{base}/{name}"])
     get = timed(["curl", "-sf", "-o", str(tmp / "curl.out"), f"{base}/{name}"])
@@ -235,6 +249,11 @@ def main() -> None:
             f"{name}: rgrid upload {by[(name, 'curl PUT')] / by[(name, 'rgrid upload')]:.0%} of "
             f"curl PUT, download {by[(name, 'curl GET')] / by[(name, 'rgrid download')]:.0%} of "
             "curl GET (goal >= 50%)"
+        )
+    for name in ("data.zip", "data.csv"):
+        print(
+            f"{name}: rgrid upload {by[(name, 'cp + fsync')] / by[(name, 'rgrid upload')]:.0%} of "
+            "the durable floor (cp + fsync: the bytes on this disk, as the grid must have them)"
         )
     for name in ("data.zip", "data.csv"):
         print(
