@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from rgrid import __version__, errors
+from rgrid import __version__
 
 #: the widest help click writes, however wide the terminal
 MAX_HELP_WIDTH = 100
@@ -141,8 +141,12 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except errors.RgridError as exc:
-        if os.environ.get("RGRID_DEBUG"):
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        from rgrid import errors  # here: `rgrid --help` never needs it
+
+        if not isinstance(exc, errors.RgridError) or os.environ.get("RGRID_DEBUG"):
             raise
         from rgrid.cli.render import clean  # the grid's words may carry a tenant's names
 
@@ -150,5 +154,3 @@ def main() -> None:
         if exc.hint:
             click.echo(f"hint: {clean(exc.hint)}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
