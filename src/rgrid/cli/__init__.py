@@ -34,8 +34,9 @@ COMMAND_MODULES = {
 }
 
 
-#: what `rgrid --help` says of each command: the first paragraph of its help, kept here so that
-#: listing the commands imports none of their modules (a test holds the two equal)
+#: what `rgrid --help` says of each command (the start of its help, as much as click shows), kept
+#: here so that listing the commands imports none of their modules (a test renders the list both
+#: ways and holds them equal)
 SUMMARIES = {
     "accounts": "Accounts (admin key only).",
     "cancel": "Cancel a queued or running execution (its whole process group is killed), or "

@@ -581,7 +581,7 @@ def _part_prefix(dest: Path) -> str:
     """The start of the temp names of downloads to ``dest``: short whatever the name (a name
     of 255 bytes is legal, and the temp name beside it must fit NAME_MAX too), and the same
     for every download of ``dest``, so abandoned ones can be found."""
-    import hashlib  # here: OpenSSL's load is a tenth of a command's start, and few commands download
+    import hashlib  # here: loading OpenSSL costs a command's start ms, and few commands download
 
     tag = hashlib.sha256(os.fsencode(dest.name)).hexdigest()[:16]
     return f".rgrid-{tag}."

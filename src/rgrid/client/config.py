@@ -29,7 +29,8 @@ def local_home() -> Path:
     return Path(value).expanduser() if value else rgrid_dir() / "local"
 
 
-class Target(NamedTuple):  # not a dataclass: its generated methods cost every command ms
+# not a dataclass: every command makes one, and compiling a dataclass's methods costs ms
+class Target(NamedTuple):
     api_url: str | None  # None: the local grid (started on demand)
     api_key: str | None
     source: str  # where the values came from, for `rgrid doctor` and messages

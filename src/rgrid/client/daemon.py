@@ -47,7 +47,8 @@ KEPT_NAMES = frozenset(
 KEPT_PREFIXES = ("RGRID_", "LC_", "AWS_")
 
 
-class DaemonInfo(NamedTuple):  # not a dataclass: its generated methods cost every command ms
+# not a dataclass: every command makes one, and compiling a dataclass's methods costs ms
+class DaemonInfo(NamedTuple):
     url: str
     pid: int
     home: Path
