@@ -25,6 +25,7 @@ from rgrid.runner.logship import LogShipper
 from rgrid.runner.places import (
     FALLBACK_DIR,
     Layout,
+    OutsideScan,
     elsewhere_warning,
     left_in_tmp,
     scan_outside,
@@ -361,18 +362,22 @@ async def _scan(
     inputs = {ref.path: ref for ref in spec.inputs}
     tree = spec.tree
     dirs_before = work.existing_dirs(inputs, () if tree is None else tree.dirs)
-    scan = await asyncio.to_thread(
-        find_outputs,
-        staged.scan_root,
-        inputs if tree is None else collections.ChainMap(inputs, tree.by_path),
-        max_bytes=config.max_output_bytes,
-        max_files=config.max_output_files,
-        skip_top=frozenset() if layout.mounted else frozenset({FALLBACK_DIR}),
-        placed=staged.stamps,
-        dirs_before=dirs_before if tree is None else dirs_before | tree.all_dirs,
-    )
-    outside = await asyncio.to_thread(scan_outside, layout, inputs)
-    in_tmp = await asyncio.to_thread(left_in_tmp, layout.tmp) if layout.tmp is not None else []
+
+    def look() -> tuple[OutputScan, OutsideScan, list[str]]:
+        # the three looks in one thread hop: under load each hop costs the execution ms
+        scan = find_outputs(
+            staged.scan_root,
+            inputs if tree is None else collections.ChainMap(inputs, tree.by_path),
+            max_bytes=config.max_output_bytes,
+            max_files=config.max_output_files,
+            skip_top=frozenset() if layout.mounted else frozenset({FALLBACK_DIR}),
+            placed=staged.stamps,
+            dirs_before=dirs_before if tree is None else dirs_before | tree.all_dirs,
+        )
+        in_tmp = left_in_tmp(layout.tmp) if layout.tmp is not None else []
+        return scan, scan_outside(layout, inputs), in_tmp
+
+    scan, outside, in_tmp = await asyncio.to_thread(look)
     for name, why in scan.refused:
         shipper.system(f"warning: output {printable(name)} not kept: {why}")
     if (warning := elsewhere_warning([*outside.elsewhere, *in_tmp])) is not None:

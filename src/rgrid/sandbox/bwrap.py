@@ -117,12 +117,14 @@ class BwrapSandbox:
             traffic_before: int | None = None
             if mode is NetworkMode.ISOLATED:
                 namespace = await stack.enter_async_context(network.shared_pool().namespace())
-                await launcher.call(functools.partial(network.join, namespace.path))
-                traffic_before = await launcher.call(network.traffic)
+                traffic_before = await launcher.call(
+                    functools.partial(_join_and_count, namespace.path)
+                )
             if run_as is not None:
                 given = [] if spec.workdir_ready else [spec.workdir]
-                for directory in (*given, *(host for host, _ in spec.rw_binds)):
-                    await asyncio.to_thread(_hand_over, directory, run_as)
+                handed = [*given, *(host for host, _ in spec.rw_binds)]
+                if handed:  # in one thread hop: each costs an execution's start time under load
+                    await asyncio.to_thread(_hand_over_all, handed, run_as)
             if run_as is None:
                 await asyncio.to_thread(masked_paths)  # the first call walks /etc; cached after
             limited = dataclasses.replace(spec, max_processes=_process_rlimit(spec))
@@ -241,6 +243,17 @@ def _warn_network_fallback(problem: str) -> None:
 def privilege_drop_available() -> bool:
     """Scripts can be run as ``SANDBOX_UID``: the grid is root and util-linux setpriv exists."""
     return os.geteuid() == 0 and shutil.which("setpriv") is not None
+
+
+def _join_and_count(namespace: Path) -> int:
+    """In the launcher's thread: enter the network namespace, and read its traffic so far."""
+    network.join(namespace)
+    return network.traffic()
+
+
+def _hand_over_all(directories: list[Path], uid: int) -> None:
+    for directory in directories:
+        _hand_over(directory, uid)
 
 
 def _hand_over(workdir: Path, uid: int) -> None:
