@@ -644,10 +644,8 @@ class Health:
 
 def dump(value: Any) -> Any:
     """A dataclass (or list of them) as JSON-ready values: enums by value, datetimes ISO 8601."""
-    if type(value) in _WIRE:  # built, unless unpickled in a process that never made one
-        return {
-            f.name: dump(getattr(value, f.name)) for f in dataclasses.fields(built(type(value)))
-        }
+    if is_wire(type(value)):
+        built(type(value))  # an instance unpickled where its model was never built
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: dump(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, list | tuple):

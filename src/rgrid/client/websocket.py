@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 from urllib.parse import urlencode, urlsplit
 
 from rgrid import errors
+from rgrid.client.http import connect as connect_socket
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -121,7 +122,7 @@ def connect(
     port = parts.port or (443 if secure else 80)
     host = parts.hostname or "127.0.0.1"
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        sock = connect_socket(host, port, timeout)
         if secure:
             import ssl  # only for a wss:// grid: 3 ms of imports every other run is spared
 
