@@ -457,6 +457,7 @@ class Client:
                 if hasher.result() != artifact.digest:
                     raise errors.IntegrityError(f"{artifact.path} arrived corrupted; try again")
                 with _local():
+                    handle.flush()  # every byte in the file before it takes the output's name
                     os.replace(tmp_name, dest)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
