@@ -70,6 +70,13 @@ def test_status_human_and_json(account_cli: Cli, workdir: Path) -> None:
     assert fields["cause"] == "ValueError: bad row 7"
     assert fields["metadata"] == "project=x"
     assert "timeout 1m30s" in fields["limits"]
+    # `rgrid status ID` takes the quick path (no click); `--` sends it through click's parser:
+    # the same lines either way, human and --json
+    assert account_cli("status", "--", execution_id).stdout == human.stdout
+    assert (
+        account_cli("status", "--json", "--", execution_id).stdout
+        == account_cli("status", execution_id, "--json").stdout
+    )
 
     data = status_of(account_cli, execution_id)
     assert data["id"] == execution_id

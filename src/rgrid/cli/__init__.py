@@ -2,18 +2,14 @@
 
 Every rgrid error ends as one ``error: …`` line (plus a hint) on stderr and exit code 1;
 ``RGRID_DEBUG=1`` shows the traceback. Heavy modules are imported inside commands so that
-``rgrid --help`` stays fast.
+``rgrid --help`` stays fast; the commonest command lines (``rgrid --help``, ``rgrid status ID``)
+do not import click at all (``quick``), and the rest go through the click group (``group``).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
-
-import click
-
-from rgrid import __version__
 
 #: the widest help click writes, however wide the terminal
 MAX_HELP_WIDTH = 100
@@ -72,45 +68,17 @@ SUMMARIES = {
 }
 
 
-class LazyGroup(click.Group):
-    """Commands load their module on first use: `rgrid run` does not import the admin code, and
-    `rgrid --help` none of them."""
+#: what `rgrid --help` says first (the click group's help, and the quick path's)
+DESCRIPTION = """\
+Run an unmodified Python script on the grid, exactly as if it ran here.
 
-    def list_commands(self, _ctx: click.Context) -> list[str]:
-        return sorted(COMMAND_MODULES)
+\b
+  rgrid run process.py data.csv       # stdout, stderr, exit code and output files as with python
+  rgrid status ID / logs ID / list     # look at executions (ids may be shortened)
 
-    def get_command(self, _ctx: click.Context, cmd_name: str) -> click.Command | None:
-        module = COMMAND_MODULES.get(cmd_name)
-        if module is None:
-            return None
-        commands: list[click.Command] = importlib.import_module(module).COMMANDS
-        return next(c for c in commands if c.name == cmd_name)
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """As click lists them, shortened by click's own rule, from ``SUMMARIES``."""
-        names = self.list_commands(ctx)
-        limit = formatter.width - 6 - max(len(name) for name in names)
-        stand_ins = [click.Command(name, help=SUMMARIES[name]) for name in names]
-        with formatter.section("Commands"):
-            formatter.write_dl([(c.name or "", c.get_short_help_str(limit)) for c in stand_ins])
-
-
-@click.group(
-    cls=LazyGroup,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": MAX_HELP_WIDTH},
-)
-@click.version_option(__version__, prog_name="rgrid")
-def cli() -> None:
-    """Run an unmodified Python script on the grid, exactly as if it ran here.
-
-    \b
-      rgrid run process.py data.csv       # stdout, stderr, exit code and output files as with python
-      rgrid status ID / logs ID / list     # look at executions (ids may be shortened)
-
-    The grid is RGRID_API_URL + RGRID_API_KEY, else a profile in ~/.rgrid/credentials
-    (RGRID_PROFILE, see `rgrid init`), else the local grid under RGRID_HOME (default
-    ~/.rgrid/local), started on first use.
-    """
+The grid is RGRID_API_URL + RGRID_API_KEY, else a profile in ~/.rgrid/credentials
+(RGRID_PROFILE, see `rgrid init`), else the local grid under RGRID_HOME (default
+~/.rgrid/local), started on first use."""
 
 
 def help_width() -> int:
@@ -132,6 +100,36 @@ def help_width() -> int:
 
 
 def main() -> None:
+    """Run the command line in ``sys.argv``: through the quick path when it takes it (no click
+    imported), else through click."""
+    from rgrid.cli import quick
+
+    try:
+        action = quick.action(sys.argv[1:])
+        if action is not None:
+            action()
+        else:
+            _through_click()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        from rgrid import errors  # here: `rgrid --help` never needs it
+
+        if not isinstance(exc, errors.RgridError) or os.environ.get("RGRID_DEBUG"):
+            raise
+        from rgrid.cli.render import clean  # the grid's words may carry a tenant's names
+
+        print(f"error: {clean(exc.message)}", file=sys.stderr, flush=True)
+        if exc.hint:
+            print(f"hint: {clean(exc.hint)}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def _through_click() -> None:
+    import click
+
+    from rgrid.cli.group import cli
+
     try:
         cli.main(standalone_mode=False, terminal_width=help_width())
     except click.exceptions.Abort:
@@ -142,16 +140,3 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:
-        from rgrid import errors  # here: `rgrid --help` never needs it
-
-        if not isinstance(exc, errors.RgridError) or os.environ.get("RGRID_DEBUG"):
-            raise
-        from rgrid.cli.render import clean  # the grid's words may carry a tenant's names
-
-        click.echo(f"error: {clean(exc.message)}", err=True)
-        if exc.hint:
-            click.echo(f"hint: {clean(exc.hint)}", err=True)
-        sys.exit(1)

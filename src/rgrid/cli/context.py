@@ -5,14 +5,13 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-import click
-
 if TYPE_CHECKING:
     from rgrid.client import Client
 
 
 def connect() -> Client:
     """A client for the configured grid; starts the local grid daemon if none is configured."""
+    from rgrid.cli import render
     from rgrid.client import Client, daemon
     from rgrid.client import config as client_config
 
@@ -23,16 +22,14 @@ def connect() -> Client:
         home = client_config.local_home()
         info, started = daemon.start(home)
         if started:
-            click.echo(
+            render.echo(
                 f"rgrid: started the local grid at {info.url} (`rgrid server stop` stops it)",
                 err=True,
             )
         client = Client(info.url, target.api_key or info.admin_key)
-    client.on_retry = lambda n, total: click.echo(
+    client.on_retry = lambda n, total: render.echo(
         f"rgrid: connection lost, retrying ({n}/{total})", err=True
     )
     if sys.stderr.isatty():
-        from rgrid.cli.render import TransferBar
-
-        client.on_progress = TransferBar(sys.stderr)
+        client.on_progress = render.TransferBar(sys.stderr)
     return client

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
-from rgrid.cli import render
-
-if TYPE_CHECKING:
-    pass
+from rgrid.cli import render, views
 from rgrid.cli.options import key_values, utc_time
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 STATES = ["queued", "running", "retrying", "succeeded", "failed", "cancelled"]
-
-
-def _is_batch(identifier: str) -> bool:
-    return identifier.startswith("batch_")
 
 
 @click.command()
@@ -31,28 +23,7 @@ def _is_batch(identifier: str) -> bool:
 @json_option
 def status(execution_id: str, watch: bool, output_dir: Path | None, as_json: bool) -> None:
     """State, times, worker, exit code and failure of an execution, or the progress of a batch."""
-    from rgrid.cli.context import connect
-
-    client = connect()
-    if _is_batch(execution_id):
-        from rgrid.cli import batch
-
-        if watch:
-            sys.exit(
-                batch.attach(
-                    client,
-                    execution_id,
-                    output_dir=output_dir,
-                    flat=False,
-                    remote_only=False,
-                    as_json=as_json,
-                )
-            )
-        page = client.batch_items(execution_id)
-        render.emit_json(page) if as_json else render.batch(page)
-        return
-    execution = client.get(execution_id)
-    render.emit_json(execution) if as_json else render.execution(execution)
+    views.status(execution_id, watch=watch, output_dir=output_dir, as_json=as_json)
 
 
 @click.command()
@@ -196,7 +167,7 @@ def wait(execution_id: str, output_dir: Path | None, remote_only: bool, flat: bo
     from rgrid.cli.run import attach
 
     client = connect()
-    if _is_batch(execution_id):
+    if views.is_batch(execution_id):
         from rgrid.cli import batch
 
         sys.exit(
@@ -221,7 +192,7 @@ def cancel(execution_id: str, as_json: bool) -> None:
     unfinished item of a batch."""
     from rgrid.cli.context import connect
 
-    if _is_batch(execution_id):
+    if views.is_batch(execution_id):
         batch = connect().cancel_batch(execution_id)
         render.emit_json(batch) if as_json else render.info(
             f"{batch.id}: cancel requested for its unfinished items"
@@ -261,7 +232,7 @@ def retry(
     from rgrid.cli.run import attach
 
     client = connect()
-    if batch_id is not None or (execution_id and _is_batch(execution_id)):
+    if batch_id is not None or (execution_id and views.is_batch(execution_id)):
         from rgrid.cli import batch
         from rgrid.client.batch import current_inputs
 

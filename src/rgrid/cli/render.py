@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
-import click
-
 from rgrid.enums import ExecutionState
 from rgrid.money import format_micros
 from rgrid.text import printable
@@ -61,11 +59,19 @@ def when(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
+def echo(text: str, *, err: bool = False) -> None:
+    """One line on stdout (or stderr), flushed: what ``click.echo`` does with text, without
+    importing click (the quick path's commands never do)."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
 def emit_json(value: Any) -> None:
     """A wire model (or a list of them) as indented JSON on stdout."""
     from rgrid.schemas import dump
 
-    click.echo(json.dumps(dump(value), indent=2))
+    echo(json.dumps(dump(value), indent=2))
 
 
 #: transfers smaller than this show no progress line
@@ -138,12 +144,12 @@ class TransferBar:
 def info(message: str) -> None:
     """One rgrid line on stderr (never mixed into the script's stdout), control characters
     escaped: messages carry names, paths and the grid's own words."""
-    click.echo(f"rgrid: {clean(message)}", err=True)
+    echo(f"rgrid: {clean(message)}", err=True)
 
 
 def line(text: str) -> None:
     """One human-readable line on stdout (a table row, a field), control characters escaped."""
-    click.echo(clean(text))
+    echo(clean(text))
 
 
 def not_downloaded(path: str, why: str) -> None:
@@ -252,7 +258,7 @@ def cache_label(e: schemas.ExecutionPublic) -> str:
 
 def execution_table(items: Sequence[schemas.ExecutionPublic]) -> None:
     if not items:
-        click.echo("no executions", err=True)
+        echo("no executions", err=True)
         return
     line(f"{'ID':<22} {'STATE':<26} {'EXIT':>4} {'DURATION':>9}  {'CREATED':<19}  SCRIPT")
     for e in items:
@@ -307,7 +313,7 @@ def batch(page: schemas.BatchItemsPublic) -> None:
 
 def artifact_table(items: Sequence[schemas.ArtifactPublic]) -> None:
     if not items:
-        click.echo("no outputs", err=True)
+        echo("no outputs", err=True)
         return
     line(f"{'SIZE':>10}  {'DIGEST':<19}  {'EXPIRES':<19}  PATH")
     for a in items:

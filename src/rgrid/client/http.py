@@ -203,12 +203,16 @@ class Transport:
 
     def __init__(self, base_url: str) -> None:
         parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            port = parts.port  # raises on a port that is not a number from 0 to 65535
+        except ValueError:
+            port = -1
+        if parts.scheme not in ("http", "https") or not parts.hostname or port in (-1, 0):
             raise errors.UsageError(f"invalid grid URL {base_url!r}", hint="e.g. http://host:8765")
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         default_port = 443 if self._https else 80
-        self._port = parts.port or default_port
+        self._port = port or default_port
         name = f"[{self._host}]" if ":" in self._host else self._host
         self._host_header = name if self._port == default_port else f"{name}:{self._port}"
         self._prefix = parts.path.rstrip("/")

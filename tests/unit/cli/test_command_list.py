@@ -11,6 +11,7 @@ import click
 import pytest
 
 from rgrid import cli
+from rgrid.cli.group import cli as group
 
 #: which command modules `rgrid --help` imported, in a fresh interpreter
 FRESH = """
@@ -26,12 +27,12 @@ print(json.dumps(sorted(set(COMMAND_MODULES.values()) & set(sys.modules))), file
 
 
 def _commands_section(width: int, *, eager: bool) -> str:
-    ctx = click.Context(cli.cli, info_name="rgrid", max_content_width=width)
+    ctx = click.Context(group, info_name="rgrid", max_content_width=width)
     formatter = ctx.make_formatter()
     if eager:  # click's own listing: every command object, its help shortened by click
-        click.Group.format_commands(cli.cli, ctx, formatter)
+        click.Group.format_commands(group, ctx, formatter)
     else:
-        cli.cli.format_commands(ctx, formatter)
+        group.format_commands(ctx, formatter)
     return formatter.getvalue()
 
 
@@ -75,6 +76,7 @@ def test_help_width_is_the_one_click_would_take(
 ON_A_TERMINAL = """
 import shutil
 from rgrid import cli
+from rgrid.cli.group import cli as group
 print(cli.help_width(), max(min(shutil.get_terminal_size().columns, 100) - 2, 50))
 """
 

@@ -190,3 +190,35 @@ def test_connect_to_a_name_that_does_not_resolve_is_an_os_error() -> None:
 
     with pytest.raises(OSError):
         connect("no-such-host.invalid", 80, 2.0)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "127.0.0.1:8765",
+        "ftp://127.0.0.1:8765",
+        "http://",
+        "http://127.0.0.1:99999",
+        "http://127.0.0.1:0",
+        "http://127.0.0.1:-1",
+        "http://127.0.0.1:port",
+    ],
+)
+def test_a_grid_url_that_cannot_be_reached_as_written_is_a_usage_error(url: str) -> None:
+    from rgrid import errors
+
+    with pytest.raises(errors.UsageError, match="invalid grid URL"):
+        Transport(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "host_header"),
+    [
+        ("http://127.0.0.1:8765", "127.0.0.1:8765"),
+        ("http://127.0.0.1", "127.0.0.1"),
+        ("http://[::1]:8765/", "[::1]:8765"),
+        ("https://grid.example:443", "grid.example"),
+    ],
+)
+def test_a_grid_url_names_its_host_and_port(url: str, host_header: str) -> None:
+    assert Transport(url)._host_header == host_header
