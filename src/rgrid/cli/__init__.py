@@ -2,8 +2,8 @@
 
 Every rgrid error ends as one ``error: …`` line (plus a hint) on stderr and exit code 1;
 ``RGRID_DEBUG=1`` shows the traceback. Heavy modules are imported inside commands so that
-``rgrid --help`` stays fast; the commonest command lines (``rgrid --help``, ``rgrid status ID``)
-do not import click at all (``quick``), and the rest go through the click group (``group``).
+``rgrid --help`` stays fast; the commonest command lines (``rgrid --help``, ``rgrid status ID``,
+``rgrid run SCRIPT ARGS...``) do not import click at all (``quick``), and the rest go through the click group (``group``).
 """
 
 from __future__ import annotations
@@ -111,6 +111,7 @@ def main() -> None:
         else:
             _through_click()
     except KeyboardInterrupt:
+        print("\naborted", file=sys.stderr, flush=True)  # as click words it
         sys.exit(130)
     except Exception as exc:
         from rgrid import errors  # here: `rgrid --help` never needs it

@@ -164,7 +164,7 @@ def wait(execution_id: str, output_dir: Path | None, remote_only: bool, flat: bo
     """Stream an execution's output until it ends, download its outputs, exit with its code;
     for a batch: follow it, download what is missing, exit 0 / 1 all failed / 3 some failed."""
     from rgrid.cli.context import connect
-    from rgrid.cli.run import attach
+    from rgrid.cli.running import attach
 
     client = connect()
     if views.is_batch(execution_id):
@@ -229,7 +229,7 @@ def retry(
     """Run an execution again (same script, inputs and settings) under a new id; or the failed
     items of a batch, inside the batch (outputs land where the originals' would have)."""
     from rgrid.cli.context import connect
-    from rgrid.cli.run import attach
+    from rgrid.cli.running import attach
 
     client = connect()
     if batch_id is not None or (execution_id and views.is_batch(execution_id)):

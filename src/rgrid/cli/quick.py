@@ -1,12 +1,12 @@
 """The quick path: the commonest command lines, run without importing click.
 
 Importing click costs about as much as starting the interpreter twice over (it pulls in
-``inspect``, ``ast``, ``enum`` and more), which is most of what `rgrid --help` and `rgrid status ID`
-would otherwise take. So a command line that is *exactly* one of the shapes below runs here; any
-other — an unknown option, ``--``, a misspelling, shell completion — goes to click unchanged,
-which keeps click's parsing, help, completion and error messages for everything else. Tests hold
-both ways equal: the help text to click's rendering at every width, each shape's arguments to
-what click parses from the same command line.
+``inspect``, ``ast``, ``enum`` and more): most of what `rgrid --help` and `rgrid status ID` would
+otherwise take, and a good part of a plain `rgrid run script.py ARGS`. So a command line that is
+*exactly* one of the shapes below runs here; any other (an option, ``--``, a misspelling, shell
+completion) goes to click unchanged, which keeps click's parsing, help, completion and error
+messages for everything else. Tests hold both ways equal: the help text to click's rendering at
+every width, each shape's arguments to what click parses from the same command line.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from rgrid.cli import COMMAND_MODULES, DESCRIPTION, SUMMARIES, help_width
 
 HELP_FLAGS = ("-h", "--help")
+#: the environment variables `rgrid run` takes option values from
+RUN_ENVVARS = ("RGRID_TIMEOUT", "RGRID_MEMORY", "RGRID_DISK", "RGRID_RUNTIME", "RGRID_MAX_RETRIES")
 #: click's placeholder for shortened help
 ELLIPSIS = "..."
 #: the group's options as its help lists them
@@ -33,6 +35,16 @@ def action(argv: list[str]) -> Callable[[], None] | None:
         return None  # click's shell completion: its own protocol
     if len(argv) == 1 and argv[0] in HELP_FLAGS:
         return show_help
+    run = run_arguments(argv)
+    if run is not None:
+        script, args = run
+
+        def run_script() -> None:
+            from rgrid.cli import running
+
+            running.run_script(script, args, **running.DEFAULTS)
+
+        return run_script
     status = status_arguments(argv)
     if status is not None:
         execution_id, as_json = status
@@ -44,6 +56,21 @@ def action(argv: list[str]) -> Callable[[], None] | None:
 
         return run_status
     return None
+
+
+def run_arguments(argv: list[str]) -> tuple[str, tuple[str, ...]] | None:
+    """``run SCRIPT ARGS...`` with no option of rgrid's before SCRIPT, SCRIPT a readable file,
+    and none of the environment variables click reads options from: (SCRIPT, ARGS). As with
+    python, everything after SCRIPT is the script's, whatever it looks like."""
+    if len(argv) < 2 or argv[0] != "run" or any(name in os.environ for name in RUN_ENVVARS):
+        return None
+    script = argv[1]
+    if not script or script.startswith("-"):
+        return None
+    # click's check of SCRIPT, whose failures are click's to word: a file, and readable
+    if not (os.path.isfile(script) and os.access(script, os.R_OK)):
+        return None
+    return script, tuple(argv[2:])
 
 
 def status_arguments(argv: list[str]) -> tuple[str, bool] | None:

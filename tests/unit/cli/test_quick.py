@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -159,3 +160,69 @@ def test_a_status_error_reads_as_through_click() -> None:
             "hint: e.g. http://host:8765",
         ]
     )
+
+
+#: `rgrid run` lines the quick path takes: SCRIPT first, then anything at all for the script
+RUN_TAKEN = [
+    ["run", "job.py"],
+    ["run", "job.py", "data.csv"],
+    ["run", "job.py", "--help"],
+    ["run", "job.py", "--timeout", "5m", "--batch", "32"],
+    ["run", "job.py", "--", "-x", ""],
+    ["run", "job.py", "-"],
+    ["run", "job.py", "a b", "é", "$HOME", "*.csv"],
+]
+
+#: `rgrid run` lines left to click
+RUN_DECLINED = [
+    ["run"],
+    ["run", "--timeout", "5m", "job.py"],
+    ["run", "--no-cache", "job.py"],
+    ["run", "--", "job.py"],
+    ["run", "-h"],
+    ["run", "--help"],
+    ["run", ""],
+    ["run", "missing.py"],
+    ["run", "folder"],
+    ["Run", "job.py"],
+]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "job.py").write_text("print('hi')\n")
+    (tmp_path / "folder").mkdir()
+    for name in quick.RUN_ENVVARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.usefixtures("project")
+@pytest.mark.parametrize("argv", RUN_TAKEN)
+def test_a_run_line_is_parsed_as_click_parses_it(argv: list[str]) -> None:
+    from rgrid.cli import running
+    from rgrid.cli.options import key_values
+    from rgrid.cli.run import run as run_command
+
+    taken = quick.run_arguments(list(argv))
+    assert taken == (argv[1], tuple(argv[2:]))
+    params = dict(run_command.make_context("run", list(argv[1:])).params)
+    params["env"] = key_values(params["env"], "--env", local_fallback=True)
+    params["metadata"] = key_values(params["metadata"], "--metadata")
+    assert params == {"script_arg": taken[0], "args": taken[1], **running.DEFAULTS}
+
+
+@pytest.mark.usefixtures("project")
+@pytest.mark.parametrize("argv", RUN_DECLINED)
+def test_other_run_lines_go_to_click(argv: list[str]) -> None:
+    assert quick.action(list(argv)) is None
+
+
+@pytest.mark.usefixtures("project")
+@pytest.mark.parametrize("name", quick.RUN_ENVVARS)
+def test_a_run_option_set_in_the_environment_goes_to_click(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert quick.action(["run", "job.py"]) is not None
+    monkeypatch.setenv(name, "1")
+    assert quick.action(["run", "job.py"]) is None
