@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +37,7 @@ def submit(
 ) -> str:
     """Expand, upload what the grid lacks, submit the whole batch in one request."""
     from rgrid import schemas
+    from rgrid.client import idempotency_key
     from rgrid.client.batch import expand, plan
     from rgrid.client.runs import submit_with_tree, upload_bundle
 
@@ -66,7 +66,7 @@ def submit(
         ],
         tree=bundle.tree_digest,
         items=batch.items,
-        idempotency_key=str(uuid.uuid4()),
+        idempotency_key=idempotency_key(),
         cwd=bundle.cwd,
         argv0=bundle.argv0,
         mount_roots=bundle.mount_roots,

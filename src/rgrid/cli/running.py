@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import sys
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -255,6 +254,7 @@ def _submit_one(
     """Submit the run (sending its project tree if the grid asks for it); says what was
     uploaded."""
     from rgrid import schemas
+    from rgrid.client import idempotency_key
     from rgrid.client.runs import submit_with_tree
 
     spec = schemas.ExecutionCreate(
@@ -264,7 +264,7 @@ def _submit_one(
             schemas.FileIn(path=f.rel, digest=f.digest, size=f.size) for f in bundle.named_files
         ],
         tree=bundle.tree_digest,
-        idempotency_key=str(uuid.uuid4()),
+        idempotency_key=idempotency_key(),
         stdin=schemas.StdinIn(digest=stdin.digest, size=stdin.size) if stdin else None,
         cwd=bundle.cwd,
         argv0=bundle.argv0,

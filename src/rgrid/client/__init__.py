@@ -464,6 +464,16 @@ class Client:
             raise
 
 
+def idempotency_key() -> str:
+    """A new random key for a submission, a version-4 UUID in its usual text form, made without
+    the ``uuid`` module (whose import loads ``platform``: milliseconds of every run)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 class _LocalFailure(Exception):
     """A local file operation failed during a download: carried past the transport, which
     takes any ``OSError`` for a broken connection."""

@@ -1,7 +1,7 @@
 """The CLI's hash cache: a file whose size, mtime, ctime and inode have not changed since it was
 hashed is not read again (re-sending an unchanged tree costs a ``stat`` a file).
 
-One file a project directory, ``~/.rgrid/hashes/<sha256 of its absolute path>.blake3.marshal``
+One file a project directory, ``~/.rgrid/hashes/<BLAKE3 of its absolute path>.blake3.marshal``
 (named for the algorithm it holds: a cache of another algorithm's addresses is never read),
 keyed by absolute path, in ``marshal``'s format (it loads several times faster than JSON: a tree
 of thousands of files is looked up on every run). Best effort: an unreadable or corrupt cache is
@@ -10,7 +10,7 @@ ignored and rewritten.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import marshal
 import os
 import time
@@ -40,8 +40,22 @@ def digest_file(path: Path) -> str:
 def default_location(project: Path) -> Path:
     from rgrid.client.config import rgrid_dir
 
+    folder = rgrid_dir() / "hashes"
+    name = digests.hex_of(digests.of_bytes(os.fsencode(project)))[:24]
+    location = folder / f"{name}.{digests.DEFAULT}.marshal"
+    if not location.exists():
+        _adopt_earlier(folder, project, location)
+    return location
+
+
+def _adopt_earlier(folder: Path, project: Path, location: Path) -> None:
+    """The cache an earlier version kept for ``project`` under the SHA-256 of its path, moved
+    to ``location`` (named by BLAKE3 now: no OpenSSL ``hashlib`` to load on every run)."""
+    import hashlib
+
     name = hashlib.sha256(os.fsencode(project)).hexdigest()[:24]
-    return rgrid_dir() / "hashes" / f"{name}.{digests.DEFAULT}.marshal"
+    with contextlib.suppress(OSError):
+        os.replace(folder / f"{name}.{digests.DEFAULT}.marshal", location)
 
 
 class HashCache:

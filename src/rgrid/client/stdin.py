@@ -52,8 +52,17 @@ def refuse_for_batch(fd: int = 0) -> None:
 def spooled(fd: int = 0, on_quiet: Callable[[], None] | None = None) -> Iterator[LocalFile]:
     """Read ``fd`` to its end into a temporary file, hashing it on the way; yields it as a
     ``LocalFile`` named ``STDIN_NAME`` (removed on exit). ``on_quiet`` is called once if
-    nothing arrives for ``QUIET_NOTICE_S`` (a pipe nobody writes to would wait forever)."""
-    import tempfile  # here: only piped stdin needs it, and it costs a run's start milliseconds
+    nothing arrives for ``QUIET_NOTICE_S`` (a pipe nobody writes to would wait forever). An
+    empty stdin (``< /dev/null``, as cron and CI give) needs no file: it is ``os.devnull``."""
+    if on_quiet is not None and not _ready(fd, QUIET_NOTICE_S):
+        on_quiet()
+    first = _read(fd)
+    if not first:
+        yield LocalFile(
+            rel=STDIN_NAME, source=Path(os.devnull), digest=digests.of_bytes(b""), size=0
+        )
+        return
+    import tempfile  # here: only a stdin with bytes needs it, and it costs a run's start ms
 
     hasher = digests.Hasher()
     size = 0
@@ -61,12 +70,12 @@ def spooled(fd: int = 0, on_quiet: Callable[[], None] | None = None) -> Iterator
     path = Path(name)
     try:
         with os.fdopen(handle, "wb") as out:
-            if on_quiet is not None and not _ready(fd, QUIET_NOTICE_S):
-                on_quiet()
-            while chunk := _read(fd):
+            chunk = first
+            while chunk:
                 hasher.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
+                chunk = _read(fd)
         yield LocalFile(rel=STDIN_NAME, source=path, digest=hasher.result(), size=size)
     finally:
         path.unlink(missing_ok=True)

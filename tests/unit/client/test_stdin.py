@@ -103,3 +103,21 @@ def test_a_silent_pipe_gets_one_notice_a_closed_one_none(
         assert spooled.size == 0
     other.close_all()
     assert told == [True]
+
+
+def test_an_empty_stdin_is_spooled_to_no_file(
+    pipe: Pipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`< /dev/null` or a closed pipe: the empty content, and no temporary file made for it."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # TMPDIR is read again
+    pipe.close(pipe.write)
+    with stdin.spooled(pipe.read) as spooled:
+        assert (spooled.size, spooled.digest) == (0, digests.of_bytes(b""))
+        assert spooled.source.read_bytes() == b""
+        assert list(tmp_path.iterdir()) == []
+    with open(os.devnull, "rb") as null, stdin.spooled(null.fileno()) as spooled:
+        assert (spooled.size, spooled.digest) == (0, digests.of_bytes(b""))
+    assert Path(os.devnull).exists()  # never removed
