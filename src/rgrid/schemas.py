@@ -1,17 +1,17 @@
-"""Wire models shared by the client and the API: plain frozen dataclasses (never ORM rows).
+"""Wire models shared by the client and the API: plain classes (never ORM rows), made
+keyword-only dataclasses on the server.
 
-Plain dataclasses keep the CLI fast (no pydantic at its start); FastAPI validates them on the
-server side. Types, and the ranges the store can hold (``Range``), are checked by FastAPI;
+Plain classes keep the CLI fast (no pydantic, not even ``dataclasses``, at its start); FastAPI
+validates them on the server side. Types, and the ranges the store can hold (``Range``), are checked by FastAPI;
 formats and business limits by the services. ``load`` and ``dump`` convert to and from
 JSON-ready values on the client side.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import _thread
 import enum
 import functools
-import threading
 import types
 import typing
 from collections.abc import Callable
@@ -47,34 +47,86 @@ Size = Annotated[int, Range(0, INT64_MAX)]
 Count = Annotated[int, Range(0, INT32_MAX)]
 
 
-# Every CLI command imports this module, and making a dataclass compiles its generated methods:
-# ~0.4 ms a class, 20 ms or more for all of them, most of which a command never uses. So a wire
-# model becomes a dataclass when it is first used (``built``), and only ``__init__`` is
-# generated (``repr``/``eq``/``frozen`` would triple the cost). The server builds them all before
-# FastAPI reads their fields (``build_all``).
+# Every CLI command imports this module, and making a dataclass costs: ~0.3 ms a class (most of
+# it the signature dataclasses writes into a model without a docstring), and importing
+# ``dataclasses`` loads ``inspect``, ``ast``, ``dis`` and ``tokenize``, which a command like
+# `rgrid status` needs for nothing else. So a wire model is a plain class with one generic
+# keyword-only ``__init__`` (``_init``) until something needs it to be a dataclass: the server
+# builds them all before FastAPI reads their fields (``build_all``); ``built`` builds one.
 _WIRE: set[type] = set()
-_BUILDING = threading.Lock()
+_BUILDING = _thread.allocate_lock()  # threading's Lock, without importing threading
+_REQUIRED = object()  # the default of a field that has none
+_FIELDS: dict[type, tuple[tuple[str, Any], ...]] = {}  # fields_of, per model
+
+
+class _Fresh:
+    """The default of a field made anew for each instance (``fresh``)."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+
+
+def fresh(make: Callable[[], Any]) -> Any:
+    """A field's default made by calling ``make`` for each instance (``list``, ``dict``): what
+    ``dataclasses.field(default_factory=make)`` is once the model is built."""
+    return _Fresh(make)
 
 
 @typing.dataclass_transform(kw_only_default=True)
 def _wire(cls: type[T]) -> type[T]:
     if any(base in _WIRE for base in cls.__mro__[1:]):
         raise TypeError(f"{cls.__name__}: a wire model cannot extend another one")
-    setattr(cls, "__init__", _build_then_init)  # noqa: B010 (mypy: no assigning to a method)
+    setattr(cls, "__init__", _init)  # noqa: B010 (mypy: no assigning to a method)
     _WIRE.add(cls)
     return cls
 
 
-def _build_then_init(self: Any, **values: Any) -> None:
-    """A wire model's ``__init__`` until it is built: builds it, then runs the real one."""
-    built(type(self)).__init__(self, **values)
+def fields_of(cls: type) -> tuple[tuple[str, Any], ...]:
+    """A wire model's fields in order, each with its default (``_REQUIRED``, a value, or a
+    ``_Fresh``), as declared: read once, before the model is ever built (a dataclass drops the
+    class attributes of the fields it makes with a factory)."""
+    known = _FIELDS.get(cls)
+    if known is None:
+        # the class's own annotations, as inspect.get_annotations reads them (without inspect)
+        names = cls.__dict__.get("__annotations__", {})  # noqa: RUF063
+        declared = tuple((name, cls.__dict__.get(name, _REQUIRED)) for name in names)
+        known = _FIELDS.setdefault(cls, declared)
+    return known
+
+
+def _init(self: Any, **values: Any) -> None:
+    """A wire model's ``__init__`` until it is built: keyword arguments only, each field set
+    from its argument or its default, as the dataclass's generated one does."""
+    kind = type(self)
+    for name, default in fields_of(kind):
+        if name in values:
+            value = values.pop(name)
+        elif default is _REQUIRED:
+            raise TypeError(f"{kind.__name__}() missing required keyword argument: {name!r}")
+        elif isinstance(default, _Fresh):
+            value = default.make()
+        else:
+            value = default
+        self.__dict__[name] = value
+    if values:
+        raise TypeError(
+            f"{kind.__name__}() got an unexpected keyword argument {next(iter(values))!r}"
+        )
 
 
 def built(cls: type[T]) -> type[T]:
-    """The wire model ``cls``, made a dataclass if it is not yet one."""
+    """The wire model ``cls``, made a keyword-only dataclass if it is not yet one (for FastAPI,
+    or code that needs ``dataclasses`` functions on it)."""
     if "__dataclass_fields__" not in cls.__dict__:
         with _BUILDING:
             if "__dataclass_fields__" not in cls.__dict__:  # not built by another thread meanwhile
+                import dataclasses
+
+                for name, default in fields_of(cls):
+                    if isinstance(default, _Fresh):
+                        setattr(cls, name, dataclasses.field(default_factory=default.make))
                 delattr(cls, "__init__")  # the dataclass keeps an __init__ of the class's own
                 dataclasses.dataclass(kw_only=True, repr=False, eq=False)(cls)
     return cls
@@ -89,6 +141,14 @@ def build_all() -> None:
 def is_wire(kind: Any) -> bool:
     """Whether ``kind`` is a wire model class (built yet or not)."""
     return isinstance(kind, type) and kind in _WIRE
+
+
+def replace(value: T, **changes: Any) -> T:
+    """A copy of the wire model ``value`` with ``changes`` (``dataclasses.replace``, built or
+    not)."""
+    kind = type(value)
+    current = {name: getattr(value, name) for name, _ in fields_of(kind)}
+    return kind(**(current | changes))
 
 
 @_wire
@@ -123,8 +183,8 @@ class TreeIn:
     no file implies. Its name is ``digests.of_tree`` of them."""
 
     __pydantic_config__ = FORBID_EXTRA
-    files: list[FileIn] = dataclasses.field(default_factory=list)
-    dirs: list[str] = dataclasses.field(default_factory=list)
+    files: list[FileIn] = fresh(list)
+    dirs: list[str] = fresh(list)
 
 
 @_wire
@@ -270,7 +330,7 @@ class Surroundings:
     #: ``$TZ``, else the zone of the user's clock by name ("Europe/Berlin"); None: UTC
     time_zone: str | None = None
     #: ``LANG``, ``LANGUAGE`` and ``LC_*`` as the user's environment has them
-    locale: dict[str, str] = dataclasses.field(default_factory=dict)
+    locale: dict[str, str] = fresh(dict)
     #: the user's terminal, when the CLI's stdout or stderr is one (None: neither)
     terminal: Terminal | None = None
 
@@ -279,10 +339,10 @@ class Surroundings:
 class ExecutionCreate:
     __pydantic_config__ = FORBID_EXTRA
     script: str
-    args: list[str] = dataclasses.field(default_factory=list)
-    files: list[FileIn] = dataclasses.field(default_factory=list)
-    env: dict[str, str] = dataclasses.field(default_factory=dict)
-    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+    args: list[str] = fresh(list)
+    files: list[FileIn] = fresh(list)
+    env: dict[str, str] = fresh(dict)
+    metadata: dict[str, str] = fresh(dict)
     timeout_s: float = 3600.0
     memory_bytes: Size = 2 * 1024**3
     #: what the work directory may hold (SPEC §14)
@@ -290,7 +350,7 @@ class ExecutionCreate:
     network: bool = True
     idempotency_key: str | None = None
     #: requirement lines, and where the CLI found them (SPEC §7)
-    requirements: list[str] = dataclasses.field(default_factory=list)
+    requirements: list[str] = fresh(list)
     dependency_source: str = "none"
     #: "python3.11", "python3.11:datascience", "datascience"; None: the default Python
     runtime: str | None = None
@@ -312,11 +372,11 @@ class ExecutionCreate:
     argv0: str | None = None
     #: directories outside ``cwd`` mounted at their own place (files with absolute paths lie
     #: in them)
-    mount_roots: list[str] = dataclasses.field(default_factory=list)
+    mount_roots: list[str] = fresh(list)
     #: outside paths named by arguments: what the script writes there comes back
-    named_outside: list[str] = dataclasses.field(default_factory=list)
+    named_outside: list[str] = fresh(list)
     #: directories of the project tree to create that no file implies (relative POSIX paths)
-    dirs: list[str] = dataclasses.field(default_factory=list)
+    dirs: list[str] = fresh(list)
     #: the project tree (its ``digests.of_tree``), sent before with PUT /api/v1/trees; an
     #: unknown one is ``TREE_UNKNOWN``. Files in ``files`` are the run's named ones.
     tree: str | None = None
@@ -348,11 +408,11 @@ class ExecutionPublic:
     finished_at: datetime | None
     duration_s: float | None
     last_seq: int
-    requirements: list[str] = dataclasses.field(default_factory=list)
+    requirements: list[str] = fresh(list)
     dependency_source: str = "none"
     runtime: str | None = None
     python_version: str | None = None
-    packages: list[str] = dataclasses.field(default_factory=list)
+    packages: list[str] = fresh(list)
     max_retries: int = 2
     retry_of: str | None = None
     retry_reason: str | None = None
@@ -370,7 +430,7 @@ class ExecutionPublic:
     #: bytes of piped stdin it was given; None: none
     stdin_size: int | None = None
     #: empty directories the run created (its output files imply their own directories)
-    output_dirs: list[str] = dataclasses.field(default_factory=list)
+    output_dirs: list[str] = fresh(list)
     #: whether the script (or anything it started) used the network; None: not observed, or
     #: not ended. The result cache does not reuse a run that did (unless ``--cache always``).
     network_used: bool | None = None
@@ -393,15 +453,15 @@ class BatchCreate:
     files: list[FileIn]
     items: list[BatchItemIn]
     parallel: Count = 10
-    env: dict[str, str] = dataclasses.field(default_factory=dict)
-    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+    env: dict[str, str] = fresh(dict)
+    metadata: dict[str, str] = fresh(dict)
     timeout_s: float = 3600.0
     memory_bytes: Size = 2 * 1024**3
     #: what the work directory may hold (SPEC §14)
     disk_bytes: Size = 10 * 1024**3
     network: bool = True
     idempotency_key: str | None = None
-    requirements: list[str] = dataclasses.field(default_factory=list)
+    requirements: list[str] = fresh(list)
     dependency_source: str = "none"
     runtime: str | None = None
     max_retries: Count = 2
@@ -415,11 +475,11 @@ class BatchCreate:
     argv0: str | None = None
     #: directories outside ``cwd`` mounted at their own place (files with absolute paths lie
     #: in them)
-    mount_roots: list[str] = dataclasses.field(default_factory=list)
+    mount_roots: list[str] = fresh(list)
     #: outside paths named by arguments: what the script writes there comes back
-    named_outside: list[str] = dataclasses.field(default_factory=list)
+    named_outside: list[str] = fresh(list)
     #: the shared project tree's directories that no file implies (see ExecutionCreate)
-    dirs: list[str] = dataclasses.field(default_factory=list)
+    dirs: list[str] = fresh(list)
     #: the shared project tree (see ExecutionCreate)
     tree: str | None = None
 
@@ -429,7 +489,7 @@ class BatchRetry:
     __pydantic_config__ = FORBID_EXTRA
     failed_only: bool = True
     #: the current content of items' input files, by the input as the user named it
-    inputs: dict[str, FileIn] = dataclasses.field(default_factory=dict)
+    inputs: dict[str, FileIn] = fresh(dict)
 
 
 @_wire
@@ -459,10 +519,10 @@ class BatchItemPublic:
     started_at: datetime | None
     finished_at: datetime | None
     #: its output files, once it ended (saves a request per item when downloading)
-    outputs: list[ArtifactPublic] = dataclasses.field(default_factory=list)
+    outputs: list[ArtifactPublic] = fresh(list)
     cached_from: str | None = None
     #: empty directories it created
-    output_dirs: list[str] = dataclasses.field(default_factory=list)
+    output_dirs: list[str] = fresh(list)
 
 
 @_wire
@@ -643,11 +703,10 @@ class Health:
 
 
 def dump(value: Any) -> Any:
-    """A dataclass (or list of them) as JSON-ready values: enums by value, datetimes ISO 8601."""
+    """A wire model (or a list of them) as JSON-ready values: enums by value, datetimes ISO
+    8601."""
     if is_wire(type(value)):
-        built(type(value))  # an instance unpickled where its model was never built
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: dump(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {name: dump(getattr(value, name)) for name, _ in fields_of(type(value))}
     if isinstance(value, list | tuple):
         return [dump(item) for item in value]
     if isinstance(value, dict):
@@ -693,7 +752,7 @@ def _converter(kind: Any) -> Converter:
 @functools.cache
 def _fields(cls: type[Any]) -> dict[str, Converter]:
     hints = typing.get_type_hints(cls)
-    return {f.name: _converter(hints[f.name]) for f in dataclasses.fields(built(cls))}
+    return {name: _converter(hints[name]) for name, _ in fields_of(cls)}
 
 
 def load(cls: type[T], data: Any) -> T:

@@ -5,15 +5,14 @@ the script's code. No click here: the click command (``rgrid.cli.run``) and the 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from rgrid import errors
+from rgrid import errors, schemas
 from rgrid.cli import render
 
 if TYPE_CHECKING:
@@ -123,9 +122,7 @@ def run_script(
         sys.exit(code)
 
 
-# no eq or repr: every run makes these classes, and each generated method costs it ~0.2 ms
-@dataclasses.dataclass(frozen=True, eq=False, repr=False)
-class Place:
+class Place(NamedTuple):
     """Where the results go: ``output_dir`` (default: here), or nowhere (``remote_only``);
     with ``detach`` nothing is followed at all."""
 
@@ -134,8 +131,7 @@ class Place:
     detach: bool
 
 
-@dataclasses.dataclass(frozen=True, eq=False, repr=False)
-class BatchChoices:
+class BatchChoices(NamedTuple):
     patterns: tuple[str, ...]
     parallel: int
     flat: bool
@@ -217,7 +213,7 @@ def _run_one(
     if not where.detach:  # its output comes to this terminal: the script writes to one too
         from rgrid.client.surroundings import terminal
 
-        options["surroundings"] = dataclasses.replace(options["surroundings"], terminal=terminal())
+        options["surroundings"] = schemas.replace(options["surroundings"], terminal=terminal())
     execution = _submit_one(client, bundle, stdin, options, report)
     if deps.requirements:
         render.info(f"dependencies ({deps.source}): {', '.join(deps.requirements)}")

@@ -11,7 +11,6 @@ output target: its directory is mounted (empty) so that what the script writes t
 from __future__ import annotations
 
 import ast
-import dataclasses
 import functools
 import os
 import stat
@@ -39,9 +38,9 @@ class LocalFile(NamedTuple):
     tree: bool = False
 
 
-# no eq or repr: every run makes these classes, and each generated method costs it ~0.2 ms
-@dataclasses.dataclass(frozen=True, eq=False, repr=False)
-class TreeReport:
+# not dataclasses: a run's start would import ``dataclasses`` (and ``inspect``) and make each
+# class's methods
+class TreeReport(NamedTuple):
     """What the project tree walk found besides the files it sends."""
 
     #: tree files over the budget's size bound that stay behind, and their bytes
@@ -54,26 +53,42 @@ class TreeReport:
     hash_hits: int = 0
 
 
-@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Bundle:
-    script: str
-    args: list[str]
-    files: list[LocalFile]
-    #: this machine's working directory, where the grid mounts the execution's tree
-    cwd: str = ""
-    #: the script as typed (``sys.argv[0]``)
-    argv0: str = ""
-    #: directories outside ``cwd`` mounted at their own place
-    mount_roots: list[str] = dataclasses.field(default_factory=list)
-    #: paths outside ``cwd`` named by arguments: what the script writes there comes back
-    named_outside: list[str] = dataclasses.field(default_factory=list)
-    #: the local modules found beside the script (their paths on this machine)
-    modules: list[Path] = dataclasses.field(default_factory=list)
-    #: the batch inputs given to ``build_bundle``, placed like file arguments (same order)
-    batch_files: list[LocalFile] = dataclasses.field(default_factory=list)
-    #: directories to create that no file implies (empty ones, or holding only what stays behind)
-    dirs: list[str] = dataclasses.field(default_factory=list)
-    tree_report: TreeReport = dataclasses.field(default_factory=TreeReport)
+    """What a run sends: its script, arguments and files, and where they go on the grid."""
+
+    def __init__(
+        self,
+        *,
+        script: str,
+        args: list[str],
+        files: list[LocalFile],
+        cwd: str = "",
+        argv0: str = "",
+        mount_roots: list[str] | None = None,
+        named_outside: list[str] | None = None,
+        modules: list[Path] | None = None,
+        batch_files: list[LocalFile] | None = None,
+        dirs: list[str] | None = None,
+        tree_report: TreeReport | None = None,
+    ) -> None:
+        self.script = script
+        self.args = args
+        self.files = files
+        #: this machine's working directory, where the grid mounts the execution's tree
+        self.cwd = cwd
+        #: the script as typed (``sys.argv[0]``)
+        self.argv0 = argv0
+        #: directories outside ``cwd`` mounted at their own place
+        self.mount_roots = mount_roots or []
+        #: paths outside ``cwd`` named by arguments: what the script writes there comes back
+        self.named_outside = named_outside or []
+        #: the local modules found beside the script (their paths on this machine)
+        self.modules = modules or []
+        #: the batch inputs given to ``build_bundle``, placed like file arguments (same order)
+        self.batch_files = batch_files or []
+        #: directories to create that no file implies (empty, or holding only what stays behind)
+        self.dirs = dirs or []
+        self.tree_report = tree_report or TreeReport()
 
     @property
     def total_bytes(self) -> int:
@@ -312,7 +327,7 @@ def build_bundle(
     report = TreeReport()
     if budget is not None:
         dirs, report = _add_tree(Path(os.path.abspath(cwd)), files, exclude, budget, hashes)
-    report = dataclasses.replace(report, hashed=hashes.hashed, hash_hits=hashes.hits)
+    report = report._replace(hashed=hashes.hashed, hash_hits=hashes.hits)
     return Bundle(
         script=script_entry.rel,
         args=args,

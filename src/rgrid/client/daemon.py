@@ -10,7 +10,6 @@ import contextlib
 import fcntl
 import json
 import os
-import signal
 import socket
 import sys
 import time
@@ -168,6 +167,8 @@ def stop(home: Path) -> DaemonInfo | None:
     info = status(home)
     if info is None:
         return None
+    import signal  # only to stop it: not on every command's path
+
     os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while proc.alive(info.pid) and time.monotonic() < deadline:

@@ -7,10 +7,10 @@ the script; else inferred from the imports of the script and the local modules s
 from __future__ import annotations
 
 import ast
-import dataclasses
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 from rgrid import errors
 from rgrid.envs.distributions import infer_requirements
@@ -22,9 +22,7 @@ _PEP723 = re.compile(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*
 _OPTIONAL_IMPORT_ERRORS = frozenset({"ImportError", "ModuleNotFoundError", "Exception"})
 
 
-# no eq or repr: every run makes these classes, and each generated method costs it ~0.2 ms
-@dataclasses.dataclass(frozen=True, eq=False, repr=False)
-class DependencyPlan:
+class DependencyPlan(NamedTuple):
     source: str  # shown to the user: where the requirements came from
     requirements: list[str]
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from rgrid import digests, errors, schemas
 from rgrid.client import Client
@@ -21,9 +20,9 @@ RECONNECT_MAX_S = 5.0
 T = TypeVar("T")
 
 
-# no eq or repr: every run makes these classes, and each generated method costs it ~0.2 ms
-@dataclasses.dataclass(frozen=True, eq=False, repr=False)
-class UploadReport:
+# named tuples, not dataclasses: a run's start would import ``dataclasses`` (and ``inspect``)
+# and make each class's methods
+class UploadReport(NamedTuple):
     uploaded_files: int
     uploaded_bytes: int
     already_there: int
@@ -78,7 +77,7 @@ def submit_with_tree(
         pass
     else:
         known = len({f.digest for f in bundle.tree_files})
-        return answer, dataclasses.replace(named, already_there=named.already_there + known)
+        return answer, named._replace(already_there=named.already_there + known)
     sent = upload_files(client, bundle.tree_files)
     assert bundle.tree_digest is not None
     client.put_tree(
@@ -142,15 +141,14 @@ def follow(
             time.sleep(delay)
 
 
-@dataclasses.dataclass(frozen=True, eq=False, repr=False)
-class Downloads:
+class Downloads(NamedTuple):
     fetched: list[tuple[schemas.ArtifactPublic, Path]]
     #: already in place with the same content (e.g. a cache hit's outputs): not fetched again
     unchanged: list[tuple[schemas.ArtifactPublic, Path]]
     #: outputs this file system cannot hold under their name, and why (the others still came)
-    skipped: list[tuple[schemas.ArtifactPublic, str]] = dataclasses.field(default_factory=list)
+    skipped: list[tuple[schemas.ArtifactPublic, str]]
     #: empty directories the run created, made here
-    dirs: list[Path] = dataclasses.field(default_factory=list)
+    dirs: list[Path]
 
 
 def make_dirs(dest: Path, dirs: Sequence[str]) -> list[Path]:
@@ -208,7 +206,7 @@ def download_outputs(
                 hint="nothing was written; report this output name to the grid's operator",
             ) from exc
 
-    downloads = Downloads([], [], [])
+    downloads = Downloads([], [], [], [])
     for artifact in artifacts:
         target = targets[artifact.path]
         try:

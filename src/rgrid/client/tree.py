@@ -10,7 +10,6 @@ often git-ignored.
 
 from __future__ import annotations
 
-import dataclasses
 import operator
 import os
 import re
@@ -56,9 +55,9 @@ _UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
 _UNITS |= {"ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
 
 
-# no eq or repr: every run makes these classes, and each generated method costs it ~0.2 ms
-@dataclasses.dataclass(frozen=True, eq=False, repr=False)
-class Budget:
+# named tuples, not dataclasses: a run's start would import ``dataclasses`` (and ``inspect``)
+# and make each class's methods
+class Budget(NamedTuple):
     """Above ``max_bytes`` or ``max_files`` in all, files over ``big_file_bytes`` stay behind."""
 
     max_bytes: int = BUDGET_BYTES
@@ -74,8 +73,7 @@ class TreeFile(NamedTuple):
     info: os.stat_result
 
 
-@dataclasses.dataclass(frozen=True, eq=False, repr=False)
-class Tree:
+class Tree(NamedTuple):
     files: list[TreeFile]
     #: every directory walked (relative POSIX paths), parents before children
     dirs: list[str]
