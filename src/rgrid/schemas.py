@@ -57,6 +57,7 @@ _WIRE: set[type] = set()
 _BUILDING = _thread.allocate_lock()  # threading's Lock, without importing threading
 _REQUIRED = object()  # the default of a field that has none
 _FIELDS: dict[type, tuple[tuple[str, Any], ...]] = {}  # fields_of, per model
+_NAMES: dict[type, frozenset[str]] = {}  # their names, per model
 
 
 class _Fresh:
@@ -96,10 +97,20 @@ def fields_of(cls: type) -> tuple[tuple[str, Any], ...]:
     return known
 
 
+def _names_of(cls: type) -> frozenset[str]:
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES.setdefault(cls, frozenset(name for name, _ in fields_of(cls)))
+    return names
+
+
 def _init(self: Any, **values: Any) -> None:
     """A wire model's ``__init__`` until it is built: keyword arguments only, each field set
     from its argument or its default, as the dataclass's generated one does."""
     kind = type(self)
+    if values.keys() == _names_of(kind):  # every field given (a page loaded): set them at once
+        self.__dict__.update(values)
+        return
     for name, default in fields_of(kind):
         if name in values:
             value = values.pop(name)

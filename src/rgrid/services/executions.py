@@ -203,7 +203,7 @@ def surroundings_of(
         "locale": dict(sorted(given.locale.items())),
     }
     if terminal is not None:
-        stored["terminal"] = dataclasses.asdict(terminal)
+        stored["terminal"] = schemas.dump(terminal)  # built or not
     return stored
 
 
