@@ -2,9 +2,9 @@
 keyword-only dataclasses on the server.
 
 Plain classes keep the CLI fast (no pydantic, not even ``dataclasses``, at its start); FastAPI
-validates them on the server side. Types, and the ranges the store can hold (``Range``), are checked by FastAPI;
-formats and business limits by the services. ``load`` and ``dump`` convert to and from
-JSON-ready values on the client side.
+validates them on the server side. Types, and the ranges the store can hold (``Range``), are
+checked by FastAPI; formats and business limits by the services. ``load`` and ``dump`` convert
+to and from JSON-ready values on the client side.
 """
 
 from __future__ import annotations

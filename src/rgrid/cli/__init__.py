@@ -3,7 +3,8 @@
 Every rgrid error ends as one ``error: …`` line (plus a hint) on stderr and exit code 1;
 ``RGRID_DEBUG=1`` shows the traceback. Heavy modules are imported inside commands so that
 ``rgrid --help`` stays fast; the commonest command lines (``rgrid --help``, ``rgrid status ID``,
-``rgrid run SCRIPT ARGS...``) do not import click at all (``quick``), and the rest go through the click group (``group``).
+``rgrid run SCRIPT ARGS...``) do not import click at all (``quick``), and the rest go through
+the click group (``group``).
 """
 
 from __future__ import annotations
@@ -111,18 +112,20 @@ def main() -> None:
         else:
             _through_click()
     except KeyboardInterrupt:
-        print("\naborted", file=sys.stderr, flush=True)  # as click words it
+        from rgrid.cli.render import echo
+
+        echo("\naborted", err=True)  # as click words it
         sys.exit(130)
     except Exception as exc:
         from rgrid import errors  # here: `rgrid --help` never needs it
 
         if not isinstance(exc, errors.RgridError) or os.environ.get("RGRID_DEBUG"):
             raise
-        from rgrid.cli.render import clean  # the grid's words may carry a tenant's names
+        from rgrid.cli.render import clean, echo  # the grid's words may carry a tenant's names
 
-        print(f"error: {clean(exc.message)}", file=sys.stderr, flush=True)
+        echo(f"error: {clean(exc.message)}", err=True)
         if exc.hint:
-            print(f"hint: {clean(exc.hint)}", file=sys.stderr, flush=True)
+            echo(f"hint: {clean(exc.hint)}", err=True)
         sys.exit(1)
 
 

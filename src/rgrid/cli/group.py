@@ -9,6 +9,7 @@ import click
 
 from rgrid import __version__
 from rgrid.cli import COMMAND_MODULES, DESCRIPTION, MAX_HELP_WIDTH, SUMMARIES
+from rgrid.cli.quick import short_help
 
 
 class LazyGroup(click.Group):
@@ -26,12 +27,11 @@ class LazyGroup(click.Group):
         return next(c for c in commands if c.name == cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """As click lists them, shortened by click's own rule, from ``SUMMARIES``."""
+        """As click lists them (its shortening rule: ``quick.short_help``), from ``SUMMARIES``."""
         names = self.list_commands(ctx)
         limit = formatter.width - 6 - max(len(name) for name in names)
-        stand_ins = [click.Command(name, help=SUMMARIES[name]) for name in names]
         with formatter.section("Commands"):
-            formatter.write_dl([(c.name or "", c.get_short_help_str(limit)) for c in stand_ins])
+            formatter.write_dl([(name, short_help(SUMMARIES[name], limit)) for name in names])
 
 
 @click.group(

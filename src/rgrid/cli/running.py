@@ -18,7 +18,6 @@ from rgrid.cli import render
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from rgrid import schemas
     from rgrid.client import Client
     from rgrid.client.bundle import Bundle, LocalFile
     from rgrid.client.runs import Downloads, UploadReport
@@ -93,13 +92,12 @@ def run_script(
 
     project = project_settings()
     cache = "off" if no_cache else cache_mode or project_cache_mode(project)
-    env_values, labels = env, metadata
-    bounds.check_env(env_values)  # the grid's own checks, before anything is uploaded
-    bounds.check_metadata(labels)
+    bounds.check_env(env)  # the grid's own checks, before anything is uploaded
+    bounds.check_metadata(metadata)
     # what a run and a batch submission share (schemas.ExecutionCreate, schemas.BatchCreate)
     options: dict[str, Any] = {
-        "env": env_values,
-        "metadata": labels,
+        "env": env,
+        "metadata": metadata,
         "timeout_s": timeout,
         "memory_bytes": memory,
         "disk_bytes": disk,
@@ -249,7 +247,6 @@ def _submit_one(
 ) -> schemas.ExecutionPublic:
     """Submit the run (sending its project tree if the grid asks for it); says what was
     uploaded."""
-    from rgrid import schemas
     from rgrid.client import idempotency_key
     from rgrid.client.runs import submit_with_tree
 

@@ -204,10 +204,10 @@ class Transport:
     def __init__(self, base_url: str) -> None:
         parts = urlsplit(base_url)
         try:
-            port = parts.port  # raises on a port that is not a number from 0 to 65535
-        except ValueError:
-            port = -1
-        if parts.scheme not in ("http", "https") or not parts.hostname or port in (-1, 0):
+            port = parts.port  # None when not given
+        except ValueError:  # not a number from 0 to 65535
+            port = 0
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
             raise errors.UsageError(f"invalid grid URL {base_url!r}", hint="e.g. http://host:8765")
         self._https = parts.scheme == "https"
         self._host = parts.hostname

@@ -226,3 +226,9 @@ def test_a_run_option_set_in_the_environment_goes_to_click(
     assert quick.action(["run", "job.py"]) is not None
     monkeypatch.setenv(name, "1")
     assert quick.action(["run", "job.py"]) is None
+
+
+def test_the_run_variables_are_the_ones_click_reads_options_from() -> None:
+    from rgrid.cli.run import run as run_command
+
+    assert {p.envvar for p in run_command.params if p.envvar} == set(quick.RUN_ENVVARS)
