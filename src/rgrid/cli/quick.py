@@ -3,10 +3,11 @@
 Importing click costs about as much as starting the interpreter twice over (it pulls in
 ``inspect``, ``ast``, ``enum`` and more): most of what `rgrid --help` and `rgrid status ID` would
 otherwise take, and a good part of a plain `rgrid run script.py ARGS`. So a command line that is
-*exactly* one of the shapes below runs here; any other (an option, ``--``, a misspelling, shell
-completion) goes to click unchanged, which keeps click's parsing, help, completion and error
-messages for everything else. Tests hold both ways equal: the help text to click's rendering at
-every width, each shape's arguments to what click parses from the same command line.
+*exactly* one of the shapes below runs here; any other (an option taking a value, ``--``, a
+misspelling, shell completion) goes to click unchanged, which keeps click's parsing, help,
+completion and error messages for everything else. Tests hold both ways equal: the help text
+to click's rendering at every width, each shape's arguments to what click parses from the same
+command line.
 """
 
 from __future__ import annotations
@@ -20,6 +21,16 @@ from rgrid.cli import COMMAND_MODULES, DESCRIPTION, SUMMARIES, help_width
 HELP_FLAGS = ("-h", "--help")
 #: the environment variables `rgrid run` takes option values from
 RUN_ENVVARS = ("RGRID_TIMEOUT", "RGRID_MEMORY", "RGRID_DISK", "RGRID_RUNTIME", "RGRID_MAX_RETRIES")
+#: `rgrid run`'s options that take no value, as the quick path takes them before SCRIPT:
+#: (the parameter each sets, its value); a test holds them to click's
+RUN_FLAGS: dict[str, tuple[str, bool]] = {
+    "--no-cache": ("no_cache", True),
+    "--detach": ("detach", True),
+    "--remote-only": ("remote_only", True),
+    "--yes": ("yes", True),
+    "--network": ("network", True),
+    "--no-network": ("network", False),
+}
 #: click's placeholder for shortened help
 ELLIPSIS = "..."
 #: the group's options as its help lists them
@@ -37,12 +48,12 @@ def action(argv: list[str]) -> Callable[[], None] | None:
         return show_help
     run = run_arguments(argv)
     if run is not None:
-        script, args = run
+        script, args, flags = run
 
         def run_script() -> None:
             from rgrid.cli import running
 
-            running.run_script(script, args, **running.DEFAULTS)
+            running.run_script(script, args, **{**running.DEFAULTS, **flags})
 
         return run_script
     status = status_arguments(argv)
@@ -58,19 +69,30 @@ def action(argv: list[str]) -> Callable[[], None] | None:
     return None
 
 
-def run_arguments(argv: list[str]) -> tuple[str, tuple[str, ...]] | None:
-    """``run SCRIPT ARGS...`` with no option of rgrid's before SCRIPT, SCRIPT a readable file,
-    and none of the environment variables click reads options from: (SCRIPT, ARGS). As with
-    python, everything after SCRIPT is the script's, whatever it looks like."""
-    if len(argv) < 2 or argv[0] != "run" or any(name in os.environ for name in RUN_ENVVARS):
+def run_arguments(
+    argv: list[str],
+) -> tuple[str, tuple[str, ...], dict[str, bool]] | None:
+    """``run [FLAGS] SCRIPT ARGS...`` where FLAGS are only options of ``RUN_FLAGS`` (none
+    taking a value), SCRIPT is a readable file, and none of the environment variables click
+    reads options from is set: (SCRIPT, ARGS, the parameters the flags set). As with python,
+    everything after SCRIPT is the script's, whatever it looks like."""
+    if not argv or argv[0] != "run" or any(name in os.environ for name in RUN_ENVVARS):
         return None
-    script = argv[1]
+    flags: dict[str, bool] = {}
+    index = 1
+    while index < len(argv) and argv[index] in RUN_FLAGS:
+        name, value = RUN_FLAGS[argv[index]]
+        flags[name] = value  # as with click, the last of --network and --no-network wins
+        index += 1
+    if index == len(argv):
+        return None
+    script = argv[index]
     if not script or script.startswith("-"):
         return None
     # click's check of SCRIPT, whose failures are click's to word: a file, and readable
     if not (os.path.isfile(script) and os.access(script, os.R_OK)):
         return None
-    return script, tuple(argv[2:])
+    return script, tuple(argv[index + 1 :]), flags
 
 
 def status_arguments(argv: list[str]) -> tuple[str, bool] | None:

@@ -7,18 +7,24 @@ Only what following needs: the opening handshake (with headers), receiving text 
 
 from __future__ import annotations
 
-import base64
-import hashlib
+import binascii
 import json
 import os
 import socket
-import struct
 from collections.abc import Iterator, Mapping
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlencode, urlsplit
 
 from rgrid import errors
 from rgrid.client.http import connect as connect_socket
+
+if TYPE_CHECKING:
+    from hashlib import sha1
+else:
+    try:  # the interpreter's own SHA-1: hashlib loads OpenSSL (4 ms on every `rgrid run`)
+        from _sha1 import sha1
+    except ImportError:  # an interpreter built without it
+        from hashlib import sha1
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -36,7 +42,7 @@ class WebSocket:
 
     def close(self) -> None:
         try:
-            self._send(OP_CLOSE, struct.pack("!H", 1000))
+            self._send(OP_CLOSE, (1000).to_bytes(2, "big"))
         except OSError:
             pass
         self._file.close()
@@ -79,9 +85,9 @@ class WebSocket:
         first, second = self._read(2)
         length = second & 0x7F
         if length == 126:
-            (length,) = struct.unpack("!H", self._read(2))
+            length = int.from_bytes(self._read(2), "big")
         elif length == 127:
-            (length,) = struct.unpack("!Q", self._read(8))
+            length = int.from_bytes(self._read(8), "big")
         if length > MAX_MESSAGE_BYTES:
             raise StreamClosed("message too large")
         mask = self._read(4) if second & 0x80 else b""
@@ -97,9 +103,9 @@ class WebSocket:
         if len(payload) < 126:
             header += bytes([0x80 | len(payload)])
         elif len(payload) < 1 << 16:
-            header += bytes([0x80 | 126]) + struct.pack("!H", len(payload))
+            header += bytes([0x80 | 126]) + len(payload).to_bytes(2, "big")
         else:
-            header += bytes([0x80 | 127]) + struct.pack("!Q", len(payload))
+            header += bytes([0x80 | 127]) + len(payload).to_bytes(8, "big")
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         self._sock.sendall(header + mask + masked)
 
@@ -129,7 +135,7 @@ def connect(
             sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
     except OSError as exc:
         raise StreamClosed(str(exc) or type(exc).__name__) from exc
-    key = base64.b64encode(os.urandom(16)).decode()
+    key = _base64(os.urandom(16))
     target = f"{parts.path.rstrip('/')}{path}?{urlencode(params)}"
     lines = [
         f"GET {target} HTTP/1.1",
@@ -153,7 +159,7 @@ def connect(
         body = _read_body(reader, response_headers)
         sock.close()
         raise _http_error(status, body)
-    accept = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
+    accept = _base64(sha1(key.encode() + GUID).digest())
     if response_headers.get("sec-websocket-accept") != accept:
         sock.close()
         raise StreamClosed("the server's WebSocket handshake is invalid")
@@ -188,3 +194,8 @@ def _http_error(status: int, body: bytes) -> errors.RgridError:
     except ValueError:
         decoded = None
     return errors.from_body(status, decoded)
+
+
+def _base64(data: bytes) -> str:
+    """``base64.b64encode`` without importing base64 (and struct) for two short strings."""
+    return binascii.b2a_base64(data, newline=False).decode()

@@ -171,13 +171,26 @@ RUN_TAKEN = [
     ["run", "job.py", "--", "-x", ""],
     ["run", "job.py", "-"],
     ["run", "job.py", "a b", "é", "$HOME", "*.csv"],
+    ["run", "--no-cache", "job.py"],
+    ["run", "--no-cache", "--detach", "--remote-only", "--yes", "job.py", "--yes"],
+    ["run", "--no-network", "job.py", "--network"],
+    ["run", "--no-network", "--network", "job.py"],
+    ["run", "--network", "--no-network", "--no-cache", "--no-cache", "job.py"],
 ]
 
 #: `rgrid run` lines left to click
 RUN_DECLINED = [
     ["run"],
     ["run", "--timeout", "5m", "job.py"],
-    ["run", "--no-cache", "job.py"],
+    ["run", "--no-cache"],
+    ["run", "--no-cache", "--timeout", "5m", "job.py"],
+    ["run", "--timeout", "5m", "--no-cache", "job.py"],
+    ["run", "--no-cache=1", "job.py"],
+    ["run", "--no-cach", "job.py"],
+    ["run", "--no-cache", "--", "job.py"],
+    ["run", "--no-cache", "missing.py"],
+    ["run", "--batch", "*.csv", "job.py"],
+    ["run", "--json", "job.py"],
     ["run", "--", "job.py"],
     ["run", "-h"],
     ["run", "--help"],
@@ -205,11 +218,14 @@ def test_a_run_line_is_parsed_as_click_parses_it(argv: list[str]) -> None:
     from rgrid.cli.run import run as run_command
 
     taken = quick.run_arguments(list(argv))
-    assert taken == (argv[1], tuple(argv[2:]))
+    assert taken is not None
+    script, args, flags = taken
+    assert script == "job.py"
+    assert (script, *args) == tuple(argv[-len(args) - 1 :])
     params = dict(run_command.make_context("run", list(argv[1:])).params)
     params["env"] = key_values(params["env"], "--env", local_fallback=True)
     params["metadata"] = key_values(params["metadata"], "--metadata")
-    assert params == {"script_arg": taken[0], "args": taken[1], **running.DEFAULTS}
+    assert params == {"script_arg": script, "args": args, **running.DEFAULTS, **flags}
 
 
 @pytest.mark.usefixtures("project")
@@ -226,6 +242,17 @@ def test_a_run_option_set_in_the_environment_goes_to_click(
     assert quick.action(["run", "job.py"]) is not None
     monkeypatch.setenv(name, "1")
     assert quick.action(["run", "job.py"]) is None
+
+
+def test_the_run_flags_are_click_flags_of_the_same_parameter_and_value() -> None:
+    """Each flag the quick path takes is an option of `rgrid run` that takes no value and sets
+    the same parameter to the same value through click."""
+    from rgrid.cli.run import run as run_command
+
+    for flag, (name, value) in quick.RUN_FLAGS.items():
+        [option] = [p for p in run_command.params if flag in (*p.opts, *p.secondary_opts)]
+        assert isinstance(option, click.Option) and option.is_flag and option.name == name
+        assert (flag in option.secondary_opts) is not value
 
 
 def test_the_run_variables_are_the_ones_click_reads_options_from() -> None:
