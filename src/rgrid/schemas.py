@@ -566,6 +566,10 @@ class LogsPublic:
     state: ExecutionState
     exit_code: int | None
     done: bool
+    #: the live stream's last page: the execution as it ended, and its outputs (null when
+    #: there are too many to list here), so that a client needs no request after the stream
+    execution: ExecutionPublic | None = None
+    outputs: list[ArtifactPublic] | None = None
 
 
 @_wire

@@ -15,14 +15,16 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from tests.acceptance.conftest import json_of, new_account, run_id, status_of, wait_for
 from tests.conftest import RGRID_BIN, Cli, LiveServer, make_server
 
-from rgrid import errors
+from rgrid import errors, schemas
 from rgrid.client.websocket import connect
+from rgrid.services import logs as logs_service
 
 FOLLOW_TIMEOUT_S = 60.0
 
@@ -485,6 +487,84 @@ def test_bad_after_values_are_refused(
         stream.close()
     assert pages[-1]["done"] is True
     assert [line["text"] for page in pages for line in page["data"]] == ["one\n"]
+
+
+def _stream_pages(live_server: LiveServer, execution_id: str, cli: Cli) -> list[dict[str, Any]]:
+    stream = connect(
+        live_server.url,
+        f"/api/v1/executions/{execution_id}/logs/stream",
+        params={"after": 0},
+        headers=bearer(cli),
+        timeout=10,
+    )
+    try:
+        return list(stream.messages())
+    finally:
+        stream.close()
+
+
+def test_the_streams_last_page_brings_the_ended_execution_and_its_outputs(
+    account_cli: Cli, workdir: Path, live_server: LiveServer
+) -> None:
+    # what `rgrid run` needs after the script ended comes with the stream's last page: no
+    # request for the execution or its outputs follows it
+    (workdir / "two.py").write_text(
+        "import os\n"
+        "os.makedirs('out/empty', exist_ok=True)\n"
+        "open('out/b.txt', 'w').write('b')\n"
+        "open('a.txt', 'w').write('aa')\n"
+        "for i in range(3):\n"
+        "    print(i, flush=True)\n"
+    )
+    result = account_cli("run", "--remote-only", "two.py")
+    assert result.returncode == 0, result.stderr
+    execution_id = run_id(result)
+    pages = _stream_pages(live_server, execution_id, account_cli)
+    last = pages[-1]
+    assert last["done"] is True
+    assert all("execution" not in page for page in pages[:-1])
+    url = f"{live_server.url}/api/v1/executions/{execution_id}"
+    asked = httpx.get(url, headers=bearer(account_cli)).json()
+    listed = httpx.get(
+        f"{url}/artifacts", params={"kind": "output"}, headers=bearer(account_cli)
+    ).json()
+    # the same as asking, once read by the client (the two write times the same instant)
+    assert schemas.dump(schemas.load(schemas.ExecutionPublic, last["execution"])) == schemas.dump(
+        schemas.load(schemas.ExecutionPublic, asked)
+    )
+    assert last["execution"]["output_dirs"] == ["out/empty"]
+    assert [a["path"] for a in last["outputs"]] == ["a.txt", "out/b.txt"]
+    assert schemas.dump(
+        schemas.load(schemas.ArtifactsPublic, {**listed, "data": last["outputs"]})
+    ) == (schemas.dump(schemas.load(schemas.ArtifactsPublic, listed)))
+    # and the CLI, given them, downloads the same files as ever
+    again = account_cli("wait", execution_id)
+    assert again.returncode == 0, again.stderr
+    assert (workdir / "a.txt").read_text() == "aa"
+    assert (workdir / "out" / "b.txt").read_text() == "b"
+    assert (workdir / "out" / "empty").is_dir()
+
+
+def test_too_many_outputs_to_list_on_the_last_page_are_asked_for(
+    account_cli: Cli, workdir: Path, live_server: LiveServer
+) -> None:
+    count = logs_service.FINAL_OUTPUTS + 1
+    (workdir / "many.py").write_text(
+        "import os\n"
+        "os.makedirs('many')\n"
+        f"for i in range({count}):\n"
+        "    open(f'many/{i:04}.txt', 'w').write(str(i))\n"
+    )
+    result = account_cli("run", "many.py", timeout=180)
+    assert result.returncode == 0, result.stderr
+    last = _stream_pages(live_server, run_id(result), account_cli)[-1]
+    assert last["done"] is True and last["outputs"] is None
+    assert last["execution"]["state"] == "succeeded"
+    # the CLI then asked for the list: every output came back
+    assert sorted(p.name for p in (workdir / "many").iterdir()) == [
+        f"{i:04}.txt" for i in range(count)
+    ]
+    assert (workdir / "many" / "1000.txt").read_text() == "1000"
 
 
 def test_following_another_accounts_execution_is_not_found(

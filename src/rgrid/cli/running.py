@@ -329,19 +329,22 @@ def attach(
         render.log_lines(lines, marked=False)
         stderr_tail.extend(line.text for line in lines if line.stream.value == "stderr")
 
+    outputs = None
     if finished is not None:
         show(history(client, execution_id)[0])
         final = finished
     else:
         try:
-            follow(client, execution_id, show, on_notice=render.info)
+            last = follow(client, execution_id, show, on_notice=render.info)
         except KeyboardInterrupt:
             return _detach_or_cancel(client, execution_id)
-        final = client.get(execution_id)
+        # the stream's last page brings the ended execution and its outputs (older grids: not)
+        final = last.execution or client.get(execution_id)
+        outputs = last.outputs
     downloads = None
     if not remote_only:
         downloads = download_outputs(
-            client, execution_id, output_dir or Path.cwd(), dirs=final.output_dirs
+            client, execution_id, output_dir or Path.cwd(), execution=final, outputs=outputs
         )
         for artifact, why in downloads.skipped:
             render.not_downloaded(artifact.path, why)

@@ -172,17 +172,20 @@ def download_outputs(
     execution_id: str,
     dest: Path,
     only: list[str] | None = None,
-    dirs: Sequence[str] | None = None,
+    *,
+    execution: schemas.ExecutionPublic | None = None,
+    outputs: list[schemas.ArtifactPublic] | None = None,
 ) -> Downloads:
     """Fetch outputs into ``dest`` preserving their relative paths (all of them, or ``only``),
     except those already there with the same content, and (unless ``only``) create the empty
-    directories the run created (``dirs``: already known; None: asked for).
+    directories the run created. ``execution`` and ``outputs``: the ended execution and its
+    outputs when already known (a log stream's last page), else they are asked for.
 
     Unsafe names are refused (``errors.UnsafePath``) before anything is written. An output the
     local file system cannot hold (a name too long for it, a directory in the way) is skipped,
     with the reason, and the others are fetched.
     """
-    artifacts = client.artifacts(execution_id, kind="output").data
+    artifacts = client.artifacts(execution_id, kind="output").data if outputs is None else outputs
     if only:
         unknown = sorted(set(only) - {a.path for a in artifacts})
         if unknown:
@@ -192,10 +195,11 @@ def download_outputs(
         artifacts = [a for a in artifacts if a.path in only]
     from rgrid.paths import output_target
 
+    def ended() -> schemas.ExecutionPublic:
+        return client.get(execution_id) if execution is None else execution
+
     # outputs at a path an argument named outside the working directory come back there
-    named = (
-        client.get(execution_id).named_outside if any(a.path[:1] == "/" for a in artifacts) else []
-    )
+    named = ended().named_outside if any(a.path[:1] == "/" for a in artifacts) else []
     targets = {}
     for artifact in artifacts:  # check every name first: refuse the whole set, write nothing
         try:
@@ -219,8 +223,7 @@ def download_outputs(
         except OSError as exc:
             downloads.skipped.append((artifact, exc.strerror or str(exc)))
     if not only:
-        wanted = client.get(execution_id).output_dirs if dirs is None else dirs
-        downloads.dirs.extend(make_dirs(dest, wanted))
+        downloads.dirs.extend(make_dirs(dest, ended().output_dirs))
     return downloads
 
 

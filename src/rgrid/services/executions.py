@@ -491,10 +491,13 @@ async def find_output(
     grid: Grid, principal: domain.Principal, id_or_prefix: str, path: str
 ) -> domain.Artifact:
     """One output file, still kept (``NotFound``, ``ArtifactExpired``)."""
-    _, artifacts = await list_artifacts(grid, principal, id_or_prefix, ArtifactKind.OUTPUT)
-    artifact = next((a for a in artifacts if a.path == path), None)
-    if artifact is None:
+    async with store.reading(grid.sessions) as session:
+        execution = await repo.resolve(session, principal.account.id, id_or_prefix)
+        # one row by its key: an execution may have thousands of outputs, each downloaded
+        found = await blob_repo.find_artifact(session, execution.id, ArtifactKind.OUTPUT, path)
+    if found is None:
         raise errors.NotFound(f"no output {path!r}", hint="`rgrid outputs ID` lists them")
+    [artifact] = retention.with_expiry(grid, [found])
     retention.ensure_kept(grid, artifact)
     return artifact
 

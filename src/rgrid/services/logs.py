@@ -7,8 +7,10 @@ import dataclasses
 from collections.abc import AsyncIterator
 
 from rgrid import domain, store
-from rgrid.services import Grid, consoles
+from rgrid.enums import ArtifactKind
+from rgrid.services import Grid, consoles, retention
 from rgrid.services.executions import get
+from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
 from rgrid.store import logs as log_repo
 
@@ -17,6 +19,9 @@ MAX_WAIT_S = 30.0
 STREAM_BATCH = 5_000
 #: how often a live stream re-checks its key, so that a revocation ends it (SPEC §14)
 KEY_CHECK_S = 1.0
+#: a stream's last page lists the execution's outputs when it has at most this many, so that
+#: the client needs no request after it (with more, it asks for the list itself)
+FINAL_OUTPUTS = 1_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,27 +30,47 @@ class LogPage:
     lines: list[domain.LogLine]
     #: the sequence number a client should resume after
     last_seq: int
+    #: a stream's last page: the execution's outputs (None: not listed, or over FINAL_OUTPUTS)
+    outputs: list[domain.Artifact] | None = None
 
     @property
     def done(self) -> bool:
         """The execution ended and every line it produced has been read."""
-        return self.execution.state.terminal and self.last_seq >= self.execution.last_seq
+        return _done(self.execution, self.last_seq)
+
+
+def _done(execution: domain.Execution, last_seq: int) -> bool:
+    return execution.state.terminal and last_seq >= execution.last_seq
 
 
 async def _page(
-    grid: Grid, execution_id: str, after: int, limit: int, attempt: int | None
+    grid: Grid,
+    execution_id: str,
+    after: int,
+    limit: int,
+    attempt: int | None,
+    with_outputs: bool = False,
 ) -> LogPage:
+    """The lines after ``after``; ``with_outputs``: a last page lists the outputs too."""
+    outputs = None
     # read-only: no transaction (on PostgreSQL each statement read its own snapshot anyway;
-    # the lines are stored before the state that ends an execution)
+    # the lines are stored before the state that ends an execution, the outputs before too)
     async with store.reading(grid.sessions) as session:
         current = await repo.get(session, execution_id)
         assert current is not None
         lines = await log_repo.read(
             session, current.log_source, after=after, limit=limit, attempt=attempt
         )
-    if attempt is not None and not lines:
-        after = max(after, current.last_seq)  # no more lines of that attempt: nothing to wait for
-    return LogPage(current, lines, lines[-1].seq if lines else after)
+        if attempt is not None and not lines:
+            after = max(after, current.last_seq)  # no more lines of that attempt: no waiting
+        last_seq = lines[-1].seq if lines else after
+        if with_outputs and _done(current, last_seq):
+            listed = await blob_repo.list_artifacts(
+                session, execution_id, ArtifactKind.OUTPUT, limit=FINAL_OUTPUTS + 1
+            )
+            if len(listed) <= FINAL_OUTPUTS:
+                outputs = retention.with_expiry(grid, listed)
+    return LogPage(current, lines, last_seq, outputs)
 
 
 async def read_logs(
@@ -75,7 +100,8 @@ async def read_logs(
 async def open_stream(
     grid: Grid, principal: domain.Principal, id_or_prefix: str, *, after: int
 ) -> AsyncIterator[LogPage]:
-    """Every line after ``after`` as it is stored, in batches; the last page has ``done`` set.
+    """Every line after ``after`` as it is stored, in batches; the last page has ``done`` set
+    and lists the execution's outputs (``LogPage.outputs``).
 
     Resolves the execution first, so ``NotFound``/``AmbiguousId`` are raised here, before
     anything is streamed. While streaming, the key is re-checked in the store every
@@ -95,7 +121,7 @@ async def _pages(
             if loop.time() >= next_check:
                 await consoles.ensure_active(grid, principal)
                 next_check = loop.time() + KEY_CHECK_S
-            page = await _page(grid, execution_id, after, STREAM_BATCH, None)
+            page = await _page(grid, execution_id, after, STREAM_BATCH, None, with_outputs=True)
             if page.lines or page.done:
                 yield page
             if page.done:

@@ -87,14 +87,33 @@ async def add_artifacts(
 
 
 async def list_artifacts(
-    session: AsyncSession, execution_id: str, kind: domain.ArtifactKind | None = None
+    session: AsyncSession,
+    execution_id: str,
+    kind: domain.ArtifactKind | None = None,
+    limit: int | None = None,
 ) -> list[domain.Artifact]:
+    """An execution's artifacts by path (the first ``limit`` of them)."""
     # plain rows, not ORM objects: an execution of a project tree has thousands
     query = select(*ARTIFACT_COLUMNS).where(ArtifactRow.execution_id == execution_id)
     if kind is not None:
         query = query.where(ArtifactRow.kind == kind.value)
-    rows = await session.execute(query.order_by(ArtifactRow.path))
+    rows = await session.execute(query.order_by(ArtifactRow.path).limit(limit))
     return [_artifact(row) for row in rows]
+
+
+async def find_artifact(
+    session: AsyncSession, execution_id: str, kind: domain.ArtifactKind, path: str
+) -> domain.Artifact | None:
+    """One artifact of an execution, by its path."""
+    rows = await session.execute(
+        select(*ARTIFACT_COLUMNS).where(
+            ArtifactRow.execution_id == execution_id,
+            ArtifactRow.kind == kind.value,
+            ArtifactRow.path == path,
+        )
+    )
+    row = rows.first()
+    return None if row is None else _artifact(row)
 
 
 async def list_files(

@@ -20,7 +20,8 @@ FRESH = """
 import json, sys
 from rgrid import schemas
 wire = {"data": [{"seq": 1, "attempt": 1, "stream": "stdout", "ts": "2026-01-02T00:00:00+00:00",
-    "text": "x"}], "last_seq": 1, "state": "running", "exit_code": None, "done": False}
+    "text": "x"}], "last_seq": 1, "state": "running", "exit_code": None, "done": False,
+    "execution": None, "outputs": None}
 page = schemas.load(schemas.LogsPublic, wire)
 spec = schemas.ExecutionCreate(script="a.py", idempotency_key="k")
 changed = schemas.replace(spec, script="b.py")

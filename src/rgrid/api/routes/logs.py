@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
 
 from rgrid import bounds, errors, schemas
+from rgrid.api import convert
 from rgrid.api import errors as api_errors
 from rgrid.api.deps import CurrentPrincipal, GridDep, get_principal, grid_of
 from rgrid.services import logs as service
@@ -49,7 +50,7 @@ async def stream_logs(websocket: WebSocket, execution_id: str) -> None:
     await websocket.accept()
     try:
         async for page in pages:
-            await websocket.send_text(_page_json(page))
+            await websocket.send_text(_page_json(page, final=page.done))
         await websocket.close()
     except WebSocketDisconnect:
         return
@@ -57,9 +58,10 @@ async def stream_logs(websocket: WebSocket, execution_id: str) -> None:
         await websocket.close(api_errors.close_code(exc), _reason(exc.message))
 
 
-def _page_json(page: LogPage) -> str:
+def _page_json(page: LogPage, final: bool = False) -> str:
     """``LogsPublic`` as JSON, built directly: pages carry thousands of lines (the lines of a
-    segment share one timestamp object, formatted once)."""
+    segment share one timestamp object, formatted once). ``final``: a stream's last page, with
+    the execution and its outputs."""
     data = []
     last_ts: datetime | None = None
     stamp = ""
@@ -67,15 +69,20 @@ def _page_json(page: LogPage) -> str:
         if ts is not last_ts:
             last_ts, stamp = ts, ts.isoformat()
         data.append({"seq": seq, "attempt": attempt, "stream": stream, "ts": stamp, "text": text})
-    return json.dumps(
-        {
-            "data": data,
-            "last_seq": page.last_seq,
-            "state": page.execution.state.value,
-            "exit_code": page.execution.exit_code,
-            "done": page.done,
-        }
-    )
+    body: dict[str, object] = {
+        "data": data,
+        "last_seq": page.last_seq,
+        "state": page.execution.state.value,
+        "exit_code": page.execution.exit_code,
+        "done": page.done,
+    }
+    if final:
+        body["execution"] = schemas.dump(convert.execution(page.execution))
+        outputs = page.outputs
+        body["outputs"] = (
+            None if outputs is None else schemas.dump([convert.artifact(a) for a in outputs])
+        )
+    return json.dumps(body)
 
 
 def _after(raw: str) -> int:
