@@ -40,10 +40,13 @@ class FakeControlPlane:
     async def copy_inputs(self, placed: Sequence[tuple[domain.FileRef, Path]]) -> list[bool]:
         return [False] * len(placed)  # nothing vouched for: each is fetched
 
-    async def store_output(self, path: Path, rel: str) -> domain.FileRef:
-        data = path.read_bytes()
-        self.outputs[rel] = data
-        return self.ref(rel, data)
+    async def store_outputs(self, files: Sequence[tuple[str, Path]]) -> list[domain.FileRef]:
+        refs = []
+        for rel, path in files:
+            data = path.read_bytes()
+            self.outputs[rel] = data
+            refs.append(self.ref(rel, data))
+        return refs
 
     async def append_logs(self, segments: list[domain.LogSegment]) -> None:
         expected = self.segments[-1].last_seq + 1 if self.segments else segments[0].first_seq

@@ -4,7 +4,8 @@
     ├── InvalidRequest              VALIDATION_ERROR     422
     │   ├── IntegrityError          INTEGRITY_ERROR      422  (bytes do not match their digest)
     │   ├── UnsafePath              UNSAFE_PATH          422  (.., absolute, NUL: zip-slip)
-    │   └── TreeUnknown             TREE_UNKNOWN         422  (send the project tree first)
+    │   ├── TreeUnknown             TREE_UNKNOWN         422  (send the project tree first)
+    │   └── BlobsUnknown            BLOBS_UNKNOWN        422  (upload these contents first)
     ├── Unauthorized                UNAUTHORIZED         401
     ├── Forbidden                   FORBIDDEN            403
     ├── NotFound                    NOT_FOUND            404  (also another account's objects)
@@ -84,6 +85,13 @@ class TreeUnknown(InvalidRequest):
     """The grid does not hold this project tree (never sent, or its files have expired)."""
 
     code = "TREE_UNKNOWN"
+
+
+class BlobsUnknown(InvalidRequest):
+    """The grid does not hold some of the file contents a submission names: upload them
+    (``details["missing"]``: their digests) and submit again."""
+
+    code = "BLOBS_UNKNOWN"
 
 
 class Unauthorized(RgridError):

@@ -206,3 +206,59 @@ def test_unknown_and_ambiguous_id_prefixes(account_cli: Cli, workdir: Path) -> N
         prefix = execution_id[: max(differ + 1, 8)]
         assert prefix != execution_id
         assert json_of(account_cli("status", prefix, "--json"))["id"] == execution_id
+
+
+def test_a_submission_naming_contents_the_grid_lacks_lists_them_and_creates_nothing(
+    account_cli: Cli, workdir: Path, live_server: LiveServer
+) -> None:
+    # the CLI submits first and uploads only what the refusal lists (a re-run: one request)
+    headers = {"Authorization": f"Bearer {account_cli.env['RGRID_API_KEY']}"}
+    script, data = b"import sys; print(open(sys.argv[1]).read())\n", b"a,b\n1,2\n"
+    uploaded = digests.of_bytes(script)
+    lacking = digests.of_bytes(data)
+    put = httpx.put(f"{live_server.url}/api/v1/blobs/{uploaded}", content=script, headers=headers)
+    assert put.status_code in (200, 201), put.text
+    spec = {
+        "script": "job.py",
+        "args": ["data.csv"],
+        "files": [
+            {"path": "job.py", "digest": uploaded, "size": len(script)},
+            {"path": "data.csv", "digest": lacking, "size": len(data)},
+        ],
+        "idempotency_key": "2f0c8a8e-0000-4000-8000-000000000001",
+    }
+    url = f"{live_server.url}/api/v1/executions"
+
+    refused = httpx.post(url, json=spec, headers=headers)
+
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "BLOBS_UNKNOWN"
+    assert error["details"] == {"missing": [lacking]}
+    assert "data.csv" in error["message"]
+    assert _execution_count(account_cli) == 0
+    # once the listed content is there, the same submission (same key) is taken
+    put = httpx.put(f"{live_server.url}/api/v1/blobs/{lacking}", content=data, headers=headers)
+    assert put.status_code in (200, 201), put.text
+    taken = httpx.post(url, json=spec, headers=headers)
+    assert taken.status_code == 201, taken.text
+    assert _execution_count(account_cli) == 1
+
+
+def test_a_run_uploads_what_the_grid_lacks_and_a_rerun_nothing(
+    account_cli: Cli, workdir: Path
+) -> None:
+    (workdir / "echo.py").write_text("import sys\nprint(open(sys.argv[1]).read(), end='')\n")
+    (workdir / "in.txt").write_text("first\n")
+    first = account_cli("run", "--no-cache", "echo.py", "in.txt")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "first\n"
+    assert "uploaded 2 files" in first.stderr, first.stderr
+    again = account_cli("run", "--no-cache", "echo.py", "in.txt")
+    assert again.returncode == 0, again.stderr
+    assert "uploaded nothing, 2 already on the grid" in again.stderr, again.stderr
+    (workdir / "in.txt").write_text("second\n")  # only the changed content goes up
+    changed = account_cli("run", "--no-cache", "echo.py", "in.txt")
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout == "second\n"
+    assert "uploaded 1 file (7 B), 1 already on the grid" in changed.stderr, changed.stderr

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from rgrid.client import Client
     from rgrid.client.bundle import Bundle, LocalFile
-    from rgrid.client.runs import Downloads, UploadReport
+    from rgrid.client.runs import Downloads
 
 MANIFEST_NOTICE_FILES = 50
 MANIFEST_NOTICE_BYTES = 20 * 1000**2
@@ -196,23 +196,21 @@ def _run_one(
     from rgrid.cli.context import connect
     from rgrid.client.bundle import project_bundle
     from rgrid.client.requirements import plan
-    from rgrid.client.runs import upload_bundle
 
     script = Path(script_arg)  # script_arg stays as typed: it is the script's sys.argv[0]
     bundle = project_bundle(script, args, include, project=project, argv0=script_arg)
     for line in render.tree_notices(bundle.tree_report):
         render.info(line)
     deps = plan(script, requirements_file, bundle.modules)
-    with _piped_stdin() as stdin:
-        _confirm_size(len(bundle.files), bundle.total_bytes + (stdin.size if stdin else 0), yes)
-        client = connect()
-        report = upload_bundle(client, bundle, [stdin] if stdin and stdin.size else [])
     options = {**options, "requirements": deps.requirements, "dependency_source": deps.source}
     if not where.detach:  # its output comes to this terminal: the script writes to one too
         from rgrid.client.surroundings import terminal
 
         options["surroundings"] = schemas.replace(options["surroundings"], terminal=terminal())
-    execution = _submit_one(client, bundle, stdin, options, report)
+    with _piped_stdin() as stdin:
+        _confirm_size(len(bundle.files), bundle.total_bytes + (stdin.size if stdin else 0), yes)
+        client = connect()
+        execution = _submit_one(client, bundle, stdin, options)
     if deps.requirements:
         render.info(f"dependencies ({deps.source}): {', '.join(deps.requirements)}")
     if execution.cached_from:
@@ -243,12 +241,11 @@ def _submit_one(
     bundle: Bundle,
     stdin: LocalFile | None,
     options: dict[str, Any],
-    named: UploadReport,
 ) -> schemas.ExecutionPublic:
-    """Submit the run (sending its project tree if the grid asks for it); says what was
-    uploaded."""
+    """Submit the run, sending the contents of its files and its project tree if the grid
+    says it lacks them; says what was uploaded."""
     from rgrid.client import idempotency_key
-    from rgrid.client.runs import submit_with_tree
+    from rgrid.client.runs import UploadReport, submit_with_tree
 
     spec = schemas.ExecutionCreate(
         script=bundle.script,
@@ -265,7 +262,10 @@ def _submit_one(
         named_outside=bundle.named_outside,
         **options,
     )
-    execution, report = submit_with_tree(client, bundle, lambda: client.submit(spec), named)
+    unsent = [*bundle.named_files, *([stdin] if stdin and stdin.size else [])]
+    execution, report = submit_with_tree(
+        client, bundle, lambda: client.submit(spec), UploadReport(0, 0, 0), unsent
+    )
     render.tree_debug(bundle.tree_digest, report.tree_sent)
     if execution.warning:
         render.info(f"warning: {execution.warning}")

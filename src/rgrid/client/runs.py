@@ -40,6 +40,11 @@ def upload_files(client: Client, files: Sequence[LocalFile]) -> UploadReport:
     """Send only the blobs the grid lacks, each once."""
     by_hash = {f.digest: f for f in files}
     missing = client.missing_blobs(list(by_hash)) if by_hash else []
+    return _send(client, by_hash, missing)
+
+
+def _send(client: Client, by_hash: dict[str, LocalFile], missing: Sequence[str]) -> UploadReport:
+    """Upload the contents ``missing`` of the files ``by_hash`` (by their digest)."""
     for sha in missing:
         entry = by_hash[sha]
         try:
@@ -65,19 +70,57 @@ def _changed(path: Path, digest: str, size: int) -> bool:
         return True  # gone or unreadable since: it changed
 
 
+#: how a grid of an earlier version refuses a submission naming contents it lacks (no list)
+_NOT_UPLOADED = "file contents not uploaded"
+
+
 def submit_with_tree(
-    client: Client, bundle: Bundle, submit: Callable[[], T], named: UploadReport
+    client: Client,
+    bundle: Bundle,
+    submit: Callable[[], T],
+    named: UploadReport,
+    unsent: Sequence[LocalFile] = (),
 ) -> tuple[T, UploadReport]:
-    """Submit naming the bundle's project tree; if the grid does not hold it (the first run
-    of this tree, or its files expired), upload what it lacks, send the tree, and submit again.
-    Returns the answer and what was uploaded in all (``named``: the named files' report)."""
-    try:
-        answer = submit()
-    except errors.TreeUnknown:
-        pass
-    else:
-        known = len({f.digest for f in bundle.tree_files})
-        return answer, named._replace(already_there=named.already_there + known)
+    """Submit naming the bundle's project tree and the contents of its files, then send only
+    what the grid says it lacks and submit again: the tree (``TreeUnknown``: the first run of
+    this tree, or its files expired) and, of ``unsent`` (named files not uploaded yet), the
+    contents it lists (``BlobsUnknown``). A run whose files the grid holds is one request.
+    Returns the answer and what was uploaded in all (``named``: the report of the named files
+    uploaded before)."""
+    by_hash = {f.digest: f for f in unsent}
+    report = named._replace(already_there=named.already_there + len(by_hash))
+    tree_sent = False
+    while True:
+        try:
+            answer = submit()
+        except errors.TreeUnknown:
+            if tree_sent:
+                raise
+            tree_sent = True
+            report = _plus(report, _send_tree(client, bundle))
+        except errors.InvalidRequest as exc:
+            if not by_hash:  # sent already: a content lost meanwhile is the grid's error
+                raise
+            if isinstance(exc, errors.BlobsUnknown):
+                missing = [d for d in exc.details.get("missing", ()) if d in by_hash]
+            elif exc.message.startswith(_NOT_UPLOADED):  # an earlier grid: ask which
+                missing = client.missing_blobs(list(by_hash))
+            else:
+                raise
+            sent = _send(client, by_hash, missing)
+            by_hash = {}
+            report = _plus(report, sent._replace(already_there=-sent.uploaded_files))
+        else:
+            break
+    if not tree_sent:
+        report = report._replace(
+            already_there=report.already_there + len({f.digest for f in bundle.tree_files})
+        )
+    return answer, report._replace(tree_sent=tree_sent)
+
+
+def _send_tree(client: Client, bundle: Bundle) -> UploadReport:
+    """Upload what the grid lacks of the project tree's files, then the tree itself."""
     sent = upload_files(client, bundle.tree_files)
     assert bundle.tree_digest is not None
     client.put_tree(
@@ -89,12 +132,14 @@ def submit_with_tree(
             dirs=bundle.dirs,
         ),
     )
-    answer = submit()
-    return answer, UploadReport(
-        named.uploaded_files + sent.uploaded_files,
-        named.uploaded_bytes + sent.uploaded_bytes,
-        named.already_there + sent.already_there,
-        tree_sent=True,
+    return sent
+
+
+def _plus(one: UploadReport, other: UploadReport) -> UploadReport:
+    return one._replace(
+        uploaded_files=one.uploaded_files + other.uploaded_files,
+        uploaded_bytes=one.uploaded_bytes + other.uploaded_bytes,
+        already_there=one.already_there + other.already_there,
     )
 
 

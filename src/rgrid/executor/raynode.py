@@ -65,9 +65,12 @@ class HttpControlPlane:
     async def copy_inputs(self, placed: Sequence[tuple[domain.FileRef, Path]]) -> list[bool]:
         return [False] * len(placed)  # no store shared with the grid: each is fetched
 
-    async def store_output(self, path: Path, rel: str) -> domain.FileRef:
-        sha, size = await asyncio.to_thread(self._put_output, path)
-        return domain.FileRef(rel, sha, size)
+    async def store_outputs(self, files: Sequence[tuple[str, Path]]) -> list[domain.FileRef]:
+        refs = []
+        for rel, path in files:  # one upload each: the grid verifies each against its digest
+            sha, size = await asyncio.to_thread(self._put_output, path)
+            refs.append(domain.FileRef(rel, sha, size))
+        return refs
 
     async def append_logs(self, segments: list[domain.LogSegment]) -> None:
         body = {

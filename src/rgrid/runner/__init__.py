@@ -27,9 +27,9 @@ class ControlPlane(Protocol):
         read to verify them); per input, whether it was copied. The others are to be fetched
         with ``fetch_input``."""
 
-    async def store_output(self, path: Path, rel: str) -> domain.FileRef:
-        """Store the file at ``path`` as output ``rel`` (it may be taken away: the work
-        directory is discarded after collection); returns its reference."""
+    async def store_outputs(self, files: Sequence[tuple[str, Path]]) -> list[domain.FileRef]:
+        """Store each file (relative name, path) as an output (the file may be taken away:
+        the work directory is discarded after collection); returns their references."""
 
     async def append_logs(self, segments: list[domain.LogSegment]) -> None:
         """Persist log segments (consecutive sequence numbers) before returning."""

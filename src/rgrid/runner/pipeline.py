@@ -388,7 +388,7 @@ async def _scan(
 async def _collect(
     scan: OutputScan, plane: ControlPlane, outcome: domain.Outcome
 ) -> domain.Outcome:
-    outputs = tuple([await plane.store_output(full, rel) for rel, full in scan.files])
+    outputs = tuple(await plane.store_outputs(scan.files) if scan.files else ())
     if scan.over_limit and outcome.state is ExecutionState.SUCCEEDED:
         return dataclasses.replace(
             outcome,

@@ -175,9 +175,12 @@ async def _inputs(
     present = await blob_repo.present_blobs(session, account_id, [sha for _, sha in needed])
     absent = sorted({path for path, sha in needed if sha not in present})
     if absent:
-        raise errors.InvalidRequest(
+        # with their digests: the client uploads just those and submits again, so that a run
+        # whose contents are all here needs no question first (POST /blobs/missing)
+        raise errors.BlobsUnknown(
             f"file contents not uploaded: {', '.join(absent[:5])}",
             hint="upload the blobs with PUT /api/v1/blobs/{digest} first",
+            details={"missing": sorted({sha for _, sha in needed if sha not in present})},
         )
     files = [domain.FileRef(str(safe_input_path(f.path)), f.digest, f.size) for f in named]
     return tree, files, stdin

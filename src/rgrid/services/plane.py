@@ -83,21 +83,29 @@ async def copy_inputs(
     return await grid.storage.copy_to_files(wanted)
 
 
-async def store_output(grid: Grid, who: Attempt, path: Path, rel: str) -> domain.FileRef:
-    """Store the file at ``path`` (taken away) as output ``rel``; refused for a stale
-    attempt."""
-
+async def store_outputs(
+    grid: Grid, who: Attempt, files: Sequence[tuple[str, Path]]
+) -> list[domain.FileRef]:
+    """Store each file (relative name, path; the file is taken away) as an output; refused
+    for a stale attempt."""
+    refs = []
+    for rel, path in files:
+        sha = await asyncio.to_thread(digests.of_file, path)
+        key = blob_key(who.account_id, sha)
+        # the work directory is discarded after collection: the file is given away, and on the
+        # storage's disk renamed into place without a second copy or hash
+        info = await grid.storage.put_file(key, path, digest=sha, move=True, verified=True)
+        refs.append(domain.FileRef(rel, sha, info.size))
+    # one transaction for them all. The blobs are recorded even for an attempt that turns out
+    # stale, so that retention reclaims them like any blob no artifact uses
     async with store.transaction(grid.sessions) as session:
-        if not await repo.holds(session, who.execution_id, who.worker, who.attempt):
-            raise _stale(who, "output")
-    sha = await asyncio.to_thread(digests.of_file, path)
-    key = blob_key(who.account_id, sha)
-    # the work directory is discarded after collection: the file is given away, and on the
-    # storage's disk renamed into place without a second copy or hash
-    info = await grid.storage.put_file(key, path, digest=sha, move=True, verified=True)
-    async with store.transaction(grid.sessions) as session:
-        await blob_repo.record_blob(session, who.account_id, sha, info.size, utcnow())
-    return domain.FileRef(rel, sha, info.size)
+        await blob_repo.record_blobs(
+            session, who.account_id, ((r.digest, r.size) for r in refs), utcnow()
+        )
+        held = await repo.holds(session, who.execution_id, who.worker, who.attempt)
+    if not held:
+        raise _stale(who, "output")
+    return refs
 
 
 async def append_logs(grid: Grid, who: Attempt, segments: list[domain.LogSegment]) -> None:
@@ -126,8 +134,8 @@ class GridControlPlane:
     async def copy_inputs(self, placed: Sequence[tuple[domain.FileRef, Path]]) -> list[bool]:
         return await copy_inputs(self._grid, self._who, placed)
 
-    async def store_output(self, path: Path, rel: str) -> domain.FileRef:
-        return await store_output(self._grid, self._who, path, rel)
+    async def store_outputs(self, files: Sequence[tuple[str, Path]]) -> list[domain.FileRef]:
+        return await store_outputs(self._grid, self._who, files)
 
     async def append_logs(self, segments: list[domain.LogSegment]) -> None:
         await append_logs(self._grid, self._who, segments)

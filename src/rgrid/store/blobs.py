@@ -41,6 +41,18 @@ async def record_blob(
     )
 
 
+async def record_blobs(
+    session: AsyncSession, account_id: str, blobs: Iterable[tuple[str, int]], now: datetime
+) -> None:
+    """``record_blob`` for each (digest, size), in one executemany."""
+    rows = [
+        {"account_id": account_id, "digest": digest, "size": size, "created_at": now}
+        for digest, size in dict(blobs).items()
+    ]
+    if rows:
+        await session.execute(dialect_insert(session)(BlobRow).on_conflict_do_nothing(), rows)
+
+
 ARTIFACT_COLUMNS = (
     ArtifactRow.execution_id,
     ArtifactRow.kind,

@@ -137,10 +137,10 @@ async def test_a_stale_attempt_can_neither_log_nor_store_nor_finish(
     stale_file = tmp_path / "stale.txt"
     stale_file.write_text("attempt 1's\n")
     with pytest.raises(errors.LeaseLost):
-        await first_plane.store_output(stale_file, "out/stale.txt")
+        await first_plane.store_outputs([("out/stale.txt", stale_file)])
     good_file = tmp_path / "good.txt"
     good_file.write_text("attempt 2's\n")
-    good = await second_plane.store_output(good_file, "out/good.txt")
+    [good] = await second_plane.store_outputs([("out/good.txt", good_file)])
     stale_ref = domain.FileRef("out/stale.txt", good.digest, good.size)
     success = domain.Outcome(ExecutionState.SUCCEEDED, 0, None)
 
