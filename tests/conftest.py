@@ -109,7 +109,8 @@ class LiveServer:
             aws_secret_access_key="testing",
             region_name="us-east-1",
         )
-        listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        listed = [o for page in pages for o in page.get("Contents", [])]  # 1,000 keys a page
         (key,) = [o["Key"] for o in listed if o["Key"].endswith("/" + blob_name(digest))]
         client.delete_object(Bucket=bucket, Key=key)
 

@@ -58,9 +58,11 @@ async def _page(
     async with store.reading(grid.sessions) as session:
         current = await repo.get(session, execution_id)
         assert current is not None
-        lines = await log_repo.read(
-            session, current.log_source, after=after, limit=limit, attempt=attempt
-        )
+        lines = []
+        if current.last_seq > after:  # else none is stored yet (a wake-up for a new state)
+            lines = await log_repo.read(
+                session, current.log_source, after=after, limit=limit, attempt=attempt
+            )
         if attempt is not None and not lines:
             after = max(after, current.last_seq)  # no more lines of that attempt: no waiting
         last_seq = lines[-1].seq if lines else after
