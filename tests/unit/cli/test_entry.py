@@ -98,6 +98,28 @@ def test_a_closed_pipe_is_reported_as_usual() -> None:
     assert b"--timeout" in quick.stderr and b"BrokenPipeError" in quick.stderr
 
 
+#: count the garbage collector's passes, reported at exit
+COLLECTIONS = """
+import atexit, gc, sys
+passes = []
+gc.callbacks.append(lambda phase, info: phase == "start" and passes.append(info["generation"]))
+atexit.register(lambda: sys.stderr.write(f"passes: {len(passes)}\\n"))
+import rgrid.cli  # what the program imports before calling the command
+passes.clear()
+"""
+
+
+def test_a_short_command_makes_no_garbage_collection_pass() -> None:
+    # click's path: thousands of objects allocated, none of them garbage
+    args = ["run", "--timeout", "soon", "job.py"]
+    usual = _run("main", args, COLLECTIONS)
+    quick = _run("entry", args, COLLECTIONS)
+    assert usual.returncode == quick.returncode == 2
+    assert int(usual.stderr.rsplit(b"passes: ", 1)[1]) > 0  # the default: a pass every 700
+    assert quick.stderr.endswith(b"passes: 0\n"), quick.stderr
+    assert quick.stderr.removesuffix(b"passes: 0\n") == usual.stderr.rsplit(b"passes: ", 1)[0]
+
+
 def test_the_installed_program_is_entry() -> None:
     script = Path(sys.executable).with_name("rgrid").read_text()
     assert "from rgrid.cli import entry" in script
