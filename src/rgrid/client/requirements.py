@@ -14,7 +14,6 @@ from typing import NamedTuple
 
 from rgrid import errors
 from rgrid.envs.distributions import infer_requirements
-from rgrid.envs.requirements import check_requirements
 
 MAX_REQUIREMENTS_BYTES = 1024**2
 # PEP 723's reference regular expression
@@ -110,7 +109,10 @@ def plan(script: Path, requirements_file: Path | None, modules: list[Path]) -> D
     before anything is uploaded; the grid checks index hosts.
     """
     decided = _decide(script, requirements_file, modules)
-    check_requirements(decided.requirements, None)
+    if decided.requirements:  # imported only then: the rules' module compiles its patterns
+        from rgrid.envs.requirements import check_requirements
+
+        check_requirements(decided.requirements, None)
     return decided
 
 

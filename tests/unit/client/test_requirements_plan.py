@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,31 @@ def test_local_paths_are_refused_before_upload(tmp_path: Path) -> None:
     (tmp_path / "requirements.txt").write_text("-e .\n")
     with pytest.raises(errors.InvalidRequest, match="editable"):
         plan(script, None, [])
+
+
+#: plan the dependencies of the scripts given in a fresh interpreter: was the rules' module loaded?
+FRESH_PLAN = """
+import sys
+from pathlib import Path
+from rgrid.client.requirements import plan
+for name in sys.argv[1:]:
+    plan(Path(name), None, [])
+print("rgrid.envs.requirements" in sys.modules)
+"""
+
+
+def test_the_rules_are_loaded_only_for_a_script_with_requirements(tmp_path: Path) -> None:
+    (tmp_path / "plain.py").write_text("import json\nprint(json.dumps(1))\n")
+    (tmp_path / "needs.py").write_text("import requests\n")
+
+    def loaded(*names: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", FRESH_PLAN, *(str(tmp_path / n) for n in names)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    assert loaded("plain.py") == "False"  # nothing to check: its patterns are not compiled
+    assert loaded("plain.py", "needs.py") == "True"
