@@ -56,8 +56,16 @@ def uvicorn_server(app: Any, *, host: str, port: int, log_level: str) -> Any:
     """The uvicorn server every process of the grid runs (the same settings in each)."""
     import uvicorn
 
+    from rgrid.api.httpbody import PiecewiseBodyProtocol
+
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, ws="websockets-sansio", lifespan="on"
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        http=PiecewiseBodyProtocol,
+        ws="websockets-sansio",
+        lifespan="on",
     )
     return uvicorn.Server(config)
 

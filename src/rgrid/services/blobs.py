@@ -186,7 +186,9 @@ async def _append(
 ) -> None:
     """Write ``body`` to ``handle`` through ``verifier`` (decompressed first, to at most
     ``decompress_room`` bytes, when that is given). Pieces gather to ``WRITE_BYTES`` and go to a
-    worker thread (hashing releases the GIL) while the next ones arrive."""
+    worker thread (hashing and writing release the GIL) while the next ones arrive; they go as
+    they arrived, never joined: the event loop, which receives every connection's bytes, makes
+    no copy of them."""
 
     def write(piece: bytes) -> None:
         verifier.update(piece)  # first: bytes past the announced size are never written
@@ -207,38 +209,39 @@ async def _append(
             if gathered_bytes >= WRITE_BYTES:
                 if pending is not None:
                     await pending
-                pending = asyncio.ensure_future(asyncio.to_thread(sink, b"".join(gathered)))
+                pending = asyncio.ensure_future(asyncio.to_thread(sink, gathered))
                 gathered, gathered_bytes = [], 0
         if pending is not None:
             await pending
         pending = None
-        await asyncio.to_thread(_last_piece, sink, b"".join(gathered), decompressor, handle)
+        await asyncio.to_thread(_last_pieces, sink, gathered, decompressor, handle)
     finally:
         if pending is not None:
             # the write in flight ends before the caller may truncate; the body's error wins
             await asyncio.gather(pending, return_exceptions=True)
 
 
-def _last_piece(
-    sink: Callable[[bytes], None],
-    piece: bytes,
+def _last_pieces(
+    sink: Callable[[list[bytes]], None],
+    pieces: list[bytes],
     decompressor: compression.Decompressor | None,
     handle: IO[bytes],
 ) -> None:
-    if piece:
-        sink(piece)
+    if pieces:
+        sink(pieces)
     if decompressor is not None:
         decompressor.finish()
     handle.flush()
 
 
-def _to_disk(sink: Callable[[bytes], None], handle: IO[bytes]) -> Callable[[bytes], None]:
-    """``sink``, then the kernel starts writing the new bytes out: the fsync before the blob
-    is stored then has little left to wait for."""
+def _to_disk(sink: Callable[[bytes], None], handle: IO[bytes]) -> Callable[[list[bytes]], None]:
+    """``sink`` for each piece, then the kernel starts writing the new bytes out: the fsync
+    before the blob is stored then has little left to wait for."""
 
-    def put(piece: bytes) -> None:
+    def put(pieces: list[bytes]) -> None:
         with writeback.pushed(handle):
-            sink(piece)
+            for piece in pieces:
+                sink(piece)
 
     return put
 

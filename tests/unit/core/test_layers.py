@@ -134,6 +134,8 @@ API_PLUMBING = {
     "deps.py",
     "errors.py",
     "bodylimit.py",
+    "httpbody.py",
+    "allocator.py",
     "processes.py",
     "__init__.py",
 }
