@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -77,12 +78,18 @@ def timed_batch(project: Path, env: dict[str, str]) -> float:
 
 
 class CpuUse:
-    """The machine's CPU over a span (``/proc/stat``, all cores: busy and idle ticks) and, if a
-    pid is given, that process's own (``/proc/PID/stat``: user + system, its threads too)."""
+    """The machine's CPU over a span (``/proc/stat``, all cores: busy and idle ticks); if a
+    pid is given, that process's own (``/proc/PID/stat``: user + system, its threads too); and
+    this process's children's that ended in the span (the CLI: user + system)."""
 
     def __init__(self, pid: int | None = None) -> None:
         self.pid = pid
-        self.busy = self.idle = self.own = 0.0
+        self.busy = self.idle = self.own = self.children = 0.0
+
+    @staticmethod
+    def _children() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
 
     @staticmethod
     def _machine() -> tuple[float, float]:
@@ -98,6 +105,7 @@ class CpuUse:
 
     def __enter__(self) -> CpuUse:
         self._start = (*self._machine(), self._own())
+        self._children_start = self._children()
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -106,6 +114,7 @@ class CpuUse:
         self.busy = (busy - self._start[0]) / tick
         self.idle = (idle - self._start[1]) / tick
         self.own = (own - self._start[2]) / tick
+        self.children = self._children() - self._children_start
 
 
 def xargs_bwrap(tmp: Path, inputs: Path, python: str) -> float:
@@ -291,10 +300,13 @@ def main() -> None:
     print(f"{'runner':<46} {'jobs':>5} {'seconds':>8} {'jobs/s':>8}")
     for name, count, seconds in rows:
         print(f"{name:<46} {count:>5} {seconds:>8.2f} {count / seconds:>8.1f}")
-    print(f"\nCPU per job, ms: {'machine busy':>13} {'idle':>6} {'grid server':>12}")
+    print(f"\nCPU per job, ms: {'machine busy':>13} {'idle':>6} {'grid server':>12} {'CLI':>5}")
     for name, cpu in (("xargs -P2 + bwrap", bare_cpu), ("rgrid run --batch", rgrid_cpu)):
         own = f"{cpu.own / JOBS * 1000:>12.0f}" if cpu.pid else f"{'':>12}"
-        print(f"{name:<17} {cpu.busy / JOBS * 1000:>13.0f} {cpu.idle / JOBS * 1000:>6.0f} {own}")
+        cli = f"{cpu.children / JOBS * 1000:>5.0f}" if cpu.pid else f"{'':>5}"
+        print(
+            f"{name:<17} {cpu.busy / JOBS * 1000:>13.0f} {cpu.idle / JOBS * 1000:>6.0f} {own} {cli}"
+        )
     rgrid_rate = JOBS / rgrid_s
     print(
         f"\nrgrid throughput: {bare_s / rgrid_s:.0%} of xargs+bwrap (issue 19's goal: >= 80%), "
