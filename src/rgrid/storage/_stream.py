@@ -47,15 +47,23 @@ async def rechunk(
     """Regroup ``chunks`` into pieces of at least ``size`` bytes (the last may be shorter).
 
     Holds at most about two pieces in memory, so tiny chunks cost few thread hops downstream.
+    A chunk that is big enough on its own passes as it is, without a copy (an upload's body
+    arrives in pieces of up to 1 MiB: ``rgrid.api.httpbody``).
     """
-    buffer = bytearray()
+    held: list[bytes] = []
+    held_bytes = 0
     async for chunk in chunks:
-        buffer += chunk
-        if len(buffer) >= size:
-            data, buffer = bytes(buffer), bytearray()
-            yield data
-    if buffer:
-        yield bytes(buffer)
+        held.append(chunk)
+        held_bytes += len(chunk)
+        if held_bytes >= size:
+            yield _joined(held)
+            held, held_bytes = [], 0
+    if held_bytes:
+        yield _joined(held)
+
+
+def _joined(pieces: list[bytes]) -> bytes:
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 async def iter_file(

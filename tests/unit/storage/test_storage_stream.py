@@ -21,6 +21,13 @@ async def test_rechunk_groups_small_chunks() -> None:
     assert out == [b"abcd", b"efghij"]
 
 
+async def test_rechunk_passes_a_big_enough_chunk_uncopied() -> None:
+    big = bytes(range(256)) * 16
+    out = [c async for c in _stream.rechunk(pieces(big, b"x", b"yz"), size=1024)]
+    assert out == [big, b"xyz"]
+    assert out[0] is big
+
+
 async def test_rechunk_keeps_the_tail() -> None:
     assert [c async for c in _stream.rechunk(pieces(b"abcde", b"f"), size=4)] == [b"abcde", b"f"]
 
