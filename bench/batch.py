@@ -104,8 +104,7 @@ class CpuUse:
         return int(fields[11]) + int(fields[12])  # utime, stime
 
     def __enter__(self) -> CpuUse:
-        self._start = (*self._machine(), self._own())
-        self._children_start = self._children()
+        self._start = (*self._machine(), self._own(), self._children())
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -114,7 +113,7 @@ class CpuUse:
         self.busy = (busy - self._start[0]) / tick
         self.idle = (idle - self._start[1]) / tick
         self.own = (own - self._start[2]) / tick
-        self.children = self._children() - self._children_start
+        self.children = self._children() - self._start[3]
 
 
 def xargs_bwrap(tmp: Path, inputs: Path, python: str) -> float:

@@ -38,6 +38,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def read_http_answer(sock: socket.socket, received: bytes = b"") -> tuple[int, bytes]:
+    """An HTTP/1.1 answer with a Content-Length, read from a raw socket (``received``: what of
+    it was read already): its status and its body."""
+    answer = received
+    while b"\r\n\r\n" not in answer:
+        part = sock.recv(65536)
+        if not part:
+            break
+        answer += part
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(head.split()[1]), body
+
+
 def blob_name(digest: str) -> str:
     """The last part of the storage key a blob with content address ``digest`` has (its file's
     name on the grid's disk)."""

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.acceptance.conftest import new_account, run_id
-from tests.conftest import Cli, LiveServer, make_server
+from tests.conftest import Cli, LiveServer, make_server, read_http_answer
 
 from rgrid import bounds, digests
 
@@ -106,20 +106,8 @@ def _raw_request(port: int, head: str, chunks: list[bytes]) -> tuple[int, bytes,
             except (BrokenPipeError, ConnectionResetError):
                 break
         sock.settimeout(30)
-        while b"\r\n\r\n" not in answer:
-            part = sock.recv(65536)
-            if not part:
-                break
-            answer += part
-        head_part, _, body = answer.partition(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":")[1])
-            for line in head_part.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        while len(body) < length:
-            body += sock.recv(65536)
-    return int(head_part.split()[1]), body, sent
+        status, body = read_http_answer(sock, answer)
+    return status, body, sent
 
 
 def test_a_declared_oversized_body_is_refused_before_it_is_read(

@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rgrid import __version__, executor, sandbox, storage, store
-from rgrid.api import allocator, console, processes
+from rgrid.api import console, processes
 from rgrid.api import errors as api_errors
 from rgrid.api.bodylimit import BodyLimit
 from rgrid.api.routes import (
@@ -138,7 +138,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await api_processes.start()
     app.state.grid = grid
     _tune_garbage_collector()
-    allocator.tune()  # big request bodies on warm pages (rgrid.api.allocator)
     try:
         yield
     finally:
@@ -173,7 +172,6 @@ async def _api_lifespan(app: FastAPI) -> AsyncIterator[None]:
     following = asyncio.create_task(processes.follow_main(grid.notifier.notify))
     app.state.grid = grid
     _tune_garbage_collector()
-    allocator.tune()  # big request bodies on warm pages (rgrid.api.allocator)
     try:
         yield
     finally:

@@ -50,25 +50,23 @@ class _Pieces:
 class PiecewiseBodyProtocol(HttpToolsProtocol):
     """``HttpToolsProtocol`` whose request bodies are read in big pieces and kept uncopied."""
 
+    #: asyncio's read size for this connection, put back once a body has arrived; None: the
+    #: event loop's transport has no ``max_size`` (not asyncio's selector loop), left alone
     _read_bytes: int | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        # asyncio's selector transport reads ``max_size`` bytes at a time; another event
-        # loop's transport may not have it, and then keeps its own
         self._read_bytes = getattr(transport, "max_size", None)
-
-    def _read_in(self, size: int | None) -> None:
-        if self._read_bytes is not None and size is not None:
-            self.transport.max_size = size  # type: ignore[attr-defined]
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
         if not isinstance(cycle.body, _Pieces):  # a new cycle, or the app has taken the last
             cycle.body = _Pieces()  # type: ignore[assignment]
-            self._read_in(BODY_READ_BYTES)
+            if self._read_bytes is not None:
+                self.transport.max_size = BODY_READ_BYTES  # type: ignore[attr-defined]
         super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._read_in(self._read_bytes)
+        if self._read_bytes is not None:
+            self.transport.max_size = self._read_bytes  # type: ignore[attr-defined]
         super().on_message_complete()

@@ -53,10 +53,15 @@ def log_to_stderr(level: str) -> None:
 
 
 def uvicorn_server(app: Any, *, host: str, port: int, log_level: str) -> Any:
-    """The uvicorn server every process of the grid runs (the same settings in each)."""
+    """The uvicorn server every process of the grid runs (the same settings in each): its
+    protocol reads request bodies in big pieces, and the process's allocator keeps those on
+    warm pages (``rgrid.api.httpbody``, ``rgrid.api.allocator``)."""
     import uvicorn
 
+    from rgrid.api import allocator
     from rgrid.api.httpbody import PiecewiseBodyProtocol
+
+    allocator.tune()
 
     config = uvicorn.Config(
         app,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from blake3 import blake3
-from tests.conftest import free_port
+from tests.conftest import free_port, read_http_answer
 
 from rgrid.api.httpbody import PiecewiseBodyProtocol, _Pieces
 from rgrid.api.processes import uvicorn_server
@@ -65,19 +65,9 @@ def server() -> Iterator[int]:
 
 
 def read_answer(sock: socket.socket) -> dict[str, Any]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
-    head, _, rest = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), head
-    length = next(
-        int(line.split(b":")[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length")
-    )
-    while len(rest) < length:
-        rest += sock.recv(65536)
-    answer: dict[str, Any] = json.loads(rest[:length])
+    status, body = read_http_answer(sock)
+    assert status == 200, body
+    answer: dict[str, Any] = json.loads(body)
     return answer
 
 
