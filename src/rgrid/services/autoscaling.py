@@ -220,9 +220,14 @@ class Autoscaler:
             self._cluster.set_draining(action.node_id, False)
             node = self._nodes[action.node_id]
             node.state = NodeState.ACTIVE if node.seen_at is not None else NodeState.PROVISIONING
+        elif action.dead:
+            await self._end(
+                action.node_id, self._nodes[action.node_id], NodeState.DEAD, action.reason
+            )
         else:
-            state = NodeState.DEAD if action.dead else NodeState.TERMINATED
-            await self._end(action.node_id, self._nodes[action.node_id], state, action.reason)
+            node = self._nodes[action.node_id]
+            decided_in = self._view(action.node_id, node).period_end(now)
+            await self._end(action.node_id, node, NodeState.TERMINATED, action.reason, decided_in)
 
     async def _create(self, count: int, now: float) -> None:
         for _ in range(count):
@@ -236,12 +241,28 @@ class Autoscaler:
             self._nodes[name] = _Node(machine, NodeState.PROVISIONING)
             logger.info("node created", extra={"action": "node_created", "node": name})
 
-    async def _end(self, name: str, node: _Node, state: NodeState, reason: str) -> None:
+    async def _end(
+        self,
+        name: str,
+        node: _Node,
+        state: NodeState,
+        reason: str,
+        period_end: float | None = None,
+    ) -> None:
         """Delete the node at the provider (its executions, if any, come back from the
         executor as ``worker_lost`` and are retried); a failed delete is tried again on the
-        next tick."""
+        next tick. An end planned for the close of a paid period (``period_end``) is not asked
+        for once that period is over: the next one is paid by then, so the node stays draining
+        and the policy gives it work again."""
         self._cluster.set_draining(name, True)
         asked = utcnow()  # it ends when it is asked to (a machine may take seconds to stop)
+        if period_end is not None and asked.timestamp() >= period_end:
+            logger.info(
+                "not ending %s: a new billing period began before the delete was asked",
+                name,
+                extra={"action": "node_end_skipped", "node": name},
+            )
+            return
         try:
             await self._provider.delete(node.machine)
         except errors.ProviderError as exc:

@@ -5,6 +5,7 @@ real ones run in tests/acceptance/test_autoscaling.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import timedelta
 
@@ -13,8 +14,9 @@ from tests.integration.store.conftest import ADMIN_KEY
 from tests.integration.store.helpers import submit_script
 
 from rgrid import domain, errors, store
+from rgrid.autoscaler import ProviderNode
 from rgrid.autoscaler.memory import InMemoryProvider
-from rgrid.autoscaler.policy import Create
+from rgrid.autoscaler.policy import Create, Drain, NodeKind, Terminate, Undrain
 from rgrid.executor import from_url
 from rgrid.executor.ray import Member
 from rgrid.runner.configure import runner_config
@@ -248,3 +250,58 @@ async def test_a_node_that_ran_nothing_is_idle_cost_of_the_grid_shown_to_admins(
     _, key = await account_service.create_account(scaled_grid, admin, "someone", False)
     someone = await account_service.authenticate(scaled_grid, key)
     assert await billing.idle_report(scaled_grid, someone, None, None) is None
+
+
+class LateProvider(InMemoryProvider):
+    """Machines made ``made_ago`` seconds before they are asked for (so their billing period
+    is near its end), and a listing that takes ``listing_s``: a slow tick."""
+
+    def __init__(self, made_ago: float) -> None:
+        super().__init__()
+        self.made_ago = made_ago
+        self.listing_s = 0.0
+
+    async def create(self, kind: NodeKind, name: str) -> ProviderNode:
+        made = await super().create(kind, name)
+        made = dataclasses.replace(
+            made, created_at=made.created_at - timedelta(seconds=self.made_ago)
+        )
+        self.machines[name] = made
+        return made
+
+    async def nodes(self) -> list[ProviderNode]:
+        await asyncio.sleep(self.listing_s)
+        return await super().nodes()
+
+
+async def test_a_node_is_not_ended_once_its_next_period_began_while_the_tick_ran(
+    scaled_grid: Grid,
+) -> None:
+    """Planned at the end of its paid period, asked for after it: the next period is paid by
+    then, so the node is kept and gets work again; it goes at the end of that one."""
+    scaled_grid.settings = scaled_grid.settings.model_copy(update={"autoscale_min_nodes": 1})
+    period = 3600.0
+    provider, cluster = LateProvider(made_ago=period - 60), StandInCluster()
+    scaler = Autoscaler(scaled_grid, cluster, provider)
+    await scaler.open()
+    await scaler.tick()  # the minimum: one node, in the last minute of its first period
+    (name,) = provider.machines
+    cluster.join(name)
+    scaler._config = dataclasses.replace(scaler.config, min_nodes=0)
+    plan = await scaler.tick()
+    assert [type(a) for a in plan.actions] == [Drain], plan
+
+    # the period ends 0.2 s into the next tick, which lists the machines for 0.5 s
+    moved = utcnow() - timedelta(seconds=period - 0.2)
+    provider.machines[name] = dataclasses.replace(provider.machines[name], created_at=moved)
+    scaler._nodes[name].machine = provider.machines[name]
+    provider.listing_s = 0.5
+    plan = await scaler.tick()
+    assert [type(a) for a in plan.actions] == [Terminate], plan
+    assert provider.deleted == [] and name in provider.machines, "not deleted late"
+
+    provider.listing_s = 0.0
+    plan = await scaler.tick()
+    assert [(type(a), a.reason) for a in plan.actions] == [(Undrain, "a new billing period began")]
+    assert (await records(scaled_grid))[name].state == "active"  # type: ignore[attr-defined]
+    assert name not in cluster.draining
