@@ -221,7 +221,10 @@ class Dispatcher:
 
     async def _finish(self, spec: domain.ExecutionSpec, outcome: domain.Outcome) -> None:
         holder = self._holders.pop(spec.execution_id, self._worker)
-        await outcomes.record_outcome(self._grid, holder, spec, outcome)
+        # its own worker's price is what it registered: no read of the record per outcome
+        own = (self._grid.settings.hourly_price_micros, self.executor.slots)
+        pricing = own if holder == self._worker else None
+        await outcomes.record_outcome(self._grid, holder, spec, outcome, pricing=pricing)
         self._wake.set()
 
     async def _lease_loop(self) -> None:

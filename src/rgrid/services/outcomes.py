@@ -25,18 +25,33 @@ logger = logging.getLogger(__name__)
 
 
 async def record_outcome(
-    grid: Grid, worker: str, spec: domain.ExecutionSpec, outcome: domain.Outcome
+    grid: Grid,
+    worker: str,
+    spec: domain.ExecutionSpec,
+    outcome: domain.Outcome,
+    *,
+    pricing: tuple[int, int] | None = None,
 ) -> bool:
     """Record an attempt's outcome, only if that attempt of ``worker`` still holds the
     execution (a stale one, whose lease expired and which another attempt took over, is refused
-    and logged); whether it was recorded."""
+    and logged); whether it was recorded. ``pricing``: the worker's (hourly price, slots) when
+    the caller knows them (its own worker), else read from the worker's record.
+
+    The outputs' blobs are put on record first, whether or not the attempt still holds the
+    execution, so that retention reclaims them like any blob no artifact uses (a runner in the
+    server's process leaves that to this transaction; a remote one's uploads did it already)."""
     async with store.transaction(grid.sessions) as session:
-        row = await repo.get(session, spec.execution_id)
+        if outcome.outputs:
+            await blob_repo.record_blobs(
+                session, spec.account_id, ((r.digest, r.size) for r in outcome.outputs), utcnow()
+            )
+        row = await repo.get(session, spec.execution_id, with_metadata=False)
         retried = None
         if row is not None:
             if outcome.state is ExecutionState.CANCELLED and not row.cancel_requested:
                 outcome = worker_lost("the grid was stopped while the script ran")
-            retried = await settle(session, row, outcome, grid.settings, (worker, spec.attempt))
+            holder = (worker, spec.attempt)
+            retried = await settle(session, row, outcome, grid.settings, holder, pricing=pricing)
         if retried is None:
             logger.warning(
                 "a stale attempt's outcome refused",
@@ -87,16 +102,21 @@ async def settle(
     settings: ServerSettings,
     holder: tuple[str, int],
     lease_expired_before: datetime | None = None,
+    *,
+    pricing: tuple[int, int] | None = None,
 ) -> bool | None:
     """Record the outcome of ``holder``'s attempt (worker, attempt): a transient failure with
     retries left is queued again (state ``retrying``, after a backoff) with a log line saying
     so; anything else is final. Every attempt's run time is charged (SPEC §11). Returns whether
-    it will be retried; None, with nothing recorded, when that attempt no longer holds it."""
+    it will be retried; None, with nothing recorded, when that attempt no longer holds it.
+    ``pricing`` as for ``record_outcome``."""
     ended = utcnow()
     cost = row.cost_micros or 0
     if row.started_at is not None:
         run_us = max(0, (ended - row.started_at) // timedelta(microseconds=1))
-        price, slots = workers.pricing(await worker_repo.get(session, holder[0]), settings)
+        price, slots = pricing or workers.pricing(
+            await worker_repo.get(session, holder[0]), settings
+        )
         cost += slot_cost(run_us, price, slots)
     transient = outcome.failure_class in domain.TRANSIENT_FAILURES
     retry = transient and row.attempt <= row.max_retries

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from rgrid import digests, domain, errors, store
-from rgrid.services import Grid, blobs, utcnow
+from rgrid.services import Grid, blobs
 from rgrid.storage import blob_key
-from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
 from rgrid.store import logs as log_repo
 
@@ -86,8 +85,9 @@ async def copy_inputs(
 async def store_outputs(
     grid: Grid, who: Attempt, files: Sequence[tuple[str, Path]]
 ) -> list[domain.FileRef]:
-    """Store each file (relative name, path; the file is taken away) as an output; refused
-    for a stale attempt."""
+    """Store each file (relative name, path; the file is taken away) in storage. Their blobs
+    are put on record, and a stale attempt's outputs refused, with the attempt's outcome, in
+    its one transaction (``outcomes.record_outcome``): a transaction less per execution."""
     refs = []
     for rel, path in files:
         sha = await asyncio.to_thread(digests.of_file, path)
@@ -96,15 +96,6 @@ async def store_outputs(
         # storage's disk renamed into place without a second copy or hash
         info = await grid.storage.put_file(key, path, digest=sha, move=True, verified=True)
         refs.append(domain.FileRef(rel, sha, info.size))
-    # one transaction for them all. The blobs are recorded even for an attempt that turns out
-    # stale, so that retention reclaims them like any blob no artifact uses
-    async with store.transaction(grid.sessions) as session:
-        await blob_repo.record_blobs(
-            session, who.account_id, ((r.digest, r.size) for r in refs), utcnow()
-        )
-        held = await repo.holds(session, who.execution_id, who.worker, who.attempt)
-    if not held:
-        raise _stale(who, "output")
     return refs
 
 

@@ -23,6 +23,7 @@ from rgrid.services import logs as log_service
 from rgrid.services.dispatcher import Dispatcher
 from rgrid.services.outcomes import record_outcome
 from rgrid.services.plane import GridControlPlane
+from rgrid.store import blobs as blob_repo
 from rgrid.store import executions as repo
 
 
@@ -113,8 +114,9 @@ async def test_a_stale_attempt_can_neither_log_nor_store_nor_finish(
     grid: Grid, tmp_path: Path
 ) -> None:
     """Attempt 1 loses its lease, attempt 2 takes the execution over; then attempt 1, still
-    running somewhere, tries to append logs, store an output and report success: all three are
-    refused, and the log, outputs and outcome are attempt 2's only."""
+    running somewhere, tries to append logs, store an output and report success: its logs and
+    its outcome with that output are refused, and the log, outputs and outcome are attempt 2's
+    only. Its output's bytes are on record as a blob no artifact uses (retention's to reclaim)."""
     admin = await account_service.authenticate(grid, ADMIN_KEY)
     made = await submit_script(grid, admin, "print(1)", max_retries=2)
     first, first_plane = await claim_as(grid, "node-a:1", utcnow())
@@ -136,17 +138,18 @@ async def test_a_stale_attempt_can_neither_log_nor_store_nor_finish(
         await first_plane.append_logs([segment(first, "from attempt 1\n")])
     stale_file = tmp_path / "stale.txt"
     stale_file.write_text("attempt 1's\n")
-    with pytest.raises(errors.LeaseLost):
-        await first_plane.store_outputs([("out/stale.txt", stale_file)])
+    [stale] = await first_plane.store_outputs([("out/stale.txt", stale_file)])
     good_file = tmp_path / "good.txt"
     good_file.write_text("attempt 2's\n")
     [good] = await second_plane.store_outputs([("out/good.txt", good_file)])
-    stale_ref = domain.FileRef("out/stale.txt", good.digest, good.size)
     success = domain.Outcome(ExecutionState.SUCCEEDED, 0, None)
 
     assert not await record_outcome(
-        grid, "node-a:1", first, dataclasses.replace(success, outputs=(stale_ref,))
+        grid, "node-a:1", first, dataclasses.replace(success, outputs=(stale,))
     )
+    async with store.reading(grid.sessions) as session:
+        unused = await blob_repo.unreferenced_blobs(session, utcnow() + timedelta(days=1), 100)
+    assert (admin.account.id, stale.digest) in set(unused)
     assert await record_outcome(
         grid, "node-a:1", second, dataclasses.replace(success, outputs=(good,))
     )
