@@ -1,6 +1,17 @@
-"""What this host's ``/proc`` says of a process (Linux, as the grid's sandbox is)."""
+"""What this host's ``/proc`` says of a process, and its C library (Linux, as the grid's
+sandbox is)."""
 
 from __future__ import annotations
+
+import ctypes
+import functools
+
+
+@functools.cache
+def libc() -> ctypes.CDLL:
+    """The C library with ``errno`` kept (``ctypes.get_errno``), loaded once: the sandbox's
+    mounts and namespaces call into it several times per execution."""
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def alive(pid: int) -> bool:

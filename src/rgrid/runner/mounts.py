@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from rgrid import errors
+from rgrid.proc import libc
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +37,7 @@ def available(fstype: str) -> bool:
 
 
 def _mount(source: str, target: Path, fstype: str, flags: int, options: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.mount(source.encode(), os.fsencode(target), fstype.encode(), flags, options.encode()):
+    if libc().mount(source.encode(), os.fsencode(target), fstype.encode(), flags, options.encode()):
         code = ctypes.get_errno()
         raise errors.SandboxError(f"could not mount the execution's {fstype}: {os.strerror(code)}")
 
@@ -70,8 +70,7 @@ class Overlay:
 
 def unmount(path: Path) -> None:
     """Detach whatever is mounted at ``path`` (nothing: no error)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.umount2(os.fsencode(path), MNT_DETACH) != 0:
+    if libc().umount2(os.fsencode(path), MNT_DETACH) != 0:
         code = ctypes.get_errno()
         if code not in (errno.EINVAL, errno.ENOENT):
             logger.warning(

@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from rgrid import errors
+from rgrid.proc import libc
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +92,7 @@ class Namespace:
 
 def _delete_netns(path: Path) -> None:
     """What ``ip netns delete`` does: detach the namespace's bind mount, remove its file."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.umount2(str(path).encode(), MNT_DETACH)
+    libc().umount2(str(path).encode(), MNT_DETACH)
     with contextlib.suppress(OSError):
         path.unlink()
 
@@ -102,8 +102,7 @@ def join(path: Path) -> None:
     starts afterwards is in that namespace from its first instruction."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(fd, CLONE_NEWNET) != 0:
+        if libc().setns(fd, CLONE_NEWNET) != 0:
             error = ctypes.get_errno()
             raise OSError(error, f"setns into {path}: {os.strerror(error)}")
     finally:
