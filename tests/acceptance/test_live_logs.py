@@ -516,7 +516,7 @@ def test_the_streams_last_page_brings_the_ended_execution_and_its_outputs(
         "for i in range(3):\n"
         "    print(i, flush=True)\n"
     )
-    result = account_cli("run", "--remote-only", "two.py")
+    result = account_cli("run", "--remote-only", "--metadata", "team=blue", "two.py")
     assert result.returncode == 0, result.stderr
     execution_id = run_id(result)
     pages = _stream_pages(live_server, execution_id, account_cli)
@@ -533,6 +533,7 @@ def test_the_streams_last_page_brings_the_ended_execution_and_its_outputs(
         schemas.load(schemas.ExecutionPublic, asked)
     )
     assert last["execution"]["output_dirs"] == ["out/empty"]
+    assert last["execution"]["metadata"] == {"team": "blue"}
     assert [a["path"] for a in last["outputs"]] == ["a.txt", "out/b.txt"]
     assert schemas.dump(
         schemas.load(schemas.ArtifactsPublic, {**listed, "data": last["outputs"]})

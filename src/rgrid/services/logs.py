@@ -56,7 +56,9 @@ async def _page(
     # read-only: no transaction (on PostgreSQL each statement read its own snapshot anyway;
     # the lines are stored before the state that ends an execution, the outputs before too)
     async with store.reading(grid.sessions) as session:
-        current = await repo.get(session, execution_id)
+        # its metadata only on the last page, which carries the whole execution: each page
+        # before it needs the state and the last line's number alone
+        current = await repo.get(session, execution_id, with_metadata=False)
         assert current is not None
         lines = []
         if current.last_seq > after:  # else none is stored yet (a wake-up for a new state)
@@ -66,6 +68,8 @@ async def _page(
         if attempt is not None and not lines:
             after = max(after, current.last_seq)  # no more lines of that attempt: no waiting
         last_seq = lines[-1].seq if lines else after
+        if _done(current, last_seq):
+            current = await repo.with_metadata(session, current)
         if with_outputs and _done(current, last_seq):
             listed = await blob_repo.list_artifacts(
                 session, execution_id, ArtifactKind.OUTPUT, limit=FINAL_OUTPUTS + 1

@@ -112,6 +112,12 @@ async def _metadata(session: AsyncSession, ids: Sequence[str]) -> dict[str, dict
     return out
 
 
+async def with_metadata(session: AsyncSession, execution: domain.Execution) -> domain.Execution:
+    """``execution`` (read without its metadata: ``get(…, with_metadata=False)``) with it."""
+    metadata = (await _metadata(session, [execution.id]))[execution.id]
+    return dataclasses.replace(execution, metadata=metadata)
+
+
 async def _hydrate(session: AsyncSession, rows: Sequence[ExecutionRow]) -> list[domain.Execution]:
     meta = await _metadata(session, [row.id for row in rows])
     return [to_domain(row, meta[row.id]) for row in rows]
