@@ -10,6 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,18 @@ def _async_url(url: str) -> str:
     return url
 
 
+#: a SQL function of every SQLite connection: the UTC time the statement runs at plus N
+#: seconds, as the store writes times (a claim stamps its start with it, under the write lock)
+SQLITE_UTC_AFTER = "rgrid_utc_after"
+
+
+def _utc_after(seconds: float) -> str:
+    # the text SQLAlchemy's SQLite DATETIME stores: what the store's comparisons of times expect
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.create_function(SQLITE_UTC_AFTER, 1, _utc_after)
     cursor = dbapi_connection.cursor()
     # WAL lets readers (log followers) proceed while a runner writes.
     cursor.execute("PRAGMA journal_mode=WAL")

@@ -25,7 +25,7 @@ from sqlalchemy.orm import aliased
 
 from rgrid import domain, errors
 from rgrid.domain import ExecutionState
-from rgrid.store import starts_with
+from rgrid.store import SQLITE_UTC_AFTER, starts_with
 from rgrid.store.models import BatchRow, ExecutionMetadataRow, ExecutionRow
 
 PREFIX_MATCH_LIMIT = 2  # enough to tell "unique" from "ambiguous"
@@ -269,10 +269,12 @@ async def list_page(
 
 
 @functools.lru_cache(maxsize=32)
-def _claim_statement(postgres: bool, pythons: frozenset[str] | None) -> Any:
+def _claim_statement(postgres: bool, pythons: frozenset[str] | None, stamped: bool) -> Any:
     """``claim_next``'s UPDATE, built once per database kind and set of Pythons (building it,
     its correlated subqueries and its cache key cost milliseconds of the grid's one event loop
-    per claim); the time, the worker and the lease's end are bound per call."""
+    per claim); the time, the worker and the lease's end are bound per call. ``stamped``
+    (SQLite): the start and the lease's end are the time the UPDATE runs at, under the write
+    lock (``store.SQLITE_UTC_AFTER``), not the time bound."""
     waiting = [state.value for state in domain.WAITING_STATES]
     running = aliased(ExecutionRow)
     running_in_batch = (
@@ -316,8 +318,12 @@ def _claim_statement(postgres: bool, pythons: frozenset[str] | None) -> Any:
         .values(
             state=ExecutionState.RUNNING.value,
             worker=bindparam("claim_worker", type_=columns.worker.type),
-            started_at=now,
-            lease_expires_at=bindparam("claim_lease_until", type_=columns.lease_expires_at.type),
+            started_at=getattr(func, SQLITE_UTC_AFTER)(0.0) if stamped else now,
+            lease_expires_at=(
+                getattr(func, SQLITE_UTC_AFTER)(bindparam("claim_lease_s"))
+                if stamped
+                else bindparam("claim_lease_until", type_=columns.lease_expires_at.type)
+            ),
             attempt=ExecutionRow.attempt + 1,
         )
         .returning(ExecutionRow)
@@ -344,19 +350,21 @@ async def claim_next(
     cannot overbook it.
     """
     postgres = session.get_bind().dialect.name == "postgresql"
-    bound = {
-        "claim_now": now,
-        "claim_worker": worker,
-        "claim_lease_until": now + timedelta(seconds=lease_s),
-    }
-    statement = _claim_statement(postgres, pythons)
+    # On SQLite, with a clock, the UPDATE stamps its own time: the one it took effect at
+    stamped = clock is not None and not postgres
+    bound: dict[str, Any] = {"claim_now": now, "claim_worker": worker}
+    if stamped:
+        bound["claim_lease_s"] = lease_s
+    else:
+        bound["claim_lease_until"] = now + timedelta(seconds=lease_s)
+    statement = _claim_statement(postgres, pythons, stamped)
     if postgres:
         row = await _claim_within_batch_limit(session, statement, bound)
     else:  # SQLite serialises writers: its one UPDATE cannot overbook a batch
         row = (await session.execute(statement, bound)).scalars().first()
     if row is None:
         return None
-    if clock is not None:
+    if clock is not None and not stamped:
         # The claim took effect when its UPDATE got the write lock, possibly after waiting for
         # the commit that freed the slot: its start is stamped from then, so a batch item's
         # started_at is never before the finished_at of the item whose slot it took.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 from collections.abc import AsyncIterator
@@ -191,3 +192,29 @@ def segment(spec: domain.ExecutionSpec, text: str) -> domain.LogSegment:
     return domain.LogSegment(
         spec.log_seq_start + 1, spec.attempt, domain.Stream.STDOUT, utcnow(), text, 1
     )
+
+
+async def test_a_claim_is_stamped_with_the_time_it_took_effect(grid: Grid) -> None:
+    """With the worker's clock (as the dispatcher claims), the start is when the claim took
+    effect, not the time asked at (a moment before: the claim may wait for the write lock),
+    and the lease runs from it; both as aware UTC times the store compares correctly."""
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    made = await submit_script(grid, admin, "print(1)")
+    asked_at = utcnow()
+    await asyncio.sleep(0.05)  # as if the claim waited that long for the write lock
+    before = utcnow()
+    async with store.transaction(grid.sessions) as session:
+        row = await repo.claim_next(session, worker="w:1", now=asked_at, lease_s=60, clock=utcnow)
+    after = utcnow()
+    assert row is not None and row.id == made.id
+    assert row.started_at is not None and row.lease_expires_at is not None
+    assert before <= row.started_at <= after
+    assert abs((row.lease_expires_at - row.started_at).total_seconds() - 60) < 0.5
+    stored = await service.get(grid, admin, made.id)
+    assert stored.started_at == row.started_at and stored.lease_expires_at == row.lease_expires_at
+    # and the stored times compare as times: the lease has not expired, the start has passed
+    async with store.reading(grid.sessions) as session:
+        assert await repo.expired_leases(session, utcnow()) == []
+        assert [
+            e.id for e in await repo.expired_leases(session, utcnow() + timedelta(minutes=2))
+        ] == [made.id]
