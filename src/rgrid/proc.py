@@ -3,14 +3,20 @@ sandbox is)."""
 
 from __future__ import annotations
 
-import ctypes
 import functools
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ctypes
 
 
 @functools.cache
 def libc() -> ctypes.CDLL:
     """The C library with ``errno`` kept (``ctypes.get_errno``), loaded once: the sandbox's
-    mounts and namespaces call into it several times per execution."""
+    mounts and namespaces call into it several times per execution. (``ctypes`` is imported
+    here, not with the module: the CLI reads ``/proc`` through this module on every command.)"""
+    import ctypes
+
     return ctypes.CDLL(None, use_errno=True)
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import ctypes
 import sys
 
+from rgrid import proc
+
 #: ``mallopt`` parameters (glibc's malloc.h)
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -30,7 +32,7 @@ def tune() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        mallopt = proc.libc().mallopt
     except (OSError, AttributeError):  # no mallopt in this C library
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]

@@ -4,7 +4,6 @@ process-group kill enforced from outside (rq's death penalty and ``kill_horse``,
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import functools
 import logging
 import os
@@ -13,6 +12,8 @@ import shutil
 import signal
 from collections.abc import Callable
 from types import TracebackType
+
+from rgrid import proc
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +93,7 @@ def preexec(limits: Rlimits) -> Callable[[], None]:
 @functools.cache
 def _prctl() -> Callable[..., int] | None:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        function: Callable[..., int] = libc.prctl
+        function: Callable[..., int] = proc.libc().prctl
     except (OSError, AttributeError):  # not Linux: children may outlive a crashed grid
         return None
     return function

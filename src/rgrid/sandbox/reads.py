@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from rgrid import domain
+from rgrid import domain, proc
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class _Libc:
     """The three system calls Python does not wrap."""
 
     def __init__(self) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = proc.libc()
         self.init = libc.fanotify_init
         self.init.argtypes = [ctypes.c_uint, ctypes.c_uint]
         self.mark = libc.fanotify_mark

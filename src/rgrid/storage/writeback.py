@@ -23,8 +23,10 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
         return None
     import ctypes
 
+    from rgrid import proc
+
     try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+        function = proc.libc().sync_file_range
     except (OSError, AttributeError):
         return None
     function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]

@@ -1,4 +1,6 @@
-"""``rgrid.proc.alive``: a running process, one that ended but is not reaped, and none."""
+"""``rgrid.proc``: ``alive`` for a running process, one that ended but is not reaped, and none;
+the C library loaded once, and only when asked for (the CLI reads ``/proc`` through this module
+on every command and must not pay for ``ctypes``)."""
 
 from __future__ import annotations
 
@@ -24,3 +26,13 @@ def test_a_process_is_alive_until_it_ends_even_unreaped() -> None:
     child.wait()
     assert not proc.alive(child.pid)
     assert not proc.alive(2**22 + 1)  # above the kernel's largest pid
+
+
+def test_the_c_library_is_loaded_once() -> None:
+    assert proc.libc() is proc.libc()
+
+
+def test_finding_the_local_grid_does_not_import_ctypes() -> None:
+    fresh = "import sys, rgrid.client.daemon; print('ctypes' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", fresh], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
