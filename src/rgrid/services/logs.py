@@ -69,13 +69,13 @@ async def _page(
             after = max(after, current.last_seq)  # no more lines of that attempt: no waiting
         last_seq = lines[-1].seq if lines else after
         if _done(current, last_seq):
-            current = await repo.with_metadata(session, current)
-        if with_outputs and _done(current, last_seq):
-            listed = await blob_repo.list_artifacts(
-                session, execution_id, ArtifactKind.OUTPUT, limit=FINAL_OUTPUTS + 1
-            )
-            if len(listed) <= FINAL_OUTPUTS:
-                outputs = retention.with_expiry(grid, listed)
+            current = await repo.add_metadata(session, current)
+            if with_outputs:
+                listed = await blob_repo.list_artifacts(
+                    session, execution_id, ArtifactKind.OUTPUT, limit=FINAL_OUTPUTS + 1
+                )
+                if len(listed) <= FINAL_OUTPUTS:
+                    outputs = retention.with_expiry(grid, listed)
     return LogPage(current, lines, last_seq, outputs)
 
 

@@ -112,7 +112,7 @@ async def _metadata(session: AsyncSession, ids: Sequence[str]) -> dict[str, dict
     return out
 
 
-async def with_metadata(session: AsyncSession, execution: domain.Execution) -> domain.Execution:
+async def add_metadata(session: AsyncSession, execution: domain.Execution) -> domain.Execution:
     """``execution`` (read without its metadata: ``get(…, with_metadata=False)``) with it."""
     metadata = (await _metadata(session, [execution.id]))[execution.id]
     return dataclasses.replace(execution, metadata=metadata)
@@ -298,6 +298,7 @@ def _claim_statement(postgres: bool, pythons: frozenset[str] | None, stamped: bo
     )
     columns = ExecutionRow.__table__.c
     now = bindparam("claim_now", type_=columns.queued_at.type)
+    utc_after = getattr(func, SQLITE_UTC_AFTER)
     pick = (
         select(ExecutionRow.id)
         .where(
@@ -318,9 +319,9 @@ def _claim_statement(postgres: bool, pythons: frozenset[str] | None, stamped: bo
         .values(
             state=ExecutionState.RUNNING.value,
             worker=bindparam("claim_worker", type_=columns.worker.type),
-            started_at=getattr(func, SQLITE_UTC_AFTER)(0.0) if stamped else now,
+            started_at=utc_after(0.0) if stamped else now,
             lease_expires_at=(
-                getattr(func, SQLITE_UTC_AFTER)(bindparam("claim_lease_s"))
+                utc_after(bindparam("claim_lease_s"))
                 if stamped
                 else bindparam("claim_lease_until", type_=columns.lease_expires_at.type)
             ),
