@@ -193,6 +193,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = shared
 
 
+#: how many of the server's own log lines (not its access log) a failed test's report shows
+SERVER_LOG_LINES = 60
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test on a grid shows the end of that grid's own log (warnings, tracebacks,
+    retries): a failure seen once in CI can then be read, not guessed at."""
+    report = yield
+    servers = [
+        value for value in getattr(item, "funcargs", {}).values() if isinstance(value, LiveServer)
+    ]
+    if report.failed and call.when == "call":
+        for server in servers:
+            log = server.home / "server.log"
+            if log.is_file():
+                lines = log.read_text(errors="replace").splitlines()
+                own = [line for line in lines if not line.startswith("INFO:     ")]
+                report.sections.append((f"server log ({log})", "\n".join(own[-SERVER_LOG_LINES:])))
+    return report
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One grid shared by the acceptance tests of a session (tests must not depend on its history)."""

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -272,3 +274,30 @@ def test_cancel_kills_the_whole_group_within_two_seconds(cli: Cli, workdir: Path
         assert final["attempt"] == 1  # cancelled, never retried
     finally:
         cli("cancel", execution_id)
+
+
+def test_a_server_paused_past_the_lease_does_not_run_its_own_script_twice(
+    own_server: LiveServer, workdir: Path
+) -> None:
+    """A server that stalls longer than the lease (a paused VM, a swap storm, a disk that holds
+    every commit) while its own slot runs a script is still alive: when it resumes, the attempt
+    it runs goes on and is the only one, instead of being settled as ``worker_lost`` by its
+    own recovery and run a second time."""
+    cli = cli_for(own_server, workdir)
+    (workdir / "slow.py").write_text(SLOW)
+    execution_id = cli("run", "--detach", "slow.py", "one", "8").stdout.strip()
+    wait_for(lambda: "start one" in cli("logs", execution_id, "--raw").stdout, timeout=20)
+    assert own_server.process is not None
+    os.kill(own_server.process.pid, signal.SIGSTOP)  # the server alone: its script goes on
+    try:
+        time.sleep(5.0)  # the lease is 2 s: it expires while the server cannot renew it
+    finally:
+        os.kill(own_server.process.pid, signal.SIGCONT)
+    waited = cli("wait", execution_id, "--remote-only", timeout=60)
+    assert waited.returncode == 0, waited.stderr
+    assert waited.stdout == "start one\nend one\n"
+    final = status_of(cli, execution_id)
+    assert final["state"] == "succeeded" and final["attempt"] == 1, final
+    downloaded = cli("download", execution_id, "--output-dir", "got")
+    assert downloaded.returncode == 0
+    assert (workdir / "got" / "out" / "one.txt").read_text() == "done one\n"

@@ -49,8 +49,9 @@ class Dispatcher:
         self._started = utcnow()  # this worker's billing periods run back to back from here
         self._registered = False
         self._lease = timedelta(seconds=grid.settings.lease_s)
-        #: the worker holding each execution started here (ours, or the executor's node)
-        self._holders: dict[str, str] = {}
+        #: the executions claimed here whose outcome is not recorded yet, each with the worker
+        #: holding it (ours, or the executor's node): their leases are kept from here
+        self._in_flight: dict[str, str] = {}
         grid.wake_dispatcher = self._work_queued
         grid.cancel_local = executor.cancel
 
@@ -211,7 +212,7 @@ class Dispatcher:
         )
         logger.info("claimed", extra={"action": "execution_claimed", "execution_id": row.id})
         self._grid.notifier.notify(row.id)
-        self._holders[row.id] = holder
+        self._in_flight[row.id] = holder
         if row.tree_digest is not None and tree is None:
             # its files were found lost since it was submitted (``blobs.lose_blob``)
             await self._finish(spec, outcomes.tree_lost())
@@ -220,11 +221,15 @@ class Dispatcher:
         return True
 
     async def _finish(self, spec: domain.ExecutionSpec, outcome: domain.Outcome) -> None:
-        holder = self._holders.pop(spec.execution_id, self._worker)
+        holder = spec.worker or self._worker
         # its own worker's price is what it registered: no read of the record per outcome
         own = (self._grid.settings.hourly_price_micros, self.executor.slots)
         pricing = own if holder == self._worker else None
-        await outcomes.record_outcome(self._grid, holder, spec, outcome, pricing=pricing)
+        try:
+            await outcomes.record_outcome(self._grid, holder, spec, outcome, pricing=pricing)
+        finally:
+            # in flight until here: its lease is kept while its outcome is being recorded
+            self._in_flight.pop(spec.execution_id, None)
         self._wake.set()
 
     async def _lease_loop(self) -> None:
@@ -238,10 +243,9 @@ class Dispatcher:
                 await workers.seen(self._grid, self.executor.workers(utcnow()))
             except Exception:
                 logger.exception("heartbeat failed", extra={"action": "heartbeat_failed"})
-            for execution_id in self.executor.running():
+            for execution_id, holder in list(self._in_flight.items()):
                 # Held for the executor's node too: while the node runs it (Ray reports a
                 # task whose node died as failed), the lease is kept from here.
-                holder = self._holders.get(execution_id, self._worker)
                 try:
                     until = utcnow() + self._lease
                     cancel = await plane.renew_lease(self._grid, execution_id, holder, until)
@@ -282,5 +286,8 @@ class Dispatcher:
             await asyncio.sleep(RECOVERY_EVERY_S)
 
     async def recover_expired(self) -> int:
-        """Settle running executions whose worker is gone (``recover_expired``)."""
-        return await recovery.recover_expired(self._grid, self._worker, utcnow())
+        """Settle running executions whose worker is gone (``recover_expired``); those in
+        flight here are not gone, whatever their lease says."""
+        return await recovery.recover_expired(
+            self._grid, self._worker, utcnow(), held=dict(self._in_flight)
+        )

@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.integration.store.conftest import ADMIN_KEY
@@ -19,6 +20,7 @@ from rgrid.executor.local import LocalExecutor
 from rgrid.runner.configure import runner_config
 from rgrid.services import Grid, utcnow
 from rgrid.services import accounts as account_service
+from rgrid.services import dispatcher as dispatcher_module
 from rgrid.services import executions as service
 from rgrid.services import logs as log_service
 from rgrid.services.dispatcher import Dispatcher
@@ -109,6 +111,58 @@ async def test_expired_lease_is_retried_then_final(grid: Grid, dispatcher: Dispa
     await dispatcher.recover_expired()
     lost = await service.get(grid, admin, made.id)
     assert lost.state is ExecutionState.FAILED and lost.failure_class is FailureClass.WORKER_LOST
+
+
+async def expire_lease(grid: Grid, execution_id: str) -> None:
+    """As a stall longer than the lease leaves it: still running, its lease in the past."""
+    async with store.transaction(grid.sessions) as session:
+        row = await repo.get_row(session, execution_id)
+        assert row is not None and row.state == ExecutionState.RUNNING.value
+        row.lease_expires_at = utcnow() - timedelta(seconds=1)
+
+
+async def test_a_lease_that_ran_out_while_this_server_ran_it_is_renewed_not_lost(
+    grid: Grid, dispatcher: Dispatcher
+) -> None:
+    """The server running an execution in its own slot stalled past the lease: its recovery
+    renews the lease, and the attempt that runs goes on as the only one."""
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    script = "import time\nprint('start', flush=True)\ntime.sleep(1.5)\nprint('end')\n"
+    made = await submit_script(grid, admin, script)
+    lines = (await log_service.read_logs(grid, admin, made.id, after=0, limit=10, wait_s=20)).lines
+    assert [line.text for line in lines] == ["start\n"]
+    await expire_lease(grid, made.id)
+    assert await dispatcher.recover_expired() == 0
+    running = await service.get(grid, admin, made.id)
+    assert running.state is ExecutionState.RUNNING and running.attempt == 1
+    assert running.lease_expires_at is not None and running.lease_expires_at > utcnow()
+    done = await wait_terminal(grid, admin, made.id)
+    assert done.state is ExecutionState.SUCCEEDED and done.attempt == 1
+    lines = (await log_service.read_logs(grid, admin, made.id, after=0, limit=10)).lines
+    assert [line.text for line in lines] == ["start\n", "end\n"]
+
+
+async def test_a_lease_that_ran_out_while_the_outcome_was_recorded_is_not_lost(
+    grid: Grid, dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The script has ended, its outcome is on its way to the store, and the lease runs out
+    meanwhile: it is still in flight here, so recovery leaves it to the outcome."""
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    recovered: list[int] = []
+
+    async def stalled_record(*args: Any, **kwargs: Any) -> bool:
+        spec = args[2]
+        await expire_lease(grid, spec.execution_id)
+        recovered.append(await dispatcher.recover_expired())
+        return await record_outcome(*args, **kwargs)
+
+    monkeypatch.setattr(dispatcher_module.outcomes, "record_outcome", stalled_record)
+    made = await submit_script(grid, admin, "print('once')", max_retries=2)
+    done = await wait_terminal(grid, admin, made.id)
+    assert recovered == [0]
+    assert done.state is ExecutionState.SUCCEEDED and done.attempt == 1
+    lines = (await log_service.read_logs(grid, admin, made.id, after=0, limit=10)).lines
+    assert [line.text for line in lines] == ["once\n"]
 
 
 async def test_a_stale_attempt_can_neither_log_nor_store_nor_finish(
