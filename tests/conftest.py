@@ -22,6 +22,8 @@ from rgrid.storage import blob_key
 
 RGRID_BIN = Path(sys.executable).parent / "rgrid"
 SERVER_START_TIMEOUT_S = 60.0
+#: how long a server may take to stop once signalled (its slots' scripts are stopped first)
+STOP_TIMEOUT_S = 30.0
 
 
 @pytest.fixture(autouse=True)
@@ -135,10 +137,23 @@ class LiveServer:
         client.delete_object(Bucket=bucket, Key=key)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            self.process.wait(30)
-        self.process = None
+        """Send ``sig`` to the server's process group and wait for it to end. One that has not
+        ended after ``STOP_TIMEOUT_S`` is killed (never left running against a database the
+        test drops) and the test fails: a server must stop when asked."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(STOP_TIMEOUT_S)
+            raise AssertionError(
+                f"the server did not stop within {STOP_TIMEOUT_S} s of signal {sig}: "
+                + (self.home / "server.log").read_text(errors="replace")[-3000:]
+            ) from None
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)

@@ -192,6 +192,7 @@ def test_retry_refuses_success_without_force(cli: Cli, workdir: Path) -> None:
 ITEMS = 1000
 
 
+@pytest.mark.timeout(400)  # 1,000 runs: ~45 s here, 150 s once in a slow spell of the machine
 def test_two_servers_on_one_postgres_database_never_claim_twice(
     tmp_path: Path, postgres_url: str
 ) -> None:

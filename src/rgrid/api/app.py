@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from rgrid import __version__, executor, sandbox, storage, store
+from rgrid import __version__, executor, sandbox, storage, store, tasks
 from rgrid.api import console, processes
 from rgrid.api import errors as api_errors
 from rgrid.api.bodylimit import BodyLimit
@@ -175,9 +175,7 @@ async def _api_lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        following.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await following
+        await tasks.cancel_and_wait(following)
         await grid.siblings.close()
         await signal.close()
         await engine.dispose()

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rgrid import tasks
 from rgrid.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
@@ -175,15 +176,13 @@ class ApiProcesses:
                     process.send_signal(signal.SIGTERM)
         for process in self._running.values():
             try:
-                await asyncio.wait_for(process.wait(), STOP_GRACE_S)
+                async with asyncio.timeout(STOP_GRACE_S):
+                    await process.wait()
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await tasks.cancel_and_wait(*self._tasks)
 
 
 async def follow_main(notify: Callable[[str], None]) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from rgrid import __version__, domain, errors
+from rgrid import __version__, domain, errors, tasks
 from rgrid.autoscaler import NODE_RESOURCE_PREFIX
 from rgrid.domain import ExecutionState
 from rgrid.executor import DoneCallback, Placement
@@ -387,15 +387,12 @@ class RayExecutor:
         ]
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        await tasks.cancel_and_wait(self._refresher)
         for execution_id in list(self._running):
             self.cancel(execution_id)
-        tasks = [r.task for r in self._running.values() if r.task is not None]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        watching = [r.task for r in self._running.values() if r.task is not None]
+        if watching:
+            await asyncio.gather(*watching, return_exceptions=True)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self._ray.shutdown)
 

@@ -116,6 +116,7 @@ class LogShipper:
     async def _flush_periodically(self) -> None:
         while not self._closing:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_S)
+                async with asyncio.timeout(FLUSH_INTERVAL_S):
+                    await self._wake.wait()
             self._wake.clear()
             await self.flush()

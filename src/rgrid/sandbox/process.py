@@ -256,7 +256,8 @@ async def readable(fd: int, timeout_s: float | None = None) -> bool:
 
     loop.add_reader(fd, on_ready)
     try:
-        await asyncio.wait_for(ready, timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await ready
     except TimeoutError:
         return False
     finally:

@@ -13,7 +13,6 @@ stops: their paid hours go on being used after a restart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -21,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from urllib.parse import urlparse
 
-from rgrid import autoscaler, domain, errors, store
+from rgrid import autoscaler, domain, errors, store, tasks
 from rgrid.autoscaler import Provider, ProviderNode, node_name, scaling_config
 from rgrid.autoscaler.policy import (
     LIVE,
@@ -132,10 +131,7 @@ class Autoscaler:
         self._task = asyncio.create_task(self._loop(), name="autoscaler")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.cancel_and_wait(self._task)
 
     def billed(self) -> list[tuple[str, datetime]]:
         """The nodes whose billing periods are to be closed: live ones, and ended ones until

@@ -16,7 +16,7 @@ import logging
 import os
 from datetime import datetime, timedelta
 
-from rgrid import domain, store
+from rgrid import domain, store, tasks
 from rgrid.domain import ArtifactKind
 from rgrid.executor import Executor, Placement
 from rgrid.services import Grid, outcomes, plane, recovery, utcnow, workers
@@ -79,11 +79,7 @@ class Dispatcher:
 
     async def close(self) -> None:
         self._closing = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await tasks.cancel_and_wait(*self._tasks)
         await self._signal.close()
         await self.executor.close()
         try:
@@ -129,7 +125,8 @@ class Dispatcher:
             except Exception:
                 logger.exception("claim failed", extra={"action": "claim_failed"})
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_S)
+                async with asyncio.timeout(POLL_S):
+                    await self._wake.wait()
 
     def _room_on_disk(self) -> bool:
         """Whether the grid's disk has more than its reserve free: below it nothing new starts

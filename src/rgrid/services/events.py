@@ -26,7 +26,8 @@ class Listener:
         """Return once notified (at once if that happened already since the last wait), or
         after ``min(timeout, MAX_WAIT_S)``."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), min(timeout, MAX_WAIT_S))
+            async with asyncio.timeout(min(timeout, MAX_WAIT_S)):
+                await self._event.wait()
         self._event.clear()
 
 

@@ -5,11 +5,11 @@ the billing periods of this server's worker and splits each one's price, SPEC §
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from rgrid import tasks
 from rgrid.services import Grid, billing, consoles, retention, utcnow
 
 logger = logging.getLogger(__name__)
@@ -31,11 +31,7 @@ class Housekeeping:
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await tasks.cancel_and_wait(*self._tasks)
 
     async def _billing_loop(self) -> None:
         every = max(0.25, min(self._grid.settings.billing_period_s / 4, 60.0))

@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rgrid import domain, proc
+from rgrid import domain, proc, tasks
 
 logger = logging.getLogger(__name__)
 
@@ -125,10 +125,7 @@ class Siblings:
                 logger.exception("could not write the process report", extra={"action": "report"})
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.cancel_and_wait(self._task)
         if not self._shared:
             return
         if self._main:  # the folder is the main process's: it goes with it

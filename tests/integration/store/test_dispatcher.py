@@ -113,6 +113,20 @@ async def test_expired_lease_is_retried_then_final(grid: Grid, dispatcher: Dispa
     assert lost.state is ExecutionState.FAILED and lost.failure_class is FailureClass.WORKER_LOST
 
 
+async def test_a_dispatcher_woken_as_it_closes_still_closes(grid: Grid) -> None:
+    """Closing the server stops its dispatcher even when work is signalled in the same instant
+    (a busy batch signals all the time): on Python 3.11 such a wake-up swallowed the cancel,
+    and the dispatcher went on claiming while the server's shutdown waited for it forever."""
+    running = Dispatcher(grid, LocalExecutor(slots=1, config=runner_config(grid.settings)))
+    running.start()
+    await asyncio.sleep(0.3)  # nothing queued: it waits for a wake-up
+    grid.wake_dispatcher()
+    closing = asyncio.create_task(running.close())
+    done, _ = await asyncio.wait({closing}, timeout=10)
+    assert done == {closing}, "the dispatcher did not close"
+    closing.result()
+
+
 async def expire_lease(grid: Grid, execution_id: str) -> None:
     """As a stall longer than the lease leaves it: still running, its lease in the past."""
     async with store.transaction(grid.sessions) as session:

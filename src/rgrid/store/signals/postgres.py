@@ -11,6 +11,8 @@ from typing import Any
 
 import asyncpg
 
+from rgrid import tasks
+
 logger = logging.getLogger(__name__)
 
 CHANNEL = "rgrid_work"
@@ -39,11 +41,8 @@ class PostgresWorkSignal:
         self._attention.set()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await tasks.cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self, on_work: Callable[[], None]) -> None:
         """Keep a listening connection; while there is none, servers fall back to polling."""
@@ -88,4 +87,5 @@ class PostgresWorkSignal:
                     await connection.execute(f"NOTIFY {CHANNEL}")
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT_S)
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await connection.close()
