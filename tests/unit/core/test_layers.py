@@ -20,6 +20,7 @@ FOUNDATION = {
     "proc",
     "text",
     "bounds",
+    "tasks",
     "settings",
     "__init__",
     "__version__",
