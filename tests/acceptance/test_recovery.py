@@ -132,7 +132,7 @@ def test_submit_while_the_server_is_down_creates_exactly_one(tmp_path: Path, wor
         )
         assert running.stderr is not None
         # the grid comes back once the CLI found it down (then it has its whole retry window,
-        # ~7 s, for the grid's start, which takes seconds on a busy 2-core machine)
+        # ~15 s, for the grid's start, which took over 7 s once on a busy 2-core machine)
         first = running.stderr.readline()
         assert first == "rgrid: connection lost, retrying (1/5)\n", first
         server.start()

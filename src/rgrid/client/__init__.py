@@ -27,8 +27,10 @@ from rgrid.paths import join_under
 T = TypeVar("T")
 
 RETRIES = 5
-RETRY_BASE_S = 0.5  # 0.5 + 1 + 2 + 4 s: a grid restarting within ~7 s loses no command
-RETRY_MAX_S = 4.0
+# 1 + 2 + 4 + 8 s between the 5 tries: a grid restarting within ~15 s loses no command (a
+# restart took over 7 s, the window before, on this busy 2-core machine)
+RETRY_BASE_S = 1.0
+RETRY_MAX_S = 8.0
 RETRY_STATUSES = frozenset({502, 503, 504})
 #: uploads bigger than this resume where they stopped instead of starting over
 RESUMABLE_BYTES = 8 * 1024 * 1024
