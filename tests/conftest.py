@@ -102,9 +102,7 @@ class LiveServer:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"server exited: {(self.home / 'server.log').read_text()[-3000:]}"
-                )
+                raise RuntimeError(f"server exited: {self.own_log()}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
@@ -151,12 +149,25 @@ class LiveServer:
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(STOP_TIMEOUT_S)
             raise AssertionError(
-                f"the server did not stop within {STOP_TIMEOUT_S} s of signal {sig}: "
-                + (self.home / "server.log").read_text(errors="replace")[-3000:]
+                f"the server did not stop within {STOP_TIMEOUT_S} s of signal {sig}:\n"
+                + self.own_log()
             ) from None
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)
+
+    def own_log(self, lines: int = 60) -> str:
+        """The last ``lines`` of the server's own log (its warnings, tracebacks, retries),
+        without the access log's lines."""
+        log = self.home / "server.log"
+        if not log.is_file():
+            return ""
+        own = [
+            line
+            for line in log.read_text(errors="replace").splitlines()
+            if not line.startswith("INFO:     ")
+        ]
+        return "\n".join(own[-lines:])
 
     def cli_env(self, key: str | None = None, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
@@ -208,25 +219,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = shared
 
 
-#: how many of the server's own log lines (not its access log) a failed test's report shows
-SERVER_LOG_LINES = 60
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """A failed test on a grid shows the end of that grid's own log (warnings, tracebacks,
     retries): a failure seen once in CI can then be read, not guessed at."""
     report = yield
-    servers = [
-        value for value in getattr(item, "funcargs", {}).values() if isinstance(value, LiveServer)
-    ]
     if report.failed and call.when == "call":
-        for server in servers:
-            log = server.home / "server.log"
-            if log.is_file():
-                lines = log.read_text(errors="replace").splitlines()
-                own = [line for line in lines if not line.startswith("INFO:     ")]
-                report.sections.append((f"server log ({log})", "\n".join(own[-SERVER_LOG_LINES:])))
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, LiveServer):
+                report.sections.append((f"server log ({value.home})", value.own_log()))
     return report
 
 

@@ -19,10 +19,10 @@ async def cancel_and_wait(*tasks: asyncio.Future[Any] | None) -> None:
     """Cancel these tasks (None: none) and wait until each has ended. A task that ended with
     an error of its own is logged, not raised: the caller is closing and goes on."""
     live = [task for task in tasks if task is not None]
-    for task in live:
-        task.cancel()
     if not live:
         return
+    for task in live:
+        task.cancel()
     await asyncio.wait(live)
     for task in live:
         if not task.cancelled() and (error := task.exception()) is not None:

@@ -286,5 +286,5 @@ class Dispatcher:
         """Settle running executions whose worker is gone (``recover_expired``); those in
         flight here are not gone, whatever their lease says."""
         return await recovery.recover_expired(
-            self._grid, self._worker, utcnow(), held=dict(self._in_flight)
+            self._grid, self._worker, utcnow(), held=self._in_flight
         )
