@@ -325,8 +325,6 @@ class Execution:
     #: what the run did to its files ({"read": [...], "written": [...]}); None: not observed
     reads: dict[str, list[str]] | None = None
     lease_expires_at: datetime | None = None
-    #: when the running attempt's script ended and freed its slot (its outcome still to come)
-    released_at: datetime | None = None
     #: whether the run used the network (a hit: whether the run it reuses did); None: not
     #: observed (the host's network, an older grid) or not ended
     network_used: bool | None = None

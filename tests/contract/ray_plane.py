@@ -21,7 +21,7 @@ from tests.conftest import free_port
 from tests.fake_plane import FakeControlPlane
 
 from rgrid import domain
-from rgrid.executor import DoneCallback, ReleasedCallback
+from rgrid.executor import DoneCallback
 from rgrid.executor.ray import RayExecutor
 from rgrid.runner import ControlPlane
 
@@ -103,13 +103,7 @@ class ContractRayExecutor(RayExecutor):
         self._planes = planes
         self._opened = False
 
-    def start(
-        self,
-        spec: domain.ExecutionSpec,
-        plane: ControlPlane,
-        on_done: DoneCallback,
-        on_released: ReleasedCallback | None = None,
-    ) -> None:
+    def start(self, spec: domain.ExecutionSpec, plane: ControlPlane, on_done: DoneCallback) -> None:
         assert isinstance(plane, FakeControlPlane)
         self._planes.planes[spec.execution_id] = plane
         placements = self.place()
@@ -121,7 +115,7 @@ class ContractRayExecutor(RayExecutor):
                 plane.outputs[ref.path] = self._planes.stored[ref.digest]
             await on_done(spec, outcome)
 
-        super().start(spec, plane, done, on_released)
+        super().start(spec, plane, done)
 
     async def ready(self, slots: int) -> ContractRayExecutor:
         """Joined, and its nodes probed."""

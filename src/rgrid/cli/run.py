@@ -105,7 +105,7 @@ from rgrid.enums import CACHE_MODES
     type=click.IntRange(min=1, max=1000),
     default=10,
     show_default=True,
-    help="With --batch: at most N scripts running at once (enforced by the grid).",
+    help="With --batch: at most N at once (enforced by the grid).",
 )
 @click.option(
     "--flat",

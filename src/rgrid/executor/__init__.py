@@ -15,8 +15,6 @@ from rgrid import domain, errors
 from rgrid.runner import ControlPlane, RunnerConfig
 
 DoneCallback = Callable[[domain.ExecutionSpec, domain.Outcome], Awaitable[None]]
-#: told, once the script has ended, that its slot is free while its outcome is being made
-ReleasedCallback = Callable[[domain.ExecutionSpec], None]
 
 
 class Placement(NamedTuple):
@@ -52,16 +50,8 @@ class Executor(Protocol):
         (``ExecutionSpec.worker`` then says where ``start`` runs it); empty for an executor
         that runs in the dispatcher's own worker, or when no node has room."""
 
-    def start(
-        self,
-        spec: domain.ExecutionSpec,
-        plane: ControlPlane,
-        on_done: DoneCallback,
-        on_released: ReleasedCallback | None = None,
-    ) -> None:
-        """Begin running ``spec``; ``on_done`` is awaited exactly once with its outcome.
-        ``on_released``, if the executor frees a slot before the outcome (its script ended,
-        its outputs still being collected), is called then, at most once, before ``on_done``."""
+    def start(self, spec: domain.ExecutionSpec, plane: ControlPlane, on_done: DoneCallback) -> None:
+        """Begin running ``spec``; ``on_done`` is awaited exactly once with its outcome."""
 
     def cancel(self, execution_id: str) -> bool:
         """Ask a running execution to stop (its process group is killed); False if not here."""

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from datetime import datetime
 
 from rgrid import domain
 from rgrid.domain import ExecutionState, FailureClass
-from rgrid.executor import DoneCallback, Placement, ReleasedCallback
+from rgrid.executor import DoneCallback, Placement
 from rgrid.runner import ControlPlane, RunnerConfig
 from rgrid.runner.pipeline import remove_abandoned, run_execution
 
 logger = logging.getLogger(__name__)
-
-
-#: executions whose script ended may still be collecting their outputs while the slot runs
-#: the next one: at most this many of them per slot (their work directories stay meanwhile)
-COLLECTING_PER_SLOT = 1
 
 
 class LocalExecutor:
@@ -31,8 +25,6 @@ class LocalExecutor:
         self._config = config
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancels: dict[str, asyncio.Event] = {}
-        #: the executions whose script has not ended yet: each holds a slot
-        self._holding: set[str] = set()
         self.started = 0  # executions this executor has started (cache hits never reach it)
         remove_abandoned(config.work_root)
 
@@ -40,10 +32,7 @@ class LocalExecutor:
         return None
 
     def free_slots(self) -> int:
-        # A slot is free once its script ended: the next execution is staged and started
-        # while the last one's outputs are collected and its outcome recorded.
-        most = self.slots * (1 + COLLECTING_PER_SLOT)
-        return max(0, min(self.slots - len(self._holding), most - len(self._tasks)))
+        return self.slots - len(self._tasks)
 
     def place(self) -> list[Placement]:
         return []  # in the dispatcher's own worker
@@ -54,26 +43,12 @@ class LocalExecutor:
     def running(self) -> list[str]:
         return list(self._tasks)
 
-    def start(
-        self,
-        spec: domain.ExecutionSpec,
-        plane: ControlPlane,
-        on_done: DoneCallback,
-        on_released: ReleasedCallback | None = None,
-    ) -> None:
+    def start(self, spec: domain.ExecutionSpec, plane: ControlPlane, on_done: DoneCallback) -> None:
         cancel = asyncio.Event()
         self.started += 1
         self._cancels[spec.execution_id] = cancel
-        self._holding.add(spec.execution_id)
-
-        def released() -> None:
-            if spec.execution_id in self._holding:
-                self._holding.discard(spec.execution_id)
-                if on_released is not None:
-                    on_released(spec)
-
         self._tasks[spec.execution_id] = asyncio.create_task(
-            self._run(spec, plane, on_done, cancel, released), name=f"run-{spec.execution_id}"
+            self._run(spec, plane, on_done, cancel), name=f"run-{spec.execution_id}"
         )
 
     async def _run(
@@ -82,10 +57,9 @@ class LocalExecutor:
         plane: ControlPlane,
         on_done: DoneCallback,
         cancel: asyncio.Event,
-        released: Callable[[], None],
     ) -> None:
         try:
-            outcome = await run_execution(spec, plane, self._config, cancel, released)
+            outcome = await run_execution(spec, plane, self._config, cancel)
         except Exception as exc:  # the runner's own failure: report it, never lose the execution
             logger.exception(
                 "runner failed",
@@ -100,7 +74,6 @@ class LocalExecutor:
         finally:
             self._tasks.pop(spec.execution_id, None)
             self._cancels.pop(spec.execution_id, None)
-            self._holding.discard(spec.execution_id)  # ended early (or failed): no release
         await _report(spec, outcome, on_done)
 
     def cancel(self, execution_id: str) -> bool:

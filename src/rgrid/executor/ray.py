@@ -27,7 +27,7 @@ from typing import Any
 from rgrid import __version__, domain, errors, tasks
 from rgrid.autoscaler import NODE_RESOURCE_PREFIX
 from rgrid.domain import ExecutionState
-from rgrid.executor import DoneCallback, Placement, ReleasedCallback
+from rgrid.executor import DoneCallback, Placement
 from rgrid.runner import ControlPlane
 
 logger = logging.getLogger(__name__)
@@ -274,15 +274,8 @@ class RayExecutor:
             self._remote = self._ray.remote(raynode.run_attempt)
         return self._remote
 
-    def start(
-        self,
-        spec: domain.ExecutionSpec,
-        plane: ControlPlane,
-        on_done: DoneCallback,
-        on_released: ReleasedCallback | None = None,
-    ) -> None:
+    def start(self, spec: domain.ExecutionSpec, plane: ControlPlane, on_done: DoneCallback) -> None:
         del plane  # the node talks to the control plane over HTTP (``raynode``)
-        del on_released  # a node's slot is freed with the outcome
         found = [node for node in self._nodes.values() if node.worker == spec.worker]
         if not found:  # it left the cluster since it was placed: the grid retries elsewhere
             gone = domain.worker_lost(f"{spec.worker}: the node left the cluster before it started")

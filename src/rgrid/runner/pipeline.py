@@ -11,7 +11,6 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -408,11 +407,8 @@ async def run_execution(
     plane: ControlPlane,
     config: RunnerConfig,
     cancel: asyncio.Event,
-    released: Callable[[], None] | None = None,
 ) -> domain.Outcome:
-    """The whole pipeline; never raises for the script's own failures, only reports them.
-    ``released`` is called once the script has ended, before its outputs are collected: the
-    slot may take the next execution meanwhile."""
+    """The whole pipeline; never raises for the script's own failures, only reports them."""
     box = sandbox.detect()
     layout = Layout.of(spec, config.work_root, mounted=box.name == "bwrap")
     overlay = _overlay_of(layout, box, config)
@@ -432,7 +428,7 @@ async def run_execution(
                 FailureClass.INPUT_ERROR,
                 cause=f"an input could not be prepared: {exc.message}",
             )
-        return await _run_staged(spec, plane, config, cancel, box, layout, staged, released)
+        return await _run_staged(spec, plane, config, cancel, box, layout, staged)
 
 
 def _make_tmp(tmp: Path) -> None:
@@ -512,7 +508,6 @@ async def _run_staged(
     box: sandbox.Sandbox,
     layout: Layout,
     staged: Staged,
-    released: Callable[[], None] | None,
 ) -> domain.Outcome:
     """Environment, sandbox, logs, outcome, outputs: the execution once its files are there."""
     interpreter = config.interpreters[spec.python or config.default_python]
@@ -557,8 +552,6 @@ async def _run_staged(
             env_built=env.built_now,
             network_used=result.network_used,
         )
-        if released is not None:  # every process of the sandbox is gone
-            released()
         if outcome.state is ExecutionState.CANCELLED:
             return outcome
         if outcome.failure_class is FailureClass.DISK_LIMIT:

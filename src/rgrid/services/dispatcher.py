@@ -16,8 +16,6 @@ import logging
 import os
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from rgrid import domain, store, tasks
 from rgrid.domain import ArtifactKind
 from rgrid.executor import Executor, Placement
@@ -54,11 +52,6 @@ class Dispatcher:
         #: the executions claimed here whose outcome is not recorded yet, each with the worker
         #: holding it (ours, or the executor's node): their leases are kept from here
         self._in_flight: dict[str, str] = {}
-        #: (execution, holder, attempt, when) whose script ended, its slot not yet freed on
-        #: record: the next claim's transaction frees them (``repo.release_slots``)
-        self._releases: list[tuple[str, str, int, datetime]] = []
-        #: when each execution in flight here ended its script: its run time ends there
-        self._script_ended: dict[str, datetime] = {}
         grid.wake_dispatcher = self._work_queued
         grid.cancel_local = executor.cancel
 
@@ -163,17 +156,26 @@ class Dispatcher:
         candidates: list[Placement | None] = (
             list(self.executor.place()) if self.executor.remote else [None]
         )
-        releases, self._releases = self._releases, []
-        try:
-            async with store.transaction(self._grid.sessions) as session:
-                # in the claim's transaction: a batch's next item takes a freed slot at once
-                await repo.release_slots(session, releases)
-                row, holder, inputs, tree = await self._claim_in(session, candidates)
-        except BaseException:
-            self._releases[:0] = releases  # not on record: the next claim tries again
-            raise
-        if row is None:
-            return False
+        row = None
+        async with store.transaction(self._grid.sessions) as session:
+            for placement in candidates:
+                holder = placement.worker if placement else self._worker
+                row = await repo.claim_next(
+                    session,
+                    worker=holder,
+                    now=utcnow(),
+                    lease_s=self._lease.total_seconds(),
+                    clock=utcnow,
+                    pythons=placement.pythons if placement else None,
+                )
+                if row is not None:
+                    break
+            if row is None:
+                return False
+            inputs = await blob_repo.list_files(session, row.id, ArtifactKind.INPUT)
+            tree = None
+            if row.tree_digest is not None:
+                tree = await self._grid.trees.get(session, row.account_id, row.tree_digest)
         spec = domain.ExecutionSpec(
             execution_id=row.id,
             account_id=row.account_id,
@@ -212,60 +214,19 @@ class Dispatcher:
             # its files were found lost since it was submitted (``blobs.lose_blob``)
             await self._finish(spec, outcomes.tree_lost())
             return True
-        self.executor.start(
-            spec, plane.GridControlPlane(self._grid, spec, holder), self._finish, self._released
-        )
+        self.executor.start(spec, plane.GridControlPlane(self._grid, spec, holder), self._finish)
         return True
-
-    async def _claim_in(
-        self, session: AsyncSession, candidates: list[Placement | None]
-    ) -> tuple[domain.Execution | None, str, list[domain.FileRef], domain.Tree | None]:
-        """The next execution claimed for the first candidate that gets one (None: nothing
-        to claim), with its holder, its input files and its tree."""
-        holder = self._worker
-        for placement in candidates:
-            holder = placement.worker if placement else self._worker
-            row = await repo.claim_next(
-                session,
-                worker=holder,
-                now=utcnow(),
-                lease_s=self._lease.total_seconds(),
-                clock=utcnow,
-                pythons=placement.pythons if placement else None,
-            )
-            if row is not None:
-                break
-        else:
-            return None, holder, [], None
-        inputs = await blob_repo.list_files(session, row.id, ArtifactKind.INPUT)
-        tree = None
-        if row.tree_digest is not None:
-            tree = await self._grid.trees.get(session, row.account_id, row.tree_digest)
-        return row, holder, inputs, tree
-
-    def _released(self, spec: domain.ExecutionSpec) -> None:
-        """Its script ended: the slot is free for the next claim, which puts that on record.
-        Its run ends now, whenever its outcome is recorded (so the next start is after it)."""
-        ended = utcnow()
-        self._script_ended[spec.execution_id] = ended
-        holder = spec.worker or self._worker
-        self._releases.append((spec.execution_id, holder, spec.attempt, ended))
-        self._wake.set()
 
     async def _finish(self, spec: domain.ExecutionSpec, outcome: domain.Outcome) -> None:
         holder = spec.worker or self._worker
         # its own worker's price is what it registered: no read of the record per outcome
         own = (self._grid.settings.hourly_price_micros, self.executor.slots)
         pricing = own if holder == self._worker else None
-        ended = self._script_ended.get(spec.execution_id)
         try:
-            await outcomes.record_outcome(
-                self._grid, holder, spec, outcome, pricing=pricing, ended=ended
-            )
+            await outcomes.record_outcome(self._grid, holder, spec, outcome, pricing=pricing)
         finally:
             # in flight until here: its lease is kept while its outcome is being recorded
             self._in_flight.pop(spec.execution_id, None)
-            self._script_ended.pop(spec.execution_id, None)
         self._wake.set()
 
     async def _lease_loop(self) -> None:

@@ -399,8 +399,7 @@ async def with_running_cost(
     priced = []
     for execution in executions:
         if execution.state is ExecutionState.RUNNING and execution.started_at is not None:
-            until = execution.released_at or now  # a script that ended costs no more
-            run_us = max(0, (until - execution.started_at) // timedelta(microseconds=1))
+            run_us = max(0, (now - execution.started_at) // timedelta(microseconds=1))
             price, slots = workers.pricing(by_id.get(str(execution.worker)), grid.settings)
             cost = (execution.cost_micros or 0) + slot_cost(run_us, price, slots)
             execution = dataclasses.replace(execution, cost_micros=cost)

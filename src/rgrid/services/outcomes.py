@@ -31,14 +31,11 @@ async def record_outcome(
     outcome: domain.Outcome,
     *,
     pricing: tuple[int, int] | None = None,
-    ended: datetime | None = None,
 ) -> bool:
     """Record an attempt's outcome, only if that attempt of ``worker`` still holds the
     execution (a stale one, whose lease expired and which another attempt took over, is refused
     and logged); whether it was recorded. ``pricing``: the worker's (hourly price, slots) when
-    the caller knows them (its own worker), else read from the worker's record. ``ended``:
-    when its script ended and freed its slot, if the caller knows (else when it released it
-    on record, else now).
+    the caller knows them (its own worker), else read from the worker's record.
 
     The outputs' blobs are put on record first, whether or not the attempt still holds the
     execution, so that retention reclaims them like any blob no artifact uses (a runner in the
@@ -54,9 +51,7 @@ async def record_outcome(
             if outcome.state is ExecutionState.CANCELLED and not row.cancel_requested:
                 outcome = worker_lost("the grid was stopped while the script ran")
             holder = (worker, spec.attempt)
-            retried = await settle(
-                session, row, outcome, grid.settings, holder, pricing=pricing, ended=ended
-            )
+            retried = await settle(session, row, outcome, grid.settings, holder, pricing=pricing)
         if retried is None:
             logger.warning(
                 "a stale attempt's outcome refused",
@@ -109,16 +104,13 @@ async def settle(
     lease_expired_before: datetime | None = None,
     *,
     pricing: tuple[int, int] | None = None,
-    ended: datetime | None = None,
 ) -> bool | None:
     """Record the outcome of ``holder``'s attempt (worker, attempt): a transient failure with
     retries left is queued again (state ``retrying``, after a backoff) with a log line saying
     so; anything else is final. Every attempt's run time is charged (SPEC §11). Returns whether
     it will be retried; None, with nothing recorded, when that attempt no longer holds it.
-    ``pricing`` and ``ended`` as for ``record_outcome``."""
-    # the attempt ended when its script did and freed its slot, if that is known (the slot's
-    # next execution may have started since): its run time, and its cost, end there
-    ended = ended or row.released_at or utcnow()
+    ``pricing`` as for ``record_outcome``."""
+    ended = utcnow()
     cost = row.cost_micros or 0
     if row.started_at is not None:
         run_us = max(0, (ended - row.started_at) // timedelta(microseconds=1))

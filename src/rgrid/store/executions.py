@@ -11,7 +11,6 @@ from typing import Any, NamedTuple
 from sqlalchemy import (
     ColumnElement,
     Select,
-    Table,
     and_,
     bindparam,
     case,
@@ -87,7 +86,6 @@ def to_domain(row: ExecutionRow, metadata: Mapping[str, str]) -> domain.Executio
         cache_base=row.cache_base,
         reads=row.reads,
         lease_expires_at=row.lease_expires_at,
-        released_at=row.released_at,
         network_used=row.network_used,
         surroundings=row.surroundings,
     )
@@ -285,7 +283,6 @@ def _claim_statement(postgres: bool, pythons: frozenset[str] | None, stamped: bo
         .where(
             running.batch_id == ExecutionRow.batch_id,
             running.state == ExecutionState.RUNNING.value,
-            running.released_at.is_(None),  # its script ended: its slot is free
         )
         .scalar_subquery()
     )
@@ -329,7 +326,6 @@ def _claim_statement(postgres: bool, pythons: frozenset[str] | None, stamped: bo
                 else bindparam("claim_lease_until", type_=columns.lease_expires_at.type)
             ),
             attempt=ExecutionRow.attempt + 1,
-            released_at=None,
         )
         .returning(ExecutionRow)
         .execution_options(synchronize_session=False)
@@ -394,7 +390,6 @@ async def _claim_within_batch_limit(
             select(func.count()).where(
                 ExecutionRow.batch_id == row.batch_id,
                 ExecutionRow.state == ExecutionState.RUNNING.value,
-                ExecutionRow.released_at.is_(None),
             )
         )
         limit = await session.scalar(select(BatchRow.parallel).where(BatchRow.id == row.batch_id))
@@ -403,41 +398,6 @@ async def _claim_within_batch_limit(
             return None
     await savepoint.commit()
     return row
-
-
-def _release_statement() -> Any:
-    table = ExecutionRow.__table__
-    assert isinstance(table, Table)
-    return (
-        update(table)
-        .where(
-            table.c.id == bindparam("release_id"),
-            table.c.worker == bindparam("release_worker"),
-            table.c.attempt == bindparam("release_attempt"),
-            table.c.state == ExecutionState.RUNNING.value,
-        )
-        .values(released_at=bindparam("release_at", type_=table.c.released_at.type))
-    )
-
-
-_RELEASE = _release_statement()
-
-
-async def release_slots(
-    session: AsyncSession, released: Sequence[tuple[str, str, int, datetime]]
-) -> None:
-    """Put on record that these attempts' scripts ended (execution id, worker, attempt, when):
-    their slots are free for the next claim, a batch's included, while their outcomes are
-    still being made (outputs collected). An attempt that no longer holds its execution is
-    left alone. A claim made after this, in this transaction or later, starts after ``when``."""
-    if not released:
-        return
-    params = [
-        {"release_id": eid, "release_worker": worker, "release_attempt": attempt, "release_at": at}
-        for eid, worker, attempt, at in released
-    ]
-    connection = await session.connection()  # many parameter sets: a Core executemany
-    await connection.execute(_RELEASE, params)
 
 
 async def renew_lease(

@@ -157,9 +157,6 @@ class ExecutionRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    #: when the running attempt's script ended and its worker's slot was freed (its outputs
-    #: may still be being collected); NULL: still running, or not yet reported
-    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     requirements: Mapped[list[str]] = mapped_column(JSON, default=list)

@@ -12,16 +12,14 @@ from typing import Any
 
 import pytest
 from tests.integration.store.conftest import ADMIN_KEY
-from tests.integration.store.helpers import submit_script, upload, wait_terminal
+from tests.integration.store.helpers import submit_script, wait_terminal
 
-from rgrid import domain, errors, schemas, store
+from rgrid import domain, errors, store
 from rgrid.domain import ArtifactKind, ExecutionState, FailureClass
 from rgrid.executor.local import LocalExecutor
-from rgrid.money import slot_cost
 from rgrid.runner.configure import runner_config
 from rgrid.services import Grid, utcnow
 from rgrid.services import accounts as account_service
-from rgrid.services import batches as batch_service
 from rgrid.services import dispatcher as dispatcher_module
 from rgrid.services import executions as service
 from rgrid.services import logs as log_service
@@ -179,63 +177,6 @@ async def test_a_lease_that_ran_out_while_the_outcome_was_recorded_is_not_lost(
     assert done.state is ExecutionState.SUCCEEDED and done.attempt == 1
     lines = (await log_service.read_logs(grid, admin, made.id, after=0, limit=10)).lines
     assert [line.text for line in lines] == ["once\n"]
-
-
-async def test_a_batch_item_starts_while_the_one_before_collects_its_outputs(
-    grid: Grid, dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """At ``--parallel 1`` the next item takes the slot once the script before it has ended:
-    its outcome (outputs, cost) is recorded meanwhile. The two runs still do not overlap: the
-    first ends, and is charged, when its script did."""
-    admin = await account_service.authenticate(grid, ADMIN_KEY)
-    script = await upload(grid, admin, OUTPUT_BY_ARG.encode())
-    batch = await batch_service.submit_batch(
-        grid,
-        admin,
-        schemas.BatchCreate(
-            script="main.py",
-            files=[schemas.FileIn(path="main.py", digest=script, size=len(OUTPUT_BY_ARG))],
-            items=[schemas.BatchItemIn(input=name, args=[name], files=[]) for name in "ab"],
-            parallel=1,
-        ),
-    )
-    _, (first, second), _ = await batch_service.batch_changes(grid, admin, batch.id, None)
-    seen_running: list[ExecutionState] = []
-
-    async def held_record(*args: Any, **kwargs: Any) -> bool:
-        """The first item's outcome waits for the second item to start (up to 20 s)."""
-        if args[2].execution_id == first.id:
-            async with asyncio.timeout(20):
-                while (state := (await service.get(grid, admin, second.id)).state) in (
-                    ExecutionState.QUEUED,
-                    ExecutionState.RETRYING,
-                ):
-                    await asyncio.sleep(0.05)
-            seen_running.append(state)
-        return await record_outcome(*args, **kwargs)
-
-    monkeypatch.setattr(dispatcher_module.outcomes, "record_outcome", held_record)
-    a = await wait_terminal(grid, admin, first.id)
-    b = await wait_terminal(grid, admin, second.id)
-    assert seen_running and seen_running[0] is not ExecutionState.QUEUED
-    assert (a.state, b.state) == (ExecutionState.SUCCEEDED, ExecutionState.SUCCEEDED)
-    assert a.attempt == 1 and b.attempt == 1
-    assert a.started_at and a.finished_at and b.started_at and b.finished_at
-    assert a.finished_at <= b.started_at  # one at a time, as --parallel 1 says
-    run_us = (a.finished_at - a.started_at) // timedelta(microseconds=1)
-    assert a.cost_micros == slot_cost(
-        run_us, grid.settings.hourly_price_micros, dispatcher.executor.slots
-    )
-    for item, name in ((a, b"a"), (b, b"b")):
-        _, stream = await service.open_output(grid, admin, item.id, "out/r.txt")
-        assert b"".join([chunk async for chunk in stream]) == name
-
-
-OUTPUT_BY_ARG = """\
-import os, sys
-os.makedirs("out", exist_ok=True)
-open("out/r.txt", "w").write(sys.argv[1])
-"""
 
 
 async def test_a_stale_attempt_can_neither_log_nor_store_nor_finish(
