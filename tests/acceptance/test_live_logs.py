@@ -546,6 +546,43 @@ def test_the_streams_last_page_brings_the_ended_execution_and_its_outputs(
     assert (workdir / "out" / "empty").is_dir()
 
 
+def test_a_log_page_asked_with_outputs_brings_them_once_the_log_ends(
+    account_cli: Cli, workdir: Path, live_server: LiveServer
+) -> None:
+    # a cache hit's CLI reads the ended log in one request: its last page carries the outputs
+    (workdir / "three.py").write_text(
+        "import os\n"
+        "os.makedirs('out', exist_ok=True)\n"
+        "open('out/c.txt', 'w').write('ccc')\n"
+        "for i in range(3):\n"
+        "    print(i, flush=True)\n"
+    )
+    first = account_cli("run", "--metadata", "team=red", "three.py")
+    assert first.returncode == 0, first.stderr
+    (workdir / "out" / "c.txt").unlink()
+    url = f"{live_server.url}/api/v1/executions/{run_id(first)}/logs"
+    headers = bearer(account_cli)
+
+    whole = httpx.get(url, params={"outputs": "true"}, headers=headers).json()
+    plain = httpx.get(url, headers=headers).json()
+    partial = httpx.get(url, params={"outputs": "true", "limit": 2}, headers=headers).json()
+
+    assert [line["text"] for line in whole["data"]] == ["0\n", "1\n", "2\n"] and whole["done"]
+    assert [a["path"] for a in whole["outputs"]] == ["out/c.txt"]
+    assert whole["execution"]["metadata"] == {"team": "red"}
+    assert whole["execution"]["state"] == "succeeded"
+    assert "outputs" not in plain and "execution" not in plain  # only when asked for
+    assert not partial["done"] and "outputs" not in partial  # not before the log's end
+    bad = httpx.get(url, params={"outputs": "maybe"}, headers=headers)
+    assert bad.status_code == 422, bad.text  # as for any other bad query value
+    assert bad.json()["error"]["details"]["errors"][0]["loc"] == ["query", "outputs"]
+    # the cache hit: its log and its output come back, the output's bytes the same
+    again = account_cli("run", "--metadata", "team=red", "three.py")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout and "(cached)" in again.stderr
+    assert (workdir / "out" / "c.txt").read_text() == "ccc"
+
+
 def test_too_many_outputs_to_list_on_the_last_page_are_asked_for(tmp_path: Path) -> None:
     # a grid of its own: the cluster profile's S3 test server would take a minute for these
     server = make_server(tmp_path)

@@ -321,7 +321,7 @@ def attach(
     ``finished``: the execution, already ended when submitted (a cache hit): its log is read
     in one request instead of streamed. ``explain``: given the last stderr lines of a script
     that failed, a hint to show, if any."""
-    from rgrid.client.runs import download_outputs, exit_code_for, follow, history
+    from rgrid.client.runs import download_outputs, ended_log, exit_code_for, follow
 
     stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
 
@@ -331,8 +331,11 @@ def attach(
 
     outputs = None
     if finished is not None:
-        show(history(client, execution_id)[0])
-        final = finished
+        # one request: the log's last page brings the outputs too (an older grid's: not)
+        lines, last = ended_log(client, execution_id)
+        show(lines)
+        final = last.execution or finished
+        outputs = last.outputs
     else:
         try:
             last = follow(client, execution_id, show, on_notice=render.info)

@@ -311,10 +311,16 @@ class Client:
         limit: int = 1000,
         wait: float = 0.0,
         attempt: int | None = None,
+        outputs: bool = False,
     ) -> schemas.LogsPublic:
+        """A page of lines after ``after``. ``outputs``: the page that ends the log carries
+        the ended execution and its outputs (``execution``, ``outputs``; an older grid sends
+        neither)."""
         params: dict[str, Any] = {"after": after, "limit": limit, "wait": wait}
         if attempt is not None:
             params["attempt"] = attempt
+        if outputs:
+            params["outputs"] = "true"
         response = self._request(
             "GET",
             f"/api/v1/executions/{quote(execution_id)}/logs",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
@@ -307,14 +307,36 @@ def history(
     Returns (lines, last sequence number read, whether the execution has ended).
     """
     lines: list[schemas.LogLinePublic] = []
-    after = 0
-    while True:
-        page = client.logs(execution_id, after=after, limit=10_000, attempt=attempt)
+    for page in _log_pages(client, execution_id, attempt=attempt):
         lines.extend(line for line in page.data if streams is None or line.stream.value in streams)
         if tail is not None:
             del lines[:-tail]
+    return lines, page.last_seq, page.done
+
+
+def ended_log(
+    client: Client, execution_id: str
+) -> tuple[list[schemas.LogLinePublic], schemas.LogsPublic]:
+    """An ended execution's whole log, and its last page: that page carries the execution
+    and its outputs (from an older grid: neither)."""
+    lines: list[schemas.LogLinePublic] = []
+    for page in _log_pages(client, execution_id, outputs=True):
+        lines.extend(page.data)
+    return lines, page
+
+
+def _log_pages(
+    client: Client, execution_id: str, *, attempt: int | None = None, outputs: bool = False
+) -> Iterator[schemas.LogsPublic]:
+    """The stored log's pages, up to the last stored line (the execution's last, once ended)."""
+    after = 0
+    while True:
+        page = client.logs(
+            execution_id, after=after, limit=10_000, attempt=attempt, outputs=outputs
+        )
+        yield page  # with no lines its last_seq is ``after``
         if not page.data:
-            return lines, after, page.done
+            return
         after = page.last_seq
         if page.done:  # ended, and this page reached its last line: no need to ask again
-            return lines, after, True
+            return

@@ -50,15 +50,21 @@ async def _page(
     limit: int,
     attempt: int | None,
     with_outputs: bool = False,
+    resolved: domain.Execution | None = None,
 ) -> LogPage:
-    """The lines after ``after``; ``with_outputs``: a last page lists the outputs too."""
+    """The lines after ``after``; ``with_outputs``: a last page lists the outputs too.
+    ``resolved``: the execution as read with its metadata when the request resolved its id,
+    used instead of reading it again if it had ended (a running one is read again: it was
+    read before the caller listened for changes, and one made in between would be missed)."""
+    if resolved is not None and not resolved.state.terminal:
+        resolved = None
     outputs = None
     # read-only: no transaction (on PostgreSQL each statement read its own snapshot anyway;
     # the lines are stored before the state that ends an execution, the outputs before too)
     async with store.reading(grid.sessions) as session:
         # its metadata only on the last page, which carries the whole execution: each page
         # before it needs the state and the last line's number alone
-        current = await repo.get(session, execution_id, with_metadata=False)
+        current = resolved or await repo.get(session, execution_id, with_metadata=False)
         assert current is not None
         lines = []
         if current.last_seq > after:  # else none is stored yet (a wake-up for a new state)
@@ -69,7 +75,8 @@ async def _page(
             after = max(after, current.last_seq)  # no more lines of that attempt: no waiting
         last_seq = lines[-1].seq if lines else after
         if _done(current, last_seq):
-            current = await repo.add_metadata(session, current)
+            if resolved is None:
+                current = await repo.add_metadata(session, current)
             if with_outputs:
                 listed = await blob_repo.list_artifacts(
                     session, execution_id, ArtifactKind.OUTPUT, limit=FINAL_OUTPUTS + 1
@@ -88,15 +95,19 @@ async def read_logs(
     limit: int,
     wait_s: float = 0.0,
     attempt: int | None = None,
+    with_outputs: bool = False,
 ) -> LogPage:
-    """Lines after ``after``; with ``wait_s`` > 0 waits for new lines or the end (long poll)."""
+    """Lines after ``after``; with ``wait_s`` > 0 waits for new lines or the end (long poll).
+    ``with_outputs``: the page that ends the log lists the outputs too (``LogPage.outputs``)."""
     limit = max(1, min(limit, MAX_LOG_PAGE))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(max(wait_s, 0.0), MAX_WAIT_S)
     execution = await get(grid, principal, id_or_prefix)
+    resolved: domain.Execution | None = execution  # an ended one: not read again
     with grid.notifier.listening(execution.id) as changes:
         while True:
-            page = await _page(grid, execution.id, after, limit, attempt)
+            page = await _page(grid, execution.id, after, limit, attempt, with_outputs, resolved)
+            resolved = None
             remaining = deadline - loop.time()
             if page.lines or page.done or remaining <= 0:
                 return page
@@ -114,20 +125,23 @@ async def open_stream(
     ``KEY_CHECK_S``: once it is revoked the iterator raises ``Unauthorized``.
     """
     execution = await get(grid, principal, id_or_prefix)
-    return _pages(grid, principal, execution.id, after)
+    return _pages(grid, principal, execution, after)
 
 
 async def _pages(
-    grid: Grid, principal: domain.Principal, execution_id: str, after: int
+    grid: Grid, principal: domain.Principal, execution: domain.Execution, after: int
 ) -> AsyncIterator[LogPage]:
     loop = asyncio.get_running_loop()
     next_check = loop.time() + KEY_CHECK_S
+    execution_id = execution.id
+    resolved: domain.Execution | None = execution  # an ended one: not read again
     with grid.notifier.listening(execution_id) as changes:
         while True:
             if loop.time() >= next_check:
                 await consoles.ensure_active(grid, principal)
                 next_check = loop.time() + KEY_CHECK_S
-            page = await _page(grid, execution_id, after, STREAM_BATCH, None, with_outputs=True)
+            page = await _page(grid, execution_id, after, STREAM_BATCH, None, True, resolved)
+            resolved = None
             if page.lines or page.done:
                 yield page
             if page.done:

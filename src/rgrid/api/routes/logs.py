@@ -28,11 +28,22 @@ async def read_logs(
     limit: Annotated[int, Query(ge=1, le=service.MAX_LOG_PAGE)] = 1000,
     wait: Annotated[float, Query(ge=0, le=service.MAX_WAIT_S)] = 0.0,
     attempt: Annotated[int | None, Query(ge=1, le=bounds.INT32_MAX)] = None,
+    outputs: Annotated[
+        bool,
+        Query(description="the page that ends the log carries the ended execution and its outputs"),
+    ] = False,
 ) -> Response:
     page = await service.read_logs(
-        grid, principal, execution_id, after=after, limit=limit, wait_s=wait, attempt=attempt
+        grid,
+        principal,
+        execution_id,
+        after=after,
+        limit=limit,
+        wait_s=wait,
+        attempt=attempt,
+        with_outputs=outputs,
     )
-    return Response(_page_json(page), media_type="application/json")
+    return Response(_page_json(page, final=outputs and page.done), media_type="application/json")
 
 
 @router.websocket("/{execution_id}/logs/stream")
