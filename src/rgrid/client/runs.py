@@ -307,11 +307,14 @@ def history(
     Returns (lines, last sequence number read, whether the execution has ended).
     """
     lines: list[schemas.LogLinePublic] = []
+    after = 0
     for page in _log_pages(client, execution_id, attempt=attempt):
         lines.extend(line for line in page.data if streams is None or line.stream.value in streams)
         if tail is not None:
             del lines[:-tail]
-    return lines, page.last_seq, page.done
+        if page.data:
+            after = page.last_seq
+    return lines, after, page.done
 
 
 def ended_log(
@@ -334,7 +337,7 @@ def _log_pages(
         page = client.logs(
             execution_id, after=after, limit=10_000, attempt=attempt, outputs=outputs
         )
-        yield page  # with no lines its last_seq is ``after``
+        yield page
         if not page.data:
             return
         after = page.last_seq
