@@ -78,6 +78,12 @@ def timed_batch(project: Path, env: dict[str, str]) -> float:
     return seconds
 
 
+def process_ticks(pid: int) -> tuple[int, int]:
+    """A process's CPU so far, its threads' (ended ones too): (user, system) clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])  # utime, stime
+
+
 class CpuUse:
     """The machine's CPU over a span (``/proc/stat``, all cores: busy and idle ticks); if a
     pid is given, that process's own (``/proc/PID/stat``: user + system, its threads too); and
@@ -99,10 +105,7 @@ class CpuUse:
         return sum(fields[:8]) - idle, idle  # user … steal, less idle (iowait counts as busy)
 
     def _own(self) -> float:
-        if self.pid is None:
-            return 0.0
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime, stime
+        return 0.0 if self.pid is None else sum(process_ticks(self.pid))
 
     def __enter__(self) -> CpuUse:
         self._start = (*self._machine(), self._own(), self._children())
@@ -115,6 +118,31 @@ class CpuUse:
         self.idle = (idle - self._start[1]) / tick
         self.own = (own - self._start[2]) / tick
         self.children = self._children() - self._start[3]
+
+
+def bench_env(tmp: Path) -> dict[str, str]:
+    """The environment of a local grid of 2 slots under ``tmp``, no RGRID_* setting inherited."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
+    env.update(RGRID_HOME=str(tmp / "home"), HOME=str(tmp / "user"), RGRID_SLOTS="2")
+    return env
+
+
+def warm_run(project: Path, env: dict[str, str]) -> None:
+    """One run of the job in ``project``, as a user's first run would be (its environment built,
+    its tree uploaded); its output removed, else every item's output would equal it, already in
+    the tree: not an output."""
+    subprocess.run(
+        [str(RGRID), "run", "job.py", "data/in00000.csv"],
+        cwd=project,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    shutil.rmtree(project / "out")
+
+
+def server_pid(env: dict[str, str]) -> int:
+    return int(json.loads((Path(env["RGRID_HOME"]) / "server.json").read_text())["pid"])
 
 
 def xargs_bwrap(tmp: Path, inputs: Path, python: str) -> float:
@@ -225,8 +253,7 @@ def main() -> None:
     )
     options = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="rgrid-bench-batch-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
-    env.update(RGRID_HOME=str(tmp / "home"), HOME=str(tmp / "user"), RGRID_SLOTS="2")
+    env = bench_env(tmp)
     project, with_tree, many = tmp / "project", tmp / "with-tree", tmp / "many"
     for folder in (project, with_tree, many):
         folder.mkdir()
@@ -238,24 +265,9 @@ def main() -> None:
     python = real_python()
     try:
         subprocess.run([str(RGRID), "server", "start"], env=env, check=True, capture_output=True)
-        subprocess.run(
-            [str(RGRID), "run", "job.py", "data/in00000.csv"],
-            cwd=project,
-            env=env,
-            check=True,
-            capture_output=True,
-        )  # warm: the environment exists
-        subprocess.run(
-            [str(RGRID), "run", "job.py", "data/in00000.csv"],
-            cwd=with_tree,
-            env=env,
-            check=True,
-            capture_output=True,
-        )  # warm: the tree is uploaded once, as a user's first run would
-        for folder in (project, with_tree):
-            # else every item's output equals the warm run's, already in the tree: not an output
-            shutil.rmtree(folder / "out")
-        pid = int(__import__("json").loads((tmp / "home" / "server.json").read_text())["pid"])
+        warm_run(project, env)  # the environment exists
+        warm_run(with_tree, env)  # the tree is uploaded once
+        pid = server_pid(env)
         # rgrid and xargs in turn, each round's pair minutes apart at most: this machine's
         # speed swings by 2x between spells, and a ratio of two runs in different spells says
         # more of the machine than of rgrid

@@ -11,7 +11,6 @@ Usage: .venv/bin/python bench/server_threads.py [--rounds N]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -21,7 +20,17 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from batch import JOB, JOBS, RGRID, make_inputs, timed_batch
+from batch import (
+    JOB,
+    JOBS,
+    RGRID,
+    bench_env,
+    make_inputs,
+    process_ticks,
+    server_pid,
+    timed_batch,
+    warm_run,
+)
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -36,11 +45,6 @@ def thread_times(pid: int) -> dict[str, tuple[int, int]]:
             continue  # it ended meanwhile
         times[tid] = (int(fields[11]), int(fields[12]))
     return times
-
-
-def process_times(pid: int) -> tuple[int, int]:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]), int(fields[12])
 
 
 def thread_names(pid: int) -> dict[str, str]:
@@ -63,27 +67,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     options = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="rgrid-bench-threads-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_")}
-    env.update(RGRID_HOME=str(tmp / "home"), HOME=str(tmp / "user"), RGRID_SLOTS="2")
+    env = bench_env(tmp)
     project = tmp / "project"
     project.mkdir()
     (project / "job.py").write_text(JOB)
     make_inputs(project / "data", JOBS)
     try:
         subprocess.run([str(RGRID), "server", "start"], env=env, check=True, capture_output=True)
-        subprocess.run(
-            [str(RGRID), "run", "job.py", "data/in00000.csv"],
-            cwd=project,
-            env=env,
-            check=True,
-            capture_output=True,
-        )  # warm: the environment exists
-        shutil.rmtree(project / "out")
-        pid = json.loads((tmp / "home" / "server.json").read_text())["pid"]
+        warm_run(project, env)
+        pid = server_pid(env)
         for _ in range(options.rounds):
-            before, whole_before = thread_times(pid), process_times(pid)
+            before, whole_before = thread_times(pid), process_ticks(pid)
             seconds = timed_batch(project, env)
-            after, whole_after = thread_times(pid), process_times(pid)
+            after, whole_after = thread_times(pid), process_ticks(pid)
             report(seconds, before, after, whole_before, whole_after, thread_names(pid))
     finally:
         subprocess.run([str(RGRID), "server", "stop"], env=env, capture_output=True)
