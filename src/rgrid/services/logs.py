@@ -45,26 +45,26 @@ def _done(execution: domain.Execution, last_seq: int) -> bool:
 
 async def _page(
     grid: Grid,
-    execution_id: str,
+    resolved: domain.Execution,
     after: int,
     limit: int,
     attempt: int | None,
     with_outputs: bool = False,
-    resolved: domain.Execution | None = None,
 ) -> LogPage:
     """The lines after ``after``; ``with_outputs``: a last page lists the outputs too.
-    ``resolved``: the execution as read with its metadata when the request resolved its id,
-    used instead of reading it again if it had ended (a running one is read again: it was
-    read before the caller listened for changes, and one made in between would be missed)."""
-    if resolved is not None and not resolved.state.terminal:
-        resolved = None
+    ``resolved``: the execution as read, with its metadata, when the request resolved its id.
+    If it had ended then it is used as it is (an ended execution changes no more); a running
+    one is read again (it was read before the caller listened for changes: one made in
+    between would be missed)."""
+    execution_id = resolved.id
+    ended = resolved.state.terminal
     outputs = None
     # read-only: no transaction (on PostgreSQL each statement read its own snapshot anyway;
     # the lines are stored before the state that ends an execution, the outputs before too)
     async with store.reading(grid.sessions) as session:
         # its metadata only on the last page, which carries the whole execution: each page
         # before it needs the state and the last line's number alone
-        current = resolved or await repo.get(session, execution_id, with_metadata=False)
+        current = resolved if ended else await repo.get(session, execution_id, with_metadata=False)
         assert current is not None
         lines = []
         if current.last_seq > after:  # else none is stored yet (a wake-up for a new state)
@@ -75,7 +75,7 @@ async def _page(
             after = max(after, current.last_seq)  # no more lines of that attempt: no waiting
         last_seq = lines[-1].seq if lines else after
         if _done(current, last_seq):
-            if resolved is None:
+            if not ended:
                 current = await repo.add_metadata(session, current)
             if with_outputs:
                 listed = await blob_repo.list_artifacts(
@@ -103,11 +103,9 @@ async def read_logs(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(max(wait_s, 0.0), MAX_WAIT_S)
     execution = await get(grid, principal, id_or_prefix)
-    resolved: domain.Execution | None = execution  # an ended one: not read again
     with grid.notifier.listening(execution.id) as changes:
         while True:
-            page = await _page(grid, execution.id, after, limit, attempt, with_outputs, resolved)
-            resolved = None
+            page = await _page(grid, execution, after, limit, attempt, with_outputs)
             remaining = deadline - loop.time()
             if page.lines or page.done or remaining <= 0:
                 return page
@@ -133,15 +131,12 @@ async def _pages(
 ) -> AsyncIterator[LogPage]:
     loop = asyncio.get_running_loop()
     next_check = loop.time() + KEY_CHECK_S
-    execution_id = execution.id
-    resolved: domain.Execution | None = execution  # an ended one: not read again
-    with grid.notifier.listening(execution_id) as changes:
+    with grid.notifier.listening(execution.id) as changes:
         while True:
             if loop.time() >= next_check:
                 await consoles.ensure_active(grid, principal)
                 next_check = loop.time() + KEY_CHECK_S
-            page = await _page(grid, execution_id, after, STREAM_BATCH, None, True, resolved)
-            resolved = None
+            page = await _page(grid, execution, after, STREAM_BATCH, None, with_outputs=True)
             if page.lines or page.done:
                 yield page
             if page.done:
