@@ -522,6 +522,46 @@ def test_items_changed_after_gives_only_what_changed(
         assert response.status_code == 422, response.text
 
 
+def test_a_follower_waiting_on_a_batch_is_answered_when_it_ends(
+    account_cli: Cli, workdir: Path, live_server: LiveServer
+) -> None:
+    """``wait``: the answer comes when the batch ends (every item and its outputs in it), not
+    up to a poll later; an unfinished batch's after the wait; a bad wait is a clear 422."""
+    (workdir / "process.py").write_text(PROCESS)
+    for i in range(2):
+        (workdir / f"w{i}.csv").write_text(csv_text(i))
+    result = account_cli(
+        "run", "--batch", "w*.csv", "--detach", "process.py", "--threshold", "0.5", "--sleep", "2"
+    )
+    assert result.returncode == 0, result.stderr
+    url = f"{live_server.url}/api/v1/batches/{batch_id_of(result.stderr)}/items"
+    headers = {"Authorization": f"Bearer {account_cli.env['RGRID_API_KEY']}"}
+
+    started = time.monotonic()
+    early = httpx.get(url, params={"wait": "0.3"}, headers=headers, timeout=10)
+    assert early.status_code == 200 and not early.json()["batch"]["done"]
+    assert 0.3 <= time.monotonic() - started < 5
+
+    for bad in ("-1", "30.5", "soon"):
+        refused = httpx.get(url, params={"wait": bad}, headers=headers)
+        assert refused.status_code == 422, refused.text
+        assert "wait" in refused.text
+
+    page = httpx.get(url, params={"wait": "30"}, headers=headers, timeout=60)
+    answered = datetime.now().astimezone()
+    assert page.status_code == 200, page.text
+    body = page.json()
+    assert body["batch"]["done"] and body["batch"]["counts"] == {"succeeded": 2}
+    assert [(i["input"], i["state"]) for i in body["data"]] == [
+        ("w0.csv", "succeeded"),
+        ("w1.csv", "succeeded"),
+    ]
+    assert all("result.txt" in [o["path"] for o in i["outputs"]] for i in body["data"])
+    last_end = max(datetime.fromisoformat(i["finished_at"]) for i in body["data"])
+    # the end was told at once (a poll without wait would have come long before it)
+    assert timedelta(0) <= answered - last_end < timedelta(seconds=2), (answered, last_end)
+
+
 # ---------------------------------------------------------------------------------------------
 
 

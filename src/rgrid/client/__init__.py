@@ -218,13 +218,19 @@ class Client:
         return self._get(f"/api/v1/batches/{quote(batch_id)}", schemas.BatchPublic)
 
     def batch_items(
-        self, batch_id: str, changed_after: datetime | None = None
+        self, batch_id: str, changed_after: datetime | None = None, wait_s: float = 0.0
     ) -> schemas.BatchItemsPublic:
         """All the batch's items, or those changed after ``changed_after`` (a previous
-        answer's ``next_changed_after``)."""
+        answer's ``next_changed_after``); with ``wait_s``, an unfinished batch's answer comes
+        when it ends or after ``wait_s`` (an older grid answers at once)."""
         path = f"/api/v1/batches/{quote(batch_id)}/items"
+        query: dict[str, str] = {}
         if changed_after is not None:
-            path += "?" + urlencode({"changed_after": changed_after.isoformat()})
+            query["changed_after"] = changed_after.isoformat()
+        if wait_s > 0:
+            query["wait"] = f"{wait_s:g}"
+        if query:
+            path += "?" + urlencode(query)
         return self._get(path, schemas.BatchItemsPublic)
 
     def cancel_batch(self, batch_id: str) -> schemas.BatchPublic:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,12 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from rgrid import domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
 from rgrid.paths import safe_input_path
-from rgrid.services import Grid, cache, places, reuse, runtimes, trees, utcnow
+from rgrid.services import Grid, cache, events, places, reuse, runtimes, trees, utcnow
 from rgrid.services.executions import _validate, cancel, new_execution, retry, surroundings_of
 from rgrid.store import batches as repo
 from rgrid.store import blobs as blob_repo
 
 MAX_BATCH_ITEMS = 10_000
+#: the longest a follower's poll may wait for its batch to end, seconds
+MAX_WAIT_S = 30.0
 MAX_PARALLEL = 1_000
 MAX_INPUT_CHARS = 4096
 
@@ -237,16 +240,64 @@ CHANGES_LAG = timedelta(seconds=5)
 
 
 async def batch_changes(
-    grid: Grid, principal: domain.Principal, id_or_prefix: str, changed_after: datetime | None
+    grid: Grid,
+    principal: domain.Principal,
+    id_or_prefix: str,
+    changed_after: datetime | None,
+    *,
+    wait_s: float = 0.0,
 ) -> tuple[domain.Batch, list[domain.Execution], datetime]:
     """The batch, its items that changed after ``changed_after`` (all without it), and the
-    ``changed_after`` to ask with next time. An item may come back more than once."""
+    ``changed_after`` to ask with next time. An item may come back more than once.
+
+    ``wait_s`` > 0: unless the batch has ended, the answer waits up to ``wait_s`` (at most
+    ``MAX_WAIT_S``) for it to end, and then brings every change since ``changed_after``. A
+    follower thus polls at its own pace yet learns of the end at once. Whether it ended is
+    looked at again when as many items ended as were left (each end is notified on
+    ``events.batch_key``), and at least every ``events.MAX_WAIT_S`` (an item ended by
+    another server's runner)."""
+    if wait_s > 0:
+        id_or_prefix = await _wait_for_end(grid, principal, id_or_prefix, wait_s)
     asked_at = utcnow()
     async with store.transaction(grid.sessions) as session:
         row = await repo.resolve(session, principal.account.id, id_or_prefix)
         batch = await repo.to_batch(session, row)
         items = await repo.current_items(session, row.id, changed_after)
     return batch, items, asked_at - CHANGES_LAG
+
+
+async def _wait_for_end(
+    grid: Grid, principal: domain.Principal, id_or_prefix: str, wait_s: float
+) -> str:
+    """Return once the batch ended or ``wait_s`` passed (the answer is read after); its id."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(wait_s, MAX_WAIT_S)
+    batch = await _batch(grid, principal, id_or_prefix)
+    with grid.notifier.listening(events.batch_key(batch.id)) as ended:
+        # an item that ended between the read above and the listening is not counted: the
+        # batch is read again after ``events.MAX_WAIT_S`` at the latest
+        left, counted, read_at = _left(batch), 0, loop.time()
+        while left > 0 and (remaining := deadline - loop.time()) > 0:
+            await ended.wait(remaining)
+            now = loop.time()
+            if now < deadline and (
+                ended.received - counted >= left or now - read_at >= events.MAX_WAIT_S
+            ):
+                batch = await _batch(grid, principal, batch.id)
+                left, counted, read_at = _left(batch), ended.received, loop.time()
+    return batch.id
+
+
+async def _batch(grid: Grid, principal: domain.Principal, id_or_prefix: str) -> domain.Batch:
+    async with store.reading(grid.sessions) as session:
+        return await repo.to_batch(
+            session, await repo.resolve(session, principal.account.id, id_or_prefix)
+        )
+
+
+def _left(batch: domain.Batch) -> int:
+    """Its items that have not ended."""
+    return batch.total - sum(batch.counts.get(s.value, 0) for s in domain.TERMINAL_STATES)
 
 
 async def finished_outputs(

@@ -1,4 +1,5 @@
-"""In-process notification that an execution changed (new log lines or a new state).
+"""In-process notification that an execution changed (new log lines or a new state), or that
+an item of a batch ended.
 
 Followers wait here instead of polling the database in a tight loop; they still re-read the
 store after every wake-up (or every ``MAX_WAIT_S``), so a change made by another server process
@@ -16,11 +17,17 @@ MAX_WAIT_S = 0.5
 
 
 class Listener:
-    """Notifications for one execution, counted from the moment ``Notifier.listening`` began:
-    one that came while the follower was reading the store is not lost."""
+    """Notifications for one key, counted from the moment ``Notifier.listening`` began: one
+    that came while the follower was reading the store is not lost."""
 
-    def __init__(self, event: asyncio.Event) -> None:
-        self._event = event
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        #: notifications so far (a batch's follower counts the items that ended)
+        self.received = 0
+
+    def notified(self) -> None:
+        self.received += 1
+        self._event.set()
 
     async def wait(self, timeout: float) -> None:
         """Return once notified (at once if that happened already since the last wait), or
@@ -33,26 +40,39 @@ class Listener:
 
 class Notifier:
     def __init__(self) -> None:
-        self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._waiters: defaultdict[str, set[Listener]] = defaultdict(set)
         #: also tell the server's other processes (set by the main process of several)
         self.forward: Callable[[str], None] | None = None
 
-    def notify(self, execution_id: str) -> None:
-        for event in self._waiters.get(execution_id, ()):
-            event.set()
+    def notify(self, key: str) -> None:
+        """``key``: an execution's id, or ``batch_key`` of a batch one of whose items ended."""
+        for listener in self._waiters.get(key, ()):
+            listener.notified()
         if self.forward is not None:
-            self.forward(execution_id)
+            self.forward(key)
+
+    def ended(self, execution_id: str, batch_id: str | None) -> None:
+        """An execution ended for good: its followers, and its batch's, are told."""
+        self.notify(execution_id)
+        if batch_id is not None:
+            self.notify(batch_key(batch_id))
 
     @contextlib.contextmanager
-    def listening(self, execution_id: str) -> Iterator[Listener]:
-        """Listen for this execution's notifications while the block runs: start before
-        reading the store, then wait, so a change made in between wakes the wait at once."""
-        event = asyncio.Event()
-        self._waiters[execution_id].add(event)
+    def listening(self, key: str) -> Iterator[Listener]:
+        """Listen for this key's notifications while the block runs: start before reading the
+        store, then wait, so a change made in between wakes the wait at once."""
+        listener = Listener()
+        self._waiters[key].add(listener)
         try:
-            yield Listener(event)
+            yield listener
         finally:
-            waiters = self._waiters[execution_id]
-            waiters.discard(event)
+            waiters = self._waiters[key]
+            waiters.discard(listener)
             if not waiters:
-                del self._waiters[execution_id]
+                del self._waiters[key]
+
+
+def batch_key(batch_id: str) -> str:
+    """The key a batch's followers listen on: notified once for each of its items that ends
+    for good (not for an attempt that is retried)."""
+    return f"batch/{batch_id}"

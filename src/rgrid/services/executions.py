@@ -472,7 +472,10 @@ async def cancel(grid: Grid, principal: domain.Principal, id_or_prefix: str) -> 
                 details={"state": execution.state.value},
             )
     grid.cancel_local(execution.id)
-    grid.notifier.notify(execution.id)
+    if execution.state.terminal:  # it was waiting: cancelled now (a running one ends later)
+        grid.notifier.ended(execution.id, execution.batch_id)
+    else:
+        grid.notifier.notify(execution.id)
     return execution
 
 

@@ -74,7 +74,10 @@ async def record_outcome(
             "state": outcome.state.value,
         },
     )
-    grid.notifier.notify(spec.execution_id)
+    if retried:
+        grid.notifier.notify(spec.execution_id)
+    else:
+        grid.notifier.ended(spec.execution_id, row.batch_id if row is not None else None)
     return True
 
 

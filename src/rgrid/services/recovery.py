@@ -56,20 +56,24 @@ async def recover_expired(
         ]
         rows += dead
         await worker_repo.set_state(session, sorted({str(r.worker) for r in dead}), "lost")
-        settled = []
+        settled: list[tuple[str, str | None, bool]] = []  # id, batch, retried
         for row in rows:
             lost = worker_lost("the worker running it stopped renewing its lease")
             assert row.worker is not None
             holder = (row.worker, row.attempt)
             # guarded: a lease renewed meanwhile, or an outcome recorded, is left alone
             expired = now if row.id in seen else None
-            if await settle(session, row, lost, grid.settings, holder, expired) is not None:
-                settled.append(row.id)
-    for execution_id in settled:
+            retried = await settle(session, row, lost, grid.settings, holder, expired)
+            if retried is not None:
+                settled.append((row.id, row.batch_id, retried))
+    for execution_id, batch_id, retried in settled:
         logger.warning(
             "lease expired", extra={"action": "worker_lost", "execution_id": execution_id}
         )
-        grid.notifier.notify(execution_id)
+        if retried:
+            grid.notifier.notify(execution_id)
+        else:
+            grid.notifier.ended(execution_id, batch_id)
     return len(settled)
 
 

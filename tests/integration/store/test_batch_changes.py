@@ -4,14 +4,16 @@ passes ``changed_after`` gets only the items changed since (both databases)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from tests.integration.store.conftest import ADMIN_KEY
 from tests.integration.store.helpers import upload
 
 from rgrid import schemas, store
 from rgrid.domain import ExecutionState
-from rgrid.services import Grid
+from rgrid.services import Grid, events
 from rgrid.services import accounts as account_service
 from rgrid.services import batches as service
 from rgrid.services import executions as execution_service
@@ -94,3 +96,44 @@ async def test_a_worker_claims_only_what_its_pythons_can_run(grid: Grid) -> None
     assert await claim(frozenset({"3.11"})) == "c"
     assert await claim(frozenset({"3.11"})) is None  # a waits: it asks for 3.12
     assert await claim(frozenset({"3.12", "3.11"})) == "a"
+
+
+async def test_a_waiting_follower_hears_the_batch_end_at_once(
+    grid: Grid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``wait_s``: an unfinished batch's answer comes after the wait, with its changes; once
+    every item ended, at once. The store's re-read after ``events.MAX_WAIT_S`` is put out of
+    reach here, so only the notifications of the items' ends can answer early."""
+    monkeypatch.setattr(events, "MAX_WAIT_S", 60.0)
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    script = await upload(grid, admin, b"print(1)\n")
+    spec = schemas.BatchCreate(
+        script="main.py",
+        files=[schemas.FileIn(path="main.py", digest=script, size=9)],
+        items=[schemas.BatchItemIn(input=name, args=[], files=[]) for name in ("a", "b", "c")],
+        parallel=3,
+    )
+    batch = await service.submit_batch(grid, admin, spec)
+
+    started = time.monotonic()
+    unfinished, items, _ = await service.batch_changes(grid, admin, batch.id, None, wait_s=0.3)
+    assert 0.3 <= time.monotonic() - started < 5
+    assert not unfinished.done and len(items) == 3
+
+    async def cancel_all() -> None:
+        await asyncio.sleep(0.2)  # the follower waits by then
+        for item in items:
+            await execution_service.cancel(grid, admin, item.id)
+
+    cancelling = asyncio.create_task(cancel_all())
+    started = time.monotonic()
+    ended, changed, _ = await service.batch_changes(grid, admin, batch.id, None, wait_s=30)
+    waited = time.monotonic() - started
+    await cancelling
+    assert ended.done and ended.counts == {"cancelled": 3}
+    assert sorted(e.state for e in changed) == [ExecutionState.CANCELLED] * 3
+    assert 0.2 <= waited < 10  # not the 30 s asked: the third cancel ended the wait
+
+    started = time.monotonic()  # an ended batch is answered at once, whatever the wait
+    again, _, _ = await service.batch_changes(grid, admin, batch.id, None, wait_s=30)
+    assert again.done and time.monotonic() - started < 5

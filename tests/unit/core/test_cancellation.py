@@ -31,8 +31,7 @@ def test_no_module_waits_with_wait_for() -> None:
 
 
 async def test_a_listener_woken_as_it_is_cancelled_still_ends() -> None:
-    event = asyncio.Event()
-    listening = Listener(event)
+    listening = Listener()
 
     async def listen_forever() -> None:
         while True:
@@ -41,7 +40,7 @@ async def test_a_listener_woken_as_it_is_cancelled_still_ends() -> None:
     for _ in range(50):
         task = asyncio.create_task(listen_forever())
         await asyncio.sleep(0)  # it waits now
-        event.set()  # woken ...
+        listening.notified()  # woken ...
         task.cancel()  # ... and cancelled in the same turn of the loop
         done, _ = await asyncio.wait({task}, timeout=2.0)
         assert done == {task} and task.cancelled()

@@ -39,3 +39,17 @@ async def test_a_waiting_follower_is_woken_by_a_notification() -> None:
         started = time.monotonic()
         await changes.wait(5.0)
         assert 0.04 <= time.monotonic() - started < 1.0
+
+
+async def test_a_listener_counts_its_notifications_and_a_batch_hears_its_items_end() -> None:
+    notifier = events.Notifier()
+    with (
+        notifier.listening(events.batch_key("batch_1")) as batch,
+        notifier.listening("exec_1") as execution,
+    ):
+        notifier.ended("exec_1", "batch_1")
+        notifier.ended("exec_2", "batch_1")
+        notifier.ended("exec_3", None)  # not of a batch
+        notifier.ended("exec_4", "batch_2")
+        notifier.notify("exec_5")  # a change that is no end
+        assert (batch.received, execution.received) == (2, 1)

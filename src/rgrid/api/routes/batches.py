@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from rgrid import bounds, schemas
 from rgrid.api import convert
@@ -39,11 +40,20 @@ async def items(
     grid: GridDep,
     principal: CurrentPrincipal,
     changed_after: datetime | None = None,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=service.MAX_WAIT_S,
+            description="seconds the answer may wait for the batch to end (a long poll)",
+        ),
+    ] = 0.0,
 ) -> schemas.BatchItemsPublic:
     """The items (all, or only those changed after ``changed_after``: pass the previous
-    answer's ``next_changed_after`` to follow a batch of 10,000 items cheaply)."""
+    answer's ``next_changed_after`` to follow a batch of 10,000 items cheaply). With ``wait``,
+    an unfinished batch's answer comes when it ends or after ``wait`` seconds."""
     batch, executions, following = await service.batch_changes(
-        grid, principal, batch_id, bounds.utc_time(changed_after, "changed_after")
+        grid, principal, batch_id, bounds.utc_time(changed_after, "changed_after"), wait_s=wait
     )
     outputs = await service.finished_outputs(grid, executions)
     data = [convert.batch_item(e, outputs.get(e.id)) for e in executions]
