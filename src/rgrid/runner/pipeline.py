@@ -416,7 +416,9 @@ async def run_execution(
         await asyncio.to_thread(_clear, layout, overlay)
     async with contextlib.AsyncExitStack() as stack:
         if not config.keep_workdirs:
-            stack.callback(_clear, layout, overlay, later=True)
+            # in a thread: undoing the mounts is syscalls that wait on the kernel, which on
+            # the event loop held up every other execution's work and request meanwhile
+            stack.push_async_callback(asyncio.to_thread, _clear, layout, overlay, later=True)
         else:  # kept for a look, but never left mounted
             stack.push_async_callback(asyncio.to_thread, _unmount, layout, overlay)
         try:
