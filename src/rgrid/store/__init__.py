@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, event
+from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_dbapi
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -25,6 +27,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.sql.elements import SQLCoreOperations
 
 from rgrid import errors
+from rgrid.store import sqlite_async
 from rgrid.store.pool import FairAsyncPool
 
 logger = logging.getLogger(__name__)
@@ -40,6 +43,8 @@ def make_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(
             url,
             poolclass=FairAsyncPool,
+            # SQLAlchemy's aiosqlite dialect over one thread hop a statement, not three or four
+            module=AsyncAdapt_aiosqlite_dbapi(sqlite_async, sqlite3),
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -107,7 +112,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    # no busy_timeout: SQLite would wait for the lock holding a thread (sqlite_async waits
+    # asleep on the event loop instead)
     cursor.close()
 
 
@@ -159,7 +165,7 @@ async def reading(
     with wrap_errors():
         async with factory() as session:
             # SQLite's driver begins no transaction for a SELECT anyway: switching its
-            # connection to autocommit and back would only cost calls to aiosqlite's thread
+            # connection to autocommit and back would only cost calls
             if session.get_bind().dialect.name != "sqlite":
                 await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             yield session

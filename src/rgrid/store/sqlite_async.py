@@ -1,0 +1,206 @@
+"""SQLite under SQLAlchemy's async engine in one thread hop a statement.
+
+SQLAlchemy's ``sqlite+aiosqlite`` dialect is given this module in aiosqlite's place (the same
+names). aiosqlite runs every call of a connection on a thread of its own and hands each result
+back: the cursor, the execute, the fetch, the close — three or four thread hops a statement,
+which cost the grid more than SQLite's own work for its short, indexed statements. Here a
+statement is executed and its rows fetched in one call on a small shared pool of threads;
+opening a cursor, reading the fetched rows and closing are done on the event loop. SQLite's
+work itself (a long query, a checkpoint's fsync at a commit) never runs on the event loop.
+
+A statement never waits for the database's lock inside a thread: the connection's busy
+timeout is 0, and a statement (or commit) the lock refused (``SQLITE_BUSY``) is tried again
+after an ``asyncio.sleep``, up to the connection's ``timeout``. Threads waiting on the lock
+could otherwise fill the pool while the transaction holding the lock waits for a thread to
+commit: a deadlock until the timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: SQLITE_BUSY. Not SQLITE_BUSY_SNAPSHOT (517): a read snapshot that went stale cannot be
+#: helped by trying again; like SQLite's own busy handler, that fails at once.
+_BUSY = 5
+#: waits between tries, growing to this (SQLite's own busy handler sleeps up to 100 ms)
+_FIRST_WAIT_S = 0.001
+_LONGEST_WAIT_S = 0.05
+#: threads that run statements: a statement holds one only while SQLite works on it (never
+#: while it waits for the lock), so a few serve every connection of the grid
+_THREADS = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="rgrid-sqlite")
+
+DatabaseError = sqlite3.DatabaseError
+Error = sqlite3.Error
+IntegrityError = sqlite3.IntegrityError
+NotSupportedError = sqlite3.NotSupportedError
+OperationalError = sqlite3.OperationalError
+ProgrammingError = sqlite3.ProgrammingError
+sqlite_version = sqlite3.sqlite_version
+sqlite_version_info = sqlite3.sqlite_version_info
+
+
+async def _patiently(call: Callable[[], T], timeout_s: float) -> T:
+    """``call()`` on a thread of the pool; while the database's lock refuses it, again after a
+    sleep, for ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    wait_s, deadline = _FIRST_WAIT_S, time.monotonic() + timeout_s
+    while True:
+        try:
+            return await loop.run_in_executor(_THREADS, call)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != _BUSY or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(wait_s)
+        wait_s = min(wait_s * 2, _LONGEST_WAIT_S)
+
+
+class Cursor:
+    """A cursor whose statement's rows are all fetched with it, in the same hop."""
+
+    def __init__(self, cursor: sqlite3.Cursor, timeout_s: float) -> None:
+        self._cursor = cursor
+        self._timeout_s = timeout_s
+        self._rows: list[Any] = []
+
+    async def __aenter__(self) -> Cursor:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._cursor.close()
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    @property
+    def arraysize(self) -> int:
+        return self._cursor.arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._cursor.arraysize = value
+
+    def _run(self, method: Callable[..., Any], sql: str, parameters: Any) -> None:
+        """On a thread of the pool: the statement and every row it gives."""
+        method(sql, parameters)
+        self._rows = self._cursor.fetchall() if self._cursor.description else []
+
+    async def execute(self, sql: str, parameters: Any = ()) -> Cursor:
+        execute = self._cursor.execute
+        await _patiently(lambda: self._run(execute, sql, parameters), self._timeout_s)
+        return self
+
+    async def executemany(self, sql: str, parameters: Iterable[Any]) -> Cursor:
+        rows = list(parameters)  # an iterator would be used up by a refused try
+        executemany = self._cursor.executemany
+        await _patiently(lambda: self._run(executemany, sql, rows), self._timeout_s)
+        return self
+
+    async def fetchall(self) -> list[Any]:
+        rows, self._rows = self._rows, []
+        return rows
+
+    async def fetchone(self) -> Any:
+        return self._rows.pop(0) if self._rows else None
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        count = self._cursor.arraysize if size is None else size
+        rows, self._rows = self._rows[:count], self._rows[count:]
+        return rows
+
+    async def close(self) -> None:
+        self._rows = []
+        self._cursor.close()
+
+
+class _RunNow:
+    """aiosqlite's queue of calls for its thread, as SQLAlchemy's isolation-level setter uses
+    it (a future and a function): the function runs at once."""
+
+    def put_nowait(self, item: tuple[asyncio.Future[Any], Callable[[], Any]]) -> None:
+        future, function = item
+        try:
+            future.set_result(function())
+        except Exception as exc:  # the awaiting caller gets it
+            future.set_exception(exc)
+
+
+class Connection:
+    def __init__(self, connection: sqlite3.Connection, timeout_s: float) -> None:
+        self._connection: sqlite3.Connection | None = connection
+        self._timeout_s = timeout_s
+        self._tx = _RunNow()
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise ValueError("no active connection")  # what aiosqlite says (SQLAlchemy maps it)
+        return self._connection
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self._conn.isolation_level
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    def cursor(self) -> Cursor:
+        return Cursor(self._conn.cursor(), self._timeout_s)
+
+    async def commit(self) -> None:
+        await _patiently(self._conn.commit, self._timeout_s)  # a checkpoint may fsync
+
+    async def rollback(self) -> None:
+        if self._conn.in_transaction:  # else nothing to do (every connection given back asks)
+            await _patiently(self._conn.rollback, self._timeout_s)
+
+    async def close(self) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    async def create_function(self, *args: Any, **kwargs: Any) -> None:
+        self._conn.create_function(*args, **kwargs)
+
+
+class _Opening:
+    """What ``connect`` returns: awaited, the connection (as aiosqlite's)."""
+
+    def __init__(self, database: str, timeout_s: float, kwargs: dict[str, Any]) -> None:
+        self._database, self._timeout_s, self._kwargs = database, timeout_s, kwargs
+        # SQLAlchemy marks aiosqlite's thread a daemon; there is none
+        self._thread = self
+        self.daemon = True
+
+    def __await__(self) -> Any:
+        return self._open().__await__()
+
+    async def _open(self) -> Connection:
+        # check_same_thread off: its statements run on the pool's threads, one at a time
+        options = {**self._kwargs, "timeout": 0.0, "check_same_thread": False}
+        return Connection(sqlite3.connect(self._database, **options), self._timeout_s)
+
+
+def connect(database: str, *, timeout: float = 5.0, **kwargs: Any) -> _Opening:
+    """A connection whose statements wait up to ``timeout`` seconds for the database's lock,
+    asleep on the event loop."""
+    return _Opening(database, timeout, kwargs)
