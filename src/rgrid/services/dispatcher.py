@@ -157,7 +157,8 @@ class Dispatcher:
             list(self.executor.place()) if self.executor.remote else [None]
         )
         row = None
-        async with store.transaction(self._grid.sessions) as session:
+        # brief: the claim's UPDATE by its index, the execution's inputs and tree by their keys
+        async with store.transaction(self._grid.sessions, brief=True) as session:
             for placement in candidates:
                 holder = placement.worker if placement else self._worker
                 row = await repo.claim_next(

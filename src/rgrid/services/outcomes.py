@@ -40,7 +40,8 @@ async def record_outcome(
     The outputs' blobs are put on record first, whether or not the attempt still holds the
     execution, so that retention reclaims them like any blob no artifact uses (a runner in the
     server's process leaves that to this transaction; a remote one's uploads did it already)."""
-    async with store.transaction(grid.sessions) as session:
+    # brief: the execution's row and its outputs' few rows, by their keys
+    async with store.transaction(grid.sessions, brief=True) as session:
         if outcome.outputs:
             await blob_repo.record_blobs(
                 session, spec.account_id, ((r.digest, r.size) for r in outcome.outputs), utcnow()

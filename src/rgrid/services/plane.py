@@ -101,7 +101,8 @@ async def store_outputs(
 
 async def append_logs(grid: Grid, who: Attempt, segments: list[domain.LogSegment]) -> None:
     """Persist log segments before returning; refused for a stale attempt."""
-    async with store.transaction(grid.sessions) as session:
+    # brief: the execution's row by its key, a row of lines
+    async with store.transaction(grid.sessions, brief=True) as session:
         # guarded by the attempt first: a stale one appends nothing
         last = segments[-1].last_seq
         if not await repo.advance_log(session, who.execution_id, who.worker, who.attempt, last):

@@ -147,10 +147,12 @@ def wrap_errors() -> Iterator[None]:
 
 @contextlib.asynccontextmanager
 async def transaction(
-    factory: async_sessionmaker[AsyncSession],
+    factory: async_sessionmaker[AsyncSession], *, brief: bool = False
 ) -> AsyncIterator[AsyncSession]:
-    """One session, committed on success, rolled back on error; store errors wrapped."""
-    with wrap_errors():
+    """One session, committed on success, rolled back on error; store errors wrapped.
+    ``brief``: its statements are known to take the database a few microseconds each (a row
+    or a few by an index); on SQLite they run on the event loop without a thread hop."""
+    with wrap_errors(), sqlite_async.brief() if brief else contextlib.nullcontext():
         async with factory() as session, session.begin():
             yield session
 

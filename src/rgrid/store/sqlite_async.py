@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import contextvars
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -36,6 +38,9 @@ _LONGEST_WAIT_S = 0.05
 #: while it waits for the lock), so a few serve every connection of the grid
 _THREADS = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="rgrid-sqlite")
 
+#: set by ``brief``: the statements of the current task run on the event loop
+_BRIEF: contextvars.ContextVar[bool] = contextvars.ContextVar("rgrid_sqlite_brief", default=False)
+
 DatabaseError = sqlite3.DatabaseError
 Error = sqlite3.Error
 IntegrityError = sqlite3.IntegrityError
@@ -46,13 +51,29 @@ sqlite_version = sqlite3.sqlite_version
 sqlite_version_info = sqlite3.sqlite_version_info
 
 
-async def _patiently(call: Callable[[], T], timeout_s: float) -> T:
-    """``call()`` on a thread of the pool; while the database's lock refuses it, again after a
-    sleep, for ``timeout_s``."""
+@contextlib.contextmanager
+def brief() -> Iterator[None]:
+    """Within: this task's statements run on the event loop itself, without a thread hop — for
+    a caller whose statements are known to take SQLite a few microseconds (a row or a few by
+    an index: the dispatcher's claim, an attempt's outcome). Commits still run on a thread: a
+    commit may checkpoint the log, with an fsync."""
+    token = _BRIEF.set(True)
+    try:
+        yield
+    finally:
+        _BRIEF.reset(token)
+
+
+async def _patiently(call: Callable[[], T], timeout_s: float, *, may_be_brief: bool) -> T:
+    """``call()`` on a thread of the pool (on the event loop within ``brief``, if
+    ``may_be_brief``); while the database's lock refuses it, again after a sleep, for
+    ``timeout_s``."""
     loop = asyncio.get_running_loop()
     wait_s, deadline = _FIRST_WAIT_S, time.monotonic() + timeout_s
     while True:
         try:
+            if may_be_brief and _BRIEF.get():
+                return call()
             return await loop.run_in_executor(_THREADS, call)
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode != _BUSY or time.monotonic() >= deadline:
@@ -102,13 +123,17 @@ class Cursor:
 
     async def execute(self, sql: str, parameters: Any = ()) -> Cursor:
         execute = self._cursor.execute
-        await _patiently(lambda: self._run(execute, sql, parameters), self._timeout_s)
+        await _patiently(
+            lambda: self._run(execute, sql, parameters), self._timeout_s, may_be_brief=True
+        )
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Any]) -> Cursor:
         rows = list(parameters)  # an iterator would be used up by a refused try
         executemany = self._cursor.executemany
-        await _patiently(lambda: self._run(executemany, sql, rows), self._timeout_s)
+        await _patiently(
+            lambda: self._run(executemany, sql, rows), self._timeout_s, may_be_brief=True
+        )
         return self
 
     async def fetchall(self) -> list[Any]:
@@ -164,11 +189,11 @@ class Connection:
         return Cursor(self._conn.cursor(), self._timeout_s)
 
     async def commit(self) -> None:
-        await _patiently(self._conn.commit, self._timeout_s)  # a checkpoint may fsync
+        await _patiently(self._conn.commit, self._timeout_s, may_be_brief=False)  # may fsync
 
     async def rollback(self) -> None:
         if self._conn.in_transaction:  # else nothing to do (every connection given back asks)
-            await _patiently(self._conn.rollback, self._timeout_s)
+            await _patiently(self._conn.rollback, self._timeout_s, may_be_brief=True)
 
     async def close(self) -> None:
         self.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -74,6 +75,25 @@ async def test_a_long_statement_does_not_hold_up_the_event_loop(tmp_path: Path) 
     assert took > 0.1
     assert ticker.ticks >= took / 0.01 / 3  # the loop kept turning while SQLite counted
     await connection.close()
+
+
+async def test_a_brief_transactions_statements_run_on_the_loop_others_on_a_thread(
+    tmp_path: Path,
+) -> None:
+    engine = store.make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    sessions = store.session_factory(engine)
+
+    async def thread_of_a_statement(brief: bool) -> int:
+        async with store.transaction(sessions, brief=brief) as session:
+            connection = await session.connection()
+            raw = await connection.get_raw_connection()
+            await raw.driver_connection.create_function("rgrid_thread", 0, threading.get_ident)
+            return int((await session.execute(text("SELECT rgrid_thread()"))).scalar_one())
+
+    loop_thread = threading.get_ident()
+    assert await thread_of_a_statement(brief=True) == loop_thread
+    assert await thread_of_a_statement(brief=False) != loop_thread
+    await engine.dispose()
 
 
 async def test_a_statement_gives_up_after_its_timeout(tmp_path: Path) -> None:
