@@ -64,30 +64,40 @@ def brief() -> Iterator[None]:
         _BRIEF.reset(token)
 
 
-async def _patiently(call: Callable[[], T], timeout_s: float, *, may_be_brief: bool) -> T:
-    """``call()`` on a thread of the pool (on the event loop within ``brief``, if
-    ``may_be_brief``); while the database's lock refuses it, again after a sleep, for
-    ``timeout_s``."""
-    loop = asyncio.get_running_loop()
-    wait_s, deadline = _FIRST_WAIT_S, time.monotonic() + timeout_s
-    while True:
-        try:
-            if may_be_brief and _BRIEF.get():
-                return call()
-            return await loop.run_in_executor(_THREADS, call)
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode != _BUSY or time.monotonic() >= deadline:
-                raise
-        await asyncio.sleep(wait_s)
-        wait_s = min(wait_s * 2, _LONGEST_WAIT_S)
+class _Calls:
+    """A connection's calls, one at a time: on a thread of the pool (on the event loop within
+    ``brief``, for those that may be); while the database's lock refuses one, again after a
+    sleep, for the connection's timeout."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
+        #: the last call sent to a thread: its waiter may have been cancelled (the task was),
+        #: and it still runs there; the next call of the connection waits for its end
+        self._running: concurrent.futures.Future[Any] | None = None
+
+    async def run(self, call: Callable[[], T], *, may_be_brief: bool) -> T:
+        wait_s, deadline = _FIRST_WAIT_S, time.monotonic() + self._timeout_s
+        while True:
+            if self._running is not None and not self._running.done():
+                await asyncio.wait([asyncio.wrap_future(self._running)])
+            try:
+                if may_be_brief and _BRIEF.get():
+                    return call()
+                self._running = _THREADS.submit(call)
+                return await asyncio.wrap_future(self._running)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != _BUSY or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(wait_s)
+            wait_s = min(wait_s * 2, _LONGEST_WAIT_S)
 
 
 class Cursor:
     """A cursor whose statement's rows are all fetched with it, in the same hop."""
 
-    def __init__(self, cursor: sqlite3.Cursor, timeout_s: float) -> None:
+    def __init__(self, cursor: sqlite3.Cursor, calls: _Calls) -> None:
         self._cursor = cursor
-        self._timeout_s = timeout_s
+        self._calls = calls
         self._rows: list[Any] = []
 
     async def __aenter__(self) -> Cursor:
@@ -123,17 +133,13 @@ class Cursor:
 
     async def execute(self, sql: str, parameters: Any = ()) -> Cursor:
         execute = self._cursor.execute
-        await _patiently(
-            lambda: self._run(execute, sql, parameters), self._timeout_s, may_be_brief=True
-        )
+        await self._calls.run(lambda: self._run(execute, sql, parameters), may_be_brief=True)
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Any]) -> Cursor:
         rows = list(parameters)  # an iterator would be used up by a refused try
         executemany = self._cursor.executemany
-        await _patiently(
-            lambda: self._run(executemany, sql, rows), self._timeout_s, may_be_brief=True
-        )
+        await self._calls.run(lambda: self._run(executemany, sql, rows), may_be_brief=True)
         return self
 
     async def fetchall(self) -> list[Any]:
@@ -168,7 +174,7 @@ class _RunNow:
 class Connection:
     def __init__(self, connection: sqlite3.Connection, timeout_s: float) -> None:
         self._connection: sqlite3.Connection | None = connection
-        self._timeout_s = timeout_s
+        self._calls = _Calls(timeout_s)
         self._tx = _RunNow()
 
     @property
@@ -186,14 +192,14 @@ class Connection:
         return self._conn.in_transaction
 
     def cursor(self) -> Cursor:
-        return Cursor(self._conn.cursor(), self._timeout_s)
+        return Cursor(self._conn.cursor(), self._calls)
 
     async def commit(self) -> None:
-        await _patiently(self._conn.commit, self._timeout_s, may_be_brief=False)  # may fsync
+        await self._calls.run(self._conn.commit, may_be_brief=False)  # a checkpoint may fsync
 
     async def rollback(self) -> None:
         if self._conn.in_transaction:  # else nothing to do (every connection given back asks)
-            await _patiently(self._conn.rollback, self._timeout_s, may_be_brief=True)
+            await self._calls.run(self._conn.rollback, may_be_brief=True)
 
     async def close(self) -> None:
         self.stop()

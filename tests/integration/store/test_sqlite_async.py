@@ -6,6 +6,7 @@ it fails clearly."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
@@ -94,6 +95,31 @@ async def test_a_brief_transactions_statements_run_on_the_loop_others_on_a_threa
     assert await thread_of_a_statement(brief=True) == loop_thread
     assert await thread_of_a_statement(brief=False) != loop_thread
     await engine.dispose()
+
+
+async def test_a_call_after_a_cancelled_one_waits_for_it_to_end(tmp_path: Path) -> None:
+    """A task cancelled while its statement runs on a thread leaves the statement running
+    there; the connection's next call (the rollback that follows a cancel) must not use the
+    connection between the steps of that statement's fetch, from another thread."""
+    connection = await sqlite_async.connect(str(tmp_path / "db.sqlite"), timeout=10.0)
+    many_rows = connection.cursor().execute(  # a million rows, fetched step by step
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000) "
+        "SELECT i FROM n"
+    )
+    started = time.monotonic()
+    task = asyncio.create_task(many_rows)
+    await asyncio.sleep(0.02)  # it runs on a thread now
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    cancelled_at = time.monotonic() - started
+    next_call = connection.cursor()
+    await next_call.execute("SELECT 1")
+    next_done_at = time.monotonic() - started
+    assert await next_call.fetchall() == [(1,)]
+    # the fetch takes longer than the cancel: the next call waited for its end
+    assert next_done_at > cancelled_at + 0.1, (cancelled_at, next_done_at)
+    await connection.close()
 
 
 async def test_a_statement_gives_up_after_its_timeout(tmp_path: Path) -> None:
