@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import shutil
@@ -416,9 +417,7 @@ async def run_execution(
         await asyncio.to_thread(_clear, layout, overlay)
     async with contextlib.AsyncExitStack() as stack:
         if not config.keep_workdirs:
-            # in a thread: undoing the mounts is syscalls that wait on the kernel, which on
-            # the event loop held up every other execution's work and request meanwhile
-            stack.push_async_callback(asyncio.to_thread, _clear, layout, overlay, later=True)
+            stack.push_async_callback(_clear_in_a_thread, layout, overlay)
         else:  # kept for a look, but never left mounted
             stack.push_async_callback(asyncio.to_thread, _unmount, layout, overlay)
         try:
@@ -443,6 +442,16 @@ def _unmount(layout: Layout, overlay: mounts.Overlay | None) -> None:
         overlay.unmount()
     if layout.tmp is not None:
         mounts.unmount(layout.tmp)
+
+
+async def _clear_in_a_thread(layout: Layout, overlay: mounts.Overlay | None) -> None:
+    """``_clear(…, later=True)`` in a thread: undoing the mounts is syscalls that wait on the
+    kernel, which on the event loop held up every other execution's work and request. Handed
+    to the thread at once and shielded: a second cancel while it runs leaves it to finish."""
+    clearing = asyncio.get_running_loop().run_in_executor(
+        None, functools.partial(_clear, layout, overlay, later=True)
+    )
+    await asyncio.shield(clearing)
 
 
 def _clear(layout: Layout, overlay: mounts.Overlay | None, *, later: bool = False) -> None:

@@ -24,6 +24,10 @@ from rgrid.store import workers as worker_repo
 logger = logging.getLogger(__name__)
 
 
+#: up to this many outputs, an outcome's transaction is brief (``store.transaction``)
+BRIEF_OUTPUTS = 50
+
+
 async def record_outcome(
     grid: Grid,
     worker: str,
@@ -40,8 +44,9 @@ async def record_outcome(
     The outputs' blobs are put on record first, whether or not the attempt still holds the
     execution, so that retention reclaims them like any blob no artifact uses (a runner in the
     server's process leaves that to this transaction; a remote one's uploads did it already)."""
-    # brief: the execution's row and its outputs' few rows, by their keys
-    async with store.transaction(grid.sessions, brief=True) as session:
+    # brief: the execution's row and its outputs' rows, by their keys (unless they are many)
+    brief = len(outcome.outputs) <= BRIEF_OUTPUTS
+    async with store.transaction(grid.sessions, brief=brief) as session:
         if outcome.outputs:
             await blob_repo.record_blobs(
                 session, spec.account_id, ((r.digest, r.size) for r in outcome.outputs), utcnow()

@@ -52,12 +52,13 @@ sqlite_version_info = sqlite3.sqlite_version_info
 
 
 @contextlib.contextmanager
-def brief() -> Iterator[None]:
+def brief(on: bool = True) -> Iterator[None]:
     """Within: this task's statements run on the event loop itself, without a thread hop — for
     a caller whose statements are known to take SQLite a few microseconds (a row or a few by
     an index: the dispatcher's claim, an attempt's outcome). Commits still run on a thread: a
-    commit may checkpoint the log, with an fsync."""
-    token = _BRIEF.set(True)
+    commit may checkpoint the log, with an fsync. ``on=False``: not so within, for a part of
+    such a caller's work that may be big (a tree's listing)."""
+    token = _BRIEF.set(on)
     try:
         yield
     finally:
@@ -75,11 +76,20 @@ class _Calls:
         #: and it still runs there; the next call of the connection waits for its end
         self._running: concurrent.futures.Future[Any] | None = None
 
+    @property
+    def leftover(self) -> concurrent.futures.Future[Any] | None:
+        """A call still running on a thread, if any."""
+        return self._running if self._running is not None and not self._running.done() else None
+
+    async def settle(self) -> None:
+        """Return once no call of the connection runs on a thread."""
+        if (leftover := self.leftover) is not None:
+            await asyncio.wait([asyncio.wrap_future(leftover)])
+
     async def run(self, call: Callable[[], T], *, may_be_brief: bool) -> T:
         wait_s, deadline = _FIRST_WAIT_S, time.monotonic() + self._timeout_s
         while True:
-            if self._running is not None and not self._running.done():
-                await asyncio.wait([asyncio.wrap_future(self._running)])
+            await self.settle()
             try:
                 if may_be_brief and _BRIEF.get():
                     return call()
@@ -198,16 +208,24 @@ class Connection:
         await self._calls.run(self._conn.commit, may_be_brief=False)  # a checkpoint may fsync
 
     async def rollback(self) -> None:
+        await self._calls.settle()  # a leftover call may yet begin a transaction
         if self._conn.in_transaction:  # else nothing to do (every connection given back asks)
             await self._calls.run(self._conn.rollback, may_be_brief=True)
 
     async def close(self) -> None:
+        await self._calls.settle()
         self.stop()
 
     def stop(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        """Close now, or, while a call still runs on a thread (its task was cancelled, and
+        SQLAlchemy ends such a connection at once), as soon as that call ends: never under it."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        if (leftover := self._calls.leftover) is not None:
+            leftover.add_done_callback(lambda _call: connection.close())
+        else:
+            connection.close()
 
     async def create_function(self, *args: Any, **kwargs: Any) -> None:
         self._conn.create_function(*args, **kwargs)

@@ -9,7 +9,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain
-from rgrid.store import dialect_insert
+from rgrid.store import dialect_insert, sqlite_async
 from rgrid.store.models import TreeFileRow, TreeRow
 
 
@@ -55,6 +55,12 @@ async def add(session: AsyncSession, account_id: str, tree: domain.Tree, now: da
 
 async def load(session: AsyncSession, account_id: str, digest: str) -> domain.Tree | None:
     """The stored tree, or None."""
+    # thousands of rows, maybe: on SQLite not on the event loop, even in a brief transaction
+    with sqlite_async.brief(False):
+        return await _load(session, account_id, digest)
+
+
+async def _load(session: AsyncSession, account_id: str, digest: str) -> domain.Tree | None:
     dirs = await session.scalar(
         select(TreeRow.dirs).where(TreeRow.account_id == account_id, TreeRow.digest == digest)
     )

@@ -94,6 +94,10 @@ async def test_a_brief_transactions_statements_run_on_the_loop_others_on_a_threa
     loop_thread = threading.get_ident()
     assert await thread_of_a_statement(brief=True) == loop_thread
     assert await thread_of_a_statement(brief=False) != loop_thread
+    async with store.transaction(sessions, brief=True) as session:
+        with sqlite_async.brief(False):  # a part that may be big (a tree's listing)
+            thread = (await session.execute(text("SELECT rgrid_thread()"))).scalar_one()
+    assert thread != loop_thread
     await engine.dispose()
 
 
@@ -120,6 +124,34 @@ async def test_a_call_after_a_cancelled_one_waits_for_it_to_end(tmp_path: Path) 
     # the fetch takes longer than the cancel: the next call waited for its end
     assert next_done_at > cancelled_at + 0.1, (cancelled_at, next_done_at)
     await connection.close()
+
+
+async def test_a_connection_ended_under_a_running_call_closes_once_the_call_ended(
+    tmp_path: Path,
+) -> None:
+    """SQLAlchemy ends a connection whose statement's task was cancelled at once (``stop``):
+    the statement still running on its thread finishes on an open connection, and the event
+    loop is not held up meanwhile."""
+    connection = await sqlite_async.connect(str(tmp_path / "db.sqlite"), timeout=10.0)
+    task = asyncio.create_task(
+        connection.cursor().execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000) "
+            "SELECT i FROM n"
+        )
+    )
+    await asyncio.sleep(0.02)  # it runs on a thread now
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    leftover = connection._calls.leftover
+    assert leftover is not None
+    started = time.monotonic()
+    connection.stop()
+    assert time.monotonic() - started < 0.05  # not waited for on the loop
+    await asyncio.wait([asyncio.wrap_future(leftover)])
+    assert leftover.exception() is None  # it was not closed under the fetch
+    with pytest.raises(ValueError, match="no active connection"):
+        connection.cursor()
 
 
 async def test_a_statement_gives_up_after_its_timeout(tmp_path: Path) -> None:
