@@ -248,9 +248,20 @@ def main() -> None:
     )
     args = parser.parse_args()
     workloads = tuple(args.workloads.split(","))
-    concurrency = tuple(int(c) for c in args.connections.split(","))
-    for kind in args.databases.split(","):
-        counts = [int(n) for n in args.api_processes.split(",")] if kind == "postgres" else [1]
+    databases = args.databases.split(",")
+    for name, given, known in (
+        ("workload", workloads, WORKLOADS),
+        ("database", databases, ("sqlite", "postgres")),
+    ):
+        if unknown := [g for g in given if g not in known]:
+            parser.error(f"unknown {name} {', '.join(unknown)}: choose from {', '.join(known)}")
+    try:
+        concurrency = tuple(int(c) for c in args.connections.split(","))
+        api_processes = [int(n) for n in args.api_processes.split(",")]
+    except ValueError as exc:
+        parser.error(f"--connections and --api-processes take numbers separated by commas: {exc}")
+    for kind in databases:
+        counts = api_processes if kind == "postgres" else [1]
         for count in counts:
             measure(kind, args.seconds, workloads, concurrency, count)
 
