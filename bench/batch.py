@@ -127,6 +127,17 @@ def bench_env(tmp: Path) -> dict[str, str]:
     return env
 
 
+def plain_project(prefix: str) -> tuple[Path, dict[str, str], Path]:
+    """A temporary directory, the environment of a grid under it (``bench_env``) and in it a
+    project holding the job and its 200 inputs: (directory, environment, project)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    project = tmp / "project"
+    project.mkdir()
+    (project / "job.py").write_text(JOB)
+    make_inputs(project / "data", JOBS)
+    return tmp, bench_env(tmp), project
+
+
 def warm_run(project: Path, env: dict[str, str], rgrid: Path = RGRID) -> None:
     """One run of the job in ``project``, as a user's first run would be (its environment built,
     its tree uploaded); its output removed, else every item's output would equal it, already in
@@ -252,13 +263,11 @@ def main() -> None:
         help="rounds of rgrid then xargs; the figures are the median round's (default 3)",
     )
     options = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="rgrid-bench-batch-"))
-    env = bench_env(tmp)
-    project, with_tree, many = tmp / "project", tmp / "with-tree", tmp / "many"
-    for folder in (project, with_tree, many):
+    tmp, env, project = plain_project("rgrid-bench-batch-")
+    with_tree, many = tmp / "with-tree", tmp / "many"
+    for folder in (with_tree, many):
         folder.mkdir()
         (folder / "job.py").write_text(JOB)
-    make_inputs(project / "data", JOBS)
     shutil.copytree(project / "data", with_tree / "data")
     make_tree(with_tree)
     make_inputs(many / "big", BIG_BATCH, size=16)

@@ -15,16 +15,13 @@ import argparse
 import shutil
 import statistics
 import subprocess
-import tempfile
 from pathlib import Path
 
 from _common import real_python
 from batch import (
-    JOB,
     JOBS,
     CpuUse,
-    bench_env,
-    make_inputs,
+    plain_project,
     server_pid,
     timed_batch,
     warm_run,
@@ -34,12 +31,7 @@ from batch import (
 
 def one_round(rgrid: Path, python: str) -> tuple[float, float, CpuUse]:
     """(rgrid's seconds, xargs' seconds, the rgrid batch's CPU use) on a fresh grid."""
-    tmp = Path(tempfile.mkdtemp(prefix="rgrid-bench-pair-"))
-    env = bench_env(tmp)
-    project = tmp / "project"
-    project.mkdir()
-    (project / "job.py").write_text(JOB)
-    make_inputs(project / "data", JOBS)
+    tmp, env, project = plain_project("rgrid-bench-pair-")
     subprocess.run([str(rgrid), "server", "start"], env=env, check=True, capture_output=True)
     try:
         warm_run(project, env, rgrid)

@@ -16,16 +16,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 from batch import (
-    JOB,
     JOBS,
     RGRID,
-    bench_env,
-    make_inputs,
+    plain_project,
     process_ticks,
     server_pid,
     timed_batch,
@@ -66,12 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=1)
     options = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="rgrid-bench-threads-"))
-    env = bench_env(tmp)
-    project = tmp / "project"
-    project.mkdir()
-    (project / "job.py").write_text(JOB)
-    make_inputs(project / "data", JOBS)
+    tmp, env, project = plain_project("rgrid-bench-threads-")
     try:
         subprocess.run([str(RGRID), "server", "start"], env=env, check=True, capture_output=True)
         warm_run(project, env)

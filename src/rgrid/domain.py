@@ -518,6 +518,10 @@ class Batch:
     cost_micros: int = 0
 
     @property
+    def left(self) -> int:
+        """Its items that have not ended."""
+        return max(0, self.total - sum(self.counts.get(s.value, 0) for s in TERMINAL_STATES))
+
+    @property
     def done(self) -> bool:
-        finished = sum(self.counts.get(s.value, 0) for s in TERMINAL_STATES)
-        return finished >= self.total
+        return self.left == 0

@@ -129,12 +129,14 @@ def follow(
     items: dict[int, schemas.BatchItemPublic] = {}
     progress = Progress(total=0, counts={}, started=time.monotonic(), durations=[])
     changed_after = None
+    first_page = True
     while True:
         asked = time.monotonic()
         # After the first page (every item, at once), the grid holds each answer until the
         # batch ends or POLL_S passed: the end is seen at once, not up to a poll later.
-        wait_s = 0.0 if first is not None or changed_after is None else POLL_S
-        page = first or client.batch_items(batch_id, changed_after, wait_s=wait_s)
+        page = first or client.batch_items(
+            batch_id, changed_after, wait_s=0.0 if first_page else POLL_S
+        )
         first = None
         changed_after = page.next_changed_after
         progress.total, progress.counts = page.batch.total, page.batch.counts
@@ -153,8 +155,9 @@ def follow(
             on_poll(progress)
         if page.batch.done:
             return page.batch, sorted(items.values(), key=lambda i: i.index)
-        if wait_s:  # an older grid answers at once: it is asked no more often than before
+        if not first_page:  # an older grid answers at once: asked no more often than before
             time.sleep(max(0.0, POLL_S - (time.monotonic() - asked)))
+        first_page = False
 
 
 def fetch_outputs(

@@ -276,7 +276,7 @@ async def _wait_for_end(
     with grid.notifier.listening(events.batch_key(batch.id)) as ended:
         # an item that ended between the read above and the listening is not counted: the
         # batch is read again after ``events.MAX_WAIT_S`` at the latest
-        left, counted, read_at = _left(batch), 0, loop.time()
+        left, counted, read_at = batch.left, 0, loop.time()
         while left > 0 and (remaining := deadline - loop.time()) > 0:
             await ended.wait(remaining)
             now = loop.time()
@@ -284,7 +284,7 @@ async def _wait_for_end(
                 ended.received - counted >= left or now - read_at >= events.MAX_WAIT_S
             ):
                 batch = await _batch(grid, principal, batch.id)
-                left, counted, read_at = _left(batch), ended.received, loop.time()
+                left, counted, read_at = batch.left, ended.received, loop.time()
     return batch.id
 
 
@@ -293,11 +293,6 @@ async def _batch(grid: Grid, principal: domain.Principal, id_or_prefix: str) -> 
         return await repo.to_batch(
             session, await repo.resolve(session, principal.account.id, id_or_prefix)
         )
-
-
-def _left(batch: domain.Batch) -> int:
-    """Its items that have not ended."""
-    return batch.total - sum(batch.counts.get(s.value, 0) for s in domain.TERMINAL_STATES)
 
 
 async def finished_outputs(

@@ -44,18 +44,15 @@ class Notifier:
         #: also tell the server's other processes (set by the main process of several)
         self.forward: Callable[[str], None] | None = None
 
-    def notify(self, key: str) -> None:
-        """``key``: an execution's id, or ``batch_key`` of a batch one of whose items ended."""
+    def notify(self, key: str, *, ended_in_batch: str | None = None) -> None:
+        """``key``: an execution's id (or a ``batch_key``). ``ended_in_batch``: the execution
+        ended for good and was an item of this batch, whose followers are told too."""
         for listener in self._waiters.get(key, ()):
             listener.notified()
         if self.forward is not None:
             self.forward(key)
-
-    def ended(self, execution_id: str, batch_id: str | None) -> None:
-        """An execution ended for good: its followers, and its batch's, are told."""
-        self.notify(execution_id)
-        if batch_id is not None:
-            self.notify(batch_key(batch_id))
+        if ended_in_batch is not None:
+            self.notify(batch_key(ended_in_batch))
 
     @contextlib.contextmanager
     def listening(self, key: str) -> Iterator[Listener]:

@@ -472,10 +472,9 @@ async def cancel(grid: Grid, principal: domain.Principal, id_or_prefix: str) -> 
                 details={"state": execution.state.value},
             )
     grid.cancel_local(execution.id)
-    if execution.state.terminal:  # it was waiting: cancelled now (a running one ends later)
-        grid.notifier.ended(execution.id, execution.batch_id)
-    else:
-        grid.notifier.notify(execution.id)
+    # a waiting one is cancelled now; a running one ends later, with its outcome
+    ended = execution.batch_id if execution.state.terminal else None
+    grid.notifier.notify(execution.id, ended_in_batch=ended)
     return execution
 
 

@@ -80,10 +80,8 @@ async def record_outcome(
             "state": outcome.state.value,
         },
     )
-    if retried:
-        grid.notifier.notify(spec.execution_id)
-    else:
-        grid.notifier.ended(spec.execution_id, row.batch_id if row is not None else None)
+    batch_id = row.batch_id if row is not None and not retried else None
+    grid.notifier.notify(spec.execution_id, ended_in_batch=batch_id)
     return True
 
 

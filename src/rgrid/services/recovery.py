@@ -70,10 +70,7 @@ async def recover_expired(
         logger.warning(
             "lease expired", extra={"action": "worker_lost", "execution_id": execution_id}
         )
-        if retried:
-            grid.notifier.notify(execution_id)
-        else:
-            grid.notifier.ended(execution_id, batch_id)
+        grid.notifier.notify(execution_id, ended_in_batch=None if retried else batch_id)
     return len(settled)
 
 

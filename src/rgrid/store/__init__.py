@@ -152,7 +152,7 @@ async def transaction(
     """One session, committed on success, rolled back on error; store errors wrapped.
     ``brief``: its statements are known to take the database a few microseconds each (a row
     or a few by an index); on SQLite they run on the event loop without a thread hop."""
-    with wrap_errors(), sqlite_async.brief() if brief else contextlib.nullcontext():
+    with wrap_errors(), sqlite_async.brief(brief):
         async with factory() as session, session.begin():
             yield session
 

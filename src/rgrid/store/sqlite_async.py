@@ -136,20 +136,19 @@ class Cursor:
     def arraysize(self, value: int) -> None:
         self._cursor.arraysize = value
 
-    def _run(self, method: Callable[..., Any], sql: str, parameters: Any) -> None:
-        """On a thread of the pool: the statement and every row it gives."""
-        method(sql, parameters)
-        self._rows = self._cursor.fetchall() if self._cursor.description else []
-
     async def execute(self, sql: str, parameters: Any = ()) -> Cursor:
-        execute = self._cursor.execute
-        await self._calls.run(lambda: self._run(execute, sql, parameters), may_be_brief=True)
-        return self
+        return await self._statement(self._cursor.execute, sql, parameters)
 
     async def executemany(self, sql: str, parameters: Iterable[Any]) -> Cursor:
-        rows = list(parameters)  # an iterator would be used up by a refused try
-        executemany = self._cursor.executemany
-        await self._calls.run(lambda: self._run(executemany, sql, rows), may_be_brief=True)
+        # a list: an iterator would be used up by a try the lock refused
+        return await self._statement(self._cursor.executemany, sql, list(parameters))
+
+    async def _statement(self, method: Callable[..., Any], sql: str, parameters: Any) -> Cursor:
+        def run() -> None:  # the statement and every row it gives, in one call
+            method(sql, parameters)
+            self._rows = self._cursor.fetchall() if self._cursor.description else []
+
+        await self._calls.run(run, may_be_brief=True)
         return self
 
     async def fetchall(self) -> list[Any]:

@@ -11,7 +11,7 @@ import pytest
 from tests.integration.store.conftest import ADMIN_KEY
 from tests.integration.store.helpers import upload
 
-from rgrid import schemas, store
+from rgrid import domain, schemas, store
 from rgrid.domain import ExecutionState
 from rgrid.services import Grid, events
 from rgrid.services import accounts as account_service
@@ -67,14 +67,7 @@ async def test_a_worker_claims_only_what_its_pythons_can_run(grid: Grid) -> None
     from rgrid.store.models import ExecutionRow
 
     admin = await account_service.authenticate(grid, ADMIN_KEY)
-    script = await upload(grid, admin, b"print(1)\n")
-    spec = schemas.BatchCreate(
-        script="main.py",
-        files=[schemas.FileIn(path="main.py", digest=script, size=9)],
-        items=[schemas.BatchItemIn(input=name, args=[], files=[]) for name in ("a", "b", "c")],
-        parallel=3,
-    )
-    batch = await service.submit_batch(grid, admin, spec)
+    batch = await _three_items(grid, admin)
     _, items, _ = await service.batch_changes(grid, admin, batch.id, None)
     wanted = {"a": "3.12", "b": "3.11.7", "c": None}  # b: a retry records the full version
     async with store.transaction(grid.sessions) as session:
@@ -106,14 +99,7 @@ async def test_a_waiting_follower_hears_the_batch_end_at_once(
     reach here, so only the notifications of the items' ends can answer early."""
     monkeypatch.setattr(events, "MAX_WAIT_S", 60.0)
     admin = await account_service.authenticate(grid, ADMIN_KEY)
-    script = await upload(grid, admin, b"print(1)\n")
-    spec = schemas.BatchCreate(
-        script="main.py",
-        files=[schemas.FileIn(path="main.py", digest=script, size=9)],
-        items=[schemas.BatchItemIn(input=name, args=[], files=[]) for name in ("a", "b", "c")],
-        parallel=3,
-    )
-    batch = await service.submit_batch(grid, admin, spec)
+    batch = await _three_items(grid, admin)
 
     started = time.monotonic()
     unfinished, items, _ = await service.batch_changes(grid, admin, batch.id, None, wait_s=0.3)
@@ -137,3 +123,15 @@ async def test_a_waiting_follower_hears_the_batch_end_at_once(
     started = time.monotonic()  # an ended batch is answered at once, whatever the wait
     again, _, _ = await service.batch_changes(grid, admin, batch.id, None, wait_s=30)
     assert again.done and time.monotonic() - started < 5
+
+
+async def _three_items(grid: Grid, admin: domain.Principal) -> domain.Batch:
+    """A batch of three items a, b and c that print 1, all three at once."""
+    script = await upload(grid, admin, b"print(1)\n")
+    spec = schemas.BatchCreate(
+        script="main.py",
+        files=[schemas.FileIn(path="main.py", digest=script, size=9)],
+        items=[schemas.BatchItemIn(input=name, args=[], files=[]) for name in ("a", "b", "c")],
+        parallel=3,
+    )
+    return await service.submit_batch(grid, admin, spec)

@@ -47,9 +47,9 @@ async def test_a_listener_counts_its_notifications_and_a_batch_hears_its_items_e
         notifier.listening(events.batch_key("batch_1")) as batch,
         notifier.listening("exec_1") as execution,
     ):
-        notifier.ended("exec_1", "batch_1")
-        notifier.ended("exec_2", "batch_1")
-        notifier.ended("exec_3", None)  # not of a batch
-        notifier.ended("exec_4", "batch_2")
+        notifier.notify("exec_1", ended_in_batch="batch_1")
+        notifier.notify("exec_2", ended_in_batch="batch_1")
+        notifier.notify("exec_3")  # not of a batch
+        notifier.notify("exec_4", ended_in_batch="batch_2")
         notifier.notify("exec_5")  # a change that is no end
         assert (batch.received, execution.received) == (2, 1)
