@@ -580,6 +580,8 @@ class ArtifactPublic:
     size: int
     created_at: datetime
     expires_at: datetime | None
+    #: its bytes (base64) when the request asked for small outputs inline (a batch's items)
+    content: str | None = None
 
 
 @_wire

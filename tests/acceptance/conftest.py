@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from tests.conftest import RGRID_BIN, Cli, CliResult, LiveServer
+from tests.conftest import RGRID_BIN, Cli, CliResult, LiveServer, blob_name
+
+from rgrid import digests
 
 T = TypeVar("T")
 
@@ -125,3 +127,20 @@ def run_on_a_terminal(cli: Cli, *args: str, timeout: float = 120) -> tuple[int, 
         os.close(leader)
         process.kill()
     return process.returncode, stdout, screen.decode()
+
+
+def blob_file(server: LiveServer, data: bytes) -> Path:
+    """Where the grid's local storage keeps this content."""
+    sha = digests.of_bytes(data)
+    [path] = [p for p in (server.home / "blobs").rglob(blob_name(sha)) if p.is_file()]
+    return path
+
+
+def damage_keeping_mtime(path: Path) -> None:
+    """Flip bytes in place, as bit rot would: same inode, size and mtime."""
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    with path.open("r+b") as handle:
+        handle.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))

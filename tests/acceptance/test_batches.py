@@ -4,6 +4,7 @@ Every test drives the installed ``rgrid`` binary against a real grid server (no 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
@@ -20,6 +21,8 @@ import httpx
 import pytest
 from tests.acceptance.conftest import (
     assert_no_process_with,
+    blob_file,
+    damage_keeping_mtime,
     json_of,
     new_account,
     processes_with,
@@ -560,6 +563,66 @@ def test_a_follower_waiting_on_a_batch_is_answered_when_it_ends(
     last_end = max(datetime.fromisoformat(i["finished_at"]) for i in body["data"])
     # the end was told at once (a poll without wait would have come long before it)
     assert timedelta(0) <= answered - last_end < timedelta(seconds=2), (answered, last_end)
+
+
+def test_small_outputs_come_inline_with_the_items_page_and_are_saved_from_it(
+    account_cli: Cli, workdir: Path, live_server: LiveServer
+) -> None:
+    """``inline=N``: each output of up to N bytes comes with its bytes (base64), so the CLI
+    saves it without a download request; a bigger one, and every one of a page asked without
+    it, comes without. One damaged on the grid's disk is left out of the page, and its
+    download says it is damaged. A bad N is a clear 422."""
+    (workdir / "process.py").write_text(PROCESS)
+    names = [f"{unique_marker('inline')}-{i}.csv" for i in range(2)]
+    for i, name in enumerate(names):
+        (workdir / name).write_text(csv_text(i))
+    big = 70_000  # over the CLI's 64 KiB: downloaded as before
+    result = account_cli(
+        "run", "--batch", "rgrid-test-inline-*.csv", "process.py", "--threshold", "0.5",
+        "--big", str(big),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    expected = {}
+    for i, name in enumerate(names):
+        stem = Path(name).stem
+        expected[name] = {
+            "result.txt": expected_result(name, csv_text(i)),
+            f"stats/{stem}.bin": expected_stats(csv_text(i).encode()),
+            "big.bin": expected_big(name, big),
+        }
+        # what the CLI saved, from the page or downloaded: the script's bytes
+        assert files_under(workdir / "outputs" / stem) == expected[name]
+
+    url = f"{live_server.url}/api/v1/batches/{batch_id_of(result.stderr)}/items"
+    headers = {"Authorization": f"Bearer {account_cli.env['RGRID_API_KEY']}"}
+
+    def contents(**params: str) -> dict[str, dict[str, str | None]]:
+        page = httpx.get(url, params=params, headers=headers, timeout=30)
+        assert page.status_code == 200, page.text
+        return {
+            i["input"]: {o["path"]: o["content"] for o in i["outputs"]} for i in page.json()["data"]
+        }
+
+    for name, outputs in contents(inline="65536").items():
+        inlined = {path: base64.b64decode(text) for path, text in outputs.items() if text}
+        assert inlined == {p: b for p, b in expected[name].items() if p != "big.bin"}
+        assert outputs["big.bin"] is None
+    assert all(c is None for o in contents().values() for c in o.values())
+    assert all(c is None for o in contents(inline="10").values() for c in o.values())
+    for bad in ("-1", "65537", "lots"):
+        refused = httpx.get(url, params={"inline": bad}, headers=headers)
+        assert refused.status_code == 422, refused.text
+        assert "inline" in refused.text
+
+    damage_keeping_mtime(blob_file(live_server, expected[names[0]]["result.txt"]))
+    after = contents(inline="65536")
+    assert after[names[0]]["result.txt"] is None
+    assert base64.b64decode(after[names[1]]["result.txt"] or "") == expected[names[1]]["result.txt"]
+    (item,) = [i for i in batch_executions(account_cli, batch_id_of(result.stderr))
+               if i["batch_input"] == names[0]]  # fmt: skip
+    fetched = account_cli("download", item["id"], "--output-dir", "again")
+    assert fetched.returncode == 1
+    assert "error: output 'result.txt' is lost or damaged on the grid" in fetched.stderr
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,10 +10,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from tests.acceptance.conftest import run_id, run_on_a_terminal, status_of
-from tests.conftest import Cli, LiveServer, blob_name
-
-from rgrid import digests
+from tests.acceptance.conftest import (
+    blob_file,
+    damage_keeping_mtime,
+    run_id,
+    run_on_a_terminal,
+    status_of,
+)
+from tests.conftest import Cli, LiveServer
 
 QUIET_THEN_PRINT = (
     "import time\nprint('before', flush=True)\ntime.sleep(8)\nprint('after', flush=True)\n"
@@ -158,23 +162,6 @@ def test_control_characters_in_tenant_text_are_escaped_in_every_human_line(
     assert (workdir / EVIL).read_text() == "x"
 
 
-def _blob_file(server: LiveServer, data: bytes) -> Path:
-    """Where the grid's local storage keeps this content."""
-    sha = digests.of_bytes(data)
-    [path] = [p for p in (server.home / "blobs").rglob(blob_name(sha)) if p.is_file()]
-    return path
-
-
-def _damage_keeping_mtime(path: Path) -> None:
-    """Flip bytes in place, as bit rot would: same inode, size and mtime."""
-    before = path.stat()
-    data = bytearray(path.read_bytes())
-    data[0] ^= 0xFF
-    with path.open("r+b") as handle:
-        handle.write(data)
-    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-
-
 def _output_script(workdir: Path) -> bytes:
     content = f"result {uuid.uuid4().hex}\n".encode()
     (workdir / "make.py").write_text(f"open('out.txt', 'wb').write({content!r})\n")
@@ -191,11 +178,11 @@ def test_a_lost_output_blob_is_reported_as_such_and_a_rerun_heals_it(
     content = _output_script(workdir)
     first = account_cli("run", "--remote-only", "make.py")
     assert first.returncode == 0, first.stderr
-    blob = _blob_file(live_server, content)
+    blob = blob_file(live_server, content)
     if damage == "deleted":
         blob.unlink()
     else:
-        _damage_keeping_mtime(blob)
+        damage_keeping_mtime(blob)
 
     fetched = account_cli("download", run_id(first), "--output-dir", "lost")
     assert fetched.returncode == 1
@@ -225,7 +212,7 @@ def test_a_damaged_input_blob_fails_the_run_clearly_and_the_next_run_uploads_it_
     )
     first = account_cli("run", "--no-cache", "copy.py", "data.txt")
     assert first.returncode == 0, first.stderr
-    blob = _blob_file(live_server, data)
+    blob = blob_file(live_server, data)
     blob.write_bytes(b"X" + data[1:])  # damaged on the grid's disk
 
     second = account_cli("run", "--no-cache", "copy.py", "data.txt")

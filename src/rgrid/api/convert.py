@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Mapping
 from typing import Any
 
 from rgrid import domain, schemas
@@ -69,8 +71,11 @@ def batch(b: domain.Batch) -> schemas.BatchPublic:
 
 
 def batch_item(
-    e: domain.Execution, outputs: list[domain.Artifact] | None = None
+    e: domain.Execution,
+    outputs: list[domain.Artifact] | None = None,
+    contents: Mapping[str, bytes] | None = None,
 ) -> schemas.BatchItemPublic:
+    """``contents``: outputs' bytes by digest, to send inline."""
     return schemas.BatchItemPublic(
         id=e.id,
         index=e.batch_index or 0,
@@ -82,7 +87,7 @@ def batch_item(
         attempt=e.attempt,
         started_at=e.started_at,
         finished_at=e.finished_at,
-        outputs=[artifact(a) for a in outputs or []],
+        outputs=[artifact(a, (contents or {}).get(a.digest)) for a in outputs or []],
         cached_from=e.cached_from,
         output_dirs=list(e.output_dirs),
     )
@@ -94,7 +99,7 @@ def log_line(line: domain.LogLine) -> schemas.LogLinePublic:
     )
 
 
-def artifact(a: domain.Artifact) -> schemas.ArtifactPublic:
+def artifact(a: domain.Artifact, content: bytes | None = None) -> schemas.ArtifactPublic:
     return schemas.ArtifactPublic(
         path=a.path,
         kind=a.kind,
@@ -102,6 +107,7 @@ def artifact(a: domain.Artifact) -> schemas.ArtifactPublic:
         size=a.size,
         created_at=a.created_at,
         expires_at=a.expires_at,
+        content=None if content is None else base64.b64encode(content).decode("ascii"),
     )
 
 

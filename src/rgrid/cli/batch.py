@@ -98,10 +98,18 @@ def attach(
 ) -> int:
     """Follow until every item ended, downloading outputs as items finish; the exit code.
     ``explain``: given the causes of the failed items, a hint to show, if any."""
-    from rgrid.client.batch import fetch_outputs, flatten, folders, follow, staging_folder
+    from rgrid.client.batch import (
+        INLINE_BYTES,
+        fetch_outputs,
+        flatten,
+        folders,
+        follow,
+        staging_folder,
+    )
 
     root = output_dir or (Path.cwd() if flat else Path.cwd() / "outputs")
-    first = client.batch_items(batch_id)
+    inline = 0 if remote_only else INLINE_BYTES  # small outputs come with the pages
+    first = client.batch_items(batch_id, inline_bytes=inline)
     batch = first.batch
     places = folders([i.input for i in first.data])
     show = _renderer(batch, as_json)
@@ -116,7 +124,13 @@ def attach(
 
     try:
         final, items = follow(
-            client, batch.id, show, finished, on_poll=_redraw(batch) if tty else None, first=first
+            client,
+            batch.id,
+            show,
+            finished,
+            on_poll=_redraw(batch) if tty else None,
+            first=first,
+            inline_bytes=inline,
         )
     except KeyboardInterrupt:
         render.info(f"detached; {batch.id} keeps running. Re-attach: `rgrid wait {batch.id}`")

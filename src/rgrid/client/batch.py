@@ -15,6 +15,8 @@ from rgrid.client import Client
 from rgrid.client.bundle import Bundle, LocalFile, project_bundle
 
 POLL_S = 0.5
+#: outputs up to this size come inside the items' pages: no download request each
+INLINE_BYTES = 64 * 1024
 FLAT_STAGING = ".rgrid-flat"
 
 
@@ -120,11 +122,13 @@ def follow(
     on_finished: Callable[[schemas.BatchItemPublic], None],
     on_poll: Callable[[Progress], None] | None = None,
     first: schemas.BatchItemsPublic | None = None,
+    inline_bytes: int = 0,
 ) -> tuple[schemas.BatchPublic, list[schemas.BatchItemPublic]]:
     """Poll the batch until every item ended; ``on_change`` for each state change,
     ``on_finished`` once for each item that ended (to download its outputs), ``on_poll``
     after each poll. The first poll fetches every item (or is ``first``, already fetched),
-    later ones only what changed."""
+    later ones only what changed. ``inline_bytes``: outputs up to that size come with the
+    pages (``Client.batch_items``)."""
     seen: dict[str, str] = {}
     items: dict[int, schemas.BatchItemPublic] = {}
     progress = Progress(total=0, counts={}, started=time.monotonic(), durations=[])
@@ -135,7 +139,10 @@ def follow(
         # After the first page (every item, at once), the grid holds each answer until the
         # batch ends or POLL_S passed: the end is seen at once, not up to a poll later.
         page = first or client.batch_items(
-            batch_id, changed_after, wait_s=0.0 if first_page else POLL_S
+            batch_id,
+            changed_after,
+            wait_s=0.0 if first_page else POLL_S,
+            inline_bytes=inline_bytes,
         )
         first = None
         changed_after = page.next_changed_after

@@ -12,7 +12,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from rgrid import domain, errors, schemas, store
 from rgrid.domain import ArtifactKind, ExecutionState
 from rgrid.paths import safe_input_path
-from rgrid.services import Grid, cache, events, places, reuse, runtimes, trees, utcnow
+from rgrid.services import (
+    Grid,
+    blobs,
+    cache,
+    events,
+    places,
+    retention,
+    reuse,
+    runtimes,
+    trees,
+    utcnow,
+)
 from rgrid.services.executions import _validate, cancel, new_execution, retry, surroundings_of
 from rgrid.store import batches as repo
 from rgrid.store import blobs as blob_repo
@@ -20,6 +31,14 @@ from rgrid.store import blobs as blob_repo
 MAX_BATCH_ITEMS = 10_000
 #: the longest a follower's poll may wait for its batch to end, seconds
 MAX_WAIT_S = 30.0
+#: an output up to this size may come inside the items' page (``inline_outputs``)
+INLINE_MAX_BYTES = 64 * 1024
+#: at most this many bytes and outputs inline in one page: a follower re-attached to a batch
+#: of 10,000 items gets the rest by downloading them, as before
+INLINE_PAGE_BYTES = 1024 * 1024
+INLINE_PAGE_FILES = 256
+#: outputs read from storage at once for one page
+INLINE_READS_AT_ONCE = 8
 MAX_PARALLEL = 1_000
 MAX_INPUT_CHARS = 4096
 
@@ -302,6 +321,49 @@ async def finished_outputs(
     ended = [item.id for item in items if item.state.terminal]
     async with store.transaction(grid.sessions) as session:
         return await blob_repo.outputs_of(session, ended)
+
+
+async def inline_outputs(
+    grid: Grid,
+    principal: domain.Principal,
+    outputs: dict[str, list[domain.Artifact]],
+    up_to: int,
+) -> dict[str, bytes]:
+    """The bytes of the outputs of at most ``up_to`` bytes each (and ``INLINE_MAX_BYTES``),
+    by digest, for the items' page to carry them: a follower then saves an item's small
+    outputs without a download request each (on a remote grid, a round trip an output). Each
+    one is read as a download reads it (verified against its address: damaged content is
+    forgotten and left out, and its download says so); expired ones and those past the page's
+    bounds are left out too, and downloaded as before."""
+    limit = min(up_to, INLINE_MAX_BYTES)
+    wanted: dict[str, domain.Artifact] = {}
+    total = 0
+    for artifact in (a for found in outputs.values() for a in found):
+        if artifact.digest in wanted or artifact.size > limit or retention.expired(grid, artifact):
+            continue
+        if len(wanted) == INLINE_PAGE_FILES or total + artifact.size > INLINE_PAGE_BYTES:
+            break
+        wanted[artifact.digest] = artifact
+        total += artifact.size
+    room = asyncio.Semaphore(INLINE_READS_AT_ONCE)
+
+    async def read(artifact: domain.Artifact) -> bytes | None:
+        what = f"output {artifact.path!r}"
+        async with room:
+            try:
+                stream = blobs.verified_read(
+                    grid, principal.account.id, artifact.digest, artifact.size, what
+                )
+                return b"".join([chunk async for chunk in stream])
+            except (errors.BlobCorrupt, errors.StorageError, errors.NotFound):
+                return None  # its download request reports it
+
+    read_all = await asyncio.gather(*(read(a) for a in wanted.values()))
+    return {
+        digest: content
+        for digest, content in zip(wanted, read_all, strict=True)
+        if content is not None
+    }
 
 
 async def cancel_batch(grid: Grid, principal: domain.Principal, id_or_prefix: str) -> domain.Batch:

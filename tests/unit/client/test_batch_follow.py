@@ -26,16 +26,21 @@ class AnsweringAtOnce:
 
     def __init__(self) -> None:
         self.asked: list[tuple[float, float]] = []  # (when, wait_s)
+        self.inline: set[int] = set()
 
-    def batch_items(self, _batch_id: str, _after: Any, wait_s: float = 0.0) -> Any:
+    def batch_items(
+        self, _batch_id: str, _after: Any, wait_s: float = 0.0, inline_bytes: int = 0
+    ) -> Any:
         self.asked.append((time.monotonic(), wait_s))
+        self.inline.add(inline_bytes)
         return _page(done=len(self.asked) == 4)
 
 
 def test_a_grid_that_answers_at_once_is_polled_every_poll_interval() -> None:
     grid = AnsweringAtOnce()
-    final, _ = batch.follow(grid, "batch_1", lambda *_: None, lambda _: None)  # type: ignore[arg-type]
+    final, _ = batch.follow(grid, "batch_1", lambda *_: None, lambda _: None, inline_bytes=512)  # type: ignore[arg-type]
     assert final.done
+    assert grid.inline == {512}  # every page asked for small outputs inline
     waits = [wait for _, wait in grid.asked]
     assert waits == [0.0, batch.POLL_S, batch.POLL_S, batch.POLL_S]  # the first page at once
     gaps = [b - a for (a, _), (b, _) in zip(grid.asked[1:], grid.asked[2:], strict=False)]

@@ -48,15 +48,26 @@ async def items(
             description="seconds the answer may wait for the batch to end (a long poll)",
         ),
     ] = 0.0,
+    inline: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=service.INLINE_MAX_BYTES,
+            description="outputs of up to this many bytes come with their content (base64)",
+        ),
+    ] = 0,
 ) -> schemas.BatchItemsPublic:
     """The items (all, or only those changed after ``changed_after``: pass the previous
     answer's ``next_changed_after`` to follow a batch of 10,000 items cheaply). With ``wait``,
-    an unfinished batch's answer comes when it ends or after ``wait`` seconds."""
+    an unfinished batch's answer comes when it ends or after ``wait`` seconds. With
+    ``inline``, small outputs come with their bytes (within the page's bounds: the others
+    have none, and are downloaded)."""
     batch, executions, following = await service.batch_changes(
         grid, principal, batch_id, bounds.utc_time(changed_after, "changed_after"), wait_s=wait
     )
     outputs = await service.finished_outputs(grid, executions)
-    data = [convert.batch_item(e, outputs.get(e.id)) for e in executions]
+    contents = await service.inline_outputs(grid, principal, outputs, inline) if inline else {}
+    data = [convert.batch_item(e, outputs.get(e.id), contents) for e in executions]
     return schemas.BatchItemsPublic(
         batch=convert.batch(batch), data=data, next_changed_after=following
     )
