@@ -38,6 +38,7 @@ class Dispatcher:
         self._grid = grid
         self.executor = executor
         self._wake = asyncio.Event()
+        self._claiming = asyncio.Lock()  # one claimer at a time: slots are counted, then filled
         self._signalled = asyncio.Event()  # another process published: maybe a cancel
         # reaches the other servers of the database too, so an idle one starts a submit at once
         self._signal = signal or InProcessWorkSignal()
@@ -52,6 +53,8 @@ class Dispatcher:
         #: the executions claimed here whose outcome is not recorded yet, each with the worker
         #: holding it (ours, or the executor's node): their leases are kept from here
         self._in_flight: dict[str, str] = {}
+        #: each in-flight execution as its claim returned it (its outcome reads it from here)
+        self._claimed: dict[str, domain.Execution] = {}
         grid.wake_dispatcher = self._work_queued
         grid.cancel_local = executor.cancel
 
@@ -115,18 +118,24 @@ class Dispatcher:
         await self._register()  # before it claims anything
         while True:
             self._wake.clear()
-            try:
+            await self._fill_slots()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(POLL_S):
+                    await self._wake.wait()
+
+    async def _fill_slots(self) -> None:
+        """Claim while a slot is free (and the disk has room) and something waits."""
+        try:
+            async with self._claiming:
                 while (
-                    self.executor.free_slots() > 0
+                    not self._closing
+                    and self.executor.free_slots() > 0
                     and self._room_on_disk()
                     and await self._claim_one()
                 ):
                     pass
-            except Exception:
-                logger.exception("claim failed", extra={"action": "claim_failed"})
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(POLL_S):
-                    await self._wake.wait()
+        except Exception:
+            logger.exception("claim failed", extra={"action": "claim_failed"})
 
     def _room_on_disk(self) -> bool:
         """Whether the grid's disk has more than its reserve free: below it nothing new starts
@@ -211,24 +220,36 @@ class Dispatcher:
         logger.info("claimed", extra={"action": "execution_claimed", "execution_id": row.id})
         self._grid.notifier.notify(row.id)
         self._in_flight[row.id] = holder
+        self._claimed[row.id] = row
         if row.tree_digest is not None and tree is None:
             # its files were found lost since it was submitted (``blobs.lose_blob``)
-            await self._finish(spec, outcomes.tree_lost())
+            await self._record(spec, outcomes.tree_lost())  # the loop claiming goes on
             return True
         self.executor.start(spec, plane.GridControlPlane(self._grid, spec, holder), self._finish)
         return True
 
     async def _finish(self, spec: domain.ExecutionSpec, outcome: domain.Outcome) -> None:
+        """An execution's end, as its executor reports it: its outcome recorded, and its slot
+        taken again at once, by this task (the outcome may have freed a batch's place too),
+        not after the claim loop's turn comes on a busy event loop."""
+        await self._record(spec, outcome)
+        await self._fill_slots()
+        self._wake.set()
+
+    async def _record(self, spec: domain.ExecutionSpec, outcome: domain.Outcome) -> None:
         holder = spec.worker or self._worker
         # its own worker's price is what it registered: no read of the record per outcome
         own = (self._grid.settings.hourly_price_micros, self.executor.slots)
         pricing = own if holder == self._worker else None
+        claimed = self._claimed.get(spec.execution_id)
         try:
-            await outcomes.record_outcome(self._grid, holder, spec, outcome, pricing=pricing)
+            await outcomes.record_outcome(
+                self._grid, holder, spec, outcome, pricing=pricing, claimed=claimed
+            )
         finally:
             # in flight until here: its lease is kept while its outcome is being recorded
             self._in_flight.pop(spec.execution_id, None)
-        self._wake.set()
+            self._claimed.pop(spec.execution_id, None)
 
     async def _lease_loop(self) -> None:
         while True:

@@ -35,11 +35,15 @@ async def record_outcome(
     outcome: domain.Outcome,
     *,
     pricing: tuple[int, int] | None = None,
+    claimed: domain.Execution | None = None,
 ) -> bool:
     """Record an attempt's outcome, only if that attempt of ``worker`` still holds the
     execution (a stale one, whose lease expired and which another attempt took over, is refused
     and logged); whether it was recorded. ``pricing``: the worker's (hourly price, slots) when
-    the caller knows them (its own worker), else read from the worker's record.
+    the caller knows them (its own worker), else read from the worker's record. ``claimed``:
+    the execution as this attempt's claim returned it, when the caller kept it: what the
+    outcome needs of it (its start, attempt, retries, cost so far, batch) does not change while
+    it runs, so it is not read again — unless it was cancelled (whether a user asked to is read).
 
     The outputs' blobs are put on record first, whether or not the attempt still holds the
     execution, so that retention reclaims them like any blob no artifact uses (a runner in the
@@ -51,7 +55,10 @@ async def record_outcome(
             await blob_repo.record_blobs(
                 session, spec.account_id, ((r.digest, r.size) for r in outcome.outputs), utcnow()
             )
-        row = await repo.get(session, spec.execution_id, with_metadata=False)
+        if claimed is not None and outcome.state is not ExecutionState.CANCELLED:
+            row: domain.Execution | None = claimed
+        else:
+            row = await repo.get(session, spec.execution_id, with_metadata=False)
         retried = None
         if row is not None:
             if outcome.state is ExecutionState.CANCELLED and not row.cancel_requested:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid.domain import ExecutionState
-from rgrid.store import dialect_insert
 from rgrid.store.models import BillingPeriodRow, CostShareRow, ExecutionRow, RunRow
 
 Span = tuple[str, datetime, datetime | None]  # execution, run start, run end (None: running)
@@ -24,11 +26,26 @@ async def record_run(
     ended_at: datetime,
 ) -> None:
     # one statement; an attempt settled twice (recovery racing a late finish) keeps one row
-    span = {"worker": worker, "started_at": started_at, "ended_at": ended_at}
-    await session.execute(
-        dialect_insert(session)(RunRow)
-        .values(execution_id=execution_id, attempt=attempt, **span)
-        .on_conflict_do_update(index_elements=["execution_id", "attempt"], set_=span)
+    row = {
+        "execution_id": execution_id,
+        "attempt": attempt,
+        "worker": worker,
+        "started_at": started_at,
+        "ended_at": ended_at,
+    }
+    await session.execute(_run_upsert(session.get_bind().dialect.name), row)
+
+
+@functools.lru_cache(maxsize=2)
+def _run_upsert(dialect: str) -> Any:
+    """``record_run``'s statement, built once per database kind, its values bound per call (on
+    the table, not the ORM class: the ORM's machinery cost more than the insert)."""
+    insert_of = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert_of(cast(Table, RunRow.__table__))
+    span = ("worker", "started_at", "ended_at")
+    return statement.on_conflict_do_update(
+        index_elements=["execution_id", "attempt"],
+        set_={name: statement.excluded[name] for name in span},
     )
 
 

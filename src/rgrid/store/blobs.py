@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, Table, delete, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain
@@ -50,7 +52,15 @@ async def record_blobs(
         for digest, size in dict(blobs).items()
     ]
     if rows:
-        await session.execute(dialect_insert(session)(BlobRow).on_conflict_do_nothing(), rows)
+        await session.execute(_blob_insert(session.get_bind().dialect.name), rows)
+
+
+@functools.lru_cache(maxsize=2)
+def _blob_insert(dialect: str) -> Any:
+    """``record_blobs``' statement, built once per database kind: on the table, not the ORM
+    class (the ORM's bulk machinery cost more than the insert on every outcome)."""
+    insert_of = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert_of(cast(Table, BlobRow.__table__)).on_conflict_do_nothing()
 
 
 ARTIFACT_COLUMNS = (
@@ -95,7 +105,11 @@ async def add_artifacts(
         for ref in files
     ]
     if rows:  # one executemany, not an ORM object per file (a project tree has thousands)
-        await session.execute(insert(ArtifactRow), rows)
+        await session.execute(_ARTIFACT_INSERT, rows)
+
+
+#: ``add_artifacts``' statement: on the table, not the ORM class (see ``_blob_insert``)
+_ARTIFACT_INSERT = insert(cast(Table, ArtifactRow.__table__))
 
 
 async def list_artifacts(

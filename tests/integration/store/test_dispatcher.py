@@ -286,3 +286,80 @@ async def test_a_claim_is_stamped_with_the_time_it_took_effect(grid: Grid) -> No
         assert [
             e.id for e in await repo.expired_leases(session, utcnow() + timedelta(minutes=2))
         ] == [made.id]
+
+
+async def test_an_outcome_recorded_from_the_claimed_row_is_costed_guarded_and_cancel_aware(
+    grid: Grid,
+) -> None:
+    """The dispatcher hands ``record_outcome`` the execution as its claim returned it instead
+    of reading it again: the cost is still the run time at the worker's price, a stale
+    attempt's outcome is still refused, and a cancelled run is told apart by the flag as it is
+    now (a user's cancel after the claim), not as the claim saw it."""
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    made = await submit_script(grid, admin, "print(1)", max_retries=2)
+    other = await submit_script(grid, admin, "print(2)", max_retries=0)
+    claims = {}
+    for _ in range(2):
+        async with store.transaction(grid.sessions) as session:
+            row = await repo.claim_next(session, worker="node-a:1", now=utcnow(), lease_s=60)
+        assert row is not None and row.started_at is not None
+        claims[row.id] = row
+    spec = {
+        e.id: domain.ExecutionSpec(
+            execution_id=e.id,
+            account_id=e.account_id,
+            script=e.script,
+            args=(),
+            env={},
+            inputs=(),
+            timeout_s=60,
+            memory_bytes=2**30,
+            network=False,
+            attempt=e.attempt,
+            log_seq_start=e.last_seq,
+        )
+        for e in claims.values()
+    }
+    price = (3_600_000, 1)  # 3.60 EUR an hour on one slot: a micro-euro a millisecond
+    stale = dataclasses.replace(spec[made.id], attempt=2)
+    success = domain.Outcome(ExecutionState.SUCCEEDED, 0, None)
+    assert not await record_outcome(
+        grid, "node-a:1", stale, success, pricing=price, claimed=claims[made.id]
+    )
+    assert await record_outcome(
+        grid, "node-a:1", spec[made.id], success, pricing=price, claimed=claims[made.id]
+    )
+    done = await service.get(grid, admin, made.id)
+    assert done.state is ExecutionState.SUCCEEDED and done.finished_at is not None
+    run_ms = (done.finished_at - claims[made.id].started_at) / timedelta(milliseconds=1)
+    assert done.cost_micros is not None and abs(done.cost_micros - run_ms) <= 1
+
+    await service.cancel(grid, admin, other.id)  # asked after the claim: the claim's row says no
+    assert not claims[other.id].cancel_requested
+    cancelled = domain.Outcome(ExecutionState.CANCELLED, domain.EXIT_RGRID_FAILURE, None)
+    assert await record_outcome(
+        grid, "node-a:1", spec[other.id], cancelled, pricing=price, claimed=claims[other.id]
+    )
+    assert (await service.get(grid, admin, other.id)).state is ExecutionState.CANCELLED
+
+
+async def test_a_finished_execution_s_slot_is_filled_by_its_own_end_not_the_claim_loop(
+    grid: Grid,
+) -> None:
+    """With one slot and no claim loop running, the second execution still starts: the first
+    one's end claims it (on a busy event loop the claim loop's turn may come milliseconds
+    later). The slot count holds: never two running at once."""
+    dispatcher = Dispatcher(grid, LocalExecutor(slots=1, config=runner_config(grid.settings)))
+    admin = await account_service.authenticate(grid, ADMIN_KEY)
+    first = await submit_script(grid, admin, "print('first')")
+    second = await submit_script(grid, admin, "print('second')")
+    try:
+        await dispatcher._fill_slots()  # what the claim loop does once; it is not started
+        assert dispatcher.executor.free_slots() == 0
+        done = await wait_terminal(grid, admin, second.id, timeout=60)
+        assert done.state is ExecutionState.SUCCEEDED
+        before = await service.get(grid, admin, first.id)
+        assert before.finished_at is not None and done.started_at is not None
+        assert before.finished_at <= done.started_at  # one slot: one after the other
+    finally:
+        await dispatcher.close()
