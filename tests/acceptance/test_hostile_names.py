@@ -3,12 +3,14 @@ end with the real CLI against a real grid."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from tests.acceptance.conftest import (
     blob_file,
@@ -198,6 +200,40 @@ def test_a_lost_output_blob_is_reported_as_such_and_a_rerun_heals_it(
     healed = account_cli("download", run_id(first), "--output-dir", "healed")
     assert healed.returncode == 0, healed.stderr  # the first run's output is whole again
     assert (workdir / "healed" / "out.txt").read_bytes() == content
+
+
+def test_a_damaged_output_is_left_out_of_a_batch_page_and_its_download_says_so(
+    live_server: LiveServer, account_cli: Cli, workdir: Path
+) -> None:
+    """A batch's page with small outputs inline (``?inline=N``) reads each as a download
+    does: one damaged on the grid's disk comes without its bytes (the page itself is whole),
+    and fetching it says it is lost or damaged, as without the page."""
+    marker = uuid.uuid4().hex
+    (workdir / "make.py").write_text(
+        "import sys\nopen('out.txt', 'w').write(open(sys.argv[1]).read().upper())\n"
+    )
+    for name in ("a", "b"):
+        (workdir / f"{name}.in").write_text(f"{name} {marker}\n")
+    ran = account_cli("run", "--batch", "*.in", "--remote-only", "make.py")
+    assert ran.returncode == 0, ran.stderr
+    batch_id = ran.stderr.split(":", 2)[1].strip()
+    damage_keeping_mtime(blob_file(live_server, f"A {marker.upper()}\n".encode()))
+
+    page = httpx.get(
+        f"{live_server.url}/api/v1/batches/{batch_id}/items",
+        params={"inline": "1024"},
+        headers={"Authorization": f"Bearer {account_cli.env['RGRID_API_KEY']}"},
+    )
+    assert page.status_code == 200, page.text
+    items = {i["input"]: i for i in page.json()["data"]}
+    [damaged] = items["a.in"]["outputs"]
+    [whole] = items["b.in"]["outputs"]
+    assert damaged["content"] is None
+    assert base64.b64decode(whole["content"]) == f"B {marker.upper()}\n".encode()
+    fetched = account_cli("download", items["a.in"]["id"], "--output-dir", "lost")
+    assert fetched.returncode == 1
+    assert "error: output 'out.txt' is lost or damaged on the grid" in fetched.stderr
+    assert not (workdir / "lost" / "out.txt").exists()
 
 
 def test_a_damaged_input_blob_fails_the_run_clearly_and_the_next_run_uploads_it_again(
