@@ -31,6 +31,7 @@ from tests.acceptance.conftest import (
 from tests.conftest import RGRID_BIN, Cli, CliResult, LiveServer
 
 from rgrid import digests
+from rgrid.services.batches import CHANGES_LAG
 
 BATCH_LINE = re.compile(r"^rgrid: (batch_[A-Za-z0-9]+): (\d+) items")
 STATE_LINE = re.compile(
@@ -594,9 +595,12 @@ def test_small_outputs_come_inline_with_the_items_page_and_are_saved_from_it(
     url = f"{live_server.url}/api/v1/batches/{batch_id_of(result.stderr)}/items"
     headers = {"Authorization": f"Bearer {account_cli.env['RGRID_API_KEY']}"}
 
+    pages = []
+
     def contents(**params: str) -> dict[str, dict[str, str | None]]:
         page = httpx.get(url, params=params, headers=headers, timeout=30)
         assert page.status_code == 200, page.text
+        pages.append(page.json())
         return {
             i["input"]: {o["path"]: o["content"] for o in i["outputs"]} for i in page.json()["data"]
         }
@@ -607,6 +611,16 @@ def test_small_outputs_come_inline_with_the_items_page_and_are_saved_from_it(
         assert outputs["big.bin"] is None
     assert all(c is None for o in contents().values() for c in o.values())
     assert all(c is None for o in contents(inline="10").values() for c in o.values())
+    # A page of changes brings again the items that ended in the few seconds before the last
+    # page was asked for (its cursor reaches back so far, CHANGES_LAG): their outputs came
+    # with that page, not again; those that ended after it come with theirs.
+    ended = {i["input"]: datetime.fromisoformat(i["finished_at"]) for i in pages[0]["data"]}
+    after = min(ended.values()) - CHANGES_LAG + timedelta(seconds=0.5)
+    again = contents(inline="65536", changed_after=after.isoformat())
+    assert set(again) == set(names)
+    for name, outputs in again.items():
+        new = ended[name] > after + CHANGES_LAG  # after the last page was asked for
+        assert (outputs["result.txt"] is not None) is new, (name, ended, after)
     for bad in ("-1", "65537", "lots"):
         refused = httpx.get(url, params={"inline": bad}, headers=headers)
         assert refused.status_code == 422, refused.text

@@ -326,19 +326,32 @@ async def finished_outputs(
 async def inline_outputs(
     grid: Grid,
     principal: domain.Principal,
+    items: list[domain.Execution],
     outputs: dict[str, list[domain.Artifact]],
     up_to: int,
+    changed_after: datetime | None,
 ) -> dict[str, bytes]:
     """The bytes of the outputs of at most ``up_to`` bytes each (and ``INLINE_MAX_BYTES``),
     by digest, for the items' page to carry them: a follower then saves an item's small
     outputs without a download request each (on a remote grid, a round trip an output). Each
     one is read as a download reads it (verified against its address: damaged content is
     forgotten and left out, and its download says so); expired ones and those past the page's
-    bounds are left out too, and downloaded as before."""
+    bounds are left out too, and downloaded as before.
+
+    A page of changes after ``changed_after`` brings again the items that ended in the
+    ``CHANGES_LAG`` before it (the previous page's, most of them): their outputs came with that
+    page and are not read again. One the previous page missed after all (its commit came late)
+    comes without, and is downloaded."""
     limit = min(up_to, INLINE_MAX_BYTES)
+    asked_before = None if changed_after is None else changed_after + CHANGES_LAG
+    new = [
+        item.id
+        for item in items
+        if asked_before is None or item.finished_at is None or item.finished_at > asked_before
+    ]
     wanted: dict[str, domain.Artifact] = {}
     total = 0
-    for artifact in (a for found in outputs.values() for a in found):
+    for artifact in (a for item_id in new for a in outputs.get(item_id, ())):
         if artifact.digest in wanted or artifact.size > limit or retention.expired(grid, artifact):
             continue
         if len(wanted) == INLINE_PAGE_FILES or total + artifact.size > INLINE_PAGE_BYTES:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rgrid import domain, errors
@@ -93,13 +93,24 @@ async def current_items(
 ) -> list[domain.Execution]:
     """Its items' current executions (a retried item's newest), in item order; with
     ``changed_after``, only those whose row changed after then."""
-    query = select(ExecutionRow).where(
-        ExecutionRow.batch_id == batch_id, ExecutionRow.superseded.is_(False)
-    )
-    if changed_after is not None:
-        query = query.where(ExecutionRow.updated_at > changed_after)
-    rows = await session.scalars(query.order_by(ExecutionRow.batch_index))
+    if changed_after is None:
+        rows = await session.execute(_ITEMS, {"batch_id": batch_id})
+    else:
+        bound = {"batch_id": batch_id, "changed_after": changed_after}
+        rows = await session.execute(_ITEMS_CHANGED, bound)
     return [to_domain(row, {}) for row in rows]
+
+
+# Built once, and plain rows rather than ORM objects: a follower's every poll reads the items
+# changed in the last seconds (``services.batches.CHANGES_LAG``), many of them each time.
+_ITEMS = (
+    select(*cast(Table, ExecutionRow.__table__).c)
+    .where(ExecutionRow.batch_id == bindparam("batch_id"), ExecutionRow.superseded.is_(False))
+    .order_by(ExecutionRow.batch_index)
+)
+_ITEMS_CHANGED = _ITEMS.where(
+    ExecutionRow.updated_at > bindparam("changed_after", type_=ExecutionRow.updated_at.type)
+)
 
 
 async def supersede(session: AsyncSession, execution_ids: Sequence[str]) -> None:

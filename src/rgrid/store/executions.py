@@ -32,7 +32,8 @@ from rgrid.store.models import BatchRow, ExecutionMetadataRow, ExecutionRow
 PREFIX_MATCH_LIMIT = 2  # enough to tell "unique" from "ambiguous"
 
 
-def to_domain(row: ExecutionRow, metadata: Mapping[str, str]) -> domain.Execution:
+def to_domain(row: Any, metadata: Mapping[str, str]) -> domain.Execution:
+    """An ``ExecutionRow``, or a row of its table's columns, as the domain's execution."""
     return domain.Execution(
         id=row.id,
         account_id=row.account_id,

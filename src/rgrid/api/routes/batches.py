@@ -62,11 +62,16 @@ async def items(
     an unfinished batch's answer comes when it ends or after ``wait`` seconds. With
     ``inline``, small outputs come with their bytes (within the page's bounds: the others
     have none, and are downloaded)."""
+    after = bounds.utc_time(changed_after, "changed_after")
     batch, executions, following = await service.batch_changes(
-        grid, principal, batch_id, bounds.utc_time(changed_after, "changed_after"), wait_s=wait
+        grid, principal, batch_id, after, wait_s=wait
     )
     outputs = await service.finished_outputs(grid, executions)
-    contents = await service.inline_outputs(grid, principal, outputs, inline) if inline else {}
+    contents = (
+        await service.inline_outputs(grid, principal, executions, outputs, inline, after)
+        if inline
+        else {}
+    )
     data = [convert.batch_item(e, outputs.get(e.id), contents) for e in executions]
     return schemas.BatchItemsPublic(
         batch=convert.batch(batch), data=data, next_changed_after=following
