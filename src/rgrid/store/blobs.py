@@ -160,8 +160,9 @@ async def outputs_of(
 ) -> dict[str, list[domain.Artifact]]:
     found: dict[str, list[domain.Artifact]] = {}
     for start in range(0, len(execution_ids), 500):
-        rows = await session.scalars(
-            select(ArtifactRow)
+        # plain rows, not ORM objects: a follower's every poll reads those of many items
+        rows = await session.execute(
+            select(*ARTIFACT_COLUMNS)
             .where(
                 ArtifactRow.execution_id.in_(execution_ids[start : start + 500]),
                 ArtifactRow.kind == domain.ArtifactKind.OUTPUT.value,

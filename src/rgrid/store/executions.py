@@ -6,12 +6,13 @@ import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     ClauseElement,
     ColumnElement,
     Select,
+    Table,
     and_,
     bindparam,
     case,
@@ -314,8 +315,12 @@ def _claim_statement(postgres: bool, pythons: frozenset[str] | None, stamped: bo
     )
     if postgres:
         pick = pick.with_for_update(skip_locked=True, of=ExecutionRow)
+    # SQLite's: on the table, its row returned as a plain row (no ORM object to build: nothing
+    # reads one afterwards); PostgreSQL's claim may stamp its start on the ORM object after
+    target = ExecutionRow if postgres else cast(Table, ExecutionRow.__table__)
+    returned = (ExecutionRow,) if postgres else tuple(columns)
     return (
-        update(ExecutionRow)
+        update(target)
         .where(ExecutionRow.id == pick.scalar_subquery())
         .where(ExecutionRow.state.in_(waiting))
         .values(
@@ -329,7 +334,7 @@ def _claim_statement(postgres: bool, pythons: frozenset[str] | None, stamped: bo
             ),
             attempt=ExecutionRow.attempt + 1,
         )
-        .returning(ExecutionRow)
+        .returning(*returned)
         .execution_options(synchronize_session=False)
     )
 
@@ -361,10 +366,11 @@ async def claim_next(
     else:
         bound["claim_lease_until"] = now + timedelta(seconds=lease_s)
     statement = _claim_statement(postgres, pythons, stamped)
+    row: Any  # PostgreSQL's an ORM object, SQLite's a plain row (``_claim_statement``)
     if postgres:
         row = await _claim_within_batch_limit(session, statement, bound)
     else:  # SQLite serialises writers: its one UPDATE cannot overbook a batch
-        row = (await session.execute(statement, bound)).scalars().first()
+        row = (await session.execute(statement, bound)).first()
     if row is None:
         return None
     if clock is not None and not stamped:
