@@ -70,6 +70,7 @@ def slow_build_server(tmp_path: Path) -> Iterator[LiveServer]:
     server.stop()
 
 
+@pytest.mark.timeout(400)  # a build with a long step: ~50 s here, 80-120 s in a slow spell
 def test_the_grid_keeps_answering_during_a_long_build(
     slow_build_server: LiveServer, tmp_path: Path
 ) -> None:
