@@ -308,7 +308,9 @@ def test_an_output_downloads_from_the_page_with_the_bytes_the_script_wrote(
     link = page.get_by_role("link", name="Download out/data.bin")
     link.wait_for()
     assert "75.0 KiB" in page.inner_text("#outputs-h + div")
-    with page.expect_download() as started:
+    # a minute, not the page's 15 s: once, in a slow spell during a full run, the browser's
+    # download had not begun after 15 s
+    with page.expect_download(timeout=60_000) as started:
         link.click()
     download = started.value
     assert download.suggested_filename == "data.bin"
