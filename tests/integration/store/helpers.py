@@ -49,3 +49,28 @@ async def wait_terminal(
                 return execution
             assert asyncio.get_running_loop().time() < deadline, f"still {execution.state}"
             await changes.wait(0.2)
+
+
+def bare_spec(
+    execution_id: str,
+    account_id: str,
+    attempt: int,
+    *,
+    script: str = "main.py",
+    log_seq_start: int = 0,
+) -> domain.ExecutionSpec:
+    """What a worker is handed for an attempt, without arguments, environment or inputs: all a
+    test needs to record the attempt's logs and outcome."""
+    return domain.ExecutionSpec(
+        execution_id=execution_id,
+        account_id=account_id,
+        script=script,
+        args=(),
+        env={},
+        inputs=(),
+        timeout_s=60,
+        memory_bytes=2**30,
+        network=False,
+        attempt=attempt,
+        log_seq_start=log_seq_start,
+    )

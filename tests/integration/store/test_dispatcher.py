@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from tests.integration.store.conftest import ADMIN_KEY
-from tests.integration.store.helpers import submit_script, wait_terminal
+from tests.integration.store.helpers import bare_spec, submit_script, wait_terminal
 
 from rgrid import domain, errors, store
 from rgrid.domain import ArtifactKind, ExecutionState, FailureClass
@@ -240,18 +240,8 @@ async def claim_as(
     async with store.transaction(grid.sessions) as session:
         row = await repo.claim_next(session, worker=worker, now=now, lease_s=60)
         assert row is not None
-        spec = domain.ExecutionSpec(
-            execution_id=row.id,
-            account_id=row.account_id,
-            script=row.script,
-            args=(),
-            env={},
-            inputs=(),
-            timeout_s=60,
-            memory_bytes=2**30,
-            network=False,
-            attempt=row.attempt,
-            log_seq_start=row.last_seq,
+        spec = bare_spec(
+            row.id, row.account_id, row.attempt, script=row.script, log_seq_start=row.last_seq
         )
     return spec, GridControlPlane(grid, spec, worker)
 
@@ -305,19 +295,7 @@ async def test_an_outcome_recorded_from_the_claimed_row_is_costed_guarded_and_ca
         assert row is not None and row.started_at is not None
         claims[row.id] = row
     spec = {
-        e.id: domain.ExecutionSpec(
-            execution_id=e.id,
-            account_id=e.account_id,
-            script=e.script,
-            args=(),
-            env={},
-            inputs=(),
-            timeout_s=60,
-            memory_bytes=2**30,
-            network=False,
-            attempt=e.attempt,
-            log_seq_start=e.last_seq,
-        )
+        e.id: bare_spec(e.id, e.account_id, e.attempt, script=e.script, log_seq_start=e.last_seq)
         for e in claims.values()
     }
     price = (3_600_000, 1)  # 3.60 EUR an hour on one slot: a micro-euro a millisecond

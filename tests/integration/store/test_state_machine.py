@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from tests.integration.store.conftest import ADMIN_KEY
-from tests.integration.store.helpers import submit_script
+from tests.integration.store.helpers import bare_spec, submit_script
 
 from rgrid import domain, errors, store
 from rgrid.domain import ExecutionState, FailureClass
@@ -76,18 +76,7 @@ class World:
             return "finish: nothing claimed"
         execution_id, worker, attempt = self.rng.choice(self.claims)
         outcome = self.rng.choice(OUTCOMES)
-        spec = domain.ExecutionSpec(
-            execution_id=execution_id,
-            account_id=self.principal.account.id,
-            script="main.py",
-            args=(),
-            env={},
-            inputs=(),
-            timeout_s=60,
-            memory_bytes=2**30,
-            network=False,
-            attempt=attempt,
-        )
+        spec = bare_spec(execution_id, self.principal.account.id, attempt)
         recorded = await record_outcome(self.grid, worker, spec, outcome)
         return f"finish {execution_id} #{attempt} by {worker} as {outcome.state}: {recorded}"
 

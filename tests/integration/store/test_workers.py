@@ -9,7 +9,7 @@ import dataclasses
 from datetime import timedelta
 
 from tests.integration.store.conftest import ADMIN_KEY
-from tests.integration.store.helpers import submit_script
+from tests.integration.store.helpers import bare_spec, submit_script
 
 from rgrid import domain, store
 from rgrid.domain import ExecutionState
@@ -50,18 +50,7 @@ async def test_a_run_is_priced_as_its_worker_record_says(grid: Grid) -> None:
         assert row is not None and row.id == made.id
         started = row.started_at
         assert started is not None
-    spec = domain.ExecutionSpec(
-        execution_id=made.id,
-        account_id=admin.account.id,
-        script="main.py",
-        args=(),
-        env={},
-        inputs=(),
-        timeout_s=60,
-        memory_bytes=2**30,
-        network=False,
-        attempt=1,
-    )
+    spec = bare_spec(made.id, admin.account.id, 1)
 
     running = await service.get(grid, admin, made.id)  # the provisional cost, while it runs
     assert await record_outcome(grid, "node-a:7", spec, domain.Outcome(ExecutionState.SUCCEEDED, 0))
