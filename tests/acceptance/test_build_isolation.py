@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.acceptance.conftest import json_of, run_id, status_of
+from tests.acceptance.conftest import json_of, new_account, run_id, status_of
 from tests.acceptance.test_dependencies import builds
 from tests.build_probe import PROBE, VERSION, make_sdist
 from tests.conftest import Cli, LiveServer, make_server, require_tool
@@ -116,12 +116,25 @@ def test_a_malicious_build_backend_sees_nothing_of_the_grid(
     assert len(env_dirs(server)) == 2  # the other environment and the new one, no leftovers
 
 
+@pytest.fixture
+def quiet_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """A grid of its own: on the shared one, another test's build may end mid-test and change
+    the environments this test compares."""
+    server = make_server(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
 def test_a_direct_reference_to_a_work_directory_is_refused_at_submit(
-    live_server: LiveServer, account_cli: Cli, workdir: Path
+    quiet_server: LiveServer, workdir: Path
 ) -> None:
-    evil = live_server.home / "work" / "exec_0123456789abcdef" / "evil"
+    server = quiet_server
+    _, key = new_account(Cli(cwd=workdir, env=server.cli_env()))
+    cli = Cli(cwd=workdir, env=server.cli_env(key))
+    evil = server.home / "work" / "exec_0123456789abcdef" / "evil"
     (workdir / "s.py").write_text("print('never')\n")
-    envs_before, builds_before = env_dirs(live_server), builds(live_server)
+    envs_before, builds_before = env_dirs(server), builds(server)
     spellings = [
         f"evil @ file://{evil}",
         f"evil@FILE://{evil}",
@@ -132,13 +145,12 @@ def test_a_direct_reference_to_a_work_directory_is_refused_at_submit(
     ]
     for n, line in enumerate(spellings):
         (workdir / f"r{n}.txt").write_text(f"six\n{line}\n")
-        result = account_cli("run", "--requirements", f"r{n}.txt", "s.py")
+        result = cli("run", "--requirements", f"r{n}.txt", "s.py")
         assert result.returncode == 1, (line, result.stderr)
         assert result.stderr.startswith("error: requirement") and "local path" in result.stderr
     # the grid refuses it too, for a client that does not check
-    key = account_cli.env["RGRID_API_KEY"]
     response = httpx.post(
-        f"{live_server.url}/api/v1/executions",
+        f"{server.url}/api/v1/executions",
         headers={"authorization": f"Bearer {key}"},
         json={
             "script": "s.py",
@@ -151,5 +163,5 @@ def test_a_direct_reference_to_a_work_directory_is_refused_at_submit(
     assert response.json()["error"]["code"] == "VALIDATION_ERROR"
     assert "local path" in response.json()["error"]["message"]
     # nothing was submitted and nothing built
-    assert json_of(account_cli("list", "--json"))["data"] == []
-    assert env_dirs(live_server) == envs_before and builds(live_server) == builds_before
+    assert json_of(cli("list", "--json"))["data"] == []
+    assert env_dirs(server) == envs_before and builds(server) == builds_before
