@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import RGRID_BIN, Cli, CliResult, LiveServer, blob_name
 
 from rgrid import digests
+from rgrid.enums import ExecutionState
 
 T = TypeVar("T")
 
@@ -64,6 +65,23 @@ def wait_for(check: Callable[[], T | None], timeout: float = 10.0, interval: flo
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout}s (last value {value!r})")
         time.sleep(interval)
+
+
+#: the states in which an execution may still start a build or run on a grid
+IN_FLIGHT = {state.value for state in ExecutionState if not state.terminal}
+
+
+def settled(server: LiveServer, timeout: float = 120.0) -> None:
+    """Wait until ``server`` has no execution in flight: a test that compares the whole grid's
+    counters before and after must not count what an earlier test on the shared grid left
+    running (a build that ends mid-test)."""
+
+    def in_flight() -> int:
+        text = server.metrics()
+        found = re.findall(r'^rgrid_executions\{state="(\w+)"\} ([0-9.]+)$', text, re.MULTILINE)
+        return sum(int(float(n)) for state, n in found if state in IN_FLIGHT)
+
+    wait_for(lambda: in_flight() == 0, timeout=timeout, interval=0.25)
 
 
 def processes_with(marker: str) -> list[tuple[int, str]]:

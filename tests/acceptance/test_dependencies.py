@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.acceptance.conftest import json_of, run_id, status_of
+from tests.acceptance.conftest import json_of, run_id, settled, status_of
 from tests.conftest import RGRID_BIN, Cli, LiveServer
 
 
@@ -81,6 +81,7 @@ def test_ten_parallel_executions_of_a_new_spec_build_once(
 ) -> None:
     (workdir / "requirements.txt").write_text("six\n")
     (workdir / "s.py").write_text("import six, sys\nprint(six.__name__, sys.argv[1])\n")
+    settled(live_server)  # a build an earlier test left running would count as this test's
     before = builds(live_server)
     submitters = [
         subprocess.Popen(
