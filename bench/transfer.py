@@ -248,7 +248,7 @@ def main() -> None:
         print(
             f"{name}: rgrid upload {by[(name, 'curl PUT')] / by[(name, 'rgrid upload')]:.0%} of "
             f"curl PUT, download {by[(name, 'curl GET')] / by[(name, 'rgrid download')]:.0%} of "
-            "curl GET (goal >= 50%)"
+            "curl GET (goals: upload >= 50%, download >= 70%)"
         )
     for name in ("data.zip", "data.csv"):
         print(
