@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 
 import httpx
-from tests.acceptance.conftest import json_of, new_account, run_id, status_of
+import pytest
+from tests.acceptance.conftest import json_of, new_account, run_id, settled, status_of
 from tests.conftest import Cli, LiveServer
 
 from rgrid import digests
@@ -26,6 +27,13 @@ print("to stderr", file=sys.stderr)
 os.makedirs("out", exist_ok=True)
 open("out/random.bin", "wb").write(os.urandom(64))
 """
+
+
+@pytest.fixture(autouse=True)
+def _nothing_in_flight(live_server: LiveServer) -> None:
+    """The tests count the executions the shared grid starts: one an earlier test left queued
+    must not start during them."""
+    settled(live_server)
 
 
 def started(server: LiveServer) -> int:
