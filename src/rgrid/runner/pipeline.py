@@ -199,8 +199,16 @@ async def _stage(
     loop, which a busy grid makes long.)"""
     layer = None
     if overlay is not None and spec.tree is not None:
-        placed = await asyncio.to_thread(_prepare, layout, overlay, list(spec.inputs), ())
-        layer = await _layer(plane, config, layout, spec.tree, stack)
+        store = layers.Layers(config.work_root / layers.LAYERS_DIR, bwrap.SANDBOX_UID)
+
+        def prepare_and_hold() -> tuple[list[tuple[domain.FileRef, Path]], layers.Layer | None]:
+            assert spec.tree is not None and overlay is not None
+            placed = _prepare(layout, overlay, list(spec.inputs), ())
+            return placed, _hold(stack, store, spec.tree.digest)
+
+        placed, layer = await asyncio.to_thread(prepare_and_hold)
+        if layer is None:
+            layer = await _build_layer(plane, layout, spec.tree, stack, store)
         overlay = dataclasses.replace(overlay, lower=layer.path)
     else:  # no overlay here, or no tree for a shared layer to hold (a lone script): copies
         overlay = None
@@ -245,19 +253,15 @@ def _ready(overlay: mounts.Overlay | None, named: list[tuple[str, Path]]) -> dic
     return work.stamps(named)
 
 
-async def _layer(
+async def _build_layer(
     plane: ControlPlane,
-    config: RunnerConfig,
     layout: Layout,
     tree: domain.Tree,
     stack: contextlib.AsyncExitStack,
+    store: layers.Layers,
 ) -> layers.Layer:
-    """The tree's layer, held for the rest of the execution; built now if it is new."""
-    store = layers.Layers(config.work_root / layers.LAYERS_DIR, bwrap.SANDBOX_UID)
+    """The tree's layer, new: built now and held for the rest of the execution."""
     key = tree.digest
-    held = await asyncio.to_thread(_hold, stack, store, key)
-    if held is not None:
-        return held
     # one more layer: once this one is released, the least recently used beyond KEEP go
     stack.push_async_callback(asyncio.to_thread, store.evict)
     scratch = await asyncio.to_thread(store.scratch)
@@ -296,11 +300,15 @@ async def _watch(
     observer = reads.observer()
     if observer is None:
         return None
-    try:
+
+    def watch() -> reads.Watch:  # in one thread hop: each costs the execution ms under load
         known = None
         if staged.layer is not None and spec.tree is not None:
-            known = await asyncio.to_thread(_tree_handles, observer, staged.layer, spec.tree)
-        return await asyncio.to_thread(observer.watch, staged.scan_root, staged.watched, known)
+            known = _tree_handles(observer, staged.layer, spec.tree)
+        return observer.watch(staged.scan_root, staged.watched, known)
+
+    try:
+        return await asyncio.to_thread(watch)
     except OSError as exc:
         logger.warning(
             "reads of %s not observed: %s",

@@ -113,7 +113,10 @@ class BwrapSandbox:
         async with contextlib.AsyncExitStack() as stack:
             launcher = await launch.take()
             stack.callback(launcher.finish)  # once the sandbox is gone
-            chosen = await _pin(stack, launcher, spec.cpus) if spec.cpus else None
+            limited = dataclasses.replace(spec, max_processes=_process_rlimit(spec))
+            # its CPUs and its group's limits in one hop to the launcher's thread (each hop
+            # costs the execution a millisecond or two on a busy grid)
+            chosen = await _pin_and_limit(stack, launcher, spec)
             traffic_before: int | None = None
             if mode is NetworkMode.ISOLATED:
                 namespace = await stack.enter_async_context(network.shared_pool().namespace())
@@ -127,9 +130,7 @@ class BwrapSandbox:
                     await asyncio.to_thread(_hand_over_all, handed, run_as)
             if run_as is None:
                 await asyncio.to_thread(masked_paths)  # the first call walks /etc; cached after
-            limited = dataclasses.replace(spec, max_processes=_process_rlimit(spec))
-            if launcher.group is not None:  # bwrap is born in it
-                await asyncio.to_thread(launcher.group.set_limits, _group_limits(spec, 1))
+            if launcher.group is not None:  # bwrap is born in it (its limits set above)
                 handshake = _Handshake(None, limited, launcher.group)
             else:
                 handshake = _Handshake(functools.partial(_make_group, spec), limited)
@@ -166,15 +167,32 @@ class BwrapSandbox:
             )
 
 
-async def _pin(
-    stack: contextlib.AsyncExitStack, launcher: launch.Launcher, count: float
-) -> tuple[int, ...]:
-    """Take CPUs for the sandbox (given back with ``stack``) and pin the launcher's thread to
-    them: bwrap and the script inherit its affinity."""
-    chosen, holder = await asyncio.to_thread(cpus.shared().take, math.ceil(count))
-    stack.callback(cpus.shared().give_back, chosen, holder)
-    await launcher.call(functools.partial(os.sched_setaffinity, 0, chosen))
-    return chosen
+async def _pin_and_limit(
+    stack: contextlib.AsyncExitStack, launcher: launch.Launcher, spec: SandboxSpec
+) -> tuple[int, ...] | None:
+    """On the launcher's thread: with ``spec.cpus``, take CPUs for the sandbox (given back
+    with ``stack``) and pin the thread to them (bwrap and the script inherit its affinity);
+    the limits of the launcher's group, where it has one. The CPUs taken, or None."""
+    sets = cpus.shared()
+
+    def on_the_launcher() -> tuple[tuple[int, ...], str] | None:
+        taken = sets.take(math.ceil(spec.cpus)) if spec.cpus else None
+        try:
+            if taken is not None:
+                os.sched_setaffinity(0, taken[0])
+            if launcher.group is not None:
+                launcher.group.set_limits(_group_limits(spec, 1))
+        except BaseException:
+            if taken is not None:
+                sets.give_back(*taken)
+            raise
+        return taken
+
+    taken = await launcher.call(on_the_launcher)
+    if taken is None:
+        return None
+    stack.callback(sets.give_back, *taken)
+    return taken[0]
 
 
 async def _network_used(
