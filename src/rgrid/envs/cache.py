@@ -91,14 +91,23 @@ class EnvCache:
         key = env_key(requirements, interpreter)
         async with self._locks.setdefault(key, asyncio.Lock()):
             built = await self._ensure(key, requirements, interpreter, on_line)
-            holder = await asyncio.to_thread(self._hold, key)
+            # held and marked used in one thread hop: each costs a run ms on a busy grid
+            holder, manifest = await asyncio.to_thread(self._hold_and_use, key)
         try:
-            manifest = await asyncio.to_thread(self._use, key)
             yield PythonEnv(self.root / key, interpreter, tuple(manifest["packages"]), built)
         finally:
             holder.close()  # releases the shared lock
         if built:
             await asyncio.to_thread(self.evict)
+
+    def _hold_and_use(self, key: str) -> tuple[IO[str], dict[str, Any]]:
+        """The environment held (a shared lock: not evictable) and its manifest (``_use``)."""
+        holder = self._hold(key)
+        try:
+            return holder, self._use(key)
+        except BaseException:
+            holder.close()
+            raise
 
     def _use(self, key: str) -> dict[str, Any]:
         """The environment's manifest, its last use (for LRU eviction) set to now."""
