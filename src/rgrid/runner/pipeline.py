@@ -199,16 +199,16 @@ async def _stage(
     loop, which a busy grid makes long.)"""
     layer = None
     if overlay is not None and spec.tree is not None:
+        tree, planned = spec.tree, overlay
         store = layers.Layers(config.work_root / layers.LAYERS_DIR, bwrap.SANDBOX_UID)
 
         def prepare_and_hold() -> tuple[list[tuple[domain.FileRef, Path]], layers.Layer | None]:
-            assert spec.tree is not None and overlay is not None
-            placed = _prepare(layout, overlay, list(spec.inputs), ())
-            return placed, _hold(stack, store, spec.tree.digest)
+            placed = _prepare(layout, planned, list(spec.inputs), ())
+            return placed, _hold(stack, store, tree.digest)
 
         placed, layer = await asyncio.to_thread(prepare_and_hold)
         if layer is None:
-            layer = await _build_layer(plane, layout, spec.tree, stack, store)
+            layer = await _build_layer(plane, layout, tree, stack, store)
         overlay = dataclasses.replace(overlay, lower=layer.path)
     else:  # no overlay here, or no tree for a shared layer to hold (a lone script): copies
         overlay = None

@@ -173,6 +173,8 @@ async def _pin_and_limit(
     """On the launcher's thread: with ``spec.cpus``, take CPUs for the sandbox (given back
     with ``stack``) and pin the thread to them (bwrap and the script inherit its affinity);
     the limits of the launcher's group, where it has one. The CPUs taken, or None."""
+    if not spec.cpus and launcher.group is None:
+        return None  # nothing to do there: no hop
     sets = cpus.shared()
 
     def on_the_launcher() -> tuple[tuple[int, ...], str] | None:
