@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import os
+import select
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import IO
 
 from rgrid.sandbox import OutputCallback
 
 MAX_LINE_BYTES = 64 * 1024
 MAX_QUEUED_BYTES = 4 * 1024 * 1024  # read but not yet delivered: past this, stop reading
+READ_BYTES = 256 * 1024  # at most this much per read (as asyncio reads a pipe)
 DRAIN_GRACE_S = 1.0  # how long output may stall after the process is gone
 DRAIN_MAX_S = 10.0  # and how long an escaped grandchild may keep trickling into the pipe
 
@@ -79,9 +84,11 @@ class OutputPumps:
     both pipes: a read that arrives while ``on_output`` is still busy with an earlier one
     waits its turn, so stderr never overtakes stdout that was read before it.
 
-    Two pipes carry no ordering between them: lines written within a few milliseconds of
-    each other on different streams keep their order only if the grid read them in between
-    (see docs/decisions.md, "Order of stdout and stderr").
+    The pipes are read by a thread of their own, not by the event loop: a loop busy with
+    other executions would leave both pipes unread for a while, and lines written to the two
+    in that while can no longer be told apart in time (two pipes carry no order between
+    them; see docs/decisions.md, "Order of stdout and stderr"). The thread reads as soon as
+    the kernel says a pipe has data and hands each read to the loop, which delivers them.
 
     If ``on_output`` raises, ``on_error`` is called to kill the process (a pipe nobody reads
     would block the script until its timeout) and ``drain`` re-raises the error.
@@ -90,27 +97,25 @@ class OutputPumps:
     def __init__(self, on_output: OutputCallback, on_error: Callable[[], None]) -> None:
         self._on_output = on_output
         self._on_error = on_error
-        self._transports: list[asyncio.ReadTransport] = []
+        self._reader: _PipeReader | None = None
         self._reads: collections.deque[tuple[str, list[bytes], int]] = collections.deque()
         self._queued_bytes = 0
-        self._paused = False
         self._open = 0  # pipes not at EOF yet
         self._failed = False
         self._wake = asyncio.Event()
         self._delivery: asyncio.Task[None] | None = None
         self._progress = 0  # pieces delivered so far: lets drain tell slow from stuck
 
-    async def start(self, stream: str, pipe: IO[bytes]) -> None:
-        """Start reading ``pipe``; takes ownership of it."""
-        loop = asyncio.get_running_loop()
-        self._open += 1
-        transport, _ = await loop.connect_read_pipe(lambda: _PipeReader(self, stream), pipe)
-        self._transports.append(transport)
-        if self._delivery is None:
-            self._delivery = asyncio.create_task(self._deliver_in_order())
+    def start(self, pipes: Mapping[str, IO[bytes]]) -> None:
+        """Start reading ``pipes`` (stream name → pipe); takes ownership of them."""
+        if not pipes:
+            return
+        self._open = len(pipes)
+        self._reader = _PipeReader(self, pipes, asyncio.get_running_loop())
+        self._delivery = asyncio.create_task(self._deliver_in_order())
 
     async def drain(self) -> None:
-        """Wait for both pipes to reach EOF, call once the process has exited.
+        """Wait for the pipes to reach EOF, call once the process has exited.
 
         A grandchild that escaped the group kill may hold a pipe open forever, so stop reading
         once a grace period passes without any output delivered (or after ``DRAIN_MAX_S``);
@@ -125,13 +130,13 @@ class OutputPumps:
                 break
             seen = self._progress
             await asyncio.wait([self._delivery], timeout=DRAIN_GRACE_S)
-        self.close()  # EOF for the readers: they hand over their partial lines and finish
+        self.close()  # EOF for the reader: it hands over the partial lines and finishes
         await self._delivery
 
     def close(self) -> None:
-        """Close the pipes; idempotent."""
-        for transport in self._transports:
-            transport.close()
+        """Stop reading and close the pipes; idempotent."""
+        if self._reader is not None:
+            self._reader.stop()
 
     def abort(self) -> None:
         """Close the pipes and stop delivering (the run itself was cancelled)."""
@@ -140,17 +145,15 @@ class OutputPumps:
             self._delivery.cancel()
 
     def received(self, stream: str, blocks: list[bytes], size: int) -> None:
-        """A pipe reader's read of ``size`` bytes, cut into ``blocks`` (maybe none yet)."""
+        """A read of ``size`` bytes of ``stream``, cut into ``blocks`` (maybe none yet)."""
         if self._failed:
             return
         if blocks:
             self._reads.append((stream, blocks, size))
             self._queued_bytes += size
             self._wake.set()
-        if self._queued_bytes > MAX_QUEUED_BYTES and not self._paused:
-            self._paused = True  # backpressure: the script blocks on a full pipe, as under python
-            for transport in self._transports:
-                transport.pause_reading()
+        if self._queued_bytes > MAX_QUEUED_BYTES and self._reader is not None:
+            self._reader.pause()  # backpressure: the script blocks on a full pipe, as under python
 
     def ended(self, stream: str, blocks: list[bytes]) -> None:
         """A pipe reached EOF (or was closed); ``blocks`` is its last partial line, if any."""
@@ -171,11 +174,8 @@ class OutputPumps:
                 await self._on_output(stream, blocks)
                 self._progress += len(blocks)
                 self._queued_bytes -= size
-                if self._paused and self._queued_bytes <= MAX_QUEUED_BYTES // 2:
-                    self._paused = False
-                    for transport in self._transports:
-                        if not transport.is_closing():
-                            transport.resume_reading()
+                if self._queued_bytes <= MAX_QUEUED_BYTES // 2 and self._reader is not None:
+                    self._reader.resume()
         except Exception:
             self._failed = True
             self._reads.clear()
@@ -183,19 +183,85 @@ class OutputPumps:
             raise
 
 
-class _PipeReader(asyncio.Protocol):
-    """One pipe's reads, cut into lines and queued on its ``OutputPumps`` as they arrive."""
+class _PipeReader:
+    """A thread that reads the pipes as their data arrives, cuts it into lines and queues each
+    read on its ``OutputPumps`` through the event loop, in the order of the reads."""
 
-    def __init__(self, pumps: OutputPumps, stream: str) -> None:
+    def __init__(
+        self,
+        pumps: OutputPumps,
+        pipes: Mapping[str, IO[bytes]],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self._pumps = pumps
-        self._stream = stream
-        self._splitter = LineSplitter()
+        self._loop = loop
+        self._pipes = dict(pipes)
+        self._may_read = threading.Event()
+        self._may_read.set()
+        self._stopping = False
+        # a byte written here wakes the thread out of poll() (to stop)
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._thread = threading.Thread(target=self._run, name="output-pipes", daemon=True)
+        self._thread.start()
 
-    def data_received(self, data: bytes) -> None:
-        self._pumps.received(self._stream, self._splitter.feed(data), len(data))
+    def pause(self) -> None:
+        self._may_read.clear()
 
-    def eof_received(self) -> bool:
-        return False  # close the transport: connection_lost follows
+    def resume(self) -> None:
+        self._may_read.set()
 
-    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 (a read error ends the pipe too)
-        self._pumps.ended(self._stream, self._splitter.flush())
+    def stop(self) -> None:
+        """Read no more: the thread hands over the partial lines, closes the pipes and ends."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._may_read.set()
+        with contextlib.suppress(OSError):
+            os.write(self._wake_write, b"x")
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self._wake_read, select.POLLIN)
+        reading: dict[int, tuple[str, LineSplitter]] = {}
+        for stream, pipe in self._pipes.items():
+            fd = pipe.fileno()
+            os.set_blocking(fd, False)
+            poller.register(fd, select.POLLIN)
+            reading[fd] = (stream, LineSplitter())
+        try:
+            while reading and not self._stopping:
+                self._may_read.wait()
+                for fd, _ in poller.poll():
+                    if fd == self._wake_read or fd not in reading:
+                        continue
+                    stream, splitter = reading[fd]
+                    data = _read(fd)
+                    if data is None:
+                        continue
+                    if data:
+                        self._post(self._pumps.received, stream, splitter.feed(data), len(data))
+                    else:
+                        poller.unregister(fd)
+                        del reading[fd]
+                        self._post(self._pumps.ended, stream, splitter.flush())
+        finally:
+            for pipe in self._pipes.values():
+                pipe.close()
+            for stream, splitter in reading.values():
+                self._post(self._pumps.ended, stream, splitter.flush())
+            os.close(self._wake_read)
+            os.close(self._wake_write)
+
+    def _post(self, callback: Callable[..., None], *args: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self._loop.call_soon_threadsafe(callback, *args)
+
+
+def _read(fd: int) -> bytes | None:
+    """What the pipe holds (b"" at EOF), or None if nothing after all."""
+    try:
+        return os.read(fd, READ_BYTES)
+    except BlockingIOError:
+        return None
+    except OSError:  # EIO: a terminal's leader once the child side is gone, which is its EOF
+        return b""

@@ -99,8 +99,7 @@ async def run_command(
     try:
         if on_spawned is not None:
             await on_spawned(child.pid)
-        await pumps.start("stdout", child.stdout)
-        await pumps.start("stderr", child.stderr)
+        pumps.start({"stdout": child.stdout, "stderr": child.stderr})
         async with (
             limits.Watchdog(child.pid, spec.timeout_s, cancel) as watchdog,
             limits.DiskGuard(

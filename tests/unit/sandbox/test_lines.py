@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -90,8 +93,7 @@ async def test_pumps_deliver_each_stream_in_order() -> None:
     pumps = OutputPumps(on_output, on_error=lambda: None)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    await pumps.start("stdout", os.fdopen(out_r, "rb"))
-    await pumps.start("stderr", os.fdopen(err_r, "rb"))
+    pumps.start({"stdout": os.fdopen(out_r, "rb"), "stderr": os.fdopen(err_r, "rb")})
     os.write(out_w, b"1\n2\n3")
     os.write(err_w, b"e\n")
     os.close(out_w)
@@ -110,7 +112,7 @@ async def test_drain_stops_waiting_for_a_pipe_held_open(monkeypatch: pytest.Monk
 
     pumps = OutputPumps(on_output, on_error=lambda: None)
     read_fd, write_fd = os.pipe()  # like a grandchild that escaped the kill and keeps stdout
-    await pumps.start("stdout", os.fdopen(read_fd, "rb"))
+    pumps.start({"stdout": os.fdopen(read_fd, "rb")})
     os.write(write_fd, b"kept\npartial")
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -128,7 +130,7 @@ async def test_callback_error_calls_on_error_and_is_raised() -> None:
 
     pumps = OutputPumps(on_output, on_error=lambda: errors.append("killed"))
     read_fd, write_fd = os.pipe()
-    await pumps.start("stdout", os.fdopen(read_fd, "rb"))
+    pumps.start({"stdout": os.fdopen(read_fd, "rb")})
     os.write(write_fd, b"line\n")
     os.close(write_fd)
     with pytest.raises(RuntimeError, match="callback broke"):
@@ -151,8 +153,7 @@ async def test_a_read_waits_for_the_delivery_of_earlier_reads_of_the_other_pipe(
     pumps = OutputPumps(on_output, on_error=lambda: None)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    await pumps.start("stdout", os.fdopen(out_r, "rb"))
-    await pumps.start("stderr", os.fdopen(err_r, "rb"))
+    pumps.start({"stdout": os.fdopen(out_r, "rb"), "stderr": os.fdopen(err_r, "rb")})
     os.write(out_w, b"o1\n")
     await first_call.wait()
     os.write(out_w, b"o2\n")
@@ -176,7 +177,7 @@ async def test_a_slow_callback_stops_the_reading_and_loses_nothing(
 
     pumps = OutputPumps(on_output, on_error=lambda: None)
     read_fd, write_fd = os.pipe()
-    await pumps.start("stdout", os.fdopen(read_fd, "rb"))
+    pumps.start({"stdout": os.fdopen(read_fd, "rb")})
     data = b"".join(b"%07d\n" % i for i in range(200_000))  # 1.6 MB, many times the limit
     writer = asyncio.get_running_loop().run_in_executor(None, _write_all, write_fd, data)
     await writer
@@ -187,3 +188,33 @@ async def test_a_slow_callback_stops_the_reading_and_loses_nothing(
 def _write_all(fd: int, data: bytes) -> None:
     with os.fdopen(fd, "wb") as pipe:
         pipe.write(data)
+
+
+INTERLEAVING = """\
+import sys, time
+for i in range(10):
+    print(f"o{i}", flush=True)
+    time.sleep(0.02)
+    print(f"e{i}", file=sys.stderr, flush=True)
+    time.sleep(0.02)
+"""
+
+
+async def test_the_order_of_two_streams_survives_an_event_loop_busy_elsewhere() -> None:
+    """A grid's loop may be busy with other runs for a while; lines the script wrote 20 ms
+    apart on stdout and stderr must still come out in the order it wrote them."""
+    received: list[bytes] = []
+
+    async def on_output(stream: str, batch: list[bytes]) -> None:
+        received.extend(line for block in batch for line in block_lines(block))
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", INTERLEAVING], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert child.stdout is not None and child.stderr is not None
+    pumps = OutputPumps(on_output, on_error=lambda: None)
+    pumps.start({"stdout": child.stdout, "stderr": child.stderr})
+    time.sleep(1.0)  # the loop blocked (a slow synchronous step) while the script writes
+    await asyncio.get_running_loop().run_in_executor(None, child.wait)
+    await pumps.drain()
+    assert received == [line for i in range(10) for line in (b"o%d\n" % i, b"e%d\n" % i)]
