@@ -199,8 +199,10 @@ class _PipeReader:
         self._may_read = threading.Event()
         self._may_read.set()
         self._stopping = False
-        # a byte written here wakes the thread out of poll() (to stop)
+        # a byte written here wakes the thread out of poll() (to stop); the lock keeps stop()
+        # from writing to it once the thread has closed it (the number may be reused by then)
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="output-pipes", daemon=True)
         self._thread.start()
 
@@ -212,11 +214,11 @@ class _PipeReader:
 
     def stop(self) -> None:
         """Read no more: the thread hands over the partial lines, closes the pipes and ends."""
-        if self._stopping:
-            return
-        self._stopping = True
-        self._may_read.set()
-        with contextlib.suppress(OSError):
+        with self._wake_lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            self._may_read.set()
             os.write(self._wake_write, b"x")
 
     def _run(self) -> None:
@@ -249,8 +251,10 @@ class _PipeReader:
                 pipe.close()
             for stream, splitter in reading.values():
                 self._post(self._pumps.ended, stream, splitter.flush())
-            os.close(self._wake_read)
-            os.close(self._wake_write)
+            with self._wake_lock:
+                self._stopping = True
+                os.close(self._wake_read)
+                os.close(self._wake_write)
 
     def _post(self, callback: Callable[..., None], *args: object) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
