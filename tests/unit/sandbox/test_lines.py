@@ -218,3 +218,37 @@ async def test_the_order_of_two_streams_survives_an_event_loop_busy_elsewhere() 
     await asyncio.get_running_loop().run_in_executor(None, child.wait)
     await pumps.drain()
     assert received == [line for i in range(10) for line in (b"o%d\n" % i, b"e%d\n" % i)]
+
+
+async def test_stopping_after_the_reader_ended_writes_to_no_reused_descriptor() -> None:
+    """The reader's wake-up pipe is closed when its pipes end; a descriptor opened after that
+    may get its number. Stopping then must not write there (a CI run had an "x" written into
+    the next run's script as it was staged)."""
+    received: list[bytes] = []
+
+    async def on_output(stream: str, batch: list[bytes]) -> None:
+        received.extend(batch)
+
+    pumps = OutputPumps(on_output, on_error=lambda: None)
+    read_fd, write_fd = os.pipe()
+    pumps.start({"stdout": os.fdopen(read_fd, "rb")})
+    os.write(write_fd, b"last\n")
+    os.close(write_fd)
+    reader = pumps._reader
+    assert reader is not None
+    await asyncio.get_running_loop().run_in_executor(None, reader._thread.join, 10)
+    assert not reader._thread.is_alive()
+    opened: list[int] = []
+    try:
+        while reader._wake_write not in opened[1::2]:  # a new pipe's write end gets its number
+            opened += os.pipe()
+            assert len(opened) < 64
+        later_read = opened[opened.index(reader._wake_write) - 1]
+        await pumps.drain()  # stops the reader
+        os.set_blocking(later_read, False)
+        with pytest.raises(BlockingIOError):
+            os.read(later_read, 16)  # nothing was written into it
+    finally:
+        for fd in opened:
+            os.close(fd)
+    assert received == [b"last\n"]
